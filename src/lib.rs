@@ -1,0 +1,20 @@
+//! leadsync keeps a sales CRM and a marketing-automation platform telling the same story about
+//! every lead.
+//!
+//! # Layout
+//! - `domain`: canonical fields, stages, changes and pushes; no IO.
+//! - `connectors`: one folder per vendor behind one trait; only `wire.rs` knows vendor JSON.
+//! - `ingest`: pollers (and later webhooks) that commit changes to the inbox.
+//! - `reconcile`: pure decisions from (ledger state, change, rules).
+//! - `ledger`: the SQLite ledger; the only module that runs SQL.
+//! - `push`: drains the outbox to each vendor in batches, with retries and dead letters.
+//! - `engine`: wires pollers, reconciler and pushers for a set of systems.
+//! - `sim`: vendor simulators for the demo, tests and benchmarks.
+//! - `settings`: layered config parsed into validated types.
+//! - `cli`: the subcommands of the one binary.
+//! - `retry`, `telemetry`, `shutdown`: cross-cutting pieces.
+
+pub mod connectors;
+pub mod domain;
+pub mod retry;
+pub mod sim;

@@ -1,0 +1,1 @@
+//! Simulated HubSpot CRM v3 API.

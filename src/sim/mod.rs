@@ -1,0 +1,5 @@
+//! Faithful simulators of the vendor APIs (paths, auth, paging, limits, error shapes), for
+//! `leadsync demo`, the tests, the benchmarks and staging runs.
+
+pub mod hubspot;
+pub mod salesforce;

@@ -1,0 +1,1 @@
+//! Simulated Salesforce REST API.
