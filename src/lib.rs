@@ -16,5 +16,7 @@
 
 pub mod connectors;
 pub mod domain;
+pub mod ledger;
+pub mod reconcile;
 pub mod retry;
 pub mod sim;

@@ -1,0 +1,1067 @@
+//! The ledger: leads, links, what each remote record holds, inbox, outbox, cursors and audit,
+//! in one SQLite file.
+//!
+//! **Architecture Invariant:** only this module runs SQL.
+//! **Architecture Invariant:** a poll cursor commits in the same transaction as the changes it
+//! produced; an outbox row is done only after the vendor accepted that record.
+//!
+//! One writer: the `Ledger` owns one connection behind a mutex, and callers run its methods on
+//! a blocking thread. Readers (`leadsync status`) open their own read-only connection.
+
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+use crate::connectors::Cursor;
+use crate::domain::{
+    Change, Field, Fields, PushOp, PushOutcome, PushRecord, RemoteId, SystemName, normalize_email,
+};
+use crate::reconcile::{
+    self, Context, Decision, LeadState, LinkState, Provenance, PushIntent, Rules,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("ledger schema version {found} is newer than this leadsync supports ({supported})")]
+    TooNew { found: i64, supported: i64 },
+    #[error("corrupt ledger row: {0}")]
+    Corrupt(String),
+    #[error("ledger lock poisoned")]
+    Poisoned,
+}
+
+impl LedgerError {
+    /// Whether the ledger could not be written for a reason that may pass (disk full, locked).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LedgerError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+            ),
+            _ => false,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, LedgerError>;
+
+/// Time as stored: fixed-width RFC 3339 so that text order is time order.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| LedgerError::Corrupt(format!("bad timestamp {s:?}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| LedgerError::Corrupt(format!("encode: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| LedgerError::Corrupt(format!("decode: {e}")))
+}
+
+/// FNV-1a, 64 bit: a stable content key for inbox de-duplication (std's hasher may change
+/// between Rust releases, which would break de-duplication across upgrades).
+fn fnv64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// What one reconcile pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileStats {
+    pub processed: usize,
+    pub new_leads: usize,
+    pub new_links: usize,
+    pub pushes_planned: usize,
+}
+
+/// One outbox row handed to a pusher, with the version it had when read.
+#[derive(Debug, Clone)]
+pub struct DuePush {
+    pub record: PushRecord,
+    pub version: i64,
+    pub attempts: i64,
+}
+
+/// Per-system operational state for `leadsync status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SystemStatus {
+    pub system: String,
+    pub kind: String,
+    pub role: String,
+    pub cursor: Option<String>,
+    pub last_poll_ok_at: Option<String>,
+    pub inbox_pending: i64,
+    pub outbox_pending: i64,
+    pub dead: i64,
+    pub linked_records: i64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}
+
+/// The ledger's view of one person, for verification and `trace`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeadSnapshot {
+    pub id: String,
+    pub fields: Fields,
+    pub links: Vec<(String, RemoteId)>,
+}
+
+/// How pushes are retried per record.
+#[derive(Debug, Clone, Copy)]
+pub struct PushRetry {
+    pub max_attempts: i64,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for PushRetry {
+    fn default() -> Self {
+        PushRetry {
+            max_attempts: 10,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(600),
+        }
+    }
+}
+
+pub struct Ledger {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("path", &self.path).finish()
+    }
+}
+
+fn set_pragmas(conn: &Connection) -> Result<()> {
+    // WAL lets readers work beside the one writer; FULL makes every commit that acknowledges
+    // something to the outside durable across power loss (RELIABILITY.md §2).
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(())
+}
+
+impl Ledger {
+    /// Open (creating if needed) and migrate the ledger at `path`.
+    ///
+    /// # Errors
+    /// The file cannot be opened or written, or its schema is newer than this build.
+    pub fn open(path: &Path) -> Result<Ledger> {
+        let mut conn = Connection::open(path)?;
+        set_pragmas(&conn)?;
+        schema::migrate(&mut conn)?;
+        Ok(Ledger { conn: Mutex::new(conn), path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with_tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Record the configured systems (name, kind, role).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn register_systems(&self, systems: &[(String, String, String)]) -> Result<()> {
+        self.with_tx(|tx| {
+            for (name, kind, role) in systems {
+                tx.execute(
+                    "INSERT INTO systems(name, kind, role) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, role = excluded.role",
+                    params![name, kind, role],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The poll cursor of a system.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn cursor(&self, system: &SystemName) -> Result<Cursor> {
+        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+        let v: Option<Option<String>> = conn
+            .query_row("SELECT value FROM cursors WHERE system = ?1", [system.as_str()], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(Cursor(v.flatten()))
+    }
+
+    /// Commit observed changes to the inbox and, in the same transaction, the cursor they
+    /// were read up to. Changes already in the inbox (same record, time and content) are
+    /// stored once. Returns how many were new.
+    ///
+    /// # Errors
+    /// SQLite failures; nothing is committed then.
+    pub fn ingest(
+        &self,
+        system: &SystemName,
+        source: &str,
+        changes: &[Change],
+        cursor: Option<&Cursor>,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        self.with_tx(|tx| {
+            let mut inserted = 0;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO inbox(system, source, dedupe_key, change, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for c in changes {
+                    let fields = to_json(&c.fields)?;
+                    let key = format!(
+                        "{}|{}|{}|{}|{:016x}",
+                        system,
+                        c.remote.object_type,
+                        c.remote.id,
+                        ts(c.modified_at),
+                        fnv64(format!("{fields}|{}|{:?}", c.deleted, c.ledger_key).as_bytes())
+                    );
+                    inserted +=
+                        stmt.execute(params![system.as_str(), source, key, to_json(c)?, ts(now)])?;
+                }
+            }
+            if let Some(Cursor(Some(value))) = cursor {
+                tx.execute(
+                    "INSERT INTO cursors(system, value, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(system) DO UPDATE SET value = excluded.value,
+                                                       updated_at = excluded.updated_at",
+                    params![system.as_str(), value, ts(now)],
+                )?;
+            }
+            Ok(inserted)
+        })
+    }
+
+    /// Reconcile up to `max` pending inbox changes in one transaction: match, resolve fields,
+    /// link, and plan pushes. `mint_id` makes ledger ids for new persons.
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row; nothing is committed then.
+    pub fn reconcile_pending(
+        &self,
+        rules: &Rules,
+        max: usize,
+        now: DateTime<Utc>,
+        mint_id: &mut dyn FnMut() -> String,
+    ) -> Result<ReconcileStats> {
+        self.with_tx(|tx| {
+            let mut stats = ReconcileStats::default();
+            let pending: Vec<(i64, String, String)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, system, change FROM inbox WHERE processed_at IS NULL
+                     ORDER BY id LIMIT ?1",
+                )?;
+                stmt.query_map([max as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<std::result::Result<_, _>>()?
+            };
+            for (inbox_id, system, change) in pending {
+                let system = SystemName(system);
+                let change: Change = from_json(&change)?;
+                if rules.system(&system).is_some() {
+                    let ctx = load_context(tx, &system, &change)?;
+                    let new_id = mint_id();
+                    let decision = reconcile::reconcile(&ctx, &system, &change, rules, &new_id, now);
+                    stats.new_leads += usize::from(decision.is_new_lead);
+                    stats.new_links += usize::from(decision.new_link.is_some());
+                    stats.pushes_planned += decision.pushes.len();
+                    apply_decision(tx, &system, &change, &decision, now)?;
+                } else {
+                    tracing::warn!(system = %system, inbox_id, "change from an unconfigured system skipped");
+                }
+                tx.prepare_cached("UPDATE inbox SET processed_at = ?1 WHERE id = ?2")?
+                    .execute(params![ts(now), inbox_id])?;
+                stats.processed += 1;
+            }
+            Ok(stats)
+        })
+    }
+
+    /// Pending pushes for a system that are due, oldest first.
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row.
+    pub fn due_pushes(
+        &self,
+        system: &SystemName,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DuePush>> {
+        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT o.id, o.lead_id, o.object_type, o.remote_id, o.fields, o.version, o.attempts,
+                    l.fields
+             FROM outbox o JOIN leads l ON l.id = o.lead_id
+             WHERE o.system = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
+             ORDER BY o.id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![system.as_str(), ts(now), limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, String>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, lead_id, object_type, remote_id, fields, version, attempts, person) = row?;
+            let op = if remote_id.is_empty() {
+                PushOp::Create { object_type }
+            } else {
+                PushOp::Update { remote: RemoteId { object_type, id: remote_id } }
+            };
+            out.push(DuePush {
+                record: PushRecord {
+                    outbox_id: id,
+                    ledger_key: lead_id,
+                    op,
+                    fields: from_json(&fields)?,
+                    person: from_json(&person)?,
+                },
+                version,
+                attempts,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Record what the vendor said about each pushed record, in one transaction. Accepted
+    /// records update what leadsync knows the record holds, and the person's remaining
+    /// pushes are planned again against that knowledge.
+    ///
+    /// # Errors
+    /// SQLite failures; nothing is committed then and the same results may be recorded again.
+    pub fn record_push_results(
+        &self,
+        system: &SystemName,
+        sent: &[DuePush],
+        outcomes: &[PushOutcome],
+        rules: &Rules,
+        retry: PushRetry,
+        started_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<PushTally> {
+        self.with_tx(|tx| {
+            let mut tally = PushTally::default();
+            let by_id: BTreeMap<i64, &PushOutcome> =
+                outcomes.iter().map(|o| (o.outbox_id(), o)).collect();
+            for due in sent {
+                let rec = &due.record;
+                let lead_id = &rec.ledger_key;
+                match by_id.get(&rec.outbox_id) {
+                    Some(PushOutcome::Accepted { remote, created, .. }) => {
+                        let is_create = matches!(rec.op, PushOp::Create { .. });
+                        if is_create {
+                            tally.created += 1;
+                            let owner: Option<String> = tx
+                                .query_row(
+                                    "SELECT lead_id FROM links WHERE system = ?1
+                                     AND object_type = ?2 AND remote_id = ?3",
+                                    params![system.as_str(), remote.object_type, remote.id],
+                                    |r| r.get(0),
+                                )
+                                .optional()?;
+                            match owner {
+                                Some(other) if &other != lead_id => {
+                                    // The vendor matched an existing record that another
+                                    // person owns: never merge silently.
+                                    mark_dead(
+                                        tx,
+                                        rec.outbox_id,
+                                        "linked_to_other_person",
+                                        "vendor matched a record linked to another person",
+                                        now,
+                                    )?;
+                                    audit(
+                                        tx,
+                                        now,
+                                        Some(lead_id),
+                                        Some(system.as_str()),
+                                        "push_conflict",
+                                        &serde_json::json!({"remote": remote.to_string()}),
+                                    )?;
+                                    tally.dead += 1;
+                                    continue;
+                                }
+                                Some(_) => {}
+                                None => {
+                                    insert_link(
+                                        tx,
+                                        lead_id,
+                                        system,
+                                        remote,
+                                        "created_by_leadsync",
+                                        now,
+                                    )?;
+                                }
+                            }
+                            tx.execute("DELETE FROM outbox WHERE id = ?1", [rec.outbox_id])?;
+                        } else {
+                            tally.updated += 1;
+                            tx.prepare_cached(
+                                "UPDATE outbox SET state = 'done', updated_at = ?3
+                                 WHERE id = ?1 AND version = ?2",
+                            )?
+                            .execute(params![
+                                rec.outbox_id,
+                                due.version,
+                                ts(now)
+                            ])?;
+                        }
+                        note_pushed(tx, system, remote, &rec.fields, started_at)?;
+                        audit(
+                            tx,
+                            now,
+                            Some(lead_id),
+                            Some(system.as_str()),
+                            "pushed",
+                            &serde_json::json!({
+                                "remote": remote.to_string(),
+                                "created": created,
+                                "fields": rec.fields.keys().map(|f| f.as_str()).collect::<Vec<_>>(),
+                            }),
+                        )?;
+                        replan(tx, lead_id, rules, now)?;
+                    }
+                    Some(PushOutcome::Rejected { code, message, .. }) => {
+                        mark_dead(tx, rec.outbox_id, code, message, now)?;
+                        audit(
+                            tx,
+                            now,
+                            Some(lead_id),
+                            Some(system.as_str()),
+                            "push_rejected",
+                            &serde_json::json!({"code": code}),
+                        )?;
+                        tally.dead += 1;
+                    }
+                    Some(PushOutcome::Retry { code, .. }) => {
+                        tally.retried += 1;
+                        defer_one(tx, rec.outbox_id, due.attempts, code, retry, now)?;
+                    }
+                    None => {
+                        tally.retried += 1;
+                        defer_one(tx, rec.outbox_id, due.attempts, "no_outcome", retry, now)?;
+                    }
+                }
+            }
+            Ok(tally)
+        })
+    }
+
+    /// A whole push call failed: try these records again later (or dead-letter them when
+    /// `dead` is set or their attempts are spent).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn defer_pushes(
+        &self,
+        sent: &[DuePush],
+        code: &str,
+        message: &str,
+        dead: bool,
+        retry: PushRetry,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.with_tx(|tx| {
+            for due in sent {
+                if dead {
+                    mark_dead(tx, due.record.outbox_id, code, message, now)?;
+                } else {
+                    defer_one(tx, due.record.outbox_id, due.attempts, code, retry, now)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Note a successful poll of a system.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn record_poll_ok(&self, system: &SystemName, now: DateTime<Utc>) -> Result<()> {
+        self.with_tx(|tx| {
+            tx.execute(
+                "INSERT INTO system_status(system, last_poll_ok_at) VALUES (?1, ?2)
+                 ON CONFLICT(system) DO UPDATE SET last_poll_ok_at = excluded.last_poll_ok_at",
+                params![system.as_str(), ts(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Note the latest error of a system (a message without PII).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn record_error(&self, system: &SystemName, error: &str, now: DateTime<Utc>) -> Result<()> {
+        self.with_tx(|tx| {
+            tx.execute(
+                "INSERT INTO system_status(system, last_error, last_error_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(system) DO UPDATE SET last_error = excluded.last_error,
+                                                   last_error_at = excluded.last_error_at",
+                params![system.as_str(), error, ts(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Work left: (unprocessed inbox rows, pending outbox rows).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn backlog(&self) -> Result<(i64, i64)> {
+        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+        let inbox =
+            conn.query_row("SELECT count(*) FROM inbox WHERE processed_at IS NULL", [], |r| {
+                r.get(0)
+            })?;
+        let outbox =
+            conn.query_row("SELECT count(*) FROM outbox WHERE state = 'pending'", [], |r| {
+                r.get(0)
+            })?;
+        Ok((inbox, outbox))
+    }
+
+    /// The earliest time a pending push of this system becomes due.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn next_push_due(&self, system: &SystemName) -> Result<Option<DateTime<Utc>>> {
+        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+        let v: Option<String> = conn.query_row(
+            "SELECT min(next_attempt_at) FROM outbox WHERE system = ?1 AND state = 'pending'",
+            [system.as_str()],
+            |r| r.get(0),
+        )?;
+        v.as_deref().map(parse_ts).transpose()
+    }
+
+    /// Every person with their links, for verification.
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row.
+    pub fn snapshot(&self) -> Result<Vec<LeadSnapshot>> {
+        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+        snapshot(&conn)
+    }
+
+    /// Counters for summaries.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn totals(&self) -> Result<Totals> {
+        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+        totals(&conn)
+    }
+
+    /// Drop processed inbox rows older than `before` (their effects live in the ledger).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn prune_inbox(&self, before: DateTime<Utc>) -> Result<usize> {
+        self.with_tx(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?1",
+                [ts(before)],
+            )?)
+        })
+    }
+}
+
+/// What a push round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PushTally {
+    pub created: usize,
+    pub updated: usize,
+    pub dead: usize,
+    pub retried: usize,
+}
+
+/// Ledger-wide counts.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub persons: i64,
+    pub links_by_system: BTreeMap<String, i64>,
+    pub created_by_system: BTreeMap<String, i64>,
+    pub updates_by_system: BTreeMap<String, i64>,
+    pub dead_by_system: BTreeMap<String, i64>,
+}
+
+/// Read-only access for CLI commands that inspect a ledger a daemon may be writing.
+pub struct LedgerReader {
+    conn: Connection,
+}
+
+impl LedgerReader {
+    /// # Errors
+    /// The file does not exist or is not a ledger.
+    pub fn open(path: &Path) -> Result<LedgerReader> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > schema::CURRENT_VERSION {
+            return Err(LedgerError::TooNew { found: version, supported: schema::CURRENT_VERSION });
+        }
+        Ok(LedgerReader { conn })
+    }
+
+    /// # Errors
+    /// SQLite failures.
+    pub fn status(&self) -> Result<Vec<SystemStatus>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.name, s.kind, s.role, c.value, st.last_poll_ok_at, st.last_error,
+                    st.last_error_at,
+                    (SELECT count(*) FROM inbox i WHERE i.system = s.name AND i.processed_at IS NULL),
+                    (SELECT count(*) FROM outbox o WHERE o.system = s.name AND o.state = 'pending'),
+                    (SELECT count(*) FROM outbox o WHERE o.system = s.name AND o.state = 'dead'),
+                    (SELECT count(*) FROM links l WHERE l.system = s.name AND l.closed_at IS NULL)
+             FROM systems s
+             LEFT JOIN cursors c ON c.system = s.name
+             LEFT JOIN system_status st ON st.system = s.name
+             ORDER BY s.name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SystemStatus {
+                system: r.get(0)?,
+                kind: r.get(1)?,
+                role: r.get(2)?,
+                cursor: r.get(3)?,
+                last_poll_ok_at: r.get(4)?,
+                last_error: r.get(5)?,
+                last_error_at: r.get(6)?,
+                inbox_pending: r.get(7)?,
+                outbox_pending: r.get(8)?,
+                dead: r.get(9)?,
+                linked_records: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// # Errors
+    /// SQLite failures or a corrupt row.
+    pub fn snapshot(&self) -> Result<Vec<LeadSnapshot>> {
+        snapshot(&self.conn)
+    }
+
+    /// # Errors
+    /// SQLite failures.
+    pub fn totals(&self) -> Result<Totals> {
+        totals(&self.conn)
+    }
+}
+
+fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
+    let mut links: BTreeMap<String, Vec<(String, RemoteId)>> = BTreeMap::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT lead_id, system, object_type, remote_id FROM links WHERE closed_at IS NULL
+             ORDER BY system, remote_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        for row in rows {
+            let (lead, system, object_type, id) = row?;
+            links.entry(lead).or_default().push((system, RemoteId { object_type, id }));
+        }
+    }
+    let mut stmt = conn.prepare("SELECT id, fields FROM leads ORDER BY id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, fields) = row?;
+        let l = links.remove(&id).unwrap_or_default();
+        out.push(LeadSnapshot { id, fields: from_json(&fields)?, links: l });
+    }
+    Ok(out)
+}
+
+fn totals(conn: &Connection) -> Result<Totals> {
+    let persons = conn.query_row("SELECT count(*) FROM leads", [], |r| r.get(0))?;
+    let group = |sql: &str| -> Result<BTreeMap<String, i64>> {
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    };
+    Ok(Totals {
+        persons,
+        links_by_system: group(
+            "SELECT system, count(*) FROM links WHERE closed_at IS NULL GROUP BY system",
+        )?,
+        created_by_system: group(
+            "SELECT system, count(*) FROM links WHERE reason = 'created_by_leadsync' GROUP BY system",
+        )?,
+        updates_by_system: group(
+            "SELECT system, count(*) FROM outbox WHERE state = 'done' GROUP BY system",
+        )?,
+        dead_by_system: group(
+            "SELECT system, count(*) FROM outbox WHERE state = 'dead' GROUP BY system",
+        )?,
+    })
+}
+
+fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadState>> {
+    let row: Option<(String, String)> = tx
+        .prepare_cached("SELECT fields, provenance FROM leads WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((fields, provenance)) = row else { return Ok(None) };
+    let mut stmt = tx.prepare_cached(
+        "SELECT l.system, l.object_type, l.remote_id, r.state, r.pushed, r.pushed_at
+         FROM links l LEFT JOIN remote_records r
+           ON r.system = l.system AND r.object_type = l.object_type AND r.remote_id = l.remote_id
+         WHERE l.lead_id = ?1 AND l.closed_at IS NULL
+         ORDER BY l.system, l.remote_id",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<String>>(5)?,
+        ))
+    })?;
+    let mut links = Vec::new();
+    for row in rows {
+        let (system, object_type, remote_id, state, pushed, pushed_at) = row?;
+        links.push(LinkState {
+            system: SystemName(system),
+            remote: RemoteId { object_type, id: remote_id },
+            known: state.as_deref().map(from_json).transpose()?.unwrap_or_default(),
+            pushed: pushed.as_deref().map(from_json).transpose()?.unwrap_or_default(),
+            pushed_at: pushed_at.as_deref().map(parse_ts).transpose()?,
+        });
+    }
+    Ok(Some(LeadState {
+        id: id.to_string(),
+        fields: from_json(&fields)?,
+        provenance: from_json::<BTreeMap<Field, Provenance>>(&provenance)?,
+        links,
+    }))
+}
+
+fn load_context(tx: &Transaction<'_>, system: &SystemName, change: &Change) -> Result<Context> {
+    let linked_id: Option<String> = tx
+        .prepare_cached(
+            "SELECT lead_id FROM links WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3
+             AND closed_at IS NULL",
+        )?
+        .query_row(params![system.as_str(), change.remote.object_type, change.remote.id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if let Some(id) = linked_id {
+        return Ok(Context { linked: load_lead(tx, &id)?, ..Context::default() });
+    }
+    if let Some(key) = &change.ledger_key
+        && let Some(lead) = load_lead(tx, key)?
+    {
+        return Ok(Context { by_key: Some(lead), ..Context::default() });
+    }
+    let email = change.fields.get(&Field::Email).and_then(|e| normalize_email(e));
+    if let Some(email) = email {
+        let id: Option<String> = tx
+            .prepare_cached(
+                "SELECT id FROM leads WHERE email_norm = ?1 ORDER BY created_at, id LIMIT 1",
+            )?
+            .query_row([email], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = id {
+            return Ok(Context { by_email: load_lead(tx, &id)?, ..Context::default() });
+        }
+    }
+    Ok(Context::default())
+}
+
+fn insert_link(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    system: &SystemName,
+    remote: &RemoteId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let n = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO links(lead_id, system, object_type, remote_id, reason, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![lead_id, system.as_str(), remote.object_type, remote.id, reason, ts(now)])?;
+    if n == 1 {
+        let link_id = tx.last_insert_rowid();
+        tx.prepare_cached(
+            "INSERT INTO link_history(link_id, lead_id, event, reason, at)
+             VALUES (?1, ?2, 'linked', ?3, ?4)",
+        )?
+        .execute(params![link_id, lead_id, reason, ts(now)])?;
+        // A record now exists there: a queued create for this person is obsolete.
+        tx.prepare_cached(
+            "DELETE FROM outbox WHERE lead_id = ?1 AND system = ?2 AND remote_id = ''
+             AND state = 'pending'",
+        )?
+        .execute(params![lead_id, system.as_str()])?;
+    }
+    Ok(())
+}
+
+fn apply_decision(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    change: &Change,
+    d: &Decision,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let email_norm = d.lead_fields.get(&Field::Email).and_then(|e| normalize_email(e));
+    if d.is_new_lead {
+        tx.prepare_cached(
+            "INSERT INTO leads(id, email_norm, fields, provenance, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        )?
+        .execute(params![
+            d.lead_id,
+            email_norm,
+            to_json(&d.lead_fields)?,
+            to_json(&d.provenance)?,
+            ts(now)
+        ])?;
+    } else if d.lead_changed {
+        tx.prepare_cached(
+            "UPDATE leads SET email_norm = ?2, fields = ?3, provenance = ?4, updated_at = ?5
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            d.lead_id,
+            email_norm,
+            to_json(&d.lead_fields)?,
+            to_json(&d.provenance)?,
+            ts(now)
+        ])?;
+    }
+    if let Some(reason) = d.new_link {
+        insert_link(tx, &d.lead_id, system, &change.remote, reason.as_str(), now)?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO remote_records(system, object_type, remote_id, state, modified_at, seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(system, object_type, remote_id) DO UPDATE SET
+            state = excluded.state, modified_at = excluded.modified_at, seen_at = excluded.seen_at",
+    )?
+    .execute(params![
+        system.as_str(),
+        change.remote.object_type,
+        change.remote.id,
+        to_json(&d.record_known)?,
+        ts(change.modified_at),
+        ts(change.fetched_at)
+    ])?;
+    write_plan(tx, &d.lead_id, &d.pushes, now)?;
+    for a in &d.audit {
+        audit(tx, now, Some(&d.lead_id), Some(system.as_str()), a.kind, &a.detail)?;
+    }
+    Ok(())
+}
+
+/// Make the person's pending outbox rows match a fresh plan: replace the fields of rows that
+/// still have work, drop rows whose work is done already, add new ones. A write the vendor
+/// rejected for good is not queued again with the same fields (it waits in the dead letters).
+fn write_plan(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    intents: &[PushIntent],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    // Pending update rows of links that no longer need a write.
+    let pending: Vec<(i64, String, String)> = tx
+        .prepare_cached(
+            "SELECT id, system, remote_id FROM outbox
+             WHERE lead_id = ?1 AND state = 'pending' AND remote_id != ''",
+        )?
+        .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<std::result::Result<_, _>>()?;
+    for (id, system, remote_id) in pending {
+        let still = intents.iter().any(|i| {
+            i.system.as_str() == system && i.remote.as_ref().is_some_and(|r| r.id == remote_id)
+        });
+        if !still {
+            tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
+        }
+    }
+    for intent in intents {
+        let remote_id = intent.remote.as_ref().map(|r| r.id.as_str()).unwrap_or("");
+        let fields = to_json(&intent.fields)?;
+        let dead_same: bool = tx
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM outbox WHERE lead_id = ?1 AND system = ?2
+                 AND remote_id = ?3 AND state = 'dead' AND (fields = ?4 OR remote_id = ''))",
+            )?
+            .query_row(params![lead_id, intent.system.as_str(), remote_id, fields], |r| r.get(0))?;
+        if dead_same {
+            continue;
+        }
+        tx.prepare_cached(
+            "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields, state,
+                                next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)
+             ON CONFLICT(lead_id, system, remote_id) WHERE state = 'pending' DO UPDATE SET
+                fields = excluded.fields,
+                version = outbox.version + 1,
+                updated_at = excluded.updated_at
+             WHERE outbox.fields != excluded.fields",
+        )?
+        .execute(params![
+            lead_id,
+            intent.system.as_str(),
+            intent.object_type,
+            remote_id,
+            fields,
+            ts(now)
+        ])?;
+    }
+    Ok(())
+}
+
+/// Plan a person's pushes again from the ledger (after leadsync learned what a record holds).
+fn replan(tx: &Transaction<'_>, lead_id: &str, rules: &Rules, now: DateTime<Utc>) -> Result<()> {
+    let Some(lead) = load_lead(tx, lead_id)? else { return Ok(()) };
+    let intents = reconcile::plan_pushes(&lead.fields, &lead.links, rules);
+    write_plan(tx, lead_id, &intents, now)
+}
+
+fn note_pushed(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    remote: &RemoteId,
+    fields: &Fields,
+    started_at: DateTime<Utc>,
+) -> Result<()> {
+    let state: Option<String> = tx
+        .prepare_cached(
+            "SELECT state FROM remote_records WHERE system = ?1 AND object_type = ?2
+             AND remote_id = ?3",
+        )?
+        .query_row(params![system.as_str(), remote.object_type, remote.id], |r| r.get(0))
+        .optional()?;
+    let mut known: Fields = state.as_deref().map(from_json).transpose()?.unwrap_or_default();
+    for (f, v) in fields {
+        known.insert(*f, v.clone());
+    }
+    tx.prepare_cached(
+        "INSERT INTO remote_records(system, object_type, remote_id, state, pushed, pushed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(system, object_type, remote_id) DO UPDATE SET
+            state = excluded.state, pushed = excluded.pushed, pushed_at = excluded.pushed_at",
+    )?
+    .execute(params![
+        system.as_str(),
+        remote.object_type,
+        remote.id,
+        to_json(&known)?,
+        to_json(fields)?,
+        ts(started_at)
+    ])?;
+    Ok(())
+}
+
+fn mark_dead(
+    tx: &Transaction<'_>,
+    outbox_id: i64,
+    code: &str,
+    message: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    // A dead row must not block the unique pending slot: it leaves 'pending' here.
+    tx.prepare_cached(
+        "UPDATE outbox SET state = 'dead', error_code = ?2, last_error = ?3,
+                attempts = attempts + 1, updated_at = ?4 WHERE id = ?1",
+    )?
+    .execute(params![outbox_id, code, message, ts(now)])?;
+    Ok(())
+}
+
+fn defer_one(
+    tx: &Transaction<'_>,
+    outbox_id: i64,
+    attempts: i64,
+    code: &str,
+    retry: PushRetry,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let attempts = attempts + 1;
+    if attempts >= retry.max_attempts {
+        return mark_dead(tx, outbox_id, code, "gave up after repeated failures", now);
+    }
+    let factor = 2u32.saturating_pow(u32::try_from(attempts - 1).unwrap_or(u32::MAX).min(20));
+    let delay = retry.base_delay.saturating_mul(factor).min(retry.max_delay);
+    let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    tx.prepare_cached(
+        "UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, error_code = ?4, updated_at = ?5
+         WHERE id = ?1",
+    )?
+    .execute(params![outbox_id, attempts, ts(next), code, ts(now)])?;
+    Ok(())
+}
+
+fn audit(
+    tx: &Transaction<'_>,
+    now: DateTime<Utc>,
+    lead_id: Option<&str>,
+    system: Option<&str>,
+    kind: &str,
+    detail: &serde_json::Value,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO audit(at, lead_id, system, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![ts(now), lead_id, system, kind, detail.to_string()])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

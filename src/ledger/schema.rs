@@ -1,0 +1,169 @@
+//! Embedded, versioned schema migrations on `PRAGMA user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] moves the schema from version `i` to `i + 1` inside one
+//! transaction. Never edit a released migration: append a new one.
+
+use rusqlite::Connection;
+
+use super::LedgerError;
+
+/// Migration `i` takes the schema from `user_version = i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the tables the walking skeleton needs.
+    r#"
+    CREATE TABLE systems (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        role TEXT NOT NULL
+    ) STRICT;
+
+    -- The golden record of one person.
+    CREATE TABLE leads (
+        id TEXT PRIMARY KEY,
+        email_norm TEXT,
+        fields TEXT NOT NULL,          -- JSON: canonical field -> value
+        provenance TEXT NOT NULL,      -- JSON: canonical field -> {system, at, rule}
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX leads_email ON leads(email_norm);
+
+    -- Lead <-> remote record, with why.
+    CREATE TABLE links (
+        id INTEGER PRIMARY KEY,
+        lead_id TEXT NOT NULL REFERENCES leads(id),
+        system TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        closed_at TEXT,
+        UNIQUE (system, object_type, remote_id)
+    ) STRICT;
+    CREATE INDEX links_lead ON links(lead_id);
+
+    CREATE TABLE link_history (
+        id INTEGER PRIMARY KEY,
+        link_id INTEGER NOT NULL,
+        lead_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at TEXT NOT NULL
+    ) STRICT;
+
+    -- What leadsync knows of each remote record: its last seen state merged with what
+    -- leadsync pushed since, which is what outgoing diffs are computed against.
+    CREATE TABLE remote_records (
+        system TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        state TEXT NOT NULL,           -- JSON canonical fields
+        modified_at TEXT,              -- vendor time of the last seen snapshot
+        seen_at TEXT,                  -- our clock, when that snapshot was read
+        pushed TEXT,                   -- JSON of the fields last pushed
+        pushed_at TEXT,                -- our clock, when that push started
+        PRIMARY KEY (system, object_type, remote_id)
+    ) STRICT, WITHOUT ROWID;
+
+    -- Observed changes, committed before they are processed.
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY,
+        system TEXT NOT NULL,
+        source TEXT NOT NULL,
+        dedupe_key TEXT NOT NULL UNIQUE,
+        change TEXT NOT NULL,          -- JSON domain::Change
+        received_at TEXT NOT NULL,
+        processed_at TEXT
+    ) STRICT;
+    CREATE INDEX inbox_pending ON inbox(id) WHERE processed_at IS NULL;
+
+    -- Desired writes, coalesced per (lead, system, record) while pending.
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        lead_id TEXT NOT NULL,
+        system TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        remote_id TEXT NOT NULL,       -- '' for a create
+        fields TEXT NOT NULL,          -- JSON canonical fields to write
+        version INTEGER NOT NULL DEFAULT 1,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        error_code TEXT,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) STRICT;
+    CREATE UNIQUE INDEX outbox_coalesce ON outbox(lead_id, system, remote_id)
+        WHERE state = 'pending';
+    CREATE INDEX outbox_due ON outbox(system, next_attempt_at) WHERE state = 'pending';
+
+    CREATE TABLE cursors (
+        system TEXT PRIMARY KEY,
+        value TEXT,
+        updated_at TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE system_status (
+        system TEXT PRIMARY KEY,
+        last_poll_ok_at TEXT,
+        last_error TEXT,
+        last_error_at TEXT
+    ) STRICT;
+
+    -- Why everything is the way it is.
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        lead_id TEXT,
+        system TEXT,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL           -- JSON
+    ) STRICT;
+    CREATE INDEX audit_lead ON audit(lead_id);
+    "#,
+];
+
+/// The schema version this build writes.
+#[allow(clippy::cast_possible_wrap, reason = "a handful of migrations")]
+pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Bring the schema up to date.
+///
+/// # Errors
+/// Refuses a ledger written by a newer leadsync, and reports a failed migration (rolled back).
+pub fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > CURRENT_VERSION {
+        return Err(LedgerError::TooNew { found: version, supported: CURRENT_VERSION });
+    }
+    for (i, sql) in (1i64..).zip(MIGRATIONS.iter()).skip(usize::try_from(version).unwrap_or(0)) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i)?;
+        tx.commit()?;
+        tracing::info!(version = i, "ledger migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_from_empty_and_is_idempotent() {
+        let mut c = Connection::open_in_memory().expect("open");
+        migrate(&mut c).expect("first");
+        migrate(&mut c).expect("second");
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("v");
+        assert_eq!(v, CURRENT_VERSION);
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let mut c = Connection::open_in_memory().expect("open");
+        c.pragma_update(None, "user_version", CURRENT_VERSION + 1).expect("set");
+        assert!(matches!(migrate(&mut c), Err(LedgerError::TooNew { .. })));
+    }
+}

@@ -1,0 +1,163 @@
+//! Ledger tests on a temp file: cursor atomicity, inbox de-duplication, push bookkeeping.
+
+use super::*;
+use crate::connectors::FieldMap;
+use crate::domain::{Role, Stage};
+use crate::reconcile::{CreatePolicy, SystemRules};
+use chrono::TimeZone;
+
+fn rules() -> Rules {
+    Rules {
+        systems: vec![
+            SystemRules {
+                name: SystemName("crm".into()),
+                role: Role::Crm,
+                object_type: "Lead".into(),
+                create: CreatePolicy::FromStage(Stage::Mql),
+                map: FieldMap::from_raw(&FieldMap::salesforce_lead_default(), "c").expect("ok"),
+            },
+            SystemRules {
+                name: SystemName("marketing".into()),
+                role: Role::Marketing,
+                object_type: "contact".into(),
+                create: CreatePolicy::Always,
+                map: FieldMap::from_raw(&FieldMap::hubspot_contact_default(), "m").expect("ok"),
+            },
+        ],
+        status_implies_stage: BTreeMap::new(),
+    }
+}
+
+fn t(s: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + s, 0).single().expect("valid")
+}
+
+fn change(id: &str, email: &str, stage: &str, at: i64) -> Change {
+    Change {
+        remote: RemoteId { object_type: "contact".into(), id: id.into() },
+        fields: [(Field::Email, email.to_string()), (Field::LifecycleStage, stage.to_string())]
+            .into(),
+        ledger_key: None,
+        modified_at: t(at),
+        fetched_at: t(at),
+        deleted: false,
+    }
+}
+
+fn open() -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    (dir, l)
+}
+
+fn mint() -> impl FnMut() -> String {
+    let mut n = 0;
+    move || {
+        n += 1;
+        format!("L{n}")
+    }
+}
+
+#[test]
+fn cursor_commits_with_changes_and_duplicates_are_stored_once() {
+    let (_d, l) = open();
+    let mkt = SystemName("marketing".into());
+    let c = change("1", "a@x.test", "lead", 0);
+    let n = l.ingest(&mkt, "poll", &[c.clone(), c.clone()], Some(&Cursor(Some("c1".into()))), t(1));
+    assert_eq!(n.expect("ingest"), 1);
+    assert_eq!(l.cursor(&mkt).expect("cursor"), Cursor(Some("c1".into())));
+    assert_eq!(l.ingest(&mkt, "poll", &[c], None, t(2)).expect("again"), 0);
+    assert_eq!(l.backlog().expect("backlog"), (1, 0));
+}
+
+#[test]
+fn reconcile_links_by_email_and_plans_crm_create_for_mql() {
+    let (_d, l) = open();
+    let mkt = SystemName("marketing".into());
+    let r = rules();
+    l.ingest(&mkt, "poll", &[change("1", "A@x.test", "mql", 0)], None, t(1)).expect("ingest");
+    let mut m = mint();
+    let s = l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    assert_eq!((s.processed, s.new_leads, s.new_links), (1, 1, 1));
+    let due = l.due_pushes(&SystemName("crm".into()), 10, t(3)).expect("due");
+    assert_eq!(due.len(), 1);
+    assert!(matches!(due[0].record.op, PushOp::Create { .. }));
+    // Processing again changes nothing.
+    let s = l.reconcile_pending(&r, 100, t(4), &mut m).expect("again");
+    assert_eq!(s.processed, 0);
+
+    // The CRM accepts the create: the person is linked and nothing else is due.
+    let crm = SystemName("crm".into());
+    let outcome = PushOutcome::Accepted {
+        outbox_id: due[0].record.outbox_id,
+        remote: RemoteId { object_type: "Lead".into(), id: "00Q1".into() },
+        created: true,
+    };
+    let tally = l
+        .record_push_results(&crm, &due, &[outcome], &r, PushRetry::default(), t(5), t(6))
+        .expect("record");
+    assert_eq!(tally.created, 1);
+    assert!(l.due_pushes(&crm, 10, t(7)).expect("due").is_empty());
+    let snap = l.snapshot().expect("snapshot");
+    assert_eq!(snap.len(), 1);
+    assert_eq!(snap[0].links.len(), 2);
+}
+
+#[test]
+fn rejected_push_is_kept_dead_with_its_reason_and_not_requeued() {
+    let (_d, l) = open();
+    let mkt = SystemName("marketing".into());
+    let crm = SystemName("crm".into());
+    let r = rules();
+    l.ingest(&mkt, "poll", &[change("1", "a@x.test", "mql", 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut mint()).expect("reconcile");
+    let due = l.due_pushes(&crm, 10, t(3)).expect("due");
+    let outcome = PushOutcome::Rejected {
+        outbox_id: due[0].record.outbox_id,
+        code: "REQUIRED_FIELD_MISSING".into(),
+        message: "Required fields are missing: [Company]".into(),
+    };
+    let tally = l
+        .record_push_results(&crm, &due, &[outcome], &r, PushRetry::default(), t(4), t(5))
+        .expect("record");
+    assert_eq!(tally.dead, 1);
+    assert_eq!(l.totals().expect("totals").dead_by_system.get("crm"), Some(&1));
+    // A new change of the person does not queue the same doomed create again.
+    l.ingest(&mkt, "poll", &[change("1", "a@x.test", "sql", 6)], None, t(7)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(8), &mut mint()).expect("reconcile");
+    assert!(l.due_pushes(&crm, 10, t(9)).expect("due").is_empty());
+}
+
+#[test]
+fn retry_outcome_backs_off_then_dead_letters() {
+    let (_d, l) = open();
+    let mkt = SystemName("marketing".into());
+    let crm = SystemName("crm".into());
+    let r = rules();
+    l.ingest(&mkt, "poll", &[change("1", "a@x.test", "mql", 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut mint()).expect("reconcile");
+    let policy = PushRetry { max_attempts: 2, ..PushRetry::default() };
+    let due = l.due_pushes(&crm, 10, t(3)).expect("due");
+    let o = PushOutcome::Retry {
+        outbox_id: due[0].record.outbox_id,
+        code: "UNABLE_TO_LOCK_ROW".into(),
+    };
+    l.record_push_results(&crm, &due, &[o.clone()], &r, policy, t(3), t(3)).expect("record");
+    assert!(l.due_pushes(&crm, 10, t(3)).expect("due").is_empty(), "backed off");
+    let due = l.due_pushes(&crm, 10, t(100)).expect("due later");
+    assert_eq!(due.len(), 1);
+    l.record_push_results(&crm, &due, &[o], &r, policy, t(100), t(100)).expect("record");
+    assert_eq!(l.totals().expect("totals").dead_by_system.get("crm"), Some(&1));
+}
+
+#[test]
+fn reader_sees_status() {
+    let (d, l) = open();
+    l.register_systems(&[("crm".into(), "salesforce".into(), "crm".into())]).expect("register");
+    l.record_poll_ok(&SystemName("crm".into()), t(1)).expect("ok");
+    let r = LedgerReader::open(&d.path().join("l.db")).expect("reader");
+    let st = r.status().expect("status");
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].system, "crm");
+    assert!(st[0].last_poll_ok_at.is_some());
+}
