@@ -20,3 +20,7 @@ pub mod ledger;
 pub mod reconcile;
 pub mod retry;
 pub mod sim;
+pub mod app;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;

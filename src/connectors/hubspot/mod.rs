@@ -1,5 +1,7 @@
 //! Hubspot connector (placeholder until the connector lands).
 
+pub mod config;
+
 use std::sync::Arc;
 
 use crate::connectors::{ApiCounters, Connector, ConnectorError, Cursor, Limits, Page};
@@ -7,6 +9,18 @@ use crate::domain::{Change, ConnectorKind, PushOutcome, PushRecord, RemoteId};
 
 pub struct HubspotConnector {
     counters: Arc<ApiCounters>,
+}
+
+impl HubspotConnector {
+    /// # Errors
+    /// Never in the placeholder.
+    pub fn new(_cfg: config::HubspotConfig) -> Result<HubspotConnector, ConnectorError> {
+        Ok(HubspotConnector { counters: Arc::default() })
+    }
+
+    pub fn field_map(&self) -> &crate::connectors::FieldMap {
+        unimplemented!()
+    }
 }
 
 impl Connector for HubspotConnector {

@@ -1,5 +1,7 @@
 //! Salesforce connector (placeholder until the connector lands).
 
+pub mod config;
+
 use std::sync::Arc;
 
 use crate::connectors::{ApiCounters, Connector, ConnectorError, Cursor, Limits, Page};
@@ -7,6 +9,18 @@ use crate::domain::{Change, ConnectorKind, PushOutcome, PushRecord, RemoteId};
 
 pub struct SalesforceConnector {
     counters: Arc<ApiCounters>,
+}
+
+impl SalesforceConnector {
+    /// # Errors
+    /// Never in the placeholder.
+    pub fn new(_cfg: config::SalesforceConfig) -> Result<SalesforceConnector, ConnectorError> {
+        Ok(SalesforceConnector { counters: Arc::default() })
+    }
+
+    pub fn field_map(&self) -> &crate::connectors::FieldMap {
+        unimplemented!()
+    }
 }
 
 impl Connector for SalesforceConnector {

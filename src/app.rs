@@ -1,0 +1,454 @@
+//! The running daemon: pollers → inbox → reconciler → ledger → outbox → pushers, per
+//! configured system, until shutdown.
+//!
+//! Every ledger call runs on a blocking thread (SQLite is synchronous); the ledger's one
+//! connection is the one writer.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::connectors::hubspot::HubspotConnector;
+use crate::connectors::salesforce::SalesforceConnector;
+use crate::connectors::{AnyConnector, ApiCallCounts, Connector, ConnectorError};
+use crate::domain::{PushOp, SystemName};
+use crate::ledger::{Ledger, LedgerError, PushRetry};
+use crate::reconcile::{Rules, SystemRules};
+use crate::settings::{ConnectorSettings, Settings, SyncSettings};
+use crate::shutdown::Shutdown;
+
+/// One configured system at run time.
+pub struct SystemHandle {
+    pub name: SystemName,
+    pub connector: AnyConnector,
+    push_wake: Notify,
+}
+
+/// What the engine has done so far, for progress bars, the demo summary and convergence.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub polled: BTreeMap<SystemName, AtomicU64>,
+    pub pushed_created: BTreeMap<SystemName, AtomicU64>,
+    pub pushed_updated: BTreeMap<SystemName, AtomicU64>,
+    pub dead: BTreeMap<SystemName, AtomicU64>,
+    pub reconciled: AtomicU64,
+    /// When the newest poll that found nothing more to read started, per system.
+    caught_up_at: Mutex<BTreeMap<SystemName, Instant>>,
+    /// When the newest push round finished.
+    last_push_at: Mutex<Option<Instant>>,
+}
+
+fn bump(map: &BTreeMap<SystemName, AtomicU64>, name: &SystemName, n: u64) {
+    if let Some(c) = map.get(name) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub fn count(map: &BTreeMap<SystemName, AtomicU64>, name: &SystemName) -> u64 {
+    map.get(name).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0)
+}
+
+impl Progress {
+    fn new(names: &[SystemName]) -> Progress {
+        let m = || names.iter().map(|n| (n.clone(), AtomicU64::new(0))).collect();
+        Progress {
+            polled: m(),
+            pushed_created: m(),
+            pushed_updated: m(),
+            dead: m(),
+            ..Progress::default()
+        }
+    }
+
+    /// Every system has been polled to its end since the last push finished, so whatever
+    /// leadsync wrote has been read back (and found to need nothing more).
+    pub fn quiet_since_last_push(&self) -> bool {
+        let last_push = self.last_push_at.lock().map(|g| *g).unwrap_or(None);
+        let caught = match self.caught_up_at.lock() {
+            Ok(g) => g.clone(),
+            Err(_) => return false,
+        };
+        if caught.len() < self.polled.len() {
+            return false;
+        }
+        caught.values().all(|t| last_push.is_none_or(|p| *t > p))
+    }
+}
+
+/// The sync engine for one set of systems.
+pub struct App {
+    ledger: Arc<Ledger>,
+    systems: Vec<Arc<SystemHandle>>,
+    rules: Arc<Rules>,
+    sync: SyncSettings,
+    progress: Arc<Progress>,
+    reconcile_wake: Arc<Notify>,
+}
+
+impl App {
+    /// Open the ledger and build every connector.
+    ///
+    /// # Errors
+    /// The ledger cannot be opened or a connector cannot be built.
+    pub fn build(settings: &Settings) -> anyhow::Result<App> {
+        let ledger = Ledger::open(&settings.ledger_path)
+            .with_context(|| format!("cannot open ledger {}", settings.ledger_path.display()))?;
+        let mut systems = Vec::new();
+        let mut rules = Vec::new();
+        for s in &settings.systems {
+            let (connector, object_type) = match &s.connector {
+                ConnectorSettings::Salesforce(c) => (
+                    AnyConnector::Salesforce(SalesforceConnector::new(c.clone())?),
+                    "Lead".to_string(),
+                ),
+                ConnectorSettings::Hubspot(c) => (
+                    AnyConnector::Hubspot(HubspotConnector::new(c.clone())?),
+                    "contact".to_string(),
+                ),
+            };
+            let map = match &connector {
+                AnyConnector::Salesforce(c) => c.field_map().clone(),
+                AnyConnector::Hubspot(c) => c.field_map().clone(),
+            };
+            rules.push(SystemRules {
+                name: s.name.clone(),
+                role: s.role,
+                object_type,
+                create: s.create,
+                map,
+            });
+            systems.push(Arc::new(SystemHandle {
+                name: s.name.clone(),
+                connector,
+                push_wake: Notify::new(),
+            }));
+        }
+        ledger
+            .register_systems(
+                &settings
+                    .systems
+                    .iter()
+                    .map(|s| (s.name.to_string(), s.kind.to_string(), s.role.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+            .context("cannot register systems in the ledger")?;
+        let names: Vec<SystemName> = systems.iter().map(|s| s.name.clone()).collect();
+        Ok(App {
+            ledger: Arc::new(ledger),
+            systems,
+            rules: Arc::new(Rules {
+                systems: rules,
+                status_implies_stage: settings.sync.status_implies_stage.clone(),
+            }),
+            sync: settings.sync.clone(),
+            progress: Arc::new(Progress::new(&names)),
+            reconcile_wake: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
+    pub fn ledger(&self) -> Arc<Ledger> {
+        Arc::clone(&self.ledger)
+    }
+
+    pub fn rules(&self) -> Arc<Rules> {
+        Arc::clone(&self.rules)
+    }
+
+    /// API calls each connector made so far.
+    pub fn api_calls(&self) -> BTreeMap<SystemName, ApiCallCounts> {
+        self.systems
+            .iter()
+            .map(|s| (s.name.clone(), s.connector.counters().snapshot()))
+            .collect()
+    }
+
+    /// Authenticate and make one read against every system.
+    pub async fn healthcheck(&self) -> Vec<(SystemName, Result<(), ConnectorError>)> {
+        let mut out = Vec::new();
+        for s in &self.systems {
+            out.push((s.name.clone(), s.connector.healthcheck().await));
+        }
+        out
+    }
+
+    /// Run until `shutdown` fires, then let every task finish its batch in flight and return.
+    ///
+    /// # Errors
+    /// A task failed in a way that leaves the daemon unable to work (the ledger unusable).
+    pub async fn run_until_stopped(&self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let mut tasks = JoinSet::new();
+        for sys in &self.systems {
+            let span = tracing::info_span!("poller", system = %sys.name);
+            tasks.spawn(
+                poller(
+                    Arc::clone(sys),
+                    Arc::clone(&self.ledger),
+                    Arc::clone(&self.progress),
+                    Arc::clone(&self.reconcile_wake),
+                    self.sync.error_backoff,
+                    shutdown.clone(),
+                )
+                .instrument(span),
+            );
+            let span = tracing::info_span!("pusher", system = %sys.name);
+            tasks.spawn(
+                pusher(
+                    Arc::clone(sys),
+                    Arc::clone(&self.ledger),
+                    Arc::clone(&self.rules),
+                    Arc::clone(&self.progress),
+                    self.sync.clone(),
+                    shutdown.clone(),
+                )
+                .instrument(span),
+            );
+        }
+        tasks.spawn(
+            reconciler(
+                Arc::clone(&self.ledger),
+                Arc::clone(&self.rules),
+                self.systems.clone(),
+                Arc::clone(&self.progress),
+                Arc::clone(&self.reconcile_wake),
+                self.sync.reconcile_batch,
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("reconciler")),
+        );
+        let mut first_error = None;
+        while let Some(res) = tasks.join_next().await {
+            let err = match res {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(join) => anyhow::anyhow!("task panicked: {join}"),
+            };
+            tracing::error!(error = %format!("{err:#}"), "sync task stopped; shutting down");
+            first_error.get_or_insert(err);
+            // One part cannot work without the others: stop them all.
+            tasks.abort_all();
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Run a ledger call on a blocking thread.
+async fn blocking<T, F>(ledger: &Arc<Ledger>, f: F) -> Result<T, LedgerError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
+{
+    let l = Arc::clone(ledger);
+    match tokio::task::spawn_blocking(move || f(&l)).await {
+        Ok(r) => r,
+        Err(e) => Err(LedgerError::Corrupt(format!("ledger task failed: {e}"))),
+    }
+}
+
+/// Wait `d`, or less if shutdown fires. Returns false on shutdown.
+async fn idle(shutdown: &mut Shutdown, d: Duration, wake: Option<&Notify>) -> bool {
+    tokio::select! {
+        () = shutdown.wait() => false,
+        () = tokio::time::sleep(d) => true,
+        () = async { match wake { Some(n) => n.notified().await, None => std::future::pending().await } } => true,
+    }
+}
+
+async fn poller(
+    sys: Arc<SystemHandle>,
+    ledger: Arc<Ledger>,
+    progress: Arc<Progress>,
+    reconcile_wake: Arc<Notify>,
+    error_backoff: Duration,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let name = sys.name.clone();
+    while !shutdown.is_triggered() {
+        let n = name.clone();
+        let cursor = blocking(&ledger, move |l| l.cursor(&n)).await?;
+        let started = Instant::now();
+        match sys.connector.poll_changes(&cursor).await {
+            Ok(page) => {
+                let n = name.clone();
+                let count = page.changes.len();
+                let next = page.next_cursor.clone();
+                let changes = page.changes;
+                let inserted = blocking(&ledger, move |l| {
+                    let now = Utc::now();
+                    let inserted = l.ingest(&n, "poll", &changes, Some(&next), now)?;
+                    l.record_poll_ok(&n, now)?;
+                    Ok(inserted)
+                })
+                .await?;
+                bump(&progress.polled, &name, count as u64);
+                tracing::debug!(records = count, new = inserted, "poll page committed");
+                if inserted > 0 {
+                    reconcile_wake.notify_one();
+                }
+                if page.poll_again_after.is_zero() {
+                    continue;
+                }
+                // Nothing more to read: note when this complete pass started, once the
+                // reconciler has taken everything it produced.
+                if let Ok(mut g) = progress.caught_up_at.lock() {
+                    g.insert(name.clone(), started);
+                }
+                if !idle(&mut shutdown, page.poll_again_after, None).await {
+                    break;
+                }
+            }
+            Err(e) => {
+                let code = e.code();
+                tracing::warn!(error_code = %code, error = %e, "poll failed");
+                let msg = e.to_string();
+                let n = name.clone();
+                blocking(&ledger, move |l| l.record_error(&n, &msg, Utc::now())).await?;
+                let wait = match &e {
+                    ConnectorError::RateLimited { retry_after: Some(d) } => (*d).max(error_backoff),
+                    ConnectorError::Auth(_) | ConnectorError::Config(_) => error_backoff * 12,
+                    _ => error_backoff,
+                };
+                if !idle(&mut shutdown, wait, None).await {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!("poller stopped");
+    Ok(())
+}
+
+async fn reconciler(
+    ledger: Arc<Ledger>,
+    rules: Arc<Rules>,
+    systems: Vec<Arc<SystemHandle>>,
+    progress: Arc<Progress>,
+    wake: Arc<Notify>,
+    batch: usize,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    loop {
+        loop {
+            let r = Arc::clone(&rules);
+            let stats = blocking(&ledger, move |l| {
+                let mut mint = || uuid::Uuid::new_v4().to_string();
+                l.reconcile_pending(&r, batch, Utc::now(), &mut mint)
+            })
+            .await?;
+            if stats.processed == 0 {
+                break;
+            }
+            progress.reconciled.fetch_add(stats.processed as u64, Ordering::Relaxed);
+            tracing::debug!(
+                processed = stats.processed,
+                new_leads = stats.new_leads,
+                new_links = stats.new_links,
+                pushes = stats.pushes_planned,
+                "reconciled"
+            );
+            for s in &systems {
+                s.push_wake.notify_one();
+            }
+            if shutdown.is_triggered() {
+                break;
+            }
+        }
+        if shutdown.is_triggered() || !idle(&mut shutdown, Duration::from_secs(1), Some(&wake)).await
+        {
+            break;
+        }
+    }
+    tracing::debug!("reconciler stopped");
+    Ok(())
+}
+
+async fn pusher(
+    sys: Arc<SystemHandle>,
+    ledger: Arc<Ledger>,
+    rules: Arc<Rules>,
+    progress: Arc<Progress>,
+    sync: SyncSettings,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let name = sys.name.clone();
+    let max = sys.connector.limits().push_batch_max.max(1);
+    let retry = PushRetry {
+        max_attempts: sync.push_max_attempts,
+        base_delay: sync.push_retry_base,
+        max_delay: sync.push_retry_max,
+    };
+    while !shutdown.is_triggered() {
+        let n = name.clone();
+        let due = blocking(&ledger, move |l| l.due_pushes(&n, max, Utc::now())).await?;
+        if due.is_empty() {
+            let n = name.clone();
+            let next = blocking(&ledger, move |l| l.next_push_due(&n)).await?;
+            let wait = next
+                .and_then(|t| (t - Utc::now()).to_std().ok())
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            if !idle(&mut shutdown, wait, Some(&sys.push_wake)).await {
+                break;
+            }
+            continue;
+        }
+        let started = Utc::now();
+        let records: Vec<_> = due.iter().map(|d| d.record.clone()).collect();
+        let creates = records.iter().filter(|r| matches!(r.op, PushOp::Create { .. })).count();
+        tracing::debug!(records = records.len(), creates, "pushing");
+        let result = sys.connector.push(&records).await;
+        let n = name.clone();
+        let r = Arc::clone(&rules);
+        match result {
+            Ok(outcomes) => {
+                let tally = blocking(&ledger, move |l| {
+                    l.record_push_results(&n, &due, &outcomes, &r, retry, started, Utc::now())
+                })
+                .await?;
+                bump(&progress.pushed_created, &name, tally.created as u64);
+                bump(&progress.pushed_updated, &name, tally.updated as u64);
+                bump(&progress.dead, &name, tally.dead as u64);
+                if tally.dead > 0 {
+                    tracing::warn!(dead = tally.dead, "records rejected by the vendor, kept as dead letters");
+                }
+            }
+            Err(e) => {
+                let code = e.code();
+                tracing::warn!(error_code = %code, error = %e, records = due.len(), "push failed");
+                let dead = matches!(e, ConnectorError::Rejected { .. });
+                let msg = e.to_string();
+                let n2 = name.clone();
+                let msg2 = msg.clone();
+                blocking(&ledger, move |l| {
+                    l.defer_pushes(&due, &code, &msg, dead, retry, Utc::now())?;
+                    l.record_error(&n2, &msg2, Utc::now())
+                })
+                .await?;
+                if matches!(e, ConnectorError::Auth(_) | ConnectorError::Config(_))
+                    && !idle(&mut shutdown, sync.error_backoff * 12, None).await
+                {
+                    break;
+                }
+            }
+        }
+        if let Ok(mut g) = progress.last_push_at.lock() {
+            *g = Some(Instant::now());
+        }
+    }
+    tracing::debug!("pusher stopped");
+    Ok(())
+}

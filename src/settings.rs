@@ -1,0 +1,330 @@
+//! Settings: a TOML file layered with `LEADSYNC__SECTION__KEY` environment overrides (the
+//! `config` crate), parsed once into validated types. Unknown keys are errors, and every error
+//! names the key at fault.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::connectors::KeyError;
+use crate::connectors::hubspot::config::{HubspotConfig, HubspotConfigRaw};
+use crate::connectors::salesforce::config::{SalesforceConfig, SalesforceConfigRaw};
+use crate::domain::{ConnectorKind, Role, Stage, SystemName};
+use crate::reconcile::CreatePolicy;
+
+/// The configuration `leadsync demo` runs on when no file is given.
+pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
+
+/// A configuration problem: exit code 78 (EX_CONFIG).
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    #[error("cannot read configuration: {0}")]
+    Load(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsRaw {
+    ledger: LedgerRaw,
+    #[serde(default)]
+    sync: SyncRaw,
+    #[serde(default)]
+    log: LogRaw,
+    #[serde(default)]
+    systems: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerRaw {
+    path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SyncRaw {
+    status_implies_stage: BTreeMap<String, String>,
+    reconcile_batch: usize,
+    push_max_attempts: i64,
+    push_retry_base_ms: u64,
+    push_retry_max_secs: u64,
+    error_backoff_secs: u64,
+}
+
+impl Default for SyncRaw {
+    fn default() -> Self {
+        SyncRaw {
+            status_implies_stage: [("working", "sql"), ("converted", "opportunity")]
+                .iter()
+                .map(|(a, b)| ((*a).to_string(), (*b).to_string()))
+                .collect(),
+            reconcile_batch: 1000,
+            push_max_attempts: 10,
+            push_retry_base_ms: 1000,
+            push_retry_max_secs: 600,
+            error_backoff_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LogRaw {
+    format: String,
+    level: String,
+}
+
+impl Default for LogRaw {
+    fn default() -> Self {
+        LogRaw { format: "auto".into(), level: "info".into() }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise (journald).
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub status_implies_stage: BTreeMap<String, Stage>,
+    pub reconcile_batch: usize,
+    pub push_max_attempts: i64,
+    pub push_retry_base: Duration,
+    pub push_retry_max: Duration,
+    pub error_backoff: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConnectorSettings {
+    Salesforce(SalesforceConfig),
+    Hubspot(HubspotConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct SystemSettings {
+    pub name: SystemName,
+    pub kind: ConnectorKind,
+    pub role: Role,
+    pub create: CreatePolicy,
+    pub connector: ConnectorSettings,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub ledger_path: PathBuf,
+    pub sync: SyncSettings,
+    pub log: LogSettings,
+    pub systems: Vec<SystemSettings>,
+}
+
+/// Where the TOML comes from.
+#[derive(Debug, Clone)]
+pub enum Source<'a> {
+    File(&'a Path),
+    Inline(&'a str),
+}
+
+impl Settings {
+    /// Load a TOML source layered with `LEADSYNC__...` overrides from `env` (passed in, never
+    /// read from the process here, so tests stay independent), then validate.
+    ///
+    /// # Errors
+    /// A [`SettingsError`] naming the key and the problem.
+    pub fn load(source: Source<'_>, env: &HashMap<String, String>) -> Result<Settings, SettingsError> {
+        let text = match source {
+            Source::File(p) => std::fs::read_to_string(p)
+                .map_err(|e| SettingsError::Load(format!("{}: {e}", p.display())))?,
+            Source::Inline(s) => s.to_string(),
+        };
+        let file = config::File::from_str(&text, config::FileFormat::Toml);
+        let leadsync_env: HashMap<String, String> =
+            env.iter().filter(|(k, _)| k.starts_with("LEADSYNC__")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let cfg = config::Config::builder()
+            .add_source(file)
+            .add_source(
+                config::Environment::with_prefix("LEADSYNC")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(leadsync_env)),
+            )
+            .build()
+            .map_err(|e| SettingsError::Load(e.to_string()))?;
+        let raw: SettingsRaw = cfg.try_deserialize().map_err(|e| match e {
+            config::ConfigError::Message(m) => key_error_from_message(&m),
+            other => SettingsError::Load(other.to_string()),
+        })?;
+        validate(raw, env)
+    }
+}
+
+/// The `config` crate reports "missing field `x`" or "unknown field `x`, expected ..." with
+/// a path when it has one; turn that into our key-naming error.
+fn key_error_from_message(m: &str) -> SettingsError {
+    let key = m
+        .split('`')
+        .nth(1)
+        .map(str::to_string)
+        .unwrap_or_else(|| "configuration".into());
+    let key = match m.rsplit_once(" for key `") {
+        Some((_, rest)) => {
+            let path = rest.trim_end_matches('`');
+            if path.ends_with(&key) { path.to_string() } else { format!("{path}.{key}") }
+        }
+        None => key,
+    };
+    SettingsError::Key(KeyError::new(key, m.to_string()))
+}
+
+fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings, SettingsError> {
+    let mut status_implies_stage = BTreeMap::new();
+    for (status, stage) in &raw.sync.status_implies_stage {
+        let st = Stage::parse(stage).ok_or_else(|| {
+            KeyError::new(
+                format!("sync.status_implies_stage.{status}"),
+                format!("unknown stage {stage:?}"),
+            )
+        })?;
+        status_implies_stage.insert(status.clone(), st);
+    }
+    if raw.sync.reconcile_batch == 0 {
+        return Err(KeyError::new("sync.reconcile_batch", "must be at least 1").into());
+    }
+    if raw.sync.push_max_attempts < 1 {
+        return Err(KeyError::new("sync.push_max_attempts", "must be at least 1").into());
+    }
+    let format = match raw.log.format.as_str() {
+        "auto" => LogFormat::Auto,
+        "json" => LogFormat::Json,
+        "text" => LogFormat::Text,
+        other => {
+            return Err(KeyError::new(
+                "log.format",
+                format!("unknown format {other:?} (expected auto, json or text)"),
+            )
+            .into());
+        }
+    };
+    if raw.ledger.path.as_os_str().is_empty() {
+        return Err(KeyError::new("ledger.path", "must not be empty").into());
+    }
+    if raw.systems.is_empty() {
+        return Err(KeyError::new("systems", "no systems configured").into());
+    }
+    let mut systems = Vec::new();
+    for (name, value) in raw.systems {
+        systems.push(system(&name, value, env)?);
+    }
+    let crms = systems.iter().filter(|s| s.role == Role::Crm).count();
+    if crms > 1 {
+        return Err(KeyError::new("systems", "more than one system has role = \"crm\"").into());
+    }
+    Ok(Settings {
+        ledger_path: raw.ledger.path,
+        sync: SyncSettings {
+            status_implies_stage,
+            reconcile_batch: raw.sync.reconcile_batch,
+            push_max_attempts: raw.sync.push_max_attempts,
+            push_retry_base: Duration::from_millis(raw.sync.push_retry_base_ms),
+            push_retry_max: Duration::from_secs(raw.sync.push_retry_max_secs),
+            error_backoff: Duration::from_secs(raw.sync.error_backoff_secs.max(1)),
+        },
+        log: LogSettings { format, level: raw.log.level },
+        systems,
+    })
+}
+
+fn take_str(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    prefix: &str,
+    key: &str,
+) -> Result<Option<String>, KeyError> {
+    match obj.remove(key) {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(KeyError::new(format!("{prefix}.{key}"), "must be a string")),
+    }
+}
+
+fn system(
+    name: &str,
+    value: serde_json::Value,
+    env: &HashMap<String, String>,
+) -> Result<SystemSettings, KeyError> {
+    let prefix = format!("systems.{name}");
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(KeyError::new(prefix, "system names use letters, digits, '_' and '-'"));
+    }
+    let serde_json::Value::Object(mut obj) = value else {
+        return Err(KeyError::new(prefix, "must be a table"));
+    };
+    let kind = match take_str(&mut obj, &prefix, "kind")?.as_deref() {
+        Some("salesforce") => ConnectorKind::Salesforce,
+        Some("hubspot") => ConnectorKind::Hubspot,
+        Some(other) => {
+            return Err(KeyError::new(
+                format!("{prefix}.kind"),
+                format!("unknown kind {other:?} (expected salesforce or hubspot)"),
+            ));
+        }
+        None => return Err(KeyError::new(format!("{prefix}.kind"), "missing")),
+    };
+    let role = match take_str(&mut obj, &prefix, "role")?.as_deref() {
+        Some("crm") => Role::Crm,
+        Some("marketing") => Role::Marketing,
+        Some(other) => {
+            return Err(KeyError::new(
+                format!("{prefix}.role"),
+                format!("unknown role {other:?} (expected crm or marketing)"),
+            ));
+        }
+        None => return Err(KeyError::new(format!("{prefix}.role"), "missing")),
+    };
+    let create = match take_str(&mut obj, &prefix, "create_when")?.as_deref() {
+        None => match role {
+            // Marketing hands sales qualified leads: only MQL or later reaches the CRM.
+            Role::Crm => CreatePolicy::FromStage(Stage::Mql),
+            Role::Marketing => CreatePolicy::Always,
+        },
+        Some("always") => CreatePolicy::Always,
+        Some("never") => CreatePolicy::Never,
+        Some(stage) => CreatePolicy::FromStage(Stage::parse(stage).ok_or_else(|| {
+            KeyError::new(
+                format!("{prefix}.create_when"),
+                format!("expected always, never or a stage name, got {stage:?}"),
+            )
+        })?),
+    };
+    let rest = serde_json::Value::Object(obj);
+    let bad = |e: serde_json::Error| KeyError::new(prefix.clone(), e.to_string());
+    let connector = match kind {
+        ConnectorKind::Salesforce => {
+            let raw: SalesforceConfigRaw = serde_json::from_value(rest).map_err(bad)?;
+            ConnectorSettings::Salesforce(SalesforceConfig::from_raw(raw, &prefix, env)?)
+        }
+        ConnectorKind::Hubspot => {
+            let raw: HubspotConfigRaw = serde_json::from_value(rest).map_err(bad)?;
+            ConnectorSettings::Hubspot(HubspotConfig::from_raw(raw, &prefix, env)?)
+        }
+    };
+    Ok(SystemSettings { name: SystemName(name.to_string()), kind, role, create, connector })
+}
+
+#[cfg(test)]
+mod tests;
