@@ -24,3 +24,4 @@ pub mod app;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod verify;

@@ -2,4 +2,5 @@
 //! `leadsync demo`, the tests, the benchmarks and staging runs.
 
 pub mod hubspot;
+pub mod population;
 pub mod salesforce;
