@@ -25,6 +25,17 @@ use crate::reconcile::{Rules, SystemRules};
 use crate::settings::{ConnectorSettings, Settings, SyncSettings};
 use crate::shutdown::Shutdown;
 
+/// Build the connector a system's settings describe.
+///
+/// # Errors
+/// The connector cannot be built (e.g. its HTTP client).
+pub fn build_connector(s: &crate::settings::SystemSettings) -> Result<AnyConnector, ConnectorError> {
+    Ok(match &s.connector {
+        ConnectorSettings::Salesforce(c) => AnyConnector::Salesforce(SalesforceConnector::new(c.clone())?),
+        ConnectorSettings::Hubspot(c) => AnyConnector::Hubspot(HubspotConnector::new(c.clone())?),
+    })
+}
+
 /// One configured system at run time.
 pub struct SystemHandle {
     pub name: SystemName,
@@ -104,19 +115,10 @@ impl App {
         let mut systems = Vec::new();
         let mut rules = Vec::new();
         for s in &settings.systems {
-            let (connector, object_type) = match &s.connector {
-                ConnectorSettings::Salesforce(c) => (
-                    AnyConnector::Salesforce(SalesforceConnector::new(c.clone())?),
-                    "Lead".to_string(),
-                ),
-                ConnectorSettings::Hubspot(c) => (
-                    AnyConnector::Hubspot(HubspotConnector::new(c.clone())?),
-                    "contact".to_string(),
-                ),
-            };
-            let map = match &connector {
-                AnyConnector::Salesforce(c) => c.field_map().clone(),
-                AnyConnector::Hubspot(c) => c.field_map().clone(),
+            let connector = build_connector(s)?;
+            let (map, object_type) = match &connector {
+                AnyConnector::Salesforce(c) => (c.field_map().clone(), "Lead".to_string()),
+                AnyConnector::Hubspot(c) => (c.field_map().clone(), "contact".to_string()),
             };
             rules.push(SystemRules {
                 name: s.name.clone(),

@@ -1,0 +1,91 @@
+//! The subcommands of the one `leadsync` binary.
+//!
+//! Commands read the ledger only, except `serve` and `demo`, which run the sync engine.
+//! Exit codes follow sysexits: 78 bad configuration, 69 a system unreachable, 74 ledger IO.
+
+#![allow(clippy::print_stdout, reason = "the CLI's output is its interface")]
+
+mod bench;
+mod check;
+mod demo;
+mod serve;
+mod sim;
+mod status;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::settings::{Settings, SettingsError, Source};
+
+/// sysexits.h codes used by leadsync.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const UNAVAILABLE: u8 = 69;
+    pub const SOFTWARE: u8 = 70;
+    pub const IOERR: u8 = 74;
+    pub const CONFIG: u8 = 78;
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "leadsync", version, about = "Keeps a CRM and a marketing platform telling the same story about every lead")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sync daemon until SIGTERM or SIGINT.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and reach every system (auth and one read).
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Per system: cursor, last successful poll, inbox/outbox depth, dead records, last error.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a vendor simulator standalone.
+    Sim(sim::SimArgs),
+    /// Simulated Salesforce and HubSpot, a real ledger, real sync, and a summary.
+    Demo(demo::DemoArgs),
+    /// Benchmark: initial sync of many leads per side through the in-process simulators.
+    Bench(bench::BenchArgs),
+}
+
+/// Run a parsed command with the process environment `env`.
+pub async fn run(cli: Cli, env: HashMap<String, String>) -> ExitCode {
+    let code = match cli.command {
+        Command::Serve { config } => serve::run(&config, &env).await,
+        Command::Check { config } => check::run(&config, &env).await,
+        Command::Status { config, json } => status::run(&config, &env, json),
+        Command::Sim(args) => sim::run(args, &env).await,
+        Command::Demo(args) => demo::run(args, &env).await,
+        Command::Bench(args) => bench::run(args, &env).await,
+    };
+    ExitCode::from(code)
+}
+
+/// Load settings or print why not (exit 78).
+fn load_settings(path: &std::path::Path, env: &HashMap<String, String>) -> Result<Settings, u8> {
+    Settings::load(Source::File(path), env).map_err(|e| {
+        report_settings_error(&e);
+        exit::CONFIG
+    })
+}
+
+fn report_settings_error(e: &SettingsError) {
+    eprintln!("leadsync: invalid configuration: {e}");
+}

@@ -1,0 +1,157 @@
+//! Both simulators plus the settings that point a sync engine at them: what `leadsync demo`,
+//! `leadsync bench` and the integration tests share.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::hubspot::{HubspotSim, HubspotSimOptions};
+use super::population::{Person, Presence};
+use super::salesforce::{SalesforceSim, SalesforceSimOptions};
+use crate::app::App;
+use crate::domain::{RemoteId, SystemName};
+use crate::settings::{Settings, SettingsError, Source};
+
+/// The environment variables the demo settings read their secrets from.
+pub const SF_SECRET_VAR: &str = "LEADSYNC_DEMO_SALESFORCE_SECRET";
+pub const HS_TOKEN_VAR: &str = "LEADSYNC_DEMO_HUBSPOT_TOKEN";
+
+/// A simulated Salesforce (system `crm`) and HubSpot (system `marketing`), running.
+pub struct Harness {
+    pub salesforce: SalesforceSim,
+    pub hubspot: HubspotSim,
+    sf_secret: String,
+    hs_token: String,
+}
+
+/// How many records seeding put where.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Seeded {
+    pub salesforce: usize,
+    pub hubspot: usize,
+}
+
+impl Harness {
+    /// Start both simulators on free loopback ports with fresh credentials.
+    ///
+    /// # Errors
+    /// A port cannot be bound.
+    pub async fn start(
+        mut sf: SalesforceSimOptions,
+        mut hs: HubspotSimOptions,
+    ) -> std::io::Result<Harness> {
+        let sf_secret = format!("sim-secret-{}", uuid::Uuid::new_v4().simple());
+        let hs_token = format!("pat-na1-{}", uuid::Uuid::new_v4());
+        sf.client_id = "leadsync-demo".into();
+        sf.client_secret = sf_secret.clone();
+        hs.token = hs_token.clone();
+        let salesforce = SalesforceSim::new(sf);
+        let hubspot = HubspotSim::new(hs);
+        salesforce.start("127.0.0.1:0").await?;
+        hubspot.start("127.0.0.1:0").await?;
+        Ok(Harness { salesforce, hubspot, sf_secret, hs_token })
+    }
+
+    /// Put people where their presence says, as imports would.
+    ///
+    /// # Errors
+    /// A simulator refused a record (a bug in the generator).
+    pub fn seed(&self, people: &[Person]) -> Result<Seeded, String> {
+        let mut n = Seeded::default();
+        for p in people {
+            if p.presence != Presence::MarketingOnly {
+                self.salesforce.insert("Lead", p.salesforce_lead(false))?;
+                n.salesforce += 1;
+                if p.sf_duplicate {
+                    self.salesforce.insert("Lead", p.salesforce_lead(true))?;
+                    n.salesforce += 1;
+                }
+            }
+            if p.presence != Presence::CrmOnly {
+                self.hubspot.insert(p.hubspot_contact())?;
+                n.hubspot += 1;
+                if p.hs_opt_out {
+                    self.hubspot.ui_unsubscribe(&p.email);
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// The environment that points settings at these simulators: base URLs through
+    /// `LEADSYNC__...` overrides, secrets through the variables the settings name.
+    pub fn env(&self, ledger: &Path) -> HashMap<String, String> {
+        let mut env = HashMap::new();
+        env.insert("LEADSYNC__SYSTEMS__CRM__LOGIN_URL".into(), self.salesforce.base_url());
+        env.insert("LEADSYNC__SYSTEMS__MARKETING__BASE_URL".into(), self.hubspot.base_url());
+        env.insert("LEADSYNC__LEDGER__PATH".into(), ledger.display().to_string());
+        env.insert(SF_SECRET_VAR.into(), self.sf_secret.clone());
+        env.insert(HS_TOKEN_VAR.into(), self.hs_token.clone());
+        env
+    }
+
+    /// Settings from `source` (the embedded demo config by default) aimed at these simulators.
+    /// `extra` overrides win over the harness's own.
+    ///
+    /// # Errors
+    /// The configuration is invalid.
+    pub fn settings(
+        &self,
+        source: Source<'_>,
+        ledger: &Path,
+        extra: &HashMap<String, String>,
+    ) -> Result<Settings, SettingsError> {
+        let mut env = self.env(ledger);
+        env.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Settings::load(source, &env)
+    }
+
+    /// A record's properties as the vendor holds them now, read from the simulator's store
+    /// (not through the connector under test).
+    pub fn fetch(&self, system: &SystemName, remote: &RemoteId) -> Option<BTreeMap<String, Option<String>>> {
+        match system.as_str() {
+            "crm" => self.salesforce.get(&remote.object_type, &remote.id).map(|m| {
+                m.into_iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            Value::Null => None,
+                            Value::String(s) => Some(s),
+                            Value::Bool(b) => Some(b.to_string()),
+                            other => Some(other.to_string()),
+                        };
+                        (k, v)
+                    })
+                    .collect()
+            }),
+            "marketing" => self.hubspot.get(&remote.id),
+            _ => None,
+        }
+    }
+}
+
+/// Wait until the engine has nothing left to do and has read back its own writes, or until
+/// `timeout`. Returns whether it converged.
+pub async fn wait_converged(app: &App, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let progress = app.progress();
+    let ledger = app.ledger();
+    let mut quiet_rounds = 0;
+    while tokio::time::Instant::now() < deadline {
+        let l = std::sync::Arc::clone(&ledger);
+        let backlog = tokio::task::spawn_blocking(move || l.backlog()).await;
+        let idle = matches!(backlog, Ok(Ok((0, 0))));
+        if idle && progress.quiet_since_last_push() {
+            quiet_rounds += 1;
+            // Two looks in a row, so a poll that just landed gets reconciled first.
+            if quiet_rounds >= 2 {
+                return true;
+            }
+        } else {
+            quiet_rounds = 0;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
