@@ -1,0 +1,1 @@
+//! Tests for the Salesforce connector against wiremock.
