@@ -805,3 +805,41 @@ async fn push_refuses_other_objects_without_a_call() {
     assert!(matches!(&out[0], PushOutcome::Rejected { code, .. } if code == "unsupported_object"));
     assert!(server.received_requests().await.expect("recording").is_empty());
 }
+
+#[tokio::test]
+async fn concurrent_calls_share_one_reauthentication() {
+    let (server, sf) = org().await;
+    Mock::given(method("POST"))
+        .and(path(TOKEN))
+        .respond_with(ResponseTemplate::new(200).set_body_json(token_body(&server, "old")))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(TOKEN))
+        .respond_with(ResponseTemplate::new(200).set_body_json(token_body(&server, "new")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(QUERY))
+        .and(header("authorization", "Bearer old"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!([{"message": "expired", "errorCode": "INVALID_SESSION_ID"}]))
+                // Keep both calls in flight with the old token at the same time.
+                .set_delay(Duration::from_millis(50)),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(QUERY))
+        .and(header("authorization", "Bearer new"))
+        .respond_with(empty_query())
+        .expect(2)
+        .mount(&server)
+        .await;
+    let (a, b) = tokio::join!(sf.healthcheck(), sf.healthcheck());
+    a.expect("first call healthy");
+    b.expect("second call healthy");
+}
