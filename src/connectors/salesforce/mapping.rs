@@ -1,0 +1,229 @@
+//! Conversions between Salesforce wire records and domain types: records to [`Change`]s,
+//! [`PushRecord`]s to collection records, per-record save results to [`PushOutcome`]s, and
+//! Salesforce datetimes.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::wire::{self, Record, SaveResult};
+use crate::connectors::FieldMap;
+use crate::domain::{Change, Field, PushOutcome, PushRecord, RemoteId};
+
+/// Placeholder Salesforce integrations write into required text fields they have no value for.
+pub(super) const NOT_PROVIDED: &str = "[not provided]";
+
+/// Per-record status codes that say "try again later", not "this record is wrong".
+const TRANSIENT_CODES: [&str; 6] = [
+    "UNABLE_TO_LOCK_ROW",
+    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+    "REQUEST_RUNNING_TOO_LONG",
+    "QUERY_TIMEOUT",
+    "SERVER_UNAVAILABLE",
+    "REQUEST_LIMIT_EXCEEDED",
+];
+
+/// Parse a Salesforce datetime. The JSON form is `2024-05-01T10:00:00.000+0000`, which strict
+/// RFC 3339 parsers reject; `+00:00` and `Z` are accepted too, with or without fractions.
+pub(super) fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    let owned;
+    let s = match s.strip_suffix(['Z', 'z']) {
+        Some(head) => {
+            owned = format!("{head}+0000");
+            owned.as_str()
+        }
+        None => s,
+    };
+    // `%z` accepts both `+0000` and `+00:00`; `%.f` accepts a missing fraction.
+    DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z").ok().map(|d| d.with_timezone(&Utc))
+}
+
+/// A SOQL datetime literal (unquoted, UTC, milliseconds): `2024-05-01T10:00:00.000Z`.
+pub(super) fn soql_datetime(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// A JSON value as the canonical mapper wants it: strings as they are, booleans as
+/// `"true"`/`"false"`, numbers in decimal, null (and compound values) as absent.
+fn json_to_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// Look a field up ignoring case: Salesforce answers with each field's canonical casing,
+/// which may differ from how it was configured.
+fn get_ci<'a>(rec: &'a Record, name: &str) -> Option<&'a Value> {
+    rec.get(name).or_else(|| rec.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+}
+
+/// The keyset position of one record: `(SystemModstamp, Id)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Position {
+    pub ts: DateTime<Utc>,
+    pub id: String,
+}
+
+/// Why a record could not be read. Carries field names only.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("record lacks a usable {0}")]
+pub(super) struct BadRecord(pub &'static str);
+
+/// Turn one queried or fetched record into a [`Change`] and its keyset position.
+pub(super) fn record_to_change(
+    map: &FieldMap,
+    object_type: &str,
+    external_id_field: &str,
+    rec: &Record,
+    fetched_at: DateTime<Utc>,
+) -> Result<(Change, Position), BadRecord> {
+    let id = get_ci(rec, wire::ID_FIELD)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(BadRecord("Id"))?
+        .to_string();
+    let modified_at = get_ci(rec, wire::MODSTAMP_FIELD)
+        .and_then(Value::as_str)
+        .and_then(parse_datetime)
+        .ok_or(BadRecord("SystemModstamp"))?;
+    let props: BTreeMap<String, Option<String>> = map
+        .properties()
+        .map(|p| (p.to_string(), get_ci(rec, p).and_then(json_to_string)))
+        .collect();
+    let ledger_key =
+        get_ci(rec, external_id_field).and_then(json_to_string).filter(|s| !s.trim().is_empty());
+    let change = Change {
+        remote: RemoteId { object_type: object_type.to_string(), id: id.clone() },
+        fields: map.to_canonical(&props),
+        ledger_key,
+        modified_at,
+        fetched_at,
+        deleted: false,
+    };
+    Ok((change, Position { ts: modified_at, id }))
+}
+
+/// Canonical fields to Salesforce JSON values: the opt-out property travels as a JSON boolean
+/// (Salesforce refuses a string for a checkbox), everything else as a string.
+fn remote_values(map: &FieldMap, fields: &crate::domain::Fields) -> Vec<(String, Value)> {
+    let opt_out_prop = map.property(Field::EmailOptOut);
+    map.to_remote(fields)
+        .into_iter()
+        .map(|(prop, v)| {
+            let value = if Some(prop.as_str()) == opt_out_prop {
+                Value::Bool(v.trim().eq_ignore_ascii_case("true"))
+            } else {
+                Value::String(v)
+            };
+            (prop, value)
+        })
+        .collect()
+}
+
+/// The upsert record for a create, keyed by the external id field holding the ledger key.
+/// Lead requires `LastName`, `Company` and `Status`: when `fields` lacks one, it comes from
+/// the person's full fields, else `LastName`/`Company` get [`NOT_PROVIDED`] and `Status` the
+/// mapped value of canonical status `new` (left out when the mapping cannot express it, so the
+/// org's picklist default applies).
+pub(super) fn create_record(
+    map: &FieldMap,
+    object_type: &str,
+    external_id_field: &str,
+    rec: &PushRecord,
+) -> Record {
+    let mut values = remote_values(map, &rec.fields);
+    let person = remote_values(map, &rec.person);
+    let has = |values: &[(String, Value)], prop: &str| {
+        values.iter().any(|(p, v)| {
+            p.eq_ignore_ascii_case(prop) && v.as_str().is_none_or(|s| !s.trim().is_empty())
+        })
+    };
+    let new_status: crate::domain::Fields = [(Field::LeadStatus, "new".to_string())].into();
+    let status_default = remote_values(map, &new_status)
+        .into_iter()
+        .find(|(p, _)| p.eq_ignore_ascii_case("Status"))
+        .map(|(_, v)| v);
+    for (prop, fallback) in [
+        ("LastName", Some(Value::String(NOT_PROVIDED.into()))),
+        ("Company", Some(Value::String(NOT_PROVIDED.into()))),
+        ("Status", status_default),
+    ] {
+        if has(&values, prop) {
+            continue;
+        }
+        // Drop an empty value for a required field before filling it.
+        values.retain(|(p, _)| !p.eq_ignore_ascii_case(prop));
+        let from_person = person
+            .iter()
+            .find(|(p, v)| {
+                p.eq_ignore_ascii_case(prop) && v.as_str().is_some_and(|s| !s.trim().is_empty())
+            })
+            .cloned();
+        match (from_person, fallback) {
+            (Some(pv), _) => values.push(pv),
+            (None, Some(v)) => values.push((prop.to_string(), v)),
+            (None, None) => {}
+        }
+    }
+    values.push((external_id_field.to_string(), Value::String(rec.ledger_key.clone())));
+    wire::write_record(object_type, values)
+}
+
+/// The collections update record for an existing record.
+pub(super) fn update_record(
+    map: &FieldMap,
+    object_type: &str,
+    remote_id: &str,
+    rec: &PushRecord,
+) -> Record {
+    let mut values = remote_values(map, &rec.fields);
+    values.push((wire::UPDATE_ID_KEY.to_string(), Value::String(remote_id.to_string())));
+    wire::write_record(object_type, values)
+}
+
+/// One per-record save result as a [`PushOutcome`]. `known_id` is the record id we sent (for
+/// updates), used when a failed result carries none.
+pub(super) fn save_outcome(
+    outbox_id: i64,
+    object_type: &str,
+    known_id: Option<&str>,
+    result: SaveResult,
+) -> PushOutcome {
+    if result.success {
+        match result.id.or_else(|| known_id.map(str::to_string)) {
+            Some(id) => PushOutcome::Accepted {
+                outbox_id,
+                remote: RemoteId { object_type: object_type.to_string(), id },
+                // Updates never create; an upsert that omits `created` was keyed by our own
+                // ledger id, so the record is ours either way.
+                created: known_id.is_none() && result.created.unwrap_or(true),
+            },
+            None => PushOutcome::Retry { outbox_id, code: "missing_id".into() },
+        }
+    } else {
+        let Some(first) = result.errors.first() else {
+            return PushOutcome::Rejected {
+                outbox_id,
+                code: "UNKNOWN".into(),
+                message: "failed without an error entry".into(),
+            };
+        };
+        let code =
+            if first.status_code.is_empty() { "UNKNOWN".into() } else { first.status_code.clone() };
+        if TRANSIENT_CODES.contains(&code.as_str()) {
+            return PushOutcome::Retry { outbox_id, code };
+        }
+        // The vendor message goes to the ledger's dead-letter row (not to logs); it can echo
+        // a value, which is why it never reaches an error's Display.
+        let mut message = first.message.clone();
+        if !first.fields.is_empty() {
+            message = format!("{message} (fields: {})", first.fields.join(", "));
+        }
+        PushOutcome::Rejected { outbox_id, code, message }
+    }
+}
