@@ -21,6 +21,7 @@ pub mod reconcile;
 pub mod retry;
 pub mod sim;
 pub mod app;
+pub mod cli;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::connectors::KeyError;
-use crate::connectors::hubspot::config::{HubspotConfig, HubspotConfigRaw};
-use crate::connectors::salesforce::config::{SalesforceConfig, SalesforceConfigRaw};
+use crate::connectors::hubspot::{HubspotConfig, HubspotConfigRaw};
+use crate::connectors::salesforce::{SalesforceConfig, SalesforceConfigRaw};
 use crate::domain::{ConnectorKind, Role, Stage, SystemName};
 use crate::reconcile::CreatePolicy;
 

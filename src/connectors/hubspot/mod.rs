@@ -1,6 +1,7 @@
 //! Hubspot connector (placeholder until the connector lands).
 
 pub mod config;
+pub use config::{HubspotConfig, HubspotConfigRaw};
 
 use std::sync::Arc;
 
