@@ -408,43 +408,18 @@ async fn pusher(
             }
             continue;
         }
-        let started = Utc::now();
-        let records: Vec<_> = due.iter().map(|d| d.record.clone()).collect();
-        let creates = records.iter().filter(|r| matches!(r.op, PushOp::Create { .. })).count();
-        tracing::debug!(records = records.len(), creates, "pushing");
-        let result = sys.connector.push(&records).await;
-        let n = name.clone();
-        let r = Arc::clone(&rules);
-        match result {
-            Ok(outcomes) => {
-                let tally = blocking(&ledger, move |l| {
-                    l.record_push_results(&n, &due, &outcomes, &r, retry, started, Utc::now())
-                })
-                .await?;
-                bump(&progress.pushed_created, &name, tally.created as u64);
-                bump(&progress.pushed_updated, &name, tally.updated as u64);
-                bump(&progress.dead, &name, tally.dead as u64);
-                if tally.dead > 0 {
-                    tracing::warn!(dead = tally.dead, "records rejected by the vendor, kept as dead letters");
-                }
+        // Creates and updates go out as separate calls, so that a call refused as a whole
+        // dead-letters only records of its own kind.
+        let (creates, updates): (Vec<_>, Vec<_>) =
+            due.into_iter().partition(|d| matches!(d.record.op, PushOp::Create { .. }));
+        for group in [creates, updates] {
+            if group.is_empty() {
+                continue;
             }
-            Err(e) => {
-                let code = e.code();
-                tracing::warn!(error_code = %code, error = %e, records = due.len(), "push failed");
-                let dead = matches!(e, ConnectorError::Rejected { .. });
-                let msg = e.to_string();
-                let n2 = name.clone();
-                let msg2 = msg.clone();
-                blocking(&ledger, move |l| {
-                    l.defer_pushes(&due, &code, &msg, dead, retry, Utc::now())?;
-                    l.record_error(&n2, &msg2, Utc::now())
-                })
-                .await?;
-                if matches!(e, ConnectorError::Auth(_) | ConnectorError::Config(_))
-                    && !idle(&mut shutdown, sync.error_backoff * 12, None).await
-                {
-                    break;
-                }
+            let healthy = push_group(&sys, &ledger, &rules, &progress, retry, group).await?;
+            // The while condition sees a shutdown that fires during this wait.
+            if !healthy && !idle(&mut shutdown, sync.error_backoff * 12, None).await {
+                break;
             }
         }
         if let Ok(mut g) = progress.last_push_at.lock() {
@@ -453,4 +428,51 @@ async fn pusher(
     }
     tracing::debug!("pusher stopped");
     Ok(())
+}
+
+/// Push one group of records and record the outcome. Returns false when the system should be
+/// left alone for a while (credentials or configuration refused).
+async fn push_group(
+    sys: &SystemHandle,
+    ledger: &Arc<Ledger>,
+    rules: &Arc<Rules>,
+    progress: &Progress,
+    retry: PushRetry,
+    due: Vec<crate::ledger::DuePush>,
+) -> anyhow::Result<bool> {
+    let name = sys.name.clone();
+    let started = Utc::now();
+    let records: Vec<_> = due.iter().map(|d| d.record.clone()).collect();
+    tracing::debug!(records = records.len(), "pushing");
+    let result = sys.connector.push(&records).await;
+    let r = Arc::clone(rules);
+    match result {
+        Ok(outcomes) => {
+            let n = name.clone();
+            let tally = blocking(ledger, move |l| {
+                l.record_push_results(&n, &due, &outcomes, &r, retry, started, Utc::now())
+            })
+            .await?;
+            bump(&progress.pushed_created, &name, tally.created as u64);
+            bump(&progress.pushed_updated, &name, tally.updated as u64);
+            bump(&progress.dead, &name, tally.dead as u64);
+            if tally.dead > 0 {
+                tracing::warn!(dead = tally.dead, "records rejected by the vendor, kept as dead letters");
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            let code = e.code();
+            tracing::warn!(error_code = %code, error = %e, records = due.len(), "push failed");
+            let dead = matches!(e, ConnectorError::Rejected { .. });
+            let msg = e.to_string();
+            let n = name.clone();
+            blocking(ledger, move |l| {
+                l.defer_pushes(&due, &code, &msg, dead, retry, Utc::now())?;
+                l.record_error(&n, &msg, Utc::now())
+            })
+            .await?;
+            Ok(!matches!(e, ConnectorError::Auth(_) | ConnectorError::Config(_)))
+        }
+    }
 }
