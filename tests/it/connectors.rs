@@ -1,0 +1,1 @@
+//! Connector behaviour against the simulators.

@@ -1,0 +1,100 @@
+//! End-to-end sync through both simulators' HTTP APIs.
+
+use std::time::Duration;
+
+use leadsync::domain::Field;
+use leadsync::sim::population::Presence;
+
+use crate::helpers::{hs_by_email, sf_by_email, spawn_app};
+
+const MQL_OR_LATER: &[&str] =
+    &["marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_sync_puts_everyone_where_the_rules_say_exactly_once() {
+    let t = spawn_app(400, 11).await;
+    t.converge().await;
+    let bad = t.disagreements();
+    assert!(bad.is_empty(), "{} disagreements, first: {}", bad.len(), bad[0]);
+
+    let snapshot = t.snapshot();
+    assert_eq!(snapshot.len(), t.people.len(), "one ledger person per human");
+    let sf = sf_by_email(&t.harness);
+    let hs = hs_by_email(&t.harness);
+    for p in &t.people {
+        let e = p.email.to_lowercase();
+        assert_eq!(hs.get(&e).map_or(0, Vec::len), 1, "everyone is in marketing exactly once");
+        let expected_sf = match p.presence {
+            Presence::MarketingOnly => usize::from(MQL_OR_LATER.contains(&p.hs_stage)),
+            _ => 1 + usize::from(p.sf_duplicate),
+        };
+        assert_eq!(sf.get(&e).map_or(0, Vec::len), expected_sf, "salesforce count for {e}");
+    }
+
+    // Duplicates inside Salesforce (same email, different case) are one person with two links.
+    let dup = t.people.iter().find(|p| p.sf_duplicate).expect("seed has a duplicate");
+    let person = snapshot
+        .iter()
+        .find(|l| l.fields.get(&Field::Email).is_some_and(|e| e.eq_ignore_ascii_case(&dup.email)))
+        .expect("duplicate person in ledger");
+    assert_eq!(person.links.iter().filter(|(s, _)| s == "crm").count(), 2);
+
+    // The unified stage is mapped on both sides: sales working a lead makes it an SQL in
+    // HubSpot, with the lead status carried over.
+    let working = t
+        .people
+        .iter()
+        .find(|p| {
+            p.presence == Presence::Both
+                && p.sf_status == "Working - Contacted"
+                && ["subscriber", "lead", "marketingqualifiedlead"].contains(&p.hs_stage)
+        })
+        .expect("seed has a worked lead");
+    let contact = &hs[&working.email.to_lowercase()][0];
+    assert_eq!(contact["lifecyclestage"].as_deref(), Some("salesqualifiedlead"));
+    assert_eq!(contact["hs_lead_status"].as_deref(), Some("IN_PROGRESS"));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_cycle_over_unchanged_data_makes_zero_writes() {
+    let t = spawn_app(150, 5).await;
+    t.converge().await;
+    let sf0 = t.harness.salesforce.stats().api_writes;
+    let hs0 = t.harness.hubspot.stats().api_writes;
+    let polls0 = t.harness.salesforce.stats().api_reads;
+    // Several more poll cycles (1 s interval in tests) over unchanged data.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(t.harness.salesforce.stats().api_reads > polls0, "it kept polling");
+    assert_eq!(t.harness.salesforce.stats().api_writes, sf0, "no writes to salesforce");
+    assert_eq!(t.harness.hubspot.stats().api_writes, hs0, "no writes to hubspot");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_outs_cross_over_both_ways() {
+    let t = spawn_app(200, 3).await;
+    t.converge().await;
+    let mut both = t.people.iter().filter(|p| p.presence == Presence::Both && !p.hs_opt_out && !p.sf_opt_out);
+    let a = both.next().expect("person a");
+    let b = both.next().expect("person b");
+
+    // a unsubscribes from a HubSpot email; b is opted out by sales in Salesforce.
+    t.harness.hubspot.ui_unsubscribe(&a.email);
+    let b_id = sf_by_email(&t.harness)[&b.email.to_lowercase()][0]["Id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mut m = serde_json::Map::new();
+    m.insert("HasOptedOutOfEmail".into(), serde_json::Value::Bool(true));
+    t.harness.salesforce.ui_update("Lead", &b_id, m).expect("ui update");
+    t.converge().await;
+
+    for lead in &sf_by_email(&t.harness)[&a.email.to_lowercase()] {
+        assert_eq!(lead["HasOptedOutOfEmail"], serde_json::Value::Bool(true));
+    }
+    let hs = hs_by_email(&t.harness);
+    assert_eq!(hs[&b.email.to_lowercase()][0]["hs_email_optout"].as_deref(), Some("true"));
+    assert!(t.disagreements().is_empty());
+    t.stop().await;
+}
