@@ -742,6 +742,15 @@ async fn batch_update(State(inner): State<Arc<Inner>>, body: Bytes) -> ApiResult
     let mut missing = Vec::new();
     let mut prepared = Vec::new();
     let mut invalid = Vec::new();
+    // Property errors fail the batch even on inputs whose id is unknown.
+    for (_, props) in &keyed {
+        if let Err(e) = store.validate(props) {
+            invalid.extend(e);
+        }
+    }
+    if !invalid.is_empty() {
+        return Err(ApiError::invalid_properties(&invalid));
+    }
     for (key, props) in &keyed {
         let Some(id) = store.resolve(key, false) else {
             missing.push(key.clone());
