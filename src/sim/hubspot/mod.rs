@@ -96,6 +96,7 @@ pub struct HubspotSimOptions {
     /// Search requests allowed per rolling second; `None` disables it.
     pub search_per_second: Option<u32>,
     /// How long a write takes to become visible to search (old values stay visible until then).
+    /// Applies to every write, `insert` and the other UI methods included.
     pub search_index_delay: Duration,
     /// Added before every HTTP answer.
     pub latency: Duration,
@@ -342,7 +343,10 @@ impl HubspotSim {
     pub fn inject(&self, fault: Fault) {
         let mut faults = self.inner.faults();
         match fault {
-            Fault::ServerError { status, count } => faults.server_errors.push((status, count)),
+            Fault::ServerError { status, count } if count > 0 => {
+                faults.server_errors.push((status, count));
+            }
+            Fault::ServerError { .. } => {}
             Fault::RateLimited { count } => faults.rate_limited += count,
             Fault::FailBatchInput { key } => faults.batch_inputs.push(key.trim().to_lowercase()),
         }

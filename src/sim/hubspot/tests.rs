@@ -767,3 +767,23 @@ async fn seeding_and_searching_100k_is_fast() {
     assert!(seeded < Duration::from_secs(20), "seeding took {seeded:?}");
     assert!(searched < Duration::from_secs(5), "search took {searched:?}");
 }
+
+#[tokio::test]
+async fn latency_and_internal_touch() {
+    let (sim, api) = spawn(HubspotSimOptions {
+        latency: Duration::from_millis(60),
+        ..HubspotSimOptions::unlimited()
+    })
+    .await;
+    let id = sim.insert(props(&[("email", "t@x.test")])).unwrap();
+    let before = sim.get(&id).unwrap()["lastmodifieddate"].clone();
+    let started = std::time::Instant::now();
+    assert_eq!(api.get(&format!("/{id}")).await.status(), StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(60));
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    assert!(sim.internal_touch(&id));
+    assert!(!sim.internal_touch("424242"));
+    let after = sim.get(&id).unwrap();
+    assert_ne!(after["lastmodifieddate"], before, "HubSpot's own updates move the date");
+    assert_eq!(after["email"].as_deref(), Some("t@x.test"));
+}
