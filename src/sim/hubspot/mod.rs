@@ -1,1 +1,368 @@
-//! Simulated HubSpot CRM v3 API.
+//! Simulated HubSpot CRM v3 contacts API (plus the communication-preferences v4 calls that hold
+//! email opt-out), served in-process by axum for the demo, the integration tests and the
+//! benchmarks.
+//!
+//! The simulator is deliberately *not* kinder than HubSpot: it keeps the quirks a connector has to
+//! survive (forward-only `lifecyclestage`, read-only `hs_email_optout`, exact status codes, 207
+//! partial batches, the 10,000-result search ceiling, a separate search rate limit without
+//! headers, an eventually consistent search index, merged ids that resolve to another id).
+//!
+//! # Decisions where the vendor notes (api-facts §8) are silent
+//! Each was checked against public reports where possible; the source is named.
+//! - **Backward `lifecyclestage` through the API is ignored silently**: 200, the old value stays,
+//!   and if nothing else changed `lastmodifieddate` does not move. Forum threads (HubSpot
+//!   developer forum "Update Lifecycle Stage Using API", and several consultants' write-ups) report
+//!   a success response with no change. Clearing to `""` first, then writing, works. People in
+//!   the UI ([`HubspotSim::ui_update`]) may move it backwards. Order: subscriber < lead <
+//!   marketingqualifiedlead < salesqualifiedlead < opportunity < customer < evangelist < other.
+//! - **Emails are case-insensitive and stored lower-cased and trimmed.** Uniqueness, `idProperty=
+//!   email` look-ups and upserts ignore case and surrounding whitespace, and reads return the
+//!   lower-cased form, so a connector that compares values byte-for-byte sees a difference it must
+//!   not echo back. Malformed addresses get `INVALID_EMAIL`.
+//! - **`batch/create` with an email that already exists fails the whole batch** with 409
+//!   `CONFLICT` "Contact already exists. Existing ID: <id>" naming the first one found, and
+//!   nothing is created (HubSpot/hubspot-api-python#51). Two inputs with the same email in one
+//!   batch also give 409.
+//! - **`batch/update` only accepts record ids.** An `idProperty` other than `hs_object_id` gives 400
+//!   "Unable to perform update/upsert by non-unique 0-1 property <name>"
+//!   (HubSpot/hubspot-api-nodejs#548); use `batch/upsert` with `idProperty:"email"` instead.
+//!   Unknown ids in `batch/update` give 207 with an `OBJECT_NOT_FOUND` error whose
+//!   `context.ids` lists them; the known ids are updated.
+//! - **A property validation error anywhere in a batch fails the whole batch** with 400
+//!   `VALIDATION_ERROR` (message `Property values were not valid: [...]` as HubSpot words it,
+//!   plus `errors[]` with `code` and `context.propertyName`); nothing is written.
+//! - **`hs_email_optout` is read-only** for the contacts API and for `ui_update`: writing it gives
+//!   400 `VALIDATION_ERROR` with code `READ_ONLY_VALUE` and the message "hs_email_optout is a read
+//!   only property; its value cannot be set." (wording reported on the HubSpot forum). So are
+//!   `hs_object_id`, `createdate`, `lastmodifieddate`, `hs_merged_object_ids` and
+//!   `hs_additional_emails`.
+//! - **Opt-out is per email address**, as HubSpot documents for subscription status. `POST
+//!   /communication-preferences/v4/statuses/{email}/unsubscribe-all?channel=EMAIL` records the
+//!   address as unsubscribed from all email, and sets `hs_email_optout="true"` (moving
+//!   `lastmodifieddate`) on the contact that holds that address (including as a merged-in
+//!   secondary address). A contact created later with an opted-out address starts with
+//!   `hs_email_optout="true"`. There is no way back through the API: setting `SUBSCRIBED` for an
+//!   address that opted out of all email, or out of that subscription, gives 400. (HubSpot's v4
+//!   schema has a `RESUBSCRIBE_OCCURRED` success reason, so some portals may allow it; we
+//!   choose the strict behaviour.)
+//! - **`updatedAt` and `lastmodifieddate` are the same instant** and move on every write that
+//!   changes something (including an opt-out); a write that changes nothing moves neither.
+//!   [`HubspotSim::internal_touch`] moves both without a visible change, like HubSpot's own
+//!   internal updates do. Many records may share one millisecond.
+//! - **Responses always carry `hs_object_id`, `createdate` and `lastmodifieddate`** besides the
+//!   requested properties; requested but unknown property names are left out, requested known
+//!   ones that are unset come back `null`. Writing `""` (or JSON `null`) clears a property.
+//! - **Search**: `EQ`/`NEQ` on text compare case-insensitively; `IN`/`NOT_IN` compare the
+//!   lower-cased stored value with the values *as given* (so upper-case values never match, as
+//!   api-facts warns); `NEQ`/`NOT_IN` also match records without the property; unknown
+//!   properties in filters or sorts give 400. Search calls count against the daily quota but not
+//!   the 10-second window, and carry no rate-limit headers.
+//! - **The list endpoint rejects `limit` above 100** with 400 rather than clamping it.
+//! - **DELETE of an unknown id answers 204** (archive is idempotent); archived contacts free their
+//!   email for a new contact.
+//! - **Merge** keeps the primary's id and values (empty ones filled from the other), lists the
+//!   merged id in `hs_merged_object_ids` (`;`-separated) and the merged email in
+//!   `hs_additional_emails`; the old id and old email keep resolving to the primary.
+//! - Requests refused with 401 or 429 do not use quota. Faults injected with
+//!   [`HubspotSim::inject`] do.
+
+mod search;
+mod server;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use store::{Store, WriteError};
+
+/// Knobs of the simulated portal. `Default` gives HubSpot's documented Enterprise private-app
+/// limits and an immediately consistent search index.
+#[derive(Debug, Clone)]
+pub struct HubspotSimOptions {
+    /// The private-app token that `Authorization: Bearer <token>` must carry.
+    pub token: String,
+    /// Version segment in `/crm/<version>/objects/contacts` (`v3`, or a dated one like `2026-03`).
+    pub api_version: String,
+    /// Requests allowed per rolling 10 seconds; `None` disables the limit and its headers.
+    pub rate_limit_per_10s: Option<u32>,
+    /// Requests allowed per UTC day; `None` disables the limit and its headers.
+    pub daily_limit: Option<u64>,
+    /// Search requests allowed per rolling second; `None` disables it.
+    pub search_per_second: Option<u32>,
+    /// How long a write takes to become visible to search (old values stay visible until then).
+    /// Applies to every write, `insert` and the other UI methods included.
+    pub search_index_delay: Duration,
+    /// Added before every HTTP answer.
+    pub latency: Duration,
+    /// Largest `limit` a search accepts (HubSpot: 200).
+    pub search_max_limit: u32,
+    /// Results a search can page through (HubSpot: 10,000; `after + limit` beyond it is a 400).
+    pub search_max_results: u64,
+    /// Filter caps: groups, filters per group, filters in total (api-facts: 5 / 6 / 18 in some
+    /// doc revisions, 5 / 10 / 25 since the 2024-08 changelog).
+    pub search_max_filter_groups: usize,
+    pub search_max_filters_per_group: usize,
+    pub search_max_filters_total: usize,
+    /// Extra custom text properties the portal defines, besides the built-in ones.
+    pub extra_properties: Vec<String>,
+}
+
+impl Default for HubspotSimOptions {
+    fn default() -> Self {
+        HubspotSimOptions {
+            token: "pat-na1-00000000-0000-4000-8000-000000000000".into(),
+            api_version: "v3".into(),
+            rate_limit_per_10s: Some(190),
+            daily_limit: Some(1_000_000),
+            search_per_second: Some(4),
+            search_index_delay: Duration::ZERO,
+            latency: Duration::ZERO,
+            search_max_limit: 200,
+            search_max_results: 10_000,
+            search_max_filter_groups: 5,
+            search_max_filters_per_group: 6,
+            search_max_filters_total: 18,
+            extra_properties: Vec::new(),
+        }
+    }
+}
+
+impl HubspotSimOptions {
+    /// Defaults with every rate limit switched off, for benchmarks.
+    pub fn unlimited() -> Self {
+        HubspotSimOptions {
+            rate_limit_per_10s: None,
+            daily_limit: None,
+            search_per_second: None,
+            ..HubspotSimOptions::default()
+        }
+    }
+}
+
+/// A failure to inject into the next API calls (authenticated calls only; UI methods on the
+/// handle are never affected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The next `count` API calls answer `status` (500, 502, 503, ...) with a HubSpot-shaped
+    /// JSON error body and change nothing. They use quota like any call.
+    ServerError { status: u16, count: u32 },
+    /// The next `count` API calls answer 429 with `policyName: TEN_SECONDLY_ROLLING`.
+    RateLimited { count: u32 },
+    /// The next batch write (`batch/create`, `batch/update`, `batch/upsert`) with an input whose
+    /// id or email equals `key` (case-insensitively) fails that input alone: the batch answers
+    /// 207 with an `INTERNAL_ERROR` entry whose `context.ids` holds `key`, and the other inputs
+    /// are applied. The fault is used up by that batch.
+    FailBatchInput { key: String },
+}
+
+/// Counters of what the simulator saw. Each HTTP call that passed authentication and the rate
+/// limits counts once in `api_reads`, `api_writes` or `search_calls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    pub api_reads: u64,
+    pub api_writes: u64,
+    pub search_calls: u64,
+    /// Calls answered 429 (real limits and injected ones).
+    pub rate_limited: u64,
+    /// Calls answered with any status of 400 or more.
+    pub errors_returned: u64,
+    /// Contacts created through the API (not through `insert`).
+    pub records_created: u64,
+    /// Contacts changed through the API (a write that changed nothing does not count).
+    pub records_updated: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    api_reads: AtomicU64,
+    api_writes: AtomicU64,
+    search_calls: AtomicU64,
+    rate_limited: AtomicU64,
+    errors_returned: AtomicU64,
+    records_created: AtomicU64,
+    records_updated: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Faults {
+    /// (status, calls left), served in order.
+    server_errors: Vec<(u16, u32)>,
+    rate_limited: u32,
+    /// Lower-cased keys of batch inputs to fail once.
+    batch_inputs: Vec<String>,
+}
+
+pub(crate) struct Inner {
+    opts: HubspotSimOptions,
+    store: Mutex<Store>,
+    limits: Mutex<server::RateState>,
+    faults: Mutex<Faults>,
+    counters: Counters,
+    addr: OnceLock<SocketAddr>,
+}
+
+impl Inner {
+    /// The store lock is never held across an await; a poisoned lock means a handler panicked
+    /// mid-write, and the simulator keeps serving what is there.
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn limits(&self) -> MutexGuard<'_, server::RateState> {
+        self.limits.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Handle on one simulated HubSpot portal; clones share it.
+#[derive(Clone)]
+pub struct HubspotSim {
+    inner: Arc<Inner>,
+}
+
+impl HubspotSim {
+    pub fn new(opts: HubspotSimOptions) -> HubspotSim {
+        let store = Store::new(&opts);
+        HubspotSim {
+            inner: Arc::new(Inner {
+                opts,
+                store: Mutex::new(store),
+                limits: Mutex::new(server::RateState::default()),
+                faults: Mutex::new(Faults::default()),
+                counters: Counters::default(),
+                addr: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The axum router serving this portal's API (for `oneshot` tests or mounting elsewhere).
+    pub fn router(&self) -> axum::Router {
+        server::router(Arc::clone(&self.inner))
+    }
+
+    /// Bind `addr` (e.g. `127.0.0.1:0`) and serve the API from a spawned task until the runtime
+    /// stops. Call once per handle; [`HubspotSim::base_url`] reports the first bound address.
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn start(&self, addr: &str) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let _ = self.inner.addr.set(local);
+        let app = self.router();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::warn!(error = %error, "hubspot simulator stopped serving");
+            }
+        });
+        Ok(local)
+    }
+
+    /// `http://127.0.0.1:PORT` once [`HubspotSim::start`] has bound; empty before.
+    pub fn base_url(&self) -> String {
+        self.inner.addr.get().map(|addr| format!("http://{addr}")).unwrap_or_default()
+    }
+
+    /// Create a contact as an import or a person in the UI would (not counted as an API call).
+    /// Same validation as the API; returns the new id.
+    ///
+    /// # Errors
+    /// A message naming the property at fault, or the existing id on a duplicate email.
+    pub fn insert(&self, properties: BTreeMap<String, String>) -> Result<String, String> {
+        let mut store = self.inner.store();
+        let props =
+            properties.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        let now = store::now_ms();
+        store.create(&props, now).map(|id| id.to_string()).map_err(|e| e.describe())
+    }
+
+    /// Edit a contact as a person in the UI would (not counted); the UI may move
+    /// `lifecyclestage` backwards. `id` may be a merged-away id.
+    ///
+    /// # Errors
+    /// Unknown id, invalid or read-only property, or an email held by another contact.
+    pub fn ui_update(&self, id: &str, properties: BTreeMap<String, String>) -> Result<(), String> {
+        let mut store = self.inner.store();
+        let id = store.resolve(id, false).ok_or_else(|| WriteError::NotFound.describe())?;
+        let props =
+            properties.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        let now = store::now_ms();
+        store.update(id, &props, false, now).map(|_| ()).map_err(|e| e.describe())
+    }
+
+    /// A person unsubscribing through an email footer link: the address is unsubscribed from all
+    /// email and its contact gets `hs_email_optout = "true"`.
+    pub fn ui_unsubscribe(&self, email: &str) {
+        let mut store = self.inner.store();
+        let now = store::now_ms();
+        store.unsubscribe_all(email, now);
+    }
+
+    /// HubSpot updating a contact on its own (e.g. a recalculated internal property): moves
+    /// `lastmodifieddate`/`updatedAt` with no visible property change. Returns false for an
+    /// unknown id.
+    pub fn internal_touch(&self, id: &str) -> bool {
+        let mut store = self.inner.store();
+        match store.resolve(id, false) {
+            Some(id) => {
+                store.touch(id, store::now_ms());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every known property of a contact (unset ones as `None`), whether archived or not;
+    /// merged-away ids resolve to the surviving contact.
+    pub fn get(&self, id: &str) -> Option<BTreeMap<String, Option<String>>> {
+        let store = self.inner.store();
+        store.snapshot(id)
+    }
+
+    /// Every non-archived contact with all its properties, by id ascending.
+    pub fn all(&self) -> Vec<(String, BTreeMap<String, Option<String>>)> {
+        self.inner.store().all()
+    }
+
+    /// Queue a failure for the next API calls; see [`Fault`].
+    pub fn inject(&self, fault: Fault) {
+        let mut faults = self.inner.faults();
+        match fault {
+            Fault::ServerError { status, count } if count > 0 => {
+                faults.server_errors.push((status, count));
+            }
+            Fault::ServerError { .. } => {}
+            Fault::RateLimited { count } => faults.rate_limited += count,
+            Fault::FailBatchInput { key } => faults.batch_inputs.push(key.trim().to_lowercase()),
+        }
+    }
+
+    pub fn stats(&self) -> SimStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SimStats {
+            api_reads: get(&c.api_reads),
+            api_writes: get(&c.api_writes),
+            search_calls: get(&c.search_calls),
+            rate_limited: get(&c.rate_limited),
+            errors_returned: get(&c.errors_returned),
+            records_created: get(&c.records_created),
+            records_updated: get(&c.records_updated),
+        }
+    }
+}

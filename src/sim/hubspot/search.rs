@@ -1,0 +1,413 @@
+//! `POST /crm/v3/objects/contacts/search`: parse the request, filter the (possibly lagging)
+//! search index, sort, and cut one page.
+//!
+//! One pass over the index per call: each filter is compiled once (dates to epoch millis,
+//! numbers to f64), each candidate evaluated against it, then the matches are sorted by a key
+//! computed once per match. Over 100,000 contacts that is a few milliseconds, with no quadratic
+//! step.
+
+use std::cmp::Ordering;
+
+use serde_json::Value;
+
+use super::HubspotSimOptions;
+use super::store::{Contact, PropType, Selection, Store, parse_instant_ms};
+
+/// A page of search results, already rendered.
+pub(crate) struct SearchPage {
+    pub total: usize,
+    pub results: Vec<Value>,
+    /// Offset of the next page, when there are more matches.
+    pub next_after: Option<u64>,
+}
+
+/// A comparable property value: numbers (and datetimes, as epoch millis) or lower-cased text.
+#[derive(Debug, Clone, PartialEq)]
+enum Key {
+    Num(f64),
+    Text(String),
+}
+
+impl Key {
+    fn compare(&self, other: &Key) -> Option<Ordering> {
+        match (self, other) {
+            (Key::Num(a), Key::Num(b)) => a.partial_cmp(b),
+            (Key::Text(a), Key::Text(b)) => Some(a.cmp(b)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Neq,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    Between,
+    In,
+    NotIn,
+    HasProperty,
+    NotHasProperty,
+    ContainsToken,
+    NotContainsToken,
+}
+
+impl Op {
+    fn parse(raw: &str) -> Option<Op> {
+        Some(match raw {
+            "EQ" => Op::Eq,
+            "NEQ" => Op::Neq,
+            "LT" => Op::Lt,
+            "LTE" => Op::Lte,
+            "GT" => Op::Gt,
+            "GTE" => Op::Gte,
+            "BETWEEN" => Op::Between,
+            "IN" => Op::In,
+            "NOT_IN" => Op::NotIn,
+            "HAS_PROPERTY" => Op::HasProperty,
+            "NOT_HAS_PROPERTY" => Op::NotHasProperty,
+            "CONTAINS_TOKEN" => Op::ContainsToken,
+            "NOT_CONTAINS_TOKEN" => Op::NotContainsToken,
+            _ => return None,
+        })
+    }
+}
+
+struct Filter {
+    prop: String,
+    ty: PropType,
+    op: Op,
+    value: Option<Key>,
+    high: Option<Key>,
+    /// For IN / NOT_IN: text values kept as given (HubSpot wants them lower-case already).
+    values: Vec<Key>,
+    /// For CONTAINS_TOKEN: the lower-cased pattern.
+    pattern: String,
+}
+
+fn is_numeric(ty: PropType) -> bool {
+    matches!(ty, PropType::Number | PropType::Datetime)
+}
+
+/// The key of a contact's property, or None when unset.
+fn key_of(contact: &Contact, prop: &str, ty: PropType) -> Option<Key> {
+    match (prop, ty) {
+        ("hs_object_id", _) => Some(Key::Num(contact.id as f64)),
+        ("createdate", _) => Some(Key::Num(contact.created_ms as f64)),
+        ("lastmodifieddate", _) => Some(Key::Num(contact.updated_ms as f64)),
+        (_, PropType::Number) => contact.props.get(prop)?.trim().parse().ok().map(Key::Num),
+        (_, PropType::Datetime) => {
+            contact.props.get(prop).and_then(|v| parse_instant_ms(v)).map(|ms| Key::Num(ms as f64))
+        }
+        _ => contact.value(prop).map(|v| Key::Text(v.to_lowercase())),
+    }
+}
+
+fn parse_key(raw: &Value, ty: PropType, lowercase: bool) -> Result<Key, String> {
+    let text = match raw {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return Err("filter values must be strings".into()),
+    };
+    match ty {
+        PropType::Datetime => parse_instant_ms(&text)
+            .map(|ms| Key::Num(ms as f64))
+            .ok_or_else(|| "invalid datetime value in filter".into()),
+        PropType::Number => text
+            .trim()
+            .parse::<f64>()
+            .map(Key::Num)
+            .map_err(|_| "invalid numeric value in filter".into()),
+        _ if lowercase => Ok(Key::Text(text.to_lowercase())),
+        _ => Ok(Key::Text(text)),
+    }
+}
+
+fn tokens(text: &str) -> Vec<&str> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).collect()
+}
+
+/// `*` matches any run of characters.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, rest) = match parts.split_first() {
+        Some(split) => split,
+        None => return text.is_empty(),
+    };
+    let Some(mut remaining) = text.strip_prefix(first) else { return false };
+    let Some((last, middle)) = rest.split_last() else { return remaining.is_empty() };
+    for part in middle {
+        match remaining.find(part) {
+            Some(at) => remaining = &remaining[at + part.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= last.len() && remaining.ends_with(last)
+}
+
+fn contains_token(stored: &str, pattern: &str) -> bool {
+    if pattern.contains('*') {
+        return glob(pattern, stored) || tokens(stored).iter().any(|t| glob(pattern, t));
+    }
+    let wanted = tokens(pattern);
+    if wanted.is_empty() {
+        return false;
+    }
+    let have = tokens(stored);
+    have.windows(wanted.len()).any(|w| w == wanted.as_slice())
+}
+
+impl Filter {
+    fn matches(&self, contact: &Contact) -> bool {
+        let key = key_of(contact, &self.prop, self.ty);
+        let cmp = |want: &Option<Key>| -> Option<Ordering> {
+            match (&key, want) {
+                (Some(k), Some(w)) => k.compare(w),
+                _ => None,
+            }
+        };
+        match self.op {
+            Op::Eq => cmp(&self.value) == Some(Ordering::Equal),
+            Op::Neq => key.is_none() || cmp(&self.value) != Some(Ordering::Equal),
+            Op::Lt => cmp(&self.value) == Some(Ordering::Less),
+            Op::Lte => matches!(cmp(&self.value), Some(Ordering::Less | Ordering::Equal)),
+            Op::Gt => cmp(&self.value) == Some(Ordering::Greater),
+            Op::Gte => matches!(cmp(&self.value), Some(Ordering::Greater | Ordering::Equal)),
+            Op::Between => {
+                matches!(cmp(&self.value), Some(Ordering::Greater | Ordering::Equal))
+                    && matches!(cmp(&self.high), Some(Ordering::Less | Ordering::Equal))
+            }
+            Op::In => key.as_ref().is_some_and(|k| self.values.iter().any(|v| k == v)),
+            Op::NotIn => key.as_ref().is_none_or(|k| !self.values.iter().any(|v| k == v)),
+            Op::HasProperty => key.is_some(),
+            Op::NotHasProperty => key.is_none(),
+            Op::ContainsToken => {
+                matches!(&key, Some(Key::Text(t)) if contains_token(t, &self.pattern))
+            }
+            Op::NotContainsToken => {
+                !matches!(&key, Some(Key::Text(t)) if contains_token(t, &self.pattern))
+            }
+        }
+    }
+}
+
+fn compile_filter(store: &Store, raw: &Value) -> Result<Filter, String> {
+    let prop = raw
+        .get("propertyName")
+        .and_then(Value::as_str)
+        .ok_or("each filter needs a propertyName")?
+        .to_string();
+    let (ty, _) =
+        store.prop_type(&prop).ok_or_else(|| format!("Property \"{prop}\" does not exist"))?;
+    let op_raw = raw.get("operator").and_then(Value::as_str).unwrap_or("EQ");
+    let op = Op::parse(op_raw).ok_or_else(|| format!("Unknown filter operator {op_raw}"))?;
+    let needs_value = matches!(
+        op,
+        Op::Eq
+            | Op::Neq
+            | Op::Lt
+            | Op::Lte
+            | Op::Gt
+            | Op::Gte
+            | Op::Between
+            | Op::ContainsToken
+            | Op::NotContainsToken
+    );
+    let value = match raw.get("value") {
+        Some(v) if needs_value && !v.is_null() => Some(parse_key(v, ty, true)?),
+        _ if needs_value => return Err(format!("operator {op_raw} needs a value")),
+        _ => None,
+    };
+    let high = match (op, raw.get("highValue")) {
+        (Op::Between, Some(v)) if !v.is_null() => Some(parse_key(v, ty, true)?),
+        (Op::Between, _) => return Err("operator BETWEEN needs a highValue".into()),
+        _ => None,
+    };
+    let values = match (op, raw.get("values").and_then(Value::as_array)) {
+        (Op::In | Op::NotIn, Some(list)) => {
+            list.iter().map(|v| parse_key(v, ty, false)).collect::<Result<Vec<_>, _>>()?
+        }
+        (Op::In | Op::NotIn, None) => return Err(format!("operator {op_raw} needs values")),
+        _ => Vec::new(),
+    };
+    if matches!(op, Op::ContainsToken | Op::NotContainsToken) && is_numeric(ty) {
+        return Err(format!("operator {op_raw} needs a text property"));
+    }
+    let pattern = match &value {
+        Some(Key::Text(t)) => t.clone(),
+        _ => String::new(),
+    };
+    Ok(Filter { prop, ty, op, value, high, values, pattern })
+}
+
+struct Sort {
+    prop: String,
+    ty: PropType,
+    descending: bool,
+}
+
+fn parse_sort(store: &Store, raw: &Value) -> Result<Sort, String> {
+    let (prop, descending) = match raw {
+        Value::String(s) => match s.strip_prefix('-') {
+            Some(p) => (p.to_string(), true),
+            None => (s.clone(), false),
+        },
+        Value::Object(o) => {
+            let prop = o
+                .get("propertyName")
+                .and_then(Value::as_str)
+                .ok_or("each sort needs a propertyName")?
+                .to_string();
+            let descending = match o.get("direction").and_then(Value::as_str) {
+                None | Some("ASCENDING") => false,
+                Some("DESCENDING") => true,
+                Some(other) => return Err(format!("Unknown sort direction {other}")),
+            };
+            (prop, descending)
+        }
+        _ => return Err("sorts must be objects or strings".into()),
+    };
+    let (ty, _) =
+        store.prop_type(&prop).ok_or_else(|| format!("Property \"{prop}\" does not exist"))?;
+    Ok(Sort { prop, ty, descending })
+}
+
+fn parse_count(raw: Option<&Value>, name: &str) -> Result<Option<u64>, String> {
+    match raw {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| format!("invalid {name}")),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| format!("invalid {name}")),
+        Some(_) => Err(format!("invalid {name}")),
+    }
+}
+
+/// Run one search. `Err` carries the message of a 400 `VALIDATION_ERROR`.
+pub(crate) fn run(
+    store: &mut Store,
+    body: &Value,
+    opts: &HubspotSimOptions,
+) -> Result<SearchPage, String> {
+    let groups_raw = match body.get("filterGroups") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(groups)) => groups.clone(),
+        Some(_) => return Err("filterGroups must be an array".into()),
+    };
+    if groups_raw.len() > opts.search_max_filter_groups {
+        return Err(format!(
+            "Too many filter groups: {} (at most {} allowed)",
+            groups_raw.len(),
+            opts.search_max_filter_groups
+        ));
+    }
+    let mut groups: Vec<Vec<Filter>> = Vec::new();
+    let mut total_filters = 0;
+    for group in &groups_raw {
+        let filters = group.get("filters").and_then(Value::as_array).cloned().unwrap_or_default();
+        if filters.len() > opts.search_max_filters_per_group {
+            return Err(format!(
+                "Too many filters in a group: {} (at most {} allowed)",
+                filters.len(),
+                opts.search_max_filters_per_group
+            ));
+        }
+        total_filters += filters.len();
+        groups.push(filters.iter().map(|f| compile_filter(store, f)).collect::<Result<_, _>>()?);
+    }
+    if total_filters > opts.search_max_filters_total {
+        return Err(format!(
+            "Too many filters: {total_filters} (at most {} allowed)",
+            opts.search_max_filters_total
+        ));
+    }
+    // Only the first sort is honoured, as on HubSpot; the others are still checked.
+    let sorts = match body.get("sorts") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => {
+            list.iter().map(|s| parse_sort(store, s)).collect::<Result<Vec<_>, _>>()?
+        }
+        Some(_) => return Err("sorts must be an array".into()),
+    };
+    let query = match body.get("query") {
+        Some(Value::String(q)) if q.len() > 3000 => {
+            return Err("query may hold at most 3000 characters".into());
+        }
+        Some(Value::String(q)) => q.trim().to_lowercase(),
+        _ => String::new(),
+    };
+    let names: Vec<String> = body
+        .get("properties")
+        .and_then(Value::as_array)
+        .map(|l| l.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    let selection = Selection::from_names(names);
+    let limit = parse_count(body.get("limit"), "limit")?.unwrap_or(10);
+    if limit > u64::from(opts.search_max_limit) {
+        return Err(format!("limit must be at most {} (got {limit})", opts.search_max_limit));
+    }
+    let after = parse_count(body.get("after"), "after")?.unwrap_or(0);
+    if after.saturating_add(limit) > opts.search_max_results {
+        return Err(format!(
+            "Search results are limited to {} records: after ({after}) plus limit ({limit}) \
+             goes past it",
+            opts.search_max_results
+        ));
+    }
+
+    store.sync_index();
+    let store: &Store = store;
+    let index = store.index();
+    let matches_query = |c: &Contact| {
+        query.is_empty()
+            || ["firstname", "lastname", "email", "phone", "company"]
+                .iter()
+                .filter_map(|p| c.props.get(*p))
+                .any(|v| v.to_lowercase().contains(&query))
+    };
+    let mut hits: Vec<&Contact> = index
+        .values()
+        .map(|c| c.as_ref())
+        .filter(|c| groups.is_empty() || groups.iter().any(|g| g.iter().all(|f| f.matches(c))))
+        .filter(|c| matches_query(c))
+        .collect();
+    if let Some(sort) = sorts.first() {
+        let mut keyed: Vec<(Option<Key>, &Contact)> =
+            hits.iter().map(|c| (key_of(c, &sort.prop, sort.ty), *c)).collect();
+        // Unset values sort last either way; ties keep id order (the sort is stable).
+        keyed.sort_by(|(a, _), (b, _)| match (a, b) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (Some(a), Some(b)) => {
+                let order = a.compare(b).unwrap_or(Ordering::Equal);
+                if sort.descending { order.reverse() } else { order }
+            }
+        });
+        hits = keyed.into_iter().map(|(_, c)| c).collect();
+    }
+    let total = hits.len();
+    let start = usize::try_from(after).unwrap_or(usize::MAX).min(total);
+    let end = start.saturating_add(usize::try_from(limit).unwrap_or(usize::MAX)).min(total);
+    let next_after = (end < total && limit > 0).then_some(end as u64);
+    let results = hits[start..end].iter().map(|c| store.render(c, &selection)).collect();
+    Ok(SearchPage { total, results, next_after })
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn glob_and_tokens() {
+        assert!(contains_token("jane@hubspot.com", "*@hubspot.com"));
+        assert!(!contains_token("jane@hubspot.org", "*@hubspot.com"));
+        assert!(contains_token("jane doe", "doe"));
+        assert!(!contains_token("jane doe", "do"));
+        assert!(contains_token("jane doe", "do*"));
+        assert!(contains_token("jane@hubspot.com", "hubspot.com"));
+    }
+}

@@ -1,0 +1,789 @@
+//! HTTP-level tests of the HubSpot simulator: a real socket on 127.0.0.1:0 and reqwest, so
+//! status codes, headers and bodies are checked as a client sees them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Fault, HubspotSim, HubspotSimOptions};
+
+const TOKEN: &str = "pat-na1-test-token";
+
+async fn spawn(opts: HubspotSimOptions) -> (HubspotSim, Api) {
+    let sim = HubspotSim::new(HubspotSimOptions { token: TOKEN.into(), ..opts });
+    sim.start("127.0.0.1:0").await.expect("bind a local port");
+    let api = Api { client: Client::new(), base: sim.base_url() };
+    (sim, api)
+}
+
+struct Api {
+    client: Client,
+    base: String,
+}
+
+impl Api {
+    fn url(&self, path: &str) -> String {
+        format!("{}/crm/v3/objects/contacts{path}", self.base)
+    }
+
+    async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).bearer_auth(TOKEN).send().await.expect("request")
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Response {
+        self.client.post(self.url(path)).bearer_auth(TOKEN).json(&body).send().await.expect("post")
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("patch")
+    }
+
+    async fn raw_post(&self, url: &str) -> Response {
+        self.client.post(url).bearer_auth(TOKEN).send().await.expect("post")
+    }
+}
+
+async fn body(resp: Response) -> Value {
+    resp.json().await.expect("a JSON body")
+}
+
+fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn is_json(resp: &Response) -> bool {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+fn header(resp: &Response, name: &str) -> Option<String> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+#[tokio::test]
+async fn auth_failure_has_hubspot_shape() {
+    let (_sim, api) = spawn(HubspotSimOptions::default()).await;
+    for auth in [None, Some("Bearer wrong-token"), Some(TOKEN)] {
+        let mut req = api.client.get(api.url(""));
+        if let Some(value) = auth {
+            req = req.header("authorization", value);
+        }
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "auth header {auth:?}");
+        assert!(is_json(&resp));
+        let b = body(resp).await;
+        assert_eq!(b["status"], "error");
+        assert_eq!(b["category"], "INVALID_AUTHENTICATION");
+        assert!(b["message"].as_str().unwrap().starts_with("Authentication credentials not found"));
+        uuid::Uuid::parse_str(b["correlationId"].as_str().unwrap()).expect("uuid");
+    }
+    let ok = api.get("").await;
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn create_returns_201_and_conflicts_case_insensitively() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let resp = api
+        .post("", json!({"properties": {"email": " Jane.Doe@Example.COM ", "firstname": "Jane"}}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let created = body(resp).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(id.parse::<u64>().is_ok());
+    assert_eq!(created["properties"]["email"], "jane.doe@example.com");
+    assert_eq!(created["archived"], false);
+    let stamp = created["properties"]["createdate"].as_str().unwrap();
+    assert_eq!(stamp.len(), "2024-05-01T10:00:00.123Z".len());
+    assert!(stamp.ends_with('Z'));
+    assert_eq!(created["createdAt"], created["properties"]["createdate"]);
+
+    let dup = api.post("", json!({"properties": {"email": "JANE.DOE@example.com"}})).await;
+    assert_eq!(dup.status(), StatusCode::CONFLICT);
+    assert!(is_json(&dup));
+    let b = body(dup).await;
+    assert_eq!(b["category"], "CONFLICT");
+    assert_eq!(b["message"], format!("Contact already exists. Existing ID: {id}"));
+
+    // Percent-encoded email path with idProperty; default properties include unset ones as null.
+    let got = api.get("/Jane.Doe%40example.com?idProperty=email").await;
+    assert_eq!(got.status(), StatusCode::OK);
+    let got = body(got).await;
+    assert_eq!(got["id"], id.as_str());
+    assert_eq!(got["properties"]["lastname"], Value::Null);
+    assert_eq!(got["properties"]["hs_object_id"], id.as_str());
+
+    let missing = api.get("/999999").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(is_json(&missing));
+    assert_eq!(sim.stats().records_created, 1);
+}
+
+#[tokio::test]
+async fn batch_create_with_existing_email_fails_whole_batch() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let existing = sim.insert(props(&[("email", "a@x.test")])).unwrap();
+    let resp = api
+        .post(
+            "/batch/create",
+            json!({"inputs": [
+                {"properties": {"email": "new@x.test"}},
+                {"properties": {"email": "A@X.test"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        body(resp).await["message"],
+        format!("Contact already exists. Existing ID: {existing}")
+    );
+    assert_eq!(sim.all().len(), 1, "nothing created");
+
+    let ok =
+        api.post("/batch/create", json!({"inputs": [{"properties": {"email": "b@x.test"}}]})).await;
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    let b = body(ok).await;
+    assert_eq!(b["status"], "COMPLETE");
+    assert_eq!(b["results"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn batch_upsert_reports_new_true_and_false() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let existing = sim.insert(props(&[("email", "old@x.test"), ("firstname", "Old")])).unwrap();
+    let resp = api
+        .post(
+            "/batch/upsert",
+            json!({"inputs": [
+                {"id": "OLD@x.test", "idProperty": "email", "properties": {"firstname": "Renamed"}},
+                {"id": "fresh@x.test", "idProperty": "email", "properties": {"firstname": "Fresh"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let b = body(resp).await;
+    let results = b["results"].as_array().unwrap();
+    let by_email =
+        |e: &str| results.iter().find(|r| r["properties"]["email"] == e).unwrap().clone();
+    let old = by_email("old@x.test");
+    assert_eq!(old["new"], false);
+    assert_eq!(old["id"], existing.as_str());
+    let fresh = by_email("fresh@x.test");
+    assert_eq!(fresh["new"], true);
+    assert_eq!(sim.get(&existing).unwrap()["firstname"].as_deref(), Some("Renamed"));
+    assert_eq!(sim.all().len(), 2);
+
+    let bad = api
+        .post(
+            "/batch/upsert",
+            json!({"inputs": [{"id": "1", "idProperty": "hs_object_id", "properties": {}}]}),
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn batch_update_unknown_id_gives_207_with_context_ids() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let id = sim.insert(props(&[("email", "u@x.test")])).unwrap();
+    let resp = api
+        .post(
+            "/batch/update",
+            json!({"inputs": [
+                {"id": id, "properties": {"jobtitle": "CTO"}},
+                {"id": "999999", "properties": {"jobtitle": "CEO"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::MULTI_STATUS);
+    let b = body(resp).await;
+    assert_eq!(b["numErrors"], 1);
+    assert_eq!(b["errors"][0]["category"], "OBJECT_NOT_FOUND");
+    assert_eq!(b["errors"][0]["context"]["ids"], json!(["999999"]));
+    assert_eq!(b["results"][0]["id"], id.as_str());
+    assert_eq!(sim.get(&id).unwrap()["jobtitle"].as_deref(), Some("CTO"));
+
+    let all_known = api
+        .post("/batch/update", json!({"inputs": [{"id": id, "properties": {"city": "Oslo"}}]}))
+        .await;
+    assert_eq!(all_known.status(), StatusCode::OK);
+
+    let by_email = api
+        .post(
+            "/batch/update",
+            json!({"inputs": [{"id": "u@x.test", "idProperty": "email", "properties": {}}]}),
+        )
+        .await;
+    assert_eq!(by_email.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn batch_limits_and_duplicates_are_400() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let inputs: Vec<Value> =
+        (0..101).map(|i| json!({"properties": {"email": format!("p{i}@x.test")}})).collect();
+    let resp = api.post("/batch/create", json!({ "inputs": inputs })).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(resp).await["category"], "VALIDATION_ERROR");
+    assert!(sim.all().is_empty());
+
+    let hundred: Vec<Value> = (0..100).map(|i| json!({"id": i.to_string()})).collect();
+    let resp = api.post("/batch/read", json!({ "inputs": hundred })).await;
+    assert_eq!(resp.status(), StatusCode::MULTI_STATUS, "100 inputs are allowed, all missing");
+
+    let id = sim.insert(props(&[("email", "d@x.test")])).unwrap();
+    let resp = api
+        .post(
+            "/batch/update",
+            json!({"inputs": [{"id": id, "properties": {}}, {"id": id, "properties": {}}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(body(resp).await["message"].as_str().unwrap().contains("Duplicate IDs"));
+}
+
+#[tokio::test]
+async fn lifecyclestage_only_moves_forward_through_the_api() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let id =
+        sim.insert(props(&[("email", "l@x.test"), ("lifecyclestage", "opportunity")])).unwrap();
+    let before = sim.get(&id).unwrap()["lastmodifieddate"].clone();
+    tokio::time::sleep(Duration::from_millis(3)).await;
+
+    let resp =
+        api.patch(&format!("/{id}"), json!({"properties": {"lifecyclestage": "lead"}})).await;
+    assert_eq!(resp.status(), StatusCode::OK, "backward writes are accepted and ignored");
+    let now = sim.get(&id).unwrap();
+    assert_eq!(now["lifecyclestage"].as_deref(), Some("opportunity"));
+    assert_eq!(now["lastmodifieddate"], before, "nothing changed, so no new modification time");
+
+    let resp =
+        api.patch(&format!("/{id}"), json!({"properties": {"lifecyclestage": "customer"}})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let now = sim.get(&id).unwrap();
+    assert_eq!(now["lifecyclestage"].as_deref(), Some("customer"));
+    assert_ne!(now["lastmodifieddate"], before);
+
+    api.patch(&format!("/{id}"), json!({"properties": {"lifecyclestage": ""}})).await;
+    assert_eq!(sim.get(&id).unwrap()["lifecyclestage"], None);
+    api.patch(&format!("/{id}"), json!({"properties": {"lifecyclestage": "lead"}})).await;
+    assert_eq!(sim.get(&id).unwrap()["lifecyclestage"].as_deref(), Some("lead"));
+
+    // The UI may go backwards.
+    sim.ui_update(&id, props(&[("lifecyclestage", "subscriber")])).unwrap();
+    assert_eq!(sim.get(&id).unwrap()["lifecyclestage"].as_deref(), Some("subscriber"));
+
+    let bad = api.patch(&format!("/{id}"), json!({"properties": {"lifecyclestage": "Lead"}})).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let b = body(bad).await;
+    assert_eq!(b["category"], "VALIDATION_ERROR");
+    assert_eq!(b["errors"][0]["code"], "INVALID_OPTION");
+}
+
+#[tokio::test]
+async fn read_only_and_unknown_properties_are_rejected() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let id = sim.insert(props(&[("email", "r@x.test")])).unwrap();
+    let resp =
+        api.patch(&format!("/{id}"), json!({"properties": {"hs_email_optout": "false"}})).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let b = body(resp).await;
+    assert_eq!(b["category"], "VALIDATION_ERROR");
+    assert_eq!(b["errors"][0]["code"], "READ_ONLY_VALUE");
+    assert!(b["message"].as_str().unwrap().starts_with("Property values were not valid"));
+
+    let resp =
+        api.post("", json!({"properties": {"email": "n@x.test", "favourite_colour": "red"}})).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let b = body(resp).await;
+    assert_eq!(b["errors"][0]["code"], "PROPERTY_DOESNT_EXIST");
+    assert_eq!(b["errors"][0]["context"]["propertyName"], json!(["favourite_colour"]));
+
+    // One invalid input fails the whole batch; the valid one is not applied.
+    let resp = api
+        .post(
+            "/batch/update",
+            json!({"inputs": [
+                {"id": id, "properties": {"firstname": "Ok"}},
+                {"id": id.clone() + "0", "properties": {"hs_lead_status": "nope"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(sim.get(&id).unwrap()["firstname"], None);
+    assert!(sim.ui_update(&id, props(&[("hs_email_optout", "true")])).is_err());
+    assert!(sim.insert(props(&[("email", "not-an-email")])).is_err());
+}
+
+/// Pages a `lastmodifieddate GTE watermark` search sorted ascending, as the connector will.
+#[tokio::test]
+async fn search_by_lastmodifieddate_pages_in_order() {
+    let (sim, api) = spawn(HubspotSimOptions::unlimited()).await;
+    let ids: Vec<String> = (0..20)
+        .map(|i| sim.insert(props(&[("email", &format!("s{i}@x.test"))])).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let watermark = chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    // Touch 12 records in reverse id order so that sort order differs from id order.
+    let touched: Vec<String> = ids.iter().rev().take(12).cloned().collect();
+    for id in &touched {
+        sim.ui_update(id, props(&[("firstname", "Changed")])).unwrap();
+    }
+
+    let mut seen = Vec::new();
+    let mut stamps = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut req = json!({
+            "filterGroups": [{"filters": [
+                {"propertyName": "lastmodifieddate", "operator": "GTE", "value": watermark.to_string()}
+            ]}],
+            "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
+            "properties": ["email", "lastmodifieddate"],
+            "limit": 5,
+        });
+        if let Some(a) = &after {
+            req["after"] = json!(a);
+        }
+        let resp = api.post("/search", req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(header(&resp, "x-hubspot-ratelimit-max").is_none(), "search has no limit headers");
+        let b = body(resp).await;
+        assert_eq!(b["total"], 12);
+        pages += 1;
+        for r in b["results"].as_array().unwrap() {
+            seen.push(r["id"].as_str().unwrap().to_string());
+            stamps.push(r["properties"]["lastmodifieddate"].as_str().unwrap().to_string());
+        }
+        match b.get("paging") {
+            Some(p) => after = Some(p["next"]["after"].as_str().unwrap().to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut expected = touched.clone();
+    expected.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected);
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "ascending lastmodifieddate");
+
+    // ISO watermark and the string sort form give the same set, newest first.
+    let iso = super::store::iso_ms(watermark);
+    let resp = api
+        .post(
+            "/search",
+            json!({
+                "filterGroups": [{"filters": [
+                    {"propertyName": "lastmodifieddate", "operator": "GTE", "value": iso}
+                ]}],
+                "sorts": ["-lastmodifieddate"],
+                "limit": 100,
+            }),
+        )
+        .await;
+    let b = body(resp).await;
+    assert_eq!(b["total"], 12);
+    assert!(b.get("paging").is_none());
+    let first = b["results"][0]["properties"]["lastmodifieddate"].as_str().unwrap().to_string();
+    assert_eq!(Some(&first), stamps.iter().max());
+}
+
+#[tokio::test]
+async fn search_refuses_to_page_past_10000() {
+    let (sim, api) = spawn(HubspotSimOptions::unlimited()).await;
+    for i in 0..10_050 {
+        sim.insert(props(&[("email", &format!("bulk{i}@x.test"))])).unwrap();
+    }
+    let resp = api.post("/search", json!({"limit": 200, "after": "9800"})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let b = body(resp).await;
+    assert_eq!(b["total"], 10_050);
+    assert_eq!(b["results"].as_array().unwrap().len(), 200);
+    // HubSpot still hands out the cursor that the next call will refuse.
+    assert_eq!(b["paging"]["next"]["after"], "10000");
+
+    let resp = api.post("/search", json!({"limit": 200, "after": "9900"})).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(resp).await["category"], "VALIDATION_ERROR");
+    let resp = api.post("/search", json!({"limit": 201})).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn search_filters_and_caps() {
+    let (sim, api) = spawn(HubspotSimOptions::unlimited()).await;
+    let a = sim
+        .insert(props(&[
+            ("email", "ann@acme.test"),
+            ("lifecyclestage", "lead"),
+            ("company", "Acme"),
+        ]))
+        .unwrap();
+    let b =
+        sim.insert(props(&[("email", "bob@other.test"), ("lifecyclestage", "customer")])).unwrap();
+    let c = sim.insert(props(&[("email", "cy@acme.test")])).unwrap();
+    let search = |filters: Value| {
+        let api = &api;
+        async move {
+            let resp = api.post("/search", json!({"filterGroups": [{"filters": filters}]})).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            let b = body(resp).await;
+            b["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        search(
+            json!([{"propertyName": "email", "operator": "CONTAINS_TOKEN", "value": "*@acme.test"}])
+        )
+        .await,
+        vec![a.clone(), c.clone()]
+    );
+    assert_eq!(
+        search(json!([{"propertyName": "email", "operator": "EQ", "value": "BOB@other.test"}]))
+            .await,
+        vec![b.clone()]
+    );
+    assert_eq!(search(json!([{"propertyName": "lifecyclestage", "operator": "IN", "values": ["lead", "customer"]}])).await, vec![a.clone(), b.clone()]);
+    assert!(
+        search(json!([{"propertyName": "company", "operator": "IN", "values": ["Acme"]}]))
+            .await
+            .is_empty(),
+        "IN values must be lower-case"
+    );
+    assert_eq!(
+        search(json!([{"propertyName": "lifecyclestage", "operator": "NOT_HAS_PROPERTY"}])).await,
+        vec![c.clone()]
+    );
+    assert_eq!(
+        search(json!([{"propertyName": "hs_object_id", "operator": "GT", "value": a}])).await,
+        vec![b.clone(), c.clone()]
+    );
+    assert_eq!(search(json!([{"propertyName": "hs_object_id", "operator": "BETWEEN", "value": b, "highValue": c}])).await, vec![b.clone(), c.clone()]);
+
+    let seven: Vec<Value> =
+        (0..7).map(|_| json!({"propertyName": "email", "operator": "HAS_PROPERTY"})).collect();
+    let resp = api.post("/search", json!({"filterGroups": [{"filters": seven}]})).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let six = json!({"filters": (0..6).map(|_| json!({"propertyName": "email", "operator": "HAS_PROPERTY"})).collect::<Vec<_>>()});
+    let resp = api
+        .post("/search", json!({"filterGroups": [six.clone(), six.clone(), six.clone(), six]}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "24 filters in total is over 18");
+    let resp = api
+        .post("/search", json!({"filterGroups": [{"filters": [{"propertyName": "nope", "operator": "HAS_PROPERTY"}]}]}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn search_is_limited_to_four_per_second_with_secondly_policy() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let started = std::time::Instant::now();
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..5 {
+        let resp = api.post("/search", json!({})).await;
+        statuses.push(resp.status());
+        last = Some(resp);
+    }
+    // Five local calls take milliseconds; the fifth falls in the same second as the first.
+    assert!(started.elapsed() < Duration::from_millis(900));
+    assert_eq!(&statuses[..4], &[StatusCode::OK; 4]);
+    let last = last.unwrap();
+    assert_eq!(last.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(is_json(&last));
+    let b = body(last).await;
+    assert_eq!(b["policyName"], "SECONDLY");
+    assert_eq!(b["errorType"], "RATE_LIMIT");
+    assert_eq!(b["message"], "You have reached your secondly limit.");
+    assert_eq!(sim.stats().rate_limited, 1);
+    assert_eq!(sim.stats().search_calls, 4);
+    // Ordinary calls are not held back by the search limit.
+    assert_eq!(api.get("").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn ten_second_window_limits_and_reports_in_headers() {
+    let (sim, api) = spawn(HubspotSimOptions {
+        rate_limit_per_10s: Some(3),
+        daily_limit: Some(1_000),
+        ..HubspotSimOptions::default()
+    })
+    .await;
+    for remaining in ["2", "1", "0"] {
+        let resp = api.get("").await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(header(&resp, "x-hubspot-ratelimit-max").as_deref(), Some("3"));
+        assert_eq!(header(&resp, "x-hubspot-ratelimit-remaining").as_deref(), Some(remaining));
+        assert_eq!(
+            header(&resp, "x-hubspot-ratelimit-interval-milliseconds").as_deref(),
+            Some("10000")
+        );
+        assert_eq!(header(&resp, "x-hubspot-ratelimit-daily").as_deref(), Some("1000"));
+    }
+    let resp = api.get("").await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(is_json(&resp));
+    assert_eq!(header(&resp, "x-hubspot-ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(header(&resp, "x-hubspot-ratelimit-daily-remaining").as_deref(), Some("997"));
+    let b = body(resp).await;
+    assert_eq!(b["policyName"], "TEN_SECONDLY_ROLLING");
+    assert_eq!(b["errorType"], "RATE_LIMIT");
+    let stats = sim.stats();
+    assert_eq!((stats.api_reads, stats.rate_limited), (3, 1));
+}
+
+#[tokio::test]
+async fn daily_limit_answers_daily_policy() {
+    let (_sim, api) =
+        spawn(HubspotSimOptions { daily_limit: Some(1), ..HubspotSimOptions::default() }).await;
+    assert_eq!(api.get("").await.status(), StatusCode::OK);
+    let resp = api.get("").await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body(resp).await["policyName"], "DAILY");
+}
+
+#[tokio::test]
+async fn unsubscribe_all_sets_optout_and_cannot_be_undone() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let id = sim.insert(props(&[("email", "opt@x.test")])).unwrap();
+    let before = sim.get(&id).unwrap()["lastmodifieddate"].clone();
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let cp = format!("{}/communication-preferences/v4/statuses", api.base);
+
+    let resp = api.raw_post(&format!("{cp}/Opt%40X.test/unsubscribe-all?channel=EMAIL")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body(resp).await["status"], "COMPLETE");
+    let now = sim.get(&id).unwrap();
+    assert_eq!(now["hs_email_optout"].as_deref(), Some("true"));
+    assert_ne!(now["lastmodifieddate"], before);
+    let got = body(api.get(&format!("/{id}?properties=hs_email_optout")).await).await;
+    assert_eq!(got["properties"]["hs_email_optout"], "true");
+
+    let status = api
+        .client
+        .get(format!("{cp}/opt@x.test?channel=EMAIL"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = body(status).await;
+    assert!(status["results"].as_array().unwrap().iter().all(|r| r["status"] == "UNSUBSCRIBED"));
+
+    let resub = api
+        .client
+        .post(format!("{cp}/opt@x.test"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"channel": "EMAIL", "statusState": "SUBSCRIBED", "subscriptionId": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resub.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(resub).await["category"], "VALIDATION_ERROR");
+
+    let no_channel = api.raw_post(&format!("{cp}/opt@x.test/unsubscribe-all")).await;
+    assert_eq!(no_channel.status(), StatusCode::BAD_REQUEST);
+
+    // The opt-out belongs to the address: a contact created later with it starts opted out.
+    sim.ui_unsubscribe("later@x.test");
+    let later = sim.insert(props(&[("email", "later@x.test")])).unwrap();
+    assert_eq!(sim.get(&later).unwrap()["hs_email_optout"].as_deref(), Some("true"));
+}
+
+#[tokio::test]
+async fn injected_faults_answer_then_clear() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    sim.inject(Fault::ServerError { status: 503, count: 2 });
+    for _ in 0..2 {
+        let resp = api.get("").await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(is_json(&resp));
+        assert_eq!(body(resp).await["status"], "error");
+    }
+    assert_eq!(api.get("").await.status(), StatusCode::OK);
+
+    sim.inject(Fault::RateLimited { count: 1 });
+    let resp = api.get("").await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body(resp).await["policyName"], "TEN_SECONDLY_ROLLING");
+
+    sim.inject(Fault::FailBatchInput { key: "Two@x.test".into() });
+    let resp = api
+        .post(
+            "/batch/create",
+            json!({"inputs": [
+                {"properties": {"email": "one@x.test"}},
+                {"properties": {"email": "two@x.test"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::MULTI_STATUS);
+    let b = body(resp).await;
+    assert_eq!(b["errors"][0]["context"]["ids"], json!(["two@x.test"]));
+    assert_eq!(b["results"].as_array().unwrap().len(), 1);
+    assert_eq!(sim.all().len(), 1);
+    let stats = sim.stats();
+    assert_eq!(stats.errors_returned, 3, "two 503s and one 429; a 207 is not an error status");
+    assert_eq!(stats.records_created, 1);
+}
+
+#[tokio::test]
+async fn search_index_lags_writes_by_the_configured_delay() {
+    let (sim, api) = spawn(HubspotSimOptions {
+        search_index_delay: Duration::from_millis(300),
+        ..HubspotSimOptions::unlimited()
+    })
+    .await;
+    let id = sim.insert(props(&[("email", "lag@x.test"), ("firstname", "Before")])).unwrap();
+    let find = json!({"filterGroups": [{"filters": [
+        {"propertyName": "firstname", "operator": "EQ", "value": "after"}
+    ]}]});
+    assert_eq!(body(api.post("/search", json!({})).await).await["total"], 0);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(body(api.post("/search", json!({})).await).await["total"], 1);
+
+    let resp = api.patch(&format!("/{id}"), json!({"properties": {"firstname": "After"}})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        body(api.post("/search", find.clone()).await).await["total"],
+        0,
+        "old value still indexed"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(body(api.post("/search", find).await).await["total"], 1);
+}
+
+#[tokio::test]
+async fn merged_ids_resolve_to_the_winner() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let winner = sim.insert(props(&[("email", "w@x.test")])).unwrap();
+    let loser = sim.insert(props(&[("email", "l@x.test"), ("phone", "123")])).unwrap();
+    let resp =
+        api.post("/merge", json!({"primaryObjectId": winner, "objectIdToMerge": loser})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let got = body(api.get(&format!("/{loser}")).await).await;
+    assert_eq!(got["id"], winner.as_str());
+    let full = sim.get(&winner).unwrap();
+    assert_eq!(full["hs_merged_object_ids"].as_deref(), Some(loser.as_str()));
+    assert_eq!(full["phone"].as_deref(), Some("123"));
+    let by_old_email = api.get("/l@x.test?idProperty=email").await;
+    assert_eq!(body(by_old_email).await["id"], winner.as_str());
+    assert_eq!(sim.all().len(), 1);
+}
+
+#[tokio::test]
+async fn list_pages_and_accepts_repeated_properties() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    for i in 0..3 {
+        sim.insert(props(&[("email", &format!("p{i}@x.test")), ("company", "Acme")])).unwrap();
+    }
+    let b = body(api.get("?limit=2&properties=company&properties=email").await).await;
+    assert_eq!(b["results"].as_array().unwrap().len(), 2);
+    assert_eq!(b["results"][0]["properties"]["company"], "Acme");
+    assert!(b["results"][0]["properties"].get("firstname").is_none());
+    let after = b["paging"]["next"]["after"].as_str().unwrap().to_string();
+    let b = body(api.get(&format!("?limit=2&after={after}&properties=company,email")).await).await;
+    assert_eq!(b["results"].as_array().unwrap().len(), 1);
+    assert!(b.get("paging").is_none());
+    assert_eq!(api.get("?limit=101").await.status(), StatusCode::BAD_REQUEST);
+
+    let id = sim.all()[0].0.clone();
+    let resp =
+        api.client.delete(api.url(&format!("/{id}"))).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(api.get(&format!("/{id}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(api.get(&format!("/{id}?archived=true")).await.status(), StatusCode::OK);
+    assert_eq!(sim.all().len(), 2);
+}
+
+#[tokio::test]
+async fn malformed_json_gets_a_json_400() {
+    let (_sim, api) = spawn(HubspotSimOptions::default()).await;
+    let resp = api
+        .client
+        .post(api.url(""))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(is_json(&resp));
+    assert_eq!(body(resp).await["category"], "VALIDATION_ERROR");
+}
+
+/// Catches accidental quadratic work: seeding 100,000 contacts and one filtered, sorted search
+/// over them must stay well within seconds even in a debug build.
+#[tokio::test]
+async fn seeding_and_searching_100k_is_fast() {
+    let (sim, api) = spawn(HubspotSimOptions::unlimited()).await;
+    let started = std::time::Instant::now();
+    for i in 0..100_000 {
+        let stage = if i % 2 == 0 { "lead" } else { "customer" };
+        sim.insert(props(&[
+            ("email", &format!("seed{i}@x.test")),
+            ("firstname", "Seed"),
+            ("lifecyclestage", stage),
+        ]))
+        .unwrap();
+    }
+    let seeded = started.elapsed();
+    let started = std::time::Instant::now();
+    let resp = api
+        .post(
+            "/search",
+            json!({
+                "filterGroups": [{"filters": [
+                    {"propertyName": "lastmodifieddate", "operator": "GTE", "value": "0"},
+                    {"propertyName": "lifecyclestage", "operator": "EQ", "value": "lead"}
+                ]}],
+                "sorts": [{"propertyName": "lastmodifieddate", "direction": "DESCENDING"}],
+                "limit": 200,
+            }),
+        )
+        .await;
+    let searched = started.elapsed();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body(resp).await["total"], 50_000);
+    assert!(seeded < Duration::from_secs(20), "seeding took {seeded:?}");
+    assert!(searched < Duration::from_secs(5), "search took {searched:?}");
+}
+
+#[tokio::test]
+async fn latency_and_internal_touch() {
+    let (sim, api) = spawn(HubspotSimOptions {
+        latency: Duration::from_millis(60),
+        ..HubspotSimOptions::unlimited()
+    })
+    .await;
+    let id = sim.insert(props(&[("email", "t@x.test")])).unwrap();
+    let before = sim.get(&id).unwrap()["lastmodifieddate"].clone();
+    let started = std::time::Instant::now();
+    assert_eq!(api.get(&format!("/{id}")).await.status(), StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(60));
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    assert!(sim.internal_touch(&id));
+    assert!(!sim.internal_touch("424242"));
+    let after = sim.get(&id).unwrap();
+    assert_ne!(after["lastmodifieddate"], before, "HubSpot's own updates move the date");
+    assert_eq!(after["email"].as_deref(), Some("t@x.test"));
+}
