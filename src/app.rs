@@ -36,6 +36,27 @@ pub fn build_connector(s: &crate::settings::SystemSettings) -> Result<AnyConnect
     })
 }
 
+/// The reconciliation rules the settings describe (builds each connector's field map).
+///
+/// # Errors
+/// A connector cannot be built.
+pub fn rules_for(settings: &Settings) -> Result<Rules, ConnectorError> {
+    let mut systems = Vec::new();
+    for s in &settings.systems {
+        let connector = build_connector(s)?;
+        systems.push(system_rules(s, &connector));
+    }
+    Ok(Rules { systems, status_implies_stage: settings.sync.status_implies_stage.clone() })
+}
+
+fn system_rules(s: &crate::settings::SystemSettings, connector: &AnyConnector) -> SystemRules {
+    let (map, object_type) = match connector {
+        AnyConnector::Salesforce(c) => (c.field_map().clone(), "Lead".to_string()),
+        AnyConnector::Hubspot(c) => (c.field_map().clone(), "contact".to_string()),
+    };
+    SystemRules { name: s.name.clone(), role: s.role, object_type, create: s.create, map }
+}
+
 /// One configured system at run time.
 pub struct SystemHandle {
     pub name: SystemName,
@@ -116,17 +137,7 @@ impl App {
         let mut rules = Vec::new();
         for s in &settings.systems {
             let connector = build_connector(s)?;
-            let (map, object_type) = match &connector {
-                AnyConnector::Salesforce(c) => (c.field_map().clone(), "Lead".to_string()),
-                AnyConnector::Hubspot(c) => (c.field_map().clone(), "contact".to_string()),
-            };
-            rules.push(SystemRules {
-                name: s.name.clone(),
-                role: s.role,
-                object_type,
-                create: s.create,
-                map,
-            });
+            rules.push(system_rules(s, &connector));
             systems.push(Arc::new(SystemHandle {
                 name: s.name.clone(),
                 connector,

@@ -98,3 +98,98 @@ async fn opt_outs_cross_over_both_ways() {
     assert!(t.disagreements().is_empty());
     t.stop().await;
 }
+
+/// The real binary, SIGKILLed in the middle of its first sync and started again on the same
+/// ledger, loses nothing and creates no record twice; then SIGTERM stops it cleanly (exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_sync_and_restarted_loses_nothing_and_duplicates_nothing() {
+    use leadsync::ledger::LedgerReader;
+    use leadsync::settings::{DEMO_TOML, Settings, Source};
+    use std::process::{Command, Stdio};
+
+    let people = leadsync::sim::population::generate(1500, 21);
+    let h = crate::helpers::start_harness(&people).await;
+    let sf_seeded = h.salesforce.all("Lead").len();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger.db");
+    let config = dir.path().join("leadsync.toml");
+    std::fs::write(&config, DEMO_TOML).expect("config");
+    let mut env = h.env(&ledger);
+    env.extend(crate::helpers::fast_env());
+    env.insert("LEADSYNC__LOG__FORMAT".into(), "json".into());
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_leadsync"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_clear()
+            .envs(&env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn leadsync serve")
+    };
+
+    // Kill it once writes have started but before it is done.
+    let mut child = spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let created = h.salesforce.stats().records_created + h.hubspot.stats().records_created;
+        if created > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no writes within 30 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let hs_after_kill = h.hubspot.all().len();
+    assert!(hs_after_kill < people.len(), "killed before the sync finished");
+
+    // Restart on the same ledger and wait until the vendors agree with it.
+    let mut child = spawn();
+    let settings = Settings::load(Source::Inline(DEMO_TOML), &env).expect("settings");
+    let rules = leadsync::app::rules_for(&settings).expect("rules");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut agreeing = 0;
+    loop {
+        let reader = LedgerReader::open(&ledger).expect("reader");
+        let snapshot = reader.snapshot().expect("snapshot");
+        let backlog: i64 = reader
+            .status()
+            .expect("status")
+            .iter()
+            .map(|s| s.inbox_pending + s.outbox_pending)
+            .sum();
+        let bad = leadsync::verify::compare(&snapshot, &rules, &|s, r| h.fetch(s, r));
+        if bad.is_empty() && backlog == 0 && snapshot.len() == people.len() {
+            agreeing += 1;
+            if agreeing >= 3 {
+                break;
+            }
+        } else {
+            agreeing = 0;
+        }
+        assert!(std::time::Instant::now() < deadline, "no agreement after restart: {} left", bad.len());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // SIGTERM: graceful stop, exit 0.
+    let pid = child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    assert!(status.success());
+    let code = child.wait().expect("wait");
+    assert_eq!(code.code(), Some(0), "graceful shutdown exits 0");
+
+    // Nobody was created twice: one HubSpot contact per person, one Salesforce lead per ledger id.
+    let hs = crate::helpers::hs_by_email(&h);
+    assert_eq!(hs.len(), people.len());
+    assert!(hs.values().all(|v| v.len() == 1));
+    let mut keys = std::collections::HashMap::new();
+    for lead in h.salesforce.all("Lead") {
+        if let Some(k) = lead.get("Leadsync_Id__c").and_then(|v| v.as_str()) {
+            *keys.entry(k.to_string()).or_insert(0) += 1;
+        }
+    }
+    assert!(keys.values().all(|n| *n == 1), "a Salesforce lead was created twice");
+    assert_eq!(h.salesforce.all("Lead").len(), sf_seeded + keys.len());
+}
