@@ -61,7 +61,7 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
         };
         p.sf_duplicate = false;
     }
-    let harness = match Harness::start(SalesforceSimOptions::unlimited(), HubspotSimOptions::unlimited()).await {
+    let harness = match Harness::start(SalesforceSimOptions { daily_api_limit: u64::MAX, ..SalesforceSimOptions::default() }, HubspotSimOptions::unlimited()).await {
         Ok(h) => h,
         Err(e) => {
             eprintln!("leadsync: cannot start simulators: {e}");
