@@ -1,1 +1,403 @@
-//! Simulated Salesforce REST API.
+//! Simulated Salesforce REST API (OAuth client credentials, SOQL query with cursors, sObject
+//! rows and collections, limits), faithful to the quirks in api-facts §2 and §7.
+//!
+//! Start it with [`SalesforceSim::start`] on `127.0.0.1:0`, point a client at
+//! [`SalesforceSim::base_url`], seed data with [`SalesforceSim::insert`] (not an API call), and
+//! break it on purpose with [`SalesforceSim::inject`].
+//!
+//! Code map: `store.rs` holds records and write validation, `soql.rs` parses and evaluates
+//! queries, `server.rs` maps HTTP to both and shapes responses and errors like Salesforce.
+//!
+//! Where api-facts is silent the choices are written next to the code and summed up here:
+//! wrong JSON types fail the request with `JSON_PARSER_ERROR` (Salesforce fails while
+//! deserialising); an unknown but well-formed id in an update or delete is
+//! `INVALID_CROSS_REFERENCE_KEY`; surrounding whitespace on `Email` is trimmed; picklist values
+//! match exactly; a query record carries `Id` only when it was selected, as in Salesforce.
+
+mod server;
+mod soql;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use store::{Obj, Store, decode};
+
+/// Knobs of the simulated org. Numbers Salesforce changes over time are settings here.
+#[derive(Debug, Clone)]
+pub struct SalesforceSimOptions {
+    /// Connected app consumer key accepted by the token endpoint.
+    pub client_id: String,
+    /// Connected app consumer secret accepted by the token endpoint.
+    pub client_secret: String,
+    /// Custom External ID fields on Lead and Contact: unique, matched case-insensitively.
+    pub external_id_fields: Vec<String>,
+    /// Data calls allowed before 403 `REQUEST_LIMIT_EXCEEDED` (the "daily" allocation; it never
+    /// resets on its own).
+    pub daily_api_limit: u64,
+    /// Query page size when the client sends no `Sforce-Query-Options: batchSize=N`.
+    pub query_batch_size: usize,
+    /// Idle session timeout; `None` keeps tokens valid until revoked.
+    pub session_ttl: Option<Duration>,
+    /// Added before every request is answered.
+    pub latency: Duration,
+    /// Data calls that may run at once before 403 `REQUEST_LIMIT_EXCEEDED`
+    /// ("ConcurrentPerOrgLongTxn"); `None` means no limit.
+    pub max_concurrent: Option<usize>,
+    /// Idle time after which a query locator is gone (404 `INVALID_QUERY_LOCATOR`).
+    pub query_locator_ttl: Duration,
+    /// Open query cursors kept per org; the oldest is dropped beyond this (Salesforce keeps 10
+    /// per user).
+    pub max_open_cursors: usize,
+    /// Store datetimes with whole-second precision, as many real orgs show (`.000`), so that
+    /// several records can share one `SystemModstamp`. Off by default: modstamps then strictly
+    /// increase by at least 1 ms per write, a total order.
+    pub second_precision_dates: bool,
+}
+
+impl Default for SalesforceSimOptions {
+    fn default() -> SalesforceSimOptions {
+        SalesforceSimOptions {
+            client_id: "sim-client-id".to_owned(),
+            client_secret: "sim-client-secret".to_owned(),
+            external_id_fields: vec!["Leadsync_Id__c".to_owned()],
+            daily_api_limit: 100_000,
+            query_batch_size: 2000,
+            session_ttl: Some(Duration::from_secs(2 * 3600)),
+            latency: Duration::ZERO,
+            max_concurrent: None,
+            query_locator_ttl: Duration::from_secs(15 * 60),
+            max_open_cursors: 10,
+            second_precision_dates: false,
+        }
+    }
+}
+
+/// Decides whether an injected record failure applies; it sees the record as it would look
+/// after the write (existing fields overlaid with the sent ones, wire names and shapes).
+pub type RecordPredicate = Arc<dyn Fn(&Map<String, Value>) -> bool + Send + Sync>;
+
+/// Failures to inject. Call-level faults hit data calls (`/services/data/...`) after the
+/// session check, in the order: delay, server error, request limit.
+#[derive(Clone)]
+pub enum Fault {
+    /// The next `count` data calls answer `status` (500 gives `UNKNOWN_EXCEPTION`, anything
+    /// else `SERVER_UNAVAILABLE`) without doing anything; not counted against the API limit.
+    ServerError { status: u16, count: u32 },
+    /// The next `count` data calls answer 403 `REQUEST_LIMIT_EXCEEDED`.
+    RequestLimit { count: u32 },
+    /// Every issued token stops working now, as after a session timeout.
+    ExpireSessions,
+    /// The next `count` data calls wait `delay` before being handled (client timeouts).
+    Delay { delay: Duration, count: u32 },
+    /// The next write (create, update, upsert or delete) of an `object` record matching
+    /// `matches` fails with `status_code` (e.g. `UNABLE_TO_LOCK_ROW`); fires once.
+    RecordError { object: String, matches: RecordPredicate, status_code: String, message: String },
+}
+
+impl fmt::Debug for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::ServerError { status, count } => {
+                write!(f, "ServerError {{ status: {status}, count: {count} }}")
+            }
+            Fault::RequestLimit { count } => write!(f, "RequestLimit {{ count: {count} }}"),
+            Fault::ExpireSessions => write!(f, "ExpireSessions"),
+            Fault::Delay { delay, count } => write!(f, "Delay {{ delay: {delay:?}, count: {count} }}"),
+            Fault::RecordError { object, status_code, .. } => {
+                write!(f, "RecordError {{ object: {object}, status_code: {status_code} }}")
+            }
+        }
+    }
+}
+
+/// What clients did to the simulator so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// GET, query, queryMore and collection-read calls.
+    pub api_reads: u64,
+    /// Create, update, upsert and delete calls (one per HTTP request, not per record).
+    pub api_writes: u64,
+    pub token_requests: u64,
+    /// Responses with a 4xx or 5xx status, token endpoint included.
+    pub errors_returned: u64,
+    pub records_created: u64,
+    pub records_updated: u64,
+    pub records_deleted: u64,
+    /// Per-record failures reported inside 2xx responses (and single-record 4xx).
+    pub record_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    api_reads: AtomicU64,
+    api_writes: AtomicU64,
+    token_requests: AtomicU64,
+    errors_returned: AtomicU64,
+    records_created: AtomicU64,
+    records_updated: AtomicU64,
+    records_deleted: AtomicU64,
+    record_errors: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// An open query cursor: the rows as they were when the query ran.
+#[derive(Debug)]
+struct Cursor {
+    obj: Obj,
+    fields: Vec<usize>,
+    rows: Vec<(String, Vec<store::Val>)>,
+    batch: usize,
+    last_access: Instant,
+}
+
+#[derive(Default)]
+struct Faults {
+    server_errors: Vec<(u16, u32)>,
+    limit_errors: u32,
+    delays: Vec<(Duration, u32)>,
+    records: Vec<(Obj, RecordPredicate, String, String)>,
+}
+
+struct State {
+    store: Store,
+    /// token → last use.
+    sessions: HashMap<String, Instant>,
+    cursors: HashMap<String, Cursor>,
+    cursor_seq: u64,
+    faults: Faults,
+    api_used: u64,
+}
+
+struct Inner {
+    opts: SalesforceSimOptions,
+    state: Mutex<State>,
+    base_url: Mutex<Option<String>>,
+    counters: Counters,
+    inflight: AtomicUsize,
+}
+
+impl Inner {
+    /// The lock is never held across `.await`; a panic while holding it leaves data that is
+    /// still consistent enough for a simulator, so poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Handle to one simulated org; clones share it.
+#[derive(Clone)]
+pub struct SalesforceSim {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SalesforceSim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SalesforceSim").field("base_url", &self.base_url()).finish()
+    }
+}
+
+impl SalesforceSim {
+    pub fn new(opts: SalesforceSimOptions) -> SalesforceSim {
+        let store = Store::new(&opts.external_id_fields, opts.second_precision_dates);
+        SalesforceSim {
+            inner: Arc::new(Inner {
+                opts,
+                state: Mutex::new(State {
+                    store,
+                    sessions: HashMap::new(),
+                    cursors: HashMap::new(),
+                    cursor_seq: 0,
+                    faults: Faults::default(),
+                    api_used: 0,
+                }),
+                base_url: Mutex::new(None),
+                counters: Counters::default(),
+                inflight: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The whole API as an axum router (token endpoint and `/services/data/...`).
+    pub fn router(&self) -> axum::Router {
+        server::router(Arc::clone(&self.inner))
+    }
+
+    /// Bind (e.g. `"127.0.0.1:0"`), serve in a spawned task, return the bound address. Sets
+    /// the `instance_url` that tokens carry. The server runs until the runtime shuts down.
+    ///
+    /// # Errors
+    /// Fails when the address cannot be bound.
+    pub async fn start(&self, addr: &str) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        *self.inner.base_url.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(format!("http://{local}"));
+        let app = self.router();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::warn!(error = %error, "salesforce simulator stopped");
+            }
+        });
+        Ok(local)
+    }
+
+    /// `http://127.0.0.1:PORT` after [`SalesforceSim::start`]; empty before.
+    pub fn base_url(&self) -> String {
+        self.inner
+            .base_url
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// Create a record as a person in the UI or an import would (not an API call, not
+    /// counted): validates like the API, assigns Id and dates, returns the Id.
+    ///
+    /// # Errors
+    /// `"<CODE>: <message>"` for an unknown object or a record Salesforce would reject.
+    pub fn insert(&self, object: &str, fields: Map<String, Value>) -> Result<String, String> {
+        let obj = Obj::parse(object).ok_or_else(|| format!("INVALID_TYPE: unknown object {object}"))?;
+        let mut st = self.inner.lock();
+        let inc = decode(&st.store.table(obj).schema, &fields)
+            .map_err(|m| format!("JSON_PARSER_ERROR: {m}"))?;
+        let (id, _) = st.store.create(obj, &inc).map_err(|e| format!("{}: {}", e.code, e.message))?;
+        Ok(id)
+    }
+
+    /// Edit a record as a person in the UI would (not counted); moves the modstamps.
+    ///
+    /// # Errors
+    /// `"<CODE>: <message>"` when the record is missing or the edit is invalid.
+    pub fn ui_update(&self, object: &str, id: &str, fields: Map<String, Value>) -> Result<(), String> {
+        let (obj, row, mut st) = self.locate(object, id)?;
+        let inc = decode(&st.store.table(obj).schema, &fields)
+            .map_err(|m| format!("JSON_PARSER_ERROR: {m}"))?;
+        st.store.update(obj, row, &inc).map_err(|e| format!("{}: {}", e.code, e.message))?;
+        Ok(())
+    }
+
+    /// Delete a record as a person in the UI would (to the recycle bin; `queryAll` still sees
+    /// it with `IsDeleted = true`).
+    ///
+    /// # Errors
+    /// `"<CODE>: <message>"` when the record is missing or already deleted.
+    pub fn ui_delete(&self, object: &str, id: &str) -> Result<(), String> {
+        let (obj, row, mut st) = self.locate(object, id)?;
+        st.store.delete(obj, row).map_err(|e| format!("{}: {}", e.code, e.message))?;
+        Ok(())
+    }
+
+    /// Convert a lead as the UI's Convert button would: creates a Contact, sets `IsConverted`,
+    /// `ConvertedContactId` and `Status = Closed - Converted`; returns the Contact id.
+    ///
+    /// # Errors
+    /// `"<CODE>: <message>"` when the lead is missing, deleted or already converted.
+    pub fn convert_lead(&self, lead_id: &str) -> Result<String, String> {
+        let (_, row, mut st) = self.locate("Lead", lead_id)?;
+        st.store.convert_lead(row).map_err(|e| format!("{}: {}", e.code, e.message))
+    }
+
+    /// Move only `SystemModstamp`, as a system process (sharing recalculation, automation)
+    /// does; `LastModifiedDate` stays.
+    ///
+    /// # Errors
+    /// `"<CODE>: <message>"` when the record is missing.
+    pub fn touch_system(&self, object: &str, id: &str) -> Result<(), String> {
+        let (obj, row, mut st) = self.locate(object, id)?;
+        st.store.touch_system(obj, row);
+        Ok(())
+    }
+
+    /// Move the simulated wall clock forward (dates of later writes), for tests of time
+    /// windows without sleeping.
+    pub fn advance_clock(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let mut st = self.inner.lock();
+        st.store.clock_offset_ms = st.store.clock_offset_ms.saturating_add(ms);
+    }
+
+    fn locate(&self, object: &str, id: &str) -> Result<(Obj, usize, MutexGuard<'_, State>), String> {
+        let obj = Obj::parse(object).ok_or_else(|| format!("INVALID_TYPE: unknown object {object}"))?;
+        let st = self.inner.lock();
+        let row = st
+            .store
+            .table(obj)
+            .row_of(id)
+            .ok_or_else(|| format!("NOT_FOUND: no {} with id {id}", obj.name()))?;
+        Ok((obj, row, st))
+    }
+
+    /// All fields of one record (deleted ones too), in wire shape.
+    pub fn get(&self, object: &str, id: &str) -> Option<Map<String, Value>> {
+        let obj = Obj::parse(object)?;
+        let st = self.inner.lock();
+        let table = st.store.table(obj);
+        table.row_of(id).map(|row| table.wire(row))
+    }
+
+    /// Every live (not deleted) record of `object`, ordered by Id.
+    pub fn all(&self, object: &str) -> Vec<Map<String, Value>> {
+        let Some(obj) = Obj::parse(object) else {
+            return Vec::new();
+        };
+        let st = self.inner.lock();
+        let table = st.store.table(obj);
+        (0..table.rows.len()).filter(|r| !table.rows[*r].is_deleted()).map(|r| table.wire(r)).collect()
+    }
+
+    /// Invalidate every issued access token.
+    pub fn revoke_tokens(&self) {
+        self.inner.lock().sessions.clear();
+    }
+
+    /// Arm a fault; see [`Fault`].
+    pub fn inject(&self, fault: Fault) {
+        let mut st = self.inner.lock();
+        match fault {
+            Fault::ServerError { status, count } => st.faults.server_errors.push((status, count)),
+            Fault::RequestLimit { count } => st.faults.limit_errors += count,
+            Fault::ExpireSessions => st.sessions.clear(),
+            Fault::Delay { delay, count } => st.faults.delays.push((delay, count)),
+            Fault::RecordError { object, matches, status_code, message } => {
+                if let Some(obj) = Obj::parse(&object) {
+                    st.faults.records.push((obj, matches, status_code, message));
+                }
+            }
+        }
+    }
+
+    /// Counters of what clients did so far.
+    pub fn stats(&self) -> SimStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SimStats {
+            api_reads: get(&c.api_reads),
+            api_writes: get(&c.api_writes),
+            token_requests: get(&c.token_requests),
+            errors_returned: get(&c.errors_returned),
+            records_created: get(&c.records_created),
+            records_updated: get(&c.records_updated),
+            records_deleted: get(&c.records_deleted),
+            record_errors: get(&c.record_errors),
+        }
+    }
+
+    /// Data calls counted against the daily limit so far.
+    pub fn api_usage(&self) -> u64 {
+        self.inner.lock().api_used
+    }
+}
