@@ -193,7 +193,9 @@ impl Client {
         op: &'static str,
     ) -> Result<(StatusCode, T), ConnectorError> {
         let (method, url, body) = (&method, &url, &body);
-        let outcome = retry::retry(self.retry, || async move {
+        // The outer `?` ends the call on retry-loop errors; the inner result is the escape
+        // hatch for long rate-limit waits.
+        retry::retry(self.retry, || async move {
             match self.attempt(method.clone(), url.clone(), body.clone(), call, lane, op).await {
                 Err(e @ ConnectorError::RateLimited { retry_after: Some(d) })
                     if d > MAX_INLINE_WAIT =>
@@ -203,8 +205,7 @@ impl Client {
                 other => other.map(Ok),
             }
         })
-        .await?;
-        outcome
+        .await?
     }
 
     async fn attempt<T: DeserializeOwned>(
@@ -338,10 +339,13 @@ fn rate_limit_wait(
 /// The daily limit resets at midnight in the account's time zone, which the API does not tell
 /// us. Every time-zone offset in use is a multiple of 15 minutes, so local midnight always falls
 /// on a UTC quarter hour: probing once per quarter hour (a few seconds after it) finds the
-/// reset within 15 minutes, at a cost of at most 96 refused calls a day.
+/// reset within 15 minutes, at a cost of at most 96 refused calls a day. The wait is never
+/// shorter than [`MAX_INLINE_WAIT`] plus a little, so a daily limit always goes back to the
+/// caller instead of being slept through inside a call.
 pub(super) fn until_daily_probe(now: DateTime<Utc>) -> Duration {
     let secs_into_quarter = u64::from(now.minute() % 15) * 60 + u64::from(now.second());
     Duration::from_secs(15 * 60 - secs_into_quarter + 5)
+        .max(MAX_INLINE_WAIT + Duration::from_secs(5))
 }
 
 fn header_ms(headers: &HeaderMap, name: &str) -> Option<u64> {

@@ -39,9 +39,15 @@ pub use mapping::OBJECT_TYPE;
 /// Most inputs a HubSpot batch endpoint accepts.
 const BATCH_MAX: usize = 100;
 
-/// The HubSpot contacts connector. Cheap to share behind an `Arc`; pacing state is per
-/// connector, so use one per token.
+/// The HubSpot contacts connector. Clones share one client and one pacing state, so make one
+/// per token and clone it for the poller and the pusher.
+#[derive(Clone)]
 pub struct HubspotConnector {
+    // Behind an Arc so clones share pacing and so `AnyConnector` stays small.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     cfg: HubspotConfig,
     client: client::Client,
     read_props: Vec<String>,
@@ -55,12 +61,12 @@ impl HubspotConnector {
     pub fn new(cfg: HubspotConfig) -> Result<HubspotConnector, ConnectorError> {
         let client = client::Client::new(&cfg, Arc::new(ApiCounters::default()))?;
         let read_props = mapping::read_properties(&cfg.map);
-        Ok(HubspotConnector { cfg, client, read_props })
+        Ok(HubspotConnector { inner: Arc::new(Inner { cfg, client, read_props }) })
     }
 
     /// The field mapping this connector reads and writes with.
     pub fn field_map(&self) -> &FieldMap {
-        &self.cfg.map
+        &self.inner.cfg.map
     }
 }
 
@@ -101,7 +107,7 @@ impl HubspotConnector {
                             })
                             .collect(),
                     };
-                    self.client.batch_update(&req).await
+                    self.inner.client.batch_update(&req).await
                 }
                 WriteKind::Upsert => {
                     let req = wire::BatchUpsertRequest {
@@ -114,7 +120,7 @@ impl HubspotConnector {
                             })
                             .collect(),
                     };
-                    self.client.batch_upsert(&req).await
+                    self.inner.client.batch_upsert(&req).await
                 }
             };
             match res {
@@ -259,9 +265,9 @@ impl Connector for HubspotConnector {
     /// One page of the keyset scan described in `poll.rs`.
     async fn poll_changes(&self, cursor: &Cursor) -> Result<Page, ConnectorError> {
         let pc = poll::PollCursor::parse(cursor)?;
-        let req = pc.query(self.cfg.page_size, self.read_props.clone());
+        let req = pc.query(self.inner.cfg.page_size, self.inner.read_props.clone());
         let fetched_at = Utc::now();
-        let resp = self.client.search(&req).await?;
+        let resp = self.inner.client.search(&req).await?;
         let obs: Vec<poll::Obs> = resp
             .results
             .iter()
@@ -270,9 +276,9 @@ impl Connector for HubspotConnector {
                 ts_ms: mapping::modified_at(c).map(|t| t.timestamp_millis()),
             })
             .collect();
-        let full = resp.results.len() >= self.cfg.page_size as usize
+        let full = resp.results.len() >= self.inner.cfg.page_size as usize
             || (resp.has_more() && !resp.results.is_empty());
-        let overlap_ms = i64::try_from(self.cfg.overlap.as_millis()).unwrap_or(i64::MAX);
+        let overlap_ms = i64::try_from(self.inner.cfg.overlap.as_millis()).unwrap_or(i64::MAX);
         let step = pc.step(&obs, full, fetched_at.timestamp_millis(), overlap_ms);
         let mut changes = Vec::new();
         for (c, emit) in resp.results.iter().zip(&step.emit) {
@@ -282,7 +288,7 @@ impl Connector for HubspotConnector {
                 }
                 continue;
             }
-            if let Some(ch) = mapping::to_change(c, &self.cfg.map, fetched_at) {
+            if let Some(ch) = mapping::to_change(c, &self.inner.cfg.map, fetched_at) {
                 changes.push(ch);
             }
         }
@@ -295,7 +301,11 @@ impl Connector for HubspotConnector {
         Ok(Page {
             changes,
             next_cursor: step.next.to_cursor()?,
-            poll_again_after: if step.caught_up { self.cfg.poll_interval } else { Duration::ZERO },
+            poll_again_after: if step.caught_up {
+                self.inner.cfg.poll_interval
+            } else {
+                Duration::ZERO
+            },
         })
     }
 
@@ -308,14 +318,21 @@ impl Connector for HubspotConnector {
         for chunk in wanted.chunks(BATCH_MAX) {
             let req = wire::BatchReadRequest {
                 inputs: chunk.iter().map(|id| wire::IdInput { id: (*id).to_string() }).collect(),
-                properties: self.read_props.clone(),
+                properties: self.inner.read_props.clone(),
             };
             let fetched_at = Utc::now();
-            let resp = self.client.batch_read(&req).await?;
+            let resp = match self.inner.client.batch_read(&req).await {
+                Ok(r) => r,
+                // Every id unknown may come back as a whole-call 404 rather than a 207.
+                Err(ConnectorError::Rejected { code, .. }) if code == "OBJECT_NOT_FOUND" => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             out.extend(
                 resp.results
                     .iter()
-                    .filter_map(|c| mapping::to_change(c, &self.cfg.map, fetched_at)),
+                    .filter_map(|c| mapping::to_change(c, &self.inner.cfg.map, fetched_at)),
             );
         }
         Ok(out)
@@ -330,7 +347,7 @@ impl Connector for HubspotConnector {
         let mut updates = Vec::new();
         let mut creates = Vec::new();
         for (idx, rec) in batch.iter().enumerate() {
-            let properties = mapping::write_properties(&self.cfg.map, &rec.fields);
+            let properties = mapping::write_properties(&self.inner.cfg.map, &rec.fields);
             match &rec.op {
                 PushOp::Update { remote } if remote.object_type != OBJECT_TYPE => {
                     outcomes[idx] = Some(PushOutcome::Rejected {
@@ -398,7 +415,7 @@ impl Connector for HubspotConnector {
                 });
                 continue;
             };
-            match self.client.unsubscribe_all(&email).await {
+            match self.inner.client.unsubscribe_all(&email).await {
                 Ok(()) => {}
                 Err(ConnectorError::Rejected { code, message }) => {
                     outcomes[idx] =
@@ -426,10 +443,10 @@ impl Connector for HubspotConnector {
     }
 
     async fn healthcheck(&self) -> Result<(), ConnectorError> {
-        self.client.healthcheck().await
+        self.inner.client.healthcheck().await
     }
 
     fn counters(&self) -> Arc<ApiCounters> {
-        self.client.counters()
+        self.inner.client.counters()
     }
 }

@@ -270,6 +270,9 @@ fn classifies_rate_limit_policies() {
     );
     // 10:07:30 -> next quarter hour 10:15:00, plus 5 s.
     assert_eq!(wait(&none, &body("DAILY", "")), Some(Duration::from_secs(7 * 60 + 30 + 5)));
+    // 10:14:30 -> the quarter hour is 30 s away, too close: wait past the inline limit.
+    let late = Utc.with_ymd_and_hms(2026, 1, 1, 10, 14, 30).single().expect("valid");
+    assert_eq!(client::until_daily_probe(late), Duration::from_secs(65));
     let mut ra = HeaderMap::new();
     ra.insert("retry-after", "3".parse().expect("header"));
     assert_eq!(wait(&ra, &body("DAILY", "")), Some(Duration::from_secs(3)));
@@ -556,6 +559,22 @@ async fn fetch_leaves_out_unknown_ids_and_chunks_by_100() {
     assert_eq!(first.fields.get(&Field::Email).map(String::as_str), Some("p1@example.com"));
     assert_eq!(first.modified_at.timestamp_millis(), 1_700_000_000_000);
     assert!(first.ledger_key.is_none() && !first.deleted);
+}
+
+#[tokio::test]
+async fn fetch_of_only_unknown_ids_is_empty_not_an_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("{CONTACTS}/batch/read")))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "status": "error", "category": "OBJECT_NOT_FOUND", "message": "not found"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let ids = [RemoteId { object_type: "contact".into(), id: "404".into() }];
+    let got = connector(&server).fetch(&ids).await.expect("fetch");
+    assert!(got.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
