@@ -162,8 +162,11 @@ impl Client {
     /// `POST /communication-preferences/v4/statuses/{email}/unsubscribe-all?channel=EMAIL`.
     /// Subscription state lives per email address, not per contact (api-facts §1.3).
     pub(super) async fn unsubscribe_all(&self, email: &str) -> Result<(), ConnectorError> {
-        let mut url =
-            self.url(&["communication-preferences", "v4", "statuses", email, "unsubscribe-all"]);
+        let mut url = self.url(&["communication-preferences", "v4", "statuses"]);
+        // Encoded like the official SDKs do (`a%40b.test`, api-facts §7); the url crate would
+        // leave `@` and `+` bare, and would re-encode a `%` we put in a segment ourselves.
+        let path = format!("{}/{}/unsubscribe-all", url.path(), encode_component(email));
+        url.set_path(&path);
         url.query_pairs_mut().append_pair("channel", "EMAIL");
         let _: (StatusCode, IgnoredAny) = self
             .call(Method::POST, url, None, Call::Write, Lane::Standard, "unsubscribe_all")
@@ -263,6 +266,20 @@ impl Client {
         tracing::debug!(op, status = status.as_u16(), error = %err, "hubspot call failed");
         Err(err)
     }
+}
+
+/// Percent-encode everything but RFC 3986 unreserved characters (JavaScript's
+/// `encodeURIComponent`, minus its few extra marks).
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn to_body<B: serde::Serialize>(b: &B) -> Result<Vec<u8>, ConnectorError> {

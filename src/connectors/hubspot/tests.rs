@@ -456,7 +456,7 @@ async fn opt_out_unsubscribes_by_email_and_never_writes_the_property() {
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .and(path("/communication-preferences/v4/statuses/ann@example.com/unsubscribe-all"))
+        .and(path("/communication-preferences/v4/statuses/ann%40example.com/unsubscribe-all"))
         .and(query_param("channel", "EMAIL"))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": []})),
@@ -465,7 +465,9 @@ async fn opt_out_unsubscribes_by_email_and_never_writes_the_property() {
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .and(path("/communication-preferences/v4/statuses/cat@example.com/unsubscribe-all"))
+        .and(path(
+            "/communication-preferences/v4/statuses/cat%2Bnews%40example.com/unsubscribe-all",
+        ))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": []})),
         )
@@ -493,7 +495,7 @@ async fn opt_out_unsubscribes_by_email_and_never_writes_the_property() {
             3,
             "3",
             fields(&[(Field::EmailOptOut, "true")]),
-            fields(&[(Field::Email, "cat@example.com")]),
+            fields(&[(Field::Email, "cat+news@example.com")]),
         ),
     ];
     let out = c.push(&batch).await.expect("push");
@@ -510,7 +512,7 @@ async fn opt_out_unsubscribes_by_email_and_never_writes_the_property() {
     assert_eq!(body["inputs"].as_array().expect("inputs").len(), 2);
     // The unsubscribe for Ann came after her property write.
     let pos = |p: &str| reqs.iter().position(|r| r.url.path().contains(p)).expect("request made");
-    assert!(pos("/batch/update") < pos("ann@example.com"));
+    assert!(pos("/batch/update") < pos("ann%40example.com"));
     assert_eq!(c.counters().snapshot().writes, 3);
 }
 
