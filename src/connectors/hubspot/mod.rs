@@ -1,49 +1,452 @@
-//! Hubspot connector (placeholder until the connector lands).
+//! HubSpot contacts connector (CRM v3 objects API, private app token).
+//!
+//! - `config.rs`: settings, validated once; errors name the full key.
+//! - `client.rs`: HTTP with bearer auth, pacing under the rate limits, retries, error classes.
+//! - `poll.rs`: the incremental keyset scan over contacts search and its cursor.
+//! - `wire.rs`: HubSpot's JSON (the only file that knows it).
+//! - `mapping.rs`: wire records ⇄ domain changes and write properties.
+//!
+//! Writes: updates go to `batch/update` by id; creates go to `batch/upsert` keyed by email, so a
+//! retried create never makes a second contact. `hs_email_optout` cannot be written through the
+//! contacts API: an opt-out is sent to the communication preferences API as
+//! "unsubscribe from all" for the person's email after the property write, and an opt-in is
+//! never sent (consent only tightens).
 
+mod client;
 pub mod config;
-pub use config::{HubspotConfig, HubspotConfigRaw};
+mod mapping;
+mod poll;
+mod wire;
 
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::connectors::{ApiCounters, Connector, ConnectorError, Cursor, Limits, Page};
-use crate::domain::{Change, ConnectorKind, PushOutcome, PushRecord, RemoteId};
+use chrono::Utc;
+use reqwest::StatusCode;
 
+use crate::connectors::{ApiCounters, Connector, ConnectorError, Cursor, FieldMap, Limits, Page};
+use crate::domain::{Change, ConnectorKind, PushOp, PushOutcome, PushRecord, RemoteId};
+
+pub use config::{HubspotConfig, HubspotConfigRaw};
+pub use mapping::OBJECT_TYPE;
+
+/// Most inputs a HubSpot batch endpoint accepts.
+const BATCH_MAX: usize = 100;
+
+/// The HubSpot contacts connector. Clones share one client and one pacing state, so make one
+/// per token and clone it for the poller and the pusher.
+#[derive(Clone)]
 pub struct HubspotConnector {
-    counters: Arc<ApiCounters>,
+    // Behind an Arc so clones share pacing and so `AnyConnector` stays small.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: HubspotConfig,
+    client: client::Client,
+    read_props: Vec<String>,
 }
 
 impl HubspotConnector {
+    /// Build the connector (no network IO; see [`Connector::healthcheck`]).
+    ///
     /// # Errors
-    /// Never in the placeholder.
-    pub fn new(_cfg: config::HubspotConfig) -> Result<HubspotConnector, ConnectorError> {
-        Ok(HubspotConnector { counters: Arc::default() })
+    /// `Config` when the token cannot travel in a header or the HTTP client cannot start.
+    pub fn new(cfg: HubspotConfig) -> Result<HubspotConnector, ConnectorError> {
+        let client = client::Client::new(&cfg, Arc::new(ApiCounters::default()))?;
+        let read_props = mapping::read_properties(&cfg.map);
+        Ok(HubspotConnector { inner: Arc::new(Inner { cfg, client, read_props }) })
     }
 
-    pub fn field_map(&self) -> &crate::connectors::FieldMap {
-        unimplemented!()
+    /// The field mapping this connector reads and writes with.
+    pub fn field_map(&self) -> &FieldMap {
+        &self.inner.cfg.map
     }
+}
+
+type WriteResult<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<(usize, PushOutcome)>, ConnectorError>> + Send + 'a>>;
+
+/// A record prepared for a property write.
+struct Prepared {
+    /// Position in the pushed batch.
+    idx: usize,
+    outbox_id: i64,
+    /// Contact id (update) or email address (upsert).
+    key: String,
+    properties: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WriteKind {
+    Update,
+    Upsert,
+}
+
+impl HubspotConnector {
+    /// Write one group with one batch call. A whole-batch `VALIDATION_ERROR` (HubSpot fails the
+    /// batch for one bad record) is bisected down to single records, so only the bad record is
+    /// rejected; other whole-call rejections reject every record of the group; retryable and
+    /// auth errors fail the whole push.
+    fn write_group<'a>(&'a self, kind: WriteKind, group: &'a [Prepared]) -> WriteResult<'a> {
+        Box::pin(async move {
+            let res = match kind {
+                WriteKind::Update => {
+                    let req = wire::BatchUpdateRequest {
+                        inputs: group
+                            .iter()
+                            .map(|p| wire::UpdateInput {
+                                id: p.key.clone(),
+                                properties: p.properties.clone(),
+                            })
+                            .collect(),
+                    };
+                    self.inner.client.batch_update(&req).await
+                }
+                WriteKind::Upsert => {
+                    let req = wire::BatchUpsertRequest {
+                        inputs: group
+                            .iter()
+                            .map(|p| wire::UpsertInput {
+                                id: p.key.clone(),
+                                id_property: wire::EMAIL,
+                                properties: p.properties.clone(),
+                            })
+                            .collect(),
+                    };
+                    self.inner.client.batch_upsert(&req).await
+                }
+            };
+            match res {
+                Ok((status, body)) => Ok(match kind {
+                    WriteKind::Update => update_outcomes(group, status, &body),
+                    WriteKind::Upsert => upsert_outcomes(group, &body),
+                }),
+                Err(ConnectorError::Rejected { code, .. })
+                    if code == "VALIDATION_ERROR" && group.len() > 1 =>
+                {
+                    tracing::debug!(records = group.len(), "hubspot batch refused; bisecting");
+                    let (left, right) = group.split_at(group.len() / 2);
+                    let mut out = self.write_group(kind, left).await?;
+                    out.extend(self.write_group(kind, right).await?);
+                    Ok(out)
+                }
+                Err(ConnectorError::Rejected { code, message }) => Ok(group
+                    .iter()
+                    .map(|p| {
+                        let outcome = PushOutcome::Rejected {
+                            outbox_id: p.outbox_id,
+                            code: code.clone(),
+                            message: message.clone(),
+                        };
+                        (p.idx, outcome)
+                    })
+                    .collect()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
+fn accepted(p: &Prepared, id: &str, created: bool) -> (usize, PushOutcome) {
+    let remote = RemoteId { object_type: OBJECT_TYPE.into(), id: id.to_string() };
+    (p.idx, PushOutcome::Accepted { outbox_id: p.outbox_id, remote, created })
+}
+
+fn rejected_by(p: &Prepared, e: &wire::StandardError) -> (usize, PushOutcome) {
+    let code = e.category.clone().unwrap_or_else(|| "http_207".into());
+    let message = wire::safe_description(
+        e.category.as_deref(),
+        e.sub_category.as_deref(),
+        e.message.as_deref(),
+        &e.errors,
+    );
+    (p.idx, PushOutcome::Rejected { outbox_id: p.outbox_id, code, message })
+}
+
+fn unconfirmed(p: &Prepared) -> (usize, PushOutcome) {
+    (p.idx, PushOutcome::Retry { outbox_id: p.outbox_id, code: "unconfirmed".into() })
+}
+
+/// Batch update results, matched by id (never by order). On a 200 every input succeeded, so an
+/// input whose id is missing from the results (merged away: HubSpot answers with the surviving
+/// id) is still accepted; on a 207 it is unconfirmed and retried.
+fn update_outcomes(
+    group: &[Prepared],
+    status: StatusCode,
+    body: &wire::BatchResponse,
+) -> Vec<(usize, PushOutcome)> {
+    let ok: HashSet<&str> = body.results.iter().map(|c| c.id.as_str()).collect();
+    let mut failed: HashMap<String, &wire::StandardError> = HashMap::new();
+    for e in &body.errors {
+        for id in e.context_ids() {
+            failed.entry(id).or_insert(e);
+        }
+    }
+    group
+        .iter()
+        .map(|p| {
+            if ok.contains(p.key.as_str()) {
+                accepted(p, &p.key, false)
+            } else if let Some(e) = failed.get(&p.key) {
+                rejected_by(p, e)
+            } else if status == StatusCode::MULTI_STATUS {
+                unconfirmed(p)
+            } else {
+                accepted(p, &p.key, false)
+            }
+        })
+        .collect()
+}
+
+/// Batch upsert results, matched by email case-insensitively (never by order). An input with
+/// no matching result is retried even on a 200, because its contact id is unknown; the upsert
+/// is idempotent.
+fn upsert_outcomes(group: &[Prepared], body: &wire::BatchResponse) -> Vec<(usize, PushOutcome)> {
+    let mut ok: HashMap<String, (&str, bool)> = HashMap::new();
+    for c in &body.results {
+        if let Some(Some(email)) = c.properties.get(wire::EMAIL) {
+            ok.insert(mapping::email_key(email), (c.id.as_str(), c.new.unwrap_or(false)));
+        }
+    }
+    let mut failed: HashMap<String, &wire::StandardError> = HashMap::new();
+    for e in &body.errors {
+        for id in e.context_ids() {
+            failed.entry(mapping::email_key(&id)).or_insert(e);
+        }
+    }
+    group
+        .iter()
+        .map(|p| {
+            let key = mapping::email_key(&p.key);
+            if let Some((id, created)) = ok.get(&key) {
+                accepted(p, id, *created)
+            } else if let Some(e) = failed.get(&key) {
+                rejected_by(p, e)
+            } else {
+                unconfirmed(p)
+            }
+        })
+        .collect()
+}
+
+/// Split creates into rounds in which every email appears once: HubSpot refuses a batch that
+/// names one id twice, and two creates for one address must not race inside one call.
+fn unique_rounds(creates: Vec<Prepared>) -> Vec<Vec<Prepared>> {
+    let mut rounds: Vec<(HashSet<String>, Vec<Prepared>)> = Vec::new();
+    for p in creates {
+        let key = mapping::email_key(&p.key);
+        match rounds.iter_mut().find(|(keys, _)| !keys.contains(&key)) {
+            Some((keys, items)) => {
+                keys.insert(key);
+                items.push(p);
+            }
+            None => rounds.push((HashSet::from([key]), vec![p])),
+        }
+    }
+    rounds.into_iter().map(|(_, items)| items).collect()
 }
 
 impl Connector for HubspotConnector {
     fn kind(&self) -> ConnectorKind {
         ConnectorKind::Hubspot
     }
+
     fn limits(&self) -> Limits {
-        Limits { push_batch_max: 100, fetch_batch_max: 100 }
+        Limits { push_batch_max: BATCH_MAX, fetch_batch_max: BATCH_MAX }
     }
-    async fn poll_changes(&self, _cursor: &Cursor) -> Result<Page, ConnectorError> {
-        Err(ConnectorError::Config("not built yet".into()))
+
+    /// One page of the keyset scan described in `poll.rs`.
+    async fn poll_changes(&self, cursor: &Cursor) -> Result<Page, ConnectorError> {
+        let pc = poll::PollCursor::parse(cursor)?;
+        let req = pc.query(self.inner.cfg.page_size, self.inner.read_props.clone());
+        let fetched_at = Utc::now();
+        let resp = self.inner.client.search(&req).await?;
+        let obs: Vec<poll::Obs> = resp
+            .results
+            .iter()
+            .map(|c| poll::Obs {
+                id: c.id.clone(),
+                ts_ms: mapping::modified_at(c).map(|t| t.timestamp_millis()),
+            })
+            .collect();
+        let full = resp.results.len() >= self.inner.cfg.page_size as usize
+            || (resp.has_more() && !resp.results.is_empty());
+        let overlap_ms = i64::try_from(self.inner.cfg.overlap.as_millis()).unwrap_or(i64::MAX);
+        let step = pc.step(&obs, full, fetched_at.timestamp_millis(), overlap_ms);
+        let mut changes = Vec::new();
+        for (c, emit) in resp.results.iter().zip(&step.emit) {
+            if !emit {
+                if mapping::modified_at(c).is_none() {
+                    tracing::warn!(contact_id = %c.id, "hubspot contact without lastmodifieddate skipped");
+                }
+                continue;
+            }
+            if let Some(ch) = mapping::to_change(c, &self.inner.cfg.map, fetched_at) {
+                changes.push(ch);
+            }
+        }
+        tracing::debug!(
+            results = resp.results.len(),
+            emitted = changes.len(),
+            caught_up = step.caught_up,
+            "hubspot poll page"
+        );
+        Ok(Page {
+            changes,
+            next_cursor: step.next.to_cursor()?,
+            poll_again_after: if step.caught_up {
+                self.inner.cfg.poll_interval
+            } else {
+                Duration::ZERO
+            },
+        })
     }
-    async fn fetch(&self, _ids: &[RemoteId]) -> Result<Vec<Change>, ConnectorError> {
-        Err(ConnectorError::Config("not built yet".into()))
+
+    /// Batch read by id, 100 per call. Ids HubSpot does not know (207) are left out; a merged
+    /// id comes back as the surviving contact.
+    async fn fetch(&self, ids: &[RemoteId]) -> Result<Vec<Change>, ConnectorError> {
+        let wanted: Vec<&str> =
+            ids.iter().filter(|r| r.object_type == OBJECT_TYPE).map(|r| r.id.as_str()).collect();
+        let mut out = Vec::new();
+        for chunk in wanted.chunks(BATCH_MAX) {
+            let req = wire::BatchReadRequest {
+                inputs: chunk.iter().map(|id| wire::IdInput { id: (*id).to_string() }).collect(),
+                properties: self.inner.read_props.clone(),
+            };
+            let fetched_at = Utc::now();
+            let resp = match self.inner.client.batch_read(&req).await {
+                Ok(r) => r,
+                // Every id unknown may come back as a whole-call 404 rather than a 207.
+                Err(ConnectorError::Rejected { code, .. }) if code == "OBJECT_NOT_FOUND" => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            out.extend(
+                resp.results
+                    .iter()
+                    .filter_map(|c| mapping::to_change(c, &self.inner.cfg.map, fetched_at)),
+            );
+        }
+        Ok(out)
     }
-    async fn push(&self, _batch: &[PushRecord]) -> Result<Vec<PushOutcome>, ConnectorError> {
-        Err(ConnectorError::Config("not built yet".into()))
+
+    /// See the module docs for the write paths. Outcomes come back in input order. When a
+    /// later call of the same push fails as a whole with a retryable or auth error, the push
+    /// returns that error even if an earlier call was accepted: every write here is idempotent
+    /// (update by id, upsert by email, unsubscribe), so pushing the batch again is safe.
+    async fn push(&self, batch: &[PushRecord]) -> Result<Vec<PushOutcome>, ConnectorError> {
+        let mut outcomes: Vec<Option<PushOutcome>> = vec![None; batch.len()];
+        let mut updates = Vec::new();
+        let mut creates = Vec::new();
+        for (idx, rec) in batch.iter().enumerate() {
+            let properties = mapping::write_properties(&self.inner.cfg.map, &rec.fields);
+            match &rec.op {
+                PushOp::Update { remote } if remote.object_type != OBJECT_TYPE => {
+                    outcomes[idx] = Some(PushOutcome::Rejected {
+                        outbox_id: rec.outbox_id,
+                        code: "wrong_object_type".into(),
+                        message: format!("hubspot connector writes {OBJECT_TYPE} records only"),
+                    });
+                }
+                PushOp::Update { remote } if properties.is_empty() => {
+                    // Nothing the contacts API may write (an opt-out alone, say).
+                    outcomes[idx] = Some(PushOutcome::Accepted {
+                        outbox_id: rec.outbox_id,
+                        remote: remote.clone(),
+                        created: false,
+                    });
+                }
+                PushOp::Update { remote } => updates.push(Prepared {
+                    idx,
+                    outbox_id: rec.outbox_id,
+                    key: remote.id.clone(),
+                    properties,
+                }),
+                PushOp::Create { .. } => match mapping::email_of(rec) {
+                    Some(email) => creates.push(Prepared {
+                        idx,
+                        outbox_id: rec.outbox_id,
+                        key: email,
+                        properties,
+                    }),
+                    None => {
+                        outcomes[idx] = Some(PushOutcome::Rejected {
+                            outbox_id: rec.outbox_id,
+                            code: "missing_email".into(),
+                            message: "a hubspot contact is created by email upsert; no email"
+                                .into(),
+                        });
+                    }
+                },
+            }
+        }
+        for chunk in updates.chunks(BATCH_MAX) {
+            for (idx, o) in self.write_group(WriteKind::Update, chunk).await? {
+                outcomes[idx] = Some(o);
+            }
+        }
+        for round in unique_rounds(creates) {
+            for chunk in round.chunks(BATCH_MAX) {
+                for (idx, o) in self.write_group(WriteKind::Upsert, chunk).await? {
+                    outcomes[idx] = Some(o);
+                }
+            }
+        }
+
+        // Opt-outs after the property write: only for records the write accepted.
+        for (idx, rec) in batch.iter().enumerate() {
+            let Some(PushOutcome::Accepted { .. }) = &outcomes[idx] else { continue };
+            if !mapping::wants_opt_out(&rec.fields) {
+                continue;
+            }
+            let Some(email) = mapping::email_of(rec) else {
+                outcomes[idx] = Some(PushOutcome::Rejected {
+                    outbox_id: rec.outbox_id,
+                    code: "missing_email".into(),
+                    message: "an opt-out is recorded per email address; no email".into(),
+                });
+                continue;
+            };
+            match self.inner.client.unsubscribe_all(&email).await {
+                Ok(()) => {}
+                Err(ConnectorError::Rejected { code, message }) => {
+                    outcomes[idx] =
+                        Some(PushOutcome::Rejected { outbox_id: rec.outbox_id, code, message });
+                }
+                Err(e) if e.is_retryable() => {
+                    outcomes[idx] =
+                        Some(PushOutcome::Retry { outbox_id: rec.outbox_id, code: e.code() });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
+        Ok(outcomes
+            .into_iter()
+            .zip(batch)
+            .map(|(o, rec)| {
+                // Every path above assigns an outcome; this keeps the contract if one is missed.
+                o.unwrap_or(PushOutcome::Retry {
+                    outbox_id: rec.outbox_id,
+                    code: "unconfirmed".into(),
+                })
+            })
+            .collect())
     }
+
     async fn healthcheck(&self) -> Result<(), ConnectorError> {
-        Err(ConnectorError::Config("not built yet".into()))
+        self.inner.client.healthcheck().await
     }
+
     fn counters(&self) -> Arc<ApiCounters> {
-        Arc::clone(&self.counters)
+        self.inner.client.counters()
     }
 }

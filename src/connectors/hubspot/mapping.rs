@@ -1,0 +1,139 @@
+//! HubSpot wire records ⇄ leadsync domain types.
+//!
+//! Lifecycle stage: HubSpot moves `lifecyclestage` only forward through the API; a backward
+//! move needs the property cleared to `""` first and then set (api-facts §1.3). The engine
+//! never asks for backward moves yet, so this mapping writes what it is given; a future named
+//! transition (recycle, reopen) must send the clearing write first.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::wire::{self, Contact};
+use crate::connectors::FieldMap;
+use crate::domain::{Change, Field, Fields, PushRecord, RemoteId};
+
+/// The object type leadsync uses for HubSpot contacts in [`RemoteId`]s.
+pub const OBJECT_TYPE: &str = "contact";
+
+/// Properties to ask for on every read: the mapped ones plus what paging and change
+/// detection need.
+pub(super) fn read_properties(map: &FieldMap) -> Vec<String> {
+    let mut props: Vec<String> = map.properties().map(str::to_string).collect();
+    for p in [wire::LAST_MODIFIED, wire::OBJECT_ID] {
+        if !props.iter().any(|q| q == p) {
+            props.push(p.to_string());
+        }
+    }
+    props
+}
+
+/// Parse a HubSpot timestamp: ISO-8601 with `Z` (with or without milliseconds), or epoch
+/// milliseconds as text (how date filters are sent, and how some older payloads carry them).
+pub(super) fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    let raw = raw.trim();
+    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Utc.timestamp_millis_opt(raw.parse().ok()?).single();
+    }
+    DateTime::parse_from_rfc3339(raw).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// The record's `lastmodifieddate`, falling back to `updatedAt` when the property is absent.
+pub(super) fn modified_at(c: &Contact) -> Option<DateTime<Utc>> {
+    c.properties
+        .get(wire::LAST_MODIFIED)
+        .and_then(|v| v.as_deref())
+        .and_then(parse_time)
+        .or_else(|| c.updated_at.as_deref().and_then(parse_time))
+}
+
+/// A wire contact as an observed [`Change`]; `None` when it carries no usable timestamp.
+pub(super) fn to_change(c: &Contact, map: &FieldMap, fetched_at: DateTime<Utc>) -> Option<Change> {
+    let modified_at = modified_at(c)?;
+    Some(Change {
+        remote: RemoteId { object_type: OBJECT_TYPE.into(), id: c.id.clone() },
+        fields: map.to_canonical(&c.properties),
+        ledger_key: None,
+        modified_at,
+        fetched_at,
+        deleted: false,
+    })
+}
+
+/// The properties to write for these canonical fields. `hs_email_optout` is read-only through
+/// the contacts API, so it is never sent, whatever the mapping calls it; opt-outs go through
+/// the communication preferences API instead (see [`wants_opt_out`]).
+pub(super) fn write_properties(map: &FieldMap, fields: &Fields) -> BTreeMap<String, String> {
+    let optout_prop = map.property(Field::EmailOptOut);
+    map.to_remote(fields)
+        .into_iter()
+        .filter(|(p, _)| p != wire::EMAIL_OPTOUT && Some(p.as_str()) != optout_prop)
+        .collect()
+}
+
+/// Whether this push asks for an opt-out. `"false"` is never acted on: leadsync never
+/// re-subscribes anyone (consent only tightens).
+pub(super) fn wants_opt_out(fields: &Fields) -> bool {
+    fields.get(&Field::EmailOptOut).is_some_and(|v| v == "true")
+}
+
+/// The email address a push is about: the one being written, else the person's.
+pub(super) fn email_of(rec: &PushRecord) -> Option<String> {
+    rec.fields
+        .get(&Field::Email)
+        .or_else(|| rec.person.get(&Field::Email))
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+}
+
+/// Key for matching emails between inputs and upsert results: HubSpot stores addresses
+/// lower-cased, so compare trimmed and case-insensitively.
+pub(super) fn email_key(e: &str) -> String {
+    e.trim().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> FieldMap {
+        FieldMap::from_raw(&FieldMap::hubspot_contact_default(), "m").expect("default is valid")
+    }
+
+    #[test]
+    fn parses_hubspot_times() {
+        let a = parse_time("2024-03-01T10:00:00.123Z").expect("with millis");
+        assert_eq!(a.timestamp_millis(), 1_709_287_200_123);
+        let b = parse_time("2024-03-01T10:00:00Z").expect("without millis");
+        assert_eq!(b.timestamp_millis(), 1_709_287_200_000);
+        assert_eq!(parse_time("1709287200123"), Some(a));
+        assert!(parse_time("yesterday").is_none());
+        assert!(parse_time("").is_none());
+    }
+
+    #[test]
+    fn never_writes_optout_property() {
+        let m = map();
+        let fields: Fields = [
+            (Field::FirstName, "Ann".to_string()),
+            (Field::EmailOptOut, "true".to_string()),
+            (Field::LifecycleStage, "mql".to_string()),
+        ]
+        .into();
+        let props = write_properties(&m, &fields);
+        assert_eq!(props.get("firstname").map(String::as_str), Some("Ann"));
+        assert_eq!(props.get("lifecyclestage").map(String::as_str), Some("marketingqualifiedlead"));
+        assert!(!props.contains_key("hs_email_optout"));
+        assert!(wants_opt_out(&fields));
+        let no: Fields = [(Field::EmailOptOut, "false".to_string())].into();
+        assert!(!wants_opt_out(&no));
+    }
+
+    #[test]
+    fn read_properties_include_paging_keys_once() {
+        let p = read_properties(&map());
+        assert_eq!(p.iter().filter(|x| *x == "lastmodifieddate").count(), 1);
+        assert!(p.iter().any(|x| x == "hs_object_id"));
+        assert!(p.iter().any(|x| x == "email"));
+    }
+}
