@@ -20,8 +20,8 @@ use tokio::time::Instant;
 
 use super::soql::{self, matching_rows};
 use super::store::{
-    Incoming, Obj, RecError, Store, Undo, Val, decode, default_owner_id, make_id, normalize_id,
-    org_id,
+    Incoming, Obj, RecError, Store, Undo, Val, decode, default_owner_id, format_datetime, make_id,
+    normalize_id, org_id, parse_datetime,
 };
 use super::{Cursor, Inner, State as SimState, bump};
 
@@ -417,6 +417,11 @@ fn dispatch(req: &Req<'_>, rest: &[&str]) -> Response {
             ),
             _ => method_not_allowed(m, "GET,HEAD,POST"),
         },
+        ["sobjects", obj, kind @ ("updated" | "deleted")] => match (m, Obj::parse(obj)) {
+            (_, None) => not_found(),
+            (&Method::GET, Some(o)) => replication(req, o, *kind == "deleted"),
+            _ => method_not_allowed(m, "GET,HEAD"),
+        },
         ["sobjects", obj, id] => match (m, Obj::parse(obj)) {
             (_, None) => not_found(),
             (&Method::GET, Some(o)) => get_one(req, o, id),
@@ -605,6 +610,69 @@ fn query_more(req: &Req<'_>, locator: &str) -> Response {
     cursor.last_access = now;
     let body = page(store, req.ver, cursor, offset, Some(id));
     json_resp(StatusCode::OK, &body)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replication: `GET /sobjects/{SObject}/updated|deleted?start=..&end=..`
+
+/// Ids per replication answer before `EXCEEDED_ID_LIMIT`.
+const MAX_REPLICATION_IDS: usize = 600_000;
+const MINUTE_MS: i64 = 60_000;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Windows are truncated to the minute, may not end in the future, may not start more than 30
+/// days ago, and use `SystemModstamp` (updated) or the deletion time (deleted). Dates must be
+/// URL-encoded: an unencoded `+` arrives as a space and is rejected, as for SOQL.
+fn replication(req: &Req<'_>, obj: Obj, deleted: bool) -> Response {
+    let bad = |msg: &str| sf_error(StatusCode::BAD_REQUEST, "INVALID_REPLICATION_DATE", msg);
+    let date = |k: &str| param(req.query, k).and_then(parse_datetime);
+    let (Some(start), Some(end)) = (date("start"), date("end")) else {
+        return bad("start and end must be dateTime values such as 2024-05-01T10:00:00+00:00");
+    };
+    let st = req.sim.lock();
+    let now = st.store.now_ms();
+    let minute = |ms: i64| ms - ms.rem_euclid(MINUTE_MS);
+    let (start, end) = (minute(start), minute(end.min(now)));
+    if start >= end {
+        return bad("startDate must chronologically precede endDate by more than one minute");
+    }
+    if now - start > 30 * DAY_MS {
+        return bad("startDate cannot be more than 30 days ago");
+    }
+    let table = st.store.table(obj);
+    let stamp = table.schema.modstamp;
+    let in_window = |ms: i64| (start..end).contains(&ms);
+    if deleted {
+        let recs: Vec<Value> = table
+            .rows
+            .iter()
+            .filter_map(|r| r.deleted_at.filter(|d| in_window(*d)).map(|d| (r, d)))
+            .map(|(r, d)| json!({"id": r.id(&table.schema), "deletedDate": format_datetime(d)}))
+            .collect();
+        let earliest = table.rows.iter().filter_map(|r| r.deleted_at).min().unwrap_or(start);
+        return json_resp(
+            StatusCode::OK,
+            &json!({
+                "deletedRecords": recs,
+                "earliestDateAvailable": format_datetime(minute(earliest)),
+                "latestDateCovered": format_datetime(end),
+            }),
+        );
+    }
+    let ids: Vec<&str> = table
+        .rows
+        .iter()
+        .filter(|r| !r.is_deleted() && matches!(r.vals[stamp], Val::Dt(ms) if in_window(ms)))
+        .map(|r| r.id(&table.schema))
+        .collect();
+    if ids.len() > MAX_REPLICATION_IDS {
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "EXCEEDED_ID_LIMIT",
+            "too many ids in the window",
+        );
+    }
+    json_resp(StatusCode::OK, &json!({"ids": ids, "latestDateCovered": format_datetime(end)}))
 }
 
 // ---------------------------------------------------------------------------------------------

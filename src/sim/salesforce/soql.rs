@@ -592,7 +592,7 @@ fn literal(p: &mut Parser<'_>, schema: &Schema, field: usize) -> Result<Lit, Que
                 });
             }
         },
-        (Tok::Str(s), k) if k.is_text() => Lit::Str(s.to_lowercase()),
+        (Tok::Str(s), k) if k.is_text() => Lit::Str(unescape_plain(s).to_lowercase()),
         (Tok::Ident(_) | Tok::Op(_) | Tok::LParen | Tok::RParen | Tok::Comma, _) => {
             return Err(p.unexpected());
         }
@@ -602,6 +602,19 @@ fn literal(p: &mut Parser<'_>, schema: &Schema, field: usize) -> Result<Lit, Que
     };
     p.i += 1;
     Ok(lit)
+}
+
+/// Outside LIKE only `\\` means one backslash; `\_` and `\%` stay as written.
+fn unescape_plain(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' && chars.peek() == Some(&'\\') {
+            chars.next();
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn like_pattern(s: &str) -> Vec<Like> {
@@ -829,6 +842,7 @@ mod tests {
         assert_eq!(run(&s, "SELECT Id FROM Lead ORDER BY Email"), ["C", "A", "B"]);
         assert_eq!(run(&s, "SELECT Id FROM Lead ORDER BY LastName LIMIT 5 OFFSET 1"), ["B", "C"]);
         assert_eq!(run(&s, "SELECT Id FROM Lead WHERE LastName = 'it\\'s'"), Vec::<String>::new());
+        assert_eq!(unescape_plain("a\\\\b"), "a\\b");
     }
 
     #[test]

@@ -781,3 +781,36 @@ async fn bulk_seed_and_query_100k_stay_fast() {
     assert_eq!(body["records"][0]["Id"], all[50_001]["Id"]);
     assert!(queried < Duration::from_secs(3), "query took {queried:?}");
 }
+
+#[tokio::test]
+async fn replication_updated_and_deleted_windows() {
+    let h = Harness::default().await;
+    let a = h.seed("Lead", lead(1));
+    let b = h.seed("Lead", lead(2));
+    h.sim.ui_delete("Lead", &b).unwrap();
+    // Windows are whole minutes that end in the past.
+    h.sim.advance_clock(Duration::from_secs(120));
+    let now = chrono::Utc::now() + chrono::Duration::seconds(120);
+    let start = (now - chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+    let end = now.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+    let path = format!("{V}/sobjects/Lead/updated/");
+    let (status, body, _) =
+        h.send(h.http.get(h.url(&path)).query(&[("start", &start), ("end", &end)])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ids"], json!([a]));
+    assert!(body["latestDateCovered"].as_str().unwrap().ends_with(":00.000+0000"));
+    let (status, body, _) = h
+        .send(
+            h.http
+                .get(h.url(&format!("{V}/sobjects/Lead/deleted")))
+                .query(&[("start", &start), ("end", &end)]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["deletedRecords"][0]["id"], json!(b));
+    // An unencoded `+` arrives as a space.
+    let raw = h.url(&format!("{path}?start={start}&end={end}"));
+    let (status, body, _) = h.send(h.http.get(raw)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "INVALID_REPLICATION_DATE");
+}
