@@ -112,7 +112,9 @@ impl fmt::Debug for Fault {
             }
             Fault::RequestLimit { count } => write!(f, "RequestLimit {{ count: {count} }}"),
             Fault::ExpireSessions => write!(f, "ExpireSessions"),
-            Fault::Delay { delay, count } => write!(f, "Delay {{ delay: {delay:?}, count: {count} }}"),
+            Fault::Delay { delay, count } => {
+                write!(f, "Delay {{ delay: {delay:?}, count: {count} }}")
+            }
             Fault::RecordError { object, status_code, .. } => {
                 write!(f, "RecordError {{ object: {object}, status_code: {status_code} }}")
             }
@@ -270,11 +272,13 @@ impl SalesforceSim {
     /// # Errors
     /// `"<CODE>: <message>"` for an unknown object or a record Salesforce would reject.
     pub fn insert(&self, object: &str, fields: Map<String, Value>) -> Result<String, String> {
-        let obj = Obj::parse(object).ok_or_else(|| format!("INVALID_TYPE: unknown object {object}"))?;
+        let obj =
+            Obj::parse(object).ok_or_else(|| format!("INVALID_TYPE: unknown object {object}"))?;
         let mut st = self.inner.lock();
         let inc = decode(&st.store.table(obj).schema, &fields)
             .map_err(|m| format!("JSON_PARSER_ERROR: {m}"))?;
-        let (id, _) = st.store.create(obj, &inc).map_err(|e| format!("{}: {}", e.code, e.message))?;
+        let (id, _) =
+            st.store.create(obj, &inc).map_err(|e| format!("{}: {}", e.code, e.message))?;
         Ok(id)
     }
 
@@ -282,7 +286,12 @@ impl SalesforceSim {
     ///
     /// # Errors
     /// `"<CODE>: <message>"` when the record is missing or the edit is invalid.
-    pub fn ui_update(&self, object: &str, id: &str, fields: Map<String, Value>) -> Result<(), String> {
+    pub fn ui_update(
+        &self,
+        object: &str,
+        id: &str,
+        fields: Map<String, Value>,
+    ) -> Result<(), String> {
         let (obj, row, mut st) = self.locate(object, id)?;
         let inc = decode(&st.store.table(obj).schema, &fields)
             .map_err(|m| format!("JSON_PARSER_ERROR: {m}"))?;
@@ -330,8 +339,13 @@ impl SalesforceSim {
         st.store.clock_offset_ms = st.store.clock_offset_ms.saturating_add(ms);
     }
 
-    fn locate(&self, object: &str, id: &str) -> Result<(Obj, usize, MutexGuard<'_, State>), String> {
-        let obj = Obj::parse(object).ok_or_else(|| format!("INVALID_TYPE: unknown object {object}"))?;
+    fn locate(
+        &self,
+        object: &str,
+        id: &str,
+    ) -> Result<(Obj, usize, MutexGuard<'_, State>), String> {
+        let obj =
+            Obj::parse(object).ok_or_else(|| format!("INVALID_TYPE: unknown object {object}"))?;
         let st = self.inner.lock();
         let row = st
             .store
@@ -356,7 +370,10 @@ impl SalesforceSim {
         };
         let st = self.inner.lock();
         let table = st.store.table(obj);
-        (0..table.rows.len()).filter(|r| !table.rows[*r].is_deleted()).map(|r| table.wire(r)).collect()
+        (0..table.rows.len())
+            .filter(|r| !table.rows[*r].is_deleted())
+            .map(|r| table.wire(r))
+            .collect()
     }
 
     /// Invalidate every issued access token.

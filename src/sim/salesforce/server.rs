@@ -20,8 +20,8 @@ use tokio::time::Instant;
 
 use super::soql::{self, matching_rows};
 use super::store::{
-    Incoming, Obj, RecError, Store, Undo, Val, decode, default_owner_id, make_id, normalize_id,
-    org_id,
+    Incoming, Obj, RecError, Store, Undo, Val, decode, default_owner_id, format_datetime, make_id,
+    normalize_id, org_id, parse_datetime,
 };
 use super::{Cursor, Inner, State as SimState, bump};
 
@@ -116,8 +116,15 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-async fn route(sim: &Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
-    let segs: Vec<String> = uri.path().split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+async fn route(
+    sim: &Inner,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let segs: Vec<String> =
+        uri.path().split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match segs.as_slice() {
         ["services", "oauth2", "token"] => token(sim, method, headers, body),
@@ -195,7 +202,10 @@ fn token(sim: &Inner, method: &Method, headers: &HeaderMap, body: &[u8]) -> Resp
             "scope": "api",
         }),
     );
-    r.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache,must-revalidate,max-age=0,no-store,private"));
+    r.headers_mut().insert(
+        "cache-control",
+        HeaderValue::from_static("no-cache,must-revalidate,max-age=0,no-store,private"),
+    );
     r
 }
 
@@ -232,7 +242,8 @@ impl Drop for InflightGuard<'_> {
 }
 
 fn session_expired() -> Response {
-    let mut r = sf_error(StatusCode::UNAUTHORIZED, "INVALID_SESSION_ID", "Session expired or invalid");
+    let mut r =
+        sf_error(StatusCode::UNAUTHORIZED, "INVALID_SESSION_ID", "Session expired or invalid");
     r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Token"));
     r
 }
@@ -306,7 +317,8 @@ fn limit_exceeded(message: &str) -> Response {
 
 fn with_limit_info(sim: &Inner, mut resp: Response) -> Response {
     let used = sim.lock().api_used;
-    if let Ok(v) = HeaderValue::from_str(&format!("api-usage={used}/{}", sim.opts.daily_api_limit)) {
+    if let Ok(v) = HeaderValue::from_str(&format!("api-usage={used}/{}", sim.opts.daily_api_limit))
+    {
         resp.headers_mut().insert(HeaderName::from_static("sforce-limit-info"), v);
     }
     resp
@@ -399,10 +411,16 @@ fn dispatch(req: &Req<'_>, rest: &[&str]) -> Response {
         ["sobjects", obj] => match (m, Obj::parse(obj)) {
             (_, None) => not_found(),
             (&Method::POST, Some(o)) => create_one(req, o),
-            (&Method::GET, Some(o)) => {
-                json_resp(StatusCode::OK, &json!({"objectDescribe": {"name": o.name()}, "recentItems": []}))
-            }
+            (&Method::GET, Some(o)) => json_resp(
+                StatusCode::OK,
+                &json!({"objectDescribe": {"name": o.name()}, "recentItems": []}),
+            ),
             _ => method_not_allowed(m, "GET,HEAD,POST"),
+        },
+        ["sobjects", obj, kind @ ("updated" | "deleted")] => match (m, Obj::parse(obj)) {
+            (_, None) => not_found(),
+            (&Method::GET, Some(o)) => replication(req, o, *kind == "deleted"),
+            _ => method_not_allowed(m, "GET,HEAD"),
         },
         ["sobjects", obj, id] => match (m, Obj::parse(obj)) {
             (_, None) => not_found(),
@@ -429,17 +447,21 @@ fn dispatch(req: &Req<'_>, rest: &[&str]) -> Response {
         },
         ["composite", "sobjects", obj, field] => match (m, Obj::parse(obj)) {
             (_, None) => not_found(),
-            (&Method::PATCH, Some(o)) => match external_id_field(&req.sim.lock().store, o, field) {
-                Some(f) => collection_write(req, WriteKind::Upsert(o, f)),
-                None => sf_error(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_FIELD",
-                    &format!(
-                        "Field name provided, {field} is not an External ID or indexed field for {}",
-                        o.name()
+            (&Method::PATCH, Some(o)) => {
+                // Bound first: a lock guard in a match scrutinee would live through the arms.
+                let ext = external_id_field(&req.sim.lock().store, o, field);
+                match ext {
+                    Some(f) => collection_write(req, WriteKind::Upsert(o, f)),
+                    None => sf_error(
+                        StatusCode::BAD_REQUEST,
+                        "INVALID_FIELD",
+                        &format!(
+                            "Field name provided, {field} is not an External ID or indexed field for {}",
+                            o.name()
+                        ),
                     ),
-                ),
-            },
+                }
+            }
             _ => method_not_allowed(m, "PATCH"),
         },
         _ => not_found(),
@@ -455,11 +477,8 @@ fn external_id_field(store: &Store, obj: Obj, name: &str) -> Option<usize> {
 // Query
 
 fn batch_size(req: &Req<'_>) -> usize {
-    let hinted = req
-        .headers
-        .get("sforce-query-options")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
+    let hinted =
+        req.headers.get("sforce-query-options").and_then(|v| v.to_str().ok()).and_then(|v| {
             v.split(',')
                 .filter_map(|p| p.split_once('='))
                 .find(|(k, _)| k.trim().eq_ignore_ascii_case("batchSize"))
@@ -474,7 +493,11 @@ fn record_url(ver: &str, obj: Obj, id: &str) -> String {
 
 fn run_query(req: &Req<'_>, include_deleted: bool) -> Response {
     let Some(soql_text) = param(req.query, "q") else {
-        return sf_error(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", "A query string has to be specified");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_QUERY",
+            "A query string has to be specified",
+        );
     };
     let batch = batch_size(req);
     let mut st = req.sim.lock();
@@ -485,17 +508,29 @@ fn run_query(req: &Req<'_>, include_deleted: bool) -> Response {
     let table = st.store.table(q.obj);
     let rows = matching_rows(&q, table, include_deleted);
     if q.count {
-        return json_resp(StatusCode::OK, &json!({"totalSize": rows.len(), "done": true, "records": []}));
+        return json_resp(
+            StatusCode::OK,
+            &json!({"totalSize": rows.len(), "done": true, "records": []}),
+        );
     }
     // The snapshot: values as they are now, whatever later writes do.
     let snapshot: Vec<(String, Vec<Val>)> = rows
         .iter()
         .map(|r| {
             let rec = &table.rows[*r];
-            (rec.id(&table.schema).to_owned(), q.select.iter().map(|f| rec.vals[*f].clone()).collect())
+            (
+                rec.id(&table.schema).to_owned(),
+                q.select.iter().map(|f| rec.vals[*f].clone()).collect(),
+            )
         })
         .collect();
-    let cursor = Cursor { obj: q.obj, fields: q.select.clone(), rows: snapshot, batch, last_access: Instant::now() };
+    let cursor = Cursor {
+        obj: q.obj,
+        fields: q.select.clone(),
+        rows: snapshot,
+        batch,
+        last_access: Instant::now(),
+    };
     let locator = if cursor.rows.len() > batch {
         st.cursor_seq += 1;
         let id = make_id("01g", st.cursor_seq);
@@ -533,14 +568,18 @@ fn page(store: &Store, ver: &str, c: &Cursor, start: usize, locator: Option<&str
         .iter()
         .map(|(id, vals)| {
             let mut m = Map::new();
-            m.insert("attributes".into(), json!({"type": c.obj.name(), "url": record_url(ver, c.obj, id)}));
+            m.insert(
+                "attributes".into(),
+                json!({"type": c.obj.name(), "url": record_url(ver, c.obj, id)}),
+            );
             for (f, v) in c.fields.iter().zip(vals) {
                 m.insert(schema.fields[*f].name.clone(), v.to_json());
             }
             Value::Object(m)
         })
         .collect();
-    let mut body = json!({"totalSize": c.rows.len(), "done": end >= c.rows.len(), "records": records});
+    let mut body =
+        json!({"totalSize": c.rows.len(), "done": end >= c.rows.len(), "records": records});
     if end < c.rows.len()
         && let Some(loc) = locator
     {
@@ -550,13 +589,7 @@ fn page(store: &Store, ver: &str, c: &Cursor, start: usize, locator: Option<&str
 }
 
 fn query_more(req: &Req<'_>, locator: &str) -> Response {
-    let gone = || {
-        sf_error(
-            StatusCode::NOT_FOUND,
-            "INVALID_QUERY_LOCATOR",
-            "invalid query locator",
-        )
-    };
+    let gone = || sf_error(StatusCode::NOT_FOUND, "INVALID_QUERY_LOCATOR", "invalid query locator");
     let Some((id, offset)) = locator.rsplit_once('-') else {
         return gone();
     };
@@ -577,6 +610,69 @@ fn query_more(req: &Req<'_>, locator: &str) -> Response {
     cursor.last_access = now;
     let body = page(store, req.ver, cursor, offset, Some(id));
     json_resp(StatusCode::OK, &body)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replication: `GET /sobjects/{SObject}/updated|deleted?start=..&end=..`
+
+/// Ids per replication answer before `EXCEEDED_ID_LIMIT`.
+const MAX_REPLICATION_IDS: usize = 600_000;
+const MINUTE_MS: i64 = 60_000;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Windows are truncated to the minute, may not end in the future, may not start more than 30
+/// days ago, and use `SystemModstamp` (updated) or the deletion time (deleted). Dates must be
+/// URL-encoded: an unencoded `+` arrives as a space and is rejected, as for SOQL.
+fn replication(req: &Req<'_>, obj: Obj, deleted: bool) -> Response {
+    let bad = |msg: &str| sf_error(StatusCode::BAD_REQUEST, "INVALID_REPLICATION_DATE", msg);
+    let date = |k: &str| param(req.query, k).and_then(parse_datetime);
+    let (Some(start), Some(end)) = (date("start"), date("end")) else {
+        return bad("start and end must be dateTime values such as 2024-05-01T10:00:00+00:00");
+    };
+    let st = req.sim.lock();
+    let now = st.store.now_ms();
+    let minute = |ms: i64| ms - ms.rem_euclid(MINUTE_MS);
+    let (start, end) = (minute(start), minute(end.min(now)));
+    if start >= end {
+        return bad("startDate must chronologically precede endDate by more than one minute");
+    }
+    if now - start > 30 * DAY_MS {
+        return bad("startDate cannot be more than 30 days ago");
+    }
+    let table = st.store.table(obj);
+    let stamp = table.schema.modstamp;
+    let in_window = |ms: i64| (start..end).contains(&ms);
+    if deleted {
+        let recs: Vec<Value> = table
+            .rows
+            .iter()
+            .filter_map(|r| r.deleted_at.filter(|d| in_window(*d)).map(|d| (r, d)))
+            .map(|(r, d)| json!({"id": r.id(&table.schema), "deletedDate": format_datetime(d)}))
+            .collect();
+        let earliest = table.rows.iter().filter_map(|r| r.deleted_at).min().unwrap_or(start);
+        return json_resp(
+            StatusCode::OK,
+            &json!({
+                "deletedRecords": recs,
+                "earliestDateAvailable": format_datetime(minute(earliest)),
+                "latestDateCovered": format_datetime(end),
+            }),
+        );
+    }
+    let ids: Vec<&str> = table
+        .rows
+        .iter()
+        .filter(|r| !r.is_deleted() && matches!(r.vals[stamp], Val::Dt(ms) if in_window(ms)))
+        .map(|r| r.id(&table.schema))
+        .collect();
+    if ids.len() > MAX_REPLICATION_IDS {
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "EXCEEDED_ID_LIMIT",
+            "too many ids in the window",
+        );
+    }
+    json_resp(StatusCode::OK, &json!({"ids": ids, "latestDateCovered": format_datetime(end)}))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,18 +711,18 @@ enum Effect {
     Deleted,
 }
 
-fn parse_body(body: &[u8]) -> Result<Value, Response> {
+fn parse_body(body: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| {
-        json_parser_error(&format!(
+        format!(
             "Unexpected character or end of input: {e} at [line:{}, column:{}]",
             e.line(),
             e.column()
-        ))
+        )
     })
 }
 
-fn invalid_cross_reference(id: &str) -> RecError {
-    let _ = id;
+/// Decision (api-facts is silent): a well-formed id that names no record.
+fn invalid_cross_reference() -> RecError {
     RecError::new("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", &[])
 }
 
@@ -645,11 +741,16 @@ fn find_row(store: &Store, obj: Option<Obj>, id: &str) -> Result<(Obj, usize), R
     if obj.is_some_and(|o| o != owner) {
         return Err(malformed_id(id));
     }
-    store.table(owner).row_of(&norm).map(|r| (owner, r)).ok_or_else(|| invalid_cross_reference(id))
+    store.table(owner).row_of(&norm).map(|r| (owner, r)).ok_or_else(invalid_cross_reference)
 }
 
 /// A pending injected record failure that matches this write, consumed if found.
-fn record_fault(st: &mut SimState, obj: Obj, row: Option<usize>, inc: Option<&Incoming>) -> Option<RecError> {
+fn record_fault(
+    st: &mut SimState,
+    obj: Obj,
+    row: Option<usize>,
+    inc: Option<&Incoming>,
+) -> Option<RecError> {
     if !st.faults.records.iter().any(|(o, ..)| *o == obj) {
         return None;
     }
@@ -672,15 +773,26 @@ fn apply(sim: &Inner, st: &mut SimState, ops: Vec<Op>, all_or_none: bool) -> Vec
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
         let o = match op {
-            Op::Failed(id, e) => Outcome { id, created: None, error: Some(e), effect: Effect::None },
+            Op::Failed(id, e) => {
+                Outcome { id, created: None, error: Some(e), effect: Effect::None }
+            }
             Op::Create(obj, inc) => match record_fault(st, obj, None, Some(&inc)) {
-                Some(e) => Outcome { id: None, created: None, error: Some(e), effect: Effect::None },
+                Some(e) => {
+                    Outcome { id: None, created: None, error: Some(e), effect: Effect::None }
+                }
                 None => match st.store.create(obj, &inc) {
                     Ok((id, u)) => {
                         undo.push(u);
-                        Outcome { id: Some(id), created: None, error: None, effect: Effect::Created }
+                        Outcome {
+                            id: Some(id),
+                            created: None,
+                            error: None,
+                            effect: Effect::Created,
+                        }
                     }
-                    Err(e) => Outcome { id: None, created: None, error: Some(e), effect: Effect::None },
+                    Err(e) => {
+                        Outcome { id: None, created: None, error: Some(e), effect: Effect::None }
+                    }
                 },
             },
             Op::Update(obj, id, inc) => {
@@ -694,9 +806,19 @@ fn apply(sim: &Inner, st: &mut SimState, ops: Vec<Op>, all_or_none: bool) -> Vec
                     Ok(u) => {
                         undo.push(u);
                         let full = normalize_id(&id).unwrap_or(id);
-                        Outcome { id: Some(full), created: None, error: None, effect: Effect::Updated }
+                        Outcome {
+                            id: Some(full),
+                            created: None,
+                            error: None,
+                            effect: Effect::Updated,
+                        }
                     }
-                    Err(e) => Outcome { id: Some(id), created: None, error: Some(e), effect: Effect::None },
+                    Err(e) => Outcome {
+                        id: Some(id),
+                        created: None,
+                        error: Some(e),
+                        effect: Effect::None,
+                    },
                 }
             }
             Op::Upsert(obj, field, inc) => upsert(st, obj, field, &inc, &mut undo),
@@ -711,9 +833,19 @@ fn apply(sim: &Inner, st: &mut SimState, ops: Vec<Op>, all_or_none: bool) -> Vec
                     Ok(u) => {
                         undo.push(u);
                         let full = normalize_id(&id).unwrap_or(id);
-                        Outcome { id: Some(full), created: None, error: None, effect: Effect::Deleted }
+                        Outcome {
+                            id: Some(full),
+                            created: None,
+                            error: None,
+                            effect: Effect::Deleted,
+                        }
                     }
-                    Err(e) => Outcome { id: Some(id), created: None, error: Some(e), effect: Effect::None },
+                    Err(e) => Outcome {
+                        id: Some(id),
+                        created: None,
+                        error: Some(e),
+                        effect: Effect::None,
+                    },
                 }
             }
         };
@@ -750,8 +882,15 @@ fn apply(sim: &Inner, st: &mut SimState, ops: Vec<Op>, all_or_none: bool) -> Vec
     out
 }
 
-fn upsert(st: &mut SimState, obj: Obj, field: usize, inc: &Incoming, undo: &mut Vec<Undo>) -> Outcome {
-    let fail = |e: RecError| Outcome { id: None, created: None, error: Some(e), effect: Effect::None };
+fn upsert(
+    st: &mut SimState,
+    obj: Obj,
+    field: usize,
+    inc: &Incoming,
+    undo: &mut Vec<Undo>,
+) -> Outcome {
+    let fail =
+        |e: RecError| Outcome { id: None, created: None, error: Some(e), effect: Effect::None };
     let table = st.store.table(obj);
     let name = table.schema.fields[field].name.clone();
     if inc.get(table.schema.id).is_some() {
@@ -773,7 +912,12 @@ fn upsert(st: &mut SimState, obj: Obj, field: usize, inc: &Incoming, undo: &mut 
             match st.store.update(obj, row, inc) {
                 Ok(u) => {
                     undo.push(u);
-                    Outcome { id: Some(id), created: Some(false), error: None, effect: Effect::Updated }
+                    Outcome {
+                        id: Some(id),
+                        created: Some(false),
+                        error: None,
+                        effect: Effect::Updated,
+                    }
                 }
                 Err(e) => fail(e),
             }
@@ -785,7 +929,12 @@ fn upsert(st: &mut SimState, obj: Obj, field: usize, inc: &Incoming, undo: &mut 
             match st.store.create(obj, inc) {
                 Ok((id, u)) => {
                     undo.push(u);
-                    Outcome { id: Some(id), created: Some(true), error: None, effect: Effect::Created }
+                    Outcome {
+                        id: Some(id),
+                        created: Some(true),
+                        error: None,
+                        effect: Effect::Created,
+                    }
                 }
                 Err(e) => fail(e),
             }
@@ -820,7 +969,7 @@ fn exceeded_id_limit() -> Response {
 fn collection_write(req: &Req<'_>, kind: WriteKind) -> Response {
     let body = match parse_body(req.body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(m) => return json_parser_error(&m),
     };
     let Some(obj_body) = body.as_object() else {
         return json_parser_error("Cannot deserialize instance of request body from START_ARRAY");
@@ -828,10 +977,14 @@ fn collection_write(req: &Req<'_>, kind: WriteKind) -> Response {
     let all_or_none = match obj_body.get("allOrNone") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return json_parser_error("Cannot deserialize instance of boolean for allOrNone"),
+        Some(_) => {
+            return json_parser_error("Cannot deserialize instance of boolean for allOrNone");
+        }
     };
     let Some(records) = obj_body.get("records").and_then(Value::as_array) else {
-        return json_parser_error("Cannot deserialize request: records is required and must be an array");
+        return json_parser_error(
+            "Cannot deserialize request: records is required and must be an array",
+        );
     };
     if records.len() > MAX_WRITE_RECORDS {
         return exceeded_id_limit();
@@ -840,16 +993,19 @@ fn collection_write(req: &Req<'_>, kind: WriteKind) -> Response {
     let mut ops = Vec::with_capacity(records.len());
     for rec in records {
         let Some(map) = rec.as_object() else {
-            return json_parser_error("Cannot deserialize instance of SObject from a non-object value");
+            return json_parser_error(
+                "Cannot deserialize instance of SObject from a non-object value",
+            );
         };
-        let declared = map
-            .get("attributes")
-            .and_then(|a| a.get("type"))
-            .and_then(Value::as_str);
+        let declared = map.get("attributes").and_then(|a| a.get("type")).and_then(Value::as_str);
         let obj = match (kind, declared) {
             (WriteKind::Upsert(o, _), None) => o,
             (_, None) => {
-                return sf_error(StatusCode::BAD_REQUEST, "INVALID_TYPE", "Must send a concrete entity type.");
+                return sf_error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_TYPE",
+                    "Must send a concrete entity type.",
+                );
             }
             (_, Some(t)) => match Obj::parse(t) {
                 Some(o) => o,
@@ -890,7 +1046,11 @@ fn collection_write(req: &Req<'_>, kind: WriteKind) -> Response {
                         Some(id) => Op::Update(obj, id.to_owned(), inc),
                         None => Op::Failed(
                             None,
-                            RecError::new("MISSING_ARGUMENT", "Id not specified in an update call", &[]),
+                            RecError::new(
+                                "MISSING_ARGUMENT",
+                                "Id not specified in an update call",
+                                &[],
+                            ),
                         ),
                     },
                 }
@@ -900,7 +1060,10 @@ fn collection_write(req: &Req<'_>, kind: WriteKind) -> Response {
     }
     let out = apply(req.sim, &mut st, ops, all_or_none);
     let with_created = matches!(kind, WriteKind::Upsert(..));
-    json_resp(StatusCode::OK, &Value::Array(out.iter().map(|o| outcome_json(o, with_created)).collect()))
+    json_resp(
+        StatusCode::OK,
+        &Value::Array(out.iter().map(|o| outcome_json(o, with_created)).collect()),
+    )
 }
 
 /// `DELETE /composite/sobjects?ids=a,b&allOrNone=true`.
@@ -942,14 +1105,18 @@ fn collection_read(req: &Req<'_>, obj: Obj) -> Response {
     } else {
         let body = match parse_body(req.body) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(m) => return json_parser_error(&m),
         };
         let strings = |k: &str| -> Option<Vec<String>> {
             body.get(k)?.as_array()?.iter().map(|v| v.as_str().map(str::to_owned)).collect()
         };
         match (strings("ids"), strings("fields")) {
             (Some(i), Some(f)) => (i, f),
-            _ => return json_parser_error("Cannot deserialize request: ids and fields must be arrays of strings"),
+            _ => {
+                return json_parser_error(
+                    "Cannot deserialize request: ids and fields must be arrays of strings",
+                );
+            }
         }
     };
     if ids.len() > MAX_READ_IDS {
@@ -980,7 +1147,11 @@ fn collection_read(req: &Req<'_>, obj: Obj) -> Response {
     let mut out = Vec::with_capacity(ids.len());
     for id in &ids {
         let Some(norm) = normalize_id(id) else {
-            return sf_error(StatusCode::BAD_REQUEST, "MALFORMED_ID", &format!("malformed id {id}"));
+            return sf_error(
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_ID",
+                &format!("malformed id {id}"),
+            );
         };
         let row = table.row_of(&norm).filter(|r| !table.rows[*r].is_deleted());
         out.push(match row {
@@ -1017,10 +1188,10 @@ fn single_error(e: &RecError) -> Response {
     sf_error_fields(status, e)
 }
 
-fn body_object(req: &Req<'_>) -> Result<Map<String, Value>, Response> {
+fn body_object(req: &Req<'_>) -> Result<Map<String, Value>, String> {
     match parse_body(req.body)? {
         Value::Object(m) => Ok(m),
-        _ => Err(json_parser_error("Cannot deserialize instance of SObject from START_ARRAY")),
+        _ => Err("Cannot deserialize instance of SObject from START_ARRAY".to_owned()),
     }
 }
 
@@ -1028,7 +1199,7 @@ fn body_object(req: &Req<'_>) -> Result<Map<String, Value>, Response> {
 fn create_one(req: &Req<'_>, obj: Obj) -> Response {
     let map = match body_object(req) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(m) => return json_parser_error(&m),
     };
     let mut st = req.sim.lock();
     let inc = match decode(&st.store.table(obj).schema, &map) {
@@ -1080,7 +1251,7 @@ fn get_one(req: &Req<'_>, obj: Obj, id: &str) -> Response {
 fn update_one(req: &Req<'_>, obj: Obj, id: &str) -> Response {
     let map = match body_object(req) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(m) => return json_parser_error(&m),
     };
     let mut st = req.sim.lock();
     match find_row(&st.store, Some(obj), id) {
@@ -1118,7 +1289,7 @@ fn delete_one(req: &Req<'_>, obj: Obj, id: &str) -> Response {
 fn upsert_one(req: &Req<'_>, obj: Obj, field: &str, value: &str) -> Response {
     let map = match body_object(req) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(m) => return json_parser_error(&m),
     };
     let mut st = req.sim.lock();
     let Some(f) = external_id_field(&st.store, obj, field) else {

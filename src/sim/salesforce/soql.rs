@@ -200,7 +200,9 @@ fn lex(src: &str) -> Result<Vec<Token>, QueryError> {
                 }
                 Tok::Str(s)
             }
-            c if c.is_ascii_digit() || (c == '-' && at(i + 1).is_some_and(|d| d.is_ascii_digit())) => {
+            c if c.is_ascii_digit()
+                || (c == '-' && at(i + 1).is_some_and(|d| d.is_ascii_digit())) =>
+            {
                 let looks_dated = c.is_ascii_digit()
                     && (0..10).all(|k| {
                         at(i + k).is_some_and(|d| {
@@ -223,7 +225,9 @@ fn lex(src: &str) -> Result<Vec<Token>, QueryError> {
                                 return Err(malformed(
                                     src,
                                     pos,
-                                    &format!("line 1:{pos} no viable alternative at character '{text}'"),
+                                    &format!(
+                                        "line 1:{pos} no viable alternative at character '{text}'"
+                                    ),
                                 ));
                             }
                         }
@@ -237,7 +241,9 @@ fn lex(src: &str) -> Result<Vec<Token>, QueryError> {
                     i = j;
                     match text.parse::<f64>() {
                         Ok(n) => Tok::Num(n),
-                        Err(_) => return Err(malformed(src, pos, &format!("unexpected token: {text}"))),
+                        Err(_) => {
+                            return Err(malformed(src, pos, &format!("unexpected token: {text}")));
+                        }
                     }
                 }
             }
@@ -366,9 +372,7 @@ pub(crate) fn parse(src: &str, store: &Store) -> Result<Query, QueryError> {
     p.expect_kw("SELECT")?;
     let mut count = false;
     let mut names = Vec::new();
-    if p.is_kw("COUNT")
-        && p.toks.get(p.i + 1).map(|t| &t.tok) == Some(&Tok::LParen)
-    {
+    if p.is_kw("COUNT") && p.toks.get(p.i + 1).map(|t| &t.tok) == Some(&Tok::LParen) {
         p.i += 1;
         p.expect(&Tok::LParen)?;
         p.expect(&Tok::RParen)?;
@@ -432,7 +436,12 @@ pub(crate) fn parse(src: &str, store: &Store) -> Result<Query, QueryError> {
                     nulls_first = false;
                 }
             }
-            order.push(OrderKey { field, desc, nulls_first, ci: schema.fields[field].kind.is_text() });
+            order.push(OrderKey {
+                field,
+                desc,
+                nulls_first,
+                ci: schema.fields[field].kind.is_text(),
+            });
             if p.peek().map(|t| &t.tok) == Some(&Tok::Comma) {
                 p.i += 1;
             } else {
@@ -447,7 +456,7 @@ pub(crate) fn parse(src: &str, store: &Store) -> Result<Query, QueryError> {
         if n > 2000 {
             return Err(QueryError {
                 code: "NUMBER_OUTSIDE_VALID_RANGE",
-                message: located(src, pos, &format!("Maximum SOQL offset allowed is 2000")),
+                message: located(src, pos, "Maximum SOQL offset allowed is 2000"),
             });
         }
         n
@@ -503,7 +512,11 @@ fn term(p: &mut Parser<'_>, schema: &Schema) -> Result<Expr, QueryError> {
         if !ci {
             return Err(QueryError {
                 code: "INVALID_FIELD",
-                message: located(p.src, lit_pos, &format!("invalid operator on field: {}", def.name)),
+                message: located(
+                    p.src,
+                    lit_pos,
+                    &format!("invalid operator on field: {}", def.name),
+                ),
             });
         }
         return Ok(Expr::Like { field, pattern: like_pattern(&s) });
@@ -579,7 +592,7 @@ fn literal(p: &mut Parser<'_>, schema: &Schema, field: usize) -> Result<Lit, Que
                 });
             }
         },
-        (Tok::Str(s), k) if k.is_text() => Lit::Str(s.to_lowercase()),
+        (Tok::Str(s), k) if k.is_text() => Lit::Str(unescape_plain(s).to_lowercase()),
         (Tok::Ident(_) | Tok::Op(_) | Tok::LParen | Tok::RParen | Tok::Comma, _) => {
             return Err(p.unexpected());
         }
@@ -589,6 +602,19 @@ fn literal(p: &mut Parser<'_>, schema: &Schema, field: usize) -> Result<Lit, Que
     };
     p.i += 1;
     Ok(lit)
+}
+
+/// Outside LIKE only `\\` means one backslash; `\_` and `\%` stay as written.
+fn unescape_plain(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' && chars.peek() == Some(&'\\') {
+            chars.next();
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn like_pattern(s: &str) -> Vec<Like> {
@@ -644,7 +670,9 @@ fn like_match(pattern: &[Like], text: &str) -> bool {
 /// types differ.
 fn cmp_lit(v: &Val, lit: &Lit, ci: bool) -> Option<Ordering> {
     match (v, lit) {
-        (Val::Str(a), Lit::Str(b)) if ci => Some(a.chars().flat_map(char::to_lowercase).cmp(b.chars())),
+        (Val::Str(a), Lit::Str(b)) if ci => {
+            Some(a.chars().flat_map(char::to_lowercase).cmp(b.chars()))
+        }
         (Val::Str(a), Lit::Str(b)) => Some(a.as_str().cmp(b.as_str())),
         (Val::Dt(a), Lit::Dt(b)) => Some(a.cmp(b)),
         (Val::Bool(a), Lit::Bool(b)) => Some(a.cmp(b)),
@@ -719,10 +747,18 @@ pub(crate) fn matching_rows(q: &Query, table: &Table, include_deleted: bool) -> 
                 let ord = match (&a[k.field], &b[k.field]) {
                     (Val::Null, Val::Null) => Ordering::Equal,
                     (Val::Null, _) => {
-                        if k.nulls_first { Ordering::Less } else { Ordering::Greater }
+                        if k.nulls_first {
+                            Ordering::Less
+                        } else {
+                            Ordering::Greater
+                        }
                     }
                     (_, Val::Null) => {
-                        if k.nulls_first { Ordering::Greater } else { Ordering::Less }
+                        if k.nulls_first {
+                            Ordering::Greater
+                        } else {
+                            Ordering::Less
+                        }
                     }
                     (va, vb) => {
                         let o = cmp_vals(va, vb, k.ci);
@@ -795,7 +831,10 @@ mod tests {
         assert_eq!(run(&s, "SELECT Id FROM Lead WHERE Email LIKE '%@x.%'"), ["A"]);
         assert_eq!(run(&s, "SELECT Id FROM Lead WHERE NOT (Company = 'X')"), ["B"]);
         assert_eq!(
-            run(&s, "SELECT Id FROM Lead WHERE Company = 'X' AND (LastName = 'C' OR Status = 'Working - Contacted')"),
+            run(
+                &s,
+                "SELECT Id FROM Lead WHERE Company = 'X' AND (LastName = 'C' OR Status = 'Working - Contacted')"
+            ),
             ["A", "C"]
         );
         assert_eq!(run(&s, "SELECT Id FROM Lead ORDER BY LastName DESC LIMIT 2"), ["C", "B"]);
@@ -803,17 +842,24 @@ mod tests {
         assert_eq!(run(&s, "SELECT Id FROM Lead ORDER BY Email"), ["C", "A", "B"]);
         assert_eq!(run(&s, "SELECT Id FROM Lead ORDER BY LastName LIMIT 5 OFFSET 1"), ["B", "C"]);
         assert_eq!(run(&s, "SELECT Id FROM Lead WHERE LastName = 'it\\'s'"), Vec::<String>::new());
+        assert_eq!(unescape_plain("a\\\\b"), "a\\b");
     }
 
     #[test]
     fn datetime_literals_compare_instants() {
         let s = sample();
-        assert_eq!(run(&s, "SELECT Id FROM Lead WHERE SystemModstamp > 2000-01-01T00:00:00Z").len(), 3);
+        assert_eq!(
+            run(&s, "SELECT Id FROM Lead WHERE SystemModstamp > 2000-01-01T00:00:00Z").len(),
+            3
+        );
         assert_eq!(
             run(&s, "SELECT Id FROM Lead WHERE CreatedDate > 2000-01-01T00:00:00.000+0000").len(),
             3
         );
-        assert_eq!(run(&s, "SELECT Id FROM Lead WHERE CreatedDate < 2000-01-01T02:00:00+02:00").len(), 0);
+        assert_eq!(
+            run(&s, "SELECT Id FROM Lead WHERE CreatedDate < 2000-01-01T02:00:00+02:00").len(),
+            0
+        );
         // The same instant written three ways selects the same rows.
         let t = s.table(Obj::Lead);
         let ms = match &t.rows[1].vals[t.schema.modstamp] {
@@ -829,7 +875,11 @@ mod tests {
                 .to_string(),
         ];
         for f in forms {
-            assert_eq!(run(&s, &format!("SELECT Id FROM Lead WHERE SystemModstamp = {f}")), ["B"], "{f}");
+            assert_eq!(
+                run(&s, &format!("SELECT Id FROM Lead WHERE SystemModstamp = {f}")),
+                ["B"],
+                "{f}"
+            );
         }
     }
 
@@ -863,18 +913,36 @@ mod tests {
         assert_eq!(err(&s, "SELECT Id FRM Lead"), "MALFORMED_QUERY");
         assert_eq!(err(&s, "SELECT Id, Id FROM Lead"), "MALFORMED_QUERY");
         assert_eq!(err(&s, "SELECT Id FROM Lead WHERE LastName = 'x"), "MALFORMED_QUERY");
-        assert_eq!(err(&s, "SELECT Id FROM Lead WHERE A = 'x' AND B = 'y' OR C = 'z'"), "INVALID_FIELD");
+        assert_eq!(
+            err(&s, "SELECT Id FROM Lead WHERE A = 'x' AND B = 'y' OR C = 'z'"),
+            "INVALID_FIELD"
+        );
         assert_eq!(
             err(&s, "SELECT Id FROM Lead WHERE LastName = 'x' AND Email = 'y' OR Title = 'z'"),
             "MALFORMED_QUERY"
         );
         // A `+` that was not URL-encoded arrives as a space.
-        assert_eq!(err(&s, "SELECT Id FROM Lead WHERE SystemModstamp > 2024-05-01T10:00:00 00:00"), "MALFORMED_QUERY");
-        assert_eq!(err(&s, "SELECT Id FROM Lead WHERE SystemModstamp > '2024-05-01T10:00:00Z'"), "INVALID_FIELD");
-        assert_eq!(err(&s, "SELECT Id FROM Lead WHERE SystemModstamp > 2024-05-01"), "INVALID_FIELD");
+        assert_eq!(
+            err(&s, "SELECT Id FROM Lead WHERE SystemModstamp > 2024-05-01T10:00:00 00:00"),
+            "MALFORMED_QUERY"
+        );
+        assert_eq!(
+            err(&s, "SELECT Id FROM Lead WHERE SystemModstamp > '2024-05-01T10:00:00Z'"),
+            "INVALID_FIELD"
+        );
+        assert_eq!(
+            err(&s, "SELECT Id FROM Lead WHERE SystemModstamp > 2024-05-01"),
+            "INVALID_FIELD"
+        );
         assert_eq!(err(&s, "SELECT Id FROM Lead WHERE LastName = 5"), "INVALID_FIELD");
-        assert_eq!(err(&s, "SELECT Id FROM Lead WHERE HasOptedOutOfEmail = 'true'"), "INVALID_FIELD");
-        assert_eq!(err(&s, "SELECT Id FROM Lead WHERE Id = 'abc'"), "INVALID_QUERY_FILTER_OPERATOR");
+        assert_eq!(
+            err(&s, "SELECT Id FROM Lead WHERE HasOptedOutOfEmail = 'true'"),
+            "INVALID_FIELD"
+        );
+        assert_eq!(
+            err(&s, "SELECT Id FROM Lead WHERE Id = 'abc'"),
+            "INVALID_QUERY_FILTER_OPERATOR"
+        );
         assert_eq!(err(&s, "SELECT Id FROM Lead WHERE LastName IN ()"), "MALFORMED_QUERY");
         assert_eq!(err(&s, "SELECT Id FROM Lead LIMIT x"), "MALFORMED_QUERY");
         let msg = parse("SELECT Id FRM Lead", &s).unwrap_err().message;

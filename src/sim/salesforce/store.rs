@@ -314,7 +314,9 @@ pub(crate) fn normalize_id(s: &str) -> Option<String> {
         }
         18 => {
             let suffix = id_suffix(&bytes[..15]);
-            bytes[15..].eq_ignore_ascii_case(&suffix).then(|| format!("{}{}", &s[..15], String::from_utf8_lossy(&suffix)))
+            bytes[15..]
+                .eq_ignore_ascii_case(&suffix)
+                .then(|| format!("{}{}", &s[..15], String::from_utf8_lossy(&suffix)))
         }
         _ => None,
     }
@@ -607,9 +609,12 @@ impl Store {
     pub(crate) fn create(&mut self, obj: Obj, inc: &Incoming) -> Result<(String, Undo), RecError> {
         let table = self.table(obj);
         let schema = &table.schema;
-        if let Some((name, _, _)) = inc.fields.iter().find(|(_, i, _)| *i == Some(schema.id)) {
-            let _ = name;
-            return Err(RecError::new("INVALID_FIELD", "cannot specify Id in an insert call", &["Id"]));
+        if inc.get(schema.id).is_some() {
+            return Err(RecError::new(
+                "INVALID_FIELD",
+                "cannot specify Id in an insert call",
+                &["Id"],
+            ));
         }
         let mut vals = vec![Val::Null; schema.fields.len()];
         for (i, f) in schema.fields.iter().enumerate() {
@@ -640,7 +645,12 @@ impl Store {
 
     /// Update one record by row. Every successful update moves `LastModifiedDate` and
     /// `SystemModstamp`, even when no value changed (Salesforce does the same).
-    pub(crate) fn update(&mut self, obj: Obj, row: usize, inc: &Incoming) -> Result<Undo, RecError> {
+    pub(crate) fn update(
+        &mut self,
+        obj: Obj,
+        row: usize,
+        inc: &Incoming,
+    ) -> Result<Undo, RecError> {
         let table = self.table(obj);
         let schema = &table.schema;
         let rec = &table.rows[row];
@@ -701,11 +711,18 @@ impl Store {
             return Err(RecError::new("ENTITY_IS_DELETED", "entity is deleted", &[]));
         }
         if lead.schema.is_converted.map(|c| &rec.vals[c]) == Some(&Val::Bool(true)) {
-            return Err(RecError::new("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead", &[]));
+            return Err(RecError::new(
+                "CANNOT_UPDATE_CONVERTED_LEAD",
+                "cannot reference converted lead",
+                &[],
+            ));
         }
         let mut contact = Incoming::default();
-        for name in ["FirstName", "LastName", "Title", "Email", "Phone", "LeadSource", "HasOptedOutOfEmail"] {
-            if let (Some(li), Some(ci)) = (lead.schema.field(name), self.contact.schema.field(name)) {
+        for name in
+            ["FirstName", "LastName", "Title", "Email", "Phone", "LeadSource", "HasOptedOutOfEmail"]
+        {
+            if let (Some(li), Some(ci)) = (lead.schema.field(name), self.contact.schema.field(name))
+            {
                 contact.fields.push((name.to_owned(), Some(ci), rec.vals[li].clone()));
             }
         }

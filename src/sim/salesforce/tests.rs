@@ -24,12 +24,11 @@ impl Harness {
         sim.start("127.0.0.1:0").await.unwrap();
         let base = sim.base_url();
         let http = Client::new();
-        let token = fetch_token(&http, &base, "sim-client-id", "sim-client-secret")
-            .await
-            .1["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let token =
+            fetch_token(&http, &base, "sim-client-id", "sim-client-secret").await.1["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned();
         Harness { sim, http, base, token }
     }
 
@@ -41,7 +40,10 @@ impl Harness {
         format!("{}{path}", self.base)
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
         let resp = rb.bearer_auth(&self.token).send().await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -60,7 +62,8 @@ impl Harness {
     }
 
     async fn query(&self, soql: &str) -> (StatusCode, Value) {
-        let (s, b, _) = self.send(self.http.get(self.url(&format!("{V}/query"))).query(&[("q", soql)])).await;
+        let (s, b, _) =
+            self.send(self.http.get(self.url(&format!("{V}/query"))).query(&[("q", soql)])).await;
         (s, b)
     }
 
@@ -113,7 +116,10 @@ async fn token_flow_has_no_expires_in_and_rejects_bad_credentials() {
 
     let (status, body) = fetch_token(&h.http, &h.base, "sim-client-id", "wrong").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body, json!({"error": "invalid_client", "error_description": "invalid client credentials"}));
+    assert_eq!(
+        body,
+        json!({"error": "invalid_client", "error_description": "invalid client credentials"})
+    );
     let (status, body) = fetch_token(&h.http, &h.base, "nope", "sim-client-secret").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_client_id");
@@ -127,14 +133,15 @@ async fn token_flow_has_no_expires_in_and_rejects_bad_credentials() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(resp.json::<Value>().await.unwrap()["error"], "unsupported_grant_type");
-    assert_eq!(h.sim.stats().token_requests, 4);
+    assert_eq!(h.sim.stats().token_requests, 5, "four here plus the harness");
     assert_eq!(h.sim.api_usage(), 0, "token calls are not API calls");
 }
 
 #[tokio::test]
 async fn token_accepts_a_chunked_body_without_content_length() {
     let h = Harness::default().await;
-    let form = "grant_type=client_credentials&client_id=sim-client-id&client_secret=sim-client-secret";
+    let form =
+        "grant_type=client_credentials&client_id=sim-client-id&client_secret=sim-client-secret";
     let (a, b) = form.split_at(20);
     let addr = h.base.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -165,7 +172,10 @@ async fn revoked_expired_or_missing_tokens_get_401_invalid_session_id() {
     let resp = h.http.get(h.url(&format!("{V}/limits"))).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body, json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]));
+    assert_eq!(
+        body,
+        json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])
+    );
 
     // Idle timeout.
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -175,10 +185,11 @@ async fn revoked_expired_or_missing_tokens_get_401_invalid_session_id() {
 
     // A fresh token works until revoked.
     let mut h = h;
-    h.token = fetch_token(&h.http, &h.base, "sim-client-id", "sim-client-secret").await.1["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    h.token =
+        fetch_token(&h.http, &h.base, "sim-client-id", "sim-client-secret").await.1["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     assert_eq!(h.get(&format!("{V}/limits")).await.0, StatusCode::OK);
     h.sim.revoke_tokens();
     let (status, body) = h.get(&format!("{V}/limits")).await;
@@ -195,8 +206,11 @@ async fn query_returns_wire_dates_and_filters_on_all_datetime_forms() {
     assert_eq!(stamp.len(), "2024-05-01T10:00:00.000+0000".len());
     assert!(stamp.ends_with("+0000"), "{stamp}");
 
-    let (status, body) =
-        h.query(&format!("SELECT Id, Email, SystemModstamp FROM Lead WHERE SystemModstamp >= {stamp}")).await;
+    let (status, body) = h
+        .query(&format!(
+            "SELECT Id, Email, SystemModstamp FROM Lead WHERE SystemModstamp >= {stamp}"
+        ))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["totalSize"], 1);
     assert_eq!(body["done"], true);
@@ -207,7 +221,8 @@ async fn query_returns_wire_dates_and_filters_on_all_datetime_forms() {
     assert_eq!(r["SystemModstamp"], json!(stamp));
     assert!(r.get("LastName").is_none(), "only selected fields come back");
 
-    let later = h.query("SELECT Id FROM Lead WHERE SystemModstamp > 2999-01-01T00:00:00+00:00").await.1;
+    let later =
+        h.query("SELECT Id FROM Lead WHERE SystemModstamp > 2999-01-01T00:00:00+00:00").await.1;
     assert_eq!(later["totalSize"], 0);
     let (status, body) =
         h.query("SELECT Id FROM Lead WHERE SystemModstamp > 2000-01-01T00:00:00Z ORDER BY SystemModstamp").await;
@@ -260,7 +275,9 @@ async fn keyset_paging_by_modstamp_and_id_visits_every_record_once() {
                 format!("WHERE SystemModstamp > {x} OR (SystemModstamp = {x} AND Id > '{y}') ")
             }
         };
-        let soql = format!("SELECT Id, SystemModstamp FROM Lead {filter}ORDER BY SystemModstamp, Id LIMIT 7");
+        let soql = format!(
+            "SELECT Id, SystemModstamp FROM Lead {filter}ORDER BY SystemModstamp, Id LIMIT 7"
+        );
         let (status, body) = h.query(&soql).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let recs = body["records"].as_array().unwrap();
@@ -349,8 +366,13 @@ async fn collections_reject_more_than_200_records() {
             r
         })
         .collect();
-    let (status, body) =
-        h.call(reqwest::Method::POST, &format!("{V}/composite/sobjects"), json!({"records": records})).await;
+    let (status, body) = h
+        .call(
+            reqwest::Method::POST,
+            &format!("{V}/composite/sobjects"),
+            json!({"records": records}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "EXCEEDED_ID_LIMIT");
     assert!(h.sim.all("Lead").is_empty());
@@ -367,7 +389,8 @@ async fn per_record_failures_come_back_inside_a_200() {
         {"attributes": {"type": "Lead"}, "LastName": "Unknown", "Company": "A", "Foo__c": 1},
         {"attributes": {"type": "Contact"}, "LastName": "Person", "Email": "x@y.test"},
     ]});
-    let (status, out) = h.call(reqwest::Method::POST, &format!("{V}/composite/sobjects"), body).await;
+    let (status, out) =
+        h.call(reqwest::Method::POST, &format!("{V}/composite/sobjects"), body).await;
     assert_eq!(status, StatusCode::OK, "{out}");
     assert_eq!(out[0]["success"], true);
     assert!(out[0]["id"].as_str().unwrap().starts_with("00Q"));
@@ -424,7 +447,8 @@ async fn all_or_none_rolls_everything_back() {
         {"attributes": {"type": "Lead"}, "id": existing, "Title": "New"},
         {"attributes": {"type": "Lead"}, "id": existing, "Status": "Nope"},
     ]});
-    let (status, out) = h.call(reqwest::Method::PATCH, &format!("{V}/composite/sobjects"), body).await;
+    let (status, out) =
+        h.call(reqwest::Method::PATCH, &format!("{V}/composite/sobjects"), body).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(out[0]["success"], false);
     assert_eq!(out[0]["errors"][0]["statusCode"], "ALL_OR_NONE_OPERATION_ROLLED_BACK");
@@ -449,15 +473,21 @@ async fn all_or_none_rolls_everything_back() {
 #[tokio::test]
 async fn upsert_by_external_id_reports_created() {
     let h = Harness::default().await;
-    let existing = h.seed("Lead", json!({"LastName": "Old", "Company": "A", "Leadsync_Id__c": "LS-1"}));
+    let existing =
+        h.seed("Lead", json!({"LastName": "Old", "Company": "A", "Leadsync_Id__c": "LS-1"}));
     let stamp_before = h.sim.get("Lead", &existing).unwrap()["SystemModstamp"].clone();
     let body = json!({"allOrNone": false, "records": [
         {"attributes": {"type": "Lead"}, "Leadsync_Id__c": "ls-1", "LastName": "Old", "Company": "A"},
         {"attributes": {"type": "Lead"}, "Leadsync_Id__c": "LS-2", "LastName": "New", "Company": "B"},
         {"attributes": {"type": "Lead"}, "LastName": "NoKey", "Company": "B"},
     ]});
-    let (status, out) =
-        h.call(reqwest::Method::PATCH, &format!("{V}/composite/sobjects/Lead/Leadsync_Id__c"), body.clone()).await;
+    let (status, out) = h
+        .call(
+            reqwest::Method::PATCH,
+            &format!("{V}/composite/sobjects/Lead/Leadsync_Id__c"),
+            body.clone(),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{out}");
     assert_eq!(out[0], json!({"id": existing, "success": true, "errors": [], "created": false}));
     assert_eq!(out[1]["created"], true);
@@ -466,19 +496,25 @@ async fn upsert_by_external_id_reports_created() {
     // An update with identical values still moves the modstamp, as in Salesforce.
     assert_ne!(h.sim.get("Lead", &existing).unwrap()["SystemModstamp"], stamp_before);
 
-    let (_, again) =
-        h.call(reqwest::Method::PATCH, &format!("{V}/composite/sobjects/Lead/Leadsync_Id__c"), body).await;
+    let (_, again) = h
+        .call(reqwest::Method::PATCH, &format!("{V}/composite/sobjects/Lead/Leadsync_Id__c"), body)
+        .await;
     assert_eq!(again[1], json!({"id": new_id, "success": true, "errors": [], "created": false}));
 
     let (status, body) = h
-        .call(reqwest::Method::PATCH, &format!("{V}/composite/sobjects/Lead/Email"), json!({"records": []}))
+        .call(
+            reqwest::Method::PATCH,
+            &format!("{V}/composite/sobjects/Lead/Email"),
+            json!({"records": []}),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "INVALID_FIELD");
 
     // Single-record upsert: 201 then 200.
     let path = format!("{V}/sobjects/Lead/Leadsync_Id__c/LS-9");
-    let (status, out) = h.call(reqwest::Method::PATCH, &path, json!({"LastName": "S", "Company": "C"})).await;
+    let (status, out) =
+        h.call(reqwest::Method::PATCH, &path, json!({"LastName": "S", "Company": "C"})).await;
     assert_eq!((status, out["created"].clone()), (StatusCode::CREATED, json!(true)));
     let (status, out) = h.call(reqwest::Method::PATCH, &path, json!({"Title": "T"})).await;
     assert_eq!((status, out["created"].clone()), (StatusCode::OK, json!(false)));
@@ -490,8 +526,9 @@ async fn collection_read_update_and_delete() {
     let a = h.seed("Lead", lead(1));
     let b = h.seed("Lead", lead(2));
     let missing = super::store::make_id("00Q", 999_999);
-    let (status, out) =
-        h.get(&format!("{V}/composite/sobjects/Lead?ids={a},{missing},{b}&fields=Email,LastName")).await;
+    let (status, out) = h
+        .get(&format!("{V}/composite/sobjects/Lead?ids={a},{missing},{b}&fields=Email,LastName"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(out[0]["Email"], "p1@example.test");
     assert_eq!(out[1], Value::Null);
@@ -536,7 +573,11 @@ async fn collection_read_update_and_delete() {
     assert!(h.sim.all("Lead").is_empty());
     assert_eq!(h.query("SELECT Id FROM Lead").await.1["totalSize"], 0);
     let (_, all, _) = h
-        .send(h.http.get(h.url(&format!("{V}/queryAll"))).query(&[("q", "SELECT Id, IsDeleted FROM Lead")]))
+        .send(
+            h.http
+                .get(h.url(&format!("{V}/queryAll")))
+                .query(&[("q", "SELECT Id, IsDeleted FROM Lead")]),
+        )
         .await;
     assert_eq!(all["totalSize"], 2);
     assert_eq!(all["records"][0]["IsDeleted"], true);
@@ -544,12 +585,16 @@ async fn collection_read_update_and_delete() {
     assert_eq!((s.records_updated, s.records_deleted), (1, 2));
 }
 
-
 #[tokio::test]
 async fn single_record_crud() {
     let h = Harness::default().await;
-    let (status, out) =
-        h.call(reqwest::Method::POST, &format!("{V}/sobjects/Lead/"), json!({"LastName": "S", "Company": "C"})).await;
+    let (status, out) = h
+        .call(
+            reqwest::Method::POST,
+            &format!("{V}/sobjects/Lead/"),
+            json!({"LastName": "S", "Company": "C"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     let id = out["id"].as_str().unwrap().to_owned();
     assert_eq!(out, json!({"id": id, "success": true, "errors": []}));
@@ -560,10 +605,13 @@ async fn single_record_crud() {
     assert_eq!(rec["IsConverted"], false);
     assert!(rec["CreatedDate"].as_str().unwrap().ends_with("+0000"));
 
-    let (status, _) = h.call(reqwest::Method::PATCH, &format!("{V}/sobjects/Lead/{id}"), json!({"Title": "T"})).await;
+    let (status, _) = h
+        .call(reqwest::Method::PATCH, &format!("{V}/sobjects/Lead/{id}"), json!({"Title": "T"}))
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) =
-        h.call(reqwest::Method::PATCH, &format!("{V}/sobjects/Lead/{id}"), json!({"Status": "Bad"})).await;
+    let (status, body) = h
+        .call(reqwest::Method::PATCH, &format!("{V}/sobjects/Lead/{id}"), json!({"Status": "Bad"}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body[0]["fields"], json!(["Status"]));
 
@@ -573,7 +621,8 @@ async fn single_record_crud() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&body), "NOT_FOUND");
     let missing = super::store::make_id("00Q", 999_999);
-    let (status, _) = h.call(reqwest::Method::PATCH, &format!("{V}/sobjects/Lead/{missing}"), json!({})).await;
+    let (status, _) =
+        h.call(reqwest::Method::PATCH, &format!("{V}/sobjects/Lead/{missing}"), json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -598,16 +647,24 @@ async fn converted_leads_cannot_be_updated() {
 
 #[tokio::test]
 async fn limit_info_header_and_daily_limit() {
-    let h = Harness::new(SalesforceSimOptions { daily_api_limit: 3, ..SalesforceSimOptions::default() }).await;
+    let h = Harness::new(SalesforceSimOptions {
+        daily_api_limit: 3,
+        ..SalesforceSimOptions::default()
+    })
+    .await;
     let (_, body, headers) = h.send(h.http.get(h.url(&format!("{V}/limits")))).await;
     assert_eq!(headers["sforce-limit-info"], "api-usage=1/3");
     assert_eq!(body, json!({"DailyApiRequests": {"Max": 3, "Remaining": 2}}));
-    let (_, _, headers) = h.send(h.http.get(h.url(&format!("{V}/query?q=SELECT+Id+FROM+Lead")))).await;
+    let (_, _, headers) =
+        h.send(h.http.get(h.url(&format!("{V}/query?q=SELECT+Id+FROM+Lead")))).await;
     assert_eq!(headers["sforce-limit-info"], "api-usage=2/3");
     assert_eq!(h.get(&format!("{V}/limits")).await.0, StatusCode::OK);
     let (status, body, headers) = h.send(h.http.get(h.url(&format!("{V}/limits")))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(body, json!([{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]));
+    assert_eq!(
+        body,
+        json!([{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
+    );
     assert_eq!(headers["sforce-limit-info"], "api-usage=3/3");
     let s = h.sim.stats();
     assert_eq!((s.api_reads, s.errors_returned), (3, 1));
@@ -640,10 +697,12 @@ async fn injected_faults() {
         {"attributes": {"type": "Lead"}, "id": a, "Title": "X"},
         {"attributes": {"type": "Lead"}, "id": b, "Title": "X"},
     ]});
-    let (_, out) = h.call(reqwest::Method::PATCH, &format!("{V}/composite/sobjects"), records.clone()).await;
+    let (_, out) =
+        h.call(reqwest::Method::PATCH, &format!("{V}/composite/sobjects"), records.clone()).await;
     assert_eq!(out[0]["success"], true);
     assert_eq!(out[1]["errors"][0]["statusCode"], "UNABLE_TO_LOCK_ROW");
-    let (_, out) = h.call(reqwest::Method::PATCH, &format!("{V}/composite/sobjects"), records).await;
+    let (_, out) =
+        h.call(reqwest::Method::PATCH, &format!("{V}/composite/sobjects"), records).await;
     assert_eq!(out[1]["success"], true, "the record fault fires once");
 
     h.sim.inject(Fault::ExpireSessions);
@@ -652,8 +711,11 @@ async fn injected_faults() {
 
 #[tokio::test]
 async fn concurrency_limit_rejects_the_extra_call() {
-    let h = Harness::new(SalesforceSimOptions { max_concurrent: Some(1), ..SalesforceSimOptions::default() })
-        .await;
+    let h = Harness::new(SalesforceSimOptions {
+        max_concurrent: Some(1),
+        ..SalesforceSimOptions::default()
+    })
+    .await;
     h.sim.inject(Fault::Delay { delay: Duration::from_millis(300), count: 1 });
     let slow = h.send(h.http.get(h.url(&format!("{V}/limits"))));
     let fast = async {
@@ -670,16 +732,26 @@ async fn concurrency_limit_rejects_the_extra_call() {
 async fn modstamps_strictly_increase() {
     let sim = SalesforceSim::new(SalesforceSimOptions::default());
     let ids: Vec<String> = (0..50).map(|n| sim.insert("Lead", obj(lead(n))).unwrap()).collect();
-    let stamps: Vec<String> =
-        ids.iter().map(|id| sim.get("Lead", id).unwrap()["SystemModstamp"].as_str().unwrap().to_owned()).collect();
+    let stamps: Vec<String> = ids
+        .iter()
+        .map(|id| sim.get("Lead", id).unwrap()["SystemModstamp"].as_str().unwrap().to_owned())
+        .collect();
     assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
     let before = sim.get("Lead", &ids[0]).unwrap();
     sim.touch_system("Lead", &ids[0]).unwrap();
     let after = sim.get("Lead", &ids[0]).unwrap();
     assert!(after["SystemModstamp"].as_str() > before["SystemModstamp"].as_str());
     assert_eq!(after["LastModifiedDate"], before["LastModifiedDate"]);
-    assert!(sim.insert("Lead", obj(json!({"LastName": "X"}))).unwrap_err().starts_with("REQUIRED_FIELD_MISSING"));
-    assert!(sim.insert("Lead", obj(json!({"LastName": "X", "Company": "C", "Email": "nope"}))).unwrap_err().starts_with("INVALID_EMAIL_ADDRESS"));
+    assert!(
+        sim.insert("Lead", obj(json!({"LastName": "X"})))
+            .unwrap_err()
+            .starts_with("REQUIRED_FIELD_MISSING")
+    );
+    assert!(
+        sim.insert("Lead", obj(json!({"LastName": "X", "Company": "C", "Email": "nope"})))
+            .unwrap_err()
+            .starts_with("INVALID_EMAIL_ADDRESS")
+    );
     // Email is not unique on Lead.
     sim.insert("Lead", obj(lead(1))).unwrap();
 }
@@ -708,4 +780,37 @@ async fn bulk_seed_and_query_100k_stay_fast() {
     assert_eq!(body["totalSize"], 2000);
     assert_eq!(body["records"][0]["Id"], all[50_001]["Id"]);
     assert!(queried < Duration::from_secs(3), "query took {queried:?}");
+}
+
+#[tokio::test]
+async fn replication_updated_and_deleted_windows() {
+    let h = Harness::default().await;
+    let a = h.seed("Lead", lead(1));
+    let b = h.seed("Lead", lead(2));
+    h.sim.ui_delete("Lead", &b).unwrap();
+    // Windows are whole minutes that end in the past.
+    h.sim.advance_clock(Duration::from_secs(120));
+    let now = chrono::Utc::now() + chrono::Duration::seconds(120);
+    let start = (now - chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+    let end = now.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+    let path = format!("{V}/sobjects/Lead/updated/");
+    let (status, body, _) =
+        h.send(h.http.get(h.url(&path)).query(&[("start", &start), ("end", &end)])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ids"], json!([a]));
+    assert!(body["latestDateCovered"].as_str().unwrap().ends_with(":00.000+0000"));
+    let (status, body, _) = h
+        .send(
+            h.http
+                .get(h.url(&format!("{V}/sobjects/Lead/deleted")))
+                .query(&[("start", &start), ("end", &end)]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["deletedRecords"][0]["id"], json!(b));
+    // An unencoded `+` arrives as a space.
+    let raw = h.url(&format!("{path}?start={start}&end={end}"));
+    let (status, body, _) = h.send(h.http.get(raw)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "INVALID_REPLICATION_DATE");
 }
