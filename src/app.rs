@@ -29,9 +29,13 @@ use crate::shutdown::Shutdown;
 ///
 /// # Errors
 /// The connector cannot be built (e.g. its HTTP client).
-pub fn build_connector(s: &crate::settings::SystemSettings) -> Result<AnyConnector, ConnectorError> {
+pub fn build_connector(
+    s: &crate::settings::SystemSettings,
+) -> Result<AnyConnector, ConnectorError> {
     Ok(match &s.connector {
-        ConnectorSettings::Salesforce(c) => AnyConnector::Salesforce(SalesforceConnector::new(c.clone())?),
+        ConnectorSettings::Salesforce(c) => {
+            AnyConnector::Salesforce(SalesforceConnector::new(c.clone())?)
+        }
         ConnectorSettings::Hubspot(c) => AnyConnector::Hubspot(HubspotConnector::new(c.clone())?),
     })
 }
@@ -100,10 +104,12 @@ impl Progress {
         }
     }
 
-    /// Every system has been polled to its end since the last push finished, so whatever
-    /// leadsync wrote has been read back (and found to need nothing more).
-    pub fn quiet_since_last_push(&self) -> bool {
+    /// Every system has been polled to its end by a pass that started after `since` and after
+    /// the last push finished, so whatever changed before and whatever leadsync wrote has been
+    /// read back.
+    pub fn polled_through_since(&self, since: Instant) -> bool {
         let last_push = self.last_push_at.lock().map(|g| *g).unwrap_or(None);
+        let last_push = Some(last_push.map_or(since, |p| p.max(since)));
         let caught = match self.caught_up_at.lock() {
             Ok(g) => g.clone(),
             Err(_) => return false,
@@ -181,10 +187,7 @@ impl App {
 
     /// API calls each connector made so far.
     pub fn api_calls(&self) -> BTreeMap<SystemName, ApiCallCounts> {
-        self.systems
-            .iter()
-            .map(|s| (s.name.clone(), s.connector.counters().snapshot()))
-            .collect()
+        self.systems.iter().map(|s| (s.name.clone(), s.connector.counters().snapshot())).collect()
     }
 
     /// Authenticate and make one read against every system.
@@ -380,7 +383,8 @@ async fn reconciler(
                 break;
             }
         }
-        if shutdown.is_triggered() || !idle(&mut shutdown, Duration::from_secs(1), Some(&wake)).await
+        if shutdown.is_triggered()
+            || !idle(&mut shutdown, Duration::from_secs(1), Some(&wake)).await
         {
             break;
         }
@@ -468,7 +472,10 @@ async fn push_group(
             bump(&progress.pushed_updated, &name, tally.updated as u64);
             bump(&progress.dead, &name, tally.dead as u64);
             if tally.dead > 0 {
-                tracing::warn!(dead = tally.dead, "records rejected by the vendor, kept as dead letters");
+                tracing::warn!(
+                    dead = tally.dead,
+                    "records rejected by the vendor, kept as dead letters"
+                );
             }
             Ok(true)
         }

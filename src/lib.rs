@@ -14,15 +14,15 @@
 //! - `cli`: the subcommands of the one binary.
 //! - `retry`, `telemetry`, `shutdown`: cross-cutting pieces.
 
+pub mod app;
+pub mod cli;
 pub mod connectors;
 pub mod domain;
 pub mod ledger;
 pub mod reconcile;
 pub mod retry;
-pub mod sim;
-pub mod app;
-pub mod cli;
 pub mod settings;
 pub mod shutdown;
+pub mod sim;
 pub mod telemetry;
 pub mod verify;

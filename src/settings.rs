@@ -146,15 +146,21 @@ impl Settings {
     ///
     /// # Errors
     /// A [`SettingsError`] naming the key and the problem.
-    pub fn load(source: Source<'_>, env: &HashMap<String, String>) -> Result<Settings, SettingsError> {
+    pub fn load(
+        source: Source<'_>,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings, SettingsError> {
         let text = match source {
             Source::File(p) => std::fs::read_to_string(p)
                 .map_err(|e| SettingsError::Load(format!("{}: {e}", p.display())))?,
             Source::Inline(s) => s.to_string(),
         };
         let file = config::File::from_str(&text, config::FileFormat::Toml);
-        let leadsync_env: HashMap<String, String> =
-            env.iter().filter(|(k, _)| k.starts_with("LEADSYNC__")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let leadsync_env: HashMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("LEADSYNC__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let cfg = config::Config::builder()
             .add_source(file)
             .add_source(
@@ -177,11 +183,7 @@ impl Settings {
 /// The `config` crate reports "missing field `x`" or "unknown field `x`, expected ..." with
 /// a path when it has one; turn that into our key-naming error.
 fn key_error_from_message(m: &str) -> SettingsError {
-    let key = m
-        .split('`')
-        .nth(1)
-        .map(str::to_string)
-        .unwrap_or_else(|| "configuration".into());
+    let key = m.split('`').nth(1).map(str::to_string).unwrap_or_else(|| "configuration".into());
     let key = match m.rsplit_once(" for key `") {
         Some((_, rest)) => {
             let path = rest.trim_end_matches('`');

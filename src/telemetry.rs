@@ -13,8 +13,8 @@ use crate::settings::LogFormat;
 /// Install the global subscriber. `RUST_LOG` overrides `level` when set. Safe to call once;
 /// later calls are ignored (tests start several engines in one process).
 pub fn init(format: LogFormat, level: &str, rust_log: Option<&str>) {
-    let filter = EnvFilter::try_new(rust_log.unwrap_or(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_new(rust_log.unwrap_or(level)).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

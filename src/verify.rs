@@ -41,12 +41,8 @@ pub fn compare(
     for lead in snapshot {
         let stage = lead.fields.get(&Field::LifecycleStage).and_then(|s| Stage::parse(s));
         for sys in &rules.systems {
-            let records: Vec<&RemoteId> = lead
-                .links
-                .iter()
-                .filter(|(s, _)| s == sys.name.as_str())
-                .map(|(_, r)| r)
-                .collect();
+            let records: Vec<&RemoteId> =
+                lead.links.iter().filter(|(s, _)| s == sys.name.as_str()).map(|(_, r)| r).collect();
             let should_exist = lead.fields.contains_key(&Field::Email)
                 && match sys.create {
                     CreatePolicy::Always => true,

@@ -46,7 +46,11 @@ fn peak_rss_kib() -> Option<u64> {
 
 #[allow(clippy::too_many_lines, reason = "a linear script")]
 pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
-    telemetry::init(crate::settings::LogFormat::Auto, "warn", env.get("RUST_LOG").map(String::as_str));
+    telemetry::init(
+        crate::settings::LogFormat::Auto,
+        "warn",
+        env.get("RUST_LOG").map(String::as_str),
+    );
     let both = args.leads * args.overlap.min(100) / 100;
     let one_side = args.leads - both;
     let total = both + 2 * one_side;
@@ -61,7 +65,12 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
         };
         p.sf_duplicate = false;
     }
-    let harness = match Harness::start(SalesforceSimOptions { daily_api_limit: u64::MAX, ..SalesforceSimOptions::default() }, HubspotSimOptions::unlimited()).await {
+    let harness = match Harness::start(
+        SalesforceSimOptions { daily_api_limit: u64::MAX, ..SalesforceSimOptions::default() },
+        HubspotSimOptions::unlimited(),
+    )
+    .await
+    {
         Ok(h) => h,
         Err(e) => {
             eprintln!("leadsync: cannot start simulators: {e}");
@@ -84,7 +93,8 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
         args.overlap,
         seed_start.elapsed().as_secs_f64()
     );
-    let dir = std::env::temp_dir().join(format!("leadsync-bench-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("leadsync-bench-{}", uuid::Uuid::new_v4().simple()));
     if let Err(e) = std::fs::create_dir_all(&dir) {
         eprintln!("leadsync: cannot create {}: {e}", dir.display());
         return exit::IOERR;
@@ -139,7 +149,10 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
     let sf_writes = sf.api_writes - sf_before.api_writes;
     let hs_writes = hs.api_writes - hs_before.api_writes;
     let secs = elapsed.as_secs_f64();
-    println!("leadsync bench: initial sync, {} leads per side, {}% overlap", args.leads, args.overlap);
+    println!(
+        "leadsync bench: initial sync, {} leads per side, {}% overlap",
+        args.leads, args.overlap
+    );
     println!("  converged                  {}", if converged { "yes" } else { "NO (timed out)" });
     println!("  elapsed                    {secs:.1} s");
     println!("  persons in ledger          {}", totals.persons);
@@ -169,7 +182,14 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
         peak_rss_kib().map(|k| k / 1024).unwrap_or(0),
         seeded.salesforce + seeded.hubspot
     );
-    println!("  both systems agree         {}", if disagreements.is_empty() { "yes".to_string() } else { format!("NO ({})", disagreements.len()) });
+    println!(
+        "  both systems agree         {}",
+        if disagreements.is_empty() {
+            "yes".to_string()
+        } else {
+            format!("NO ({})", disagreements.len())
+        }
+    );
     drop(std::fs::remove_dir_all(&dir));
     if converged && engine_ok && disagreements.is_empty() { exit::OK } else { exit::FAILURE }
 }

@@ -112,15 +112,16 @@ fn progress_line(app: &App, phase: &str) -> String {
 }
 
 async fn converge(app: &App, ui: &mut Ui, phase: &str, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    let wait = wait_converged(app, timeout);
+    tokio::pin!(wait);
     loop {
         ui.status(progress_line(app, phase));
-        if wait_converged(app, Duration::from_millis(400)).await {
-            ui.status(progress_line(app, phase));
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
+        tokio::select! {
+            done = &mut wait => {
+                ui.status(progress_line(app, phase));
+                return done;
+            }
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
 }
@@ -232,7 +233,8 @@ fn live_changes(h: &Harness, rng: &mut StdRng) -> Vec<LiveChange> {
                     .collect();
                 !mine.is_empty()
                     && mine.iter().all(|l| {
-                        l.get("HasOptedOutOfEmail").and_then(serde_json::Value::as_bool) == Some(true)
+                        l.get("HasOptedOutOfEmail").and_then(serde_json::Value::as_bool)
+                            == Some(true)
                     })
             }),
         });
@@ -246,7 +248,8 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
     let ledger_path = match &args.ledger {
         Some(p) => p.clone(),
         None => {
-            let dir = std::env::temp_dir().join(format!("leadsync-demo-{}", uuid::Uuid::new_v4().simple()));
+            let dir = std::env::temp_dir()
+                .join(format!("leadsync-demo-{}", uuid::Uuid::new_v4().simple()));
             if let Err(e) = std::fs::create_dir_all(&dir) {
                 eprintln!("leadsync: cannot create {}: {e}", dir.display());
                 return exit::IOERR;
@@ -254,15 +257,20 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
             dir.join("ledger.db")
         }
     };
-    telemetry::init(crate::settings::LogFormat::Auto, "warn", env.get("RUST_LOG").map(String::as_str));
+    telemetry::init(
+        crate::settings::LogFormat::Auto,
+        "warn",
+        env.get("RUST_LOG").map(String::as_str),
+    );
 
-    let harness = match Harness::start(SalesforceSimOptions::default(), HubspotSimOptions::default()).await {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("leadsync: cannot start simulators: {e}");
-            return exit::IOERR;
-        }
-    };
+    let harness =
+        match Harness::start(SalesforceSimOptions::default(), HubspotSimOptions::default()).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("leadsync: cannot start simulators: {e}");
+                return exit::IOERR;
+            }
+        };
     let people = population::generate(args.leads, args.seed);
     let seeded = match harness.seed(&people) {
         Ok(s) => s,
@@ -313,7 +321,10 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
     let timeout = Duration::from_secs(args.timeout);
     let initial_ok = converge(&app, &mut ui, "initial sync", timeout).await;
     let initial_secs = started.elapsed().as_secs_f64();
-    ui.say(&format!("initial sync {} after {initial_secs:.1} s", if initial_ok { "converged" } else { "did NOT converge" }));
+    ui.say(&format!(
+        "initial sync {} after {initial_secs:.1} s",
+        if initial_ok { "converged" } else { "did NOT converge" }
+    ));
 
     let mut rng = StdRng::seed_from_u64(args.seed ^ 0x5eed);
     let changes = live_changes(&harness, &mut rng);
@@ -346,7 +357,8 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
         }
     };
 
-    let crossed: Vec<(&str, bool)> = changes.iter().map(|c| (c.what, (c.check)(&harness))).collect();
+    let crossed: Vec<(&str, bool)> =
+        changes.iter().map(|c| (c.what, (c.check)(&harness))).collect();
     let snapshot = match app.ledger().snapshot() {
         Ok(s) => s,
         Err(e) => {
@@ -367,7 +379,11 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
     println!();
     println!("leadsync demo summary");
     println!("  people generated           {}", people.len());
-    println!("  records seen               salesforce {}  hubspot {}", count(&p.polled, &crm), count(&p.polled, &mkt));
+    println!(
+        "  records seen               salesforce {}  hubspot {}",
+        count(&p.polled, &crm),
+        count(&p.polled, &mkt)
+    );
     println!("  persons in ledger          {}", totals.persons);
     println!(
         "  links                      salesforce {}  hubspot {}",
@@ -392,20 +408,35 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
     let c = |n: &SystemName| calls.get(n).copied().unwrap_or_default();
     println!(
         "  API calls (leadsync)       salesforce {} reads, {} writes   hubspot {} reads, {} writes",
-        c(&crm).reads, c(&crm).writes, c(&mkt).reads, c(&mkt).writes
+        c(&crm).reads,
+        c(&crm).writes,
+        c(&mkt).reads,
+        c(&mkt).writes
     );
     println!(
-        "  API calls (vendor count)   salesforce {} reads, {} writes   hubspot {} reads, {} writes, {} answered 429",
-        sf.api_reads, sf.api_writes, hs.api_reads, hs.api_writes, hs.rate_limited
+        "  API calls (vendor count)   salesforce {} reads, {} writes   hubspot {} reads ({} searches), {} writes, {} answered 429",
+        sf.api_reads,
+        sf.api_writes,
+        hs.api_reads + hs.search_calls,
+        hs.search_calls,
+        hs.api_writes,
+        hs.rate_limited
     );
-    println!("  elapsed                    {:.1} s (initial sync {initial_secs:.1} s)", started.elapsed().as_secs_f64());
+    println!(
+        "  elapsed                    {:.1} s (initial sync {initial_secs:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
     for (what, ok) in &crossed {
         println!("  live change {}  {what}", if *ok { "crossed ✓" } else { "MISSING ✗" });
     }
     let agree = disagreements.is_empty();
     println!(
         "  both systems agree         {}",
-        if agree { "yes".to_string() } else { format!("NO: {} disagreements", disagreements.len()) }
+        if agree {
+            "yes".to_string()
+        } else {
+            format!("NO: {} disagreements", disagreements.len())
+        }
     );
     for d in disagreements.iter().take(10) {
         println!("    {d}");
@@ -438,7 +469,10 @@ fn random_edit(h: &Harness, rng: &mut StdRng) {
         let lead = &all[rng.random_range(0..all.len())];
         let Some(id) = lead.get("Id").and_then(|v| v.as_str()) else { return };
         let mut m = serde_json::Map::new();
-        m.insert("Title".into(), serde_json::Value::String(TITLES[rng.random_range(0..TITLES.len())].into()));
+        m.insert(
+            "Title".into(),
+            serde_json::Value::String(TITLES[rng.random_range(0..TITLES.len())].into()),
+        );
         drop(h.salesforce.ui_update("Lead", id, m));
     }
 }

@@ -31,7 +31,11 @@ pub mod exit {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "leadsync", version, about = "Keeps a CRM and a marketing platform telling the same story about every lead")]
+#[command(
+    name = "leadsync",
+    version,
+    about = "Keeps a CRM and a marketing platform telling the same story about every lead"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -12,7 +12,11 @@ pub async fn run(config: &Path, env: &HashMap<String, String>) -> u8 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    telemetry::init(settings.log.format, &settings.log.level, env.get("RUST_LOG").map(String::as_str));
+    telemetry::init(
+        settings.log.format,
+        &settings.log.level,
+        env.get("RUST_LOG").map(String::as_str),
+    );
     let app = match App::build(&settings) {
         Ok(a) => a,
         Err(e) => {

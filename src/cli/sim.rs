@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use clap::{Args, ValueEnum};
 
 use super::exit;
+use crate::shutdown;
 use crate::sim::hubspot::{HubspotSim, HubspotSimOptions};
 use crate::sim::population::{self, Presence};
 use crate::sim::salesforce::{SalesforceSim, SalesforceSimOptions};
-use crate::shutdown;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Vendor {
@@ -57,7 +57,10 @@ pub async fn run(args: SimArgs, _env: &HashMap<String, String>) -> u8 {
             sim.start(&args.listen).await.map(|a| (a, "salesforce"))
         }
         Vendor::Hubspot => {
-            let sim = HubspotSim::new(HubspotSimOptions { token: args.token.clone(), ..HubspotSimOptions::default() });
+            let sim = HubspotSim::new(HubspotSimOptions {
+                token: args.token.clone(),
+                ..HubspotSimOptions::default()
+            });
             for p in people.iter().filter(|p| p.presence != Presence::CrmOnly) {
                 if let Err(e) = sim.insert(p.hubspot_contact()) {
                     eprintln!("leadsync: seeding failed: {e}");

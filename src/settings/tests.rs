@@ -14,7 +14,10 @@ fn example() -> String {
             "client_secret_file = \"/run/credentials/leadsync.service/salesforce_client_secret\"",
             "client_secret_env = \"SF\"",
         )
-        .replace("token_file = \"/run/credentials/leadsync.service/hubspot_token\"", "token_env = \"HS\"")
+        .replace(
+            "token_file = \"/run/credentials/leadsync.service/hubspot_token\"",
+            "token_env = \"HS\"",
+        )
 }
 
 #[test]
@@ -68,8 +71,14 @@ fn key_of(r: Result<Settings, SettingsError>) -> String {
 #[test]
 fn errors_name_the_key() {
     let e = env(&[("SF", "x"), ("HS", "y")]);
-    let bad = example().replace("status_implies_stage = { working = \"sql\"", "status_implies_stage = { working = \"sqll\"");
-    assert_eq!(key_of(Settings::load(Source::Inline(&bad), &e)), "sync.status_implies_stage.working");
+    let bad = example().replace(
+        "status_implies_stage = { working = \"sql\"",
+        "status_implies_stage = { working = \"sqll\"",
+    );
+    assert_eq!(
+        key_of(Settings::load(Source::Inline(&bad), &e)),
+        "sync.status_implies_stage.working"
+    );
     let bad = example().replace("format = \"auto\"", "format = \"xml\"");
     assert_eq!(key_of(Settings::load(Source::Inline(&bad), &e)), "log.format");
     let bad = example().replace("create_when = \"mql\"", "create_when = \"sometimes\"");

@@ -110,7 +110,11 @@ impl Harness {
 
     /// A record's properties as the vendor holds them now, read from the simulator's store
     /// (not through the connector under test).
-    pub fn fetch(&self, system: &SystemName, remote: &RemoteId) -> Option<BTreeMap<String, Option<String>>> {
+    pub fn fetch(
+        &self,
+        system: &SystemName,
+        remote: &RemoteId,
+    ) -> Option<BTreeMap<String, Option<String>>> {
         match system.as_str() {
             "crm" => self.salesforce.get(&remote.object_type, &remote.id).map(|m| {
                 m.into_iter()
@@ -131,10 +135,12 @@ impl Harness {
     }
 }
 
-/// Wait until the engine has nothing left to do and has read back its own writes, or until
-/// `timeout`. Returns whether it converged.
+/// Wait until the engine has read every system through after this call began, has nothing
+/// left to do, and has read back its own writes; or until `timeout`. Returns whether it
+/// converged.
 pub async fn wait_converged(app: &App, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let since = tokio::time::Instant::now();
+    let deadline = since + timeout;
     let progress = app.progress();
     let ledger = app.ledger();
     let mut quiet_rounds = 0;
@@ -142,7 +148,7 @@ pub async fn wait_converged(app: &App, timeout: Duration) -> bool {
         let l = std::sync::Arc::clone(&ledger);
         let backlog = tokio::task::spawn_blocking(move || l.backlog()).await;
         let idle = matches!(backlog, Ok(Ok((0, 0))));
-        if idle && progress.quiet_since_last_push() {
+        if idle && progress.polled_through_since(since) {
             quiet_rounds += 1;
             // Two looks in a row, so a poll that just landed gets reconciled first.
             if quiet_rounds >= 2 {

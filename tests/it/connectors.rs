@@ -61,7 +61,11 @@ async fn hubspot_polling_across_the_10k_search_cap_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn salesforce_polling_pages_through_everything() {
-    let h = harness(SalesforceSimOptions { daily_api_limit: u64::MAX, ..SalesforceSimOptions::default() }, HubspotSimOptions::unlimited()).await;
+    let h = harness(
+        SalesforceSimOptions { daily_api_limit: u64::MAX, ..SalesforceSimOptions::default() },
+        HubspotSimOptions::unlimited(),
+    )
+    .await;
     let people = leadsync::sim::population::generate(4500, 9);
     for p in &people {
         h.salesforce.insert("Lead", p.salesforce_lead(false)).expect("insert");

@@ -97,7 +97,9 @@ impl TestApp {
 }
 
 /// Salesforce leads by lower-cased email.
-pub fn sf_by_email(h: &Harness) -> BTreeMap<String, Vec<serde_json::Map<String, serde_json::Value>>> {
+pub fn sf_by_email(
+    h: &Harness,
+) -> BTreeMap<String, Vec<serde_json::Map<String, serde_json::Value>>> {
     let mut m: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for l in h.salesforce.all("Lead") {
         if let Some(e) = l.get("Email").and_then(|v| v.as_str()) {

@@ -75,16 +75,15 @@ async fn a_second_cycle_over_unchanged_data_makes_zero_writes() {
 async fn opt_outs_cross_over_both_ways() {
     let t = spawn_app(200, 3).await;
     t.converge().await;
-    let mut both = t.people.iter().filter(|p| p.presence == Presence::Both && !p.hs_opt_out && !p.sf_opt_out);
+    let mut both =
+        t.people.iter().filter(|p| p.presence == Presence::Both && !p.hs_opt_out && !p.sf_opt_out);
     let a = both.next().expect("person a");
     let b = both.next().expect("person b");
 
     // a unsubscribes from a HubSpot email; b is opted out by sales in Salesforce.
     t.harness.hubspot.ui_unsubscribe(&a.email);
-    let b_id = sf_by_email(&t.harness)[&b.email.to_lowercase()][0]["Id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let b_id =
+        sf_by_email(&t.harness)[&b.email.to_lowercase()][0]["Id"].as_str().expect("id").to_string();
     let mut m = serde_json::Map::new();
     m.insert("HasOptedOutOfEmail".into(), serde_json::Value::Bool(true));
     t.harness.salesforce.ui_update("Lead", &b_id, m).expect("ui update");
@@ -169,7 +168,11 @@ async fn killed_mid_sync_and_restarted_loses_nothing_and_duplicates_nothing() {
         } else {
             agreeing = 0;
         }
-        assert!(std::time::Instant::now() < deadline, "no agreement after restart: {} left", bad.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no agreement after restart: {} left",
+            bad.len()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
