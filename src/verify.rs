@@ -30,13 +30,12 @@ impl std::fmt::Display for Disagreement {
     }
 }
 
+/// Reads a record's vendor properties (`None` when the vendor does not have it).
+pub type Fetch<'a> = &'a dyn Fn(&SystemName, &RemoteId) -> Option<BTreeMap<String, Option<String>>>;
+
 /// Compare every person with every record linked to them. `fetch` returns a record's vendor
 /// properties (`None` when the vendor does not have it).
-pub fn compare(
-    snapshot: &[LeadSnapshot],
-    rules: &Rules,
-    fetch: &dyn Fn(&SystemName, &RemoteId) -> Option<BTreeMap<String, Option<String>>>,
-) -> Vec<Disagreement> {
+pub fn compare(snapshot: &[LeadSnapshot], rules: &Rules, fetch: Fetch<'_>) -> Vec<Disagreement> {
     let mut out = Vec::new();
     for lead in snapshot {
         let stage = lead.fields.get(&Field::LifecycleStage).and_then(|s| Stage::parse(s));

@@ -371,6 +371,10 @@ impl Ledger {
     ///
     /// # Errors
     /// SQLite failures; nothing is committed then and the same results may be recorded again.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call per push round; each argument is distinct"
+    )]
     pub fn record_push_results(
         &self,
         system: &SystemName,

@@ -142,7 +142,8 @@ fn retry_outcome_backs_off_then_dead_letters() {
         outbox_id: due[0].record.outbox_id,
         code: "UNABLE_TO_LOCK_ROW".into(),
     };
-    l.record_push_results(&crm, &due, &[o.clone()], &r, policy, t(3), t(3)).expect("record");
+    l.record_push_results(&crm, &due, std::slice::from_ref(&o), &r, policy, t(3), t(3))
+        .expect("record");
     assert!(l.due_pushes(&crm, 10, t(3)).expect("due").is_empty(), "backed off");
     let due = l.due_pushes(&crm, 10, t(100)).expect("due later");
     assert_eq!(due.len(), 1);

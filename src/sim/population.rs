@@ -277,7 +277,7 @@ pub fn generate(n: usize, seed: u64) -> Vec<Person> {
                 company: company.to_string(),
                 title: (*pick(&mut rng, TITLES)).to_string(),
                 phone,
-                source: *pick(&mut rng, SOURCES),
+                source: SOURCES[rng.random_range(0..SOURCES.len())],
                 presence,
                 hs_stage,
                 sf_status,

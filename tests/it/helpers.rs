@@ -18,7 +18,8 @@ pub struct TestApp {
     pub harness: Harness,
     pub app: Arc<App>,
     pub people: Vec<Person>,
-    pub dir: tempfile::TempDir,
+    /// Kept so the temp ledger lives as long as the app.
+    _dir: tempfile::TempDir,
     trigger: Trigger,
     engine: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -56,7 +57,7 @@ pub async fn spawn_app(n: usize, seed: u64) -> TestApp {
     let harness = start_harness(&people).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (app, trigger, engine) = start_engine(&harness, &dir).await;
-    TestApp { harness, app, people, dir, trigger, engine }
+    TestApp { harness, app, people, _dir: dir, trigger, engine }
 }
 
 pub async fn start_engine(
