@@ -97,6 +97,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX outbox_coalesce ON outbox(lead_id, system, remote_id)
         WHERE state = 'pending';
     CREATE INDEX outbox_due ON outbox(system, next_attempt_at) WHERE state = 'pending';
+    CREATE INDEX outbox_lead ON outbox(lead_id, system, state);
 
     CREATE TABLE cursors (
         system TEXT PRIMARY KEY,
