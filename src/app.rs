@@ -262,6 +262,10 @@ impl App {
     }
 }
 
+/// How long a pusher waits at most for a fuller batch while changes are still being reconciled.
+const PUSH_LINGER_MAX: Duration = Duration::from_secs(2);
+const PUSH_LINGER_STEP: Duration = Duration::from_millis(50);
+
 /// Run a ledger call on a blocking thread.
 async fn blocking<T, F>(ledger: &Arc<Ledger>, f: F) -> Result<T, LedgerError>
 where
@@ -410,7 +414,21 @@ async fn pusher(
     };
     while !shutdown.is_triggered() {
         let n = name.clone();
-        let due = blocking(&ledger, move |l| l.due_pushes(&n, max, Utc::now())).await?;
+        let mut due = blocking(&ledger, move |l| l.due_pushes(&n, max, Utc::now())).await?;
+        // While the reconciler is still turning inbox changes into pushes, wait a little for a
+        // fuller batch: write calls are the scarce resource (vendor quotas), not latency. At
+        // steady state the inbox is empty and a single change goes out at once.
+        let mut lingered = Duration::ZERO;
+        while !due.is_empty() && due.len() < max && lingered < PUSH_LINGER_MAX {
+            let busy = blocking(&ledger, |l| l.inbox_pending()).await? > 0;
+            if !busy || shutdown.is_triggered() {
+                break;
+            }
+            tokio::time::sleep(PUSH_LINGER_STEP).await;
+            lingered += PUSH_LINGER_STEP;
+            let n = name.clone();
+            due = blocking(&ledger, move |l| l.due_pushes(&n, max, Utc::now())).await?;
+        }
         if due.is_empty() {
             let n = name.clone();
             let next = blocking(&ledger, move |l| l.next_push_due(&n)).await?;

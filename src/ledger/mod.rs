@@ -162,6 +162,9 @@ fn set_pragmas(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // A 64 MiB page cache keeps the working set of a large initial sync in memory.
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(())
 }
@@ -565,6 +568,15 @@ impl Ledger {
                 r.get(0)
             })?;
         Ok((inbox, outbox))
+    }
+
+    /// Inbox changes not reconciled yet.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn inbox_pending(&self) -> Result<i64> {
+        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+        Ok(conn.query_row("SELECT count(*) FROM inbox WHERE processed_at IS NULL", [], |r| r.get(0))?)
     }
 
     /// The earliest time a pending push of this system becomes due.
