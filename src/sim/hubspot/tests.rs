@@ -629,11 +629,9 @@ async fn batch_unsubscribe_all_is_one_write_with_per_address_effect() {
     };
     let writes_before = sim.stats().api_writes;
 
-    let resp = post(
-        json!({"inputs": ["A@X.test", "c@x.test", "nobody@x.test", "a@x.test"]}),
-        url.clone(),
-    )
-    .await;
+    let resp =
+        post(json!({"inputs": ["A@X.test", "c@x.test", "nobody@x.test", "a@x.test"]}), url.clone())
+            .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let got = body(resp).await;
     assert_eq!(got["status"], "COMPLETE");
