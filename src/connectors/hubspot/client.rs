@@ -159,19 +159,26 @@ impl Client {
         .await
     }
 
-    /// `POST /communication-preferences/v4/statuses/{email}/unsubscribe-all?channel=EMAIL`.
-    /// Subscription state lives per email address, not per contact (api-facts §1.3).
-    pub(super) async fn unsubscribe_all(&self, email: &str) -> Result<(), ConnectorError> {
-        let mut url = self.url(&["communication-preferences", "v4", "statuses"]);
-        // Encoded like the official SDKs do (`a%40b.test`, api-facts §7); the url crate would
-        // leave `@` and `+` bare, and would re-encode a `%` we put in a segment ourselves.
-        let path = format!("{}/{}/unsubscribe-all", url.path(), encode_component(email));
-        url.set_path(&path);
+    /// `POST /communication-preferences/v4/statuses/batch/unsubscribe-all?channel=EMAIL` with
+    /// `{"inputs": [emails]}`; returns the status (200 or 207) too. Subscription state lives per
+    /// email address, not per contact (api-facts §1.3). The addresses travel in the body, so
+    /// none lands in a URL (and so in a proxy's access log).
+    pub(super) async fn batch_unsubscribe_all(
+        &self,
+        req: &wire::BatchEmailsRequest,
+    ) -> Result<(StatusCode, wire::UnsubscribeBatchResponse), ConnectorError> {
+        let mut url =
+            self.url(&["communication-preferences", "v4", "statuses", "batch", "unsubscribe-all"]);
         url.query_pairs_mut().append_pair("channel", "EMAIL");
-        let _: (StatusCode, IgnoredAny) = self
-            .call(Method::POST, url, None, Call::Write, Lane::Standard, "unsubscribe_all")
-            .await?;
-        Ok(())
+        self.call(
+            Method::POST,
+            url,
+            Some(to_body(req)?),
+            Call::Write,
+            Lane::Standard,
+            "batch_unsubscribe_all",
+        )
+        .await
     }
 
     /// `GET /crm/{v}/objects/contacts?limit=1`: authenticates and reads one record.
@@ -225,7 +232,7 @@ impl Client {
             Call::Read => self.counters.read(),
             Call::Write => self.counters.write(),
         }
-        // The URL is not logged: the unsubscribe path carries an email address.
+        // Only the operation is logged, never the URL or body: both may carry personal data.
         tracing::debug!(op, "hubspot request");
         let mut req = self.http.request(method, url).header(AUTHORIZATION, self.auth.clone());
         req = match body {
@@ -266,20 +273,6 @@ impl Client {
         tracing::debug!(op, status = status.as_u16(), error = %err, "hubspot call failed");
         Err(err)
     }
-}
-
-/// Percent-encode everything but RFC 3986 unreserved characters (JavaScript's
-/// `encodeURIComponent`, minus its few extra marks).
-fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn to_body<B: serde::Serialize>(b: &B) -> Result<Vec<u8>, ConnectorError> {

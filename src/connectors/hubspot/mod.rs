@@ -9,8 +9,9 @@
 //! Writes: updates go to `batch/update` by id; creates go to `batch/upsert` keyed by email, so a
 //! retried create never makes a second contact. `hs_email_optout` cannot be written through the
 //! contacts API: an opt-out is sent to the communication preferences API as
-//! "unsubscribe from all" for the person's email after the property write, and an opt-in is
-//! never sent (consent only tightens).
+//! "unsubscribe from all" for the person's email after the property write (batched, up to 100
+//! addresses per `statuses/batch/unsubscribe-all` call), and an opt-in is never sent (consent
+//! only tightens).
 
 mod client;
 pub mod config;
@@ -38,6 +39,9 @@ pub use mapping::OBJECT_TYPE;
 
 /// Most inputs a HubSpot batch endpoint accepts.
 const BATCH_MAX: usize = 100;
+/// Most addresses per `statuses/batch/unsubscribe-all` call. HubSpot's reference for that
+/// endpoint names no cap; 100 is an assumption, the cap of the contacts batch endpoints.
+const UNSUBSCRIBE_MAX: usize = 100;
 
 /// The HubSpot contacts connector. Clones share one client and one pacing state, so make one
 /// per token and clone it for the poller and the pusher.
@@ -152,6 +156,154 @@ impl HubspotConnector {
             }
         })
     }
+}
+
+/// A record whose accepted write also asks to unsubscribe its email address.
+struct OptOut {
+    idx: usize,
+    outbox_id: i64,
+    email: String,
+}
+
+/// What happened to one address of a batch unsubscribe.
+enum Unsubscribed {
+    /// Unsubscribed: the record keeps the outcome of its property write.
+    Yes,
+    Rejected {
+        code: String,
+        message: String,
+    },
+    Retry {
+        code: String,
+    },
+}
+
+impl HubspotConnector {
+    /// Unsubscribe one chunk of distinct addresses with one batch call and give every record
+    /// of the chunk its outcome (only changed ones are returned; unsubscribed records keep
+    /// their write's `Accepted`). A whole-call `VALIDATION_ERROR` is bisected like a property
+    /// write, so one malformed address does not reject a hundred people; a retryable failure
+    /// asks to retry the chunk's records; auth errors fail the push.
+    fn unsubscribe_group<'a>(&'a self, chunk: &'a [Vec<&'a OptOut>]) -> WriteResult<'a> {
+        Box::pin(async move {
+            let req = wire::BatchEmailsRequest {
+                inputs: chunk.iter().filter_map(|g| g.first().map(|o| o.email.clone())).collect(),
+            };
+            let per_address: Vec<Unsubscribed> =
+                match self.inner.client.batch_unsubscribe_all(&req).await {
+                    Ok((status, body)) => unsubscribe_outcomes(&req.inputs, status, &body),
+                    Err(ConnectorError::Rejected { code, .. })
+                        if code == "VALIDATION_ERROR" && chunk.len() > 1 =>
+                    {
+                        tracing::debug!(
+                            addresses = chunk.len(),
+                            "hubspot batch unsubscribe refused; bisecting"
+                        );
+                        let (left, right) = chunk.split_at(chunk.len() / 2);
+                        let mut out = self.unsubscribe_group(left).await?;
+                        out.extend(self.unsubscribe_group(right).await?);
+                        return Ok(out);
+                    }
+                    Err(ConnectorError::Rejected { code, message }) => chunk
+                        .iter()
+                        .map(|_| Unsubscribed::Rejected {
+                            code: code.clone(),
+                            message: message.clone(),
+                        })
+                        .collect(),
+                    Err(e) if e.is_retryable() => {
+                        chunk.iter().map(|_| Unsubscribed::Retry { code: e.code() }).collect()
+                    }
+                    Err(e) => return Err(e),
+                };
+            let mut out = Vec::new();
+            for (group, result) in chunk.iter().zip(per_address) {
+                for o in group {
+                    let outcome = match &result {
+                        Unsubscribed::Yes => continue,
+                        Unsubscribed::Rejected { code, message } => PushOutcome::Rejected {
+                            outbox_id: o.outbox_id,
+                            code: code.clone(),
+                            message: message.clone(),
+                        },
+                        Unsubscribed::Retry { code } => {
+                            PushOutcome::Retry { outbox_id: o.outbox_id, code: code.clone() }
+                        }
+                    };
+                    out.push((o.idx, outcome));
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Group opt-outs by address (case-insensitively: HubSpot keys subscription state by the
+/// lower-cased address) and cut the distinct addresses into chunks of [`UNSUBSCRIBE_MAX`].
+/// Records sharing an address share its outcome.
+fn email_chunks(opt_outs: &[OptOut]) -> Vec<Vec<Vec<&OptOut>>> {
+    let mut groups: Vec<Vec<&OptOut>> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for o in opt_outs {
+        let key = mapping::email_key(&o.email);
+        match at.get(&key) {
+            Some(&i) => groups[i].push(o),
+            None => {
+                at.insert(key, groups.len());
+                groups.push(vec![o]);
+            }
+        }
+    }
+    let mut chunks = Vec::new();
+    let mut rest = groups.into_iter().peekable();
+    while rest.peek().is_some() {
+        chunks.push(rest.by_ref().take(UNSUBSCRIBE_MAX).collect());
+    }
+    chunks
+}
+
+/// Batch unsubscribe results, matched by address case-insensitively (never by order), one per
+/// input. An error naming the address (anywhere in its `context`) rejects it. On a 200 every
+/// other input succeeded, even when results are left out; on a 207 an input neither listed in
+/// the results nor named by an error is unconfirmed and retried (unsubscribing is idempotent).
+fn unsubscribe_outcomes(
+    inputs: &[String],
+    status: StatusCode,
+    body: &wire::UnsubscribeBatchResponse,
+) -> Vec<Unsubscribed> {
+    let ok: HashSet<String> = body
+        .results
+        .iter()
+        .filter_map(|r| r.subscriber_id_string.as_deref())
+        .map(mapping::email_key)
+        .collect();
+    let mut failed: HashMap<String, &wire::StandardError> = HashMap::new();
+    for e in &body.errors {
+        for v in e.context_values() {
+            failed.entry(mapping::email_key(&v)).or_insert(e);
+        }
+    }
+    inputs
+        .iter()
+        .map(|email| {
+            let key = mapping::email_key(email);
+            if let Some(e) = failed.get(&key) {
+                Unsubscribed::Rejected {
+                    code: e.category.clone().unwrap_or_else(|| "http_207".into()),
+                    message: wire::safe_description(
+                        e.category.as_deref(),
+                        e.sub_category.as_deref(),
+                        e.message.as_deref(),
+                        &e.errors,
+                    ),
+                }
+            } else if ok.contains(&key) || status != StatusCode::MULTI_STATUS {
+                Unsubscribed::Yes
+            } else {
+                Unsubscribed::Retry { code: "unconfirmed".into() }
+            }
+        })
+        .collect()
 }
 
 fn accepted(p: &Prepared, id: &str, created: bool) -> (usize, PushOutcome) {
@@ -401,31 +553,28 @@ impl Connector for HubspotConnector {
             }
         }
 
-        // Opt-outs after the property write: only for records the write accepted.
+        // Opt-outs after the property write: only for records the write accepted, collected
+        // so that a bulk sync spends one call per hundred addresses, not one per person.
+        let mut opt_outs: Vec<OptOut> = Vec::new();
         for (idx, rec) in batch.iter().enumerate() {
             let Some(PushOutcome::Accepted { .. }) = &outcomes[idx] else { continue };
             if !mapping::wants_opt_out(&rec.fields) {
                 continue;
             }
-            let Some(email) = mapping::email_of(rec) else {
-                outcomes[idx] = Some(PushOutcome::Rejected {
-                    outbox_id: rec.outbox_id,
-                    code: "missing_email".into(),
-                    message: "an opt-out is recorded per email address; no email".into(),
-                });
-                continue;
-            };
-            match self.inner.client.unsubscribe_all(&email).await {
-                Ok(()) => {}
-                Err(ConnectorError::Rejected { code, message }) => {
-                    outcomes[idx] =
-                        Some(PushOutcome::Rejected { outbox_id: rec.outbox_id, code, message });
+            match mapping::email_of(rec) {
+                Some(email) => opt_outs.push(OptOut { idx, outbox_id: rec.outbox_id, email }),
+                None => {
+                    outcomes[idx] = Some(PushOutcome::Rejected {
+                        outbox_id: rec.outbox_id,
+                        code: "missing_email".into(),
+                        message: "an opt-out is recorded per email address; no email".into(),
+                    });
                 }
-                Err(e) if e.is_retryable() => {
-                    outcomes[idx] =
-                        Some(PushOutcome::Retry { outbox_id: rec.outbox_id, code: e.code() });
-                }
-                Err(e) => return Err(e),
+            }
+        }
+        for chunk in email_chunks(&opt_outs) {
+            for (idx, o) in self.unsubscribe_group(&chunk).await? {
+                outcomes[idx] = Some(o);
             }
         }
 

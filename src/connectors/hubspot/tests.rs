@@ -446,8 +446,71 @@ async fn upsert_maps_results_by_email_not_order() {
     assert_eq!(ids, vec!["Ann@Example.com", "bob@example.com", "CAROL@example.com"]);
 }
 
+const UNSUBSCRIBE_BATCH: &str = "/communication-preferences/v4/statuses/batch/unsubscribe-all";
+
+/// The email inputs of each batch unsubscribe call received, in order.
+async fn unsubscribe_inputs(server: &MockServer) -> Vec<Vec<String>> {
+    let reqs = server.received_requests().await.expect("recording is on");
+    reqs.iter()
+        .filter(|r| r.url.path() == UNSUBSCRIBE_BATCH)
+        .map(|r| {
+            let body: Value = r.body_json().expect("json");
+            body["inputs"]
+                .as_array()
+                .expect("inputs")
+                .iter()
+                .map(|e| e.as_str().expect("emails are strings").to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Answers a batch unsubscribe like HubSpot: every input listed (lower-cased, as HubSpot
+/// stores addresses) as unsubscribed, except the `bad` addresses, which come back as 207
+/// errors naming them.
+struct EchoUnsubscribe {
+    bad: BTreeSet<String>,
+}
+
+impl Respond for EchoUnsubscribe {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = req.body_json().expect("json");
+        let inputs: Vec<String> = body["inputs"]
+            .as_array()
+            .expect("inputs")
+            .iter()
+            .filter_map(|e| e.as_str().map(str::to_lowercase))
+            .collect();
+        assert!(inputs.len() <= 100, "at most 100 addresses per call");
+        let (bad, good): (Vec<String>, Vec<String>) =
+            inputs.into_iter().partition(|e| self.bad.contains(e));
+        let results: Vec<Value> = good
+            .iter()
+            .map(|e| {
+                json!({"subscriberIdString": e, "statuses": [{
+                    "channel": "EMAIL", "status": "UNSUBSCRIBED", "subscriberIdString": e,
+                    "subscriptionId": 1, "timestamp": "2026-01-01T00:00:00Z"
+                }]})
+            })
+            .collect();
+        let errors: Vec<Value> = bad
+            .iter()
+            .map(|e| {
+                json!({"status": "error", "category": "VALIDATION_ERROR",
+                       "message": format!("{e} is not a valid subscriber"),
+                       "context": {"subscriberIdString": [e]}})
+            })
+            .collect();
+        let status = if errors.is_empty() { 200 } else { 207 };
+        ResponseTemplate::new(status).set_body_json(json!({
+            "status": "COMPLETE", "results": results, "numErrors": errors.len(), "errors": errors,
+            "startedAt": "2026-01-01T00:00:00Z", "completedAt": "2026-01-01T00:00:00Z"
+        }))
+    }
+}
+
 #[tokio::test]
-async fn opt_out_unsubscribes_by_email_and_never_writes_the_property() {
+async fn opt_outs_go_in_one_batch_call_after_the_property_write() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(format!("{CONTACTS}/batch/update")))
@@ -456,21 +519,9 @@ async fn opt_out_unsubscribes_by_email_and_never_writes_the_property() {
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .and(path("/communication-preferences/v4/statuses/ann%40example.com/unsubscribe-all"))
+        .and(path(UNSUBSCRIBE_BATCH))
         .and(query_param("channel", "EMAIL"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": []})),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(
-            "/communication-preferences/v4/statuses/cat%2Bnews%40example.com/unsubscribe-all",
-        ))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"status": "COMPLETE", "results": []})),
-        )
+        .respond_with(EchoUnsubscribe { bad: BTreeSet::new() })
         .expect(1)
         .mount(&server)
         .await;
@@ -497,9 +548,28 @@ async fn opt_out_unsubscribes_by_email_and_never_writes_the_property() {
             fields(&[(Field::EmailOptOut, "true")]),
             fields(&[(Field::Email, "cat+news@example.com")]),
         ),
+        // Another record for Ann's address (other case): the address is sent once.
+        update(
+            4,
+            "4",
+            fields(&[(Field::EmailOptOut, "true")]),
+            fields(&[(Field::Email, "ANN@example.com")]),
+        ),
+        update(
+            5,
+            "5",
+            fields(&[(Field::EmailOptOut, "true")]),
+            fields(&[(Field::Email, "dan@example.com")]),
+        ),
     ];
     let out = c.push(&batch).await.expect("push");
-    assert!(out.iter().all(|o| matches!(o, PushOutcome::Accepted { .. })), "{out:?}");
+    for (i, o) in out.iter().enumerate() {
+        assert!(
+            matches!(o, PushOutcome::Accepted { outbox_id, remote, created: false }
+                if *outbox_id == i as i64 + 1 && remote.id == (i + 1).to_string()),
+            "{o:?}"
+        );
+    }
     let reqs = server.received_requests().await.expect("recording is on");
     let update_bodies: Vec<String> = reqs
         .iter()
@@ -510,10 +580,210 @@ async fn opt_out_unsubscribes_by_email_and_never_writes_the_property() {
     assert!(!update_bodies[0].contains("hs_email_optout"), "{}", update_bodies[0]);
     let body: Value = serde_json::from_str(&update_bodies[0]).expect("json");
     assert_eq!(body["inputs"].as_array().expect("inputs").len(), 2);
-    // The unsubscribe for Ann came after her property write.
-    let pos = |p: &str| reqs.iter().position(|r| r.url.path().contains(p)).expect("request made");
-    assert!(pos("/batch/update") < pos("ann%40example.com"));
-    assert_eq!(c.counters().snapshot().writes, 3);
+    assert_eq!(
+        unsubscribe_inputs(&server).await,
+        vec![vec!["ann@example.com", "cat+news@example.com", "dan@example.com"]]
+    );
+    // The unsubscribe came after the property write, and nothing went to a per-address route.
+    let pos = |p: &str| reqs.iter().position(|r| r.url.path() == p).expect("request made");
+    assert!(pos(&format!("{CONTACTS}/batch/update")) < pos(UNSUBSCRIBE_BATCH));
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(c.counters().snapshot().writes, 2);
+}
+
+#[tokio::test]
+async fn opt_outs_are_sent_100_addresses_per_call() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(UNSUBSCRIBE_BATCH))
+        .respond_with(EchoUnsubscribe { bad: BTreeSet::new() })
+        .expect(3)
+        .mount(&server)
+        .await;
+    let c = connector(&server);
+    let batch: Vec<PushRecord> = (1..=250)
+        .map(|i| {
+            update(
+                i,
+                &i.to_string(),
+                fields(&[(Field::EmailOptOut, "true")]),
+                fields(&[(Field::Email, &format!("p{i}@example.com"))]),
+            )
+        })
+        .collect();
+    let out = c.push(&batch).await.expect("push");
+    assert!(out.iter().all(|o| matches!(o, PushOutcome::Accepted { .. })));
+    let sizes: Vec<usize> = unsubscribe_inputs(&server).await.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![100, 100, 50]);
+}
+
+#[tokio::test]
+async fn opt_out_207_rejects_the_named_address_only() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("{CONTACTS}/batch/update")))
+        .respond_with(EchoUpdate { bad: BTreeSet::new() })
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(UNSUBSCRIBE_BATCH))
+        .respond_with(EchoUnsubscribe { bad: BTreeSet::from(["bad@example.com".to_string()]) })
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = connector(&server);
+    let opt = fields(&[(Field::FirstName, "X"), (Field::EmailOptOut, "true")]);
+    let batch = vec![
+        update(1, "1", opt.clone(), fields(&[(Field::Email, "ok@example.com")])),
+        // The error names the lower-cased address; the record spelled it otherwise.
+        update(2, "2", opt.clone(), fields(&[(Field::Email, "Bad@Example.com")])),
+        // Its property write was accepted, but the opt-out has no address to go to.
+        update(3, "3", opt, Fields::new()),
+    ];
+    let out = c.push(&batch).await.expect("push");
+    assert!(matches!(&out[0], PushOutcome::Accepted { outbox_id: 1, .. }), "{:?}", out[0]);
+    match &out[1] {
+        PushOutcome::Rejected { outbox_id: 2, code, message } => {
+            assert_eq!(code, "VALIDATION_ERROR");
+            assert!(!message.to_lowercase().contains("bad@example.com"), "{message}");
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    assert!(
+        matches!(&out[2], PushOutcome::Rejected { outbox_id: 3, code, .. } if code == "missing_email")
+    );
+    assert_eq!(unsubscribe_inputs(&server).await, vec![vec!["ok@example.com", "Bad@Example.com"]]);
+}
+
+#[tokio::test]
+async fn opt_out_207_without_a_result_is_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(UNSUBSCRIBE_BATCH))
+        .respond_with(ResponseTemplate::new(207).set_body_json(json!({
+            "status": "COMPLETE",
+            "results": [{"subscriberIdString": "a@example.com", "statuses": []}],
+            "numErrors": 1,
+            "errors": [{"status": "error", "category": "INTERNAL_ERROR", "context": {}}]
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = connector(&server);
+    let opt = fields(&[(Field::EmailOptOut, "true")]);
+    let batch = vec![
+        update(1, "1", opt.clone(), fields(&[(Field::Email, "a@example.com")])),
+        update(2, "2", opt, fields(&[(Field::Email, "b@example.com")])),
+    ];
+    let out = c.push(&batch).await.expect("push");
+    assert!(matches!(&out[0], PushOutcome::Accepted { outbox_id: 1, .. }), "{:?}", out[0]);
+    assert!(
+        matches!(&out[1], PushOutcome::Retry { outbox_id: 2, code } if code == "unconfirmed"),
+        "{:?}",
+        out[1]
+    );
+}
+
+#[tokio::test]
+async fn opt_out_batch_failures_retry_reject_or_fail_the_push() {
+    let opt = fields(&[(Field::EmailOptOut, "true")]);
+    let batch = vec![
+        update(1, "1", opt.clone(), fields(&[(Field::Email, "a@example.com")])),
+        update(2, "2", opt, fields(&[(Field::Email, "b@example.com")])),
+    ];
+
+    // Retryable (5xx after the call's own retries): both records are retried.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(UNSUBSCRIBE_BATCH))
+        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"status": "error"})))
+        .mount(&server)
+        .await;
+    let out = connector(&server).push(&batch).await.expect("push");
+    assert!(out.iter().all(|o| matches!(o, PushOutcome::Retry { .. })), "{out:?}");
+    assert_eq!(unsubscribe_inputs(&server).await[0], vec!["a@example.com", "b@example.com"]);
+
+    // Auth: the push fails, nothing is decided per record.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(UNSUBSCRIBE_BATCH))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"status": "error", "category": "INVALID_AUTHENTICATION"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = connector(&server).push(&batch).await.expect_err("auth fails the push");
+    assert!(matches!(err, ConnectorError::Auth(_)), "{err:?}");
+
+    // A whole-call VALIDATION_ERROR is bisected to the bad address.
+    struct RefuseBad;
+    impl Respond for RefuseBad {
+        fn respond(&self, req: &Request) -> ResponseTemplate {
+            let body: Value = req.body_json().expect("json");
+            if body["inputs"].as_array().expect("inputs").iter().any(|e| e == "b@example.com") {
+                ResponseTemplate::new(400).set_body_json(json!({
+                    "status": "error", "category": "VALIDATION_ERROR",
+                    "message": "b@example.com is not valid"
+                }))
+            } else {
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"status": "COMPLETE", "results": []}))
+            }
+        }
+    }
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(UNSUBSCRIBE_BATCH))
+        .respond_with(RefuseBad)
+        .expect(3)
+        .mount(&server)
+        .await;
+    let out = connector(&server).push(&batch).await.expect("push");
+    assert!(matches!(&out[0], PushOutcome::Accepted { outbox_id: 1, .. }), "{:?}", out[0]);
+    assert!(
+        matches!(&out[1], PushOutcome::Rejected { outbox_id: 2, code, message }
+            if code == "VALIDATION_ERROR" && !message.contains("b@example")),
+        "{:?}",
+        out[1]
+    );
+}
+
+#[tokio::test]
+async fn opt_outs_against_the_simulator_use_one_write_per_hundred() {
+    use crate::sim::hubspot::{HubspotSim, HubspotSimOptions};
+    let sim = HubspotSim::new(HubspotSimOptions {
+        token: TOKEN.into(),
+        ..HubspotSimOptions::unlimited()
+    });
+    sim.start("127.0.0.1:0").await.expect("bind a local port");
+    let mut ids = Vec::new();
+    for i in 0..120 {
+        let props = BTreeMap::from([("email".to_string(), format!("s{i}@example.com"))]);
+        ids.push(sim.insert(props).expect("insert"));
+    }
+    let c = connector_with(raw(&sim.base_url()));
+    let batch: Vec<PushRecord> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            update(
+                i as i64 + 1,
+                id,
+                fields(&[(Field::EmailOptOut, "true")]),
+                fields(&[(Field::Email, &format!("S{i}@example.com"))]),
+            )
+        })
+        .collect();
+    let writes_before = sim.stats().api_writes;
+    let out = c.push(&batch).await.expect("push");
+    assert!(out.iter().all(|o| matches!(o, PushOutcome::Accepted { .. })), "{out:?}");
+    assert_eq!(sim.stats().api_writes - writes_before, 2);
+    for id in &ids {
+        assert_eq!(sim.get(id).expect("contact")["hs_email_optout"].as_deref(), Some("true"));
+    }
 }
 
 #[tokio::test]

@@ -85,6 +85,12 @@ pub(super) struct UpsertInput {
     pub properties: BTreeMap<String, String>,
 }
 
+/// `POST /communication-preferences/v4/statuses/batch/unsubscribe-all`: email addresses.
+#[derive(Debug, Serialize)]
+pub(super) struct BatchEmailsRequest {
+    pub inputs: Vec<String>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Responses
 
@@ -134,6 +140,23 @@ pub(super) struct BatchResponse {
     pub errors: Vec<StandardError>,
 }
 
+/// Batch unsubscribe-all, 200 or 207. Each result names its address; the per-subscription
+/// `statuses` are not needed and are not read.
+#[derive(Debug, Deserialize)]
+pub(super) struct UnsubscribeBatchResponse {
+    #[serde(default)]
+    pub results: Vec<SubscriberResult>,
+    #[serde(default)]
+    pub errors: Vec<StandardError>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct SubscriberResult {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub subscriber_id_string: Option<String>,
+}
+
 /// One entry of a 207's `errors[]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -159,6 +182,20 @@ impl StandardError {
             Some(v) => scalar_string(v).into_iter().collect(),
             None => Vec::new(),
         }
+    }
+}
+
+impl StandardError {
+    /// Every scalar in `context`, under any key: which key a communication preferences error
+    /// uses to name an address is not documented (`ids`, `subscriberIdString`, `emails`, ...).
+    pub fn context_values(&self) -> Vec<String> {
+        let Some(ctx) = &self.context else { return Vec::new() };
+        ctx.values()
+            .flat_map(|v| match v {
+                serde_json::Value::Array(items) => items.iter().filter_map(scalar_string).collect(),
+                other => scalar_string(other).into_iter().collect::<Vec<_>>(),
+            })
+            .collect()
     }
 }
 
@@ -323,5 +360,22 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(e.context_ids(), vec!["7".to_string(), "8".to_string()]);
+    }
+
+    #[test]
+    fn context_values_from_any_key_and_unsubscribe_results() {
+        let e: StandardError = serde_json::from_str(
+            r#"{"category":"VALIDATION_ERROR","context":{"emails":["a@b.test"],"subscriberIdString":"c@d.test","n":{"x":1}}}"#,
+        )
+        .expect("parses");
+        let mut got = e.context_values();
+        got.sort();
+        assert_eq!(got, vec!["a@b.test".to_string(), "c@d.test".to_string()]);
+        let r: UnsubscribeBatchResponse = serde_json::from_str(
+            r#"{"status":"COMPLETE","results":[{"subscriberIdString":"a@b.test","statuses":[{"channel":"EMAIL","status":"UNSUBSCRIBED"}]},{}],"startedAt":"x"}"#,
+        )
+        .expect("parses");
+        assert_eq!(r.results[0].subscriber_id_string.as_deref(), Some("a@b.test"));
+        assert!(r.results[1].subscriber_id_string.is_none());
     }
 }

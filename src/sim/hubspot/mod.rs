@@ -40,7 +40,13 @@
 //!   /communication-preferences/v4/statuses/{email}/unsubscribe-all?channel=EMAIL` records the
 //!   address as unsubscribed from all email, and sets `hs_email_optout="true"` (moving
 //!   `lastmodifieddate`) on the contact that holds that address (including as a merged-in
-//!   secondary address). A contact created later with an opted-out address starts with
+//!   secondary address). `POST /communication-preferences/v4/statuses/batch/unsubscribe-all?
+//!   channel=EMAIL` with `{"inputs": [emails]}` does the same for up to 100 addresses in one
+//!   (one write) call; an input that is not an email address becomes a 207 error entry naming
+//!   it (`context.ids`) while the others are applied, and repeated addresses are reported once.
+//!   HubSpot's reference gives the route and the batch response shape but not the input cap
+//!   or the per-input error shape; we assume 100, like the contacts batch endpoints.
+//!   A contact created later with an opted-out address starts with
 //!   `hs_email_optout="true"`. There is no way back through the API: setting `SUBSCRIBED` for an
 //!   address that opted out of all email, or out of that subscription, gives 400. (HubSpot's v4
 //!   schema has a `RESUBSCRIBE_OCCURRED` success reason, so some portals may allow it; we
@@ -154,7 +160,8 @@ pub enum Fault {
     ServerError { status: u16, count: u32 },
     /// The next `count` API calls answer 429 with `policyName: TEN_SECONDLY_ROLLING`.
     RateLimited { count: u32 },
-    /// The next batch write (`batch/create`, `batch/update`, `batch/upsert`) with an input whose
+    /// The next batch write (`batch/create`, `batch/update`, `batch/upsert`, and the
+    /// communication preferences `batch/unsubscribe-all`) with an input whose
     /// id or email equals `key` (case-insensitively) fails that input alone: the batch answers
     /// 207 with an `INTERNAL_ERROR` entry whose `context.ids` holds `key`, and the other inputs
     /// are applied. The fault is used up by that batch.

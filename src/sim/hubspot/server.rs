@@ -24,7 +24,9 @@ use super::store::{
 };
 use super::{Counters, Inner, search};
 
-/// Largest number of inputs a batch endpoint accepts.
+/// Largest number of inputs a batch endpoint accepts. HubSpot documents 100 for the contacts
+/// batch endpoints; for `statuses/batch/unsubscribe-all` the cap is an assumption (its
+/// reference names none), taken to be the same.
 const BATCH_MAX: usize = 100;
 /// Largest `limit` of the list endpoint.
 const LIST_MAX: u64 = 100;
@@ -275,6 +277,12 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route(
             "/communication-preferences/v4/statuses/{subscriber}",
             get(status_get).post(status_post),
+        )
+        // A static segment outranks `{subscriber}` in axum's router, so `batch` never reaches
+        // the single-address handlers.
+        .route(
+            "/communication-preferences/v4/statuses/batch/unsubscribe-all",
+            post(batch_unsubscribe_all_post),
         )
         .route(
             "/communication-preferences/v4/statuses/{subscriber}/unsubscribe-all",
@@ -1087,4 +1095,66 @@ async fn unsubscribe_all_post(
         Vec::new()
     };
     Ok(json_response(StatusCode::OK, batch_body(results, Vec::new(), started)))
+}
+
+/// Unsubscribe a set of addresses from all email in one call (`{"inputs": ["a@b.test", ...]}`,
+/// at most [`BATCH_MAX`]), with the single call's effect per address. Results always list each
+/// distinct address once with its statuses (the simulator does not need `verbose`); an input
+/// that is not an email address, or that has an injected fault, becomes a 207 error entry whose
+/// `context.ids` holds the input as sent, and the other inputs are applied. Inputs that are not
+/// strings fail the whole call with 400, as a malformed body does.
+async fn batch_unsubscribe_all_post(
+    State(inner): State<Arc<Inner>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> ApiResult {
+    let started = store::now_ms();
+    require_email_channel(&query, None)?;
+    let body = parse_body(&body)?;
+    let inputs = batch_inputs(&body)?;
+    let raws = inputs
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect::<Option<Vec<String>>>()
+        .ok_or_else(|| ApiError::validation("each input must be an email address string"))?;
+    let now = store::now_ms();
+    let mut store = inner.store();
+    let mut seen = HashSet::new();
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for raw in raws {
+        let Ok(email) = subscriber(&raw) else {
+            errors.push(json!({
+                "status": "error",
+                "category": "VALIDATION_ERROR",
+                "message": "subscriberIdString must be an email address",
+                "context": { "ids": [raw] },
+                "errors": [],
+            }));
+            continue;
+        };
+        if let Some(fault) = take_input_fault(&inner, &[&raw]) {
+            errors.push(injected_entry(&fault));
+            continue;
+        }
+        if !seen.insert(email.clone()) {
+            continue;
+        }
+        let (changed, contact_changed) = store.unsubscribe_all(&email, now);
+        if contact_changed {
+            Counters::bump(&inner.counters.records_updated, 1);
+        }
+        let reason = if changed { "REQUESTED_CHANGE" } else { "NO_STATUS_CHANGE" };
+        let statuses: Vec<Value> = status_entries(&store, &email)
+            .into_iter()
+            .map(|mut e| {
+                if let Some(obj) = e.as_object_mut() {
+                    obj.insert("setStatusSuccessReason".into(), json!(reason));
+                }
+                e
+            })
+            .collect();
+        results.push(json!({ "subscriberIdString": email, "statuses": statuses }));
+    }
+    Ok(batch_response(StatusCode::OK, results, errors, started))
 }

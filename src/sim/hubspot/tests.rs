@@ -609,6 +609,94 @@ async fn unsubscribe_all_sets_optout_and_cannot_be_undone() {
 }
 
 #[tokio::test]
+async fn batch_unsubscribe_all_is_one_write_with_per_address_effect() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let a = sim.insert(props(&[("email", "a@x.test")])).unwrap();
+    let b = sim.insert(props(&[("email", "b@x.test")])).unwrap();
+    // Already opted out: its lastmodifieddate must not move again.
+    let c = sim.insert(props(&[("email", "c@x.test")])).unwrap();
+    sim.ui_unsubscribe("c@x.test");
+    let before_a = sim.get(&a).unwrap()["lastmodifieddate"].clone();
+    let before_c = sim.get(&c).unwrap()["lastmodifieddate"].clone();
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let url = format!(
+        "{}/communication-preferences/v4/statuses/batch/unsubscribe-all?channel=EMAIL",
+        api.base
+    );
+    let post = |body: Value, url: String| {
+        let client = api.client.clone();
+        async move { client.post(url).bearer_auth(TOKEN).json(&body).send().await.expect("post") }
+    };
+    let writes_before = sim.stats().api_writes;
+
+    let resp =
+        post(json!({"inputs": ["A@X.test", "c@x.test", "nobody@x.test", "a@x.test"]}), url.clone())
+            .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let got = body(resp).await;
+    assert_eq!(got["status"], "COMPLETE");
+    assert!(got.get("errors").is_none(), "{got}");
+    let subscribers: Vec<&str> = got["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["subscriberIdString"].as_str().unwrap())
+        .collect();
+    assert_eq!(subscribers, vec!["a@x.test", "c@x.test", "nobody@x.test"]);
+    for r in got["results"].as_array().unwrap() {
+        let statuses = r["statuses"].as_array().unwrap();
+        assert!(!statuses.is_empty());
+        assert!(statuses.iter().all(|s| s["status"] == "UNSUBSCRIBED" && s["channel"] == "EMAIL"));
+    }
+    assert_eq!(got["results"][1]["statuses"][0]["setStatusSuccessReason"], "NO_STATUS_CHANGE");
+    assert_eq!(sim.stats().api_writes, writes_before + 1);
+    let now_a = sim.get(&a).unwrap();
+    assert_eq!(now_a["hs_email_optout"].as_deref(), Some("true"));
+    assert_ne!(now_a["lastmodifieddate"], before_a);
+    assert_eq!(sim.get(&c).unwrap()["lastmodifieddate"], before_c);
+    assert_ne!(sim.get(&b).unwrap()["hs_email_optout"].as_deref(), Some("true"));
+    // Unknown addresses are recorded: a contact created later starts opted out.
+    let later = sim.insert(props(&[("email", "nobody@x.test")])).unwrap();
+    assert_eq!(sim.get(&later).unwrap()["hs_email_optout"].as_deref(), Some("true"));
+
+    // A bad address fails alone with a 207 naming it; the others are applied.
+    let resp = post(json!({"inputs": ["not-an-email", "b@x.test"]}), url.clone()).await;
+    assert_eq!(resp.status(), StatusCode::MULTI_STATUS);
+    let got = body(resp).await;
+    assert_eq!(got["numErrors"], 1);
+    assert_eq!(got["errors"][0]["category"], "VALIDATION_ERROR");
+    assert_eq!(got["errors"][0]["context"]["ids"], json!(["not-an-email"]));
+    assert_eq!(got["results"][0]["subscriberIdString"], "b@x.test");
+    assert_eq!(sim.get(&b).unwrap()["hs_email_optout"].as_deref(), Some("true"));
+
+    // Injected per-input faults apply here too.
+    sim.inject(Fault::FailBatchInput { key: "D@x.test".into() });
+    let resp = post(json!({"inputs": ["d@x.test", "e@x.test"]}), url.clone()).await;
+    assert_eq!(resp.status(), StatusCode::MULTI_STATUS);
+    let got = body(resp).await;
+    assert_eq!(got["errors"][0]["category"], "INTERNAL_ERROR");
+    assert_eq!(got["results"].as_array().unwrap().len(), 1);
+
+    // More than 100 inputs, a missing or wrong channel, or non-string inputs: 400, no change.
+    let many: Vec<String> = (0..101).map(|i| format!("m{i}@x.test")).collect();
+    let resp = post(json!({ "inputs": many }), url.clone()).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(resp).await["category"], "VALIDATION_ERROR");
+    let bare = url.replace("?channel=EMAIL", "");
+    for target in [bare.clone(), format!("{bare}?channel=SMS")] {
+        let resp = post(json!({"inputs": ["f@x.test"]}), target).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(body(resp).await["category"], "VALIDATION_ERROR");
+    }
+    let resp = post(json!({"inputs": [{"id": "f@x.test"}]}), url.clone()).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let f = sim.insert(props(&[("email", "f@x.test")])).unwrap();
+    assert_ne!(sim.get(&f).unwrap()["hs_email_optout"].as_deref(), Some("true"));
+    let m0 = sim.insert(props(&[("email", "m0@x.test")])).unwrap();
+    assert_ne!(sim.get(&m0).unwrap()["hs_email_optout"].as_deref(), Some("true"));
+}
+
+#[tokio::test]
 async fn injected_faults_answer_then_clear() {
     let (sim, api) = spawn(HubspotSimOptions::default()).await;
     sim.inject(Fault::ServerError { status: 503, count: 2 });
