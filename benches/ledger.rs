@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use leadsync::connectors::{Cursor, FieldMap};
-use leadsync::domain::{Change, Field, Fields, PushOp, PushOutcome, RemoteId, Role, Stage, SystemName};
+use leadsync::domain::{
+    Change, Field, Fields, PushOp, PushOutcome, RemoteId, Role, Stage, SystemName,
+};
 use leadsync::ledger::{Ledger, PushRetry};
 use leadsync::reconcile::{CreatePolicy, Rules, SystemRules};
 
@@ -68,11 +70,16 @@ fn main() {
 
     let t = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(2000) {
-        let crm_changes: Vec<_> = chunk.iter().map(|i| change("Lead", *i, None, Some("working"))).collect();
+        let crm_changes: Vec<_> =
+            chunk.iter().map(|i| change("Lead", *i, None, Some("working"))).collect();
         let mkt_changes: Vec<_> =
             chunk.iter().map(|i| change("contact", i + n / 2, Some("lead"), None)).collect();
-        ledger.ingest(&crm, "poll", &crm_changes, Some(&Cursor(Some("c".into()))), now).expect("ingest");
-        ledger.ingest(&mkt, "poll", &mkt_changes, Some(&Cursor(Some("m".into()))), now).expect("ingest");
+        ledger
+            .ingest(&crm, "poll", &crm_changes, Some(&Cursor(Some("c".into()))), now)
+            .expect("ingest");
+        ledger
+            .ingest(&mkt, "poll", &mkt_changes, Some(&Cursor(Some("m".into()))), now)
+            .expect("ingest");
     }
     let ingest = t.elapsed();
 
@@ -120,14 +127,37 @@ fn main() {
                 .collect();
             pushed += due.len();
             ledger
-                .record_push_results(system, &due, &outcomes, &rules, PushRetry::default(), now, now)
+                .record_push_results(
+                    system,
+                    &due,
+                    &outcomes,
+                    &rules,
+                    PushRetry::default(),
+                    now,
+                    now,
+                )
                 .expect("record");
         }
     }
     let push = t.elapsed();
     let rate = |k: usize, d: std::time::Duration| k as f64 / d.as_secs_f64();
     println!("ledger bench: {n} changes per side");
-    println!("  ingest      {:>8} changes  {:>7.2} s  {:>9.0} changes/s", 2 * n, ingest.as_secs_f64(), rate(2 * n, ingest));
-    println!("  reconcile   {:>8} changes  {:>7.2} s  {:>9.0} changes/s", reconciled, reconcile.as_secs_f64(), rate(reconciled, reconcile));
-    println!("  push rounds {:>8} records  {:>7.2} s  {:>9.0} records/s", pushed, push.as_secs_f64(), rate(pushed, push));
+    println!(
+        "  ingest      {:>8} changes  {:>7.2} s  {:>9.0} changes/s",
+        2 * n,
+        ingest.as_secs_f64(),
+        rate(2 * n, ingest)
+    );
+    println!(
+        "  reconcile   {:>8} changes  {:>7.2} s  {:>9.0} changes/s",
+        reconciled,
+        reconcile.as_secs_f64(),
+        rate(reconciled, reconcile)
+    );
+    println!(
+        "  push rounds {:>8} records  {:>7.2} s  {:>9.0} records/s",
+        pushed,
+        push.as_secs_f64(),
+        rate(pushed, push)
+    );
 }

@@ -76,6 +76,8 @@ pub struct Progress {
     pub pushed_updated: BTreeMap<SystemName, AtomicU64>,
     pub dead: BTreeMap<SystemName, AtomicU64>,
     pub reconciled: AtomicU64,
+    /// Systems whose latest poll page was full: a backfill is under way.
+    backfilling: BTreeMap<SystemName, std::sync::atomic::AtomicBool>,
     /// When the newest poll that found nothing more to read started, per system.
     caught_up_at: Mutex<BTreeMap<SystemName, Instant>>,
     /// When the newest push round finished.
@@ -93,6 +95,17 @@ pub fn count(map: &BTreeMap<SystemName, AtomicU64>, name: &SystemName) -> u64 {
 }
 
 impl Progress {
+    /// Whether some system is still being read page after page.
+    pub fn backfilling(&self) -> bool {
+        self.backfilling.values().any(|b| b.load(Ordering::Relaxed))
+    }
+
+    fn set_backfilling(&self, name: &SystemName, on: bool) {
+        if let Some(b) = self.backfilling.get(name) {
+            b.store(on, Ordering::Relaxed);
+        }
+    }
+
     fn new(names: &[SystemName]) -> Progress {
         let m = || names.iter().map(|n| (n.clone(), AtomicU64::new(0))).collect();
         Progress {
@@ -100,6 +113,10 @@ impl Progress {
             pushed_created: m(),
             pushed_updated: m(),
             dead: m(),
+            backfilling: names
+                .iter()
+                .map(|n| (n.clone(), std::sync::atomic::AtomicBool::new(true)))
+                .collect(),
             ..Progress::default()
         }
     }
@@ -319,6 +336,7 @@ async fn poller(
                 if inserted > 0 {
                     reconcile_wake.notify_one();
                 }
+                progress.set_backfilling(&name, page.poll_again_after.is_zero());
                 if page.poll_again_after.is_zero() {
                     continue;
                 }
@@ -415,12 +433,13 @@ async fn pusher(
     while !shutdown.is_triggered() {
         let n = name.clone();
         let mut due = blocking(&ledger, move |l| l.due_pushes(&n, max, Utc::now())).await?;
-        // While the reconciler is still turning inbox changes into pushes, wait a little for a
-        // fuller batch: write calls are the scarce resource (vendor quotas), not latency. At
-        // steady state the inbox is empty and a single change goes out at once.
+        // While a backfill is being read or the reconciler is still turning inbox changes into
+        // pushes, wait a little for a fuller batch: write calls are the scarce resource (vendor
+        // quotas), not latency. At steady state a single change goes out at once.
         let mut lingered = Duration::ZERO;
         while !due.is_empty() && due.len() < max && lingered < PUSH_LINGER_MAX {
-            let busy = blocking(&ledger, |l| l.inbox_pending()).await? > 0;
+            let busy =
+                progress.backfilling() || blocking(&ledger, |l| l.inbox_pending()).await? > 0;
             if !busy || shutdown.is_triggered() {
                 break;
             }

@@ -576,7 +576,8 @@ impl Ledger {
     /// SQLite failures.
     pub fn inbox_pending(&self) -> Result<i64> {
         let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
-        Ok(conn.query_row("SELECT count(*) FROM inbox WHERE processed_at IS NULL", [], |r| r.get(0))?)
+        Ok(conn
+            .query_row("SELECT count(*) FROM inbox WHERE processed_at IS NULL", [], |r| r.get(0))?)
     }
 
     /// The earliest time a pending push of this system becomes due.
