@@ -59,6 +59,7 @@ fn change(obj: &str, i: usize, stage: Option<&str>, status: Option<&str>) -> Cha
     }
 }
 
+#[allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 fn main() {
     let n: usize = std::env::args().filter_map(|a| a.parse().ok()).next().unwrap_or(50_000);
     let dir = tempfile::tempdir().expect("tempdir");

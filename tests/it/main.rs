@@ -5,3 +5,4 @@ mod config;
 mod connectors;
 mod helpers;
 mod sync;
+mod tidy;

@@ -116,14 +116,21 @@ async fn killed_mid_sync_and_restarted_loses_nothing_and_duplicates_nothing() {
     let mut env = h.env(&ledger);
     env.extend(crate::helpers::fast_env());
     env.insert("LEADSYNC__LOG__FORMAT".into(), "json".into());
+    env.insert("LEADSYNC__LOG__LEVEL".into(), "info".into());
+    let log_path = dir.path().join("daemon.log");
     let spawn = || {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
         Command::new(env!("CARGO_BIN_EXE_leadsync"))
             .args(["serve", "--config"])
             .arg(&config)
             .env_clear()
             .envs(&env)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("spawn leadsync serve")
     };
@@ -195,4 +202,13 @@ async fn killed_mid_sync_and_restarted_loses_nothing_and_duplicates_nothing() {
     }
     assert!(keys.values().all(|n| *n == 1), "a Salesforce lead was created twice");
     assert_eq!(h.salesforce.all("Lead").len(), sf_seeded + keys.len());
+
+    // The daemon's info-level logs carry ids, never a person's email, name or phone.
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    assert!(logs.contains("leadsync started"), "info logs were captured");
+    for p in &people {
+        assert!(!logs.to_lowercase().contains(&p.email.to_lowercase()), "an email reached the logs");
+        assert!(!logs.contains(&p.phone), "a phone number reached the logs");
+        assert!(!logs.contains(&format!("\"{}\"", p.last)), "a name reached the logs");
+    }
 }
