@@ -398,6 +398,9 @@ impl Ledger {
                 match by_id.get(&rec.outbox_id) {
                     Some(PushOutcome::Accepted { remote, created, .. }) => {
                         let is_create = matches!(rec.op, PushOp::Create { .. });
+                        // A push that went out with the latest plan leaves nothing to plan: the
+                        // record now holds exactly what the person needs there.
+                        let replan_needed;
                         if is_create {
                             tally.created += 1;
                             let owner: Option<String> = tx
@@ -442,18 +445,23 @@ impl Ledger {
                                     )?;
                                 }
                             }
+                            let current: Option<i64> = tx
+                                .prepare_cached("SELECT version FROM outbox WHERE id = ?1")?
+                                .query_row([rec.outbox_id], |r| r.get(0))
+                                .optional()?;
+                            replan_needed = current != Some(due.version);
                             tx.execute("DELETE FROM outbox WHERE id = ?1", [rec.outbox_id])?;
                         } else {
                             tally.updated += 1;
-                            tx.prepare_cached(
-                                "UPDATE outbox SET state = 'done', updated_at = ?3
-                                 WHERE id = ?1 AND version = ?2",
-                            )?
-                            .execute(params![
-                                rec.outbox_id,
-                                due.version,
-                                ts(now)
-                            ])?;
+                            let done = tx
+                                .prepare_cached(
+                                    "UPDATE outbox SET state = 'done', updated_at = ?3
+                                     WHERE id = ?1 AND version = ?2",
+                                )?
+                                .execute(params![rec.outbox_id, due.version, ts(now)])?;
+                            // The person changed while this was in flight: the row holds newer
+                            // fields, to be planned again against what the record now holds.
+                            replan_needed = done == 0;
                         }
                         note_pushed(tx, system, remote, &rec.fields, started_at)?;
                         audit(
@@ -468,7 +476,9 @@ impl Ledger {
                                 "fields": rec.fields.keys().map(|f| f.as_str()).collect::<Vec<_>>(),
                             }),
                         )?;
-                        replan(tx, lead_id, rules, now)?;
+                        if replan_needed {
+                            replan(tx, lead_id, rules, now)?;
+                        }
                     }
                     Some(PushOutcome::Rejected { code, message, .. }) => {
                         mark_dead(tx, rec.outbox_id, code, message, now)?;

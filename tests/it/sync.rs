@@ -207,7 +207,10 @@ async fn killed_mid_sync_and_restarted_loses_nothing_and_duplicates_nothing() {
     let logs = std::fs::read_to_string(&log_path).expect("logs");
     assert!(logs.contains("leadsync started"), "info logs were captured");
     for p in &people {
-        assert!(!logs.to_lowercase().contains(&p.email.to_lowercase()), "an email reached the logs");
+        assert!(
+            !logs.to_lowercase().contains(&p.email.to_lowercase()),
+            "an email reached the logs"
+        );
         assert!(!logs.contains(&p.phone), "a phone number reached the logs");
         assert!(!logs.contains(&format!("\"{}\"", p.last)), "a name reached the logs");
     }

@@ -91,9 +91,14 @@ pub(super) fn record_to_change(
         .and_then(Value::as_str)
         .and_then(parse_datetime)
         .ok_or(BadRecord("SystemModstamp"))?;
+    // The placeholder leadsync writes into required fields it has no value for reads back as
+    // "no value", so it never travels to other systems as if someone had typed it.
     let props: BTreeMap<String, Option<String>> = map
         .properties()
-        .map(|p| (p.to_string(), get_ci(rec, p).and_then(json_to_string)))
+        .map(|p| {
+            let v = get_ci(rec, p).and_then(json_to_string).filter(|v| v != NOT_PROVIDED);
+            (p.to_string(), v)
+        })
         .collect();
     let ledger_key =
         get_ci(rec, external_id_field).and_then(json_to_string).filter(|s| !s.trim().is_empty());

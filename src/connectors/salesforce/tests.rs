@@ -843,3 +843,22 @@ async fn concurrent_calls_share_one_reauthentication() {
     a.expect("first call healthy");
     b.expect("second call healthy");
 }
+
+#[test]
+fn placeholder_values_read_back_as_no_value() {
+    let map = FieldMap::from_raw(&FieldMap::salesforce_lead_default(), "x").expect("valid");
+    let rec: super::wire::Record = serde_json::from_value(json!({
+        "Id": "00Q000000000001AAA",
+        "SystemModstamp": "2024-05-01T10:00:00.000+0000",
+        "Email": "a@b.test",
+        "LastName": "[not provided]",
+        "Company": "[not provided]"
+    }))
+    .expect("record");
+    let (change, _) =
+        super::mapping::record_to_change(&map, "Lead", "Leadsync_Id__c", &rec, Utc::now())
+            .expect("change");
+    assert!(!change.fields.contains_key(&Field::LastName));
+    assert!(!change.fields.contains_key(&Field::Company));
+    assert_eq!(change.fields.get(&Field::Email).map(String::as_str), Some("a@b.test"));
+}
