@@ -203,6 +203,22 @@ async fn killed_mid_sync_and_restarted_loses_nothing_and_duplicates_nothing() {
     assert!(keys.values().all(|n| *n == 1), "a Salesforce lead was created twice");
     assert_eq!(h.salesforce.all("Lead").len(), sf_seeded + keys.len());
 
+    // `leadsync status` reads the same ledger and reports each system.
+    let out = Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(["status", "--config"])
+        .arg(&config)
+        .env_clear()
+        .envs(&env)
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("crm (salesforce, crm)") && text.contains("marketing (hubspot, marketing)"),
+        "{text}"
+    );
+    assert!(text.contains("outbox pending:   0") && text.contains("dead records:     0"), "{text}");
+
     // The daemon's info-level logs carry ids, never a person's email, name or phone.
     let logs = std::fs::read_to_string(&log_path).expect("logs");
     assert!(logs.contains("leadsync started"), "info logs were captured");
@@ -214,4 +230,48 @@ async fn killed_mid_sync_and_restarted_loses_nothing_and_duplicates_nothing() {
         assert!(!logs.contains(&p.phone), "a phone number reached the logs");
         assert!(!logs.contains(&format!("\"{}\"", p.last)), "a name reached the logs");
     }
+}
+
+/// A vendor answer of 200 with one failed record dead-letters that record only, with the
+/// vendor's code, and everything else still goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_record_is_dead_lettered_alone() {
+    use leadsync::sim::salesforce::Fault;
+
+    let people = leadsync::sim::population::generate(300, 17);
+    let victim = people
+        .iter()
+        .find(|p| {
+            p.presence == Presence::MarketingOnly
+                && ["marketingqualifiedlead", "salesqualifiedlead"].contains(&p.hs_stage)
+        })
+        .expect("a marketing-only MQL that will be created in Salesforce")
+        .email
+        .to_lowercase();
+    let harness = crate::helpers::start_harness(&people).await;
+    let v = victim.clone();
+    harness.salesforce.inject(Fault::RecordError {
+        object: "Lead".into(),
+        matches: std::sync::Arc::new(move |r| {
+            r.get("Email").and_then(|e| e.as_str()).is_some_and(|e| e.eq_ignore_ascii_case(&v))
+        }),
+        status_code: "FIELD_CUSTOM_VALIDATION_EXCEPTION".into(),
+        message: "Region is required for qualified leads".into(),
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, trigger, engine) = crate::helpers::start_engine(&harness, &dir).await;
+    assert!(leadsync::sim::harness::wait_converged(&app, Duration::from_secs(60)).await);
+    let totals = app.ledger().totals().expect("totals");
+    assert_eq!(totals.dead_by_system.get("crm"), Some(&1), "exactly one dead letter");
+    let sf = sf_by_email(&harness);
+    assert!(!sf.contains_key(&victim), "the rejected lead was not created");
+    let bad = leadsync::verify::compare(
+        &app.ledger().snapshot().expect("snap"),
+        &app.rules(),
+        &|s, r| harness.fetch(s, r),
+    );
+    assert_eq!(bad.len(), 1, "only the dead-lettered person is missing: {bad:?}");
+    assert_eq!(bad[0].problem, "person missing in this system");
+    trigger.trigger();
+    engine.await.expect("join").expect("clean stop");
 }
