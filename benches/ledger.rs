@@ -5,34 +5,13 @@
 use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
-use leadsync::connectors::{Cursor, FieldMap};
-use leadsync::domain::{
-    Change, Field, Fields, PushOp, PushOutcome, RemoteId, Role, Stage, SystemName,
-};
+use leadsync::connectors::Cursor;
+use leadsync::domain::{Change, Field, Fields, PushOp, PushOutcome, RemoteId, SystemName};
 use leadsync::ledger::{Ledger, PushRetry};
-use leadsync::reconcile::{CreatePolicy, Rules, SystemRules};
+use leadsync::reconcile::Rules;
 
 fn rules() -> Rules {
-    let map = |raw| FieldMap::from_raw(&raw, "bench").expect("default mapping is valid");
-    Rules {
-        systems: vec![
-            SystemRules {
-                name: SystemName("crm".into()),
-                role: Role::Crm,
-                object_type: "Lead".into(),
-                create: CreatePolicy::FromStage(Stage::Mql),
-                map: map(FieldMap::salesforce_lead_default()),
-            },
-            SystemRules {
-                name: SystemName("marketing".into()),
-                role: Role::Marketing,
-                object_type: "contact".into(),
-                create: CreatePolicy::Always,
-                map: map(FieldMap::hubspot_contact_default()),
-            },
-        ],
-        status_implies_stage: [("working".to_string(), Stage::Sql)].into(),
-    }
+    Rules::salesforce_hubspot_defaults()
 }
 
 fn change(obj: &str, i: usize, stage: Option<&str>, status: Option<&str>) -> Change {

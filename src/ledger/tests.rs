@@ -1,31 +1,10 @@
 //! Ledger tests on a temp file: cursor atomicity, inbox de-duplication, push bookkeeping.
 
 use super::*;
-use crate::connectors::FieldMap;
-use crate::domain::{Role, Stage};
-use crate::reconcile::{CreatePolicy, SystemRules};
 use chrono::TimeZone;
 
 fn rules() -> Rules {
-    Rules {
-        systems: vec![
-            SystemRules {
-                name: SystemName("crm".into()),
-                role: Role::Crm,
-                object_type: "Lead".into(),
-                create: CreatePolicy::FromStage(Stage::Mql),
-                map: FieldMap::from_raw(&FieldMap::salesforce_lead_default(), "c").expect("ok"),
-            },
-            SystemRules {
-                name: SystemName("marketing".into()),
-                role: Role::Marketing,
-                object_type: "contact".into(),
-                create: CreatePolicy::Always,
-                map: FieldMap::from_raw(&FieldMap::hubspot_contact_default(), "m").expect("ok"),
-            },
-        ],
-        status_implies_stage: BTreeMap::new(),
-    }
+    Rules::salesforce_hubspot_defaults()
 }
 
 fn t(s: i64) -> DateTime<Utc> {

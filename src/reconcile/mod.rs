@@ -53,6 +53,39 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// The default rules for the common pair: system `crm` on Salesforce Lead (created from
+    /// MQL on) and system `marketing` on HubSpot contacts (everyone), with the default field
+    /// maps and "working ⇒ SQL", "converted ⇒ opportunity". Used by tests and benchmarks.
+    ///
+    /// # Panics
+    /// Never: the default field maps are valid (unit-tested in `field_map`).
+    pub fn salesforce_hubspot_defaults() -> Rules {
+        let map = |raw| FieldMap::from_raw(&raw, "defaults").expect("default field maps are valid");
+        Rules {
+            systems: vec![
+                SystemRules {
+                    name: SystemName("crm".into()),
+                    role: Role::Crm,
+                    object_type: "Lead".into(),
+                    create: CreatePolicy::FromStage(Stage::Mql),
+                    map: map(FieldMap::salesforce_lead_default()),
+                },
+                SystemRules {
+                    name: SystemName("marketing".into()),
+                    role: Role::Marketing,
+                    object_type: "contact".into(),
+                    create: CreatePolicy::Always,
+                    map: map(FieldMap::hubspot_contact_default()),
+                },
+            ],
+            status_implies_stage: [
+                ("working".to_string(), Stage::Sql),
+                ("converted".to_string(), Stage::Opportunity),
+            ]
+            .into(),
+        }
+    }
+
     pub fn system(&self, name: &SystemName) -> Option<&SystemRules> {
         self.systems.iter().find(|s| &s.name == name)
     }

@@ -5,27 +5,7 @@ use chrono::TimeZone;
 use proptest::prelude::*;
 
 fn rules() -> Rules {
-    let sf = FieldMap::from_raw(&FieldMap::salesforce_lead_default(), "crm").expect("valid");
-    let hs = FieldMap::from_raw(&FieldMap::hubspot_contact_default(), "mkt").expect("valid");
-    Rules {
-        systems: vec![
-            SystemRules {
-                name: SystemName("crm".into()),
-                role: Role::Crm,
-                object_type: "Lead".into(),
-                create: CreatePolicy::FromStage(Stage::Mql),
-                map: sf,
-            },
-            SystemRules {
-                name: SystemName("marketing".into()),
-                role: Role::Marketing,
-                object_type: "contact".into(),
-                create: CreatePolicy::Always,
-                map: hs,
-            },
-        ],
-        status_implies_stage: [("working".to_string(), Stage::Sql)].into(),
-    }
+    Rules::salesforce_hubspot_defaults()
 }
 
 fn t(s: i64) -> DateTime<Utc> {
