@@ -279,6 +279,10 @@ impl App {
     }
 }
 
+/// Processed inbox rows are kept this long for de-duplication, and pruned this often.
+const INBOX_KEEP_DAYS: i64 = 7;
+const INBOX_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// How long a pusher waits at most for a fuller batch while changes are still being reconciled.
 const PUSH_LINGER_MAX: Duration = Duration::from_secs(2);
 const PUSH_LINGER_STEP: Duration = Duration::from_millis(50);
@@ -379,7 +383,15 @@ async fn reconciler(
     batch: usize,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let mut last_prune = Instant::now();
     loop {
+        // Processed inbox rows only serve de-duplication; their effects live in the ledger.
+        if last_prune.elapsed() >= INBOX_PRUNE_EVERY {
+            let before = Utc::now() - chrono::Duration::days(INBOX_KEEP_DAYS);
+            let pruned = blocking(&ledger, move |l| l.prune_inbox(before)).await?;
+            tracing::debug!(pruned, "inbox pruned");
+            last_prune = Instant::now();
+        }
         loop {
             let r = Arc::clone(&rules);
             let stats = blocking(&ledger, move |l| {

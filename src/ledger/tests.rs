@@ -141,3 +141,14 @@ fn reader_sees_status() {
     assert_eq!(st[0].system, "crm");
     assert!(st[0].last_poll_ok_at.is_some());
 }
+
+#[test]
+fn prune_drops_only_old_processed_inbox_rows() {
+    let (_d, l) = open();
+    let mkt = SystemName("marketing".into());
+    l.ingest(&mkt, "poll", &[change("1", "a@x.test", "lead", 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&rules(), 100, t(2), &mut mint()).expect("reconcile");
+    l.ingest(&mkt, "poll", &[change("2", "b@x.test", "lead", 0)], None, t(3)).expect("ingest");
+    assert_eq!(l.prune_inbox(t(10)).expect("prune"), 1, "only the processed row goes");
+    assert_eq!(l.backlog().expect("backlog").0, 1, "the unprocessed row stays");
+}
