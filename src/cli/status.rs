@@ -34,7 +34,7 @@ pub fn run(config: &Path, env: &HashMap<String, String>, json: bool) -> u8 {
     for s in status {
         println!("{} ({}, {})", s.system, s.kind, s.role);
         println!("  linked records:   {}", s.linked_records);
-        println!("  cursor:           {}", s.cursor.as_deref().unwrap_or("(none yet)"));
+        println!("  cursor:           {}", short_cursor(s.cursor.as_deref()));
         println!("  last good poll:   {}", s.last_poll_ok_at.as_deref().unwrap_or("never"));
         println!("  inbox pending:    {}", s.inbox_pending);
         println!("  outbox pending:   {}", s.outbox_pending);
@@ -45,4 +45,32 @@ pub fn run(config: &Path, env: &HashMap<String, String>, json: bool) -> u8 {
         }
     }
     exit::OK
+}
+
+/// Cursors can carry a window of recently seen ids; the table shows their head (`--json` has
+/// them whole).
+fn short_cursor(c: Option<&str>) -> String {
+    const MAX: usize = 96;
+    match c {
+        None => "(none yet)".into(),
+        Some(c) if c.len() <= MAX => c.into(),
+        Some(c) => {
+            let cut = (0..=MAX).rev().find(|i| c.is_char_boundary(*i)).unwrap_or(0);
+            format!("{}… ({} bytes; --json shows it whole)", &c[..cut], c.len())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_cursor;
+
+    #[test]
+    fn long_cursors_are_shortened() {
+        assert_eq!(short_cursor(None), "(none yet)");
+        assert_eq!(short_cursor(Some("{\"ts\":1}")), "{\"ts\":1}");
+        let long = "x".repeat(500);
+        let s = short_cursor(Some(&long));
+        assert!(s.starts_with(&"x".repeat(96)) && s.contains("500 bytes"));
+    }
 }
