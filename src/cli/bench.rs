@@ -132,8 +132,13 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
     trigger.trigger();
     let engine_ok = matches!(engine.await, Ok(Ok(())));
 
-    let totals = app.ledger().totals().unwrap_or_default();
-    let snapshot = app.ledger().snapshot().unwrap_or_default();
+    let (totals, snapshot) = match (app.ledger().totals(), app.ledger().snapshot()) {
+        (Ok(t), Ok(s)) => (t, s),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("leadsync: cannot read ledger: {e}");
+            return exit::IOERR;
+        }
+    };
     let disagreements = verify::compare(&snapshot, &app.rules(), &|s, r| harness.fetch(s, r));
     let sf = harness.salesforce.stats();
     let hs = harness.hubspot.stats();

@@ -368,7 +368,13 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
     };
     let rules = app.rules();
     let disagreements = verify::compare(&snapshot, &rules, &|s, r| harness.fetch(s, r));
-    let totals = app.ledger().totals().unwrap_or_default();
+    let totals = match app.ledger().totals() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("leadsync: cannot read ledger: {e}");
+            return exit::IOERR;
+        }
+    };
     let calls = app.api_calls();
     let sf = harness.salesforce.stats();
     let hs = harness.hubspot.stats();
