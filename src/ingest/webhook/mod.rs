@@ -68,11 +68,7 @@ impl WebhookError {
 /// # Errors
 /// [`WebhookError::TooLarge`] when `body` is longer than the limit.
 pub fn check_body_size(body: &[u8]) -> Result<(), WebhookError> {
-    if body.len() > MAX_BODY_BYTES {
-        Err(WebhookError::TooLarge)
-    } else {
-        Ok(())
-    }
+    if body.len() > MAX_BODY_BYTES { Err(WebhookError::TooLarge) } else { Ok(()) }
 }
 
 /// Constant-time equality of two byte strings. Different lengths are simply unequal: a

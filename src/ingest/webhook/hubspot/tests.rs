@@ -20,10 +20,7 @@ const V1: &str = "84712bfb2134c56c9d6858cfb57a28800db746c3f93c6fdb0f90b4efa640e2
 const V2: &str = "e3381cdc8b200389e479f2eec21ada5a0b1518c69d5aa690fe6b14437f36e0bc";
 
 fn config(allow_legacy: bool) -> HubspotVerifyConfig {
-    HubspotVerifyConfig {
-        client_secrets: vec![SecretString::from(SECRET)],
-        allow_legacy,
-    }
+    HubspotVerifyConfig { client_secrets: vec![SecretString::from(SECRET)], allow_legacy }
 }
 
 fn v3_request<'a>(sig: &'a str, ts: &'a str, body: &'a [u8]) -> HubspotRequest<'a> {
