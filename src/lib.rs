@@ -18,6 +18,7 @@ pub mod app;
 pub mod cli;
 pub mod connectors;
 pub mod domain;
+pub mod ingest;
 pub mod ledger;
 pub mod reconcile;
 pub mod retry;
