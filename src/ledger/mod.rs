@@ -639,15 +639,9 @@ impl Ledger {
     /// heartbeat row is missing.
     pub fn writable_check(&self) -> Result<()> {
         self.with_tx(|tx| {
-            let n = tx.execute(
-                "UPDATE heartbeat SET checked_at = ?1 WHERE id = 1",
-                [ts(Utc::now())],
-            )?;
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(LedgerError::Corrupt("heartbeat row missing".into()))
-            }
+            let n =
+                tx.execute("UPDATE heartbeat SET checked_at = ?1 WHERE id = 1", [ts(Utc::now())])?;
+            if n == 1 { Ok(()) } else { Err(LedgerError::Corrupt("heartbeat row missing".into())) }
         })
     }
 
