@@ -12,14 +12,18 @@
 //! - `sim`: vendor simulators for the demo, tests and benchmarks.
 //! - `settings`: layered config parsed into validated types.
 //! - `cli`: the subcommands of the one binary.
+//! - `admin`: health, readiness and Prometheus metrics on their own loopback listener.
+//! - `metrics`: every metric name and the one Prometheus recorder.
 //! - `retry`, `telemetry`, `shutdown`: cross-cutting pieces.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod connectors;
 pub mod domain;
 pub mod ingest;
 pub mod ledger;
+pub mod metrics;
 pub mod reconcile;
 pub mod retry;
 pub mod settings;

@@ -185,6 +185,14 @@ impl Ledger {
         &self.path
     }
 
+    /// Make the writer connection refuse writes, as a read-only or failing disk would; for
+    /// readiness tests, which run as root, where file permissions do not stop writes.
+    #[cfg(test)]
+    pub(crate) fn set_query_only_for_test(&self, on: bool) {
+        let conn = self.conn.lock().expect("test ledger lock");
+        conn.pragma_update(None, "query_only", on).expect("set query_only");
+    }
+
     fn with_tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -622,6 +630,30 @@ impl Ledger {
         totals(&conn)
     }
 
+    /// Prove the ledger still takes commits: rewrite the one heartbeat row in a write
+    /// transaction. This takes the write lock, appends to the WAL and syncs, so a read-only,
+    /// locked or full database fails here rather than in the middle of a sync cycle.
+    ///
+    /// # Errors
+    /// The write failed (read-only, locked past the busy timeout, disk full, I/O error), or the
+    /// heartbeat row is missing.
+    pub fn writable_check(&self) -> Result<()> {
+        self.with_tx(|tx| {
+            let n =
+                tx.execute("UPDATE heartbeat SET checked_at = ?1 WHERE id = 1", [ts(Utc::now())])?;
+            if n == 1 { Ok(()) } else { Err(LedgerError::Corrupt("heartbeat row missing".into())) }
+        })
+    }
+
+    /// Queue depths and the last good poll per system, for metrics and readiness.
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt timestamp.
+    pub fn gauges(&self) -> Result<Gauges> {
+        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+        gauges(&conn)
+    }
+
     /// Drop processed inbox rows older than `before` (their effects live in the ledger).
     ///
     /// # Errors
@@ -653,6 +685,78 @@ pub struct Totals {
     pub created_by_system: BTreeMap<String, i64>,
     pub updates_by_system: BTreeMap<String, i64>,
     pub dead_by_system: BTreeMap<String, i64>,
+}
+
+/// Gauges of one system.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SystemGauges {
+    /// Changes from this system committed to the inbox and not reconciled yet.
+    pub inbox_pending: i64,
+    /// Writes to this system waiting in the outbox.
+    pub outbox_pending: i64,
+    /// Writes to this system that were given up on (dead letters).
+    pub dead: i64,
+    /// When a poll of this system last succeeded.
+    pub last_poll_ok_at: Option<DateTime<Utc>>,
+}
+
+/// Gauges per system: every registered system, plus any system that still has rows.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Gauges {
+    pub systems: BTreeMap<String, SystemGauges>,
+}
+
+impl Gauges {
+    /// Unprocessed inbox rows over all systems.
+    pub fn inbox_pending(&self) -> i64 {
+        self.systems.values().map(|g| g.inbox_pending).sum()
+    }
+}
+
+fn gauges(conn: &Connection) -> Result<Gauges> {
+    let mut out = Gauges::default();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.name, st.last_poll_ok_at FROM systems s
+             LEFT JOIN system_status st ON st.system = s.name",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+        for row in rows {
+            let (system, at): (String, Option<String>) = row?;
+            let at = at.as_deref().map(parse_ts).transpose()?;
+            out.systems.entry(system).or_default().last_poll_ok_at = at;
+        }
+    }
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT system, count(*) FROM inbox WHERE processed_at IS NULL GROUP BY system",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (system, n) = row?;
+            out.systems.entry(system).or_default().inbox_pending = n;
+        }
+    }
+    {
+        // Two statements so that each can use its partial index.
+        let mut pending = conn.prepare_cached(
+            "SELECT system, count(*) FROM outbox WHERE state = 'pending' GROUP BY system",
+        )?;
+        let rows = pending.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (system, n) = row?;
+            out.systems.entry(system).or_default().outbox_pending = n;
+        }
+        let mut dead = conn.prepare_cached(
+            "SELECT system, count(*) FROM outbox WHERE state = 'dead' GROUP BY system",
+        )?;
+        let rows = dead.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (system, n) = row?;
+            out.systems.entry(system).or_default().dead = n;
+        }
+    }
+    Ok(out)
 }
 
 /// Read-only access for CLI commands that inspect a ledger a daemon may be writing.

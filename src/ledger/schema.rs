@@ -123,6 +123,16 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX audit_lead ON audit(lead_id);
     "#,
+    // 2: a one-row table that readiness probes write to prove the ledger takes commits, and
+    // an index that keeps counting dead letters per system cheap for metrics scrapes.
+    r#"
+    CREATE TABLE heartbeat (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        checked_at TEXT NOT NULL
+    ) STRICT;
+    INSERT INTO heartbeat(id, checked_at) VALUES (1, '');
+    CREATE INDEX outbox_dead ON outbox(system) WHERE state = 'dead';
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -152,3 +152,60 @@ fn prune_drops_only_old_processed_inbox_rows() {
     assert_eq!(l.prune_inbox(t(10)).expect("prune"), 1, "only the processed row goes");
     assert_eq!(l.backlog().expect("backlog").0, 1, "the unprocessed row stays");
 }
+
+#[test]
+fn writable_check_passes_then_fails_when_the_writer_refuses_writes() {
+    let (_d, l) = open();
+    l.writable_check().expect("fresh ledger is writable");
+    l.writable_check().expect("and stays so");
+    l.set_query_only_for_test(true);
+    let err = l.writable_check().expect_err("query_only refuses the heartbeat write");
+    assert!(err.to_string().contains("readonly") || err.to_string().contains("read"), "{err}");
+    l.set_query_only_for_test(false);
+    l.writable_check().expect("writable again");
+}
+
+#[test]
+fn gauges_count_pending_inbox_outbox_and_dead_per_system() {
+    let (_d, l) = open();
+    l.register_systems(&[
+        ("crm".into(), "salesforce".into(), "crm".into()),
+        ("marketing".into(), "hubspot".into(), "marketing".into()),
+    ])
+    .expect("register");
+    let g = l.gauges().expect("gauges");
+    assert_eq!(g.systems.len(), 2);
+    assert_eq!(g.systems["crm"], SystemGauges::default());
+
+    let mkt = SystemName("marketing".into());
+    let crm = SystemName("crm".into());
+    let r = rules();
+    l.ingest(&mkt, "poll", &[change("1", "a@x.test", "mql", 0)], None, t(1)).expect("ingest");
+    l.ingest(&mkt, "poll", &[change("2", "b@x.test", "mql", 0)], None, t(1)).expect("ingest");
+    l.record_poll_ok(&mkt, t(2)).expect("poll ok");
+    let g = l.gauges().expect("gauges");
+    assert_eq!(g.systems["marketing"].inbox_pending, 2);
+    assert_eq!(g.inbox_pending(), 2);
+    assert_eq!(g.systems["marketing"].last_poll_ok_at, Some(t(2)));
+    assert_eq!(g.systems["crm"].last_poll_ok_at, None);
+
+    l.reconcile_pending(&r, 100, t(3), &mut mint()).expect("reconcile");
+    let due = l.due_pushes(&crm, 10, t(4)).expect("due");
+    assert_eq!(due.len(), 2);
+    let g = l.gauges().expect("gauges");
+    assert_eq!(g.inbox_pending(), 0);
+    assert_eq!(g.systems["crm"].outbox_pending, 2);
+
+    let outcome = PushOutcome::Rejected {
+        outbox_id: due[0].record.outbox_id,
+        code: "REQUIRED_FIELD_MISSING".into(),
+        message: "missing".into(),
+    };
+    l.record_push_results(&crm, &due[..1], &[outcome], &r, PushRetry::default(), t(5), t(6))
+        .expect("record");
+    let g = l.gauges().expect("gauges");
+    assert_eq!(
+        g.systems["crm"],
+        SystemGauges { inbox_pending: 0, outbox_pending: 1, dead: 1, last_poll_ok_at: None }
+    );
+}
