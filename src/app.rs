@@ -336,6 +336,7 @@ async fn poller(
                 })
                 .await?;
                 bump(&progress.polled, &name, count as u64);
+                crate::metrics::records_polled(name.as_str(), count as u64);
                 tracing::debug!(records = count, new = inserted, "poll page committed");
                 if inserted > 0 {
                     reconcile_wake.notify_one();
@@ -508,7 +509,9 @@ async fn push_group(
     let started = Utc::now();
     let records: Vec<_> = due.iter().map(|d| d.record.clone()).collect();
     tracing::debug!(records = records.len(), "pushing");
+    let t0 = Instant::now();
     let result = sys.connector.push(&records).await;
+    crate::metrics::push_duration(name.as_str(), t0.elapsed());
     let r = Arc::clone(rules);
     match result {
         Ok(outcomes) => {
@@ -520,6 +523,10 @@ async fn push_group(
             bump(&progress.pushed_created, &name, tally.created as u64);
             bump(&progress.pushed_updated, &name, tally.updated as u64);
             bump(&progress.dead, &name, tally.dead as u64);
+            let m = crate::metrics::records_pushed;
+            m(name.as_str(), crate::metrics::OUTCOME_OK, (tally.created + tally.updated) as u64);
+            m(name.as_str(), crate::metrics::OUTCOME_REJECTED, tally.dead as u64);
+            m(name.as_str(), crate::metrics::OUTCOME_RETRY, tally.retried as u64);
             if tally.dead > 0 {
                 tracing::warn!(
                     dead = tally.dead,

@@ -35,6 +35,8 @@ struct SettingsRaw {
     #[serde(default)]
     log: LogRaw,
     #[serde(default)]
+    admin: AdminRaw,
+    #[serde(default)]
     systems: BTreeMap<String, serde_json::Value>,
 }
 
@@ -69,6 +71,29 @@ impl Default for SyncRaw {
             error_backoff_secs: 5,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AdminRaw {
+    enabled: bool,
+    listen: String,
+    max_poll_age_secs: u64,
+}
+
+impl Default for AdminRaw {
+    fn default() -> Self {
+        AdminRaw { enabled: true, listen: "127.0.0.1:9464".into(), max_poll_age_secs: 900 }
+    }
+}
+
+/// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// `None` when disabled.
+    pub listen: Option<std::net::SocketAddr>,
+    /// A system not polled successfully for this long makes `/readyz` fail.
+    pub max_poll_age: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +155,7 @@ pub struct Settings {
     pub ledger_path: PathBuf,
     pub sync: SyncSettings,
     pub log: LogSettings,
+    pub admin: AdminSettings,
     pub systems: Vec<SystemSettings>,
 }
 
@@ -226,6 +252,16 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
     if raw.ledger.path.as_os_str().is_empty() {
         return Err(KeyError::new("ledger.path", "must not be empty").into());
     }
+    let admin = AdminSettings {
+        listen: if raw.admin.enabled {
+            Some(raw.admin.listen.parse().map_err(|e| {
+                KeyError::new("admin.listen", format!("not an address like 127.0.0.1:9464: {e}"))
+            })?)
+        } else {
+            None
+        },
+        max_poll_age: Duration::from_secs(raw.admin.max_poll_age_secs.max(1)),
+    };
     if raw.systems.is_empty() {
         return Err(KeyError::new("systems", "no systems configured").into());
     }
@@ -248,6 +284,7 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
             error_backoff: Duration::from_secs(raw.sync.error_backoff_secs.max(1)),
         },
         log: LogSettings { format, level: raw.log.level },
+        admin,
         systems,
     })
 }

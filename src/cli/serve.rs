@@ -26,6 +26,31 @@ pub async fn run(config: &Path, env: &HashMap<String, String>) -> u8 {
         }
     };
     let (trigger, shutdown) = shutdown::channel();
+    if let Some(addr) = settings.admin.listen {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("leadsync: cannot listen on admin.listen {addr}: {e}");
+                return exit::CONFIG;
+            }
+        };
+        let handle = match crate::metrics::install() {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("leadsync: cannot install metrics: {e}");
+                return exit::SOFTWARE;
+            }
+        };
+        let source = std::sync::Arc::new(crate::admin::LedgerSource::new(app.ledger()));
+        let state = crate::admin::AdminState::new(source, handle, settings.admin.max_poll_age);
+        let admin_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::admin::serve(listener, state, admin_shutdown).await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+        tracing::info!(listen = %addr, "admin endpoints up: /healthz /readyz /metrics");
+    }
     tokio::spawn(async move {
         match shutdown::signal().await {
             Ok(sig) => tracing::info!(signal = sig, "shutting down: finishing the batch in flight"),
