@@ -410,4 +410,65 @@ mod unit {
         assert!(contains_token("jane doe", "do*"));
         assert!(contains_token("jane@hubspot.com", "hubspot.com"));
     }
+
+    /// The poller's sequence over a large portal: `lastmodifieddate >= ts` pages sorted by time,
+    /// with a tie-phase query (`== ts AND hs_object_id > id`, sorted by id) every tenth page.
+    /// Prints the wall time; the bound is loose enough for a debug build on a busy machine.
+    #[test]
+    fn keyset_scan_of_many_contacts_is_fast() {
+        let opts = HubspotSimOptions::unlimited();
+        let mut store = Store::new(&opts);
+        let base = 1_700_000_000_000_i64;
+        let n = 100_000;
+        for i in 0..n {
+            let values: std::collections::BTreeMap<String, String> = [
+                ("email".to_string(), format!("p{i}@example.test")),
+                ("firstname".to_string(), format!("F{i}")),
+            ]
+            .into();
+            store.commit_create(values, base + i / 50);
+        }
+        let started = std::time::Instant::now();
+        let (mut ts, mut seen, mut calls) = (0_i64, 0_usize, 0_usize);
+        loop {
+            let body = serde_json::json!({
+                "filterGroups": [{"filters": [
+                    {"propertyName": "lastmodifieddate", "operator": "GTE", "value": ts.to_string()}
+                ]}],
+                "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
+                "properties": ["email", "firstname", "lastmodifieddate"],
+                "limit": 200,
+            });
+            let page = run(&mut store, &body, &opts).expect("valid search");
+            calls += 1;
+            let last = page.results.last().expect("a non-empty page");
+            let last_ts = parse_instant_ms(
+                last["properties"]["lastmodifieddate"].as_str().expect("a datetime"),
+            )
+            .expect("a valid datetime");
+            if calls % 10 == 0 {
+                let tie = serde_json::json!({
+                    "filterGroups": [{"filters": [
+                        {"propertyName": "lastmodifieddate", "operator": "EQ", "value": last_ts.to_string()},
+                        {"propertyName": "hs_object_id", "operator": "GT", "value": "0"}
+                    ]}],
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "limit": 200,
+                });
+                let tied = run(&mut store, &tie, &opts).expect("valid search");
+                assert_eq!(tied.total, 50);
+                calls += 1;
+            }
+            seen += page.results.len();
+            if page.next_after.is_none() {
+                break;
+            }
+            ts = last_ts;
+        }
+        let elapsed = started.elapsed();
+        eprintln!("hubspot keyset scan: {calls} searches over {n} contacts in {elapsed:?}");
+        assert!(seen >= n as usize);
+        assert!(elapsed < std::time::Duration::from_secs(120), "{elapsed:?}");
+    }
 }
+

@@ -959,4 +959,49 @@ mod tests {
         assert!(like_match(&like_pattern("50\\%"), "50%"));
         assert!(!like_match(&like_pattern("50\\%"), "500"));
     }
+
+    /// The connector's keyset walk over a large org, 2000 rows a query. Prints the wall time;
+    /// the bound is loose enough for a debug build on a busy machine.
+    #[test]
+    fn keyset_walk_of_many_leads_is_fast() {
+        let mut s = Store::new(&["Leadsync_Id__c".to_owned()], false);
+        let n = 100_000;
+        for i in 0..n {
+            let schema = &s.table(Obj::Lead).schema;
+            let lead = json!({"LastName": format!("L{i}"), "Company": "X", "Email": format!("p{i}@x.test")});
+            let inc: Incoming = decode(schema, lead.as_object().unwrap()).unwrap();
+            s.create(Obj::Lead, &inc).unwrap();
+        }
+        let started = std::time::Instant::now();
+        let t = s.table(Obj::Lead);
+        let (mut seen, mut calls) = (0, 0);
+        let mut cursor: Option<(String, String)> = None;
+        loop {
+            let filter = match &cursor {
+                None => String::new(),
+                Some((x, id)) => format!(
+                    "WHERE SystemModstamp > {x} OR (SystemModstamp = {x} AND Id > '{id}') "
+                ),
+            };
+            let q = format!(
+                "SELECT Id, SystemModstamp, Email, LastName FROM Lead {filter}ORDER BY SystemModstamp, Id LIMIT 2000"
+            );
+            let q = parse(&q, &s).unwrap();
+            let rows = matching_rows(&q, t, false);
+            calls += 1;
+            let Some(last) = rows.last() else { break };
+            seen += rows.len();
+            let rec = &t.rows[*last];
+            let Val::Dt(ms) = rec.vals[t.schema.modstamp] else { unreachable!() };
+            cursor = Some((
+                crate::sim::salesforce::store::format_datetime(ms),
+                rec.id(&t.schema).to_owned(),
+            ));
+        }
+        let elapsed = started.elapsed();
+        eprintln!("salesforce keyset walk: {calls} queries over {n} leads in {elapsed:?}");
+        assert_eq!(seen, n);
+        assert!(elapsed < std::time::Duration::from_secs(120), "{elapsed:?}");
+    }
 }
+
