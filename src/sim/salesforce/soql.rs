@@ -979,9 +979,9 @@ mod tests {
         loop {
             let filter = match &cursor {
                 None => String::new(),
-                Some((x, id)) => format!(
-                    "WHERE SystemModstamp > {x} OR (SystemModstamp = {x} AND Id > '{id}') "
-                ),
+                Some((x, id)) => {
+                    format!("WHERE SystemModstamp > {x} OR (SystemModstamp = {x} AND Id > '{id}') ")
+                }
             };
             let q = format!(
                 "SELECT Id, SystemModstamp, Email, LastName FROM Lead {filter}ORDER BY SystemModstamp, Id LIMIT 2000"
@@ -1004,4 +1004,3 @@ mod tests {
         assert!(elapsed < std::time::Duration::from_secs(120), "{elapsed:?}");
     }
 }
-
