@@ -7,6 +7,7 @@
 //! step.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -163,7 +164,25 @@ fn contains_token(stored: &str, pattern: &str) -> bool {
 
 impl Filter {
     fn matches(&self, contact: &Contact) -> bool {
-        let key = key_of(contact, &self.prop, self.ty);
+        self.test(key_of(contact, &self.prop, self.ty))
+    }
+
+    /// Whether the filter can be decided from a contact's id and lastmodifieddate alone.
+    fn on_key(&self) -> bool {
+        matches!(self.prop.as_str(), "hs_object_id" | "lastmodifieddate")
+    }
+
+    /// [`Filter::matches`] from the id and lastmodifieddate only (see [`Filter::on_key`]):
+    /// the ordered indexes hold both in their keys, so counting needs no record.
+    fn matches_key(&self, updated_ms: i64, id: u64) -> bool {
+        let key = match self.prop.as_str() {
+            "hs_object_id" => id as f64,
+            _ => updated_ms as f64,
+        };
+        self.test(Some(Key::Num(key)))
+    }
+
+    fn test(&self, key: Option<Key>) -> bool {
         let cmp = |want: &Option<Key>| -> Option<Ordering> {
             match (&key, want) {
                 (Some(k), Some(w)) => k.compare(w),
@@ -382,6 +401,10 @@ fn run_inner(
         (groups.is_empty() || groups.iter().any(|g| g.iter().all(|f| f.matches(c))))
             && matches_query(c)
     };
+    let key_only = query.is_empty() && groups.iter().flatten().all(Filter::on_key);
+    let wanted_key = |ms: i64, id: u64| {
+        groups.is_empty() || groups.iter().any(|g| g.iter().all(|f| f.matches_key(ms, id)))
+    };
     let after = usize::try_from(after).unwrap_or(usize::MAX);
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let walk = if reference {
@@ -393,12 +416,24 @@ fn run_inner(
         // The filters select nothing at all (BTreeMap::range would panic on these bounds).
         Walk::ById(lo, hi) if lo > hi => (0, Vec::new()),
         Walk::ByModified(lo, hi) if lo > hi => (0, Vec::new()),
-        Walk::ById(lo, hi) => {
-            window(store.index().range(lo..=hi).map(|(_, c)| c.as_ref()), &wanted, after, limit)
+        // Deciding from the index key alone skips loading every record just to count it.
+        Walk::ById(lo, hi)
+            if key_only && groups.iter().flatten().all(|f| f.prop == "hs_object_id") =>
+        {
+            window(store.index().range(lo..=hi), |(id, _)| wanted_key(0, **id), after, limit)
         }
+        Walk::ById(lo, hi) => {
+            window(store.index().range(lo..=hi), |(_, c)| wanted(c), after, limit)
+        }
+        Walk::ByModified(lo, hi) if key_only => window(
+            store.index_by_modified().range((lo, 0)..=(hi, u64::MAX)),
+            |((ms, id), _)| wanted_key(*ms, *id),
+            after,
+            limit,
+        ),
         Walk::ByModified(lo, hi) => window(
-            store.index_by_modified().range((lo, 0)..=(hi, u64::MAX)).map(|(_, c)| c.as_ref()),
-            &wanted,
+            store.index_by_modified().range((lo, 0)..=(hi, u64::MAX)),
+            |(_, c)| wanted(c),
             after,
             limit,
         ),
@@ -521,18 +556,18 @@ fn widest(list: &[Option<i64>], pick: fn(i64, i64) -> i64) -> Option<i64> {
 }
 
 /// Count every wanted candidate and keep those at positions `after..after + limit`.
-fn window<'a>(
-    candidates: impl Iterator<Item = &'a Contact>,
-    wanted: &dyn Fn(&Contact) -> bool,
+fn window<'a, K: 'a>(
+    candidates: impl Iterator<Item = (&'a K, &'a Arc<Contact>)>,
+    wanted: impl Fn(&(&'a K, &'a Arc<Contact>)) -> bool,
     after: usize,
     limit: usize,
 ) -> (usize, Vec<&'a Contact>) {
     let end = after.saturating_add(limit);
     let mut total = 0;
     let mut page = Vec::new();
-    for c in candidates.filter(|c| wanted(c)) {
+    for item in candidates.filter(|item| wanted(item)) {
         if total >= after && total < end {
-            page.push(c);
+            page.push(item.1.as_ref());
         }
         total += 1;
     }
