@@ -759,6 +759,65 @@ fn order_cmp(order: &[OrderKey], a: &[Val], b: &[Val]) -> Ordering {
     Ordering::Equal
 }
 
+/// A lower bound on `field` implied by a filter (every selected row's value is at least it),
+/// when the filter gives one.
+fn lower_bound(expr: &Expr, field: usize) -> Option<i64> {
+    match expr {
+        Expr::Cmp { field: f, op: Op::Gt | Op::Ge | Op::Eq, lit: Lit::Dt(ms), .. }
+            if *f == field =>
+        {
+            Some(*ms)
+        }
+        Expr::And(parts) => parts.iter().filter_map(|p| lower_bound(p, field)).max(),
+        Expr::Or(parts) => parts
+            .iter()
+            .map(|p| lower_bound(p, field))
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .min(),
+        _ => None,
+    }
+}
+
+/// [`matching_rows`] for a LIMIT query whose ORDER BY starts with `SystemModstamp` ascending
+/// (the keyset page): walk the modstamp index from the filter's lower bound and stop once
+/// `OFFSET + LIMIT` rows match and their last modstamp is complete. Only those rows are then
+/// sorted by the whole ORDER BY, with the same row tie-break, so the answer is the same.
+fn by_stamp_rows(q: &Query, table: &Table, include_deleted: bool) -> Option<Vec<usize>> {
+    let limit = q.limit?;
+    let first = q.order.first()?;
+    if first.field != table.schema.modstamp || first.desc || !first.nulls_first {
+        return None;
+    }
+    let end = q.offset.saturating_add(limit);
+    if end == 0 {
+        return Some(Vec::new());
+    }
+    let lo = q.filter.as_ref().and_then(|f| lower_bound(f, table.schema.modstamp));
+    let mut rows = Vec::new();
+    let mut boundary: Option<i64> = None;
+    for &(stamp, row) in table.by_stamp().range((lo.unwrap_or(i64::MIN), 0)..) {
+        if boundary.is_some_and(|b| b != stamp) {
+            break;
+        }
+        let rec = &table.rows[row];
+        if (include_deleted || !rec.is_deleted())
+            && q.filter.as_ref().is_none_or(|f| f.eval(&rec.vals))
+        {
+            rows.push(row);
+            if rows.len() >= end && boundary.is_none() {
+                boundary = Some(stamp);
+            }
+        }
+    }
+    rows.sort_unstable_by(|x, y| {
+        order_cmp(&q.order, &table.rows[*x].vals, &table.rows[*y].vals).then(x.cmp(y))
+    });
+    rows.truncate(end);
+    rows.drain(..q.offset.min(rows.len()));
+    Some(rows)
+}
+
 /// The rows a query selects, filtered, sorted and cut by OFFSET/LIMIT, as row positions.
 /// Without ORDER BY the order is by Id, which is storage order.
 ///
@@ -767,6 +826,9 @@ fn order_cmp(order: &[OrderKey], a: &[Val], b: &[Val]) -> Ordering {
 /// break on row position, which is exactly the order a stable sort of the storage-ordered
 /// matches gives.
 pub(crate) fn matching_rows(q: &Query, table: &Table, include_deleted: bool) -> Vec<usize> {
+    if let Some(rows) = by_stamp_rows(q, table, include_deleted) {
+        return rows;
+    }
     let mut rows: Vec<usize> = table
         .rows
         .iter()
@@ -1018,33 +1080,56 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(100))]
-        /// The partial selection answers exactly what a stable sort of every match does.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(150))]
+        /// The partial selection and the modstamp-index walk answer exactly what a stable sort
+        /// of every match does.
         #[test]
         fn limited_order_agrees_with_full_sort(
             leads in proptest::collection::vec((0_u8..4, proptest::option::of(0_u8..3)), 0..40),
-            order in 0_usize..5,
+            touches in proptest::collection::vec(0_usize..40, 0..8),
+            whole_seconds in proptest::bool::ANY,
+            order in 0_usize..8,
+            cut in 0_usize..40,
+            keyset in proptest::bool::ANY,
             limit in 0_usize..15,
             offset in 0_usize..10,
         ) {
-            let leads: Vec<serde_json::Value> = leads
-                .iter()
-                .map(|(n, e)| match e {
+            let mut s = Store::new(&["Leadsync_Id__c".to_owned()], whole_seconds);
+            for (n, e) in &leads {
+                let lead = match e {
                     Some(e) => json!({"LastName": format!("n{n}"), "Company": "X", "Email": format!("E{e}@x.test")}),
                     None => json!({"LastName": format!("N{n}"), "Company": "X"}),
-                })
-                .collect();
-            let s = store_with(&leads);
+                };
+                let inc: Incoming = decode(&s.table(Obj::Lead).schema, lead.as_object().unwrap()).unwrap();
+                s.create(Obj::Lead, &inc).unwrap();
+            }
+            for t in touches.iter().filter(|t| **t < leads.len()) {
+                s.touch_system(Obj::Lead, *t);
+            }
             let order = [
                 "LastName",
                 "LastName DESC, Email",
                 "Email NULLS LAST, LastName DESC",
                 "Email DESC NULLS FIRST",
                 "SystemModstamp DESC, Id",
+                "SystemModstamp, Id",
+                "SystemModstamp, LastName DESC",
+                "SystemModstamp NULLS LAST, Id DESC",
             ][order];
-            let q = parse(&format!("SELECT Id FROM Lead ORDER BY {order} LIMIT {limit} OFFSET {offset}"), &s).unwrap();
             let t = s.table(Obj::Lead);
-            let mut all: Vec<usize> = (0..t.rows.len()).collect();
+            let filter = match t.rows.get(cut) {
+                Some(rec) if keyset => {
+                    let Val::Dt(ms) = rec.vals[t.schema.modstamp] else { unreachable!() };
+                    let x = crate::sim::salesforce::store::format_datetime(ms);
+                    let id = rec.id(&t.schema);
+                    format!("WHERE SystemModstamp > {x} OR (SystemModstamp = {x} AND Id > '{id}') ")
+                }
+                _ => String::new(),
+            };
+            let q = parse(&format!("SELECT Id FROM Lead {filter}ORDER BY {order} LIMIT {limit} OFFSET {offset}"), &s).unwrap();
+            let mut all: Vec<usize> = (0..t.rows.len())
+                .filter(|r| q.filter.as_ref().is_none_or(|f| f.eval(&t.rows[*r].vals)))
+                .collect();
             all.sort_by(|x, y| order_cmp(&q.order, &t.rows[*x].vals, &t.rows[*y].vals));
             let want: Vec<usize> = all.into_iter().skip(offset).take(limit).collect();
             proptest::prop_assert_eq!(matching_rows(&q, t, false), want);
