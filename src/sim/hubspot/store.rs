@@ -1,6 +1,7 @@
 //! The simulated portal's data: contacts by id (a `BTreeMap`, so listing and default search order
 //! are by id), an index by lower-cased email, merged-id redirects, the search index (a lagging
-//! copy of the contacts when an index delay is configured), and email subscription state.
+//! copy of the contacts when an index delay is configured, also ordered by
+//! (lastmodifieddate, id) for keyset searches), and email subscription state.
 //!
 //! Validation lives here so that the API and the handle's UI methods share it. Writes are split
 //! into `prepare_*` (validate, check conflicts, no mutation) and `commit_*` so a batch can be

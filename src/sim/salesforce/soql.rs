@@ -9,7 +9,9 @@
 //! quoted one (or a number for a text field) is an `INVALID_FIELD` type error; text compares
 //! ignore case; `!=` matches nulls; an id literal that is not an id fails with
 //! `INVALID_QUERY_FILTER_OPERATOR`. The query is parsed and type-checked once, then evaluated
-//! per record against field positions.
+//! per record against field positions. A LIMIT query ordered by SystemModstamp first (the
+//! keyset page) walks the table's modstamp index from the filter's lower bound instead of
+//! scanning; other queries scan and put only the first OFFSET + LIMIT rows in order.
 
 use std::cmp::Ordering;
 
