@@ -1,6 +1,7 @@
 //! The simulated portal's data: contacts by id (a `BTreeMap`, so listing and default search order
 //! are by id), an index by lower-cased email, merged-id redirects, the search index (a lagging
-//! copy of the contacts when an index delay is configured), and email subscription state.
+//! copy of the contacts when an index delay is configured, also ordered by
+//! (lastmodifieddate, id) for keyset searches), and email subscription state.
 //!
 //! Validation lives here so that the API and the handle's UI methods share it. Writes are split
 //! into `prepare_*` (validate, check conflicts, no mutation) and `commit_*` so a batch can be
@@ -225,6 +226,9 @@ pub(crate) struct Store {
     merged_into: HashMap<u64, u64>,
     /// What search sees: lags `contacts` by `index_delay`.
     index: BTreeMap<u64, Arc<Contact>>,
+    /// The same entries as `index`, ordered by (lastmodifieddate, id): a search sorted on
+    /// `lastmodifieddate` walks it in order instead of sorting the whole index.
+    by_modified: BTreeMap<(i64, u64), Arc<Contact>>,
     pending: VecDeque<(Instant, u64, IndexEntry)>,
     index_delay: std::time::Duration,
     extra: Vec<String>,
@@ -260,6 +264,7 @@ impl Store {
             by_email: HashMap::new(),
             merged_into: HashMap::new(),
             index: BTreeMap::new(),
+            by_modified: BTreeMap::new(),
             pending: VecDeque::new(),
             index_delay: opts.search_index_delay,
             extra: opts.extra_properties.clone(),
@@ -686,19 +691,24 @@ impl Store {
     fn publish(&mut self, id: u64) {
         let entry = self.contacts.get(&id).filter(|c| !c.archived).cloned();
         if self.index_delay.is_zero() {
-            Self::apply(&mut self.index, id, entry);
+            self.apply(id, entry);
         } else {
             self.pending.push_back((Instant::now() + self.index_delay, id, entry));
         }
     }
 
-    fn apply(index: &mut BTreeMap<u64, Arc<Contact>>, id: u64, entry: IndexEntry) {
-        match entry {
+    fn apply(&mut self, id: u64, entry: IndexEntry) {
+        let old = match entry {
             Some(contact) => {
-                index.insert(id, contact);
+                self.by_modified.insert((contact.updated_ms, id), Arc::clone(&contact));
+                self.index.insert(id, contact)
             }
-            None => {
-                index.remove(&id);
+            None => self.index.remove(&id),
+        };
+        if let Some(old) = old {
+            let new_key = self.index.get(&id).map(|c| (c.updated_ms, id));
+            if new_key != Some((old.updated_ms, id)) {
+                self.by_modified.remove(&(old.updated_ms, id));
             }
         }
     }
@@ -708,7 +718,7 @@ impl Store {
         let now = Instant::now();
         while self.pending.front().is_some_and(|(due, _, _)| *due <= now) {
             if let Some((_, id, entry)) = self.pending.pop_front() {
-                Self::apply(&mut self.index, id, entry);
+                self.apply(id, entry);
             }
         }
     }
@@ -716,6 +726,11 @@ impl Store {
     /// What search sees (call [`Store::sync_index`] first).
     pub fn index(&self) -> &BTreeMap<u64, Arc<Contact>> {
         &self.index
+    }
+
+    /// What search sees, ordered by (lastmodifieddate, id) (call [`Store::sync_index`] first).
+    pub fn index_by_modified(&self) -> &BTreeMap<(i64, u64), Arc<Contact>> {
+        &self.by_modified
     }
 
     /// Live (or, with `archived`, archived) contacts with id >= `from`, in id order.

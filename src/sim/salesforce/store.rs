@@ -9,7 +9,7 @@
 //! a value of the wrong JSON type is a request-level `JSON_PARSER_ERROR`, because Salesforce
 //! fails while deserialising the body, before it looks at any record.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -465,6 +465,9 @@ pub(crate) struct Table {
     by_id: HashMap<String, usize>,
     /// Per External ID field position: lower-cased value → row, live records only.
     ext: HashMap<usize, HashMap<String, usize>>,
+    /// Every row (deleted ones too) as (SystemModstamp, row), so a query ordered by
+    /// SystemModstamp reads its first rows in order instead of sorting the table.
+    by_stamp: BTreeSet<(i64, usize)>,
     seq: u64,
 }
 
@@ -472,7 +475,28 @@ impl Table {
     fn new(schema: Schema) -> Table {
         let ext = schema.external_ids.iter().map(|i| (*i, HashMap::new())).collect();
         // Start well above zero so ids look like a used org's ids.
-        Table { schema, rows: Vec::new(), by_id: HashMap::new(), ext, seq: 40_000 }
+        Table {
+            schema,
+            rows: Vec::new(),
+            by_id: HashMap::new(),
+            ext,
+            by_stamp: BTreeSet::new(),
+            seq: 40_000,
+        }
+    }
+
+    /// A row's key in `by_stamp`: its SystemModstamp, or (never expected) the lowest instant
+    /// when unset, which is where ascending NULLS FIRST puts it.
+    fn stamp_key(&self, row: usize) -> (i64, usize) {
+        match self.rows[row].vals[self.schema.modstamp] {
+            Val::Dt(ms) => (ms, row),
+            _ => (i64::MIN, row),
+        }
+    }
+
+    /// Rows in (SystemModstamp, row) order; see [`Table::stamp_key`].
+    pub(crate) fn by_stamp(&self) -> &BTreeSet<(i64, usize)> {
+        &self.by_stamp
     }
 
     pub(crate) fn row_of(&self, id: &str) -> Option<usize> {
@@ -513,6 +537,7 @@ impl Table {
         let row = self.rows.len();
         self.by_id.insert(rec.id(&self.schema).to_owned(), row);
         self.rows.push(rec);
+        self.by_stamp.insert(self.stamp_key(row));
         self.index(row);
         row
     }
@@ -520,6 +545,7 @@ impl Table {
     fn pop(&mut self) {
         if let Some(last) = self.rows.len().checked_sub(1) {
             self.unindex(last);
+            self.by_stamp.remove(&self.stamp_key(last));
             if let Some(rec) = self.rows.pop() {
                 self.by_id.remove(rec.id(&self.schema));
             }
@@ -528,7 +554,9 @@ impl Table {
 
     fn replace(&mut self, row: usize, rec: Record) -> Record {
         self.unindex(row);
+        self.by_stamp.remove(&self.stamp_key(row));
         let old = std::mem::replace(&mut self.rows[row], rec);
+        self.by_stamp.insert(self.stamp_key(row));
         self.index(row);
         old
     }
@@ -700,7 +728,9 @@ impl Store {
         let stamp = self.next_stamp();
         let table = self.table_mut(obj);
         let modstamp = table.schema.modstamp;
+        table.by_stamp.remove(&table.stamp_key(row));
         table.rows[row].vals[modstamp] = Val::Dt(stamp);
+        table.by_stamp.insert(table.stamp_key(row));
     }
 
     /// Convert a lead: create a Contact from it and mark the lead converted.
