@@ -452,7 +452,7 @@ async fn pusher(
         let mut lingered = Duration::ZERO;
         while !due.is_empty() && due.len() < max && lingered < PUSH_LINGER_MAX {
             let busy =
-                progress.backfilling() || blocking(&ledger, |l| l.inbox_pending()).await? > 0;
+                progress.backfilling() || blocking(&ledger, |l| l.inbox_has_pending()).await?;
             if !busy || shutdown.is_triggered() {
                 break;
             }

@@ -337,7 +337,7 @@ impl Ledger {
         let mut stmt = conn.prepare_cached(
             "SELECT o.id, o.lead_id, o.object_type, o.remote_id, o.fields, o.version, o.attempts,
                     l.fields
-             FROM outbox o JOIN leads l ON l.id = o.lead_id
+             FROM outbox o INDEXED BY outbox_pending_id JOIN leads l ON l.id = o.lead_id
              WHERE o.system = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
              ORDER BY o.id LIMIT ?3",
         )?;
@@ -588,14 +588,17 @@ impl Ledger {
         Ok((inbox, outbox))
     }
 
-    /// Inbox changes not reconciled yet.
+    /// Whether any inbox change waits to be reconciled (cheap: stops at the first).
     ///
     /// # Errors
     /// SQLite failures.
-    pub fn inbox_pending(&self) -> Result<i64> {
+    pub fn inbox_has_pending(&self) -> Result<bool> {
         let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
-        Ok(conn
-            .query_row("SELECT count(*) FROM inbox WHERE processed_at IS NULL", [], |r| r.get(0))?)
+        Ok(conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM inbox WHERE processed_at IS NULL)",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// The earliest time a pending push of this system becomes due.

@@ -97,6 +97,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX outbox_coalesce ON outbox(lead_id, system, remote_id)
         WHERE state = 'pending';
     CREATE INDEX outbox_due ON outbox(system, next_attempt_at) WHERE state = 'pending';
+    -- due_pushes walks pending rows in id order and stops at its LIMIT.
+    CREATE INDEX outbox_pending_id ON outbox(system, id) WHERE state = 'pending';
     CREATE INDEX outbox_lead ON outbox(lead_id, system, state);
 
     CREATE TABLE cursors (

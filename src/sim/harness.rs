@@ -145,10 +145,13 @@ pub async fn wait_converged(app: &App, timeout: Duration) -> bool {
     let ledger = app.ledger();
     let mut quiet_rounds = 0;
     while tokio::time::Instant::now() < deadline {
-        let l = std::sync::Arc::clone(&ledger);
-        let backlog = tokio::task::spawn_blocking(move || l.backlog()).await;
-        let idle = matches!(backlog, Ok(Ok((0, 0))));
-        if idle && progress.polled_through_since(since) {
+        // The in-memory check first: counting the backlog takes the ledger's lock.
+        let quiet = progress.polled_through_since(since) && {
+            let l = std::sync::Arc::clone(&ledger);
+            let backlog = tokio::task::spawn_blocking(move || l.backlog()).await;
+            matches!(backlog, Ok(Ok((0, 0))))
+        };
+        if quiet {
             quiet_rounds += 1;
             // Two looks in a row, so a poll that just landed gets reconciled first.
             if quiet_rounds >= 2 {
