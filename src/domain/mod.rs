@@ -250,6 +250,12 @@ impl PushOutcome {
 
 /// Normalise an email for exact matching: trimmed and lower-cased. Fuzzier rules (Unicode
 /// folding, provider dot rules) come with the identity work.
+///
+/// ```
+/// use leadsync::domain::normalize_email;
+/// assert_eq!(normalize_email(" Jane.Doe@Example.COM").as_deref(), Some("jane.doe@example.com"));
+/// assert_eq!(normalize_email("not-an-email"), None);
+/// ```
 pub fn normalize_email(raw: &str) -> Option<String> {
     let e = raw.trim().to_lowercase();
     if e.is_empty() || !e.contains('@') { None } else { Some(e) }
