@@ -730,34 +730,27 @@ fn gauges(conn: &Connection) -> Result<Gauges> {
             out.systems.entry(system).or_default().last_poll_ok_at = at;
         }
     }
-    {
-        let mut stmt = conn.prepare_cached(
-            "SELECT system, count(*) FROM inbox WHERE processed_at IS NULL GROUP BY system",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (system, n) = row?;
-            out.systems.entry(system).or_default().inbox_pending = n;
-        }
+    // Separate statements so that each can use its partial index.
+    let inbox = count_by_system(
+        conn,
+        "SELECT system, count(*) FROM inbox WHERE processed_at IS NULL GROUP BY system",
+    )?;
+    let pending = count_by_system(
+        conn,
+        "SELECT system, count(*) FROM outbox WHERE state = 'pending' GROUP BY system",
+    )?;
+    let dead = count_by_system(
+        conn,
+        "SELECT system, count(*) FROM outbox WHERE state = 'dead' GROUP BY system",
+    )?;
+    for (system, n) in inbox {
+        out.systems.entry(system).or_default().inbox_pending = n;
     }
-    {
-        // Two statements so that each can use its partial index.
-        let mut pending = conn.prepare_cached(
-            "SELECT system, count(*) FROM outbox WHERE state = 'pending' GROUP BY system",
-        )?;
-        let rows = pending.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (system, n) = row?;
-            out.systems.entry(system).or_default().outbox_pending = n;
-        }
-        let mut dead = conn.prepare_cached(
-            "SELECT system, count(*) FROM outbox WHERE state = 'dead' GROUP BY system",
-        )?;
-        let rows = dead.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        for row in rows {
-            let (system, n) = row?;
-            out.systems.entry(system).or_default().dead = n;
-        }
+    for (system, n) in pending {
+        out.systems.entry(system).or_default().outbox_pending = n;
+    }
+    for (system, n) in dead {
+        out.systems.entry(system).or_default().dead = n;
     }
     Ok(out)
 }
@@ -855,13 +848,16 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
     Ok(out)
 }
 
+/// Run a `SELECT system, count(*) ... GROUP BY system` query.
+fn count_by_system(conn: &Connection, sql: &str) -> Result<BTreeMap<String, i64>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
 fn totals(conn: &Connection) -> Result<Totals> {
     let persons = conn.query_row("SELECT count(*) FROM leads", [], |r| r.get(0))?;
-    let group = |sql: &str| -> Result<BTreeMap<String, i64>> {
-        let mut stmt = conn.prepare(sql)?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
-    };
+    let group = |sql: &str| count_by_system(conn, sql);
     Ok(Totals {
         persons,
         links_by_system: group(
