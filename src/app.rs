@@ -95,6 +95,11 @@ pub fn count(map: &BTreeMap<SystemName, AtomicU64>, name: &SystemName) -> u64 {
 }
 
 impl Progress {
+    /// Whether this system's poller has read to the end at least once since start.
+    pub fn caught_up_once(&self, name: &SystemName) -> bool {
+        self.caught_up_at.lock().is_ok_and(|g| g.contains_key(name))
+    }
+
     /// Whether some system is still being read page after page.
     pub fn backfilling(&self) -> bool {
         self.backfilling.values().any(|b| b.load(Ordering::Relaxed))
@@ -444,6 +449,11 @@ async fn pusher(
         max_delay: sync.push_retry_max,
     };
     while !shutdown.is_triggered() {
+        // Decided before reading the due rows: once this system has been read to its end and
+        // every change read is reconciled, a create still due after that is for a person the
+        // system did not have (see below).
+        let creates_allowed =
+            progress.caught_up_once(&name) && !blocking(&ledger, |l| l.inbox_has_pending()).await?;
         let n = name.clone();
         let mut due = blocking(&ledger, move |l| l.due_pushes(&n, max, Utc::now())).await?;
         // While a backfill is being read or the reconciler is still turning inbox changes into
@@ -475,17 +485,32 @@ async fn pusher(
         }
         // Creates and updates go out as separate calls, so that a call refused as a whole
         // dead-letters only records of its own kind.
-        let (creates, updates): (Vec<_>, Vec<_>) =
+        let (mut creates, updates): (Vec<_>, Vec<_>) =
             due.into_iter().partition(|d| matches!(d.record.op, PushOp::Create { .. }));
+        // Never create a record in a system before every record it already holds has been read
+        // and reconciled: the person may be there already (a Salesforce lead does not carry
+        // our ledger id until we wrote it), and creating it again would make a duplicate.
+        if !creates_allowed {
+            creates.clear();
+        }
+        let mut pushed_any = false;
         for group in [creates, updates] {
             if group.is_empty() {
                 continue;
             }
+            pushed_any = true;
             let healthy = push_group(&sys, &ledger, &rules, &progress, retry, group).await?;
             // The while condition sees a shutdown that fires during this wait.
             if !healthy && !idle(&mut shutdown, sync.error_backoff * 12, None).await {
                 break;
             }
+        }
+        if !pushed_any {
+            // Only held-back creates were due: wait for the reads to finish.
+            if !idle(&mut shutdown, Duration::from_millis(200), Some(&sys.push_wake)).await {
+                break;
+            }
+            continue;
         }
         if let Ok(mut g) = progress.last_push_at.lock() {
             *g = Some(Instant::now());

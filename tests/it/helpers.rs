@@ -44,17 +44,27 @@ pub fn fast_env() -> HashMap<String, String> {
 }
 
 pub async fn start_harness(people: &[Person]) -> Harness {
+    start_harness_with(people, SalesforceSimOptions::default(), HubspotSimOptions::default()).await
+}
+
+pub async fn start_harness_with(
+    people: &[Person],
+    sf: SalesforceSimOptions,
+    hs: HubspotSimOptions,
+) -> Harness {
     init_logs();
-    let h = Harness::start(SalesforceSimOptions::default(), HubspotSimOptions::default())
-        .await
-        .expect("simulators start");
+    let h = Harness::start(sf, hs).await.expect("simulators start");
     h.seed(people).expect("seeding");
     h
 }
 
 pub async fn spawn_app(n: usize, seed: u64) -> TestApp {
+    spawn_app_with(n, seed, SalesforceSimOptions::default()).await
+}
+
+pub async fn spawn_app_with(n: usize, seed: u64, sf: SalesforceSimOptions) -> TestApp {
     let people = population::generate(n, seed);
-    let harness = start_harness(&people).await;
+    let harness = start_harness_with(&people, sf, HubspotSimOptions::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (app, trigger, engine) = start_engine(&harness, &dir).await;
     TestApp { harness, app, people, _dir: dir, trigger, engine }

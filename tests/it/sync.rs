@@ -12,7 +12,13 @@ const MQL_OR_LATER: &[&str] =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_sync_puts_everyone_where_the_rules_say_exactly_once() {
-    let t = spawn_app(400, 11).await;
+    // A slow Salesforce: HubSpot is read and reconciled long before Salesforce's leads are,
+    // so a create planned for someone Salesforce already has must wait for those reads.
+    let slow = leadsync::sim::salesforce::SalesforceSimOptions {
+        latency: Duration::from_millis(400),
+        ..Default::default()
+    };
+    let t = crate::helpers::spawn_app_with(1000, 11, slow).await;
     t.converge().await;
     let bad = t.disagreements();
     assert!(bad.is_empty(), "{} disagreements, first: {}", bad.len(), bad[0]);
@@ -30,6 +36,21 @@ async fn initial_sync_puts_everyone_where_the_rules_say_exactly_once() {
         };
         assert_eq!(sf.get(&e).map_or(0, Vec::len), expected_sf, "salesforce count for {e}");
     }
+
+    // leadsync created records only for people the system did not have.
+    let totals = t.app.ledger().totals().expect("totals");
+    let expected_crm_creates = t
+        .people
+        .iter()
+        .filter(|p| p.presence == Presence::MarketingOnly && MQL_OR_LATER.contains(&p.hs_stage))
+        .count() as i64;
+    let expected_mkt_creates =
+        t.people.iter().filter(|p| p.presence == Presence::CrmOnly).count() as i64;
+    assert_eq!(totals.created_by_system.get("crm").copied().unwrap_or(0), expected_crm_creates);
+    assert_eq!(
+        totals.created_by_system.get("marketing").copied().unwrap_or(0),
+        expected_mkt_creates
+    );
 
     // Duplicates inside Salesforce (same email, different case) are one person with two links.
     let dup = t.people.iter().find(|p| p.sf_duplicate).expect("seed has a duplicate");
