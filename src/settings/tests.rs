@@ -57,7 +57,14 @@ fn value_map_keys_keep_their_case() {
     let s = Settings::load(Source::Inline(&example()), &env(&[("SF", "x"), ("HS", "y")]))
         .expect("valid");
     let mkt = s.systems.iter().find(|s| s.name.as_str() == "marketing").expect("marketing");
-    let ConnectorSettings::Hubspot(_) = &mkt.connector else { panic!("hubspot expected") };
+    let ConnectorSettings::Hubspot(cfg) = &mkt.connector else { panic!("hubspot expected") };
+    let props = [("hs_lead_status".to_string(), Some("ATTEMPTED_TO_CONTACT".to_string()))].into();
+    let fields = cfg.map.to_canonical(&props);
+    assert_eq!(
+        fields.get(&crate::domain::Field::LeadStatus).map(String::as_str),
+        Some("working"),
+        "the alias key kept its case through the config crate"
+    );
 }
 
 fn key_of(r: Result<Settings, SettingsError>) -> String {
