@@ -20,9 +20,13 @@ use crate::connectors::hubspot::HubspotConnector;
 use crate::connectors::salesforce::SalesforceConnector;
 use crate::connectors::{AnyConnector, ApiCallCounts, Connector, ConnectorError};
 use crate::domain::{PushOp, SystemName};
+use crate::ingest::sink::NoticeSink;
+use crate::ingest::webhook::server::{
+    Receiver, ReceiverKind, ServerConfig, SnapshotFn, WebhookState, WebhookStats,
+};
 use crate::ledger::{Ledger, LedgerError, PushRetry};
 use crate::reconcile::{Rules, SystemRules};
-use crate::settings::{ConnectorSettings, Settings, SyncSettings};
+use crate::settings::{ConnectorSettings, Settings, SyncSettings, SystemWebhook, WebhookSettings};
 use crate::shutdown::Shutdown;
 
 /// Build the connector a system's settings describe.
@@ -65,7 +69,11 @@ fn system_rules(s: &crate::settings::SystemSettings, connector: &AnyConnector) -
 pub struct SystemHandle {
     pub name: SystemName,
     pub connector: AnyConnector,
+    /// How its webhooks are verified; `None`: polled only.
+    webhook: Option<crate::settings::SystemWebhook>,
     push_wake: Notify,
+    /// Rung when webhook notices for this system were committed.
+    fetch_wake: Notify,
 }
 
 /// What the engine has done so far, for progress bars, the demo summary and convergence.
@@ -149,6 +157,10 @@ pub struct App {
     systems: Vec<Arc<SystemHandle>>,
     rules: Arc<Rules>,
     sync: SyncSettings,
+    webhooks: WebhookSettings,
+    /// Bound by [`App::bind_webhooks`] (or at start), taken when the listener starts serving.
+    webhook_listener: Mutex<Option<tokio::net::TcpListener>>,
+    webhook_stats: Mutex<Option<Arc<WebhookStats>>>,
     progress: Arc<Progress>,
     reconcile_wake: Arc<Notify>,
 }
@@ -169,7 +181,9 @@ impl App {
             systems.push(Arc::new(SystemHandle {
                 name: s.name.clone(),
                 connector,
+                webhook: s.webhook.clone(),
                 push_wake: Notify::new(),
+                fetch_wake: Notify::new(),
             }));
         }
         ledger
@@ -190,6 +204,9 @@ impl App {
                 status_implies_stage: settings.sync.status_implies_stage.clone(),
             }),
             sync: settings.sync.clone(),
+            webhooks: settings.webhooks.clone(),
+            webhook_listener: Mutex::new(None),
+            webhook_stats: Mutex::new(None),
             progress: Arc::new(Progress::new(&names)),
             reconcile_wake: Arc::new(Notify::new()),
         })
@@ -205,6 +222,38 @@ impl App {
 
     pub fn rules(&self) -> Arc<Rules> {
         Arc::clone(&self.rules)
+    }
+
+    /// Bind the webhook listener where the settings say (port 0 picks a free port), so that
+    /// its address is known before [`App::run_until_stopped`] serves it. `None` when webhooks
+    /// are disabled or no system has a `webhook` table.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn bind_webhooks(&self) -> std::io::Result<Option<std::net::SocketAddr>> {
+        let Some(addr) = self.webhooks.listen else { return Ok(None) };
+        if !self.systems.iter().any(|s| s.webhook.is_some()) {
+            return Ok(None);
+        }
+        if let Some(l) = self.webhook_listener.lock().ok().as_ref().and_then(|g| g.as_ref()) {
+            return l.local_addr().map(Some);
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        if let Ok(mut g) = self.webhook_listener.lock() {
+            *g = Some(listener);
+        }
+        Ok(Some(local))
+    }
+
+    /// What the webhook listener has done, once it runs.
+    pub fn webhook_stats(&self) -> Option<Arc<WebhookStats>> {
+        self.webhook_stats.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Whether this system is fed by webhooks (and polled only as a safety net).
+    fn webhook_fed(&self, sys: &SystemHandle) -> bool {
+        sys.webhook.is_some() && self.webhooks.listen.is_some()
     }
 
     /// API calls each connector made so far.
@@ -227,8 +276,10 @@ impl App {
     /// A task failed in a way that leaves the daemon unable to work (the ledger unusable).
     pub async fn run_until_stopped(&self, shutdown: Shutdown) -> anyhow::Result<()> {
         let mut tasks = JoinSet::new();
+        let committer = self.start_webhooks(&mut tasks, &shutdown).await?;
         for sys in &self.systems {
             let span = tracing::info_span!("poller", system = %sys.name);
+            let sweep = self.webhook_fed(sys).then_some(self.webhooks.sweep_interval);
             tasks.spawn(
                 poller(
                     Arc::clone(sys),
@@ -236,10 +287,24 @@ impl App {
                     Arc::clone(&self.progress),
                     Arc::clone(&self.reconcile_wake),
                     self.sync.error_backoff,
+                    sweep,
                     shutdown.clone(),
                 )
                 .instrument(span),
             );
+            if self.webhook_fed(sys) {
+                let span = tracing::info_span!("fetcher", system = %sys.name);
+                tasks.spawn(
+                    fetcher(
+                        Arc::clone(sys),
+                        Arc::clone(&self.ledger),
+                        Arc::clone(&self.reconcile_wake),
+                        self.sync.error_backoff,
+                        shutdown.clone(),
+                    )
+                    .instrument(span),
+                );
+            }
             let span = tracing::info_span!("pusher", system = %sys.name);
             tasks.spawn(
                 pusher(
@@ -277,11 +342,88 @@ impl App {
             // One part cannot work without the others: stop them all.
             tasks.abort_all();
         }
+        // The listener has answered its last request; the committer has nothing left to store.
+        if let Some(handle) = committer {
+            let joined = tokio::task::spawn_blocking(move || handle.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("webhook committer ended abnormally");
+            }
+        }
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
+
+    /// Start the webhook listener and its committer, when configured. Returns the committer
+    /// thread, which ends once the listener (the last holder of the sink) has stopped.
+    async fn start_webhooks(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+        let Some(addr) = self.bind_webhooks().await.context("cannot bind webhooks.listen")? else {
+            return Ok(None);
+        };
+        let Some(listener) = self.webhook_listener.lock().ok().and_then(|mut g| g.take()) else {
+            return Ok(None);
+        };
+        let systems = self.systems.clone();
+        let on_stored: crate::ingest::sink::OnStored = Arc::new(move |name: &SystemName| {
+            if let Some(s) = systems.iter().find(|s| &s.name == name) {
+                s.fetch_wake.notify_one();
+            }
+        });
+        let (sink, committer) = NoticeSink::start(Arc::clone(&self.ledger), on_stored)
+            .context("cannot start the webhook committer")?;
+        let receivers = self.systems.iter().filter_map(receiver_for).collect();
+        let state = WebhookState::new(
+            receivers,
+            sink,
+            ServerConfig {
+                public_url: self.webhooks.public_url.clone(),
+                max_body_bytes: self.webhooks.max_body_bytes,
+            },
+        );
+        if let Ok(mut g) = self.webhook_stats.lock() {
+            *g = Some(state.stats());
+        }
+        tracing::info!(listen = %addr, "webhook listener up");
+        let shutdown = shutdown.clone();
+        tasks.spawn(
+            async move {
+                crate::ingest::webhook::server::serve(listener, state, shutdown)
+                    .await
+                    .context("webhook listener failed")
+            }
+            .instrument(tracing::info_span!("webhooks")),
+        );
+        Ok(Some(committer))
+    }
+}
+
+/// The webhook receiver of one system, if it takes webhooks.
+fn receiver_for(sys: &Arc<SystemHandle>) -> Option<Receiver> {
+    let kind = match (sys.webhook.as_ref()?, &sys.connector) {
+        (SystemWebhook::Hubspot(cfg), _) => ReceiverKind::Hubspot(cfg.clone()),
+        (SystemWebhook::Salesforce { config, secret }, AnyConnector::Salesforce(_)) => {
+            let handle = Arc::clone(sys);
+            let snapshot: SnapshotFn = Arc::new(move |n, now| match &handle.connector {
+                AnyConnector::Salesforce(c) => {
+                    let fields = n
+                        .fields
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_ref().map(|s| s.0.clone())))
+                        .collect();
+                    c.change_from_notification(&n.object_type, &n.record_id, &fields, now)
+                }
+                AnyConnector::Hubspot(_) => None,
+            });
+            ReceiverKind::Salesforce { config: config.clone(), secret: secret.clone(), snapshot }
+        }
+        (SystemWebhook::Salesforce { .. }, AnyConnector::Hubspot(_)) => return None,
+    };
+    Some(Receiver { name: sys.name.clone(), kind })
 }
 
 /// Processed inbox rows are kept this long for de-duplication, and pruned this often.
@@ -320,6 +462,7 @@ async fn poller(
     progress: Arc<Progress>,
     reconcile_wake: Arc<Notify>,
     error_backoff: Duration,
+    sweep: Option<Duration>,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let name = sys.name.clone();
@@ -355,7 +498,10 @@ async fn poller(
                 if let Ok(mut g) = progress.caught_up_at.lock() {
                     g.insert(name.clone(), started);
                 }
-                if !idle(&mut shutdown, page.poll_again_after, None).await {
+                // A system fed by webhooks is still read to its end now and then: the sweep
+                // catches whatever a lost or refused delivery missed.
+                let wait = sweep.map_or(page.poll_again_after, |s| s.max(page.poll_again_after));
+                if !idle(&mut shutdown, wait, None).await {
                     break;
                 }
             }
@@ -377,6 +523,108 @@ async fn poller(
         }
     }
     tracing::debug!("poller stopped");
+    Ok(())
+}
+
+/// Most webhook notices turned into changes per round; several notices often name the same
+/// record (HubSpot sends one event per changed property), so this is more than one fetch call.
+const NOTICES_PER_ROUND: usize = 500;
+/// A notice whose record could not be fetched this many times is given up on; the sweep poll
+/// still reads whatever the record holds.
+const NOTICE_MAX_ATTEMPTS: i64 = 20;
+
+/// Turn committed webhook notices into inbox changes: use the state a notice carried, or
+/// fetch the records' current state in batches. Notices stay pending until their changes are
+/// in the inbox, in the same transaction, so a crash loses nothing.
+async fn fetcher(
+    sys: Arc<SystemHandle>,
+    ledger: Arc<Ledger>,
+    reconcile_wake: Arc<Notify>,
+    error_backoff: Duration,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let name = sys.name.clone();
+    let mut failures: u32 = 0;
+    while !shutdown.is_triggered() {
+        let n = name.clone();
+        let pending = blocking(&ledger, move |l| l.pending_notices(&n, NOTICES_PER_ROUND)).await?;
+        if pending.is_empty() {
+            if !idle(&mut shutdown, Duration::from_secs(1), Some(&sys.fetch_wake)).await {
+                break;
+            }
+            continue;
+        }
+        let mut changes = Vec::new();
+        let mut carried = Vec::new();
+        let mut to_fetch: Vec<&crate::ledger::StoredNotice> = Vec::new();
+        for p in &pending {
+            match &p.notice.snapshot {
+                Some(c) => {
+                    changes.push(c.clone());
+                    carried.push(p.id);
+                }
+                None => to_fetch.push(p),
+            }
+        }
+        let mut ids: Vec<crate::domain::RemoteId> =
+            to_fetch.iter().map(|p| p.notice.remote.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let fetched = if ids.is_empty() { Ok(Vec::new()) } else { sys.connector.fetch(&ids).await };
+        let (found, not_found, wait) = match fetched {
+            Ok(fetched) => {
+                failures = 0;
+                let got: std::collections::HashSet<&str> =
+                    fetched.iter().map(|c| c.remote.id.as_str()).collect();
+                let (hit, miss): (Vec<&crate::ledger::StoredNotice>, Vec<_>) =
+                    to_fetch.iter().partition(|p| got.contains(p.notice.remote.id.as_str()));
+                changes.extend(fetched.iter().cloned());
+                let mut found = carried;
+                found.extend(hit.iter().map(|p| p.id));
+                (found, miss.iter().map(|p| p.id).collect::<Vec<_>>(), None)
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let code = e.code();
+                tracing::warn!(error_code = %code, error = %e, notices = to_fetch.len(), "fetch for webhook notices failed");
+                let msg = e.to_string();
+                let n = name.clone();
+                // Notices tried too often are let go (the sweep still reads those records);
+                // the rest count one more attempt and wait.
+                let (give_up, retry): (Vec<&crate::ledger::StoredNotice>, Vec<_>) =
+                    to_fetch.iter().partition(|p| p.attempts + 1 >= NOTICE_MAX_ATTEMPTS);
+                let retry: Vec<i64> = retry.iter().map(|p| p.id).collect();
+                blocking(&ledger, move |l| {
+                    l.notices_failed(&retry)?;
+                    l.record_error(&n, &msg, Utc::now())
+                })
+                .await?;
+                let wait = match &e {
+                    ConnectorError::RateLimited { retry_after: Some(d) } => (*d).max(error_backoff),
+                    ConnectorError::Auth(_) | ConnectorError::Config(_) => error_backoff * 12,
+                    _ => error_backoff * failures.min(12),
+                };
+                (carried, give_up.iter().map(|p| p.id).collect(), Some(wait))
+            }
+        };
+        if !found.is_empty() || !not_found.is_empty() {
+            let n = name.clone();
+            let inserted = blocking(&ledger, move |l| {
+                l.complete_notices(&n, &found, &not_found, &changes, Utc::now())
+            })
+            .await?;
+            tracing::debug!(new_changes = inserted, "webhook notices completed");
+            if inserted > 0 {
+                reconcile_wake.notify_one();
+            }
+        }
+        if let Some(wait) = wait
+            && !idle(&mut shutdown, wait, None).await
+        {
+            break;
+        }
+    }
+    tracing::debug!("fetcher stopped");
     Ok(())
 }
 

@@ -257,6 +257,7 @@ mod tests {
                 outbox_pending: 2,
                 dead: 3,
                 last_poll_ok_at: Some(at),
+                notices_pending: 0,
             },
         );
         g.systems.insert("mkt".into(), SystemGauges::default());

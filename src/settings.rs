@@ -37,6 +37,8 @@ struct SettingsRaw {
     #[serde(default)]
     admin: AdminRaw,
     #[serde(default)]
+    webhooks: WebhooksRaw,
+    #[serde(default)]
     systems: BTreeMap<String, serde_json::Value>,
 }
 
@@ -85,6 +87,54 @@ impl Default for AdminRaw {
     fn default() -> Self {
         AdminRaw { enabled: true, listen: "127.0.0.1:9464".into(), max_poll_age_secs: 900 }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct WebhooksRaw {
+    enabled: bool,
+    listen: String,
+    public_url: String,
+    max_body_bytes: usize,
+    sweep_interval_secs: u64,
+}
+
+impl Default for WebhooksRaw {
+    fn default() -> Self {
+        WebhooksRaw {
+            enabled: false,
+            listen: "0.0.0.0:8088".into(),
+            public_url: String::new(),
+            max_body_bytes: 1024 * 1024,
+            sweep_interval_secs: 300,
+        }
+    }
+}
+
+/// The webhook listener vendors POST to.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// `None` when disabled.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The base URL vendors were given (scheme, host, optional path prefix), which HubSpot's
+    /// signatures cover. `None`: rebuilt from each request's `Host` header as `http://`.
+    pub public_url: Option<url::Url>,
+    /// Bodies above this are refused with 413.
+    pub max_body_bytes: usize,
+    /// How often a system fed by webhooks is still polled, as a safety net.
+    pub sweep_interval: Duration,
+}
+
+/// How one system's webhooks are checked.
+#[derive(Debug, Clone)]
+pub enum SystemWebhook {
+    Hubspot(crate::ingest::webhook::hubspot::HubspotVerifyConfig),
+    Salesforce {
+        config: crate::ingest::webhook::salesforce::SalesforceOutboundConfig,
+        /// Known only to the configured endpoint: the last path segment, or the basic-auth
+        /// password.
+        secret: secrecy::SecretString,
+    },
 }
 
 /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
@@ -147,6 +197,8 @@ pub struct SystemSettings {
     pub role: Role,
     pub create: CreatePolicy,
     pub connector: ConnectorSettings,
+    /// How this system's webhooks are verified; `None`: this system is only polled.
+    pub webhook: Option<SystemWebhook>,
 }
 
 /// Validated settings.
@@ -156,6 +208,7 @@ pub struct Settings {
     pub sync: SyncSettings,
     pub log: LogSettings,
     pub admin: AdminSettings,
+    pub webhooks: WebhookSettings,
     pub systems: Vec<SystemSettings>,
 }
 
@@ -262,6 +315,7 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
         },
         max_poll_age: Duration::from_secs(raw.admin.max_poll_age_secs.max(1)),
     };
+    let webhooks = webhook_settings(&raw.webhooks)?;
     if raw.systems.is_empty() {
         return Err(KeyError::new("systems", "no systems configured").into());
     }
@@ -285,6 +339,7 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
         },
         log: LogSettings { format, level: raw.log.level },
         admin,
+        webhooks,
         systems,
     })
 }
@@ -350,6 +405,10 @@ fn system(
             )
         })?),
     };
+    let webhook = match obj.remove("webhook") {
+        None => None,
+        Some(v) => Some(system_webhook(&prefix, kind, v, env)?),
+    };
     let rest = serde_json::Value::Object(obj);
     let bad = |e: serde_json::Error| KeyError::new(prefix.clone(), e.to_string());
     let connector = match kind {
@@ -362,7 +421,132 @@ fn system(
             ConnectorSettings::Hubspot(HubspotConfig::from_raw(raw, &prefix, env)?)
         }
     };
-    Ok(SystemSettings { name: SystemName(name.to_string()), kind, role, create, connector })
+    Ok(SystemSettings {
+        name: SystemName(name.to_string()),
+        kind,
+        role,
+        create,
+        connector,
+        webhook,
+    })
+}
+
+fn webhook_settings(raw: &WebhooksRaw) -> Result<WebhookSettings, KeyError> {
+    let listen = if raw.enabled {
+        Some(raw.listen.parse().map_err(|e| {
+            KeyError::new("webhooks.listen", format!("not an address like 0.0.0.0:8088: {e}"))
+        })?)
+    } else {
+        None
+    };
+    let public_url = if raw.public_url.trim().is_empty() {
+        None
+    } else {
+        let u = url::Url::parse(raw.public_url.trim())
+            .map_err(|e| KeyError::new("webhooks.public_url", format!("not a URL: {e}")))?;
+        if !matches!(u.scheme(), "http" | "https") || u.query().is_some() {
+            return Err(KeyError::new(
+                "webhooks.public_url",
+                "must be an http(s) base URL without a query, e.g. https://sync.example.com",
+            ));
+        }
+        Some(u)
+    };
+    if raw.max_body_bytes < 1024 {
+        return Err(KeyError::new("webhooks.max_body_bytes", "must be at least 1024"));
+    }
+    if raw.sweep_interval_secs == 0 {
+        return Err(KeyError::new(
+            "webhooks.sweep_interval_secs",
+            "must be at least 1: polling stays on as a safety net",
+        ));
+    }
+    Ok(WebhookSettings {
+        listen,
+        public_url,
+        max_body_bytes: raw.max_body_bytes,
+        sweep_interval: Duration::from_secs(raw.sweep_interval_secs),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HubspotWebhookRaw {
+    client_secret_env: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    previous_client_secret_env: Option<String>,
+    previous_client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    allow_legacy_signatures: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SalesforceWebhookRaw {
+    organization_id: String,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+}
+
+fn system_webhook(
+    prefix: &str,
+    kind: ConnectorKind,
+    value: serde_json::Value,
+    env: &HashMap<String, String>,
+) -> Result<SystemWebhook, KeyError> {
+    use crate::connectors::resolve_secret;
+    let prefix = format!("{prefix}.webhook");
+    let bad = |e: serde_json::Error| KeyError::new(prefix.clone(), e.to_string());
+    let key = |k: &str| format!("{prefix}.{k}");
+    Ok(match kind {
+        ConnectorKind::Hubspot => {
+            let raw: HubspotWebhookRaw = serde_json::from_value(value).map_err(bad)?;
+            let mut client_secrets = vec![resolve_secret(
+                &key("client_secret"),
+                raw.client_secret_env.as_deref(),
+                raw.client_secret_file.as_deref(),
+                env,
+            )?];
+            if raw.previous_client_secret_env.is_some() || raw.previous_client_secret_file.is_some()
+            {
+                client_secrets.push(resolve_secret(
+                    &key("previous_client_secret"),
+                    raw.previous_client_secret_env.as_deref(),
+                    raw.previous_client_secret_file.as_deref(),
+                    env,
+                )?);
+            }
+            SystemWebhook::Hubspot(crate::ingest::webhook::hubspot::HubspotVerifyConfig {
+                client_secrets,
+                allow_legacy: raw.allow_legacy_signatures,
+            })
+        }
+        ConnectorKind::Salesforce => {
+            let raw: SalesforceWebhookRaw = serde_json::from_value(value).map_err(bad)?;
+            let org = raw.organization_id.trim();
+            if !matches!(org.len(), 15 | 18) || !org.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(KeyError::new(
+                    key("organization_id"),
+                    "must be a 15 or 18 character Salesforce id (00D...)",
+                ));
+            }
+            let secret = resolve_secret(
+                &key("secret"),
+                raw.secret_env.as_deref(),
+                raw.secret_file.as_deref(),
+                env,
+            )?;
+            if secrecy::ExposeSecret::expose_secret(&secret).len() < 16 {
+                return Err(KeyError::new(key("secret"), "must be at least 16 characters"));
+            }
+            SystemWebhook::Salesforce {
+                config: crate::ingest::webhook::salesforce::SalesforceOutboundConfig {
+                    organization_id: org.to_string(),
+                },
+                secret,
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -203,6 +203,40 @@ pub struct Change {
     pub deleted: bool,
 }
 
+/// What a webhook event said happened to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    Created,
+    Changed,
+    Deleted,
+    /// Records were merged into [`Notice::remote`]; the losers are in [`Notice::related`].
+    Merged,
+    Restored,
+    /// Any other event type about the record (association changes, privacy deletion, ...).
+    Other,
+}
+
+/// A vendor's word, received by webhook, that one record changed. It is committed to the
+/// ledger before the sender gets its 2xx, and turned into a [`Change`] afterwards: from the
+/// state it carried, or by fetching the record's current state from the vendor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    /// The vendor's delivery id (HubSpot `portalId:eventId`, Salesforce `orgId:notificationId`):
+    /// a redelivery carries the same key and is stored once.
+    pub dedupe_key: String,
+    pub remote: RemoteId,
+    pub kind: NoticeKind,
+    /// When the vendor says it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Other records the event names (the ids merged away).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<String>,
+    /// The record's full state, when the event carried every field leadsync reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Change>,
+}
+
 /// What the pusher asks a connector to do for one record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PushOp {

@@ -1,7 +1,11 @@
 //! Ingest: how changes reach leadsync from the vendors, by polling them (pollers) or by being
 //! called (webhooks).
 //!
-//! Only the webhook verification and parsing layer lives here so far; it is pure (no IO), so the
-//! HTTP layer can answer from its typed errors and the tests can drive it with bytes alone.
+//! - [`webhook`]: verification and parsing per sender (pure, no IO) and the HTTP listener.
+//! - [`sink`]: the group commit that makes webhook notices durable before they are
+//!   acknowledged.
+//!
+//! Pollers live in the engine (`app`), since they only call connectors and the ledger.
 
+pub mod sink;
 pub mod webhook;

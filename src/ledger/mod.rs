@@ -8,7 +8,10 @@
 //! One writer: the `Ledger` owns one connection behind a mutex, and callers run its methods on
 //! a blocking thread. Readers (`leadsync status`) open their own read-only connection.
 
+mod notices;
 pub mod schema;
+
+pub use notices::StoredNotice;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -247,26 +250,7 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<usize> {
         self.with_tx(|tx| {
-            let mut inserted = 0;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO inbox(system, source, dedupe_key, change, received_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?;
-                for c in changes {
-                    let fields = to_json(&c.fields)?;
-                    let key = format!(
-                        "{}|{}|{}|{}|{:016x}",
-                        system,
-                        c.remote.object_type,
-                        c.remote.id,
-                        ts(c.modified_at),
-                        fnv64(format!("{fields}|{}|{:?}", c.deleted, c.ledger_key).as_bytes())
-                    );
-                    inserted +=
-                        stmt.execute(params![system.as_str(), source, key, to_json(c)?, ts(now)])?;
-                }
-            }
+            let inserted = insert_changes(tx, system, source, changes, now)?;
             if let Some(Cursor(Some(value))) = cursor {
                 tx.execute(
                     "INSERT INTO cursors(system, value, updated_at) VALUES (?1, ?2, ?3)
@@ -657,18 +641,53 @@ impl Ledger {
         gauges(&conn)
     }
 
-    /// Drop processed inbox rows older than `before` (their effects live in the ledger).
+    /// Drop processed inbox rows and webhook notices older than `before` (their effects live
+    /// in the ledger; they were kept only so that redeliveries are recognised).
     ///
     /// # Errors
     /// SQLite failures.
     pub fn prune_inbox(&self, before: DateTime<Utc>) -> Result<usize> {
         self.with_tx(|tx| {
-            Ok(tx.execute(
+            let inbox = tx.execute(
                 "DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?1",
                 [ts(before)],
-            )?)
+            )?;
+            let notices = tx.execute(
+                "DELETE FROM notices WHERE processed_at IS NOT NULL AND processed_at < ?1",
+                [ts(before)],
+            )?;
+            Ok(inbox + notices)
         })
     }
+}
+
+/// Insert observed changes into the inbox; a change already there (same record, vendor time
+/// and content) is stored once. Returns how many were new.
+fn insert_changes(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    source: &str,
+    changes: &[Change],
+    now: DateTime<Utc>,
+) -> Result<usize> {
+    let mut inserted = 0;
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO inbox(system, source, dedupe_key, change, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for c in changes {
+        let fields = to_json(&c.fields)?;
+        let key = format!(
+            "{}|{}|{}|{}|{:016x}",
+            system,
+            c.remote.object_type,
+            c.remote.id,
+            ts(c.modified_at),
+            fnv64(format!("{fields}|{}|{:?}", c.deleted, c.ledger_key).as_bytes())
+        );
+        inserted += stmt.execute(params![system.as_str(), source, key, to_json(c)?, ts(now)])?;
+    }
+    Ok(inserted)
 }
 
 /// What a push round did.
@@ -701,6 +720,8 @@ pub struct SystemGauges {
     pub dead: i64,
     /// When a poll of this system last succeeded.
     pub last_poll_ok_at: Option<DateTime<Utc>>,
+    /// Webhook notices stored (acknowledged) and not turned into inbox changes yet.
+    pub notices_pending: i64,
 }
 
 /// Gauges per system: every registered system, plus any system that still has rows.
@@ -743,8 +764,15 @@ fn gauges(conn: &Connection) -> Result<Gauges> {
         conn,
         "SELECT system, count(*) FROM outbox WHERE state = 'dead' GROUP BY system",
     )?;
+    let notices = count_by_system(
+        conn,
+        "SELECT system, count(*) FROM notices WHERE processed_at IS NULL GROUP BY system",
+    )?;
     for (system, n) in inbox {
         out.systems.entry(system).or_default().inbox_pending = n;
+    }
+    for (system, n) in notices {
+        out.systems.entry(system).or_default().notices_pending = n;
     }
     for (system, n) in pending {
         out.systems.entry(system).or_default().outbox_pending = n;

@@ -135,6 +135,22 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO heartbeat(id, checked_at) VALUES (1, '');
     CREATE INDEX outbox_dead ON outbox(system) WHERE state = 'dead';
     "#,
+    // 3: webhook notices, committed before the sender is acknowledged and turned into inbox
+    // changes (from the state they carried, or by a fetch) after.
+    r#"
+    CREATE TABLE notices (
+        id INTEGER PRIMARY KEY,
+        system TEXT NOT NULL,
+        dedupe_key TEXT NOT NULL,
+        notice TEXT NOT NULL,          -- JSON domain::Notice
+        received_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        processed_at TEXT,
+        outcome TEXT,                  -- ingested | not_found
+        UNIQUE (system, dedupe_key)
+    ) STRICT;
+    CREATE INDEX notices_pending ON notices(system, id) WHERE processed_at IS NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -206,6 +206,12 @@ fn gauges_count_pending_inbox_outbox_and_dead_per_system() {
     let g = l.gauges().expect("gauges");
     assert_eq!(
         g.systems["crm"],
-        SystemGauges { inbox_pending: 0, outbox_pending: 1, dead: 1, last_poll_ok_at: None }
+        SystemGauges {
+            inbox_pending: 0,
+            outbox_pending: 1,
+            dead: 1,
+            last_poll_ok_at: None,
+            notices_pending: 0
+        }
     );
 }

@@ -1,4 +1,5 @@
-//! Webhook verification and parsing, one file per sender, with no HTTP server and no IO.
+//! Webhook verification and parsing, one file per sender (pure, no IO), and the HTTP listener
+//! that serves them ([`server`]).
 //!
 //! The HTTP layer hands over the raw request exactly as received (method, full URL, headers,
 //! body bytes) and gets back either typed events or a [`WebhookError`] whose
@@ -11,6 +12,7 @@
 
 pub mod hubspot;
 pub mod salesforce;
+pub mod server;
 
 use axum::http::StatusCode;
 use subtle::ConstantTimeEq;

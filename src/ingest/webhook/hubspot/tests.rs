@@ -73,6 +73,11 @@ fn reference_implementation_matches_the_api_facts_vectors() {
 }
 
 #[test]
+fn sign_v3_matches_the_api_facts_vector() {
+    assert_eq!(sign_v3(SECRET, "POST", URI, BODY.as_bytes(), TS), V3);
+}
+
+#[test]
 fn v3_vector_verifies() {
     let body = BODY.as_bytes();
     let verified = verify(&config(false), &v3_request(V3, TS, body), NOW).unwrap();
