@@ -25,6 +25,15 @@ pub async fn run(config: &Path, env: &HashMap<String, String>) -> u8 {
             return exit::IOERR;
         }
     };
+    match app.bind_webhooks().await {
+        Ok(Some(addr)) => tracing::info!(listen = %addr, "webhooks: POST /webhooks/<system>"),
+        Ok(None) => {}
+        Err(e) => {
+            let addr = settings.webhooks.listen.map(|a| a.to_string()).unwrap_or_default();
+            eprintln!("leadsync: cannot listen on webhooks.listen {addr}: {e}");
+            return exit::CONFIG;
+        }
+    }
     let (trigger, shutdown) = shutdown::channel();
     if let Some(addr) = settings.admin.listen {
         let listener = match tokio::net::TcpListener::bind(addr).await {

@@ -96,6 +96,8 @@ pub struct ReconcileStats {
     pub new_leads: usize,
     pub new_links: usize,
     pub pushes_planned: usize,
+    /// Changes older than the state already known of their record, skipped.
+    pub stale: usize,
 }
 
 /// One outbox row handed to a pusher, with the version it had when read.
@@ -288,7 +290,11 @@ impl Ledger {
             for (inbox_id, system, change) in pending {
                 let system = SystemName(system);
                 let change: Change = from_json(&change)?;
-                if rules.system(&system).is_some() {
+                if is_older_than_known(tx, &system, &change)? {
+                    // Webhooks arrive out of order and are redelivered after newer state was
+                    // read: a snapshot older than the one already known says nothing new.
+                    stats.stale += 1;
+                } else if rules.system(&system).is_some() {
                     let ctx = load_context(tx, &system, &change)?;
                     let new_id = mint_id();
                     let decision = reconcile::reconcile(&ctx, &system, &change, rules, &new_id, now);
@@ -943,6 +949,23 @@ fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadState>> {
         provenance: from_json::<BTreeMap<Field, Provenance>>(&provenance)?,
         links,
     }))
+}
+
+/// Whether leadsync already saw a strictly newer state of this record than `change`.
+fn is_older_than_known(tx: &Transaction<'_>, system: &SystemName, change: &Change) -> Result<bool> {
+    let known: Option<Option<String>> = tx
+        .prepare_cached(
+            "SELECT modified_at FROM remote_records
+             WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+        )?
+        .query_row(params![system.as_str(), change.remote.object_type, change.remote.id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(match known.flatten() {
+        Some(at) => parse_ts(&at)? > change.modified_at,
+        None => false,
+    })
 }
 
 fn load_context(tx: &Transaction<'_>, system: &SystemName, change: &Change) -> Result<Context> {

@@ -215,3 +215,24 @@ fn gauges_count_pending_inbox_outbox_and_dead_per_system() {
         }
     );
 }
+
+#[test]
+fn a_snapshot_older_than_the_known_state_is_skipped() {
+    let (_d, l) = open();
+    let mkt = SystemName("marketing".into());
+    let r = rules();
+    let mut m = mint();
+    l.ingest(&mkt, "poll", &[change("1", "a@x.test", "sql", 10)], None, t(11)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(12), &mut m).expect("reconcile");
+    // A late redelivery of an older state (the stage was "mql" before it became "sql").
+    l.ingest(&mkt, "webhook", &[change("1", "a@x.test", "lead", 5)], None, t(13)).expect("late");
+    let s = l.reconcile_pending(&r, 100, t(14), &mut m).expect("reconcile late");
+    assert_eq!((s.processed, s.stale), (1, 1));
+    let snap = l.snapshot().expect("snapshot");
+    assert_eq!(snap.len(), 1);
+    assert_eq!(snap[0].fields.get(&Field::LifecycleStage).map(String::as_str), Some("sql"));
+    // The same vendor time again is not older: it is processed (and changes nothing here).
+    l.ingest(&mkt, "webhook", &[change("1", "b@x.test", "sql", 10)], None, t(15)).expect("same");
+    let s = l.reconcile_pending(&r, 100, t(16), &mut m).expect("reconcile same");
+    assert_eq!((s.processed, s.stale), (1, 0));
+}
