@@ -39,6 +39,10 @@ pub fn run(config: &Path, env: &HashMap<String, String>, json: bool) -> u8 {
         println!("  inbox pending:    {}", s.inbox_pending);
         println!("  outbox pending:   {}", s.outbox_pending);
         println!("  dead records:     {}", s.dead);
+        println!(
+            "  webhook notices:  {} received, {} pending",
+            s.notices_received, s.notices_pending
+        );
         match (&s.last_error, &s.last_error_at) {
             (Some(e), Some(at)) => println!("  last error:       {at}: {e}"),
             _ => println!("  last error:       none"),

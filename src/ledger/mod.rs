@@ -120,6 +120,10 @@ pub struct SystemStatus {
     pub outbox_pending: i64,
     pub dead: i64,
     pub linked_records: i64,
+    /// Webhook notices acknowledged and not turned into changes yet.
+    pub notices_pending: i64,
+    /// Webhook notices received in all (kept for seven days after processing).
+    pub notices_received: i64,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
 }
@@ -819,7 +823,9 @@ impl LedgerReader {
                     (SELECT count(*) FROM inbox i WHERE i.system = s.name AND i.processed_at IS NULL),
                     (SELECT count(*) FROM outbox o WHERE o.system = s.name AND o.state = 'pending'),
                     (SELECT count(*) FROM outbox o WHERE o.system = s.name AND o.state = 'dead'),
-                    (SELECT count(*) FROM links l WHERE l.system = s.name AND l.closed_at IS NULL)
+                    (SELECT count(*) FROM links l WHERE l.system = s.name AND l.closed_at IS NULL),
+                    (SELECT count(*) FROM notices n WHERE n.system = s.name AND n.processed_at IS NULL),
+                    (SELECT count(*) FROM notices n WHERE n.system = s.name)
              FROM systems s
              LEFT JOIN cursors c ON c.system = s.name
              LEFT JOIN system_status st ON st.system = s.name
@@ -838,6 +844,8 @@ impl LedgerReader {
                 outbox_pending: r.get(8)?,
                 dead: r.get(9)?,
                 linked_records: r.get(10)?,
+                notices_pending: r.get(11)?,
+                notices_received: r.get(12)?,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
