@@ -133,8 +133,7 @@ const COMMIT_BATCH_BUCKETS: &[f64] =
 
 /// Webhook-driven changes arrive in well under a second; polled ones take up to a poll
 /// interval.
-const PROPAGATION_BUCKETS: &[f64] =
-    &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0];
+const PROPAGATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0];
 
 /// How often histogram samples are folded in when nobody scrapes, so memory stays bounded.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -196,7 +195,11 @@ fn describe() {
     describe_gauge!(DEAD_RECORDS, Unit::Count, "Outbox writes given up on");
     describe_histogram!(PUSH_DURATION, Unit::Seconds, "Wall time of one push batch");
     describe_counter!(API_CALLS, Unit::Count, "Vendor API calls, by outcome");
-    describe_gauge!(RATE_LIMIT_REMAINING, Unit::Count, "Calls left in the rate-limit window");
+    describe_gauge!(
+        RATE_LIMIT_REMAINING,
+        Unit::Count,
+        "Calls left in the vendor rate-limit budget"
+    );
     describe_gauge!(LAST_POLL_SUCCESS, Unit::Seconds, "Unix time of the last good poll");
     describe_counter!(RECORDS_POLLED, Unit::Count, "Records read by polling");
     describe_counter!(RECORDS_PUSHED, Unit::Count, "Records written, by outcome");
@@ -347,6 +350,56 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), ALL.len(), "names are unique");
+    }
+
+    #[test]
+    fn reasons_are_bounded_snake_case_codes() {
+        for r in REASONS {
+            assert!(r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{r}");
+        }
+        let mut sorted = REASONS.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 7);
+    }
+
+    #[test]
+    fn api_counters_count_outcomes_beside_reads_and_writes() {
+        use crate::connectors::{ApiCounters, ApiOutcome, ConnectorError};
+        let c = ApiCounters::default();
+        c.read();
+        c.outcome(ApiOutcome::Ok);
+        c.write();
+        c.outcome(ApiOutcome::of_error(&ConnectorError::RateLimited { retry_after: None }));
+        c.read();
+        c.outcome(ApiOutcome::of_error(&ConnectorError::Transient("x".into())));
+        c.read();
+        c.error();
+        let n = c.snapshot();
+        assert_eq!((n.reads, n.writes, n.errors), (3, 1, 3));
+        assert_eq!((n.ok, n.rate_limited, n.failed), (1, 1, 2));
+        assert_eq!(n.rate_limit_remaining, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_windowed_budget_refills_once_its_window_has_passed() {
+        use crate::connectors::ApiCounters;
+        let c = ApiCounters::default();
+        assert_eq!(c.rate_limit_remaining(), None, "unknown before any report");
+        c.record_rate_limit(0, Some(100), Some(Duration::from_secs(10)));
+        assert_eq!(c.rate_limit_remaining(), Some(0), "a spent budget is not unknown");
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert_eq!(c.rate_limit_remaining(), Some(0));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(c.rate_limit_remaining(), Some(100), "window passed: full again");
+
+        // Without a limit, or without a window (a daily budget), the last report stands.
+        c.record_rate_limit(3, None, Some(Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(c.rate_limit_remaining(), Some(3));
+        c.record_rate_limit(14_975, Some(15_000), None);
+        tokio::time::advance(Duration::from_secs(86_400)).await;
+        assert_eq!(c.snapshot().rate_limit_remaining, Some(14_975));
     }
 
     #[test]

@@ -380,7 +380,9 @@ fn check_histogram(family: &str, samples: &[Sample]) {
         l.sort();
         l
     };
-    let mut series: Vec<(Series, Vec<(f64, f64)>, Option<f64>, Option<f64>)> = Vec::new();
+    /// One label set: its (le, count) buckets in order, its `_sum` and its `_count`.
+    type Parts = (Series, Vec<(f64, f64)>, Option<f64>, Option<f64>);
+    let mut series: Vec<Parts> = Vec::new();
     let bucket = format!("{family}_bucket");
     let (sum, count) = (format!("{family}_sum"), format!("{family}_count"));
     for (name, labels, value) in samples {
@@ -433,31 +435,33 @@ fn the_parser_rejects_malformed_text() {
     assert_eq!(parsed[1].2, 300.0);
     let h = "# TYPE h histogram\n";
     for bad in [
-        "a_total 1\n".to_string(),                        // no TYPE line
-        "# TYPE a_total counter\na_total{x=1} 2\n".into(), // unquoted label
-        "# TYPE a_total counter\na_total x\n".into(),     // not a float
-        "# TYPE a_total counter\na_total inf\n".into(),   // Rust float, not Go
-        "# TYPE a_total counter\na_total 1 1700000\n".into(), // timestamp
-        "# TYPE a_total counter\na_total -1\n".into(),    // counter below zero
-        "# TYPE a gauge\nb 1\n".into(),                    // other family
-        "# TYPE a gauge\na 1".into(),                      // no final newline
-        "# TYPE a gauge\na  1\n".into(),                   // two spaces
+        "a_total 1\n".to_string(),                             // no TYPE line
+        "# TYPE a_total counter\na_total{x=1} 2\n".into(),     // unquoted label
+        "# TYPE a_total counter\na_total x\n".into(),          // not a float
+        "# TYPE a_total counter\na_total inf\n".into(),        // Rust float, not Go
+        "# TYPE a_total counter\na_total 1 1700000\n".into(),  // timestamp
+        "# TYPE a_total counter\na_total -1\n".into(),         // counter below zero
+        "# TYPE a gauge\nb 1\n".into(),                        // other family
+        "# TYPE a gauge\na 1".into(),                          // no final newline
+        "# TYPE a gauge\na  1\n".into(),                       // two spaces
         "# TYPE a gauge\na{x=\"1\"} 1\na{x=\"1\"} 2\n".into(), // repeated series
-        "# TYPE a gauge\na{x=\"1\",x=\"2\"} 1\n".into(),  // repeated label
-        "# TYPE a gauge\na{1x=\"1\"} 1\n".into(),          // bad label name
-        "# TYPE a gauge\na{__x=\"1\"} 1\n".into(),         // reserved label name
-        "# TYPE a gauge\na{x=\"\\t\"} 1\n".into(),         // unknown escape
-        "# TYPE a gauge\na{x=\"1\" 1\n".into(),            // labels not closed
-        "# TYPE a gauge\n# TYPE a gauge\na 1\n".into(),    // TYPE twice
+        "# TYPE a gauge\na{x=\"1\",x=\"2\"} 1\n".into(),       // repeated label
+        "# TYPE a gauge\na{1x=\"1\"} 1\n".into(),              // bad label name
+        "# TYPE a gauge\na{__x=\"1\"} 1\n".into(),             // reserved label name
+        "# TYPE a gauge\na{x=\"\\t\"} 1\n".into(),             // unknown escape
+        "# TYPE a gauge\na{x=\"1\" 1\n".into(),                // labels not closed
+        "# TYPE a gauge\n# TYPE a gauge\na 1\n".into(),        // TYPE twice
         "# TYPE a gauge\na 1\n# TYPE b gauge\nb 1\na{x=\"1\"} 2\n".into(), // family split
-        "# TYPE 1a gauge\n1a 1\n".into(),                  // bad metric name
-        "# TYPE a wibble\na 1\n".into(),                   // unknown type
-        "# a comment\n".into(),                            // comment we never emit
+        "# TYPE 1a gauge\n1a 1\n".into(),                      // bad metric name
+        "# TYPE a wibble\na 1\n".into(),                       // unknown type
+        "# a comment\n".into(),                                // comment we never emit
         format!("{h}h_bucket{{le=\"1\"}} 1\nh_sum 1\nh_count 1\n"), // no +Inf bucket
         format!("{h}h_bucket{{le=\"1\"}} 2\nh_bucket{{le=\"+Inf\"}} 1\nh_sum 1\nh_count 1\n"),
-        format!("{h}h_bucket{{le=\"2\"}} 1\nh_bucket{{le=\"1\"}} 1\nh_bucket{{le=\"+Inf\"}} 1\nh_sum 1\nh_count 1\n"),
+        format!(
+            "{h}h_bucket{{le=\"2\"}} 1\nh_bucket{{le=\"1\"}} 1\nh_bucket{{le=\"+Inf\"}} 1\nh_sum 1\nh_count 1\n"
+        ),
         format!("{h}h_bucket{{le=\"+Inf\"}} 2\nh_sum 1\nh_count 3\n"), // count != +Inf
-        format!("{h}h_bucket{{le=\"+Inf\"}} 2\nh_count 2\n"),           // no sum
+        format!("{h}h_bucket{{le=\"+Inf\"}} 2\nh_count 2\n"),          // no sum
     ] {
         let r = std::panic::catch_unwind(|| parse_prometheus(&bad));
         assert!(r.is_err(), "accepted: {bad:?}");
@@ -469,8 +473,7 @@ fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f
     let hits: Vec<f64> = samples
         .iter()
         .filter(|(n, l, _)| {
-            n == name
-                && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            n == name && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
         })
         .map(|s| s.2)
         .collect();
@@ -542,9 +545,8 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
     assert_eq!(ack("0.001"), Some(1.0));
     assert_eq!(ack("0.02"), Some(2.0));
     assert_eq!(ack("1"), Some(2.0));
-    let batch = |le: &str| {
-        value_of(&samples, "leadsync_webhook_commit_batch_events_bucket", &[("le", le)])
-    };
+    let batch =
+        |le: &str| value_of(&samples, "leadsync_webhook_commit_batch_events_bucket", &[("le", le)]);
     assert_eq!(batch("2"), Some(0.0), "3 events is above the 2 bucket");
     assert_eq!(batch("4"), Some(1.0));
     assert!(batch("1024").is_some());
@@ -746,9 +748,8 @@ async fn connector_calls_and_vendor_budgets_reach_the_scrape() {
     // Nothing reported yet: counters at zero, no budget gauge.
     let (_, _, text) = get(&app, "/metrics").await;
     let samples = parse_prometheus(&text);
-    let budget = |s: &[Sample], conn: &str| {
-        value_of(s, m::RATE_LIMIT_REMAINING, &[(m::CONNECTOR, conn)])
-    };
+    let budget =
+        |s: &[Sample], conn: &str| value_of(s, m::RATE_LIMIT_REMAINING, &[(m::CONNECTOR, conn)]);
     assert_eq!(budget(&samples, "scrape_mkt"), None);
     assert_eq!(budget(&samples, "scrape_crm"), None);
 
@@ -769,12 +770,20 @@ async fn connector_calls_and_vendor_budgets_reach_the_scrape() {
         value_of(&samples, m::API_CALLS, &[(m::CONNECTOR, conn), (m::OUTCOME, outcome)])
     };
     assert_eq!(
-        (calls("scrape_mkt", "ok"), calls("scrape_mkt", "rate_limited"), calls("scrape_mkt", "error")),
+        (
+            calls("scrape_mkt", "ok"),
+            calls("scrape_mkt", "rate_limited"),
+            calls("scrape_mkt", "error")
+        ),
         (Some(1.0), Some(1.0), Some(1.0))
     );
     // The token request is a call too.
     assert_eq!(
-        (calls("scrape_crm", "ok"), calls("scrape_crm", "rate_limited"), calls("scrape_crm", "error")),
+        (
+            calls("scrape_crm", "ok"),
+            calls("scrape_crm", "rate_limited"),
+            calls("scrape_crm", "error")
+        ),
         (Some(2.0), Some(1.0), Some(1.0))
     );
     assert_eq!(budget(&samples, "scrape_mkt"), Some(87.0));
