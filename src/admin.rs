@@ -4,7 +4,8 @@
 //! - `GET /healthz`: 200 `ok` while the process serves requests at all.
 //! - `GET /readyz`: 200 or 503 with a JSON body naming each check; ready means the ledger takes
 //!   commits and every system was polled successfully within the configured age.
-//! - `GET /metrics`: Prometheus text, after refreshing the ledger-derived gauges.
+//! - `GET /metrics`: Prometheus text, after refreshing the ledger-derived gauges and publishing
+//!   the connectors' API call counters and rate-limit budgets.
 //!
 //! The checks come from a [`ReadinessSource`]; [`LedgerSource`] is the real one. Checks run on
 //! a blocking thread (SQLite is synchronous) under a time limit, one at a time, so a stuck
@@ -24,6 +25,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
+use crate::connectors::{ApiCallCounts, ApiCounters};
 use crate::ledger::Ledger;
 use crate::metrics::{self, GaugeSample};
 use crate::shutdown::Shutdown;
@@ -55,17 +57,34 @@ pub trait ReadinessSource: Send + Sync + 'static {
 
     /// Gauge values to set just before a scrape is rendered.
     fn gauges(&self) -> Vec<GaugeSample>;
+
+    /// Each connector's API call counts and rate-limit budget, by system name, published just
+    /// before a scrape is rendered. Unlike the other methods this one must not block (it reads
+    /// atomics): it runs on the async thread, so a stuck ledger does not hold these back.
+    fn api_calls(&self) -> Vec<(String, ApiCallCounts)> {
+        Vec::new()
+    }
 }
 
-/// The real source: everything comes from the ledger.
+/// The real source: everything comes from the ledger, except API call counts, which come
+/// from the connectors ([`LedgerSource::with_api_counters`]).
 #[derive(Debug, Clone)]
 pub struct LedgerSource {
     ledger: Arc<Ledger>,
+    api: Vec<(String, Arc<ApiCounters>)>,
 }
 
 impl LedgerSource {
     pub fn new(ledger: Arc<Ledger>) -> LedgerSource {
-        LedgerSource { ledger }
+        LedgerSource { ledger, api: Vec::new() }
+    }
+
+    /// Also publish these connectors' API counters (system name, `Connector::counters()`) on
+    /// every scrape.
+    #[must_use]
+    pub fn with_api_counters(mut self, counters: Vec<(String, Arc<ApiCounters>)>) -> LedgerSource {
+        self.api = counters;
+        self
     }
 }
 
@@ -96,6 +115,9 @@ impl ReadinessSource for LedgerSource {
                 Vec::new()
             }
         }
+    }
+    fn api_calls(&self) -> Vec<(String, ApiCallCounts)> {
+        self.api.iter().map(|(name, c)| (name.clone(), c.snapshot())).collect()
     }
 }
 
@@ -237,6 +259,9 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AdminState>) -> Response {
+    for (system, counts) in state.source.api_calls() {
+        metrics::publish_api_calls(&system, &counts);
+    }
     match state.check(&state.gauges_gate, |s| s.gauges()).await {
         Ok(samples) => samples.iter().for_each(GaugeSample::set),
         // Still render: counters are fresh, and stale gauges beat a failed scrape.

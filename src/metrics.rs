@@ -7,7 +7,9 @@
 //! The recorder is installed once per process ([`install`]) and rendered by the admin
 //! endpoint; the exporter's own HTTP listener is not used, so there is one admin port.
 //! Queue gauges are not pushed by the pipeline: the admin endpoint reads them from the ledger
-//! at scrape time ([`ledger_gauges`]), so they are right even after a restart.
+//! at scrape time ([`ledger_gauges`]), so they are right even after a restart. API call counts
+//! and rate-limit budgets live in each connector's `ApiCounters` and are published at scrape
+//! time too ([`publish_api_calls`]).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::connectors::ApiCallCounts;
 use crate::ledger::Gauges;
 
 /// Counter: webhook or poll events accepted into the inbox. Labels: connector.
@@ -30,10 +33,14 @@ pub const OUTBOX_PENDING: &str = "leadsync_outbox_pending_records";
 pub const DEAD_RECORDS: &str = "leadsync_outbox_dead_records";
 /// Histogram: wall time of one push batch to a vendor. Labels: connector.
 pub const PUSH_DURATION: &str = "leadsync_push_duration_seconds";
-/// Counter: vendor API calls. Labels: connector, outcome.
+/// Counter: vendor API calls (HTTP requests, token requests included). Labels: connector,
+/// outcome ([`OUTCOME_OK`], [`OUTCOME_RATE_LIMITED`], [`OUTCOME_ERROR`]). Published from the
+/// connectors' [`ApiCounters`](crate::connectors::ApiCounters) at scrape time
+/// ([`publish_api_calls`]).
 pub const API_CALLS: &str = "leadsync_api_calls_total";
-/// Gauge: calls left in the vendor's current rate-limit window, as last reported. Labels:
-/// connector.
+/// Gauge: calls left in the vendor's rate-limit budget, as last reported (HubSpot: the 10 s
+/// window, back to its max once the window has passed; Salesforce: the daily allocation). Absent
+/// until the vendor has reported one. Labels: connector.
 pub const RATE_LIMIT_REMAINING: &str = "leadsync_rate_limit_remaining_calls";
 /// Gauge: unix time of the last successful poll. Labels: connector.
 pub const LAST_POLL_SUCCESS: &str = "leadsync_last_poll_success_timestamp_seconds";
@@ -41,6 +48,17 @@ pub const LAST_POLL_SUCCESS: &str = "leadsync_last_poll_success_timestamp_second
 pub const RECORDS_POLLED: &str = "leadsync_records_polled_total";
 /// Counter: records written to a vendor, per outcome. Labels: connector, outcome.
 pub const RECORDS_PUSHED: &str = "leadsync_records_pushed_total";
+/// Histogram: time from a webhook request's arrival to its acknowledgement (verified and
+/// committed to the inbox). Labels: connector.
+pub const WEBHOOK_ACK_DURATION: &str = "leadsync_webhook_ack_duration_seconds";
+/// Histogram: events written by one inbox group commit of the webhook server. No labels.
+pub const WEBHOOK_COMMIT_BATCH: &str = "leadsync_webhook_commit_batch_events";
+/// Histogram: time from a change at one vendor (its modification time) until it was pushed to
+/// the other. Labels: connector (the system written to).
+pub const CHANGE_PROPAGATION: &str = "leadsync_change_propagation_seconds";
+/// Gauge: webhook events received but not yet reconciled, from the ledger at scrape time.
+/// Labels: connector.
+pub const WEBHOOK_EVENTS_PENDING: &str = "leadsync_webhook_events_pending";
 
 /// Every metric name, for tests and docs.
 pub const ALL: &[&str] = &[
@@ -55,6 +73,10 @@ pub const ALL: &[&str] = &[
     LAST_POLL_SUCCESS,
     RECORDS_POLLED,
     RECORDS_PUSHED,
+    WEBHOOK_ACK_DURATION,
+    WEBHOOK_COMMIT_BATCH,
+    CHANGE_PROPAGATION,
+    WEBHOOK_EVENTS_PENDING,
 ];
 
 /// Label: the configured system name (`crm`, `marketing`), bounded by the config.
@@ -70,8 +92,48 @@ pub const OUTCOME_RETRY: &str = "retry";
 pub const OUTCOME_REJECTED: &str = "rejected";
 pub const OUTCOME_ERROR: &str = "error";
 
+// Values of [`ERROR_CODE`] on [`EVENTS_REJECTED`] for webhook requests: a bounded set.
+/// The request's signature does not verify.
+pub const REASON_BAD_SIGNATURE: &str = "bad_signature";
+/// The signed timestamp is outside the accepted age (replay protection).
+pub const REASON_STALE_TIMESTAMP: &str = "stale_timestamp";
+/// The event names an organization or portal other than the configured one.
+pub const REASON_WRONG_ORGANIZATION: &str = "wrong_organization";
+/// The body does not parse as the vendor's event format.
+pub const REASON_MALFORMED: &str = "malformed";
+/// The body is over the size limit.
+pub const REASON_TOO_LARGE: &str = "too_large";
+/// The path names no configured system.
+pub const REASON_UNKNOWN_SYSTEM: &str = "unknown_system";
+/// The ledger could not take the events; the vendor is asked to retry.
+pub const REASON_LEDGER_UNAVAILABLE: &str = "ledger_unavailable";
+
+/// Every `REASON_*` value, for tests and docs.
+pub const REASONS: &[&str] = &[
+    REASON_BAD_SIGNATURE,
+    REASON_STALE_TIMESTAMP,
+    REASON_WRONG_ORGANIZATION,
+    REASON_MALFORMED,
+    REASON_TOO_LARGE,
+    REASON_UNKNOWN_SYSTEM,
+    REASON_LEDGER_UNAVAILABLE,
+];
+
 /// Push batches take from tens of milliseconds to the vendors' timeouts.
 const PUSH_BUCKETS: &[f64] = &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Webhook acks should take at most 20 ms at p99; the buckets resolve that range finely and
+/// still show a stalled commit.
+const WEBHOOK_ACK_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// Group commits hold from one event to the commit's cap, in powers of two.
+const COMMIT_BATCH_BUCKETS: &[f64] =
+    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+/// Webhook-driven changes arrive in well under a second; polled ones take up to a poll
+/// interval.
+const PROPAGATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0];
 
 /// How often histogram samples are folded in when nobody scrapes, so memory stays bounded.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -94,10 +156,18 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
 }
 
 fn build_and_install() -> Result<PrometheusHandle, MetricsError> {
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(PUSH_DURATION.to_string()), PUSH_BUCKETS)
-        .map_err(|e| MetricsError::Install(e.to_string()))?
-        .build_recorder();
+    let mut builder = PrometheusBuilder::new();
+    for (name, buckets) in [
+        (PUSH_DURATION, PUSH_BUCKETS),
+        (WEBHOOK_ACK_DURATION, WEBHOOK_ACK_BUCKETS),
+        (WEBHOOK_COMMIT_BATCH, COMMIT_BATCH_BUCKETS),
+        (CHANGE_PROPAGATION, PROPAGATION_BUCKETS),
+    ] {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
+            .map_err(|e| MetricsError::Install(e.to_string()))?;
+    }
+    let recorder = builder.build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| MetricsError::Install(e.to_string()))?;
     describe();
@@ -125,10 +195,22 @@ fn describe() {
     describe_gauge!(DEAD_RECORDS, Unit::Count, "Outbox writes given up on");
     describe_histogram!(PUSH_DURATION, Unit::Seconds, "Wall time of one push batch");
     describe_counter!(API_CALLS, Unit::Count, "Vendor API calls, by outcome");
-    describe_gauge!(RATE_LIMIT_REMAINING, Unit::Count, "Calls left in the rate-limit window");
+    describe_gauge!(
+        RATE_LIMIT_REMAINING,
+        Unit::Count,
+        "Calls left in the vendor rate-limit budget"
+    );
     describe_gauge!(LAST_POLL_SUCCESS, Unit::Seconds, "Unix time of the last good poll");
     describe_counter!(RECORDS_POLLED, Unit::Count, "Records read by polling");
     describe_counter!(RECORDS_PUSHED, Unit::Count, "Records written, by outcome");
+    describe_histogram!(WEBHOOK_ACK_DURATION, Unit::Seconds, "Webhook request to acknowledgement");
+    describe_histogram!(WEBHOOK_COMMIT_BATCH, Unit::Count, "Events per webhook group commit");
+    describe_histogram!(
+        CHANGE_PROPAGATION,
+        Unit::Seconds,
+        "Vendor change time to pushed to the other system"
+    );
+    describe_gauge!(WEBHOOK_EVENTS_PENDING, Unit::Count, "Webhook events not reconciled yet");
 }
 
 /// One gauge value with its labels, as a readiness source reports it at scrape time.
@@ -143,6 +225,12 @@ impl GaugeSample {
     /// A gauge labelled with one connector.
     pub fn for_connector(name: &'static str, connector: &str, value: f64) -> GaugeSample {
         GaugeSample { name, labels: vec![(CONNECTOR, connector.to_string())], value }
+    }
+
+    /// [`WEBHOOK_EVENTS_PENDING`] of one system, from the ledger's count.
+    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^53")]
+    pub fn webhook_events_pending(connector: &str, events: u64) -> GaugeSample {
+        GaugeSample::for_connector(WEBHOOK_EVENTS_PENDING, connector, events as f64)
     }
 
     /// Set this value on the installed recorder (a no-op when none is installed).
@@ -177,10 +265,25 @@ pub fn event_rejected(connector: &str, error_code: &'static str) {
         .increment(1);
 }
 
-/// One vendor API call finished with `outcome` (an `OUTCOME_*` value).
-pub fn api_call(connector: &str, outcome: &'static str) {
-    metrics::counter!(API_CALLS, CONNECTOR => connector.to_string(), OUTCOME => outcome)
-        .increment(1);
+/// Publish one connector's API counters: [`API_CALLS`] per outcome (as absolute values: the
+/// counters live in [`ApiCounters`](crate::connectors::ApiCounters)) and, once the vendor has
+/// reported one, the [`RATE_LIMIT_REMAINING`] budget. Called when `/metrics` is rendered.
+///
+/// The exporter keeps the largest value set on a counter, so publishing counts of a
+/// connector that was replaced by a fresh one (tests starting apps in one process) leaves the
+/// old, higher values in place until the new ones pass them.
+pub fn publish_api_calls(connector: &str, counts: &ApiCallCounts) {
+    for (outcome, n) in [
+        (OUTCOME_OK, counts.ok),
+        (OUTCOME_RATE_LIMITED, counts.rate_limited),
+        (OUTCOME_ERROR, counts.failed),
+    ] {
+        metrics::counter!(API_CALLS, CONNECTOR => connector.to_string(), OUTCOME => outcome)
+            .absolute(n);
+    }
+    if let Some(remaining) = counts.rate_limit_remaining {
+        rate_limit_remaining(connector, remaining);
+    }
 }
 
 /// One push batch took `elapsed`.
@@ -189,7 +292,8 @@ pub fn push_duration(connector: &str, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
-/// The vendor reported `remaining` calls left in its window.
+/// The vendor reported `remaining` calls left in its budget. [`publish_api_calls`] sets this
+/// at scrape time; nothing else needs to.
 #[allow(clippy::cast_precision_loss, reason = "rate-limit budgets are small")]
 pub fn rate_limit_remaining(connector: &str, remaining: u64) {
     metrics::gauge!(RATE_LIMIT_REMAINING, CONNECTOR => connector.to_string()).set(remaining as f64);
@@ -204,6 +308,25 @@ pub fn records_polled(connector: &str, n: u64) {
 pub fn records_pushed(connector: &str, outcome: &'static str, n: u64) {
     metrics::counter!(RECORDS_PUSHED, CONNECTOR => connector.to_string(), OUTCOME => outcome)
         .increment(n);
+}
+
+/// One webhook request took `elapsed` from arrival to acknowledgement.
+pub fn webhook_ack_duration(connector: &str, elapsed: Duration) {
+    metrics::histogram!(WEBHOOK_ACK_DURATION, CONNECTOR => connector.to_string())
+        .record(elapsed.as_secs_f64());
+}
+
+/// One inbox group commit of the webhook server wrote `events` events.
+#[allow(clippy::cast_precision_loss, reason = "batch sizes are small")]
+pub fn webhook_commit_batch(events: usize) {
+    metrics::histogram!(WEBHOOK_COMMIT_BATCH).record(events as f64);
+}
+
+/// A change reached `connector` (the system written to) `elapsed` after the other vendor
+/// stamped it.
+pub fn change_propagation(connector: &str, elapsed: Duration) {
+    metrics::histogram!(CHANGE_PROPAGATION, CONNECTOR => connector.to_string())
+        .record(elapsed.as_secs_f64());
 }
 
 #[cfg(test)]
@@ -227,6 +350,56 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), ALL.len(), "names are unique");
+    }
+
+    #[test]
+    fn reasons_are_bounded_snake_case_codes() {
+        for r in REASONS {
+            assert!(r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{r}");
+        }
+        let mut sorted = REASONS.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 7);
+    }
+
+    #[test]
+    fn api_counters_count_outcomes_beside_reads_and_writes() {
+        use crate::connectors::{ApiCounters, ApiOutcome, ConnectorError};
+        let c = ApiCounters::default();
+        c.read();
+        c.outcome(ApiOutcome::Ok);
+        c.write();
+        c.outcome(ApiOutcome::of_error(&ConnectorError::RateLimited { retry_after: None }));
+        c.read();
+        c.outcome(ApiOutcome::of_error(&ConnectorError::Transient("x".into())));
+        c.read();
+        c.error();
+        let n = c.snapshot();
+        assert_eq!((n.reads, n.writes, n.errors), (3, 1, 3));
+        assert_eq!((n.ok, n.rate_limited, n.failed), (1, 1, 2));
+        assert_eq!(n.rate_limit_remaining, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_windowed_budget_refills_once_its_window_has_passed() {
+        use crate::connectors::ApiCounters;
+        let c = ApiCounters::default();
+        assert_eq!(c.rate_limit_remaining(), None, "unknown before any report");
+        c.record_rate_limit(0, Some(100), Some(Duration::from_secs(10)));
+        assert_eq!(c.rate_limit_remaining(), Some(0), "a spent budget is not unknown");
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert_eq!(c.rate_limit_remaining(), Some(0));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(c.rate_limit_remaining(), Some(100), "window passed: full again");
+
+        // Without a limit, or without a window (a daily budget), the last report stands.
+        c.record_rate_limit(3, None, Some(Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(c.rate_limit_remaining(), Some(3));
+        c.record_rate_limit(14_975, Some(15_000), None);
+        tokio::time::advance(Duration::from_secs(86_400)).await;
+        assert_eq!(c.snapshot().rate_limit_remaining, Some(14_975));
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::domain::{Change, ConnectorKind, PushOutcome, PushRecord, RemoteId};
 
 pub use field_map::FieldMap;
@@ -93,38 +95,169 @@ pub struct Limits {
     pub fetch_batch_max: usize,
 }
 
-/// API calls made by one connector, for `status`, the demo summary and benchmarks.
-#[derive(Debug, Default)]
+/// How one vendor API call (one HTTP request, token requests included) ended, for
+/// [`ApiCounters`] and the `leadsync_api_calls_total{outcome}` counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiOutcome {
+    /// A 2xx reply the client could use.
+    Ok,
+    /// The vendor refused for rate reasons: HTTP 429, or Salesforce `403 REQUEST_LIMIT_EXCEEDED`.
+    RateLimited,
+    /// Anything else: other statuses, transport failures, undecodable replies.
+    Error,
+}
+
+impl ApiOutcome {
+    /// How a call that failed with `e` ended.
+    pub fn of_error(e: &ConnectorError) -> ApiOutcome {
+        match e {
+            ConnectorError::RateLimited { .. } => ApiOutcome::RateLimited,
+            _ => ApiOutcome::Error,
+        }
+    }
+}
+
+/// Sentinel for "no budget reported yet"; a real budget of `u64::MAX` calls does not occur.
+const UNKNOWN: u64 = u64::MAX;
+
+/// API calls made by one connector, for `status`, the demo summary, benchmarks and the admin
+/// `/metrics` endpoint (which reads them at scrape time, so the pipeline needs no system name).
+///
+/// Every call is counted twice: once as a read or a write when it starts, and once by how it
+/// ended ([`ApiOutcome`]), so `reads + writes == ok + rate_limited + failed` once no call is in
+/// flight. All fields are atomics: recording never blocks a request.
+#[derive(Debug)]
 pub struct ApiCounters {
     reads: AtomicU64,
     writes: AtomicU64,
     errors: AtomicU64,
+    ok: AtomicU64,
+    rate_limited: AtomicU64,
+    failed: AtomicU64,
+    /// Last reported budget ([`UNKNOWN`] until a vendor reports one) and what came with it.
+    /// The four are written one after the other, not as one unit: a reader racing a writer may
+    /// mix two reports of the same vendor, which for a gauge is harmless.
+    budget_remaining: AtomicU64,
+    budget_limit: AtomicU64,
+    /// Length of the vendor's window in ms; 0 when the budget does not roll over by itself
+    /// in a known time (Salesforce's rolling 24 h).
+    budget_window_ms: AtomicU64,
+    /// When the budget was reported, in ms since `epoch`.
+    budget_at_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for ApiCounters {
+    fn default() -> ApiCounters {
+        ApiCounters {
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            budget_remaining: AtomicU64::new(UNKNOWN),
+            budget_limit: AtomicU64::new(UNKNOWN),
+            budget_window_ms: AtomicU64::new(0),
+            budget_at_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl ApiCounters {
+    /// A read call starts.
     pub fn read(&self) {
         self.reads.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// A write call starts.
     pub fn write(&self) {
         self.writes.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// A call failed; the same as `outcome(ApiOutcome::Error)`.
     pub fn error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.outcome(ApiOutcome::Error);
     }
+
+    /// A call ended this way. Rate-limited and failed calls also count in `errors`.
+    pub fn outcome(&self, outcome: ApiOutcome) {
+        let slot = match outcome {
+            ApiOutcome::Ok => &self.ok,
+            ApiOutcome::RateLimited => &self.rate_limited,
+            ApiOutcome::Error => &self.failed,
+        };
+        slot.fetch_add(1, Ordering::Relaxed);
+        if outcome != ApiOutcome::Ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The vendor reported `remaining` calls left (of `limit`, when it says). `window`: when
+    /// the budget refills by itself (HubSpot's 10 s window); `None` when it does not in a known
+    /// time (Salesforce's rolling 24 h).
+    pub fn record_rate_limit(&self, remaining: u64, limit: Option<u64>, window: Option<Duration>) {
+        let at = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let window_ms = window.map_or(0, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX));
+        self.budget_at_ms.store(at, Ordering::Relaxed);
+        self.budget_window_ms.store(window_ms, Ordering::Relaxed);
+        self.budget_limit.store(limit.unwrap_or(UNKNOWN), Ordering::Relaxed);
+        // Last, so a reader that sees a budget also sees (at worst slightly older) context.
+        self.budget_remaining.store(remaining.min(UNKNOWN - 1), Ordering::Release);
+    }
+
+    /// Calls left as far as we know; `None` until a vendor has reported a budget. Once a
+    /// windowed budget's window has passed with no newer report, the window has refilled: the
+    /// reported limit is returned then (when known), so an idle connector does not look
+    /// starved.
+    pub fn rate_limit_remaining(&self) -> Option<u64> {
+        let remaining = self.budget_remaining.load(Ordering::Acquire);
+        if remaining == UNKNOWN {
+            return None;
+        }
+        let window_ms = self.budget_window_ms.load(Ordering::Relaxed);
+        let limit = self.budget_limit.load(Ordering::Relaxed);
+        if window_ms > 0 && limit != UNKNOWN {
+            let at = self.budget_at_ms.load(Ordering::Relaxed);
+            let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            if now.saturating_sub(at) >= window_ms {
+                return Some(limit);
+            }
+        }
+        Some(remaining)
+    }
+
     pub fn snapshot(&self) -> ApiCallCounts {
         ApiCallCounts {
             reads: self.reads.load(Ordering::Relaxed),
             writes: self.writes.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            ok: self.ok.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            rate_limit_remaining: self.rate_limit_remaining(),
         }
     }
 }
 
+/// A copy of [`ApiCounters`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApiCallCounts {
+    /// Read calls started.
     pub reads: u64,
+    /// Write calls started.
     pub writes: u64,
+    /// Calls that did not end [`ApiOutcome::Ok`]: `rate_limited + failed`.
     pub errors: u64,
+    /// Calls that ended [`ApiOutcome::Ok`].
+    pub ok: u64,
+    /// Calls that ended [`ApiOutcome::RateLimited`].
+    pub rate_limited: u64,
+    /// Calls that ended [`ApiOutcome::Error`].
+    pub failed: u64,
+    /// Calls left in the vendor's budget as last reported; `None`: never reported.
+    pub rate_limit_remaining: Option<u64>,
 }
 
 /// The one trait every vendor connector implements. Pipelines are generic over it; the

@@ -1,7 +1,8 @@
 //! HTTP to HubSpot: bearer auth, pacing under the rate limits, retries, error classification.
 //!
 //! Every request goes through [`crate::retry::retry`] and is counted on [`ApiCounters`] once per
-//! attempt. Pacing has two parts: search calls are spaced `search_min_interval` apart (search
+//! attempt, with its outcome and the `X-HubSpot-RateLimit-Remaining` budget it reported.
+//! Pacing has two parts: search calls are spaced `search_min_interval` apart (search
 //! responses carry no rate headers), and when `X-HubSpot-RateLimit-Remaining` runs low every
 //! call waits for the window to roll over instead of running into a 429.
 
@@ -18,11 +19,12 @@ use url::Url;
 
 use super::config::HubspotConfig;
 use super::wire;
-use crate::connectors::{ApiCounters, ConnectorError, http};
+use crate::connectors::{ApiCounters, ApiOutcome, ConnectorError, http};
 use crate::retry::{self, RetryPolicy};
 
 const H_REMAINING: &str = "x-hubspot-ratelimit-remaining";
 const H_INTERVAL_MS: &str = "x-hubspot-ratelimit-interval-milliseconds";
+const H_MAX: &str = "x-hubspot-ratelimit-max";
 /// The rolling window HubSpot documents for private apps, used when the header is missing.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 /// When this few calls remain in the window, wait for the window instead of spending them:
@@ -242,31 +244,34 @@ impl Client {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                self.counters.error();
+                self.counters.outcome(ApiOutcome::Error);
                 return Err(http::transport(&e.without_url()));
             }
         };
         let status = resp.status();
         let headers = resp.headers().clone();
         self.pacer.observe(&headers);
+        note_budget(&self.counters, &headers);
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                self.counters.error();
+                self.counters.outcome(ApiOutcome::Error);
                 return Err(http::transport(&e.without_url()));
             }
         };
         if status.is_success() {
             let slice: &[u8] =
                 if bytes.iter().all(u8::is_ascii_whitespace) { b"null" } else { &bytes };
-            return serde_json::from_slice(slice).map(|v| (status, v)).map_err(|e| {
-                self.counters.error();
+            let decoded = serde_json::from_slice(slice).map(|v| (status, v)).map_err(|e| {
                 ConnectorError::Transient(format!("{op}: cannot decode response: {e}"))
             });
+            let outcome = if decoded.is_ok() { ApiOutcome::Ok } else { ApiOutcome::Error };
+            self.counters.outcome(outcome);
+            return decoded;
         }
-        self.counters.error();
         let err_body = wire::parse_error_body(&bytes[..bytes.len().min(MAX_ERROR_BODY)]);
         let err = classify(status, &headers, &err_body, Utc::now());
+        self.counters.outcome(ApiOutcome::of_error(&err));
         if let ConnectorError::RateLimited { retry_after: Some(d) } = &err {
             self.pacer.hold(*d);
         }
@@ -356,6 +361,14 @@ pub(super) fn until_daily_probe(now: DateTime<Utc>) -> Duration {
     let secs_into_quarter = u64::from(now.minute() % 15) * 60 + u64::from(now.second());
     Duration::from_secs(15 * 60 - secs_into_quarter + 5)
         .max(MAX_INLINE_WAIT + Duration::from_secs(5))
+}
+
+/// Hand the ten-second window's budget to [`ApiCounters`] for the admin endpoint. Responses
+/// without the header (search) leave the last report standing.
+fn note_budget(counters: &ApiCounters, headers: &HeaderMap) {
+    if let Some(remaining) = header_ms(headers, H_REMAINING) {
+        counters.record_rate_limit(remaining, header_ms(headers, H_MAX), Some(window(headers)));
+    }
 }
 
 fn header_ms(headers: &HeaderMap, name: &str) -> Option<u64> {

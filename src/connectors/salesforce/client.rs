@@ -1,7 +1,8 @@
 //! HTTP to one Salesforce org: OAuth 2.0 client credentials, the cached session, status-to-error
 //! mapping, query paging, and API usage bookkeeping.
 //!
-//! Every request goes through [`crate::retry::retry`] and is counted on [`ApiCounters`]. A 401
+//! Every request goes through [`crate::retry::retry`] and is counted on [`ApiCounters`], with its
+//! outcome and the daily budget left from `Sforce-Limit-Info`. A 401
 //! (`INVALID_SESSION_ID`) re-authenticates exactly once within the same attempt; a second 401
 //! is [`ConnectorError::Auth`]. Error strings carry status codes and Salesforce error codes,
 //! never vendor messages (they can echo record values).
@@ -16,7 +17,7 @@ use url::Url;
 
 use super::config::SalesforceConfig;
 use super::wire::{self, QueryResponse, Record, TokenError, TokenResponse};
-use crate::connectors::{ApiCounters, ConnectorError, http};
+use crate::connectors::{ApiCounters, ApiOutcome, ConnectorError, http};
 use crate::retry::{RetryPolicy, retry};
 
 /// How long to back off on `403 REQUEST_LIMIT_EXCEEDED`. Salesforce sends no `Retry-After`;
@@ -213,17 +214,17 @@ impl Client {
             .send()
             .await
             .map_err(|e| {
-                self.counters.error();
+                self.counters.outcome(ApiOutcome::Error);
                 http::transport(&e)
             })?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map_err(|e| {
-            self.counters.error();
+            self.counters.outcome(ApiOutcome::Error);
             http::transport(&e)
         })?;
+        self.counters.outcome(outcome(status, &body));
         if !status.is_success() {
-            self.counters.error();
             let code =
                 serde_json::from_slice::<TokenError>(&body).map(|e| e.error).unwrap_or_default();
             return Err(match status {
@@ -250,7 +251,7 @@ impl Client {
         Ok(Session { token: SecretString::from(token.access_token), instance_url, generation })
     }
 
-    /// Send one request with this session; count it; remember API usage.
+    /// Send one request with this session; count it and its outcome; remember API usage.
     async fn send(&self, session: &Session, call: &Call<'_>) -> Result<Reply, ConnectorError> {
         let mut url = match call.target {
             Target::Api(path) => {
@@ -279,19 +280,17 @@ impl Client {
             CallKind::Write => self.counters.write(),
         }
         let resp = req.send().await.map_err(|e| {
-            self.counters.error();
+            self.counters.outcome(ApiOutcome::Error);
             http::transport(&e)
         })?;
         let status = resp.status();
         let headers = resp.headers().clone();
         self.note_usage(&headers);
         let body = resp.bytes().await.map_err(|e| {
-            self.counters.error();
+            self.counters.outcome(ApiOutcome::Error);
             http::transport(&e)
         })?;
-        if !status.is_success() {
-            self.counters.error();
-        }
+        self.counters.outcome(outcome(status, &body));
         tracing::debug!(connector = "salesforce", method = %call.method, status = status.as_u16(), "api call");
         Ok(Reply { status, headers, body: body.to_vec() })
     }
@@ -305,6 +304,23 @@ impl Client {
             return;
         };
         *self.api_usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(usage);
+        // The daily allocation rolls over 24 h: no window after which it is known to be full.
+        let (used, max) = usage;
+        self.counters.record_rate_limit(max.saturating_sub(used), Some(max), None);
+    }
+}
+
+/// How a reply ends for [`ApiCounters`]: `403 REQUEST_LIMIT_EXCEEDED` is Salesforce's way of
+/// saying 429 (api-facts §2.4).
+fn outcome(status: StatusCode, body: &[u8]) -> ApiOutcome {
+    if status.is_success() {
+        ApiOutcome::Ok
+    } else if status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::FORBIDDEN && error_code(body) == "REQUEST_LIMIT_EXCEEDED")
+    {
+        ApiOutcome::RateLimited
+    } else {
+        ApiOutcome::Error
     }
 }
 
