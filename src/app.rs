@@ -256,6 +256,11 @@ impl App {
         sys.webhook.is_some() && self.webhooks.listen.is_some()
     }
 
+    /// Each system's live API call counters, for the metrics endpoint.
+    pub fn api_counters(&self) -> Vec<(String, Arc<crate::connectors::ApiCounters>)> {
+        self.systems.iter().map(|s| (s.name.to_string(), s.connector.counters())).collect()
+    }
+
     /// API calls each connector made so far.
     pub fn api_calls(&self) -> BTreeMap<SystemName, ApiCallCounts> {
         self.systems.iter().map(|s| (s.name.clone(), s.connector.counters().snapshot())).collect()

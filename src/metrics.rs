@@ -247,6 +247,10 @@ pub fn ledger_gauges(g: &Gauges) -> Vec<GaugeSample> {
         out.push(GaugeSample::for_connector(INBOX_PENDING, system, s.inbox_pending as f64));
         out.push(GaugeSample::for_connector(OUTBOX_PENDING, system, s.outbox_pending as f64));
         out.push(GaugeSample::for_connector(DEAD_RECORDS, system, s.dead as f64));
+        out.push(GaugeSample::webhook_events_pending(
+            system,
+            u64::try_from(s.notices_pending).unwrap_or(0),
+        ));
         if let Some(at) = s.last_poll_ok_at {
             out.push(GaugeSample::for_connector(LAST_POLL_SUCCESS, system, at.timestamp() as f64));
         }
@@ -254,9 +258,9 @@ pub fn ledger_gauges(g: &Gauges) -> Vec<GaugeSample> {
     out
 }
 
-/// An event was accepted into the inbox.
-pub fn event_received(connector: &str) {
-    metrics::counter!(EVENTS_RECEIVED, CONNECTOR => connector.to_string()).increment(1);
+/// `n` events were accepted (stored for the first time).
+pub fn events_received(connector: &str, n: u64) {
+    metrics::counter!(EVENTS_RECEIVED, CONNECTOR => connector.to_string()).increment(n);
 }
 
 /// An event was refused; `error_code` must come from a bounded set.
@@ -435,7 +439,7 @@ mod tests {
         );
         g.systems.insert("mkt".into(), SystemGauges::default());
         let s = ledger_gauges(&g);
-        assert_eq!(s.len(), 7, "no last-poll gauge for a system never polled");
+        assert_eq!(s.len(), 9, "no last-poll gauge for a system never polled");
         assert!(s.contains(&GaugeSample::for_connector(DEAD_RECORDS, "crm", 3.0)));
         assert!(s.contains(&GaugeSample::for_connector(LAST_POLL_SUCCESS, "crm", 1.7e9)));
         assert!(s.contains(&GaugeSample::for_connector(OUTBOX_PENDING, "mkt", 0.0)));

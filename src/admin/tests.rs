@@ -495,7 +495,7 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
 
     // Touch every pipeline metric once, as the pollers, pushers and webhook server will.
     let c = "metrics_crm";
-    m::event_received(c);
+    m::events_received(c, 1);
     m::event_rejected(c, m::REASON_BAD_SIGNATURE);
     m::push_duration(c, Duration::from_millis(120));
     m::records_polled(c, 7);
@@ -504,7 +504,17 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
     m::webhook_ack_duration(c, Duration::from_millis(15));
     m::webhook_commit_batch(3);
     m::change_propagation(c, Duration::from_millis(800));
-    GaugeSample::webhook_events_pending(c, 4).set();
+    // The pending-notice gauge comes from the ledger at scrape time, like the queue gauges.
+    let notice = crate::domain::Notice {
+        dedupe_key: "hubspot:1:1".into(),
+        remote: crate::domain::RemoteId { object_type: "contact".into(), id: "1".into() },
+        kind: crate::domain::NoticeKind::Changed,
+        occurred_at: Utc::now(),
+        related: Vec::new(),
+        snapshot: None,
+    };
+    let sys = SystemName(c.into());
+    ledger.store_notices(&[(&sys, std::slice::from_ref(&notice))], Utc::now()).expect("notice");
     // A label value that needs escaping shows the exporter's output still parses.
     m::event_rejected("we\"ird\\sys\ntem", m::REASON_MALFORMED);
 
@@ -520,7 +530,7 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
     assert_eq!(value(m::DEAD_RECORDS), Some(0.0));
     assert_eq!(value(m::RECORDS_POLLED), Some(7.0));
     assert_eq!(value(m::RATE_LIMIT_REMAINING), Some(99.0));
-    assert_eq!(value(m::WEBHOOK_EVENTS_PENDING), Some(4.0));
+    assert_eq!(value(m::WEBHOOK_EVENTS_PENDING), Some(1.0));
     assert_eq!(value("leadsync_push_duration_seconds_count"), Some(1.0));
     assert_eq!(value("leadsync_change_propagation_seconds_count"), Some(1.0));
     let rejected = |conn: &str, code: &str| {

@@ -50,7 +50,9 @@ pub async fn run(config: &Path, env: &HashMap<String, String>) -> u8 {
                 return exit::SOFTWARE;
             }
         };
-        let source = std::sync::Arc::new(crate::admin::LedgerSource::new(app.ledger()));
+        let source = std::sync::Arc::new(
+            crate::admin::LedgerSource::new(app.ledger()).with_api_counters(app.api_counters()),
+        );
         let state = crate::admin::AdminState::new(source, handle, settings.admin.max_poll_age);
         let admin_shutdown = shutdown.clone();
         tokio::spawn(async move {

@@ -105,7 +105,7 @@ fn committer(ledger: &Ledger, mut rx: mpsc::Receiver<Job>, on_stored: &OnStored)
             group.iter().map(|j| (&j.system, j.notices.as_slice())).collect();
         let events: usize = group.iter().map(|j| j.notices.len()).sum();
         let result = ledger.store_notices(&requests, Utc::now());
-        let _ = events; // MERGE: metrics::webhook_commit_batch(events)
+        crate::metrics::webhook_commit_batch(events);
         match result {
             Ok(counts) => {
                 let mut woken: Vec<&SystemName> = Vec::new();

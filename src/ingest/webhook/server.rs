@@ -79,14 +79,15 @@ impl Reason {
     ];
 
     pub fn as_str(self) -> &'static str {
+        use crate::metrics as m;
         match self {
-            Reason::BadSignature => "bad_signature",
-            Reason::StaleTimestamp => "stale_timestamp",
-            Reason::WrongOrganization => "wrong_organization",
-            Reason::Malformed => "malformed",
-            Reason::TooLarge => "too_large",
-            Reason::UnknownSystem => "unknown_system",
-            Reason::LedgerUnavailable => "ledger_unavailable",
+            Reason::BadSignature => m::REASON_BAD_SIGNATURE,
+            Reason::StaleTimestamp => m::REASON_STALE_TIMESTAMP,
+            Reason::WrongOrganization => m::REASON_WRONG_ORGANIZATION,
+            Reason::Malformed => m::REASON_MALFORMED,
+            Reason::TooLarge => m::REASON_TOO_LARGE,
+            Reason::UnknownSystem => m::REASON_UNKNOWN_SYSTEM,
+            Reason::LedgerUnavailable => m::REASON_LEDGER_UNAVAILABLE,
         }
     }
 
@@ -298,10 +299,8 @@ async fn handle(
             st.stats.accepted_requests.fetch_add(1, Ordering::Relaxed);
             st.stats.events.fetch_add(events, Ordering::Relaxed);
             st.stats.new_events.fetch_add(new as u64, Ordering::Relaxed);
-            for _ in 0..new {
-                crate::metrics::event_received(system);
-            }
-            let _ = started; // MERGE: metrics::webhook_ack_duration(system, started.elapsed())
+            crate::metrics::events_received(system, new as u64);
+            crate::metrics::webhook_ack_duration(system, started.elapsed());
             tracing::debug!(events, new, "webhook stored");
             match receiver.kind {
                 ReceiverKind::Hubspot(_) => StatusCode::OK.into_response(),
