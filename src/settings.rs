@@ -316,6 +316,16 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
         max_poll_age: Duration::from_secs(raw.admin.max_poll_age_secs.max(1)),
     };
     let webhooks = webhook_settings(&raw.webhooks)?;
+    if webhooks.listen.is_some()
+        && admin.listen.is_some()
+        && webhooks.sweep_interval >= admin.max_poll_age
+    {
+        return Err(KeyError::new(
+            "webhooks.sweep_interval_secs",
+            "must be below admin.max_poll_age_secs, or /readyz fails between two sweeps",
+        )
+        .into());
+    }
     if raw.systems.is_empty() {
         return Err(KeyError::new("systems", "no systems configured").into());
     }

@@ -6,3 +6,4 @@ mod connectors;
 mod helpers;
 mod sync;
 mod tidy;
+mod webhooks;
