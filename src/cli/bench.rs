@@ -20,7 +20,11 @@ use crate::sim::salesforce::SalesforceSimOptions;
 use crate::{shutdown, telemetry, verify};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Another benchmark than the initial sync.
+    #[command(subcommand)]
+    pub what: Option<BenchKind>,
     /// Leads per side.
     #[arg(long, default_value_t = 100_000)]
     pub leads: usize,
@@ -32,6 +36,13 @@ pub struct BenchArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchKind {
+    /// The real-time path: webhook acknowledgement throughput and latency under wrk, and
+    /// change-to-other-side latency at a steady rate.
+    Webhooks(super::bench_webhooks::WebhookBenchArgs),
 }
 
 /// Peak resident set size of this process, from /proc (Linux).
@@ -46,6 +57,9 @@ fn peak_rss_kib() -> Option<u64> {
 
 #[allow(clippy::too_many_lines, reason = "a linear script")]
 pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
+    if let Some(BenchKind::Webhooks(w)) = args.what {
+        return super::bench_webhooks::run(w, env).await;
+    }
     telemetry::init(
         crate::settings::LogFormat::Auto,
         "warn",

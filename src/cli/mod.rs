@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, reason = "the CLI's output is its interface")]
 
 mod bench;
+mod bench_webhooks;
 mod check;
 mod demo;
 mod serve;

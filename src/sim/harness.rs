@@ -17,6 +17,10 @@ use crate::settings::{Settings, SettingsError, Source};
 /// The environment variables the demo settings read their secrets from.
 pub const SF_SECRET_VAR: &str = "LEADSYNC_DEMO_SALESFORCE_SECRET";
 pub const HS_TOKEN_VAR: &str = "LEADSYNC_DEMO_HUBSPOT_TOKEN";
+/// The environment variables that hold the webhook secrets (HubSpot app client secret,
+/// Salesforce endpoint secret) when [`Harness::webhook_env`] is used.
+pub const HS_APP_SECRET_VAR: &str = "LEADSYNC_DEMO_HUBSPOT_APP_SECRET";
+pub const SF_ENDPOINT_SECRET_VAR: &str = "LEADSYNC_DEMO_SALESFORCE_ENDPOINT_SECRET";
 
 /// A simulated Salesforce (system `crm`) and HubSpot (system `marketing`), running.
 pub struct Harness {
@@ -24,6 +28,10 @@ pub struct Harness {
     pub hubspot: HubspotSim,
     sf_secret: String,
     hs_token: String,
+    /// Signs HubSpot webhooks (the app's client secret).
+    pub hs_app_secret: String,
+    /// Ends the Salesforce outbound message URL; only the endpoint knows it.
+    pub sf_endpoint_secret: String,
 }
 
 /// How many records seeding put where.
@@ -51,7 +59,14 @@ impl Harness {
         let hubspot = HubspotSim::new(hs);
         salesforce.start("127.0.0.1:0").await?;
         hubspot.start("127.0.0.1:0").await?;
-        Ok(Harness { salesforce, hubspot, sf_secret, hs_token })
+        Ok(Harness {
+            salesforce,
+            hubspot,
+            sf_secret,
+            hs_token,
+            hs_app_secret: format!("app-secret-{}", uuid::Uuid::new_v4().simple()),
+            sf_endpoint_secret: uuid::Uuid::new_v4().simple().to_string(),
+        })
     }
 
     /// Put people where their presence says, as imports would.
@@ -89,6 +104,31 @@ impl Harness {
         env.insert("LEADSYNC__LEDGER__PATH".into(), ledger.display().to_string());
         env.insert(SF_SECRET_VAR.into(), self.sf_secret.clone());
         env.insert(HS_TOKEN_VAR.into(), self.hs_token.clone());
+        env
+    }
+
+    /// Overrides that turn on the webhook listener on a free loopback port for both systems,
+    /// with the secrets this harness's simulators sign with, and the safety-net poll every
+    /// `sweep_secs`.
+    pub fn webhook_env(&self, sweep_secs: u64) -> HashMap<String, String> {
+        let mut env = HashMap::new();
+        env.insert("LEADSYNC__WEBHOOKS__ENABLED".into(), "true".into());
+        env.insert("LEADSYNC__WEBHOOKS__LISTEN".into(), "127.0.0.1:0".into());
+        env.insert("LEADSYNC__WEBHOOKS__SWEEP_INTERVAL_SECS".into(), sweep_secs.to_string());
+        env.insert(
+            "LEADSYNC__SYSTEMS__MARKETING__WEBHOOK__CLIENT_SECRET_ENV".into(),
+            HS_APP_SECRET_VAR.into(),
+        );
+        env.insert(HS_APP_SECRET_VAR.into(), self.hs_app_secret.clone());
+        env.insert(
+            "LEADSYNC__SYSTEMS__CRM__WEBHOOK__ORGANIZATION_ID".into(),
+            super::salesforce::org_id(),
+        );
+        env.insert(
+            "LEADSYNC__SYSTEMS__CRM__WEBHOOK__SECRET_ENV".into(),
+            SF_ENDPOINT_SECRET_VAR.into(),
+        );
+        env.insert(SF_ENDPOINT_SECRET_VAR.into(), self.sf_endpoint_secret.clone());
         env
     }
 

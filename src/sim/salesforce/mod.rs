@@ -30,6 +30,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+/// The simulated org's id, which its outbound messages carry.
+pub(crate) use store::org_id;
 use store::{Obj, Store, decode};
 
 /// Knobs of the simulated org. Numbers Salesforce changes over time are settings here.
