@@ -426,3 +426,114 @@ mod tests {
         }
     }
 }
+
+/// A local receiver for the simulators' webhook tests: records every request and answers as
+/// the test script says, optionally after a delay; tracks the most requests seen in flight.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use axum::response::IntoResponse;
+
+    /// One request as received.
+    #[derive(Debug, Clone)]
+    pub struct Received {
+        pub method: String,
+        /// Path and query as received.
+        pub path_and_query: String,
+        pub headers: HeaderMap,
+        pub body: Bytes,
+    }
+
+    /// Answer for request number `n` (0-based): status and body.
+    pub type Script = Arc<dyn Fn(usize, &Received) -> (u16, String) + Send + Sync>;
+
+    struct St {
+        script: Script,
+        delay: Duration,
+        received: Mutex<Vec<Received>>,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+    }
+
+    pub struct Receiver {
+        /// `http://127.0.0.1:PORT`.
+        pub base: String,
+        st: Arc<St>,
+    }
+
+    impl Receiver {
+        pub fn received(&self) -> Vec<Received> {
+            self.st.received.lock().expect("not poisoned").clone()
+        }
+        pub fn max_in_flight(&self) -> usize {
+            self.st.max_in_flight.load(Ordering::SeqCst)
+        }
+        /// Waits until at least `n` requests arrived, or panics after `within`.
+        pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                let got = self.received();
+                if got.len() >= n {
+                    return got;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "only {} of {n} webhook requests arrived",
+                    got.len()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    async fn handle(
+        State(st): State<Arc<St>>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> impl IntoResponse {
+        let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        st.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let r = Received {
+            method: method.to_string(),
+            path_and_query: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+            headers,
+            body,
+        };
+        let n = {
+            let mut all = st.received.lock().expect("not poisoned");
+            all.push(r.clone());
+            all.len() - 1
+        };
+        if !st.delay.is_zero() {
+            tokio::time::sleep(st.delay).await;
+        }
+        let (status, body) = (st.script)(n, &r);
+        st.in_flight.fetch_sub(1, Ordering::SeqCst);
+        (StatusCode::from_u16(status).expect("valid status"), body)
+    }
+
+    pub async fn receiver(script: Script, delay: Duration) -> Receiver {
+        let st = Arc::new(St {
+            script,
+            delay,
+            received: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        });
+        let app = axum::Router::new().fallback(handle).with_state(Arc::clone(&st));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { base: format!("http://{addr}"), st }
+    }
+}

@@ -79,6 +79,8 @@ mod store;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod webhook_tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
