@@ -15,6 +15,8 @@
 //! match exactly; a query record carries `Id` only when it was selected, as in Salesforce.
 
 mod outbound;
+#[cfg(test)]
+mod outbound_tests;
 mod server;
 mod soql;
 mod store;
