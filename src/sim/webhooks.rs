@@ -2,7 +2,7 @@
 //! a queue, a short batching window, a cap on requests in flight, a per-request timeout, a retry
 //! schedule with jitter, and counters.
 //!
-//! Each vendor supplies an [`Endpoint`]: it builds the request for a batch *at send time* (so a
+//! Each vendor supplies an `Endpoint`: it builds the request for a batch *at send time* (so a
 //! HubSpot retry is re-signed with a fresh timestamp and a Salesforce notification carries the
 //! record's latest values) and judges the response. The engine knows nothing about JSON or SOAP.
 //!
@@ -10,7 +10,7 @@
 //! - Items are counted exactly once as delivered or dropped; `queued` is the difference.
 //! - The concurrency permit is held only while a request is in flight, never while a batch waits
 //!   for its next retry (HubSpot's `maxConcurrentRequests` limits requests, not batches).
-//! - [`Engine::stop`] (also run on drop) ends the dispatcher and every delivery task at its next
+//! - `Engine::stop` (also run on drop) ends the dispatcher and every delivery task at its next
 //!   await; no task outlives the simulator handle that owns the engine.
 //! - `time_scale` multiplies retry delays only, never the batching window or the timeout, so a
 //!   test can run a 24-hour schedule in seconds while still exercising real timeouts.
@@ -101,7 +101,7 @@ pub struct DeliveryStats {
 /// What an [`Endpoint`] wants done with one attempt.
 pub(crate) enum Prepared {
     /// Send this request.
-    Send(reqwest::RequestBuilder),
+    Send(Box<reqwest::RequestBuilder>),
     /// Nothing to send any more (e.g. the target was removed); counts as delivered.
     Done,
 }
@@ -330,6 +330,7 @@ async fn deliver<E: Endpoint>(shared: &Shared<E>, batch: Vec<E::Item>) {
             match shared.endpoint.prepare(&shared.client, &batch, attempt) {
                 Prepared::Done => true,
                 Prepared::Send(request) => {
+                    let request = *request;
                     c.requests_sent.fetch_add(1, Ordering::Relaxed);
                     let ok = match request.send().await {
                         Ok(response) => {

@@ -270,7 +270,7 @@ impl Endpoint for HubspotEndpoint {
                 .header("x-hubspot-signature", sign_legacy(version, &secret, "POST", &uri, &body))
                 .header("x-hubspot-signature-version", tag);
         }
-        Prepared::Send(request.body(body))
+        Prepared::Send(Box::new(request.body(body)))
     }
 
     fn accepted(&self, status: reqwest::StatusCode, _body: &[u8]) -> bool {

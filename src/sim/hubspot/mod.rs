@@ -71,6 +71,40 @@
 //!   `hs_additional_emails`; the old id and old email keep resolving to the primary.
 //! - Requests refused with 401 or 429 do not use quota. Faults injected with
 //!   [`HubspotSim::inject`] do.
+//!
+//! # App webhooks (api-facts §1.7; code in `hooks.rs`, delivery in [`crate::sim::webhooks`])
+//! Off unless [`HubspotWebhookOptions::target_url`] is set (or [`HubspotSim::set_webhook_target`]
+//! / `PUT /webhooks/v3/{appId}/settings` sets it). Choices where the notes are silent:
+//! - **Every committed change fires events, whoever made it**: API calls (`changeSource: API`,
+//!   `sourceId` = the app id; HubSpot does not filter an app's own writes) and the handle's
+//!   methods (`CRM_UI`, `sourceId: "userId:1"`; `insert` counts as UI too). Creation sends
+//!   `contact.creation` (`changeFlag: CREATED`) *and* one `contact.propertyChange` per property
+//!   set at creation. An update sends one propertyChange per property whose value changed
+//!   (cleared ones with `propertyValue: ""`); a write that changes nothing sends nothing.
+//!   Archive sends `contact.deletion`; merge sends `contact.merge` (on the primary id,
+//!   `numberOfPropertiesMoved` = properties filled from the merged contact, additional emails
+//!   included) plus propertyChange events for those. An opt-out sends a propertyChange of
+//!   `hs_email_optout`. `internal_touch` sends nothing. Computed properties
+//!   (`lastmodifieddate`, `createdate`, `hs_object_id`, `hs_merged_object_ids`) never fire.
+//!   No path of the simulator restores or GDPR-deletes, so `contact.restore` and
+//!   `contact.privacyDeletion` are subscribed by default but never sent.
+//! - **Changes made while there is no target are not sent later.**
+//! - **Retries**: any non-2xx answer (4xx included, as api-facts says; HubSpot's older guide
+//!   exempted 400/401/403/404/405 and honoured `Retry-After` on 429, which we do not), a
+//!   timeout (5 s) or a connection failure. Ten retries: 2, 4, 8 … 512 minutes after each
+//!   failure (the older guide's "first retry in 2 minutes, the second in 4, the third in 8"),
+//!   then the tenth at 24 h after the first try (the current guide: "up to 10 times … spread
+//!   out over the next 24 hours … some randomization"), each ±20 % jitter, scaled by
+//!   `time_scale`; then the batch is dropped and counted. Each try is re-signed with a fresh
+//!   timestamp and carries `attemptNumber` 0, 1, 2 … with the same `eventId`s.
+//! - **Batches** hold up to 100 events gathered for `batch_window` (default 50 ms); at most
+//!   `maxConcurrentRequests` (default 10, raised to 5 if set lower) requests are in flight.
+//! - **Signatures**: v3 always, over the target URL as parsed (a bare host gains its `/`);
+//!   v1 or v2 in addition when configured.
+//! - **Management API** (`/webhooks/v3/{appId}/settings` GET/PUT/DELETE,
+//!   `/subscriptions` GET/POST) takes the same bearer token as the rest of the simulator and
+//!   counts as API calls; unknown app ids give 404. New subscriptions are paused
+//!   (`active: false`) unless the body says otherwise, as in HubSpot's developer portal.
 
 mod hooks;
 mod search;

@@ -13,6 +13,23 @@
 //! deserialising); an unknown but well-formed id in an update or delete is
 //! `INVALID_CROSS_REFERENCE_KEY`; surrounding whitespace on `Email` is trimmed; picklist values
 //! match exactly; a query record carries `Id` only when it was selected, as in Salesforce.
+//!
+//! Outbound messages (api-facts §2.7; `outbound.rs`, delivery in [`crate::sim::webhooks`]) are
+//! off unless [`SalesforceOutboundOptions::endpoint_url`] is set (or
+//! [`SalesforceSim::set_outbound_url`]). They model a workflow rule on Lead "created, and every
+//! time it's edited": one notification (`04l…` id, kept across retries) per committed Lead
+//! create or edit by any path (REST single, collections, upsert, `insert`, `ui_update`,
+//! `convert_lead`); writes rolled back by `allOrNone` and deletes send nothing; `touch_system`
+//! sends nothing. Values are read at send time, on every try; a record deleted before sending
+//! gets a notification with only `sf:Id`. Success is HTTP 200 with `notificationsResponse` ›
+//! `Ack` = `true` in the outbound namespace; anything else is retried. Back-off: 5 s doubling,
+//! capped at 2 h, while the total stays within 24 h (21 retries), ±20 % jitter, scaled by
+//! `time_scale`; Salesforce documents no first interval, and a Salesforce employee on
+//! StackExchange (question 142580) puts it at 2-5 s. Timeout 60 s (Salesforce help,
+//! "Considerations for Outbound Messages"). Up to 100 notifications per message, gathered for
+//! `batch_window` (50 ms); 10 messages in flight (Salesforce documents no number). Datetimes are
+//! sent as `2024-05-01T10:00:00.000Z`; URL userinfo is sent as `Authorization: Basic` and
+//! removed from the URL. Changes made while no URL is set are never sent.
 
 mod outbound;
 #[cfg(test)]

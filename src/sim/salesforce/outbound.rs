@@ -187,7 +187,7 @@ impl Endpoint for OutboundEndpoint {
         if !user.is_empty() || pass.is_some() {
             request = request.basic_auth(user, pass);
         }
-        Prepared::Send(request)
+        Prepared::Send(Box::new(request))
     }
 
     fn accepted(&self, status: reqwest::StatusCode, body: &[u8]) -> bool {

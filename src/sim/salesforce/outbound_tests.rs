@@ -213,3 +213,61 @@ async fn many_writes_are_batched_up_to_100_and_a_failing_endpoint_drops_after_24
     assert_eq!(stats.outbound_notifications_dropped, 150);
     sim.stop();
 }
+
+#[tokio::test]
+async fn a_rolled_back_collection_sends_nothing() {
+    let rx = receiver(acking(), Duration::ZERO).await;
+    let sim = sim_with(&rx.base, 1.0);
+    sim.start("127.0.0.1:0").await.unwrap();
+    let http = Client::new();
+    let token: Value = http
+        .post(format!("{}/services/oauth2/token", sim.base_url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "sim-client-id"),
+            ("client_secret", "sim-client-secret"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let body = |all_or_none: bool| {
+        json!({"allOrNone": all_or_none, "records": [
+            {"attributes": {"type": "Lead"}, "LastName": "Good", "Company": "Acme"},
+            {"attributes": {"type": "Lead"}, "LastName": "Bad"},
+        ]})
+    };
+    for all_or_none in [true, false] {
+        let r = http
+            .post(format!("{}/services/data/v62.0/composite/sobjects", sim.base_url()))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .json(&body(all_or_none))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Only the partial-success call created a Lead: one message with one notification.
+    let got = rx.wait_for(1, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.received().len(), 1);
+    let m = parse(&sim, &got[0]);
+    assert_eq!(m.notifications.len(), 1);
+    assert_eq!(field(&m, 0, "LastName").as_deref(), Some("Good"));
+    sim.stop();
+}
+
+#[test]
+fn only_a_true_ack_in_the_outbound_namespace_counts() {
+    use super::outbound::is_ack;
+    assert!(is_ack(ack_response().as_bytes()));
+    assert!(!is_ack(ack_response().replace(">true<", ">false<").as_bytes()));
+    assert!(!is_ack(
+        ack_response().replace("http://soap.sforce.com/2005/09/outbound", "urn:other").as_bytes()
+    ));
+    assert!(!is_ack(b"<Ack>true</Ack>"));
+    assert!(!is_ack(b"not xml <"));
+    assert!(!is_ack(b""));
+}
