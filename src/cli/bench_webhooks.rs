@@ -30,7 +30,7 @@ use super::exit;
 use crate::app::App;
 use crate::ingest::webhook::hubspot::sign_v3;
 use crate::settings::{DEMO_TOML, Source};
-use crate::sim::harness::{Harness, wait_converged};
+use crate::sim::harness::{Harness, wait_quiet};
 use crate::sim::hubspot::HubspotSimOptions;
 use crate::sim::population;
 use crate::sim::salesforce::SalesforceSimOptions;
@@ -279,11 +279,12 @@ pub async fn run(args: WebhookBenchArgs, env: &HashMap<String, String>) -> u8 {
         let app = Arc::clone(&app);
         tokio::spawn(async move { app.run_until_stopped(shutdown).await })
     };
-    if !wait_converged(&app, Duration::from_secs(300)).await {
+    if !wait_quiet(&app, Duration::from_secs(300)).await {
         eprintln!("leadsync: the initial sync did not converge");
         trigger.trigger();
         return exit::FAILURE;
     }
+    harness.point_webhooks_at(addr);
     let contact_ids: Vec<String> = harness.hubspot.all().into_iter().map(|(id, _)| id).collect();
     let path = "/webhooks/marketing";
     let url = format!("http://{addr}{path}");
@@ -345,7 +346,7 @@ pub async fn run(args: WebhookBenchArgs, env: &HashMap<String, String>) -> u8 {
         }
         ok &= r.non_2xx == 0;
         // Let the engine digest what it acknowledged before the next level.
-        let _ = wait_converged(&app, Duration::from_secs(120)).await;
+        let _ = wait_quiet(&app, Duration::from_secs(120)).await;
     }
     if args.rate > 0 {
         match propagation(&app, &harness, args.rate, args.rate_duration).await {

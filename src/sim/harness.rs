@@ -55,6 +55,13 @@ impl Harness {
         sf.client_id = "leadsync-demo".into();
         sf.client_secret = sf_secret.clone();
         hs.token = hs_token.clone();
+        let hs_app_secret = format!("app-secret-{}", uuid::Uuid::new_v4().simple());
+        hs.webhooks.client_secret = hs_app_secret.clone();
+        // An outbound message set up for leadsync sends every field leadsync reads, the
+        // external id included, so that it needs no read call to use it.
+        if !sf.outbound.fields.iter().any(|f| f == "Leadsync_Id__c") {
+            sf.outbound.fields.push("Leadsync_Id__c".into());
+        }
         let salesforce = SalesforceSim::new(sf);
         let hubspot = HubspotSim::new(hs);
         salesforce.start("127.0.0.1:0").await?;
@@ -64,7 +71,7 @@ impl Harness {
             hubspot,
             sf_secret,
             hs_token,
-            hs_app_secret: format!("app-secret-{}", uuid::Uuid::new_v4().simple()),
+            hs_app_secret,
             sf_endpoint_secret: uuid::Uuid::new_v4().simple().to_string(),
         })
     }
@@ -122,7 +129,7 @@ impl Harness {
         env.insert(HS_APP_SECRET_VAR.into(), self.hs_app_secret.clone());
         env.insert(
             "LEADSYNC__SYSTEMS__CRM__WEBHOOK__ORGANIZATION_ID".into(),
-            super::salesforce::org_id(),
+            self.salesforce.organization_id(),
         );
         env.insert(
             "LEADSYNC__SYSTEMS__CRM__WEBHOOK__SECRET_ENV".into(),
@@ -130,6 +137,14 @@ impl Harness {
         );
         env.insert(SF_ENDPOINT_SECRET_VAR.into(), self.sf_endpoint_secret.clone());
         env
+    }
+
+    /// Make both simulators send their webhooks to a leadsync listening at `addr` (after
+    /// seeding, as a real integration is switched on after the import).
+    pub fn point_webhooks_at(&self, addr: std::net::SocketAddr) {
+        self.hubspot.set_webhook_target(Some(format!("http://{addr}/webhooks/marketing")));
+        self.salesforce
+            .set_outbound_url(Some(format!("http://{addr}/webhooks/crm/{}", self.sf_endpoint_secret)));
     }
 
     /// Settings from `source` (the embedded demo config by default) aimed at these simulators.
@@ -173,6 +188,37 @@ impl Harness {
             _ => None,
         }
     }
+}
+
+/// Wait until a webhook-fed engine is quiet: every system read to its end once, and nothing
+/// pending in the notices, the inbox or the outbox for half a second; or until `timeout`.
+/// (Its safety-net polls are too rare for [`wait_converged`].)
+pub async fn wait_quiet(app: &App, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let progress = app.progress();
+    let names: Vec<SystemName> = progress.polled.keys().cloned().collect();
+    let ledger = app.ledger();
+    let mut quiet_rounds = 0;
+    while tokio::time::Instant::now() < deadline {
+        let caught_up = names.iter().all(|n| progress.caught_up_once(n));
+        let quiet = caught_up && {
+            let l = std::sync::Arc::clone(&ledger);
+            let g = tokio::task::spawn_blocking(move || l.gauges()).await;
+            matches!(g, Ok(Ok(g)) if g.systems.values().all(|s| {
+                s.inbox_pending == 0 && s.outbox_pending == 0 && s.notices_pending == 0
+            }))
+        };
+        if quiet {
+            quiet_rounds += 1;
+            if quiet_rounds >= 5 {
+                return true;
+            }
+        } else {
+            quiet_rounds = 0;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// Wait until the engine has read every system through after this call began, has nothing

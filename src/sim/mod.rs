@@ -5,3 +5,4 @@ pub mod harness;
 pub mod hubspot;
 pub mod population;
 pub mod salesforce;
+pub mod webhooks;

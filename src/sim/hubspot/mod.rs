@@ -71,13 +71,50 @@
 //!   `hs_additional_emails`; the old id and old email keep resolving to the primary.
 //! - Requests refused with 401 or 429 do not use quota. Faults injected with
 //!   [`HubspotSim::inject`] do.
+//!
+//! # App webhooks (api-facts §1.7; code in `hooks.rs`, delivery in [`crate::sim::webhooks`])
+//! Off unless [`HubspotWebhookOptions::target_url`] is set (or [`HubspotSim::set_webhook_target`]
+//! / `PUT /webhooks/v3/{appId}/settings` sets it). Choices where the notes are silent:
+//! - **Every committed change fires events, whoever made it**: API calls (`changeSource: API`,
+//!   `sourceId` = the app id; HubSpot does not filter an app's own writes) and the handle's
+//!   methods (`CRM_UI`, `sourceId: "userId:1"`; `insert` counts as UI too). Creation sends
+//!   `contact.creation` (`changeFlag: CREATED`) *and* one `contact.propertyChange` per property
+//!   set at creation. An update sends one propertyChange per property whose value changed
+//!   (cleared ones with `propertyValue: ""`); a write that changes nothing sends nothing.
+//!   Archive sends `contact.deletion`; merge sends `contact.merge` (on the primary id,
+//!   `numberOfPropertiesMoved` = properties filled from the merged contact, additional emails
+//!   included) plus propertyChange events for those. An opt-out sends a propertyChange of
+//!   `hs_email_optout`. `internal_touch` sends nothing. Computed properties
+//!   (`lastmodifieddate`, `createdate`, `hs_object_id`, `hs_merged_object_ids`) never fire.
+//!   No path of the simulator restores or GDPR-deletes, so `contact.restore` and
+//!   `contact.privacyDeletion` are subscribed by default but never sent.
+//! - **Changes made while there is no target are not sent later.**
+//! - **Retries**: any non-2xx answer (4xx included, as api-facts says; HubSpot's older guide
+//!   exempted 400/401/403/404/405 and honoured `Retry-After` on 429, which we do not), a
+//!   timeout (5 s) or a connection failure. Ten retries: 2, 4, 8 … 512 minutes after each
+//!   failure (the older guide's "first retry in 2 minutes, the second in 4, the third in 8"),
+//!   then the tenth at 24 h after the first try (the current guide: "up to 10 times … spread
+//!   out over the next 24 hours … some randomization"), each ±20 % jitter, scaled by
+//!   `time_scale`; then the batch is dropped and counted. Each try is re-signed with a fresh
+//!   timestamp and carries `attemptNumber` 0, 1, 2 … with the same `eventId`s.
+//! - **Batches** hold up to 100 events gathered for `batch_window` (default 50 ms); at most
+//!   `maxConcurrentRequests` (default 10, raised to 5 if set lower) requests are in flight.
+//! - **Signatures**: v3 always, over the target URL as parsed (a bare host gains its `/`);
+//!   v1 or v2 in addition when configured.
+//! - **Management API** (`/webhooks/v3/{appId}/settings` GET/PUT/DELETE,
+//!   `/subscriptions` GET/POST) takes the same bearer token as the rest of the simulator and
+//!   counts as API calls; unknown app ids give 404. New subscriptions are paused
+//!   (`active: false`) unless the body says otherwise, as in HubSpot's developer portal.
 
+mod hooks;
 mod search;
 mod server;
 mod store;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod webhook_tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -85,6 +122,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use std::ops::{Deref, DerefMut};
+
+pub use hooks::{
+    CONTACT_EVENT_TYPES, ChangeSource, HubspotWebhookOptions, LegacySignature,
+    MIN_CONCURRENT_REQUESTS, WebhookSubscription, hubspot_retry_schedule,
+};
 use store::{Store, WriteError};
 
 /// Knobs of the simulated portal. `Default` gives HubSpot's documented Enterprise private-app
@@ -117,6 +160,8 @@ pub struct HubspotSimOptions {
     pub search_max_filters_total: usize,
     /// Extra custom text properties the portal defines, besides the built-in ones.
     pub extra_properties: Vec<String>,
+    /// App webhooks (off unless `webhooks.target_url` is set).
+    pub webhooks: HubspotWebhookOptions,
 }
 
 impl Default for HubspotSimOptions {
@@ -135,6 +180,7 @@ impl Default for HubspotSimOptions {
             search_max_filters_per_group: 6,
             search_max_filters_total: 18,
             extra_properties: Vec::new(),
+            webhooks: HubspotWebhookOptions::default(),
         }
     }
 }
@@ -183,6 +229,16 @@ pub struct SimStats {
     pub records_created: u64,
     /// Contacts changed through the API (a write that changed nothing does not count).
     pub records_updated: u64,
+    /// Webhook POSTs sent (first tries and retries).
+    pub webhook_requests_sent: u64,
+    /// Webhook POSTs answered 2xx.
+    pub webhook_requests_succeeded: u64,
+    /// Webhook attempts that failed (non-2xx, timeout, connection failure).
+    pub webhook_failed_attempts: u64,
+    /// Events given up on after the tenth retry.
+    pub webhook_events_dropped: u64,
+    /// Events queued now (waiting for their batch, in flight, or between retries).
+    pub webhook_events_queued: u64,
 }
 
 #[derive(Default)]
@@ -218,13 +274,52 @@ pub(crate) struct Inner {
     faults: Mutex<Faults>,
     counters: Counters,
     addr: OnceLock<SocketAddr>,
+    hooks: hooks::Hooks,
+    /// Set by [`HubspotSim::stop`]: ends the server task.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The store lock, tagged with who is writing. Changes committed while it is held become
+/// webhook events when it is released, still under the lock, so events are queued in commit
+/// order and never for a write that another caller made.
+pub(crate) struct StoreGuard<'a> {
+    guard: MutexGuard<'a, Store>,
+    inner: &'a Inner,
+    source: ChangeSource,
+}
+
+impl Deref for StoreGuard<'_> {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.guard
+    }
+}
+
+impl DerefMut for StoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Store {
+        &mut self.guard
+    }
+}
+
+impl Drop for StoreGuard<'_> {
+    fn drop(&mut self) {
+        if !self.guard.changes.is_empty() {
+            let changes = std::mem::take(&mut self.guard.changes);
+            self.inner.hooks.emit(changes, self.source);
+        }
+    }
 }
 
 impl Inner {
-    /// The store lock is never held across an await; a poisoned lock means a handler panicked
-    /// mid-write, and the simulator keeps serving what is there.
-    fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The store, for API handlers. The store lock is never held across an await; a poisoned
+    /// lock means a handler panicked mid-write, and the simulator keeps serving what is there.
+    fn store(&self) -> StoreGuard<'_> {
+        self.store_as(ChangeSource::Api)
+    }
+
+    fn store_as(&self, source: ChangeSource) -> StoreGuard<'_> {
+        let guard = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        StoreGuard { guard, inner: self, source }
     }
 
     fn faults(&self) -> MutexGuard<'_, Faults> {
@@ -245,8 +340,11 @@ pub struct HubspotSim {
 impl HubspotSim {
     pub fn new(opts: HubspotSimOptions) -> HubspotSim {
         let store = Store::new(&opts);
+        let hooks = hooks::Hooks::new(opts.webhooks.clone(), &opts.extra_properties);
         HubspotSim {
             inner: Arc::new(Inner {
+                hooks,
+                stop: tokio::sync::watch::channel(false).0,
                 opts,
                 store: Mutex::new(store),
                 limits: Mutex::new(server::RateState::default()),
@@ -262,8 +360,8 @@ impl HubspotSim {
         server::router(Arc::clone(&self.inner))
     }
 
-    /// Bind `addr` (e.g. `127.0.0.1:0`) and serve the API from a spawned task until the runtime
-    /// stops. Call once per handle; [`HubspotSim::base_url`] reports the first bound address.
+    /// Bind `addr` (e.g. `127.0.0.1:0`) and serve the API from a spawned task until
+    /// [`HubspotSim::stop`] or the runtime stops. Call once per handle; [`HubspotSim::base_url`] reports the first bound address.
     ///
     /// # Errors
     /// When the address cannot be bound.
@@ -272,8 +370,12 @@ impl HubspotSim {
         let local = listener.local_addr()?;
         let _ = self.inner.addr.set(local);
         let app = self.router();
+        let mut stop = self.inner.stop.subscribe();
         tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
                 tracing::warn!(error = %error, "hubspot simulator stopped serving");
             }
         });
@@ -291,7 +393,7 @@ impl HubspotSim {
     /// # Errors
     /// A message naming the property at fault, or the existing id on a duplicate email.
     pub fn insert(&self, properties: BTreeMap<String, String>) -> Result<String, String> {
-        let mut store = self.inner.store();
+        let mut store = self.inner.store_as(ChangeSource::CrmUi);
         let props =
             properties.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
         let now = store::now_ms();
@@ -304,7 +406,7 @@ impl HubspotSim {
     /// # Errors
     /// Unknown id, invalid or read-only property, or an email held by another contact.
     pub fn ui_update(&self, id: &str, properties: BTreeMap<String, String>) -> Result<(), String> {
-        let mut store = self.inner.store();
+        let mut store = self.inner.store_as(ChangeSource::CrmUi);
         let id = store.resolve(id, false).ok_or_else(|| WriteError::NotFound.describe())?;
         let props =
             properties.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
@@ -315,7 +417,7 @@ impl HubspotSim {
     /// A person unsubscribing through an email footer link: the address is unsubscribed from all
     /// email and its contact gets `hs_email_optout = "true"`.
     pub fn ui_unsubscribe(&self, email: &str) {
-        let mut store = self.inner.store();
+        let mut store = self.inner.store_as(ChangeSource::CrmUi);
         let now = store::now_ms();
         store.unsubscribe_all(email, now);
     }
@@ -324,7 +426,7 @@ impl HubspotSim {
     /// `lastmodifieddate`/`updatedAt` with no visible property change. Returns false for an
     /// unknown id.
     pub fn internal_touch(&self, id: &str) -> bool {
-        let mut store = self.inner.store();
+        let mut store = self.inner.store_as(ChangeSource::CrmUi);
         match store.resolve(id, false) {
             Some(id) => {
                 store.touch(id, store::now_ms());
@@ -362,6 +464,7 @@ impl HubspotSim {
     pub fn stats(&self) -> SimStats {
         let c = &self.inner.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let hooks = self.inner.hooks.stats();
         SimStats {
             api_reads: get(&c.api_reads),
             api_writes: get(&c.api_writes),
@@ -370,6 +473,30 @@ impl HubspotSim {
             errors_returned: get(&c.errors_returned),
             records_created: get(&c.records_created),
             records_updated: get(&c.records_updated),
+            webhook_requests_sent: hooks.requests_sent,
+            webhook_requests_succeeded: hooks.requests_succeeded,
+            webhook_failed_attempts: hooks.failed_attempts,
+            webhook_events_dropped: hooks.items_dropped,
+            webhook_events_queued: hooks.items_queued,
         }
+    }
+
+    /// Point app webhooks at `url` (`None` switches them off), as the developer portal or
+    /// `PUT /webhooks/v3/{appId}/settings` would. Changes made while there is no target are
+    /// not sent later; events already queued go to the new target.
+    pub fn set_webhook_target(&self, url: Option<String>) {
+        self.inner.hooks.set_target(url);
+    }
+
+    /// The app's webhook settings as configured at construction (the target and concurrency
+    /// may since have changed through [`HubspotSim::set_webhook_target`] or the API).
+    pub fn webhook_options(&self) -> &HubspotWebhookOptions {
+        &self.inner.opts.webhooks
+    }
+
+    /// Stop serving and stop webhook delivery (queued events are abandoned). Idempotent.
+    pub fn stop(&self) {
+        self.inner.stop.send_replace(true);
+        self.inner.hooks.stop();
     }
 }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::store::{
     self, Contact, PropError, SUBSCRIPTIONS, Selection, Store, WriteError, iso_ms, normalize_email,
 };
-use super::{Counters, Inner, search};
+use super::{Counters, Inner, hooks, search};
 
 /// Largest number of inputs a batch endpoint accepts. HubSpot documents 100 for the contacts
 /// batch endpoints; for `statuses/batch/unsubscribe-all` the cap is an assumption (its
@@ -287,6 +287,14 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route(
             "/communication-preferences/v4/statuses/{subscriber}/unsubscribe-all",
             get(unsubscribe_all_get).post(unsubscribe_all_post),
+        )
+        .route(
+            "/webhooks/v3/{app_id}/settings",
+            get(hooks::settings_get).put(hooks::settings_put).delete(hooks::settings_delete),
+        )
+        .route(
+            "/webhooks/v3/{app_id}/subscriptions",
+            get(hooks::subscriptions_get).post(hooks::subscriptions_post),
         )
         .fallback(unrouted)
         .layer(middleware::from_fn_with_state(Arc::clone(&inner), gate))

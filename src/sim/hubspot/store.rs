@@ -219,6 +219,20 @@ pub(crate) struct OptState {
 
 type IndexEntry = Option<Arc<Contact>>;
 
+/// A visible change to a contact, recorded for webhooks as it is committed. Values may be PII;
+/// they only ever go into webhook bodies, never into logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ContactChange {
+    /// A new contact and the properties it was created with.
+    Created { id: u64, at: i64, props: Vec<(String, String)> },
+    /// Properties that changed, with their new values (`""` when cleared).
+    Changed { id: u64, at: i64, props: Vec<(String, String)> },
+    /// Archived.
+    Deleted { id: u64, at: i64 },
+    /// `loser` merged into `primary`; `moved` properties were filled from the loser.
+    Merged { primary: u64, loser: u64, at: i64, moved: u64 },
+}
+
 pub(crate) struct Store {
     next_id: u64,
     contacts: BTreeMap<u64, Arc<Contact>>,
@@ -233,6 +247,9 @@ pub(crate) struct Store {
     index_delay: std::time::Duration,
     extra: Vec<String>,
     optouts: HashMap<String, OptState>,
+    /// Committed changes not yet handed to the webhook sender (drained when the lock is
+    /// released, see `StoreGuard`).
+    pub changes: Vec<ContactChange>,
 }
 
 pub(crate) fn normalize_email(raw: &str) -> String {
@@ -269,6 +286,7 @@ impl Store {
             index_delay: opts.search_index_delay,
             extra: opts.extra_properties.clone(),
             optouts: HashMap::new(),
+            changes: Vec::new(),
         }
     }
 
@@ -446,6 +464,11 @@ impl Store {
                 props.insert("hs_email_optout".into(), "true".into());
             }
         }
+        self.changes.push(ContactChange::Created {
+            id,
+            at: now,
+            props: props.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        });
         let contact = Contact {
             id,
             props,
@@ -495,6 +518,7 @@ impl Store {
         let Some(entry) = self.contacts.get_mut(&id) else { return false };
         let contact = Arc::make_mut(entry);
         let mut changed = false;
+        let mut changed_props: Vec<(String, String)> = Vec::new();
         let mut email_change: Option<(Option<String>, String)> = None;
         for (name, value) in values {
             if name == "lifecyclestage" && forward_only && !value.is_empty() {
@@ -512,6 +536,7 @@ impl Store {
             if name == "email" {
                 email_change = Some((old, value.clone()));
             }
+            changed_props.push((name.clone(), value.clone()));
             if value.is_empty() {
                 contact.props.remove(&name);
             } else {
@@ -527,12 +552,16 @@ impl Store {
             }
             if !new.is_empty() {
                 self.by_email.insert(new.clone(), id);
-                if self.optouts.get(&new).is_some_and(|o| o.all.is_some()) {
-                    contact.props.insert("hs_email_optout".into(), "true".into());
+                if self.optouts.get(&new).is_some_and(|o| o.all.is_some())
+                    && contact.props.insert("hs_email_optout".into(), "true".into()).as_deref()
+                        != Some("true")
+                {
+                    changed_props.push(("hs_email_optout".into(), "true".into()));
                 }
             }
         }
         if changed {
+            self.changes.push(ContactChange::Changed { id, at: now, props: changed_props });
             contact.updated_ms = now;
             self.publish(id);
         }
@@ -567,6 +596,7 @@ impl Store {
         let contact = Arc::make_mut(entry);
         contact.archived = true;
         contact.archived_ms = Some(now);
+        self.changes.push(ContactChange::Deleted { id, at: now });
         contact.updated_ms = now;
         let mut emails: Vec<String> = contact.props.get("email").cloned().into_iter().collect();
         if let Some(additional) = contact.props.get("hs_additional_emails") {
@@ -595,6 +625,7 @@ impl Store {
         };
         let winner = Arc::make_mut(entry);
         let mut moved_emails: Vec<String> = Vec::new();
+        let mut changed_props: Vec<(String, String)> = Vec::new();
         for (name, value) in &lost.props {
             match name.as_str() {
                 "email" | "hs_additional_emails" => {
@@ -602,10 +633,15 @@ impl Store {
                 }
                 // Consent only tightens: an opt-out on either side survives the merge.
                 "hs_email_optout" if value == "true" => {
-                    winner.props.insert(name.clone(), value.clone());
+                    if winner.props.insert(name.clone(), value.clone()).as_deref() != Some("true") {
+                        changed_props.push((name.clone(), value.clone()));
+                    }
                 }
                 _ => {
-                    winner.props.entry(name.clone()).or_insert_with(|| value.clone());
+                    if !winner.props.contains_key(name) {
+                        winner.props.insert(name.clone(), value.clone());
+                        changed_props.push((name.clone(), value.clone()));
+                    }
                 }
             }
         }
@@ -621,7 +657,20 @@ impl Store {
                 }
                 self.by_email.insert(email.clone(), primary);
             }
-            winner.props.insert("hs_additional_emails".into(), additional.join(";"));
+            let joined = additional.join(";");
+            if winner.props.get("hs_additional_emails") != Some(&joined) {
+                changed_props.push(("hs_additional_emails".into(), joined.clone()));
+            }
+            winner.props.insert("hs_additional_emails".into(), joined);
+        }
+        let moved = changed_props.len() as u64;
+        self.changes.push(ContactChange::Merged { primary, loser, at: now, moved });
+        if !changed_props.is_empty() {
+            self.changes.push(ContactChange::Changed {
+                id: primary,
+                at: now,
+                props: changed_props,
+            });
         }
         winner.merged_ids.push(loser);
         winner.merged_ids.extend(lost.merged_ids.iter().copied());
@@ -648,6 +697,11 @@ impl Store {
             let contact = Arc::make_mut(entry);
             contact.props.insert("hs_email_optout".into(), "true".into());
             contact.updated_ms = now;
+            self.changes.push(ContactChange::Changed {
+                id,
+                at: now,
+                props: vec![("hs_email_optout".into(), "true".into())],
+            });
             self.publish(id);
             return (changed, true);
         }

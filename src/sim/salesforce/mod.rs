@@ -13,7 +13,27 @@
 //! deserialising); an unknown but well-formed id in an update or delete is
 //! `INVALID_CROSS_REFERENCE_KEY`; surrounding whitespace on `Email` is trimmed; picklist values
 //! match exactly; a query record carries `Id` only when it was selected, as in Salesforce.
+//!
+//! Outbound messages (api-facts §2.7; `outbound.rs`, delivery in [`crate::sim::webhooks`]) are
+//! off unless [`SalesforceOutboundOptions::endpoint_url`] is set (or
+//! [`SalesforceSim::set_outbound_url`]). They model a workflow rule on Lead "created, and every
+//! time it's edited": one notification (`04l…` id, kept across retries) per committed Lead
+//! create or edit by any path (REST single, collections, upsert, `insert`, `ui_update`,
+//! `convert_lead`); writes rolled back by `allOrNone` and deletes send nothing; `touch_system`
+//! sends nothing. Values are read at send time, on every try; a record deleted before sending
+//! gets a notification with only `sf:Id`. Success is HTTP 200 with `notificationsResponse` ›
+//! `Ack` = `true` in the outbound namespace; anything else is retried. Back-off: 5 s doubling,
+//! capped at 2 h, while the total stays within 24 h (21 retries), ±20 % jitter, scaled by
+//! `time_scale`; Salesforce documents no first interval, and a Salesforce employee on
+//! StackExchange (question 142580) puts it at 2-5 s. Timeout 60 s (Salesforce help,
+//! "Considerations for Outbound Messages"). Up to 100 notifications per message, gathered for
+//! `batch_window` (50 ms); 10 messages in flight (Salesforce documents no number). Datetimes are
+//! sent as `2024-05-01T10:00:00.000Z`; URL userinfo is sent as `Authorization: Basic` and
+//! removed from the URL. Changes made while no URL is set are never sent.
 
+mod outbound;
+#[cfg(test)]
+mod outbound_tests;
 mod server;
 mod soql;
 mod store;
@@ -23,15 +43,15 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-/// The simulated org's id, which its outbound messages carry.
-pub(crate) use store::org_id;
+pub use outbound::{DEFAULT_OUTBOUND_FIELDS, SalesforceOutboundOptions, salesforce_retry_schedule};
 use store::{Obj, Store, decode};
 
 /// Knobs of the simulated org. Numbers Salesforce changes over time are settings here.
@@ -64,6 +84,8 @@ pub struct SalesforceSimOptions {
     /// several records can share one `SystemModstamp`. Off by default: modstamps then strictly
     /// increase by at least 1 ms per write, a total order.
     pub second_precision_dates: bool,
+    /// The outbound message action on Lead (off unless `outbound.endpoint_url` is set).
+    pub outbound: SalesforceOutboundOptions,
 }
 
 impl Default for SalesforceSimOptions {
@@ -80,6 +102,7 @@ impl Default for SalesforceSimOptions {
             query_locator_ttl: Duration::from_secs(15 * 60),
             max_open_cursors: 10,
             second_precision_dates: false,
+            outbound: SalesforceOutboundOptions::default(),
         }
     }
 }
@@ -139,6 +162,16 @@ pub struct SimStats {
     pub records_deleted: u64,
     /// Per-record failures reported inside 2xx responses (and single-record 4xx).
     pub record_errors: u64,
+    /// Outbound message POSTs sent (first tries and retries).
+    pub outbound_requests_sent: u64,
+    /// Outbound messages acknowledged (HTTP 200 with `Ack` true).
+    pub outbound_requests_succeeded: u64,
+    /// Tries that failed (other status, no or false ack, timeout, connection failure).
+    pub outbound_failed_attempts: u64,
+    /// Notifications given up on after 24 hours of retries.
+    pub outbound_notifications_dropped: u64,
+    /// Notifications queued now (waiting, in flight, or between retries).
+    pub outbound_notifications_queued: u64,
 }
 
 #[derive(Debug, Default)]
@@ -191,13 +224,48 @@ struct Inner {
     base_url: Mutex<Option<String>>,
     counters: Counters,
     inflight: AtomicUsize,
+    outbound: outbound::Outbound,
+    /// A weak handle on this `Inner`, for delivery tasks that must not keep it alive.
+    me: Weak<Inner>,
+    /// Set by [`SalesforceSim::stop`]: ends the server task.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The state lock. Lead writes committed (and not rolled back) while it is held become
+/// outbound notifications when it is released, in commit order.
+struct StateGuard<'a> {
+    guard: MutexGuard<'a, State>,
+    inner: &'a Inner,
+}
+
+impl Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if !self.guard.store.lead_writes.is_empty() {
+            let ids = std::mem::take(&mut self.guard.store.lead_writes);
+            self.inner.outbound.emit(self.inner, ids);
+        }
+    }
 }
 
 impl Inner {
     /// The lock is never held across `.await`; a panic while holding it leaves data that is
     /// still consistent enough for a simulator, so poisoning is ignored.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> StateGuard<'_> {
+        let guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        StateGuard { guard, inner: self }
     }
 }
 
@@ -216,8 +284,12 @@ impl fmt::Debug for SalesforceSim {
 impl SalesforceSim {
     pub fn new(opts: SalesforceSimOptions) -> SalesforceSim {
         let store = Store::new(&opts.external_id_fields, opts.second_precision_dates);
+        let outbound = outbound::Outbound::new(&opts.outbound);
         SalesforceSim {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
+                outbound,
+                me: me.clone(),
+                stop: tokio::sync::watch::channel(false).0,
                 opts,
                 state: Mutex::new(State {
                     store,
@@ -240,7 +312,8 @@ impl SalesforceSim {
     }
 
     /// Bind (e.g. `"127.0.0.1:0"`), serve in a spawned task, return the bound address. Sets
-    /// the `instance_url` that tokens carry. The server runs until the runtime shuts down.
+    /// the `instance_url` that tokens carry. The server runs until [`SalesforceSim::stop`] or
+    /// the runtime shuts down.
     ///
     /// # Errors
     /// Fails when the address cannot be bound.
@@ -250,8 +323,12 @@ impl SalesforceSim {
         *self.inner.base_url.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some(format!("http://{local}"));
         let app = self.router();
+        let mut stop = self.inner.stop.subscribe();
         tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
                 tracing::warn!(error = %error, "salesforce simulator stopped");
             }
         });
@@ -341,11 +418,7 @@ impl SalesforceSim {
         st.store.clock_offset_ms = st.store.clock_offset_ms.saturating_add(ms);
     }
 
-    fn locate(
-        &self,
-        object: &str,
-        id: &str,
-    ) -> Result<(Obj, usize, MutexGuard<'_, State>), String> {
+    fn locate(&self, object: &str, id: &str) -> Result<(Obj, usize, StateGuard<'_>), String> {
         let obj =
             Obj::parse(object).ok_or_else(|| format!("INVALID_TYPE: unknown object {object}"))?;
         let st = self.inner.lock();
@@ -403,6 +476,7 @@ impl SalesforceSim {
     pub fn stats(&self) -> SimStats {
         let c = &self.inner.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let ob = self.inner.outbound.stats();
         SimStats {
             api_reads: get(&c.api_reads),
             api_writes: get(&c.api_writes),
@@ -412,7 +486,30 @@ impl SalesforceSim {
             records_updated: get(&c.records_updated),
             records_deleted: get(&c.records_deleted),
             record_errors: get(&c.record_errors),
+            outbound_requests_sent: ob.requests_sent,
+            outbound_requests_succeeded: ob.requests_succeeded,
+            outbound_failed_attempts: ob.failed_attempts,
+            outbound_notifications_dropped: ob.items_dropped,
+            outbound_notifications_queued: ob.items_queued,
         }
+    }
+
+    /// Point the Lead outbound message at `url` (`None` switches it off). Writes made while
+    /// it is off are never sent; queued notifications go to the new URL.
+    pub fn set_outbound_url(&self, url: Option<String>) {
+        self.inner.outbound.set_endpoint_url(url);
+    }
+
+    /// The org id outbound messages carry (18 characters).
+    pub fn organization_id(&self) -> String {
+        store::org_id()
+    }
+
+    /// Stop serving and stop outbound delivery (queued notifications are abandoned).
+    /// Idempotent.
+    pub fn stop(&self) {
+        self.inner.stop.send_replace(true);
+        self.inner.outbound.stop();
     }
 
     /// Data calls counted against the daily limit so far.

@@ -587,6 +587,9 @@ pub(crate) struct Store {
     last_stamp: i64,
     pub(crate) clock_offset_ms: i64,
     second_precision: bool,
+    /// Ids of Leads created or edited since the lock was taken, one entry per write, for
+    /// outbound messages (drained when the lock is released; rolled-back writes removed).
+    pub(crate) lead_writes: Vec<String>,
 }
 
 impl Store {
@@ -597,6 +600,7 @@ impl Store {
             last_stamp: 0,
             clock_offset_ms: 0,
             second_precision,
+            lead_writes: Vec::new(),
         }
     }
 
@@ -668,6 +672,9 @@ impl Store {
         vals[schema.modstamp] = Val::Dt(stamp);
         set_name(schema, &mut vals);
         table.push(Record { vals, deleted_at: None });
+        if obj == Obj::Lead {
+            self.lead_writes.push(id.clone());
+        }
         Ok((id, Undo::Created(obj)))
     }
 
@@ -705,6 +712,10 @@ impl Store {
         vals[schema.modstamp] = Val::Dt(stamp);
         set_name(schema, &mut vals);
         let old = table.replace(row, Record { vals, deleted_at: None });
+        if obj == Obj::Lead {
+            let id = table.rows[row].id(&table.schema).to_owned();
+            self.lead_writes.push(id);
+        }
         Ok(Undo::Replaced(obj, row, old))
     }
 
@@ -768,20 +779,39 @@ impl Store {
         }
         vals[s.last_modified] = Val::Dt(stamp);
         vals[s.modstamp] = Val::Dt(stamp);
+        let id = vals[s.id].as_str().unwrap_or_default().to_owned();
         lead.replace(row, Record { vals, deleted_at: None });
+        self.lead_writes.push(id);
         Ok(contact_id)
     }
 
     /// Reverse applied writes, newest first.
+    /// Undone Lead writes are taken out of `lead_writes`: a rolled-back write fires no
+    /// outbound message. (Every write of a rolled-back request is undone, so every entry for
+    /// an affected id recorded under this lock belongs to it.)
     pub(crate) fn rollback(&mut self, undo: Vec<Undo>) {
+        let mut undone: Vec<String> = Vec::new();
         for u in undo.into_iter().rev() {
             match u {
-                Undo::Created(obj) => self.table_mut(obj).pop(),
+                Undo::Created(obj) => {
+                    let table = self.table_mut(obj);
+                    if obj == Obj::Lead
+                        && let Some(last) = table.rows.last()
+                    {
+                        undone.push(last.id(&table.schema).to_owned());
+                    }
+                    table.pop();
+                }
                 Undo::Replaced(obj, row, old) => {
-                    self.table_mut(obj).replace(row, old);
+                    let table = self.table_mut(obj);
+                    if obj == Obj::Lead {
+                        undone.push(table.rows[row].id(&table.schema).to_owned());
+                    }
+                    table.replace(row, old);
                 }
             }
         }
+        self.lead_writes.retain(|id| !undone.contains(id));
     }
 }
 
