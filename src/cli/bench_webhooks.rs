@@ -144,8 +144,9 @@ fn wrk_script(
             r#"[{{"eventId":{event},"subscriptionId":1,"portalId":62515,"appId":7,"occurredAt":{ts},"subscriptionType":"contact.propertyChange","attemptNumber":0,"objectId":{object},"changeSource":"CRM_UI","propertyName":"firstname","propertyValue":"Bench"}}]"#
         );
         let sig = sign_v3(secret, "POST", url, body.as_bytes(), &ts_s);
-        // Lua long strings hold the JSON as is; it contains no `]]`.
-        let _ = writeln!(bodies, "[[{body}]],");
+        // A level-1 Lua long string holds the JSON as is (it ends in `]`, so `[[...]]` would
+        // close early); the body contains no `]=]`.
+        let _ = writeln!(bodies, "[=[{body}]=],");
         let _ = writeln!(sigs, "\"{sig}\",");
     }
     format!(
@@ -343,6 +344,16 @@ pub async fn run(args: WebhookBenchArgs, env: &HashMap<String, String>) -> u8 {
         );
         if !r.socket_errors.is_empty() {
             println!("        socket errors: {}", r.socket_errors);
+        }
+        if let Some(st) = &stats
+            && st.rejected_total() > 0
+        {
+            let reasons: Vec<String> = crate::ingest::webhook::server::Reason::ALL
+                .iter()
+                .filter(|r| st.rejected(**r) > 0)
+                .map(|r| format!("{} {}", r.as_str(), st.rejected(*r)))
+                .collect();
+            println!("        refused so far: {}", reasons.join(", "));
         }
         ok &= r.non_2xx == 0;
         // Let the engine digest what it acknowledged before the next level.

@@ -143,8 +143,10 @@ impl Harness {
     /// seeding, as a real integration is switched on after the import).
     pub fn point_webhooks_at(&self, addr: std::net::SocketAddr) {
         self.hubspot.set_webhook_target(Some(format!("http://{addr}/webhooks/marketing")));
-        self.salesforce
-            .set_outbound_url(Some(format!("http://{addr}/webhooks/crm/{}", self.sf_endpoint_secret)));
+        self.salesforce.set_outbound_url(Some(format!(
+            "http://{addr}/webhooks/crm/{}",
+            self.sf_endpoint_secret
+        )));
     }
 
     /// Settings from `source` (the embedded demo config by default) aimed at these simulators.

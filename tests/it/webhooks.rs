@@ -149,3 +149,73 @@ async fn killed_right_after_a_2xx_the_event_is_still_processed() {
     assert!(logs.contains("webhook listener up"), "{logs}");
     assert!(!logs.contains("Webhooked"), "a field value reached the logs");
 }
+
+/// With polling out of the way (the safety-net sweep set to an hour), a change made in one
+/// simulator reaches the other through the webhook path alone, both ways: HubSpot → signed
+/// events → fetch → Salesforce, and Salesforce → outbound message (carrying the record) →
+/// HubSpot. No poll runs meanwhile, and Salesforce is not even read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_crosses_over_through_webhooks_alone() {
+    use leadsync::sim::harness::wait_quiet;
+
+    let people = leadsync::sim::population::generate(60, 9);
+    let h = crate::helpers::start_harness(&people).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = crate::helpers::fast_env();
+    env.extend(h.webhook_env(3600));
+    let settings = h
+        .settings(Source::Inline(DEMO_TOML), &dir.path().join("ledger.db"), &env)
+        .expect("settings");
+    let app = std::sync::Arc::new(leadsync::app::App::build(&settings).expect("app"));
+    let addr = app.bind_webhooks().await.expect("bind").expect("webhooks configured");
+    let (trigger, shutdown) = leadsync::shutdown::channel();
+    let a = std::sync::Arc::clone(&app);
+    let engine = tokio::spawn(async move { a.run_until_stopped(shutdown).await });
+    assert!(wait_quiet(&app, Duration::from_secs(60)).await, "initial sync");
+    h.point_webhooks_at(addr);
+
+    let person = app
+        .ledger()
+        .snapshot()
+        .expect("snapshot")
+        .into_iter()
+        .find(|p| {
+            p.links.iter().any(|(s, _)| s == "crm") && p.links.iter().any(|(s, _)| s == "marketing")
+        })
+        .expect("someone in both systems");
+    let contact =
+        person.links.iter().find(|(s, _)| s == "marketing").expect("contact").1.id.clone();
+    let lead = person.links.iter().find(|(s, _)| s == "crm").expect("lead").1.id.clone();
+    let hs_before = h.hubspot.stats();
+    let sf_before = h.salesforce.stats();
+
+    h.hubspot
+        .ui_update(&contact, BTreeMap::from([("firstname".to_string(), "Realtime".to_string())]))
+        .expect("hubspot update");
+    wait_for("HubSpot's change in Salesforce", Duration::from_secs(15), || {
+        h.salesforce.get("Lead", &lead).and_then(|l| l.get("FirstName").cloned())
+            == Some(serde_json::Value::String("Realtime".into()))
+    })
+    .await;
+
+    let mut title = serde_json::Map::new();
+    title.insert("Title".into(), "Chief Webhook Officer".into());
+    h.salesforce.ui_update("Lead", &lead, title).expect("salesforce update");
+    wait_for("Salesforce's change in HubSpot", Duration::from_secs(15), || {
+        h.hubspot.get(&contact).and_then(|c| c.get("jobtitle").cloned().flatten()).as_deref()
+            == Some("Chief Webhook Officer")
+    })
+    .await;
+
+    let hs_after = h.hubspot.stats();
+    let sf_after = h.salesforce.stats();
+    assert_eq!(hs_after.search_calls, hs_before.search_calls, "HubSpot was not polled");
+    assert_eq!(sf_after.api_reads, sf_before.api_reads, "Salesforce was neither polled nor read");
+    assert!(hs_after.webhook_requests_succeeded > hs_before.webhook_requests_succeeded);
+    assert!(sf_after.outbound_requests_succeeded > sf_before.outbound_requests_succeeded);
+    let stats = app.webhook_stats().expect("listener ran");
+    assert_eq!(stats.rejected_total(), 0, "every delivery verified");
+
+    trigger.trigger();
+    engine.await.expect("engine task").expect("engine stops cleanly");
+}
