@@ -390,7 +390,7 @@ pub async fn run(args: WebhookBenchArgs, env: &HashMap<String, String>) -> u8 {
 
 /// Latencies of the change-to-other-side phase.
 #[derive(Debug, Default)]
-pub struct Propagation {
+pub(crate) struct Propagation {
     pub made: usize,
     pub missing: usize,
     pub p50_ms: f64,
@@ -400,7 +400,7 @@ pub struct Propagation {
 
 /// Make `rate` changes per second for `secs` seconds to HubSpot contacts that are linked to
 /// Salesforce leads, and time each until Salesforce shows it.
-async fn propagation(
+pub(crate) async fn propagation(
     app: &App,
     harness: &Harness,
     rate: u64,

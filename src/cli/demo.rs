@@ -18,7 +18,7 @@ use super::exit;
 use crate::app::{App, count};
 use crate::domain::SystemName;
 use crate::settings::{DEMO_TOML, Source};
-use crate::sim::harness::{Harness, wait_converged};
+use crate::sim::harness::{Harness, wait_converged, wait_quiet};
 use crate::sim::hubspot::HubspotSimOptions;
 use crate::sim::population;
 use crate::sim::salesforce::SalesforceSimOptions;
@@ -47,6 +47,15 @@ pub struct DemoArgs {
     /// A config file to use instead of the embedded demo config.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Poll only: no webhook listener, the simulators send no webhooks.
+    #[arg(long)]
+    pub polling_only: bool,
+    /// Changes per second in the closing latency sample (HubSpot → Salesforce); 0 skips it.
+    #[arg(long, default_value_t = 20)]
+    pub latency_rate: u64,
+    /// Seconds of the closing latency sample.
+    #[arg(long, default_value_t = 5)]
+    pub latency_secs: u64,
 }
 
 struct Ui {
@@ -111,8 +120,12 @@ fn progress_line(app: &App, phase: &str) -> String {
     )
 }
 
-async fn converge(app: &App, ui: &mut Ui, phase: &str, timeout: Duration) -> bool {
-    let wait = wait_converged(app, timeout);
+/// Wait until the engine is done: for a polling engine, every system read through after the
+/// last push; for a webhook-fed one (whose polls are rare), nothing pending anywhere.
+async fn converge(app: &App, ui: &mut Ui, phase: &str, timeout: Duration, webhooks: bool) -> bool {
+    let wait = async {
+        if webhooks { wait_quiet(app, timeout).await } else { wait_converged(app, timeout).await }
+    };
     tokio::pin!(wait);
     loop {
         ui.status(progress_line(app, phase));
@@ -297,7 +310,12 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
         }
         None => Source::Inline(DEMO_TOML),
     };
-    let settings = match harness.settings(source, &ledger_path, env) {
+    let mut env = env.clone();
+    if !args.polling_only {
+        // The safety-net poll every five minutes: the demo's changes travel by webhook.
+        env.extend(harness.webhook_env(300));
+    }
+    let settings = match harness.settings(source, &ledger_path, &env) {
         Ok(s) => s,
         Err(e) => {
             super::report_settings_error(&e);
@@ -311,6 +329,21 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
             return exit::IOERR;
         }
     };
+    let webhooks = match app.bind_webhooks().await {
+        Ok(Some(addr)) => {
+            harness.point_webhooks_at(addr);
+            eprintln!("webhooks: leadsync listens at http://{addr}/webhooks/{{crm,marketing}}");
+            true
+        }
+        Ok(None) => {
+            eprintln!("webhooks: off (polling only)");
+            false
+        }
+        Err(e) => {
+            eprintln!("leadsync: cannot bind the webhook listener: {e}");
+            return exit::IOERR;
+        }
+    };
     let (trigger, shutdown) = shutdown::channel();
     let engine = {
         let app = Arc::clone(&app);
@@ -319,7 +352,7 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
 
     let mut ui = Ui::new();
     let timeout = Duration::from_secs(args.timeout);
-    let initial_ok = converge(&app, &mut ui, "initial sync", timeout).await;
+    let initial_ok = converge(&app, &mut ui, "initial sync", timeout, webhooks).await;
     let initial_secs = started.elapsed().as_secs_f64();
     ui.say(&format!(
         "initial sync {} after {initial_secs:.1} s",
@@ -342,8 +375,32 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
         }
         ui.say(&format!("made {n} random edits over {secs} s"));
     }
-    let live_ok = converge(&app, &mut ui, "live changes", timeout).await;
+    let live_ok = converge(&app, &mut ui, "live changes", timeout, webhooks).await;
+    let latency = if args.latency_rate > 0 {
+        ui.status(format!(
+            "latency sample: {} HubSpot changes/s for {} s",
+            args.latency_rate, args.latency_secs
+        ));
+        match super::bench_webhooks::propagation(
+            &app,
+            &harness,
+            args.latency_rate,
+            args.latency_secs,
+        )
+        .await
+        {
+            Ok(l) => Some(l),
+            Err(e) => {
+                ui.say(&format!("latency sample failed: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let settled_ok = converge(&app, &mut ui, "settling", timeout, webhooks).await;
     ui.finish();
+    let wh = app.webhook_stats();
     trigger.trigger();
     let engine_ok = match engine.await {
         Ok(Ok(())) => true,
@@ -432,6 +489,29 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
         "  elapsed                    {:.1} s (initial sync {initial_secs:.1} s)",
         started.elapsed().as_secs_f64()
     );
+    match &wh {
+        Some(w) => {
+            let o = std::sync::atomic::Ordering::Relaxed;
+            println!(
+                "  webhooks received          {} requests, {} events ({} new), {} refused",
+                w.accepted_requests.load(o),
+                w.events.load(o),
+                w.new_events.load(o),
+                w.rejected_total()
+            );
+        }
+        None => println!("  webhooks                   off (polling only)"),
+    }
+    if let Some(l) = &latency {
+        println!(
+            "  change to other side       {} HubSpot→Salesforce changes: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms{}",
+            l.made,
+            l.p50_ms,
+            l.p99_ms,
+            l.max_ms,
+            if l.missing > 0 { format!(", {} NOT ARRIVED", l.missing) } else { String::new() }
+        );
+    }
     for (what, ok) in &crossed {
         println!("  live change {}  {what}", if *ok { "crossed ✓" } else { "MISSING ✗" });
     }
@@ -448,7 +528,15 @@ pub async fn run(args: DemoArgs, env: &HashMap<String, String>) -> u8 {
         println!("    {d}");
     }
     println!("  ledger file                {}", ledger_path.display());
-    if agree && initial_ok && live_ok && engine_ok && crossed.iter().all(|(_, ok)| *ok) {
+    let latency_ok = latency.as_ref().is_none_or(|l| l.missing == 0);
+    if agree
+        && initial_ok
+        && live_ok
+        && settled_ok
+        && engine_ok
+        && latency_ok
+        && crossed.iter().all(|(_, ok)| *ok)
+    {
         exit::OK
     } else {
         exit::FAILURE
