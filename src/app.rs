@@ -331,6 +331,7 @@ impl App {
                 Arc::clone(&self.progress),
                 Arc::clone(&self.reconcile_wake),
                 self.sync.reconcile_batch,
+                committer.is_some().then_some(RECONCILE_BUDGET_WITH_WEBHOOKS),
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("reconciler")),
@@ -531,6 +532,11 @@ async fn poller(
     Ok(())
 }
 
+/// While webhooks are served, one reconcile transaction holds the ledger's one writer for at
+/// most about this long, so that acknowledgements (which wait for their commit) stay fast.
+/// Without webhooks nobody waits on it, and full batches make a backfill quicker.
+const RECONCILE_BUDGET_WITH_WEBHOOKS: Duration = Duration::from_millis(5);
+
 /// Most webhook notices turned into changes per round; several notices often name the same
 /// record (HubSpot sends one event per changed property), so this is more than one fetch call.
 const NOTICES_PER_ROUND: usize = 500;
@@ -640,6 +646,7 @@ async fn reconciler(
     progress: Arc<Progress>,
     wake: Arc<Notify>,
     batch: usize,
+    budget: Option<Duration>,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mut last_prune = Instant::now();
@@ -655,7 +662,7 @@ async fn reconciler(
             let r = Arc::clone(&rules);
             let stats = blocking(&ledger, move |l| {
                 let mut mint = || uuid::Uuid::new_v4().to_string();
-                l.reconcile_pending(&r, batch, Utc::now(), &mut mint)
+                l.reconcile_pending_within(&r, batch, budget, Utc::now(), &mut mint)
             })
             .await?;
             if stats.processed == 0 {

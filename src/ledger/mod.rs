@@ -281,6 +281,24 @@ impl Ledger {
         now: DateTime<Utc>,
         mint_id: &mut dyn FnMut() -> String,
     ) -> Result<ReconcileStats> {
+        self.reconcile_pending_within(rules, max, None, now, mint_id)
+    }
+
+    /// [`Ledger::reconcile_pending`], stopping early once `budget` has passed (the rest stays
+    /// pending for the next call). The ledger has one writer: a long reconcile transaction
+    /// makes every webhook acknowledgement wait for it, so the engine bounds it in time.
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row; nothing is committed then.
+    pub fn reconcile_pending_within(
+        &self,
+        rules: &Rules,
+        max: usize,
+        budget: Option<Duration>,
+        now: DateTime<Utc>,
+        mint_id: &mut dyn FnMut() -> String,
+    ) -> Result<ReconcileStats> {
+        let started = std::time::Instant::now();
         self.with_tx(|tx| {
             let mut stats = ReconcileStats::default();
             let pending: Vec<(i64, String, String)> = {
@@ -292,6 +310,9 @@ impl Ledger {
                     .collect::<std::result::Result<_, _>>()?
             };
             for (inbox_id, system, change) in pending {
+                if budget.is_some_and(|b| stats.processed > 0 && started.elapsed() >= b) {
+                    break;
+                }
                 let system = SystemName(system);
                 let change: Change = from_json(&change)?;
                 if is_older_than_known(tx, &system, &change)? {

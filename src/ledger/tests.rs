@@ -236,3 +236,19 @@ fn a_snapshot_older_than_the_known_state_is_skipped() {
     let s = l.reconcile_pending(&r, 100, t(16), &mut m).expect("reconcile same");
     assert_eq!((s.processed, s.stale), (1, 0));
 }
+
+#[test]
+fn a_time_budget_ends_the_reconcile_transaction_early_and_leaves_the_rest_pending() {
+    let (_d, l) = open();
+    let mkt = SystemName("marketing".into());
+    let changes: Vec<Change> =
+        (0..5).map(|i| change(&i.to_string(), &format!("p{i}@x.test"), "lead", i)).collect();
+    l.ingest(&mkt, "poll", &changes, None, t(10)).expect("ingest");
+    let mut m = mint();
+    let s = l
+        .reconcile_pending_within(&rules(), 100, Some(Duration::ZERO), t(11), &mut m)
+        .expect("reconcile");
+    assert_eq!(s.processed, 1, "at least one change per call, then the budget is spent");
+    let s = l.reconcile_pending_within(&rules(), 100, None, t(12), &mut m).expect("rest");
+    assert_eq!(s.processed, 4);
+}
