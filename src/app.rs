@@ -330,8 +330,10 @@ impl App {
                 self.systems.clone(),
                 Arc::clone(&self.progress),
                 Arc::clone(&self.reconcile_wake),
-                self.sync.reconcile_batch,
-                committer.is_some().then_some(RECONCILE_BUDGET_WITH_WEBHOOKS),
+                Pace {
+                    batch: self.sync.reconcile_batch,
+                    budget: committer.is_some().then_some(RECONCILE_BUDGET_WITH_WEBHOOKS),
+                },
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("reconciler")),
@@ -639,16 +641,23 @@ async fn fetcher(
     Ok(())
 }
 
+/// How much one reconcile transaction may take: changes, and time when someone waits.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    batch: usize,
+    budget: Option<Duration>,
+}
+
 async fn reconciler(
     ledger: Arc<Ledger>,
     rules: Arc<Rules>,
     systems: Vec<Arc<SystemHandle>>,
     progress: Arc<Progress>,
     wake: Arc<Notify>,
-    batch: usize,
-    budget: Option<Duration>,
+    pace: Pace,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let Pace { batch, budget } = pace;
     let mut last_prune = Instant::now();
     loop {
         // Processed inbox rows only serve de-duplication; their effects live in the ledger.
