@@ -18,12 +18,32 @@ fn example() -> String {
             "token_file = \"/run/credentials/leadsync.service/hubspot_token\"",
             "token_env = \"HS\"",
         )
+        .replace(
+            "client_secret_file = \"/run/credentials/leadsync.service/hubspot_app_secret\"",
+            "client_secret_env = \"HS_APP\"",
+        )
+        .replace(
+            "secret_file = \"/run/credentials/leadsync.service/salesforce_outbound_secret\"",
+            "secret_env = \"SF_OUT\"",
+        )
+}
+
+/// The secrets the example names, as variables.
+fn example_env(extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut e = env(&[
+        ("SF", "x"),
+        ("HS", "y"),
+        ("HS_APP", "app-secret"),
+        ("SF_OUT", "outbound-secret-0123456789"),
+    ]);
+    e.extend(env(extra));
+    e
 }
 
 #[test]
 fn example_config_parses_with_every_key() {
-    let s = Settings::load(Source::Inline(&example()), &env(&[("SF", "x"), ("HS", "y")]))
-        .expect("example is valid");
+    let s =
+        Settings::load(Source::Inline(&example()), &example_env(&[])).expect("example is valid");
     assert_eq!(s.systems.len(), 2);
     let crm = s.systems.iter().find(|s| s.name.as_str() == "crm").expect("crm");
     assert_eq!(crm.role, Role::Crm);
@@ -45,7 +65,7 @@ fn demo_config_parses() {
 fn environment_overrides_win() {
     let s = Settings::load(
         Source::Inline(&example()),
-        &env(&[("SF", "x"), ("HS", "y"), ("LEADSYNC__LEDGER__PATH", "/tmp/other.db")]),
+        &example_env(&[("LEADSYNC__LEDGER__PATH", "/tmp/other.db")]),
     )
     .expect("valid");
     assert_eq!(s.ledger_path, PathBuf::from("/tmp/other.db"));
@@ -54,8 +74,7 @@ fn environment_overrides_win() {
 #[test]
 fn value_map_keys_keep_their_case() {
     // Vendor values such as ATTEMPTED_TO_CONTACT are keys in the TOML; they must survive.
-    let s = Settings::load(Source::Inline(&example()), &env(&[("SF", "x"), ("HS", "y")]))
-        .expect("valid");
+    let s = Settings::load(Source::Inline(&example()), &example_env(&[])).expect("valid");
     let mkt = s.systems.iter().find(|s| s.name.as_str() == "marketing").expect("marketing");
     let ConnectorSettings::Hubspot(cfg) = &mkt.connector else { panic!("hubspot expected") };
     let props = [("hs_lead_status".to_string(), Some("ATTEMPTED_TO_CONTACT".to_string()))].into();
@@ -77,7 +96,7 @@ fn key_of(r: Result<Settings, SettingsError>) -> String {
 
 #[test]
 fn errors_name_the_key() {
-    let e = env(&[("SF", "x"), ("HS", "y")]);
+    let e = example_env(&[]);
     let bad = example().replace(
         "status_implies_stage = { working = \"sql\"",
         "status_implies_stage = { working = \"sqll\"",
@@ -92,4 +111,46 @@ fn errors_name_the_key() {
     assert_eq!(key_of(Settings::load(Source::Inline(&bad), &e)), "systems.crm.create_when");
     let bad = example().replace("role = \"marketing\"", "role = \"crm\"");
     assert_eq!(key_of(Settings::load(Source::Inline(&bad), &e)), "systems");
+    let bad =
+        example().replace("organization_id = \"00D000000000001AAA\"", "organization_id = \"00D\"");
+    assert_eq!(
+        key_of(Settings::load(Source::Inline(&bad), &e)),
+        "systems.crm.webhook.organization_id"
+    );
+    let on = |extra: &[(&str, &str)]| {
+        let mut e = example_env(&[("LEADSYNC__WEBHOOKS__ENABLED", "true")]);
+        e.extend(env(extra));
+        key_of(Settings::load(Source::Inline(&example()), &e))
+    };
+    assert_eq!(on(&[("LEADSYNC__WEBHOOKS__LISTEN", "everywhere")]), "webhooks.listen");
+    assert_eq!(on(&[("LEADSYNC__WEBHOOKS__PUBLIC_URL", "ftp://x")]), "webhooks.public_url");
+    assert_eq!(
+        on(&[("LEADSYNC__WEBHOOKS__SWEEP_INTERVAL_SECS", "3600")]),
+        "webhooks.sweep_interval_secs",
+        "a sweep rarer than the readiness age would flap /readyz"
+    );
+    assert_eq!(on(&[("SF_OUT", "short")]), "systems.crm.webhook.secret");
+    let missing = example().replace("\nsecret_env = \"SF_OUT\"", "\n");
+    assert_eq!(
+        key_of(Settings::load(Source::Inline(&missing), &e)),
+        "systems.crm.webhook.secret_env"
+    );
+}
+
+#[test]
+fn example_webhooks_parse_when_enabled() {
+    let s = Settings::load(
+        Source::Inline(&example()),
+        &example_env(&[("LEADSYNC__WEBHOOKS__ENABLED", "true")]),
+    )
+    .expect("valid");
+    assert_eq!(s.webhooks.listen, Some("0.0.0.0:8088".parse().expect("addr")));
+    assert_eq!(
+        s.webhooks.public_url.as_ref().map(url::Url::as_str),
+        Some("https://leadsync.example.com/")
+    );
+    let crm = s.systems.iter().find(|s| s.name.as_str() == "crm").expect("crm");
+    assert!(matches!(crm.webhook, Some(SystemWebhook::Salesforce { .. })));
+    let mkt = s.systems.iter().find(|s| s.name.as_str() == "marketing").expect("marketing");
+    assert!(matches!(&mkt.webhook, Some(SystemWebhook::Hubspot(c)) if c.client_secrets.len() == 1));
 }
