@@ -53,9 +53,6 @@ pub const RECORDS_PUSHED: &str = "leadsync_records_pushed_total";
 pub const WEBHOOK_ACK_DURATION: &str = "leadsync_webhook_ack_duration_seconds";
 /// Histogram: events written by one inbox group commit of the webhook server. No labels.
 pub const WEBHOOK_COMMIT_BATCH: &str = "leadsync_webhook_commit_batch_events";
-/// Histogram: time from a change at one vendor (its modification time) until it was pushed to
-/// the other. Labels: connector (the system written to).
-pub const CHANGE_PROPAGATION: &str = "leadsync_change_propagation_seconds";
 /// Gauge: webhook events received but not yet reconciled, from the ledger at scrape time.
 /// Labels: connector.
 pub const WEBHOOK_EVENTS_PENDING: &str = "leadsync_webhook_events_pending";
@@ -75,7 +72,6 @@ pub const ALL: &[&str] = &[
     RECORDS_PUSHED,
     WEBHOOK_ACK_DURATION,
     WEBHOOK_COMMIT_BATCH,
-    CHANGE_PROPAGATION,
     WEBHOOK_EVENTS_PENDING,
 ];
 
@@ -131,10 +127,6 @@ const WEBHOOK_ACK_BUCKETS: &[f64] =
 const COMMIT_BATCH_BUCKETS: &[f64] =
     &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
-/// Webhook-driven changes arrive in well under a second; polled ones take up to a poll
-/// interval.
-const PROPAGATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0];
-
 /// How often histogram samples are folded in when nobody scrapes, so memory stays bounded.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -161,7 +153,6 @@ fn build_and_install() -> Result<PrometheusHandle, MetricsError> {
         (PUSH_DURATION, PUSH_BUCKETS),
         (WEBHOOK_ACK_DURATION, WEBHOOK_ACK_BUCKETS),
         (WEBHOOK_COMMIT_BATCH, COMMIT_BATCH_BUCKETS),
-        (CHANGE_PROPAGATION, PROPAGATION_BUCKETS),
     ] {
         builder = builder
             .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
@@ -205,11 +196,6 @@ fn describe() {
     describe_counter!(RECORDS_PUSHED, Unit::Count, "Records written, by outcome");
     describe_histogram!(WEBHOOK_ACK_DURATION, Unit::Seconds, "Webhook request to acknowledgement");
     describe_histogram!(WEBHOOK_COMMIT_BATCH, Unit::Count, "Events per webhook group commit");
-    describe_histogram!(
-        CHANGE_PROPAGATION,
-        Unit::Seconds,
-        "Vendor change time to pushed to the other system"
-    );
     describe_gauge!(WEBHOOK_EVENTS_PENDING, Unit::Count, "Webhook events not reconciled yet");
 }
 
@@ -324,13 +310,6 @@ pub fn webhook_ack_duration(connector: &str, elapsed: Duration) {
 #[allow(clippy::cast_precision_loss, reason = "batch sizes are small")]
 pub fn webhook_commit_batch(events: usize) {
     metrics::histogram!(WEBHOOK_COMMIT_BATCH).record(events as f64);
-}
-
-/// A change reached `connector` (the system written to) `elapsed` after the other vendor
-/// stamped it.
-pub fn change_propagation(connector: &str, elapsed: Duration) {
-    metrics::histogram!(CHANGE_PROPAGATION, CONNECTOR => connector.to_string())
-        .record(elapsed.as_secs_f64());
 }
 
 #[cfg(test)]

@@ -503,7 +503,6 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
     m::webhook_ack_duration(c, Duration::from_micros(700));
     m::webhook_ack_duration(c, Duration::from_millis(15));
     m::webhook_commit_batch(3);
-    m::change_propagation(c, Duration::from_millis(800));
     // The pending-notice gauge comes from the ledger at scrape time, like the queue gauges.
     let notice = crate::domain::Notice {
         dedupe_key: "hubspot:1:1".into(),
@@ -532,7 +531,6 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
     assert_eq!(value(m::RATE_LIMIT_REMAINING), Some(99.0));
     assert_eq!(value(m::WEBHOOK_EVENTS_PENDING), Some(1.0));
     assert_eq!(value("leadsync_push_duration_seconds_count"), Some(1.0));
-    assert_eq!(value("leadsync_change_propagation_seconds_count"), Some(1.0));
     let rejected = |conn: &str, code: &str| {
         value_of(&samples, m::EVENTS_REJECTED, &[(m::CONNECTOR, conn), (m::ERROR_CODE, code)])
     };
@@ -560,14 +558,6 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
     assert_eq!(batch("2"), Some(0.0), "3 events is above the 2 bucket");
     assert_eq!(batch("4"), Some(1.0));
     assert!(batch("1024").is_some());
-    let prop = |le: &str| {
-        value_of(
-            &samples,
-            "leadsync_change_propagation_seconds_bucket",
-            &[(m::CONNECTOR, c), ("le", le)],
-        )
-    };
-    assert_eq!((prop("0.05"), prop("1"), prop("60")), (Some(0.0), Some(1.0), Some(1.0)));
 
     // Gauges follow the ledger on the next scrape.
     let mkt = SystemName("metrics_crm".into());
