@@ -132,6 +132,7 @@ fn wrk_script(
     contact_ids: &[String],
     first_event: u64,
     count: usize,
+    threads: usize,
 ) -> String {
     let ts = chrono::Utc::now().timestamp_millis();
     let ts_s = ts.to_string();
@@ -176,8 +177,7 @@ function request()
     ["X-HubSpot-Request-Timestamp"] = "{ts_s}",
   }}, bodies[i])
 end
-"#,
-        threads = "WRK_THREADS",
+"#
     )
 }
 
@@ -310,8 +310,8 @@ pub async fn run(args: WebhookBenchArgs, env: &HashMap<String, String>) -> u8 {
             &contact_ids,
             first_event,
             args.requests,
-        )
-        .replace("WRK_THREADS", &threads.to_string());
+            threads,
+        );
         first_event += args.requests as u64;
         if let Err(e) = std::fs::write(&script_path, script) {
             eprintln!("leadsync: cannot write {}: {e}", script_path.display());
@@ -357,7 +357,9 @@ pub async fn run(args: WebhookBenchArgs, env: &HashMap<String, String>) -> u8 {
         }
         ok &= r.non_2xx == 0;
         // Let the engine digest what it acknowledged before the next level.
-        let _ = wait_quiet(&app, Duration::from_secs(120)).await;
+        if !wait_quiet(&app, Duration::from_secs(120)).await {
+            println!("        the engine was still busy 120 s after this level");
+        }
     }
     if args.rate > 0 {
         match propagation(&app, &harness, args.rate, args.rate_duration).await {
@@ -507,8 +509,15 @@ Transfer/sec:      0.98MB
 
     #[test]
     fn the_script_signs_each_request_for_the_url_called() {
-        let s =
-            wrk_script("k", "http://127.0.0.1:1/webhooks/m", "/webhooks/m", &["5".into()], 10, 3);
+        let s = wrk_script(
+            "k",
+            "http://127.0.0.1:1/webhooks/m",
+            "/webhooks/m",
+            &["5".into()],
+            10,
+            3,
+            1,
+        );
         assert_eq!(s.matches("\"eventId\":1").count(), 3, "three distinct events");
         let body = r#"[{"eventId":10,"subscriptionId":1,"portalId":62515,"appId":7,"occurredAt":"#;
         assert!(s.contains(body));
