@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use leadsync::connectors::Cursor;
-use leadsync::domain::{Change, Field, Fields, PushOp, PushOutcome, RemoteId, SystemName};
+use leadsync::domain::{
+    Change, Field, Fields, PushOp, PushOutcome, RecordFate, RemoteId, SystemName,
+};
 use leadsync::ledger::{Ledger, PushRetry};
 use leadsync::reconcile::Rules;
 
@@ -34,7 +36,7 @@ fn change(obj: &str, i: usize, stage: Option<&str>, status: Option<&str>) -> Cha
         ledger_key: None,
         modified_at: t,
         fetched_at: t,
-        deleted: false,
+        fate: RecordFate::Live,
     }
 }
 

@@ -567,7 +567,7 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
         ledger_key: None,
         modified_at: Utc::now(),
         fetched_at: Utc::now(),
-        deleted: false,
+        fate: crate::domain::RecordFate::Live,
     };
     ledger.ingest(&mkt, "poll", &[change], None, Utc::now()).expect("ingest");
     let (_, _, text) = get(&app, "/metrics").await;

@@ -200,7 +200,33 @@ pub struct Change {
     /// When leadsync read this state (its own clock), used to spot snapshots that predate one of
     /// its own pushes.
     pub fetched_at: DateTime<Utc>,
-    pub deleted: bool,
+    /// What happened to the record itself: alive, deleted, merged away or converted.
+    #[serde(default, skip_serializing_if = "RecordFate::is_live")]
+    pub fate: RecordFate,
+}
+
+/// What a vendor says happened to a record as a whole. Deletes are never inferred from
+/// absence: each of these comes from the vendor's own word (a deleted flag, a merge event,
+/// a conversion).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "fate")]
+pub enum RecordFate {
+    /// The record exists (the usual case).
+    #[default]
+    Live,
+    /// Deleted at the vendor (Salesforce `IsDeleted`, HubSpot archive or deletion event).
+    Deleted,
+    /// Merged into another record of the same object type, which survives (Salesforce
+    /// `MasterRecordId`, HubSpot merge).
+    MergedInto { survivor: String },
+    /// A Salesforce lead converted into a contact (`IsConverted`, `ConvertedContactId`).
+    ConvertedTo { remote: RemoteId },
+}
+
+impl RecordFate {
+    pub fn is_live(&self) -> bool {
+        matches!(self, RecordFate::Live)
+    }
 }
 
 /// What a webhook event said happened to a record.

@@ -23,7 +23,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::connectors::Cursor;
 use crate::domain::{
-    Change, Field, Fields, PushOp, PushOutcome, PushRecord, RemoteId, SystemName, normalize_email,
+    Change, Field, Fields, PushOp, PushOutcome, PushRecord, RecordFate, RemoteId, SystemName,
+    normalize_email,
 };
 use crate::reconcile::{
     self, Context, Decision, LeadState, LinkState, Provenance, PushIntent, Rules,
@@ -708,13 +709,18 @@ fn insert_changes(
     )?;
     for c in changes {
         let fields = to_json(&c.fields)?;
+        // A live record hashes as it did before fates existed, so keys stay stable.
+        let fate = match &c.fate {
+            RecordFate::Live => "false".to_string(),
+            other => format!("{other:?}"),
+        };
         let key = format!(
             "{}|{}|{}|{}|{:016x}",
             system,
             c.remote.object_type,
             c.remote.id,
             ts(c.modified_at),
-            fnv64(format!("{fields}|{}|{:?}", c.deleted, c.ledger_key).as_bytes())
+            fnv64(format!("{fields}|{fate}|{:?}", c.ledger_key).as_bytes())
         );
         inserted += stmt.execute(params![system.as_str(), source, key, to_json(c)?, ts(now)])?;
     }

@@ -128,7 +128,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::domain::{NoticeKind, RemoteId};
+    use crate::domain::{NoticeKind, RecordFate, RemoteId};
 
     fn notice(key: &str, id: &str) -> Notice {
         Notice {
@@ -179,7 +179,7 @@ mod tests {
             ledger_key: None,
             modified_at: Utc::now(),
             fetched_at: Utc::now(),
-            deleted: false,
+            fate: RecordFate::Live,
         };
         let new = l
             .complete_notices(&mkt, &[pending[0].id], &[pending[1].id], &[change], Utc::now())

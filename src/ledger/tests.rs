@@ -19,7 +19,7 @@ fn change(id: &str, email: &str, stage: &str, at: i64) -> Change {
         ledger_key: None,
         modified_at: t(at),
         fetched_at: t(at),
-        deleted: false,
+        fate: crate::domain::RecordFate::Live,
     }
 }
 

@@ -23,7 +23,7 @@ fn change(id: &str, obj: &str, f: Fields, at: i64) -> Change {
         ledger_key: None,
         modified_at: t(at),
         fetched_at: t(at),
-        deleted: false,
+        fate: crate::domain::RecordFate::Live,
     }
 }
 

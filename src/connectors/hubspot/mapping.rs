@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::wire::{self, Contact};
 use crate::connectors::FieldMap;
-use crate::domain::{Change, Field, Fields, PushRecord, RemoteId};
+use crate::domain::{Change, Field, Fields, PushRecord, RecordFate, RemoteId};
 
 /// The object type leadsync uses for HubSpot contacts in [`RemoteId`]s.
 pub const OBJECT_TYPE: &str = "contact";
@@ -56,7 +56,7 @@ pub(super) fn to_change(c: &Contact, map: &FieldMap, fetched_at: DateTime<Utc>) 
         ledger_key: None,
         modified_at,
         fetched_at,
-        deleted: false,
+        fate: RecordFate::Live,
     })
 }
 

@@ -830,7 +830,7 @@ async fn fetch_leaves_out_unknown_ids_and_chunks_by_100() {
     assert_eq!(first.remote.object_type, "contact");
     assert_eq!(first.fields.get(&Field::Email).map(String::as_str), Some("p1@example.com"));
     assert_eq!(first.modified_at.timestamp_millis(), 1_700_000_000_000);
-    assert!(first.ledger_key.is_none() && !first.deleted);
+    assert!(first.ledger_key.is_none() && first.fate.is_live());
 }
 
 #[tokio::test]

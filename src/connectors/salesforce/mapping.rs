@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::wire::{self, Record, SaveResult};
 use crate::connectors::FieldMap;
-use crate::domain::{Change, Field, PushOutcome, PushRecord, RemoteId};
+use crate::domain::{Change, Field, PushOutcome, PushRecord, RecordFate, RemoteId};
 
 /// Placeholder Salesforce integrations write into required text fields they have no value for.
 pub(super) const NOT_PROVIDED: &str = "[not provided]";
@@ -108,7 +108,7 @@ pub(super) fn record_to_change(
         ledger_key,
         modified_at,
         fetched_at,
-        deleted: false,
+        fate: RecordFate::Live,
     };
     Ok((change, Position { ts: modified_at, id }))
 }

@@ -540,7 +540,7 @@ async fn poll_follows_next_records_url_then_rescans_overlap() {
     assert_eq!(c.ledger_key.as_deref(), Some("ledger-00Q000000000001AAA"));
     assert_eq!(c.modified_at, utc("2024-05-01T10:00:00Z"));
     assert!(c.fetched_at >= before && c.fetched_at <= Utc::now());
-    assert!(!c.deleted);
+    assert!(c.fate.is_live());
     assert_eq!(c.fields.get(&Field::EmailOptOut).map(String::as_str), Some("true"));
     assert_eq!(c.fields.get(&Field::LeadStatus).map(String::as_str), Some("working"));
     assert_eq!(c.fields.get(&Field::LastName).map(String::as_str), Some("Doe"));
