@@ -54,7 +54,18 @@ pub fn rules_for(settings: &Settings) -> Result<Rules, ConnectorError> {
         let connector = build_connector(s)?;
         systems.push(system_rules(s, &connector));
     }
-    Ok(Rules { systems, status_implies_stage: settings.sync.status_implies_stage.clone() })
+    Ok(rules_with(settings, systems))
+}
+
+/// The rules of these systems under the settings' field rules and matching.
+fn rules_with(settings: &Settings, systems: Vec<SystemRules>) -> Rules {
+    Rules {
+        systems,
+        status_implies_stage: settings.sync.status_implies_stage.clone(),
+        field_rules: settings.identity.field_rules.clone(),
+        recreate_deleted: settings.identity.recreate_deleted,
+        matcher: settings.identity.matcher.clone(),
+    }
 }
 
 fn system_rules(s: &crate::settings::SystemSettings, connector: &AnyConnector) -> SystemRules {
@@ -62,7 +73,14 @@ fn system_rules(s: &crate::settings::SystemSettings, connector: &AnyConnector) -
         AnyConnector::Salesforce(c) => (c.field_map().clone(), "Lead".to_string()),
         AnyConnector::Hubspot(c) => (c.field_map().clone(), "contact".to_string()),
     };
-    SystemRules { name: s.name.clone(), role: s.role, object_type, create: s.create, map }
+    SystemRules {
+        name: s.name.clone(),
+        role: s.role,
+        object_type,
+        create: s.create,
+        map,
+        other_maps: std::collections::BTreeMap::new(),
+    }
 }
 
 /// One configured system at run time.
@@ -199,10 +217,7 @@ impl App {
         Ok(App {
             ledger: Arc::new(ledger),
             systems,
-            rules: Arc::new(Rules {
-                systems: rules,
-                status_implies_stage: settings.sync.status_implies_stage.clone(),
-            }),
+            rules: Arc::new(rules_with(settings, rules)),
             sync: settings.sync.clone(),
             webhooks: settings.webhooks.clone(),
             webhook_listener: Mutex::new(None),

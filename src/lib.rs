@@ -21,6 +21,7 @@ pub mod app;
 pub mod cli;
 pub mod connectors;
 pub mod domain;
+pub mod identity;
 pub mod ingest;
 pub mod ledger;
 pub mod metrics;

@@ -11,8 +11,9 @@ use serde::Deserialize;
 use crate::connectors::KeyError;
 use crate::connectors::hubspot::{HubspotConfig, HubspotConfigRaw};
 use crate::connectors::salesforce::{SalesforceConfig, SalesforceConfigRaw};
-use crate::domain::{ConnectorKind, Role, Stage, SystemName};
-use crate::reconcile::CreatePolicy;
+use crate::domain::{ConnectorKind, Field, Role, Stage, SystemName};
+use crate::identity::matcher::Matcher;
+use crate::reconcile::{CreatePolicy, FieldRule};
 
 /// The configuration `leadsync demo` runs on when no file is given.
 pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
@@ -40,6 +41,17 @@ struct SettingsRaw {
     webhooks: WebhooksRaw,
     #[serde(default)]
     systems: BTreeMap<String, serde_json::Value>,
+    /// Canonical field -> resolution rule, e.g. `company = "prefer crm unless blank"`.
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+    #[serde(default)]
+    identity: IdentityRaw,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct IdentityRaw {
+    recreate_deleted: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +213,16 @@ pub struct SystemSettings {
     pub webhook: Option<SystemWebhook>,
 }
 
+/// How people are told apart and how their fields are resolved.
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySettings {
+    /// Rules that differ from each field's default.
+    pub field_rules: BTreeMap<Field, FieldRule>,
+    /// Create a person again in a system where their record was deleted.
+    pub recreate_deleted: bool,
+    pub matcher: Matcher,
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -210,6 +232,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub webhooks: WebhookSettings,
     pub systems: Vec<SystemSettings>,
+    pub identity: IdentitySettings,
 }
 
 /// Where the TOML comes from.
@@ -337,6 +360,33 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
     if crms > 1 {
         return Err(KeyError::new("systems", "more than one system has role = \"crm\"").into());
     }
+    let mut field_rules = BTreeMap::new();
+    for (name, rule) in &raw.fields {
+        let key = format!("fields.{name}");
+        let field =
+            Field::parse(name).ok_or_else(|| KeyError::new(&key, "not a canonical field name"))?;
+        let parsed = FieldRule::parse(rule).ok_or_else(|| {
+            KeyError::new(
+                &key,
+                format!(
+                    "unknown rule {rule:?} (expected \"most recent\", \"prefer <system>\", \
+                     \"prefer <system> unless blank\", \"don't sync\", \"review\", \
+                     \"highest stage\" or \"any true\")"
+                ),
+            )
+        })?;
+        if let Some(problem) = parsed.unfit_for(field) {
+            return Err(KeyError::new(&key, problem).into());
+        }
+        if let FieldRule::Prefer { system, .. } = &parsed
+            && !systems.iter().any(|s| &s.name == system)
+        {
+            return Err(
+                KeyError::new(&key, format!("no system is named {:?}", system.as_str())).into()
+            );
+        }
+        field_rules.insert(field, parsed);
+    }
     Ok(Settings {
         ledger_path: raw.ledger.path,
         sync: SyncSettings {
@@ -351,6 +401,11 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
         admin,
         webhooks,
         systems,
+        identity: IdentitySettings {
+            field_rules,
+            recreate_deleted: raw.identity.recreate_deleted,
+            matcher: Matcher::default(),
+        },
     })
 }
 

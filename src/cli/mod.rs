@@ -1,6 +1,7 @@
 //! The subcommands of the one `leadsync` binary.
 //!
-//! Commands read the ledger only, except `serve` and `demo`, which run the sync engine.
+//! Commands read the ledger only, except `serve` and `demo`, which run the sync engine, and
+//! `review accept|reject`, which write a reviewer's decision.
 //! Exit codes follow sysexits: 78 bad configuration, 69 a system unreachable, 74 ledger IO.
 
 #![allow(clippy::print_stdout, reason = "the CLI's output is its interface")]
@@ -9,9 +10,11 @@ mod bench;
 mod bench_webhooks;
 mod check;
 mod demo;
+mod review;
 mod serve;
 mod sim;
 mod status;
+mod trace;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -62,6 +65,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One person's timeline: changes received, match decisions, each field's value and why,
+    /// pushes and their outcomes. QUERY is an email, a ledger id or `system:remote-id`.
+    Trace {
+        #[arg(long, short)]
+        config: PathBuf,
+        query: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The review queue: possible duplicates and parked field conflicts.
+    Review(review::ReviewArgs),
     /// Run a vendor simulator standalone.
     Sim(sim::SimArgs),
     /// Simulated Salesforce and HubSpot, a real ledger, real sync, and a summary.
@@ -76,6 +91,8 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> ExitCode {
         Command::Serve { config } => serve::run(&config, &env).await,
         Command::Check { config } => check::run(&config, &env).await,
         Command::Status { config, json } => status::run(&config, &env, json),
+        Command::Trace { config, query, json } => trace::run(&config, &env, &query, json),
+        Command::Review(args) => review::run(args, &env),
         Command::Sim(args) => sim::run(args, &env).await,
         Command::Demo(args) => demo::run(args, &env).await,
         Command::Bench(args) => bench::run(args, &env).await,

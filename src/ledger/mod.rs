@@ -8,10 +8,15 @@
 //! One writer: the `Ledger` owns one connection behind a mutex, and callers run its methods on
 //! a blocking thread. Readers (`leadsync status`) open their own read-only connection.
 
+mod identity;
 mod notices;
+mod review;
 pub mod schema;
+mod trace;
 
 pub use notices::StoredNotice;
+pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
+pub use trace::{Trace, TraceEvent, TraceField, TraceLink};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,12 +28,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::connectors::Cursor;
 use crate::domain::{
-    Change, Field, Fields, PushOp, PushOutcome, PushRecord, RecordFate, RemoteId, SystemName,
-    normalize_email,
+    Change, Fields, PushOp, PushOutcome, PushRecord, RecordFate, RemoteId, SystemName,
 };
-use crate::reconcile::{
-    self, Context, Decision, LeadState, LinkState, Provenance, PushIntent, Rules,
-};
+use crate::reconcile::{self, PushIntent, Rules};
+use identity::{apply_decision, insert_link, load_context, replan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -99,6 +102,9 @@ pub struct ReconcileStats {
     pub pushes_planned: usize,
     /// Changes older than the state already known of their record, skipped.
     pub stale: usize,
+    /// Changes about nobody: a record merged away or converted that no person links, or a
+    /// late state of a record whose link is closed.
+    pub unrelated: usize,
 }
 
 /// One outbox row handed to a pusher, with the version it had when read.
@@ -321,13 +327,17 @@ impl Ledger {
                     // read: a snapshot older than the one already known says nothing new.
                     stats.stale += 1;
                 } else if rules.system(&system).is_some() {
-                    let ctx = load_context(tx, &system, &change)?;
+                    let ctx = load_context(tx, &system, &change, rules)?;
                     let new_id = mint_id();
-                    let decision = reconcile::reconcile(&ctx, &system, &change, rules, &new_id, now);
-                    stats.new_leads += usize::from(decision.is_new_lead);
-                    stats.new_links += usize::from(decision.new_link.is_some());
-                    stats.pushes_planned += decision.pushes.len();
-                    apply_decision(tx, &system, &change, &decision, now)?;
+                    match reconcile::reconcile(&ctx, &system, &change, rules, &new_id, now) {
+                        Some(decision) => {
+                            stats.new_leads += usize::from(decision.is_new_lead);
+                            stats.new_links += usize::from(decision.new_link.is_some());
+                            stats.pushes_planned += decision.pushes.len();
+                            apply_decision(tx, &system, &change, &decision, now)?;
+                        }
+                        None => stats.unrelated += 1,
+                    }
                 } else {
                     tracing::warn!(system = %system, inbox_id, "change from an unconfigured system skipped");
                 }
@@ -906,7 +916,8 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
             links.entry(lead).or_default().push((system, RemoteId { object_type, id }));
         }
     }
-    let mut stmt = conn.prepare("SELECT id, fields FROM leads ORDER BY id")?;
+    let mut stmt =
+        conn.prepare("SELECT id, fields FROM leads WHERE merged_into IS NULL ORDER BY id")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
     for row in rows {
@@ -925,7 +936,8 @@ fn count_by_system(conn: &Connection, sql: &str) -> Result<BTreeMap<String, i64>
 }
 
 fn totals(conn: &Connection) -> Result<Totals> {
-    let persons = conn.query_row("SELECT count(*) FROM leads", [], |r| r.get(0))?;
+    let persons =
+        conn.query_row("SELECT count(*) FROM leads WHERE merged_into IS NULL", [], |r| r.get(0))?;
     let group = |sql: &str| count_by_system(conn, sql);
     Ok(Totals {
         persons,
@@ -944,48 +956,6 @@ fn totals(conn: &Connection) -> Result<Totals> {
     })
 }
 
-fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadState>> {
-    let row: Option<(String, String)> = tx
-        .prepare_cached("SELECT fields, provenance FROM leads WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((fields, provenance)) = row else { return Ok(None) };
-    let mut stmt = tx.prepare_cached(
-        "SELECT l.system, l.object_type, l.remote_id, r.state, r.pushed, r.pushed_at
-         FROM links l LEFT JOIN remote_records r
-           ON r.system = l.system AND r.object_type = l.object_type AND r.remote_id = l.remote_id
-         WHERE l.lead_id = ?1 AND l.closed_at IS NULL
-         ORDER BY l.system, l.remote_id",
-    )?;
-    let rows = stmt.query_map([id], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, Option<String>>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, Option<String>>(5)?,
-        ))
-    })?;
-    let mut links = Vec::new();
-    for row in rows {
-        let (system, object_type, remote_id, state, pushed, pushed_at) = row?;
-        links.push(LinkState {
-            system: SystemName(system),
-            remote: RemoteId { object_type, id: remote_id },
-            known: state.as_deref().map(from_json).transpose()?.unwrap_or_default(),
-            pushed: pushed.as_deref().map(from_json).transpose()?.unwrap_or_default(),
-            pushed_at: pushed_at.as_deref().map(parse_ts).transpose()?,
-        });
-    }
-    Ok(Some(LeadState {
-        id: id.to_string(),
-        fields: from_json(&fields)?,
-        provenance: from_json::<BTreeMap<Field, Provenance>>(&provenance)?,
-        links,
-    }))
-}
-
 /// Whether leadsync already saw a strictly newer state of this record than `change`.
 fn is_older_than_known(tx: &Transaction<'_>, system: &SystemName, change: &Change) -> Result<bool> {
     let known: Option<Option<String>> = tx
@@ -1001,127 +971,6 @@ fn is_older_than_known(tx: &Transaction<'_>, system: &SystemName, change: &Chang
         Some(at) => parse_ts(&at)? > change.modified_at,
         None => false,
     })
-}
-
-fn load_context(tx: &Transaction<'_>, system: &SystemName, change: &Change) -> Result<Context> {
-    let linked_id: Option<String> = tx
-        .prepare_cached(
-            "SELECT lead_id FROM links WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3
-             AND closed_at IS NULL",
-        )?
-        .query_row(params![system.as_str(), change.remote.object_type, change.remote.id], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    if let Some(id) = linked_id {
-        return Ok(Context { linked: load_lead(tx, &id)?, ..Context::default() });
-    }
-    if let Some(key) = &change.ledger_key
-        && let Some(lead) = load_lead(tx, key)?
-    {
-        return Ok(Context { by_key: Some(lead), ..Context::default() });
-    }
-    let email = change.fields.get(&Field::Email).and_then(|e| normalize_email(e));
-    if let Some(email) = email {
-        let id: Option<String> = tx
-            .prepare_cached(
-                "SELECT id FROM leads WHERE email_norm = ?1 ORDER BY created_at, id LIMIT 1",
-            )?
-            .query_row([email], |r| r.get(0))
-            .optional()?;
-        if let Some(id) = id {
-            return Ok(Context { by_email: load_lead(tx, &id)?, ..Context::default() });
-        }
-    }
-    Ok(Context::default())
-}
-
-fn insert_link(
-    tx: &Transaction<'_>,
-    lead_id: &str,
-    system: &SystemName,
-    remote: &RemoteId,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let n = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO links(lead_id, system, object_type, remote_id, reason, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![lead_id, system.as_str(), remote.object_type, remote.id, reason, ts(now)])?;
-    if n == 1 {
-        let link_id = tx.last_insert_rowid();
-        tx.prepare_cached(
-            "INSERT INTO link_history(link_id, lead_id, event, reason, at)
-             VALUES (?1, ?2, 'linked', ?3, ?4)",
-        )?
-        .execute(params![link_id, lead_id, reason, ts(now)])?;
-        // A record now exists there: a queued create for this person is obsolete.
-        tx.prepare_cached(
-            "DELETE FROM outbox WHERE lead_id = ?1 AND system = ?2 AND remote_id = ''
-             AND state = 'pending'",
-        )?
-        .execute(params![lead_id, system.as_str()])?;
-    }
-    Ok(())
-}
-
-fn apply_decision(
-    tx: &Transaction<'_>,
-    system: &SystemName,
-    change: &Change,
-    d: &Decision,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let email_norm = d.lead_fields.get(&Field::Email).and_then(|e| normalize_email(e));
-    if d.is_new_lead {
-        tx.prepare_cached(
-            "INSERT INTO leads(id, email_norm, fields, provenance, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        )?
-        .execute(params![
-            d.lead_id,
-            email_norm,
-            to_json(&d.lead_fields)?,
-            to_json(&d.provenance)?,
-            ts(now)
-        ])?;
-    } else if d.lead_changed {
-        tx.prepare_cached(
-            "UPDATE leads SET email_norm = ?2, fields = ?3, provenance = ?4, updated_at = ?5
-             WHERE id = ?1",
-        )?
-        .execute(params![
-            d.lead_id,
-            email_norm,
-            to_json(&d.lead_fields)?,
-            to_json(&d.provenance)?,
-            ts(now)
-        ])?;
-    }
-    if let Some(reason) = d.new_link {
-        insert_link(tx, &d.lead_id, system, &change.remote, reason.as_str(), now)?;
-    }
-    tx.prepare_cached(
-        "INSERT INTO remote_records(system, object_type, remote_id, state, modified_at, seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(system, object_type, remote_id) DO UPDATE SET
-            state = excluded.state, modified_at = excluded.modified_at, seen_at = excluded.seen_at",
-    )?
-    .execute(params![
-        system.as_str(),
-        change.remote.object_type,
-        change.remote.id,
-        to_json(&d.record_known)?,
-        ts(change.modified_at),
-        ts(change.fetched_at)
-    ])?;
-    write_plan(tx, &d.lead_id, &d.pushes, now)?;
-    for a in &d.audit {
-        audit(tx, now, Some(&d.lead_id), Some(system.as_str()), a.kind, &a.detail)?;
-    }
-    Ok(())
 }
 
 /// Make the person's pending outbox rows match a fresh plan: replace the fields of rows that
@@ -1183,13 +1032,6 @@ fn write_plan(
     Ok(())
 }
 
-/// Plan a person's pushes again from the ledger (after leadsync learned what a record holds).
-fn replan(tx: &Transaction<'_>, lead_id: &str, rules: &Rules, now: DateTime<Utc>) -> Result<()> {
-    let Some(lead) = load_lead(tx, lead_id)? else { return Ok(()) };
-    let intents = reconcile::plan_pushes(&lead.fields, &lead.links, rules);
-    write_plan(tx, lead_id, &intents, now)
-}
-
 fn note_pushed(
     tx: &Transaction<'_>,
     system: &SystemName,
@@ -1197,22 +1039,30 @@ fn note_pushed(
     fields: &Fields,
     started_at: DateTime<Utc>,
 ) -> Result<()> {
-    let state: Option<String> = tx
+    let row: Option<(String, Option<String>)> = tx
         .prepare_cached(
-            "SELECT state FROM remote_records WHERE system = ?1 AND object_type = ?2
+            "SELECT state, agreed FROM remote_records WHERE system = ?1 AND object_type = ?2
              AND remote_id = ?3",
         )?
-        .query_row(params![system.as_str(), remote.object_type, remote.id], |r| r.get(0))
+        .query_row(params![system.as_str(), remote.object_type, remote.id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
+    let (state, agreed) = row.unzip();
     let mut known: Fields = state.as_deref().map(from_json).transpose()?.unwrap_or_default();
+    let mut agreed: Fields =
+        agreed.flatten().as_deref().map(from_json).transpose()?.unwrap_or_default();
+    // The record now holds what the person held when this was planned: they agree on it.
     for (f, v) in fields {
         known.insert(*f, v.clone());
+        agreed.insert(*f, v.clone());
     }
     tx.prepare_cached(
-        "INSERT INTO remote_records(system, object_type, remote_id, state, pushed, pushed_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO remote_records(system, object_type, remote_id, state, pushed, pushed_at, agreed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(system, object_type, remote_id) DO UPDATE SET
-            state = excluded.state, pushed = excluded.pushed, pushed_at = excluded.pushed_at",
+            state = excluded.state, pushed = excluded.pushed, pushed_at = excluded.pushed_at,
+            agreed = excluded.agreed",
     )?
     .execute(params![
         system.as_str(),
@@ -1220,7 +1070,8 @@ fn note_pushed(
         remote.id,
         to_json(&known)?,
         to_json(fields)?,
-        ts(started_at)
+        ts(started_at),
+        to_json(&agreed)?
     ])?;
     Ok(())
 }

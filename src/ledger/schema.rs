@@ -151,6 +151,56 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX notices_pending ON notices(system, id) WHERE processed_at IS NULL;
     "#,
+    // 4: identity. The last value each record and its person agreed on (three-way conflicts),
+    // persons merged into others, closed links' reasons, blocking keys for fuzzy matching,
+    // the review queue, and tombstones of records deleted at a vendor.
+    r#"
+    ALTER TABLE remote_records ADD COLUMN agreed TEXT;      -- JSON canonical fields
+    ALTER TABLE leads ADD COLUMN merged_into TEXT;           -- the surviving person
+    ALTER TABLE links ADD COLUMN closed_reason TEXT;         -- deleted | merged | converted | ...
+    CREATE INDEX links_open_lead ON links(lead_id) WHERE closed_at IS NULL;
+
+    -- Blocking keys of each live person: fuzzy matching compares a record only with the
+    -- persons sharing one of its keys.
+    CREATE TABLE match_keys (
+        key TEXT NOT NULL,
+        lead_id TEXT NOT NULL,
+        PRIMARY KEY (key, lead_id)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX match_keys_lead ON match_keys(lead_id);
+
+    -- Decisions leadsync will not take alone: possible duplicates and field conflicts.
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('duplicate', 'conflict')),
+        lead_id TEXT NOT NULL,
+        other_lead_id TEXT NOT NULL DEFAULT '',   -- duplicate: the other person
+        field TEXT NOT NULL DEFAULT '',           -- conflict: the field
+        score REAL,
+        rule TEXT,
+        detail TEXT NOT NULL,                     -- JSON
+        state TEXT NOT NULL CHECK (state IN ('open', 'accepted', 'rejected', 'obsolete')),
+        created_at TEXT NOT NULL,
+        decided_at TEXT,
+        decision TEXT
+    ) STRICT;
+    CREATE UNIQUE INDEX reviews_open ON reviews(kind, lead_id, other_lead_id, field)
+        WHERE state = 'open';
+    CREATE INDEX reviews_lead ON reviews(lead_id);
+    CREATE INDEX reviews_other ON reviews(other_lead_id) WHERE other_lead_id != '';
+
+    -- Records deleted at a vendor: the person is not created there again unless configured.
+    CREATE TABLE tombstones (
+        system TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        lead_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (system, object_type, remote_id)
+    ) STRICT;
+    CREATE INDEX tombstones_lead ON tombstones(lead_id, system);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,6 +1,7 @@
 //! Ledger tests on a temp file: cursor atomicity, inbox de-duplication, push bookkeeping.
 
 use super::*;
+use crate::domain::Field;
 use chrono::TimeZone;
 
 fn rules() -> Rules {

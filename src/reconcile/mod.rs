@@ -3,109 +3,68 @@
 //! **Architecture Invariant:** this module does no IO. The ledger loads a [`Context`], calls
 //! [`reconcile`], and applies the [`Decision`] in the same transaction.
 //!
-//! Rules in this version:
-//! - Matching: the record's existing link, else the ledger id leadsync stamped on it, else the
-//!   normalised email. Otherwise a new person.
-//! - Only what changed at the vendor since leadsync last knew the record counts as news.
-//!   A field that went blank at the vendor does not blank the person.
-//! - Field resolution: lifecycle stage takes the highest stage; email opt-out is true once any
-//!   system says true; every other field takes the newest change. A record seen for the first
-//!   time and linked to an existing person only fills the person's blanks.
-//! - A lead status can imply a minimum stage (`working` ⇒ `sql`), from config.
-//! - Pushes are diffs against what leadsync knows each record holds, so an unchanged person
-//!   produces no writes (no echo); stages are never pushed backwards and opt-outs never undone.
+//! - **Matching**, in order: the record's open link; the ledger id leadsync stamped on it; the
+//!   normalised email; then the fuzzy matching engine over the persons that share a blocking
+//!   key with the record. A fuzzy score at or above the auto-link threshold links; between the
+//!   review and auto-link thresholds the record becomes a new person and the pair goes to the
+//!   review queue (nothing is merged silently).
+//! - **News**: only what changed at the vendor since leadsync last knew the record counts. A
+//!   field that went blank at the vendor does not blank the person. Values that predate one of
+//!   leadsync's own pushes are not news.
+//! - **Three-way resolution**: each link remembers, per field, the last value the record and
+//!   the person agreed on. A change on one side only is taken (unless a `prefer` rule says the
+//!   preferred system's value stands); changes on both sides since the agreement are a
+//!   conflict, settled by the field's [`FieldRule`] and written to the audit trail, or parked in
+//!   the review queue under `review`. A record seen for the first time by an existing person
+//!   only fills blanks, except from a preferred system.
+//! - **Identity lifecycle**: a deleted record's link closes with a tombstone (the person is not
+//!   created there again unless configured); a record merged away at the vendor closes its link
+//!   and the survivor's person absorbs its person; a converted lead closes its link and the
+//!   contact takes over.
+//! - **Pushes** are diffs against what leadsync knows each record holds, to the primary record
+//!   of each system (its oldest open link; other records of the same system get opt-outs
+//!   only), so an unchanged person produces no writes (no echo); stages are never pushed
+//!   backwards and opt-outs never undone.
 
+mod merge;
+mod rules;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::connectors::FieldMap;
-use crate::domain::{Change, Field, Fields, RemoteId, Role, Stage, SystemName};
+pub use merge::merge_persons;
+pub use rules::{CreatePolicy, FieldRule, Rules, SystemRules};
 
-/// When a person who exists elsewhere should be created in a system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreatePolicy {
-    Never,
-    Always,
-    /// Once the person reaches this stage or a later one.
-    FromStage(Stage),
-}
-
-/// What the reconciler needs to know about one configured system.
-#[derive(Debug, Clone)]
-pub struct SystemRules {
-    pub name: SystemName,
-    pub role: Role,
-    pub object_type: String,
-    pub create: CreatePolicy,
-    pub map: FieldMap,
-}
-
-#[derive(Debug, Clone)]
-pub struct Rules {
-    pub systems: Vec<SystemRules>,
-    /// A lead status that implies at least this stage.
-    pub status_implies_stage: BTreeMap<String, Stage>,
-}
-
-impl Rules {
-    /// The default rules for the common pair: system `crm` on Salesforce Lead (created from
-    /// MQL on) and system `marketing` on HubSpot contacts (everyone), with the default field
-    /// maps and "working ⇒ SQL", "converted ⇒ opportunity". Used by tests and benchmarks.
-    ///
-    /// # Panics
-    /// Never: the default field maps are valid (unit-tested in `field_map`).
-    pub fn salesforce_hubspot_defaults() -> Rules {
-        let map = |raw| FieldMap::from_raw(&raw, "defaults").expect("default field maps are valid");
-        Rules {
-            systems: vec![
-                SystemRules {
-                    name: SystemName("crm".into()),
-                    role: Role::Crm,
-                    object_type: "Lead".into(),
-                    create: CreatePolicy::FromStage(Stage::Mql),
-                    map: map(FieldMap::salesforce_lead_default()),
-                },
-                SystemRules {
-                    name: SystemName("marketing".into()),
-                    role: Role::Marketing,
-                    object_type: "contact".into(),
-                    create: CreatePolicy::Always,
-                    map: map(FieldMap::hubspot_contact_default()),
-                },
-            ],
-            status_implies_stage: [
-                ("working".to_string(), Stage::Sql),
-                ("converted".to_string(), Stage::Opportunity),
-            ]
-            .into(),
-        }
-    }
-
-    pub fn system(&self, name: &SystemName) -> Option<&SystemRules> {
-        self.systems.iter().find(|s| &s.name == name)
-    }
-}
+use crate::domain::{Change, Field, Fields, RecordFate, RemoteId, Stage, SystemName};
+use crate::identity::matcher::Verdict;
 
 /// Where a resolved value came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
     pub system: String,
+    /// The value the rule took (absent in ledgers written before values were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     pub at: DateTime<Utc>,
     pub rule: String,
 }
 
 /// One person as the ledger holds it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeadState {
     pub id: String,
     pub fields: Fields,
     pub provenance: BTreeMap<Field, Provenance>,
+    /// Open links, oldest first.
     pub links: Vec<LinkState>,
+    /// Fields with an open conflict in the review queue: not pushed until decided.
+    pub held: BTreeSet<Field>,
+    /// Systems where one of this person's records was deleted.
+    pub tombstoned: BTreeSet<SystemName>,
 }
 
 /// One linked remote record and what leadsync knows it holds.
@@ -114,9 +73,31 @@ pub struct LinkState {
     pub system: SystemName,
     pub remote: RemoteId,
     pub known: Fields,
+    /// Per field, the last value this record and its person agreed on.
+    pub agreed: Fields,
     /// Fields leadsync last pushed to it, and when that push started (leadsync's clock).
     pub pushed: Fields,
     pub pushed_at: Option<DateTime<Utc>>,
+}
+
+impl LinkState {
+    pub fn new(system: SystemName, remote: RemoteId) -> LinkState {
+        LinkState {
+            system,
+            remote,
+            known: Fields::new(),
+            agreed: Fields::new(),
+            pushed: Fields::new(),
+            pushed_at: None,
+        }
+    }
+}
+
+/// A closed link of the changed record (its record was deleted, merged away or converted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedLink {
+    pub lead_id: String,
+    pub reason: String,
 }
 
 /// Everything the ledger found that is relevant to one change.
@@ -128,24 +109,42 @@ pub struct Context {
     pub by_key: Option<LeadState>,
     /// The person with the same normalised email (oldest first when several).
     pub by_email: Option<LeadState>,
+    /// Persons sharing a blocking key with the record, for fuzzy matching.
+    pub candidates: Vec<LeadState>,
+    /// When the record has no open link: its last closed one.
+    pub closed: Option<ClosedLink>,
+    /// The person linked to the record this change's fate names (merge survivor, converted
+    /// contact), when it is not the changed record's own person.
+    pub related: Option<LeadState>,
+    /// Whether the record the fate names is linked at all (to anyone).
+    pub related_linked: bool,
 }
 
 /// How a record came to be linked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LinkReason {
     Existing,
     NewPerson,
     MatchedLedgerKey,
     MatchedEmail,
+    /// A fuzzy rule scored at or above the auto-link threshold.
+    MatchedRule {
+        rule: String,
+        score: f64,
+    },
+    /// The vendor restored a deleted record: its link reopens.
+    Restored,
 }
 
 impl LinkReason {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> String {
         match self {
-            LinkReason::Existing => "existing",
-            LinkReason::NewPerson => "new_person",
-            LinkReason::MatchedLedgerKey => "matched_ledger_key",
-            LinkReason::MatchedEmail => "matched_email",
+            LinkReason::Existing => "existing".into(),
+            LinkReason::NewPerson => "new_person".into(),
+            LinkReason::MatchedLedgerKey => "matched_ledger_key".into(),
+            LinkReason::MatchedEmail => "matched_email".into(),
+            LinkReason::MatchedRule { rule, .. } => format!("matched_rule:{rule}"),
+            LinkReason::Restored => "restored".into(),
         }
     }
 }
@@ -167,6 +166,24 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+/// A decision leadsync leaves to a person.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReviewIntent {
+    /// The changed record's person may be the same human as `other`.
+    Duplicate { other: String, score: f64, rule: String },
+    /// Both sides changed `field` since they last agreed, and its rule is `review`.
+    Conflict { field: Field, current: Option<String>, incoming: String, system: SystemName },
+}
+
+/// What to do with the changed record's link besides linking it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloseLink {
+    /// `deleted`, `merged` or `converted`.
+    pub reason: &'static str,
+    /// Leave a tombstone so the person is not created there again.
+    pub tombstone: bool,
+}
+
 /// What to write, all in one transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -176,17 +193,200 @@ pub struct Decision {
     pub provenance: BTreeMap<Field, Provenance>,
     /// Whether the person's fields changed at all.
     pub lead_changed: bool,
-    /// A link to create for the changed record (`None` when it was linked already).
+    /// A link to create (or reopen) for the changed record (`None` when linked already).
     pub new_link: Option<LinkReason>,
-    /// What leadsync now knows the changed record holds.
+    /// Close the changed record's link.
+    pub close_link: Option<CloseLink>,
+    /// Link another record of the same system to this person (merge survivor, converted
+    /// contact), with the reason.
+    pub link_other: Option<(RemoteId, &'static str)>,
+    /// A person to fold into this one (their links move here, they become a tombstone).
+    pub absorb: Option<String>,
+    /// What leadsync now knows the changed record holds, and what it agrees on with its person.
     pub record_known: Fields,
+    pub record_agreed: Fields,
+    /// The person's blocking keys, when they are new or changed.
+    pub match_keys: Option<Vec<String>>,
     pub pushes: Vec<PushIntent>,
+    pub reviews: Vec<ReviewIntent>,
     pub audit: Vec<AuditEntry>,
 }
 
 /// Decide what one observed change means. `new_lead_id` is used only when the change is a new
-/// person (ids are minted outside so that this stays pure and deterministic).
+/// person (ids are minted outside so that this stays pure and deterministic). `None`: the
+/// change concerns nobody (a merged-away or converted record nobody links, or a stale state of
+/// one whose link is closed).
 pub fn reconcile(
+    ctx: &Context,
+    system: &SystemName,
+    change: &Change,
+    rules: &Rules,
+    new_lead_id: &str,
+    now: DateTime<Utc>,
+) -> Option<Decision> {
+    match &change.fate {
+        RecordFate::Live => Some(reconcile_live(ctx, system, change, rules, new_lead_id, now)),
+        RecordFate::Deleted => {
+            let lead = ctx.linked.as_ref()?;
+            let mut d = unchanged(lead, change);
+            d.close_link = Some(CloseLink { reason: "deleted", tombstone: true });
+            d.audit.push(link_event("unlinked", system, &change.remote, "deleted"));
+            let mut remaining = lead.clone();
+            remaining.links.retain(|k| !(&k.system == system && k.remote == change.remote));
+            remaining.tombstoned.insert(system.clone());
+            d.pushes = plan_pushes(&remaining, rules);
+            Some(d)
+        }
+        RecordFate::MergedInto { survivor } => {
+            let lead = ctx.linked.as_ref()?;
+            let survivor =
+                RemoteId { object_type: change.remote.object_type.clone(), id: survivor.clone() };
+            let mut d = unchanged(lead, change);
+            d.close_link = Some(CloseLink { reason: "merged", tombstone: false });
+            d.audit.push(link_event("unlinked", system, &change.remote, "merged"));
+            fold_related(
+                &mut d,
+                ctx,
+                lead,
+                system,
+                &change.remote,
+                survivor,
+                "merge_survivor",
+                rules,
+                now,
+            );
+            Some(d)
+        }
+        RecordFate::ConvertedTo { remote } => {
+            // The lead's last state still counts, then the contact takes its place.
+            if ctx.linked.is_none() && ctx.closed.is_some() {
+                return None;
+            }
+            let mut d = reconcile_live(ctx, system, change, rules, new_lead_id, now);
+            let lead = decided_state(ctx, &d, system, change);
+            d.close_link = Some(CloseLink { reason: "converted", tombstone: false });
+            d.audit.push(link_event("unlinked", system, &change.remote, "converted"));
+            fold_related(
+                &mut d,
+                ctx,
+                &lead,
+                system,
+                &change.remote,
+                remote.clone(),
+                "converted_from_lead",
+                rules,
+                now,
+            );
+            Some(d)
+        }
+    }
+}
+
+/// A decision that changes nothing about the person.
+fn unchanged(lead: &LeadState, change: &Change) -> Decision {
+    Decision {
+        lead_id: lead.id.clone(),
+        is_new_lead: false,
+        lead_fields: lead.fields.clone(),
+        provenance: lead.provenance.clone(),
+        lead_changed: false,
+        new_link: None,
+        close_link: None,
+        link_other: None,
+        absorb: None,
+        record_known: change.fields.clone(),
+        record_agreed: Fields::new(),
+        match_keys: None,
+        pushes: Vec::new(),
+        reviews: Vec::new(),
+        audit: Vec::new(),
+    }
+}
+
+fn link_event(
+    kind: &'static str,
+    system: &SystemName,
+    remote: &RemoteId,
+    reason: &str,
+) -> AuditEntry {
+    AuditEntry {
+        kind,
+        detail: serde_json::json!({
+            "system": system.as_str(),
+            "remote": remote.to_string(),
+            "reason": reason,
+        }),
+    }
+}
+
+/// The person as the decision leaves it (before any link closes).
+fn decided_state(ctx: &Context, d: &Decision, system: &SystemName, change: &Change) -> LeadState {
+    let base = ctx.linked.as_ref().or(ctx.by_key.as_ref()).or(ctx.by_email.as_ref());
+    let mut lead = base.cloned().unwrap_or_default();
+    lead.id = d.lead_id.clone();
+    lead.fields = d.lead_fields.clone();
+    lead.provenance = d.provenance.clone();
+    if !lead.links.iter().any(|k| &k.system == system && k.remote == change.remote) {
+        let mut link = LinkState::new(system.clone(), change.remote.clone());
+        link.known = d.record_known.clone();
+        lead.links.push(link);
+    }
+    lead
+}
+
+/// The changed record's link closes and another record (the merge survivor, the converted
+/// contact) carries the person on: link it here, or fold its person into this one.
+#[allow(clippy::too_many_arguments, reason = "one call site per fate; each argument is distinct")]
+fn fold_related(
+    d: &mut Decision,
+    ctx: &Context,
+    lead: &LeadState,
+    system: &SystemName,
+    closing: &RemoteId,
+    other: RemoteId,
+    reason: &'static str,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) {
+    let mut remaining = lead.clone();
+    remaining.links.retain(|k| !(&k.system == system && &k.remote == closing));
+    match &ctx.related {
+        Some(q) if q.id != lead.id => {
+            // The record that carries on belongs to another person: they are one human.
+            let merged = merge_persons(q, &remaining, rules, now);
+            d.lead_id = q.id.clone();
+            d.absorb = Some(lead.id.clone());
+            d.lead_fields = merged.fields.clone();
+            d.provenance = merged.provenance.clone();
+            d.lead_changed = true;
+            d.match_keys =
+                Some(rules.matcher.blocking_keys(&rules.matcher.profile_of(&merged.fields)));
+            d.audit.push(AuditEntry {
+                kind: "persons_merged",
+                detail: serde_json::json!({
+                    "into": q.id, "from": lead.id, "reason": reason,
+                    "system": system.as_str(), "remote": other.to_string(),
+                }),
+            });
+            d.pushes = plan_pushes(&merged, rules);
+        }
+        Some(_) => {
+            d.pushes = plan_pushes(&remaining, rules);
+        }
+        None if !ctx.related_linked => {
+            d.link_other = Some((other.clone(), reason));
+            d.audit.push(link_event("link", system, &other, reason));
+            let mut with = remaining;
+            with.links.push(LinkState::new(system.clone(), other));
+            d.pushes = plan_pushes(&with, rules);
+        }
+        None => {
+            d.pushes = plan_pushes(&remaining, rules);
+        }
+    }
+}
+
+fn reconcile_live(
     ctx: &Context,
     system: &SystemName,
     change: &Change,
@@ -195,12 +395,50 @@ pub fn reconcile(
     now: DateTime<Utc>,
 ) -> Decision {
     let mut audit = Vec::new();
-    let (lead, reason) = match (&ctx.linked, &ctx.by_key, &ctx.by_email) {
-        (Some(l), _, _) => (Some(l), LinkReason::Existing),
-        (None, Some(l), _) => (Some(l), LinkReason::MatchedLedgerKey),
-        (None, None, Some(l)) => (Some(l), LinkReason::MatchedEmail),
-        (None, None, None) => (None, LinkReason::NewPerson),
+    let mut reviews = Vec::new();
+    let restored =
+        ctx.linked.is_none() && ctx.closed.as_ref().is_some_and(|c| c.reason == "deleted");
+    let profile = rules.matcher.profile_of(&change.fields);
+    let mut fuzzy: Option<(&LeadState, f64, String, Verdict)> = None;
+    if ctx.linked.is_none() && ctx.by_key.is_none() && ctx.by_email.is_none() && !restored {
+        for cand in &ctx.candidates {
+            let Some(score) =
+                rules.matcher.score(&profile, &rules.matcher.profile_of(&cand.fields))
+            else {
+                continue;
+            };
+            let verdict = rules.matcher.verdict(score.value);
+            if verdict == Verdict::NoMatch {
+                continue;
+            }
+            // Best score wins; ties go to the older person id for determinism.
+            let better = fuzzy.as_ref().is_none_or(|(l, s, _, _)| {
+                score.value > *s || (score.value == *s && cand.id < l.id)
+            });
+            if better {
+                fuzzy = Some((cand, score.value, score.rule, verdict));
+            }
+        }
+    }
+    let (lead, reason) = match (&ctx.linked, &ctx.by_key, &ctx.by_email, &fuzzy) {
+        (Some(l), _, _, _) => (Some(l), LinkReason::Existing),
+        (None, Some(l), _, _) => (Some(l), LinkReason::MatchedLedgerKey),
+        (None, None, Some(l), _) => (Some(l), LinkReason::MatchedEmail),
+        (None, None, None, Some((l, score, rule, Verdict::AutoLink))) => {
+            (Some(*l), LinkReason::MatchedRule { rule: rule.clone(), score: *score })
+        }
+        _ if restored => (None, LinkReason::Restored),
+        _ => (None, LinkReason::NewPerson),
     };
+    if let Some((cand, score, rule, Verdict::Review)) = &fuzzy {
+        reviews.push(ReviewIntent::Duplicate {
+            other: cand.id.clone(),
+            score: *score,
+            rule: rule.clone(),
+        });
+    }
+    // A restored record's person is the one its closed link names.
+    let restored_id = restored.then(|| ctx.closed.as_ref().map(|c| c.lead_id.clone())).flatten();
 
     let this_link = lead
         .and_then(|l| l.links.iter().find(|k| &k.system == system && k.remote == change.remote));
@@ -210,46 +448,106 @@ pub fn reconcile(
     let mut provenance = lead.map(|l| l.provenance.clone()).unwrap_or_default();
     let first_sight = this_link.is_none();
     let existing_person = lead.is_some();
+    let mut changed_detail = Vec::new();
     for (field, value) in &incoming {
-        let current = fields.get(field);
-        let (next, rule) = resolve(*field, current, value, first_sight && existing_person);
-        if let Some(next) = next
-            && current != Some(&next)
-        {
-            provenance.insert(
-                *field,
-                Provenance {
-                    system: system.to_string(),
-                    at: change.modified_at,
-                    rule: rule.into(),
-                },
-            );
-            fields.insert(*field, next);
+        let rule = rules.rule(*field);
+        let current = fields.get(field).cloned();
+        let base = this_link.and_then(|k| k.agreed.get(field));
+        let ctx_field = FieldCtx {
+            field: *field,
+            rule: &rule,
+            current: current.as_deref(),
+            incoming: value,
+            base: base.map(String::as_str),
+            first_sight: first_sight && existing_person,
+            from: system,
+            from_primary: lead.is_none_or(|l| is_primary(l, system, &change.remote)),
+            preferred_value: lead.and_then(|l| preferred_value(l, &rule, field)),
+            changed_at: change.modified_at,
+            current_at: provenance.get(field).map(|p| p.at),
+        };
+        match resolve(&ctx_field) {
+            Resolution::Keep => {}
+            Resolution::Take { conflict } => {
+                if current.as_deref() != Some(value.as_str()) {
+                    if conflict {
+                        audit.push(AuditEntry {
+                            kind: "conflict",
+                            detail: serde_json::json!({
+                                "field": field.as_str(), "rule": rule.to_string(),
+                                "kept": serde_json::Value::Null, "took": value,
+                                "over": current, "system": system.as_str(),
+                            }),
+                        });
+                    }
+                    provenance.insert(
+                        *field,
+                        Provenance {
+                            system: system.to_string(),
+                            value: Some(value.clone()),
+                            at: change.modified_at,
+                            rule: rule.to_string(),
+                        },
+                    );
+                    changed_detail.push(serde_json::json!({
+                        "field": field.as_str(), "from": current, "to": value, "rule": rule.to_string(),
+                    }));
+                    fields.insert(*field, value.clone());
+                }
+            }
+            Resolution::KeepConflict => {
+                audit.push(AuditEntry {
+                    kind: "conflict",
+                    detail: serde_json::json!({
+                        "field": field.as_str(), "rule": rule.to_string(),
+                        "kept": current, "refused": value, "system": system.as_str(),
+                    }),
+                });
+            }
+            Resolution::Park => {
+                reviews.push(ReviewIntent::Conflict {
+                    field: *field,
+                    current: current.clone(),
+                    incoming: value.clone(),
+                    system: system.clone(),
+                });
+            }
         }
     }
-    apply_status_floor(&mut fields, &mut provenance, rules, now);
+    if let Some(stage_change) = apply_status_floor(&mut fields, &mut provenance, rules, now) {
+        changed_detail.push(stage_change);
+    }
 
     let lead_changed = lead.map(|l| l.fields != fields).unwrap_or(true);
-    let lead_id = lead.map(|l| l.id.clone()).unwrap_or_else(|| new_lead_id.to_string());
+    let lead_id =
+        lead.map(|l| l.id.clone()).or(restored_id).unwrap_or_else(|| new_lead_id.to_string());
     if reason != LinkReason::Existing {
-        audit.push(AuditEntry {
-            kind: "link",
-            detail: serde_json::json!({
-                "system": system.as_str(),
-                "remote": change.remote.to_string(),
-                "reason": reason.as_str(),
-            }),
+        let mut detail = serde_json::json!({
+            "system": system.as_str(),
+            "remote": change.remote.to_string(),
+            "reason": reason.as_str(),
         });
+        if let LinkReason::MatchedRule { rule, score } = &reason {
+            detail["rule"] = serde_json::json!(rule);
+            detail["score"] = serde_json::json!(score);
+        }
+        audit.push(AuditEntry { kind: "link", detail });
     }
-    if lead_changed && lead.is_some() {
-        let changed: Vec<&str> = Field::ALL
-            .iter()
-            .filter(|f| lead.and_then(|l| l.fields.get(f)) != fields.get(f))
-            .map(|f| f.as_str())
-            .collect();
+    for r in &reviews {
+        if let ReviewIntent::Duplicate { other, score, rule } = r {
+            audit.push(AuditEntry {
+                kind: "possible_duplicate",
+                detail: serde_json::json!({
+                    "other": other, "score": score, "rule": rule,
+                    "system": system.as_str(), "remote": change.remote.to_string(),
+                }),
+            });
+        }
+    }
+    if !changed_detail.is_empty() && lead.is_some() {
         audit.push(AuditEntry {
             kind: "fields",
-            detail: serde_json::json!({ "system": system.as_str(), "fields": changed }),
+            detail: serde_json::json!({ "system": system.as_str(), "changes": changed_detail }),
         });
     }
 
@@ -263,32 +561,211 @@ pub fn reconcile(
             record_known.insert(*f, v.clone());
         }
     }
+    let mut record_agreed = this_link.map(|k| k.agreed.clone()).unwrap_or_default();
+    for (f, v) in &record_known {
+        if same_value(*f, fields.get(f), v) {
+            record_agreed.insert(*f, v.clone());
+        }
+    }
 
     // Every record of this person, with what we know of it after this change.
-    let mut links: Vec<LinkState> = lead.map(|l| l.links.clone()).unwrap_or_default();
-    match links.iter_mut().find(|k| &k.system == system && k.remote == change.remote) {
-        Some(k) => k.known = record_known.clone(),
-        None => links.push(LinkState {
-            system: system.clone(),
-            remote: change.remote.clone(),
-            known: record_known.clone(),
-            pushed: Fields::new(),
-            pushed_at: None,
-        }),
+    let mut state = lead.cloned().unwrap_or_default();
+    state.id = lead_id.clone();
+    state.fields = fields.clone();
+    for r in &reviews {
+        if let ReviewIntent::Conflict { field, .. } = r {
+            state.held.insert(*field);
+        }
     }
-    let pushes = plan_pushes(&fields, &links, rules);
+    if restored {
+        state.tombstoned.remove(system);
+    }
+    match state.links.iter_mut().find(|k| &k.system == system && k.remote == change.remote) {
+        Some(k) => {
+            k.known = record_known.clone();
+            k.agreed = record_agreed.clone();
+        }
+        None => {
+            let mut link = LinkState::new(system.clone(), change.remote.clone());
+            link.known = record_known.clone();
+            link.agreed = record_agreed.clone();
+            state.links.push(link);
+        }
+    }
+    let pushes = plan_pushes(&state, rules);
+    let keys_before = lead.map(|l| identity_fields(&l.fields));
+    let match_keys = (keys_before.as_ref() != Some(&identity_fields(&fields)))
+        .then(|| rules.matcher.blocking_keys(&rules.matcher.profile_of(&fields)));
 
     Decision {
         lead_id,
-        is_new_lead: lead.is_none(),
+        is_new_lead: lead.is_none() && !restored,
         lead_fields: fields,
         provenance,
         lead_changed,
         new_link: (reason != LinkReason::Existing).then_some(reason),
+        close_link: None,
+        link_other: None,
+        absorb: None,
         record_known,
+        record_agreed,
+        match_keys,
         pushes,
+        reviews,
         audit,
     }
+}
+
+/// The fields blocking keys are made of.
+fn identity_fields(f: &Fields) -> Vec<Option<&String>> {
+    [Field::Email, Field::FirstName, Field::LastName, Field::Company, Field::Phone]
+        .iter()
+        .map(|k| f.get(k))
+        .collect()
+}
+
+/// Whether `remote` is the primary record of `system` for this person: its oldest open link.
+/// A record not linked yet is primary when the system has no other.
+fn is_primary(lead: &LeadState, system: &SystemName, remote: &RemoteId) -> bool {
+    lead.links.iter().find(|k| &k.system == system).is_none_or(|k| &k.remote == remote)
+}
+
+/// The primary record of a system.
+fn primary<'a>(lead: &'a LeadState, system: &SystemName) -> Option<&'a LinkState> {
+    lead.links.iter().find(|k| &k.system == system)
+}
+
+/// Under `prefer S`: `Some(value)` when S's primary record holds one, `Some(None)`... encoded as
+/// the outer option: `None` when the rule is not `prefer` or S has no record.
+fn preferred_value(lead: &LeadState, rule: &FieldRule, field: &Field) -> Option<Option<String>> {
+    let FieldRule::Prefer { system, .. } = rule else { return None };
+    primary(lead, system).map(|k| k.known.get(field).cloned())
+}
+
+struct FieldCtx<'a> {
+    field: Field,
+    rule: &'a FieldRule,
+    current: Option<&'a str>,
+    incoming: &'a str,
+    /// The last value the changed record and the person agreed on.
+    base: Option<&'a str>,
+    /// An existing person meets this record for the first time.
+    first_sight: bool,
+    from: &'a SystemName,
+    from_primary: bool,
+    /// Under `prefer S`: S's primary record's value (`Some(None)`: S holds none); `None`:
+    /// not a prefer rule, or S has no record of this person.
+    preferred_value: Option<Option<String>>,
+    changed_at: DateTime<Utc>,
+    current_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Resolution {
+    Keep,
+    /// Take the incoming value; `conflict` when it overrode a change on the other side.
+    Take {
+        conflict: bool,
+    },
+    /// Keep the person's value over a conflicting change (audited).
+    KeepConflict,
+    /// Park the conflict in the review queue.
+    Park,
+}
+
+/// The resolution of one field given the person's current value and news from a system.
+fn resolve(c: &FieldCtx<'_>) -> Resolution {
+    let take = Resolution::Take { conflict: false };
+    match c.rule {
+        FieldRule::DontSync => return Resolution::Keep,
+        FieldRule::HighestStage => {
+            let cur = c.current.and_then(Stage::parse);
+            return match (cur, Stage::parse(c.incoming)) {
+                (Some(cur), Some(n)) if n <= cur => Resolution::Keep,
+                (_, Some(_)) => take,
+                (_, None) => Resolution::Keep,
+            };
+        }
+        FieldRule::AnyTrue => {
+            return if c.current == Some("true") { Resolution::Keep } else { take };
+        }
+        _ => {}
+    }
+    if c.current == Some(c.incoming) {
+        return Resolution::Keep;
+    }
+    let Some(current) = c.current else { return take };
+    // Both changed since they last agreed: the person moved (another side's change) and the
+    // record moved to something else.
+    let conflict = c.base.is_some_and(|b| b != current);
+    match c.rule {
+        FieldRule::Prefer { system, unless_blank } => {
+            if c.from == system {
+                return if c.from_primary {
+                    Resolution::Take { conflict }
+                } else {
+                    Resolution::Keep
+                };
+            }
+            match &c.preferred_value {
+                // The preferred system holds a value: it stands.
+                Some(Some(_)) => {
+                    if conflict {
+                        Resolution::KeepConflict
+                    } else {
+                        Resolution::Keep
+                    }
+                }
+                // It holds none: others fill in only under `unless blank`.
+                Some(None) if !unless_blank => Resolution::Keep,
+                _ if c.first_sight => Resolution::Keep,
+                _ => Resolution::Take { conflict },
+            }
+        }
+        _ if c.first_sight => Resolution::Keep,
+        FieldRule::Review if conflict => Resolution::Park,
+        FieldRule::MostRecent if conflict => {
+            if c.current_at.is_none_or(|at| c.changed_at >= at) {
+                Resolution::Take { conflict: true }
+            } else {
+                Resolution::KeepConflict
+            }
+        }
+        _ => {
+            let _ = c.field;
+            take
+        }
+    }
+}
+
+/// A lead status that implies a minimum stage lifts the stage. Returns the audit detail.
+fn apply_status_floor(
+    fields: &mut Fields,
+    provenance: &mut BTreeMap<Field, Provenance>,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Option<serde_json::Value> {
+    let floor = fields.get(&Field::LeadStatus).and_then(|s| rules.status_implies_stage.get(s))?;
+    let current = fields.get(&Field::LifecycleStage).and_then(|s| Stage::parse(s));
+    if current.is_none_or(|c| c < *floor) {
+        fields.insert(Field::LifecycleStage, floor.as_str().to_string());
+        provenance.insert(
+            Field::LifecycleStage,
+            Provenance {
+                system: "leadsync".into(),
+                value: Some(floor.as_str().to_string()),
+                at: now,
+                rule: "status_implies_stage".into(),
+            },
+        );
+        return Some(serde_json::json!({
+            "field": Field::LifecycleStage.as_str(),
+            "from": current.map(Stage::as_str),
+            "to": floor.as_str(),
+            "rule": "status_implies_stage",
+        }));
+    }
+    None
 }
 
 /// The fields of a change that are news: they differ from what leadsync knew the record held.
@@ -305,66 +782,23 @@ fn news_in(change: &Change, link: Option<&LinkState>) -> Fields {
         .collect()
 }
 
-/// The resolved value of one field given the person's current value and news from a system.
-/// `fill_only` is set when an existing person meets a record for the first time.
-fn resolve(
-    field: Field,
-    current: Option<&String>,
-    incoming: &str,
-    fill_only: bool,
-) -> (Option<String>, &'static str) {
-    match field {
-        Field::LifecycleStage => {
-            let cur = current.and_then(|c| Stage::parse(c));
-            match (cur, Stage::parse(incoming)) {
-                (Some(c), Some(n)) if n <= c => (None, "highest_stage"),
-                (_, Some(n)) => (Some(n.as_str().to_string()), "highest_stage"),
-                (_, None) => (None, "highest_stage"),
-            }
-        }
-        Field::EmailOptOut => {
-            if current.map(String::as_str) == Some("true") {
-                (None, "any_opt_out")
-            } else {
-                (Some(incoming.to_string()), "any_opt_out")
-            }
-        }
-        _ if fill_only && current.is_some() => (None, "fill_blank"),
-        _ => (Some(incoming.to_string()), "newest_change"),
-    }
-}
-
-fn apply_status_floor(
-    fields: &mut Fields,
-    provenance: &mut BTreeMap<Field, Provenance>,
-    rules: &Rules,
-    now: DateTime<Utc>,
-) {
-    let Some(floor) =
-        fields.get(&Field::LeadStatus).and_then(|s| rules.status_implies_stage.get(s))
-    else {
-        return;
-    };
-    let current = fields.get(&Field::LifecycleStage).and_then(|s| Stage::parse(s));
-    if current.is_none_or(|c| c < *floor) {
-        fields.insert(Field::LifecycleStage, floor.as_str().to_string());
-        provenance.insert(
-            Field::LifecycleStage,
-            Provenance { system: "leadsync".into(), at: now, rule: "status_implies_stage".into() },
-        );
-    }
-}
-
-/// The writes that bring every record of a person in line with the person, and the creates
-/// the policies ask for.
-pub fn plan_pushes(person: &Fields, links: &[LinkState], rules: &Rules) -> Vec<PushIntent> {
+/// The writes that bring the records of a person in line with the person, and the creates
+/// the policies ask for. The primary record of each system gets every field it maps; other
+/// records of the same system get opt-outs only (consent crosses to every record). Fields
+/// with an open conflict and `don't sync` fields are not written.
+pub fn plan_pushes(lead: &LeadState, rules: &Rules) -> Vec<PushIntent> {
+    let person = &lead.fields;
     let mut out = Vec::new();
     for sys in &rules.systems {
-        let desired = sys.map.writable(person);
         let mut linked = false;
-        for link in links.iter().filter(|k| k.system == sys.name) {
+        for link in lead.links.iter().filter(|k| k.system == sys.name) {
+            let desired = sys.map_for(&link.remote.object_type).writable(person);
+            let mut diff = diff_for_push(&desired, &link.known);
+            diff.retain(|f, _| !lead.held.contains(f) && rules.rule(*f) != FieldRule::DontSync);
+            if linked {
+                diff.retain(|f, _| *f == Field::EmailOptOut);
+            }
             linked = true;
-            let diff = diff_for_push(&desired, &link.known);
             if !diff.is_empty() {
                 out.push(PushIntent {
                     system: sys.name.clone(),
@@ -379,6 +813,9 @@ pub fn plan_pushes(person: &Fields, links: &[LinkState], rules: &Rules) -> Vec<P
         if linked || !person.contains_key(&Field::Email) {
             continue;
         }
+        if lead.tombstoned.contains(&sys.name) && !rules.recreate_deleted {
+            continue;
+        }
         let stage = person.get(&Field::LifecycleStage).and_then(|s| Stage::parse(s));
         let wanted = match sys.create {
             CreatePolicy::Never => false,
@@ -386,7 +823,8 @@ pub fn plan_pushes(person: &Fields, links: &[LinkState], rules: &Rules) -> Vec<P
             CreatePolicy::FromStage(min) => stage.is_some_and(|s| s >= min),
         };
         if wanted {
-            let mut fields = desired.clone();
+            let mut fields = sys.map.writable(person);
+            fields.retain(|f, _| !lead.held.contains(f) && rules.rule(*f) != FieldRule::DontSync);
             // A new record starts subscribed unless the person opted out; leadsync never
             // writes "false" anywhere.
             if fields.get(&Field::EmailOptOut).map(String::as_str) == Some("false") {
@@ -428,7 +866,7 @@ pub fn diff_for_push(desired: &Fields, known: &Fields) -> Fields {
 
 /// Whether a known value and a new one say the same thing. Emails compare normalised, since
 /// vendors treat them case-insensitively.
-fn same_value(field: Field, known: Option<&String>, value: &str) -> bool {
+pub fn same_value(field: Field, known: Option<&String>, value: &str) -> bool {
     match (field, known) {
         (_, None) => false,
         (Field::Email, Some(k)) => k.trim().eq_ignore_ascii_case(value.trim()),

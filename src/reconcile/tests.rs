@@ -34,17 +34,30 @@ fn crm() -> SystemName {
     SystemName("crm".into())
 }
 
+/// A live change always yields a decision.
+fn rec(
+    ctx: &Context,
+    system: &SystemName,
+    change: &Change,
+    rules: &Rules,
+    new_id: &str,
+    now: DateTime<Utc>,
+) -> Decision {
+    reconcile(ctx, system, change, rules, new_id, now).expect("a live change is decided")
+}
+
 /// Apply a decision to an in-memory "ledger" of one person (what the SQL layer does).
 fn applied(ctx: &Context, system: &SystemName, c: &Change, d: &Decision) -> LeadState {
     let mut links = ctx.linked.as_ref().map(|l| l.links.clone()).unwrap_or_default();
     match links.iter_mut().find(|k| &k.system == system && k.remote == c.remote) {
-        Some(k) => k.known = d.record_known.clone(),
+        Some(k) => {
+            k.known = d.record_known.clone();
+            k.agreed = d.record_agreed.clone();
+        }
         None => links.push(LinkState {
-            system: system.clone(),
-            remote: c.remote.clone(),
             known: d.record_known.clone(),
-            pushed: Fields::new(),
-            pushed_at: None,
+            agreed: d.record_agreed.clone(),
+            ..LinkState::new(system.clone(), c.remote.clone())
         }),
     }
     LeadState {
@@ -52,6 +65,7 @@ fn applied(ctx: &Context, system: &SystemName, c: &Change, d: &Decision) -> Lead
         fields: d.lead_fields.clone(),
         provenance: d.provenance.clone(),
         links,
+        ..LeadState::default()
     }
 }
 
@@ -63,7 +77,7 @@ fn new_marketing_contact_is_a_new_person_not_yet_for_the_crm() {
         fields(&[(Field::Email, "a@x.test"), (Field::LifecycleStage, "lead")]),
         0,
     );
-    let d = reconcile(&Context::default(), &mkt(), &c, &rules(), "L1", t(1));
+    let d = rec(&Context::default(), &mkt(), &c, &rules(), "L1", t(1));
     assert!(d.is_new_lead);
     assert_eq!(d.new_link, Some(LinkReason::NewPerson));
     assert!(d.pushes.is_empty(), "a lead below MQL is not handed to the CRM: {:?}", d.pushes);
@@ -77,7 +91,7 @@ fn mql_is_created_in_the_crm() {
         fields(&[(Field::Email, "a@x.test"), (Field::LifecycleStage, "mql")]),
         0,
     );
-    let d = reconcile(&Context::default(), &mkt(), &c, &rules(), "L1", t(1));
+    let d = rec(&Context::default(), &mkt(), &c, &rules(), "L1", t(1));
     assert_eq!(d.pushes.len(), 1);
     assert_eq!(d.pushes[0].system, crm());
     assert_eq!(d.pushes[0].remote, None);
@@ -92,7 +106,7 @@ fn crm_status_working_lifts_stage_and_reaches_marketing() {
         fields(&[(Field::Email, "a@x.test"), (Field::LifecycleStage, "mql")]),
         0,
     );
-    let d1 = reconcile(&Context::default(), &mkt(), &c1, &r, "L1", t(1));
+    let d1 = rec(&Context::default(), &mkt(), &c1, &r, "L1", t(1));
     let lead = applied(&Context::default(), &mkt(), &c1, &d1);
     let c2 = Change {
         ledger_key: Some("L1".into()),
@@ -104,7 +118,7 @@ fn crm_status_working_lifts_stage_and_reaches_marketing() {
         )
     };
     let ctx = Context { by_key: Some(lead), ..Context::default() };
-    let d2 = reconcile(&ctx, &crm(), &c2, &r, "unused", t(6));
+    let d2 = rec(&ctx, &crm(), &c2, &r, "unused", t(6));
     assert_eq!(d2.new_link, Some(LinkReason::MatchedLedgerKey));
     assert_eq!(d2.lead_fields.get(&Field::LifecycleStage).map(String::as_str), Some("sql"));
     let to_mkt: Vec<_> = d2.pushes.iter().filter(|p| p.system == mkt()).collect();
@@ -124,7 +138,7 @@ fn opt_out_is_never_undone() {
         fields(&[(Field::Email, "a@x.test"), (Field::EmailOptOut, "true")]),
         0,
     );
-    let d1 = reconcile(&Context::default(), &mkt(), &c1, &r, "L1", t(1));
+    let d1 = rec(&Context::default(), &mkt(), &c1, &r, "L1", t(1));
     let lead = applied(&Context::default(), &mkt(), &c1, &d1);
     let c2 = change(
         "1",
@@ -133,7 +147,7 @@ fn opt_out_is_never_undone() {
         2,
     );
     let ctx = Context { linked: Some(lead), ..Context::default() };
-    let d2 = reconcile(&ctx, &mkt(), &c2, &r, "unused", t(3));
+    let d2 = rec(&ctx, &mkt(), &c2, &r, "unused", t(3));
     assert_eq!(d2.lead_fields.get(&Field::EmailOptOut).map(String::as_str), Some("true"));
     // And leadsync does not push "false" anywhere, nor "true" back to a record that shows
     // false (that would be the vendor's own decision to resubscribe, which only the vendor
@@ -152,6 +166,7 @@ fn stale_snapshot_does_not_undo_our_push() {
         system: mkt(),
         remote: RemoteId { object_type: "contact".into(), id: "1".into() },
         known: fields(&[(Field::Email, "a@x.test"), (Field::LeadStatus, "working")]),
+        agreed: Fields::new(),
         pushed: fields(&[(Field::LeadStatus, "working")]),
         pushed_at: Some(t(10)),
     };
@@ -160,6 +175,7 @@ fn stale_snapshot_does_not_undo_our_push() {
         fields: fields(&[(Field::Email, "a@x.test"), (Field::LeadStatus, "working")]),
         provenance: BTreeMap::new(),
         links: vec![link],
+        ..LeadState::default()
     };
     // Read at t=9, before our push at t=10, processed after it.
     let c = Change {
@@ -172,7 +188,7 @@ fn stale_snapshot_does_not_undo_our_push() {
         )
     };
     let ctx = Context { linked: Some(lead), ..Context::default() };
-    let d = reconcile(&ctx, &mkt(), &c, &r, "unused", t(11));
+    let d = rec(&ctx, &mkt(), &c, &r, "unused", t(11));
     assert_eq!(d.lead_fields.get(&Field::LeadStatus).map(String::as_str), Some("working"));
     let back: Vec<_> = d.pushes.iter().filter(|p| p.system == mkt()).collect();
     assert!(back.iter().all(|p| !p.fields.contains_key(&Field::LeadStatus)), "{back:?}");
@@ -213,14 +229,14 @@ proptest! {
         let r = rules();
         let (sys, obj) = if from_crm { (crm(), "Lead") } else { (mkt(), "contact") };
         let c0 = change("1", obj, a, 0);
-        let d0 = reconcile(&Context::default(), &sys, &c0, &r, "L1", t(1));
+        let d0 = rec(&Context::default(), &sys, &c0, &r, "L1", t(1));
         let lead = applied(&Context::default(), &sys, &c0, &d0);
         let c1 = change("1", obj, b, 5);
         let ctx = Context { linked: Some(lead), ..Context::default() };
-        let d1 = reconcile(&ctx, &sys, &c1, &r, "x", t(6));
+        let d1 = rec(&ctx, &sys, &c1, &r, "x", t(6));
         let lead1 = applied(&ctx, &sys, &c1, &d1);
         let ctx2 = Context { linked: Some(lead1), ..Context::default() };
-        let d2 = reconcile(&ctx2, &sys, &c1, &r, "x", t(7));
+        let d2 = rec(&ctx2, &sys, &c1, &r, "x", t(7));
         prop_assert_eq!(&d2.lead_fields, &d1.lead_fields);
         prop_assert!(!d2.lead_changed);
         prop_assert_eq!(&d2.pushes, &d1.pushes);
@@ -231,13 +247,13 @@ proptest! {
     fn no_echo(a in arb_fields()) {
         let r = rules();
         let c0 = change("1", "contact", a, 0);
-        let d0 = reconcile(&Context::default(), &mkt(), &c0, &r, "L1", t(1));
+        let d0 = rec(&Context::default(), &mkt(), &c0, &r, "L1", t(1));
         let lead = applied(&Context::default(), &mkt(), &c0, &d0);
         // When the record reports exactly what leadsync now holds, no write results.
         let projected = r.system(&mkt()).map(|s| s.map.writable(&lead.fields)).unwrap_or_default();
         let c1 = change("1", "contact", projected, 9);
         let ctx = Context { linked: Some(lead), ..Context::default() };
-        let d1 = reconcile(&ctx, &mkt(), &c1, &r, "x", t(10));
+        let d1 = rec(&ctx, &mkt(), &c1, &r, "x", t(10));
         prop_assert!(d1.pushes.iter().all(|p| p.system != mkt()), "{:?}", d1.pushes);
     }
 
@@ -248,7 +264,7 @@ proptest! {
         let r = rules();
         let base = fields(&[(Field::Email, "a@x.test"), (Field::LifecycleStage, "mql")]);
         let c0 = change("1", "contact", base.clone(), 0);
-        let d0 = reconcile(&Context::default(), &mkt(), &c0, &r, "L1", t(1));
+        let d0 = rec(&Context::default(), &mkt(), &c0, &r, "L1", t(1));
         let lead = applied(&Context::default(), &mkt(), &c0, &d0);
         let mut m = base.clone();
         m.insert(Field::FirstName, name.into());
@@ -258,10 +274,10 @@ proptest! {
         let run = |first: (&SystemName, &Change), second: (&SystemName, &Change)| {
             let ctx = Context { linked: Some(lead.clone()), ..Context::default() };
             let ctx = if first.0 == &crm() { Context { linked: None, by_key: ctx.linked, ..Context::default() } } else { ctx };
-            let d = reconcile(&ctx, first.0, first.1, &r, "x", t(6));
+            let d = rec(&ctx, first.0, first.1, &r, "x", t(6));
             let l = applied(&ctx, first.0, first.1, &d);
             let ctx2 = if second.0 == &crm() { Context { by_key: Some(l), ..Context::default() } } else { Context { linked: Some(l), ..Context::default() } };
-            reconcile(&ctx2, second.0, second.1, &r, "x", t(7)).lead_fields
+            rec(&ctx2, second.0, second.1, &r, "x", t(7)).lead_fields
         };
         let (crm_s, mkt_s) = (crm(), mkt());
         prop_assert_eq!(run((&mkt_s, &cm), (&crm_s, &cc)), run((&crm_s, &cc), (&mkt_s, &cm)));

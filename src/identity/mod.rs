@@ -1,0 +1,2 @@
+//! Identity: normalisation and matching of people (placeholder until the engine lands).
+pub mod matcher;

@@ -1,0 +1,567 @@
+//! The ledger side of identity: loading a person and everything a change may match, and
+//! applying the reconciler's decisions about links (open, close, reopen, move), person merges,
+//! blocking keys, tombstones and the review queue.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{Result, audit, from_json, parse_ts, to_json, ts, write_plan};
+use crate::domain::{Change, Field, Fields, RecordFate, RemoteId, SystemName, normalize_email};
+use crate::reconcile::{
+    self, ClosedLink, Context, Decision, LeadState, LinkState, Provenance, ReviewIntent, Rules,
+};
+
+/// At most this many persons are scored against one record; a blocking key shared by more
+/// persons than `MAX_BLOCK` says too little to be worth comparing.
+const MAX_CANDIDATES: usize = 16;
+const MAX_BLOCK: i64 = 64;
+
+pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadState>> {
+    let row: Option<(String, String)> = tx
+        .prepare_cached(
+            "SELECT fields, provenance FROM leads WHERE id = ?1 AND merged_into IS NULL",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((fields, provenance)) = row else { return Ok(None) };
+    let mut stmt = tx.prepare_cached(
+        "SELECT l.system, l.object_type, l.remote_id, r.state, r.pushed, r.pushed_at, r.agreed
+         FROM links l LEFT JOIN remote_records r
+           ON r.system = l.system AND r.object_type = l.object_type AND r.remote_id = l.remote_id
+         WHERE l.lead_id = ?1 AND l.closed_at IS NULL
+         ORDER BY l.id",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, Option<String>>(6)?,
+        ))
+    })?;
+    let mut links = Vec::new();
+    for row in rows {
+        let (system, object_type, remote_id, state, pushed, pushed_at, agreed) = row?;
+        links.push(LinkState {
+            system: SystemName(system),
+            remote: RemoteId { object_type, id: remote_id },
+            known: state.as_deref().map(from_json).transpose()?.unwrap_or_default(),
+            agreed: agreed.as_deref().map(from_json).transpose()?.unwrap_or_default(),
+            pushed: pushed.as_deref().map(from_json).transpose()?.unwrap_or_default(),
+            pushed_at: pushed_at.as_deref().map(parse_ts).transpose()?,
+        });
+    }
+    let held: BTreeSet<Field> = tx
+        .prepare_cached(
+            "SELECT field FROM reviews WHERE lead_id = ?1 AND kind = 'conflict' AND state = 'open'",
+        )?
+        .query_map([id], |r| r.get::<_, String>(0))?
+        .filter_map(|f| f.ok().and_then(|f| Field::parse(&f)))
+        .collect();
+    let tombstoned: BTreeSet<SystemName> = tx
+        .prepare_cached("SELECT DISTINCT system FROM tombstones WHERE lead_id = ?1")?
+        .query_map([id], |r| r.get::<_, String>(0))?
+        .collect::<std::result::Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(SystemName)
+        .collect();
+    Ok(Some(LeadState {
+        id: id.to_string(),
+        fields: from_json(&fields)?,
+        provenance: from_json::<BTreeMap<Field, Provenance>>(&provenance)?,
+        links,
+        held,
+        tombstoned,
+    }))
+}
+
+/// The person a link points to, open or closed: `(lead_id, closed_reason)`; a closed link has
+/// `Some(reason)` (`"closed"` when no reason was recorded).
+fn link_of(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    remote: &RemoteId,
+) -> Result<Option<(String, Option<String>)>> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT lead_id, closed_at, closed_reason FROM links
+             WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+        )?
+        .query_row(params![system.as_str(), remote.object_type, remote.id], |r| {
+            let closed: Option<String> = r.get(1)?;
+            let reason: Option<String> = r.get(2)?;
+            Ok((r.get::<_, String>(0)?, closed.map(|_| reason.unwrap_or_else(|| "closed".into()))))
+        })
+        .optional()?)
+}
+
+/// A person id, followed through merges to the person that absorbed it.
+fn surviving_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<String>> {
+    let mut current = id.to_string();
+    for _ in 0..32 {
+        let next: Option<Option<String>> = tx
+            .prepare_cached("SELECT merged_into FROM leads WHERE id = ?1")?
+            .query_row([&current], |r| r.get(0))
+            .optional()?;
+        match next {
+            None => return Ok(None),
+            Some(None) => return Ok(Some(current)),
+            Some(Some(n)) => current = n,
+        }
+    }
+    Ok(None)
+}
+
+pub(super) fn load_context(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    change: &Change,
+    rules: &Rules,
+) -> Result<Context> {
+    let mut ctx = Context::default();
+    match link_of(tx, system, &change.remote)? {
+        Some((id, None)) => {
+            ctx.linked = load_lead(tx, &id)?;
+        }
+        Some((id, Some(reason))) => {
+            let lead_id = surviving_lead(tx, &id)?.unwrap_or(id);
+            ctx.closed = Some(ClosedLink { lead_id, reason });
+        }
+        None => {}
+    }
+    // The record a fate names: the merge survivor, the converted contact.
+    let related = match &change.fate {
+        RecordFate::MergedInto { survivor } => {
+            Some(RemoteId { object_type: change.remote.object_type.clone(), id: survivor.clone() })
+        }
+        RecordFate::ConvertedTo { remote } => Some(remote.clone()),
+        _ => None,
+    };
+    if let Some(related) = related
+        && let Some((id, None)) = link_of(tx, system, &related)?
+    {
+        ctx.related_linked = true;
+        if ctx.linked.as_ref().is_none_or(|l| l.id != id) {
+            ctx.related = load_lead(tx, &id)?;
+        }
+    }
+    if ctx.linked.is_some() || ctx.closed.is_some() || !change.fate.is_live() {
+        return Ok(ctx);
+    }
+    if let Some(key) = &change.ledger_key
+        && let Some(id) = surviving_lead(tx, key)?
+        && let Some(lead) = load_lead(tx, &id)?
+    {
+        ctx.by_key = Some(lead);
+        return Ok(ctx);
+    }
+    let email = change.fields.get(&Field::Email).and_then(|e| normalize_email(e));
+    if let Some(email) = email {
+        let id: Option<String> = tx
+            .prepare_cached(
+                "SELECT id FROM leads WHERE email_norm = ?1 AND merged_into IS NULL
+                 ORDER BY created_at, id LIMIT 1",
+            )?
+            .query_row([email], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = id {
+            ctx.by_email = load_lead(tx, &id)?;
+            return Ok(ctx);
+        }
+    }
+    ctx.candidates = candidates(tx, change, rules)?;
+    Ok(ctx)
+}
+
+/// Persons that share a blocking key with the record, most shared keys first.
+fn candidates(tx: &Transaction<'_>, change: &Change, rules: &Rules) -> Result<Vec<LeadState>> {
+    let keys = rules.matcher.blocking_keys(&rules.matcher.profile_of(&change.fields));
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut hits: BTreeMap<String, usize> = BTreeMap::new();
+    let mut stmt = tx.prepare_cached("SELECT lead_id FROM match_keys WHERE key = ?1 LIMIT ?2")?;
+    for key in &keys {
+        let ids: Vec<String> = stmt
+            .query_map(params![key, MAX_BLOCK + 1], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        if ids.len() as i64 > MAX_BLOCK {
+            continue;
+        }
+        for id in ids {
+            *hits.entry(id).or_default() += 1;
+        }
+    }
+    let mut ranked: Vec<(String, usize)> = hits.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut out = Vec::new();
+    for (id, _) in ranked.into_iter().take(MAX_CANDIDATES) {
+        if let Some(lead) = load_lead(tx, &id)? {
+            out.push(lead);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn insert_link(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    system: &SystemName,
+    remote: &RemoteId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let n = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO links(lead_id, system, object_type, remote_id, reason, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![lead_id, system.as_str(), remote.object_type, remote.id, reason, ts(now)])?;
+    if n == 1 {
+        history(tx, tx.last_insert_rowid(), lead_id, "linked", reason, now)?;
+        drop_pending_create(tx, lead_id, system)?;
+    }
+    Ok(())
+}
+
+/// A record now exists there: a queued create for this person is obsolete.
+fn drop_pending_create(tx: &Transaction<'_>, lead_id: &str, system: &SystemName) -> Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM outbox WHERE lead_id = ?1 AND system = ?2 AND remote_id = ''
+         AND state = 'pending'",
+    )?
+    .execute(params![lead_id, system.as_str()])?;
+    Ok(())
+}
+
+fn history(
+    tx: &Transaction<'_>,
+    link_id: i64,
+    lead_id: &str,
+    event: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO link_history(link_id, lead_id, event, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![link_id, lead_id, event, reason, ts(now)])?;
+    Ok(())
+}
+
+fn link_id(tx: &Transaction<'_>, system: &SystemName, remote: &RemoteId) -> Result<Option<i64>> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT id FROM links WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+        )?
+        .query_row(params![system.as_str(), remote.object_type, remote.id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Point a record's link (open or closed) at `lead_id` and open it.
+fn reopen_link(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    system: &SystemName,
+    remote: &RemoteId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(id) = link_id(tx, system, remote)? else {
+        return insert_link(tx, lead_id, system, remote, reason, now);
+    };
+    tx.prepare_cached(
+        "UPDATE links SET lead_id = ?2, closed_at = NULL, closed_reason = NULL WHERE id = ?1",
+    )?
+    .execute(params![id, lead_id])?;
+    history(tx, id, lead_id, "reopened", reason, now)?;
+    tx.prepare_cached(
+        "DELETE FROM tombstones WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+    )?
+    .execute(params![system.as_str(), remote.object_type, remote.id])?;
+    drop_pending_create(tx, lead_id, system)
+}
+
+fn close_link(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    system: &SystemName,
+    remote: &RemoteId,
+    reason: &str,
+    tombstone: bool,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(id) = link_id(tx, system, remote)? else { return Ok(()) };
+    tx.prepare_cached(
+        "UPDATE links SET closed_at = ?2, closed_reason = ?3 WHERE id = ?1 AND closed_at IS NULL",
+    )?
+    .execute(params![id, ts(now), reason])?;
+    history(tx, id, lead_id, "closed", reason, now)?;
+    // Pending writes to a record that is gone would only fail.
+    tx.prepare_cached(
+        "DELETE FROM outbox WHERE lead_id = ?1 AND system = ?2 AND remote_id = ?3
+         AND state = 'pending'",
+    )?
+    .execute(params![lead_id, system.as_str(), remote.id])?;
+    if tombstone {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO tombstones(system, object_type, remote_id, lead_id, reason, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            system.as_str(),
+            remote.object_type,
+            remote.id,
+            lead_id,
+            reason,
+            ts(now)
+        ])?;
+    }
+    Ok(())
+}
+
+fn write_lead(
+    tx: &Transaction<'_>,
+    id: &str,
+    is_new: bool,
+    fields: &Fields,
+    provenance: &BTreeMap<Field, Provenance>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let email_norm = fields.get(&Field::Email).and_then(|e| normalize_email(e));
+    if is_new {
+        tx.prepare_cached(
+            "INSERT INTO leads(id, email_norm, fields, provenance, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        )?
+        .execute(params![
+            id,
+            email_norm,
+            to_json(fields)?,
+            to_json(provenance)?,
+            ts(now)
+        ])?;
+    } else {
+        tx.prepare_cached(
+            "UPDATE leads SET email_norm = ?2, fields = ?3, provenance = ?4, updated_at = ?5
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            id,
+            email_norm,
+            to_json(fields)?,
+            to_json(provenance)?,
+            ts(now)
+        ])?;
+    }
+    Ok(())
+}
+
+pub(super) fn write_match_keys(tx: &Transaction<'_>, lead_id: &str, keys: &[String]) -> Result<()> {
+    tx.prepare_cached("DELETE FROM match_keys WHERE lead_id = ?1")?.execute([lead_id])?;
+    let mut stmt =
+        tx.prepare_cached("INSERT OR IGNORE INTO match_keys(key, lead_id) VALUES (?1, ?2)")?;
+    for k in keys {
+        stmt.execute(params![k, lead_id])?;
+    }
+    Ok(())
+}
+
+/// Fold person `loser` into `winner`: links move, the loser's pending writes and keys go, open
+/// reviews between the two become obsolete, and the loser stays as a tombstone pointing at the
+/// winner (so old ids in `trace` and stamped ledger keys still resolve).
+pub(super) fn absorb(
+    tx: &Transaction<'_>,
+    winner: &str,
+    loser: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let moved: Vec<i64> = tx
+        .prepare_cached("SELECT id FROM links WHERE lead_id = ?1 AND closed_at IS NULL")?
+        .query_map([loser], |r| r.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    for id in moved {
+        tx.prepare_cached("UPDATE links SET lead_id = ?2 WHERE id = ?1")?
+            .execute(params![id, winner])?;
+        history(tx, id, winner, "moved", &format!("{reason}:from:{loser}"), now)?;
+    }
+    tx.prepare_cached("UPDATE tombstones SET lead_id = ?2 WHERE lead_id = ?1")?
+        .execute(params![loser, winner])?;
+    tx.prepare_cached("DELETE FROM outbox WHERE lead_id = ?1 AND state = 'pending'")?
+        .execute([loser])?;
+    tx.prepare_cached("DELETE FROM match_keys WHERE lead_id = ?1")?.execute([loser])?;
+    tx.prepare_cached(
+        "UPDATE leads SET merged_into = ?2, email_norm = NULL, updated_at = ?3 WHERE id = ?1",
+    )?
+    .execute(params![loser, winner, ts(now)])?;
+    tx.prepare_cached(
+        "UPDATE reviews SET state = 'obsolete', decided_at = ?3, decision = 'persons merged'
+         WHERE state = 'open' AND kind = 'duplicate'
+         AND ((lead_id = ?1 AND other_lead_id = ?2) OR (lead_id = ?2 AND other_lead_id = ?1))",
+    )?
+    .execute(params![winner, loser, ts(now)])?;
+    tx.prepare_cached("UPDATE reviews SET lead_id = ?2 WHERE lead_id = ?1 AND state = 'open'")?
+        .execute(params![loser, winner])?;
+    tx.prepare_cached(
+        "UPDATE reviews SET other_lead_id = ?2 WHERE other_lead_id = ?1 AND state = 'open'",
+    )?
+    .execute(params![loser, winner])?;
+    audit(
+        tx,
+        now,
+        Some(loser),
+        None,
+        "merged_into",
+        &serde_json::json!({ "into": winner, "reason": reason }),
+    )?;
+    Ok(())
+}
+
+fn insert_review(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    review: &ReviewIntent,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let (kind, other, field, score, rule, detail) = match review {
+        ReviewIntent::Duplicate { other, score, rule } => (
+            "duplicate",
+            other.as_str(),
+            "",
+            Some(*score),
+            Some(rule.as_str()),
+            serde_json::json!({}),
+        ),
+        ReviewIntent::Conflict { field, current, incoming, system } => (
+            "conflict",
+            "",
+            field.as_str(),
+            None,
+            Some("review"),
+            serde_json::json!({ "current": current, "incoming": incoming, "system": system.as_str() }),
+        ),
+    };
+    // A pair a reviewer already rejected is not asked again.
+    let rejected: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM reviews WHERE kind = 'duplicate' AND state = 'rejected'
+             AND ((lead_id = ?1 AND other_lead_id = ?2) OR (lead_id = ?2 AND other_lead_id = ?1)))",
+        )?
+        .query_row(params![lead_id, other], |r| r.get(0))?;
+    if kind == "duplicate" && rejected {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO reviews(kind, lead_id, other_lead_id, field, score, rule, detail, state, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8)
+         ON CONFLICT(kind, lead_id, other_lead_id, field) WHERE state = 'open'
+         DO UPDATE SET detail = excluded.detail, score = excluded.score",
+    )?
+    .execute(params![kind, lead_id, other, field, score, rule, detail.to_string(), ts(now)])?;
+    Ok(())
+}
+
+pub(super) fn apply_decision(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    change: &Change,
+    d: &Decision,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if d.is_new_lead || d.lead_changed {
+        write_lead(tx, &d.lead_id, d.is_new_lead, &d.lead_fields, &d.provenance, now)?;
+    }
+    if let Some(loser) = &d.absorb {
+        absorb(tx, &d.lead_id, loser, "vendor", now)?;
+    }
+    match &d.new_link {
+        Some(reconcile::LinkReason::Restored) => {
+            reopen_link(tx, &d.lead_id, system, &change.remote, "restored", now)?;
+        }
+        Some(reason) => insert_link(tx, &d.lead_id, system, &change.remote, &reason.as_str(), now)?,
+        None => {}
+    }
+    if let Some(close) = &d.close_link {
+        close_link(tx, &d.lead_id, system, &change.remote, close.reason, close.tombstone, now)?;
+    }
+    if let Some((other, reason)) = &d.link_other {
+        reopen_link(tx, &d.lead_id, system, other, reason, now)?;
+    }
+    if let Some(keys) = &d.match_keys {
+        write_match_keys(tx, &d.lead_id, keys)?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO remote_records(system, object_type, remote_id, state, modified_at, seen_at, agreed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(system, object_type, remote_id) DO UPDATE SET
+            state = excluded.state, modified_at = excluded.modified_at, seen_at = excluded.seen_at,
+            agreed = excluded.agreed",
+    )?
+    .execute(params![
+        system.as_str(),
+        change.remote.object_type,
+        change.remote.id,
+        to_json(&d.record_known)?,
+        ts(change.modified_at),
+        ts(change.fetched_at),
+        to_json(&d.record_agreed)?,
+    ])?;
+    for r in &d.reviews {
+        insert_review(tx, &d.lead_id, r, now)?;
+    }
+    write_plan(tx, &d.lead_id, &d.pushes, now)?;
+    for a in &d.audit {
+        audit(tx, now, Some(&d.lead_id), Some(system.as_str()), a.kind, &a.detail)?;
+    }
+    Ok(())
+}
+
+/// Plan a person's pushes again from the ledger (after leadsync learned what a record holds).
+pub(super) fn replan(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(lead) = load_lead(tx, lead_id)? else { return Ok(()) };
+    let intents = reconcile::plan_pushes(&lead, rules);
+    write_plan(tx, lead_id, &intents, now)
+}
+
+/// Fold two persons into one by the reconciler's merge rule, in this transaction.
+pub(super) fn merge_leads(
+    tx: &Transaction<'_>,
+    winner: &str,
+    loser: &str,
+    reason: &str,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let (Some(w), Some(l)) = (load_lead(tx, winner)?, load_lead(tx, loser)?) else {
+        return Ok(false);
+    };
+    let merged = reconcile::merge_persons(&w, &l, rules, now);
+    write_lead(tx, winner, false, &merged.fields, &merged.provenance, now)?;
+    absorb(tx, winner, loser, reason, now)?;
+    write_match_keys(
+        tx,
+        winner,
+        &rules.matcher.blocking_keys(&rules.matcher.profile_of(&merged.fields)),
+    )?;
+    audit(
+        tx,
+        now,
+        Some(winner),
+        None,
+        "persons_merged",
+        &serde_json::json!({ "from": loser, "reason": reason }),
+    )?;
+    replan(tx, winner, rules, now)?;
+    Ok(true)
+}
