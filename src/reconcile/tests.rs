@@ -283,3 +283,242 @@ proptest! {
         prop_assert_eq!(run((&mkt_s, &cm), (&crm_s, &cc)), run((&crm_s, &cc), (&mkt_s, &cm)));
     }
 }
+
+// ---- Identity: three-way resolution, field rules, fates -------------------------------------
+
+/// A person linked to a Salesforce lead and a HubSpot contact that both hold, and agree on,
+/// `f`; `f`'s provenance is at t(0).
+fn linked_pair(f: &[(Field, &str)]) -> LeadState {
+    let fs = fields(f);
+    let link = |sys: SystemName, obj: &str, id: &str| LinkState {
+        known: fs.clone(),
+        agreed: fs.clone(),
+        ..LinkState::new(sys, RemoteId { object_type: obj.into(), id: id.into() })
+    };
+    LeadState {
+        id: "L1".into(),
+        fields: fs.clone(),
+        provenance: fs
+            .keys()
+            .map(|k| {
+                (*k, Provenance { system: "crm".into(), value: None, at: t(0), rule: "x".into() })
+            })
+            .collect(),
+        links: vec![link(crm(), "Lead", "00Q1"), link(mkt(), "contact", "1")],
+        ..LeadState::default()
+    }
+}
+
+fn with_rule(field: Field, rule: &str) -> Rules {
+    let mut r = rules();
+    r.field_rules.insert(field, FieldRule::parse(rule).expect("rule"));
+    r
+}
+
+fn base() -> Vec<(Field, &'static str)> {
+    vec![(Field::Email, "a@x.test"), (Field::Company, "Acme"), (Field::Title, "CTO")]
+}
+
+/// `lead` after the marketing record `1` was seen holding `f` (and agreeing with the person).
+fn marketing_changed(lead: &LeadState, f: &[(Field, &str)], at: i64, r: &Rules) -> LeadState {
+    let c = change("1", "contact", fields(f), at);
+    let ctx = Context { linked: Some(lead.clone()), ..Context::default() };
+    let d = rec(&ctx, &mkt(), &c, r, "x", t(at));
+    applied(&ctx, &mkt(), &c, &d)
+}
+
+#[test]
+fn a_change_on_one_side_only_is_taken_without_conflict() {
+    let r = rules();
+    let lead = linked_pair(&base());
+    let c = change(
+        "00Q1",
+        "Lead",
+        fields(&[(Field::Email, "a@x.test"), (Field::Company, "Acme"), (Field::Title, "CEO")]),
+        5,
+    );
+    let ctx = Context { linked: Some(lead), ..Context::default() };
+    let d = rec(&ctx, &crm(), &c, &r, "x", t(6));
+    assert_eq!(d.lead_fields[&Field::Title], "CEO");
+    assert!(d.audit.iter().all(|a| a.kind != "conflict"), "{:?}", d.audit);
+    let to_mkt: Vec<_> = d.pushes.iter().filter(|p| p.system == mkt()).collect();
+    assert_eq!(to_mkt[0].fields.get(&Field::Title).map(String::as_str), Some("CEO"));
+    assert_eq!(d.record_agreed[&Field::Title], "CEO", "record and person now agree");
+}
+
+#[test]
+fn changes_on_both_sides_are_a_conflict_the_newer_wins_under_most_recent() {
+    let r = rules();
+    // Marketing changed the title at t=5 (taken: one-sided); the person now differs from what
+    // the CRM record last agreed on.
+    let lead = marketing_changed(
+        &linked_pair(&base()),
+        &[(Field::Email, "a@x.test"), (Field::Title, "VP")],
+        5,
+        &r,
+    );
+    assert_eq!(lead.fields[&Field::Title], "VP");
+    // The CRM changed it too, at t=4 (older) and then at t=7 (newer).
+    let ctx = Context { linked: Some(lead.clone()), ..Context::default() };
+    let older = change("00Q1", "Lead", fields(&[(Field::Title, "Head")]), 4);
+    let d = rec(&ctx, &crm(), &older, &r, "x", t(8));
+    assert_eq!(d.lead_fields[&Field::Title], "VP", "the older side loses");
+    assert!(d.audit.iter().any(|a| a.kind == "conflict"));
+    let newer = change("00Q1", "Lead", fields(&[(Field::Title, "Head")]), 7);
+    let d = rec(&ctx, &crm(), &newer, &r, "x", t(8));
+    assert_eq!(d.lead_fields[&Field::Title], "Head", "the newer side wins");
+    assert!(d.audit.iter().any(|a| a.kind == "conflict"));
+}
+
+#[test]
+fn review_rule_parks_a_conflict_and_holds_the_field() {
+    let r = with_rule(Field::Title, "review");
+    let lead = marketing_changed(
+        &linked_pair(&base()),
+        &[(Field::Email, "a@x.test"), (Field::Title, "VP")],
+        5,
+        &r,
+    );
+    let ctx = Context { linked: Some(lead), ..Context::default() };
+    let c = change("00Q1", "Lead", fields(&[(Field::Title, "Head")]), 7);
+    let d = rec(&ctx, &crm(), &c, &r, "x", t(8));
+    assert_eq!(d.lead_fields[&Field::Title], "VP", "nothing decided alone");
+    assert!(matches!(&d.reviews[..], [ReviewIntent::Conflict { field: Field::Title, .. }]));
+    assert!(
+        d.pushes.iter().all(|p| !p.fields.contains_key(&Field::Title)),
+        "a held field is not pushed: {:?}",
+        d.pushes
+    );
+}
+
+#[test]
+fn prefer_crm_keeps_the_crm_value_against_marketing_and_unless_blank_fills_in() {
+    let r = with_rule(Field::Company, "prefer crm");
+    let lead = linked_pair(&base());
+    let d = {
+        let ctx = Context { linked: Some(lead.clone()), ..Context::default() };
+        let c = change("1", "contact", fields(&[(Field::Company, "Acme Corp")]), 5);
+        rec(&ctx, &mkt(), &c, &r, "x", t(6))
+    };
+    assert_eq!(d.lead_fields[&Field::Company], "Acme");
+    let back: Vec<_> = d.pushes.iter().filter(|p| p.system == mkt()).collect();
+    assert_eq!(
+        back[0].fields.get(&Field::Company).map(String::as_str),
+        Some("Acme"),
+        "pushed back"
+    );
+
+    // The CRM record holds no company: `prefer crm` takes nothing from elsewhere, `unless
+    // blank` does.
+    let mut blank = lead.clone();
+    blank.links[0].known.remove(&Field::Company);
+    for (rule, expect) in [("prefer crm", "Acme"), ("prefer crm unless blank", "Acme Corp")] {
+        let r = with_rule(Field::Company, rule);
+        let ctx = Context { linked: Some(blank.clone()), ..Context::default() };
+        let c = change("1", "contact", fields(&[(Field::Company, "Acme Corp")]), 5);
+        let d = rec(&ctx, &mkt(), &c, &r, "x", t(6));
+        assert_eq!(d.lead_fields[&Field::Company], expect, "{rule}");
+    }
+}
+
+#[test]
+fn dont_sync_is_never_taken_nor_pushed() {
+    let r = with_rule(Field::Title, "don't sync");
+    let lead = linked_pair(&base());
+    let ctx = Context { linked: Some(lead), ..Context::default() };
+    let c = change("1", "contact", fields(&[(Field::Title, "Intern")]), 5);
+    let d = rec(&ctx, &mkt(), &c, &r, "x", t(6));
+    assert_eq!(d.lead_fields[&Field::Title], "CTO");
+    assert!(d.pushes.iter().all(|p| !p.fields.contains_key(&Field::Title)));
+}
+
+#[test]
+fn a_deleted_record_closes_its_link_with_a_tombstone_and_is_not_recreated() {
+    let r = rules();
+    let mut f = base();
+    f.push((Field::LifecycleStage, "mql"));
+    let lead = linked_pair(&f);
+    let ctx = Context { linked: Some(lead), ..Context::default() };
+    let c = Change { fate: RecordFate::Deleted, ..change("00Q1", "Lead", Fields::new(), 5) };
+    let d = reconcile(&ctx, &crm(), &c, &r, "x", t(6)).expect("linked");
+    assert_eq!(d.close_link, Some(CloseLink { reason: "deleted", tombstone: true }));
+    assert!(d.pushes.iter().all(|p| p.system != crm()), "no create in the CRM: {:?}", d.pushes);
+    // With recreate_deleted the person is created there again.
+    let mut r2 = rules();
+    r2.recreate_deleted = true;
+    let d = reconcile(&ctx, &crm(), &c, &r2, "x", t(6)).expect("linked");
+    assert!(d.pushes.iter().any(|p| p.system == crm() && p.remote.is_none()));
+    // A deleted record nobody links concerns nobody.
+    assert!(reconcile(&Context::default(), &crm(), &c, &r, "x", t(6)).is_none());
+}
+
+#[test]
+fn a_vendor_merge_folds_the_losers_person_into_the_survivors() {
+    let r = rules();
+    let p1 = linked_pair(&base());
+    let mut p2 = LeadState {
+        id: "L2".into(),
+        fields: fields(&[(Field::Email, "b@x.test"), (Field::Phone, "+14155550100")]),
+        ..LeadState::default()
+    };
+    p2.links
+        .push(LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: "2".into() }));
+    // Contact 1 (person L1) merged into contact 2 (person L2).
+    let c = Change {
+        fate: RecordFate::MergedInto { survivor: "2".into() },
+        ..change("1", "contact", Fields::new(), 5)
+    };
+    let ctx =
+        Context { linked: Some(p1), related: Some(p2), related_linked: true, ..Context::default() };
+    let d = reconcile(&ctx, &mkt(), &c, &r, "x", t(6)).expect("linked");
+    assert_eq!(d.lead_id, "L2");
+    assert_eq!(d.absorb.as_deref(), Some("L1"));
+    assert_eq!(d.close_link.as_ref().map(|c| c.reason), Some("merged"));
+    assert_eq!(d.lead_fields[&Field::Email], "b@x.test", "the survivor's values stay");
+    assert_eq!(d.lead_fields[&Field::Title], "CTO", "blanks are filled from the absorbed person");
+    assert!(
+        d.pushes.iter().all(|p| p.remote.as_ref().is_none_or(|r| r.id != "1")),
+        "nothing to the merged-away record"
+    );
+}
+
+#[test]
+fn a_converted_lead_hands_its_person_to_the_contact() {
+    let r = rules();
+    let lead = linked_pair(&base());
+    let contact = RemoteId { object_type: "Contact".into(), id: "0031".into() };
+    let c = Change {
+        fate: RecordFate::ConvertedTo { remote: contact.clone() },
+        ..change(
+            "00Q1",
+            "Lead",
+            fields(&[(Field::Email, "a@x.test"), (Field::LeadStatus, "converted")]),
+            5,
+        )
+    };
+    let ctx = Context { linked: Some(lead), ..Context::default() };
+    let d = reconcile(&ctx, &crm(), &c, &r, "x", t(6)).expect("linked");
+    assert_eq!(d.lead_id, "L1", "the person is kept");
+    assert_eq!(d.close_link.as_ref().map(|c| c.reason), Some("converted"));
+    assert_eq!(d.link_other, Some((contact, "converted_from_lead")));
+    assert_eq!(d.lead_fields[&Field::LifecycleStage], "opportunity");
+    assert!(
+        d.pushes.iter().all(|p| p.remote.as_ref().is_none_or(|r| r.id != "00Q1")),
+        "a converted lead is read-only"
+    );
+    assert!(d.pushes.iter().all(|p| !(p.system == crm() && p.remote.is_none())), "no new lead");
+}
+
+#[test]
+fn only_opt_outs_reach_a_second_record_of_the_same_system() {
+    let r = rules();
+    let mut lead = linked_pair(&base());
+    lead.links
+        .push(LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: "9".into() }));
+    lead.fields.insert(Field::EmailOptOut, "true".into());
+    let pushes = plan_pushes(&lead, &r);
+    let second: Vec<_> =
+        pushes.iter().filter(|p| p.remote.as_ref().is_some_and(|x| x.id == "9")).collect();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].fields.keys().copied().collect::<Vec<_>>(), vec![Field::EmailOptOut]);
+}
