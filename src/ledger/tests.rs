@@ -253,3 +253,92 @@ fn a_time_budget_ends_the_reconcile_transaction_early_and_leaves_the_rest_pendin
     let s = l.reconcile_pending_within(&rules(), 100, None, t(12), &mut m).expect("rest");
     assert_eq!(s.processed, 4);
 }
+
+fn rec_change(sys_obj: &str, id: &str, f: &[(Field, &str)], at: i64) -> Change {
+    Change {
+        remote: RemoteId { object_type: sys_obj.into(), id: id.into() },
+        fields: f.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
+        ledger_key: None,
+        modified_at: t(at),
+        fetched_at: t(at),
+        fate: crate::domain::RecordFate::Live,
+    }
+}
+
+#[test]
+fn a_delete_closes_the_link_leaves_a_tombstone_and_a_restore_reopens_it() {
+    let (_d, l) = open();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let r = rules();
+    let mut m = mint();
+    let f = [(Field::Email, "a@x.test"), (Field::LifecycleStage, "mql"), (Field::LastName, "Doe")];
+    l.ingest(&mkt, "poll", &[rec_change("contact", "1", &f, 0)], None, t(1)).expect("ingest");
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &f, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    assert_eq!(l.snapshot().expect("snap")[0].links.len(), 2);
+
+    let gone =
+        Change { fate: crate::domain::RecordFate::Deleted, ..rec_change("Lead", "00Q1", &[], 5) };
+    l.ingest(&crm, "poll", &[gone], None, t(6)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(6), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap[0].links.len(), 1, "the CRM link is closed");
+    assert!(
+        l.due_pushes(&crm, 10, t(7)).expect("due").is_empty(),
+        "no create where it was deleted"
+    );
+
+    let reader = LedgerReader::open(l.path()).expect("reader");
+    let trace = reader.trace("A@X.test").expect("trace").expect("found");
+    assert_eq!(trace.lead_id, "L1");
+    let closed: Vec<_> = trace.links.iter().filter(|k| k.closed_at.is_some()).collect();
+    assert_eq!(closed[0].closed_reason.as_deref(), Some("deleted"));
+    assert!(trace.events.iter().any(|e| e.kind == "change"));
+    assert!(trace.fields.iter().any(|f| f.field == "email" && f.value == "a@x.test"));
+    assert_eq!(reader.trace("crm:00Q1").expect("trace").map(|t| t.lead_id).as_deref(), Some("L1"));
+
+    // The vendor restores the record: the link reopens, the tombstone goes.
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &f, 9)], None, t(10)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(10), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "no new person");
+    assert_eq!(snap[0].links.len(), 2, "reopened");
+}
+
+#[test]
+fn a_parked_conflict_waits_for_a_reviewer_and_accept_takes_the_incoming_value() {
+    let (_d, l) = open();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let mut r = rules();
+    r.field_rules.insert(Field::Title, crate::reconcile::FieldRule::Review);
+    let mut m = mint();
+    let f = |title: &'static str| {
+        vec![(Field::Email, "a@x.test"), (Field::LifecycleStage, "mql"), (Field::Title, title)]
+    };
+    l.ingest(&mkt, "poll", &[rec_change("contact", "1", &f("CTO"), 0)], None, t(1)).expect("i");
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &f("CTO"), 0)], None, t(1)).expect("i");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    // Marketing changes the title (one side: taken), then the CRM changes it too before
+    // leadsync's push reaches it: both sides moved since they agreed on "CTO".
+    l.ingest(&mkt, "poll", &[rec_change("contact", "1", &f("VP"), 3)], None, t(3)).expect("i");
+    l.reconcile_pending(&r, 100, t(3), &mut m).expect("reconcile");
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &f("Head"), 4)], None, t(4)).expect("i");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+    let open_items = l.open_reviews().expect("reviews");
+    assert_eq!(open_items.len(), 1, "{open_items:?}");
+    assert_eq!(open_items[0].kind, "conflict");
+    assert_eq!(l.snapshot().expect("s")[0].fields[&Field::Title], "VP", "not decided alone");
+    for sys in [&mkt, &crm] {
+        let due = l.due_pushes(sys, 10, t(5)).expect("due");
+        assert!(due.iter().all(|d| !d.record.fields.contains_key(&Field::Title)), "held: {due:?}");
+    }
+    let item = l.decide_review(open_items[0].id, ReviewVerdict::Accept, &r, t(6)).expect("decided");
+    assert_eq!(item.state, "accepted");
+    assert_eq!(l.snapshot().expect("s")[0].fields[&Field::Title], "Head");
+    let due = l.due_pushes(&mkt, 10, t(7)).expect("due");
+    assert_eq!(due[0].record.fields.get(&Field::Title).map(String::as_str), Some("Head"));
+    assert!(matches!(
+        l.decide_review(open_items[0].id, ReviewVerdict::Reject, &r, t(8)),
+        Err(ReviewError::NotOpen { .. })
+    ));
+}
