@@ -154,3 +154,28 @@ fn example_webhooks_parse_when_enabled() {
     let mkt = s.systems.iter().find(|s| s.name.as_str() == "marketing").expect("marketing");
     assert!(matches!(&mkt.webhook, Some(SystemWebhook::Hubspot(c)) if c.client_secrets.len() == 1));
 }
+
+#[test]
+fn field_rules_parse_and_bad_ones_name_the_field() {
+    let e = example_env(&[]);
+    let with = |rules: &str| example().replace("[fields]\n", &format!("[fields]\n{rules}\n"));
+    let ok = Settings::load(
+        Source::Inline(&with("company = \"prefer crm unless blank\"\ntitle = \"review\"")),
+        &e,
+    )
+    .expect("valid rules");
+    assert_eq!(
+        ok.identity.field_rules.get(&Field::Company),
+        Some(&FieldRule::Prefer { system: SystemName("crm".into()), unless_blank: true })
+    );
+    assert_eq!(ok.identity.field_rules.get(&Field::Title), Some(&FieldRule::Review));
+    for (bad, key) in [
+        ("company = \"newest\"", "fields.company"),
+        ("lifecycle_stage = \"most recent\"", "fields.lifecycle_stage"),
+        ("email_opt_out = \"prefer crm\"", "fields.email_opt_out"),
+        ("title = \"prefer erp\"", "fields.title"),
+        ("shoe_size = \"most recent\"", "fields.shoe_size"),
+    ] {
+        assert_eq!(key_of(Settings::load(Source::Inline(&with(bad)), &e)), key, "{bad}");
+    }
+}
