@@ -498,8 +498,9 @@ impl Matcher {
                     (Method::Fuzzy, Some(t)) => check_unit(format!("{fkey}.threshold"), t)?,
                     (Method::Fuzzy, None) => field.default_fuzzy_threshold(),
                 };
+                // A rule on the domain alone still pays for two different mailboxes there.
                 match field {
-                    MatchField::Email | MatchField::EmailDomain => uses.email = true,
+                    MatchField::Email => uses.email = true,
                     MatchField::Phone => uses.phone = true,
                     MatchField::Company => uses.company = true,
                     _ => {}
@@ -744,7 +745,7 @@ impl Conflicts {
                 let s = email_similarity(x, y);
                 if same_domain && !free {
                     // Two mailboxes at one employer: usually two people.
-                    if s >= 0.9 { 0.08 } else { 0.2 }
+                    if s >= 0.9 { 0.08 } else { 0.15 }
                 } else if s >= 0.9 {
                     0.0
                 } else {
@@ -829,15 +830,24 @@ fn first_name_similarity(x: &str, x_canon: &str, y: &str, y_canon: &str) -> f64 
     if (xc == 1 || yc == 1) && x.chars().next() == y.chars().next() {
         return 0.9;
     }
-    let mut s = jw(x, y).max(jw(x_canon, y_canon));
-    // "Mary Ann" against "Mary": a middle name kept in one system only.
+    // Two different real names are two people ("Maria" and "Mario"); only a name that is not
+    // a known one may be a typo of the other.
+    if normalize::is_known_first_name(x) && normalize::is_known_first_name(y) {
+        return 0.5;
+    }
+    let s = jw(x, y).max(jw(x_canon, y_canon));
+    s.max(middle_name(x, y))
+}
+
+/// "Mary Ann" against "Mary": a middle name kept in one system only.
+fn middle_name(x: &str, y: &str) -> f64 {
     if x.contains(' ') || y.contains(' ') {
         let (fx, fy) = (first_token(x), first_token(y));
         if fx == fy || normalize::canonical_first_name(fx) == normalize::canonical_first_name(fy) {
-            s = s.max(0.92);
+            return 0.92;
         }
     }
-    s
+    0.0
 }
 
 /// Last names: Jaro-Winkler, with credit for equal Soundex (a vowel or same-sounding typo)

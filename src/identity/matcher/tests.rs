@@ -264,11 +264,8 @@ fn typo_in_first_letter_of_last_name_blocks_through_other_keys() {
         ..person("Peter", "Hibbons")
     };
     assert!(shares_block(a, b));
-    assert_eq!(
-        verdict(a, b),
-        Verdict::NoMatch,
-        "a first-letter typo is below the last-name threshold"
-    );
+    // Jaro-Winkler forgives a wrong first letter in a long name, but not enough to auto-link.
+    assert_eq!(verdict(a, b), Verdict::Review);
 }
 
 #[test]
@@ -367,7 +364,7 @@ fn conflicting_identifiers_lower_the_score() {
     .value;
     assert!(two_phones < plain, "{two_phones} {plain}");
     assert!(two_mailboxes < two_phones, "{two_mailboxes}");
-    assert_eq!(m().verdict(two_mailboxes), Verdict::NoMatch);
+    assert_eq!(m().verdict(two_mailboxes), Verdict::Review);
 }
 
 #[test]
