@@ -1,6 +1,7 @@
 //! The subcommands of the one `leadsync` binary.
 //!
-//! Commands read the ledger only, except `serve` and `demo`, which run the sync engine.
+//! Commands read the ledger only, except `serve` and `demo`, which run the sync engine, and
+//! `dedupe`, which reads CSV files and never the ledger.
 //! Exit codes follow sysexits: 78 bad configuration, 69 a system unreachable, 74 ledger IO.
 
 #![allow(clippy::print_stdout, reason = "the CLI's output is its interface")]
@@ -8,6 +9,7 @@
 mod bench;
 mod bench_webhooks;
 mod check;
+mod dedupe;
 mod demo;
 mod serve;
 mod sim;
@@ -68,6 +70,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Benchmark: initial sync of many leads per side through the in-process simulators.
     Bench(bench::BenchArgs),
+    /// Find duplicate people in CSV exports (one file), or link two exports, with the
+    /// matching engine; writes candidate pairs as `id_a,id_b,score`.
+    Dedupe(dedupe::DedupeArgs),
 }
 
 /// Run a parsed command with the process environment `env`.
@@ -79,6 +84,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> ExitCode {
         Command::Sim(args) => sim::run(args, &env).await,
         Command::Demo(args) => demo::run(args, &env).await,
         Command::Bench(args) => bench::run(args, &env).await,
+        Command::Dedupe(args) => dedupe::run(&args),
     };
     ExitCode::from(code)
 }
