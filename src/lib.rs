@@ -5,6 +5,7 @@
 //! - `domain`: canonical fields, stages, changes and pushes; no IO.
 //! - `connectors`: one folder per vendor behind one trait; only `wire.rs` knows vendor JSON.
 //! - `ingest`: pollers (and later webhooks) that commit changes to the inbox.
+//! - `identity`: normalisation and the matching engine (profiles, rules, blocking, scores).
 //! - `reconcile`: pure decisions from (ledger state, change, rules).
 //! - `ledger`: the SQLite ledger; the only module that runs SQL.
 //! - `push`: drains the outbox to each vendor in batches, with retries and dead letters.

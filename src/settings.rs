@@ -12,7 +12,7 @@ use crate::connectors::KeyError;
 use crate::connectors::hubspot::{HubspotConfig, HubspotConfigRaw};
 use crate::connectors::salesforce::{SalesforceConfig, SalesforceConfigRaw};
 use crate::domain::{ConnectorKind, Field, Role, Stage, SystemName};
-use crate::identity::matcher::Matcher;
+use crate::identity::matcher::{Matcher, MatchingRaw};
 use crate::reconcile::{CreatePolicy, FieldRule};
 
 /// The configuration `leadsync demo` runs on when no file is given.
@@ -46,6 +46,8 @@ struct SettingsRaw {
     fields: BTreeMap<String, String>,
     #[serde(default)]
     identity: IdentityRaw,
+    #[serde(default)]
+    matching: MatchingRaw,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -404,7 +406,7 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
         identity: IdentitySettings {
             field_rules,
             recreate_deleted: raw.identity.recreate_deleted,
-            matcher: Matcher::default(),
+            matcher: Matcher::from_raw(&raw.matching, "matching")?,
         },
     })
 }

@@ -1,7 +1,8 @@
 //! The subcommands of the one `leadsync` binary.
 //!
 //! Commands read the ledger only, except `serve` and `demo`, which run the sync engine, and
-//! `review accept|reject`, which write a reviewer's decision.
+//! `review accept|reject`, which write a reviewer's decision; `dedupe` reads CSV files and
+//! never the ledger.
 //! Exit codes follow sysexits: 78 bad configuration, 69 a system unreachable, 74 ledger IO.
 
 #![allow(clippy::print_stdout, reason = "the CLI's output is its interface")]
@@ -9,6 +10,7 @@
 mod bench;
 mod bench_webhooks;
 mod check;
+mod dedupe;
 mod demo;
 mod review;
 mod serve;
@@ -83,6 +85,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Benchmark: initial sync of many leads per side through the in-process simulators.
     Bench(bench::BenchArgs),
+    /// Find duplicate people in CSV exports (one file), or link two exports, with the
+    /// matching engine; writes candidate pairs as `id_a,id_b,score`.
+    Dedupe(dedupe::DedupeArgs),
 }
 
 /// Run a parsed command with the process environment `env`.
@@ -96,6 +101,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> ExitCode {
         Command::Sim(args) => sim::run(args, &env).await,
         Command::Demo(args) => demo::run(args, &env).await,
         Command::Bench(args) => bench::run(args, &env).await,
+        Command::Dedupe(args) => dedupe::run(&args),
     };
     ExitCode::from(code)
 }

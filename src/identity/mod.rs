@@ -1,2 +1,10 @@
-//! Identity: normalisation and matching of people (placeholder until the engine lands).
+//! Identity: deciding which records are the same person.
+//!
+//! - `normalize`: pure normalisation of emails, phones, names and companies.
+//! - `matcher`: profiles, configurable rules after Salesforce's standard lead matching rule,
+//!   blocking keys and scores, and batch candidate pairs for `leadsync dedupe`.
+//!
+//! Nothing here does IO or logs: callers log ids and rule names, never the values compared.
+
 pub mod matcher;
+pub mod normalize;
