@@ -145,7 +145,7 @@ async fn polls_name_merged_away_ids_with_their_survivor() {
     assert_eq!(merged, [(a.as_str(), &into), (b.as_str(), &into)]);
     let last = got.last().expect("changes");
     assert_eq!((last.remote.id.as_str(), last.fate.is_live()), (primary.as_str(), true));
-    assert!(got.iter().all(|ch| ch.fields.is_empty() == !ch.fate.is_live()));
+    assert!(got.iter().all(|ch| ch.fields.is_empty() != ch.fate.is_live()));
 }
 
 #[tokio::test]
