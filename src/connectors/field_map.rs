@@ -245,6 +245,21 @@ impl FieldMap {
         }
     }
 
+    /// Default mapping for the Salesforce Contact object. A Contact has no `Company` (the
+    /// company is its Account's `Name`) and no `Status`, so neither is mapped.
+    pub fn salesforce_contact_default() -> FieldMapRaw {
+        let fields = [
+            ("email", "Email"),
+            ("first_name", "FirstName"),
+            ("last_name", "LastName"),
+            ("title", "Title"),
+            ("phone", "Phone"),
+            ("lead_source", "LeadSource"),
+            ("email_opt_out", "HasOptedOutOfEmail"),
+        ];
+        FieldMapRaw { fields: pairs(&fields), ..FieldMapRaw::default() }
+    }
+
     /// Default mapping for HubSpot contacts.
     pub fn hubspot_contact_default() -> FieldMapRaw {
         let fields = [
@@ -302,6 +317,10 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         FieldMap::from_raw(&FieldMap::salesforce_lead_default(), "x").expect("sf default");
+        let contact = FieldMap::from_raw(&FieldMap::salesforce_contact_default(), "x")
+            .expect("sf contact default");
+        assert!(!contact.maps(Field::Company) && !contact.maps(Field::LeadStatus));
+        assert_eq!(contact.property(Field::EmailOptOut), Some("HasOptedOutOfEmail"));
         hs();
     }
 

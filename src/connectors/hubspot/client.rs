@@ -115,12 +115,17 @@ impl Client {
         Ok(body)
     }
 
-    /// `POST /crm/{v}/objects/contacts/batch/read` (200 or 207).
+    /// `POST /crm/{v}/objects/contacts/batch/read` (200 or 207); with `archived`, of archived
+    /// contacts only (`?archived=true`).
     pub(super) async fn batch_read(
         &self,
         req: &wire::BatchReadRequest,
+        archived: bool,
     ) -> Result<wire::BatchResponse, ConnectorError> {
-        let url = self.contacts_url(&["batch", "read"]);
+        let mut url = self.contacts_url(&["batch", "read"]);
+        if archived {
+            url.query_pairs_mut().append_pair("archived", "true");
+        }
         let (_, body) = self
             .call(Method::POST, url, Some(to_body(req)?), Call::Read, Lane::Standard, "batch_read")
             .await?;
@@ -181,6 +186,27 @@ impl Client {
             "batch_unsubscribe_all",
         )
         .await
+    }
+
+    /// `GET /crm/{v}/objects/contacts?archived=true&limit=…&after=…`: one page of archived
+    /// contacts, in id order. Only ids and dates are needed, so no properties are asked for.
+    pub(super) async fn list_archived(
+        &self,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<wire::ListResponse, ConnectorError> {
+        let mut url = self.contacts_url(&[]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("archived", "true");
+            q.append_pair("limit", &limit.to_string());
+            if let Some(after) = after {
+                q.append_pair("after", after);
+            }
+        }
+        let (_, body) =
+            self.call(Method::GET, url, None, Call::Read, Lane::Standard, "list_archived").await?;
+        Ok(body)
     }
 
     /// `GET /crm/{v}/objects/contacts?limit=1`: authenticates and reads one record.

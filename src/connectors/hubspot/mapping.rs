@@ -20,7 +20,7 @@ pub const OBJECT_TYPE: &str = "contact";
 /// detection need.
 pub(super) fn read_properties(map: &FieldMap) -> Vec<String> {
     let mut props: Vec<String> = map.properties().map(str::to_string).collect();
-    for p in [wire::LAST_MODIFIED, wire::OBJECT_ID] {
+    for p in [wire::LAST_MODIFIED, wire::OBJECT_ID, wire::MERGED_IDS] {
         if !props.iter().any(|q| q == p) {
             props.push(p.to_string());
         }
@@ -58,6 +58,52 @@ pub(super) fn to_change(c: &Contact, map: &FieldMap, fetched_at: DateTime<Utc>) 
         fetched_at,
         fate: RecordFate::Live,
     })
+}
+
+/// The ids merged into this contact (`hs_merged_object_ids`), in the order HubSpot lists them.
+pub(super) fn merged_ids(c: &Contact) -> Vec<String> {
+    c.properties
+        .get(wire::MERGED_IDS)
+        .and_then(|v| v.as_deref())
+        .map(|v| {
+            v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What HubSpot's word about one record as a whole looks like as a [`Change`]: no fields, no
+/// ledger key, just the fate and when it happened.
+pub(super) fn fate_change(
+    id: &str,
+    fate: RecordFate,
+    at: DateTime<Utc>,
+    fetched_at: DateTime<Utc>,
+) -> Change {
+    Change {
+        remote: RemoteId { object_type: OBJECT_TYPE.into(), id: id.to_string() },
+        fields: Fields::new(),
+        ledger_key: None,
+        modified_at: at,
+        fetched_at,
+        fate,
+    }
+}
+
+/// `MergedInto` changes for every id merged into `c`, dated like `c`'s own change.
+pub(super) fn merged_away(c: &Contact, fetched_at: DateTime<Utc>) -> Vec<Change> {
+    let Some(at) = modified_at(c) else { return Vec::new() };
+    merged_ids(c)
+        .into_iter()
+        .filter(|m| *m != c.id)
+        .map(|m| fate_change(&m, RecordFate::MergedInto { survivor: c.id.clone() }, at, fetched_at))
+        .collect()
+}
+
+/// An archived contact as a `Deleted` change, dated when it was archived (`archivedAt`, else
+/// its last update); `None` without a usable time.
+pub(super) fn archived_change(c: &Contact, fetched_at: DateTime<Utc>) -> Option<Change> {
+    let at = c.archived_at.as_deref().and_then(parse_time).or_else(|| modified_at(c))?;
+    Some(fate_change(&c.id, RecordFate::Deleted, at, fetched_at))
 }
 
 /// The properties to write for these canonical fields. `hs_email_optout` is read-only through

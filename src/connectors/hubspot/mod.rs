@@ -6,6 +6,14 @@
 //! - `wire.rs`: HubSpot's JSON (the only file that knows it).
 //! - `mapping.rs`: wire records ⇄ domain changes and write properties.
 //!
+//! What happens to contacts as a whole comes from HubSpot's own word, never from absence:
+//! `fetch` of a merged-away id (HubSpot answers with the survivor, a different id) gives a
+//! `MergedInto` change plus the survivor's live change; an id `batch/read` does not return is
+//! read again with `archived=true`, and an archived contact gives a `Deleted` change dated
+//! `archivedAt`. Polls ask for `hs_merged_object_ids` and emit `MergedInto` for each listed id
+//! with the survivor's change (repeatedly: the ledger dedupes), and now and then sweep the
+//! archived list for `Deleted` changes (see `poll.rs`). Fate changes carry no fields.
+//!
 //! Writes: updates go to `batch/update` by id; creates go to `batch/upsert` keyed by email, so a
 //! retried create never makes a second contact. `hs_email_optout` cannot be written through the
 //! contacts API: an opt-out is sent to the communication preferences API as
@@ -15,6 +23,8 @@
 
 mod client;
 pub mod config;
+#[cfg(test)]
+mod fate_tests;
 mod mapping;
 mod poll;
 mod wire;
@@ -32,7 +42,7 @@ use chrono::Utc;
 use reqwest::StatusCode;
 
 use crate::connectors::{ApiCounters, Connector, ConnectorError, Cursor, FieldMap, Limits, Page};
-use crate::domain::{Change, ConnectorKind, PushOp, PushOutcome, PushRecord, RemoteId};
+use crate::domain::{Change, ConnectorKind, PushOp, PushOutcome, PushRecord, RecordFate, RemoteId};
 
 pub use config::{HubspotConfig, HubspotConfigRaw};
 pub use mapping::OBJECT_TYPE;
@@ -42,6 +52,8 @@ const BATCH_MAX: usize = 100;
 /// Most addresses per `statuses/batch/unsubscribe-all` call. HubSpot's reference for that
 /// endpoint names no cap; 100 is an assumption, the cap of the contacts batch endpoints.
 const UNSUBSCRIBE_MAX: usize = 100;
+/// Archived contacts per list page (the list endpoint's maximum).
+const ARCHIVED_PAGE: u32 = 100;
 
 /// The HubSpot contacts connector. Clones share one client and one pacing state, so make one
 /// per token and clone it for the poller and the pusher.
@@ -405,6 +417,49 @@ fn unique_rounds(creates: Vec<Prepared>) -> Vec<Vec<Prepared>> {
     rounds.into_iter().map(|(_, items)| items).collect()
 }
 
+impl HubspotConnector {
+    /// `batch/read` of these ids (live, or with `archived` archived ones); a whole-call 404
+    /// (every id unknown) is an empty answer.
+    async fn read_batch(
+        &self,
+        ids: &[&str],
+        archived: bool,
+    ) -> Result<Vec<wire::Contact>, ConnectorError> {
+        let req = wire::BatchReadRequest {
+            inputs: ids.iter().map(|id| wire::IdInput { id: (*id).to_string() }).collect(),
+            properties: self.inner.read_props.clone(),
+        };
+        match self.inner.client.batch_read(&req, archived).await {
+            Ok(r) => Ok(r.results),
+            Err(ConnectorError::Rejected { code, .. }) if code == "OBJECT_NOT_FOUND" => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of the archived-contacts sweep: a `Deleted` change per archived contact.
+    async fn sweep_page(
+        &self,
+        mut pc: poll::PollCursor,
+        after: Option<&str>,
+    ) -> Result<Page, ConnectorError> {
+        let fetched_at = Utc::now();
+        let resp = self.inner.client.list_archived(ARCHIVED_PAGE, after).await?;
+        let changes: Vec<Change> =
+            resp.results.iter().filter_map(|c| mapping::archived_change(c, fetched_at)).collect();
+        let next = resp.next_after().map(str::to_string);
+        tracing::debug!(
+            archived = changes.len(),
+            done = next.is_none(),
+            "hubspot archived sweep page"
+        );
+        pc.swept(next);
+        // Straight on, either to the next sweep page or back to the search scan.
+        Ok(Page { changes, next_cursor: pc.to_cursor()?, poll_again_after: Duration::ZERO })
+    }
+}
+
 impl Connector for HubspotConnector {
     fn kind(&self) -> ConnectorKind {
         ConnectorKind::Hubspot
@@ -414,9 +469,15 @@ impl Connector for HubspotConnector {
         Limits { push_batch_max: BATCH_MAX, fetch_batch_max: BATCH_MAX }
     }
 
-    /// One page of the keyset scan described in `poll.rs`.
+    /// One page of the keyset scan described in `poll.rs`, or, while a sweep of the archived
+    /// list is due, one page of that list instead.
     async fn poll_changes(&self, cursor: &Cursor) -> Result<Page, ConnectorError> {
         let pc = poll::PollCursor::parse(cursor)?;
+        if let Some(sweep) = pc.sweep.clone()
+            && self.inner.cfg.archived_sweep_every > 0
+        {
+            return self.sweep_page(pc, sweep.after.as_deref()).await;
+        }
         let req = pc.query(self.inner.cfg.page_size, self.inner.read_props.clone());
         let fetched_at = Utc::now();
         let resp = self.inner.client.search(&req).await?;
@@ -431,7 +492,7 @@ impl Connector for HubspotConnector {
         let full = resp.results.len() >= self.inner.cfg.page_size as usize
             || (resp.has_more() && !resp.results.is_empty());
         let overlap_ms = i64::try_from(self.inner.cfg.overlap.as_millis()).unwrap_or(i64::MAX);
-        let step = pc.step(&obs, full, fetched_at.timestamp_millis(), overlap_ms);
+        let mut step = pc.step(&obs, full, fetched_at.timestamp_millis(), overlap_ms);
         let mut changes = Vec::new();
         for (c, emit) in resp.results.iter().zip(&step.emit) {
             if !emit {
@@ -441,8 +502,13 @@ impl Connector for HubspotConnector {
                 continue;
             }
             if let Some(ch) = mapping::to_change(c, &self.inner.cfg.map, fetched_at) {
+                // Merged-away ids first: the survivor's own state then comes last.
+                changes.extend(mapping::merged_away(c, fetched_at));
                 changes.push(ch);
             }
+        }
+        if step.caught_up {
+            step.next.count_caught_up(self.inner.cfg.archived_sweep_every);
         }
         tracing::debug!(
             results = resp.results.len(),
@@ -461,31 +527,54 @@ impl Connector for HubspotConnector {
         })
     }
 
-    /// Batch read by id, 100 per call. Ids HubSpot does not know (207) are left out; a merged
-    /// id comes back as the surviving contact.
+    /// Batch read by id, 100 per call; see the module docs for merged and archived ids. Ids
+    /// HubSpot does not know, live or archived, are left out.
     async fn fetch(&self, ids: &[RemoteId]) -> Result<Vec<Change>, ConnectorError> {
         let wanted: Vec<&str> =
             ids.iter().filter(|r| r.object_type == OBJECT_TYPE).map(|r| r.id.as_str()).collect();
         let mut out = Vec::new();
         for chunk in wanted.chunks(BATCH_MAX) {
-            let req = wire::BatchReadRequest {
-                inputs: chunk.iter().map(|id| wire::IdInput { id: (*id).to_string() }).collect(),
-                properties: self.inner.read_props.clone(),
-            };
             let fetched_at = Utc::now();
-            let resp = match self.inner.client.batch_read(&req).await {
-                Ok(r) => r,
-                // Every id unknown may come back as a whole-call 404 rather than a 207.
-                Err(ConnectorError::Rejected { code, .. }) if code == "OBJECT_NOT_FOUND" => {
+            let live = self.read_batch(chunk, false).await?;
+            let mut answered: HashSet<&str> = HashSet::new();
+            for c in &live {
+                answered.insert(c.id.as_str());
+            }
+            // A merged-away id comes back as its survivor, whose id differs; the survivor
+            // lists it in `hs_merged_object_ids`.
+            let mut survivor_of: HashMap<String, &wire::Contact> = HashMap::new();
+            for c in &live {
+                for m in mapping::merged_ids(c) {
+                    survivor_of.entry(m).or_insert(c);
+                }
+            }
+            let mut missing: Vec<&str> = Vec::new();
+            for id in chunk {
+                if answered.contains(id) {
                     continue;
                 }
-                Err(e) => return Err(e),
-            };
-            out.extend(
-                resp.results
-                    .iter()
-                    .filter_map(|c| mapping::to_change(c, &self.inner.cfg.map, fetched_at)),
-            );
+                match survivor_of.get(*id) {
+                    Some(s) => {
+                        let at = mapping::modified_at(s).unwrap_or(fetched_at);
+                        let fate = RecordFate::MergedInto { survivor: s.id.clone() };
+                        out.push(mapping::fate_change(id, fate, at, fetched_at));
+                    }
+                    None => missing.push(id),
+                }
+            }
+            let mut emitted: HashSet<&str> = HashSet::new();
+            for c in &live {
+                // Two asked ids can resolve to one survivor: one change for it.
+                if emitted.insert(c.id.as_str())
+                    && let Some(ch) = mapping::to_change(c, &self.inner.cfg.map, fetched_at)
+                {
+                    out.push(ch);
+                }
+            }
+            if !missing.is_empty() {
+                let archived = self.read_batch(&missing, true).await?;
+                out.extend(archived.iter().filter_map(|c| mapping::archived_change(c, fetched_at)));
+            }
         }
         Ok(out)
     }

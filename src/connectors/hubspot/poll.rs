@@ -25,6 +25,12 @@
 //!
 //! Known limit: a record that becomes searchable more than `overlap` after its timestamp was
 //! already passed is missed; a periodic full sweep (not built here) would catch it.
+//!
+//! Search never returns archived (deleted) contacts. The cursor also schedules a sweep of the
+//! archived list (`GET …/contacts?archived=true`): after the first catch-up and then every
+//! `archived_sweep_every` caught-up polls, the following poll calls page through that list
+//! (`sweep` holds the paging position) instead of searching. Fields added for this default
+//! when absent, so a cursor written before them still reads (and sweeps at its next catch-up).
 
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +68,19 @@ pub(super) struct PollCursor {
     pub seen: Vec<(String, i64)>,
     /// Our clock (epoch ms) at the first request of the current pass.
     pub pass_started_ms: Option<i64>,
+    /// A sweep of the archived list in progress: where its next page starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepPos>,
+    /// Caught-up polls since the last sweep ended; `None` until a sweep has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polls_since_sweep: Option<u32>,
+}
+
+/// Position inside a sweep of the archived list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct SweepPos {
+    /// `after` of the next page; `None` for the first.
+    pub after: Option<String>,
 }
 
 /// One record of a search page, as the cursor logic sees it.
@@ -94,6 +113,31 @@ impl PollCursor {
             settled_ms: None,
             seen: Vec::new(),
             pass_started_ms: None,
+            sweep: None,
+            polls_since_sweep: None,
+        }
+    }
+
+    /// After a caught-up poll: count it, and start a sweep when one is due (`every` > 0).
+    pub(super) fn count_caught_up(&mut self, every: u32) {
+        if every == 0 {
+            self.sweep = None;
+            return;
+        }
+        match self.polls_since_sweep {
+            Some(n) if n.saturating_add(1) < every => self.polls_since_sweep = Some(n + 1),
+            _ => self.sweep = Some(SweepPos { after: None }),
+        }
+    }
+
+    /// A sweep page was read; `next_after` is where the following one starts.
+    pub(super) fn swept(&mut self, next_after: Option<String>) {
+        match next_after {
+            Some(after) => self.sweep = Some(SweepPos { after: Some(after) }),
+            None => {
+                self.sweep = None;
+                self.polls_since_sweep = Some(0);
+            }
         }
     }
 
@@ -328,6 +372,34 @@ mod tests {
         assert_eq!(s2.next.settled_ms, Some(now - 1_000));
         assert_eq!((s2.next.ts_ms, s2.next.inclusive), (now - 1_000, false));
         assert!(s2.next.watermark_ms >= s.next.watermark_ms);
+    }
+
+    #[test]
+    fn sweeps_after_the_first_catch_up_then_every_n() {
+        let mut c = PollCursor::start_at(0);
+        c.count_caught_up(3);
+        assert_eq!(c.sweep, Some(SweepPos { after: None }), "never swept: sweep now");
+        c.swept(Some("100".into()));
+        assert_eq!(c.sweep, Some(SweepPos { after: Some("100".into()) }));
+        c.swept(None);
+        assert_eq!((c.sweep.clone(), c.polls_since_sweep), (None, Some(0)));
+        c.count_caught_up(3);
+        c.count_caught_up(3);
+        assert_eq!((c.sweep.clone(), c.polls_since_sweep), (None, Some(2)));
+        c.count_caught_up(3);
+        assert!(c.sweep.is_some(), "third caught-up poll");
+        let mut off = PollCursor::start_at(0);
+        off.count_caught_up(0);
+        assert_eq!(off.sweep, None);
+    }
+
+    #[test]
+    fn a_cursor_from_before_sweeps_still_reads() {
+        let old = r#"{"v":1,"ts_ms":5,"inclusive":true,"phase":{"kind":"scan"},
+            "watermark_ms":5,"settled_ms":null,"seen":[["7",5]],"pass_started_ms":null}"#;
+        let c = PollCursor::parse(&Cursor(Some(old.into()))).expect("old cursor reads");
+        assert_eq!((c.ts_ms, c.sweep, c.polls_since_sweep), (5, None, None));
+        assert_eq!(c.seen, vec![("7".to_string(), 5)]);
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub(super) const OBJECT_ID: &str = "hs_object_id";
 /// Read-only through the contacts API: never sent in a write.
 pub(super) const EMAIL_OPTOUT: &str = "hs_email_optout";
 pub(super) const EMAIL: &str = "email";
+/// On a merge survivor: the ids merged into it, `;`-separated (read-only).
+pub(super) const MERGED_IDS: &str = "hs_merged_object_ids";
 
 // ---------------------------------------------------------------------------------------------
 // Requests
@@ -107,6 +109,9 @@ pub(super) struct Contact {
     /// Set on upsert results: whether the record was created.
     #[serde(default)]
     pub new: Option<bool>,
+    /// When the contact was archived (only on archived records).
+    #[serde(default)]
+    pub archived_at: Option<String>,
 }
 
 /// `GET /objects/contacts` and `POST /search`.
@@ -122,13 +127,33 @@ pub(super) struct ListResponse {
 #[derive(Debug, Deserialize)]
 pub(super) struct Paging {
     #[serde(default)]
-    pub next: Option<serde::de::IgnoredAny>,
+    pub next: Option<PagingNext>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PagingNext {
+    /// Opaque; sent back as `after` for the next page.
+    #[serde(default, deserialize_with = "opt_string_or_number")]
+    pub after: Option<String>,
 }
 
 impl ListResponse {
     pub fn has_more(&self) -> bool {
         self.paging.as_ref().is_some_and(|p| p.next.is_some())
     }
+
+    /// The `after` value of the next page, when there is one.
+    pub fn next_after(&self) -> Option<&str> {
+        self.paging.as_ref()?.next.as_ref()?.after.as_deref()
+    }
+}
+
+fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
 }
 
 /// Batch read/update/upsert, 200 or 207.

@@ -125,11 +125,25 @@ impl Client {
         retry(self.policy, || self.attempt(call)).await
     }
 
-    /// Run a SOQL query and follow `nextRecordsUrl` until done. `batch_size` is sent as the
-    /// `Sforce-Query-Options` hint; the server may page below it.
-    pub async fn query(&self, soql: &str, batch_size: u32) -> Result<Vec<Record>, ConnectorError> {
+    /// Run a SOQL query through `queryAll` (deleted rows, in the recycle bin or merged away,
+    /// come back too, with `IsDeleted = true`) and follow `nextRecordsUrl` until done.
+    /// `batch_size` is sent as the `Sforce-Query-Options` hint; the server may page below it.
+    pub async fn query_all(
+        &self,
+        soql: &str,
+        batch_size: u32,
+    ) -> Result<Vec<Record>, ConnectorError> {
+        self.query_at("queryAll", soql, batch_size).await
+    }
+
+    async fn query_at(
+        &self,
+        resource: &str,
+        soql: &str,
+        batch_size: u32,
+    ) -> Result<Vec<Record>, ConnectorError> {
         let options = ("Sforce-Query-Options", format!("batchSize={batch_size}"));
-        let mut first = Call::get(Target::Api("query"));
+        let mut first = Call::get(Target::Api(resource));
         first.query.push(("q", soql.to_string()));
         first.headers.push(options.clone());
         let mut page: QueryResponse = parse_json(&self.call(&first).await?, "query")?;

@@ -32,11 +32,18 @@ pub struct SalesforceConfigRaw {
     pub client_secret_env: Option<String>,
     /// File holding the consumer secret (e.g. a systemd credential).
     pub client_secret_file: Option<PathBuf>,
-    /// The sObject to sync. Only `Lead` for now.
-    #[serde(default = "default_object")]
-    pub object: String,
+    /// Older single-object form of `objects` (`object = "Lead"` means `objects = ["Lead"]`).
+    /// Give one or the other.
+    #[serde(default)]
+    pub object: Option<String>,
+    /// The sObjects to poll and update: `Lead` and/or `Contact` (default both). Creates are
+    /// always Leads; a Contact comes from converting a lead.
+    #[serde(default)]
+    pub objects: Option<Vec<String>>,
     /// Custom External ID field that holds the ledger id; creates upsert on it so a retried
-    /// create never duplicates.
+    /// create never duplicates. It is read on every synced object, so when Contact is synced
+    /// the org needs the field on Contact too (a lead field mapping can then carry the key
+    /// over on conversion).
     #[serde(default = "default_external_id_field")]
     pub external_id_field: String,
     /// Wait between polls once caught up.
@@ -54,17 +61,19 @@ pub struct SalesforceConfigRaw {
     /// Attempts per HTTP call, the first included.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
-    /// Field mapping; defaults to `FieldMap::salesforce_lead_default()`.
+    /// Field mapping of Lead; defaults to `FieldMap::salesforce_lead_default()`.
     #[serde(default)]
     pub mapping: Option<FieldMapRaw>,
+    /// Field mapping of Contact; defaults to `FieldMap::salesforce_contact_default()`.
+    #[serde(default)]
+    pub contact_mapping: Option<FieldMapRaw>,
 }
 
 fn default_api_version() -> String {
     "v62.0".into()
 }
-fn default_object() -> String {
-    "Lead".into()
-}
+/// The sObjects the connector knows, in the order they are polled.
+pub(super) const KNOWN_OBJECTS: [&str; 2] = ["Lead", "Contact"];
 fn default_external_id_field() -> String {
     "Leadsync_Id__c".into()
 }
@@ -91,18 +100,19 @@ pub struct SalesforceConfig {
     pub(super) api_version: String,
     pub(super) client_id: String,
     pub(super) client_secret: secrecy::SecretString,
-    pub(super) object: String,
+    /// The synced objects (canonical casing, no repeats) and their mappings.
+    pub(super) objects: Vec<(String, FieldMap)>,
     pub(super) external_id_field: String,
     pub(super) poll_interval: Duration,
     pub(super) overlap: Duration,
     pub(super) page_size: u32,
     pub(super) request_timeout: Duration,
     pub(super) retry: RetryPolicy,
-    pub(super) map: FieldMap,
 }
 
 /// Fields the connector reads and writes itself; a mapping may not claim them.
-const RESERVED: [&str; 2] = ["Id", "SystemModstamp"];
+const RESERVED: [&str; 6] =
+    ["Id", "SystemModstamp", "IsDeleted", "MasterRecordId", "IsConverted", "ConvertedContactId"];
 
 impl SalesforceConfig {
     /// Validate raw settings. `prefix` is the config path of this system (e.g. `systems.crm`);
@@ -111,8 +121,9 @@ impl SalesforceConfig {
     /// # Errors
     /// A [`KeyError`] for the first invalid key: insecure or malformed `login_url`, an
     /// `api_version` not shaped like `v62.0`, a `page_size` outside 200..=2000, a zero
-    /// `poll_interval_secs`, an object other than `Lead`, a field name that is not a plain
-    /// identifier, an invalid mapping, or a secret that cannot be resolved.
+    /// `poll_interval_secs`, both `object` and `objects`, an object other than `Lead` and
+    /// `Contact` (or one named twice, or none), a field name that is not a plain identifier,
+    /// an invalid mapping, or a secret that cannot be resolved.
     pub fn from_raw(
         raw: SalesforceConfigRaw,
         prefix: &str,
@@ -130,12 +141,7 @@ impl SalesforceConfig {
         if raw.client_id.trim().is_empty() {
             return Err(KeyError::new(key("client_id"), "must not be empty"));
         }
-        if raw.object != "Lead" {
-            return Err(KeyError::new(
-                key("object"),
-                format!("{:?} is not supported (only \"Lead\" for now)", raw.object),
-            ));
-        }
+        let names = object_names(raw.object.as_deref(), raw.objects.as_deref(), &key)?;
         if !is_identifier(&raw.external_id_field) {
             return Err(KeyError::new(
                 key("external_id_field"),
@@ -163,27 +169,17 @@ impl SalesforceConfig {
         if raw.max_attempts == 0 {
             return Err(KeyError::new(key("max_attempts"), "must be at least 1"));
         }
-        let map_prefix = key("mapping");
-        let map_raw = raw.mapping.clone().unwrap_or_else(FieldMap::salesforce_lead_default);
-        let map = FieldMap::from_raw(&map_raw, &map_prefix)?;
-        // Mapped properties are pasted into SOQL and JSON keys: only plain identifiers, and
-        // never the fields this connector manages itself.
-        for (name, prop) in &map_raw.fields {
-            let k = format!("{map_prefix}.fields.{name}");
-            if !is_identifier(prop) {
-                return Err(KeyError::new(
-                    k,
-                    "must be a field API name (letters, digits, underscores)",
-                ));
-            }
-            if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(prop))
-                || prop.eq_ignore_ascii_case(&raw.external_id_field)
-            {
-                return Err(KeyError::new(
-                    k,
-                    format!("{prop} is managed by the connector and cannot be mapped"),
-                ));
-            }
+        let mut objects = Vec::with_capacity(names.len());
+        for name in names {
+            let (map_key, default): (&str, fn() -> FieldMapRaw) = if name == "Lead" {
+                ("mapping", FieldMap::salesforce_lead_default)
+            } else {
+                ("contact_mapping", FieldMap::salesforce_contact_default)
+            };
+            let map_raw = if name == "Lead" { &raw.mapping } else { &raw.contact_mapping };
+            let map_raw = map_raw.clone().unwrap_or_else(default);
+            let map = validate_map(&map_raw, &key(map_key), &raw.external_id_field)?;
+            objects.push((name.to_string(), map));
         }
         let client_secret = resolve_secret(
             &key("client_secret"),
@@ -196,14 +192,13 @@ impl SalesforceConfig {
             api_version: raw.api_version,
             client_id: raw.client_id,
             client_secret,
-            object: raw.object,
+            objects,
             external_id_field: raw.external_id_field,
             poll_interval: Duration::from_secs(raw.poll_interval_secs),
             overlap: Duration::from_secs(raw.overlap_secs),
             page_size: raw.page_size,
             request_timeout: Duration::from_secs(raw.request_timeout_secs),
             retry: RetryPolicy { max_attempts: raw.max_attempts, ..RetryPolicy::default() },
-            map,
         })
     }
 
@@ -219,9 +214,71 @@ impl SalesforceConfig {
         self.poll_interval
     }
 
-    pub fn object(&self) -> &str {
-        &self.object
+    /// The synced object types, in polling order.
+    pub fn objects(&self) -> impl Iterator<Item = &str> {
+        self.objects.iter().map(|(name, _)| name.as_str())
     }
+}
+
+/// The object list from `object` (older single form) or `objects`, canonically cased.
+fn object_names(
+    object: Option<&str>,
+    objects: Option<&[String]>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Vec<&'static str>, KeyError> {
+    let (list, k): (Vec<&str>, String) = match (object, objects) {
+        (Some(_), Some(_)) => {
+            return Err(KeyError::new(key("objects"), "give either object or objects, not both"));
+        }
+        (Some(one), None) => (vec![one], key("object")),
+        (None, Some(many)) => (many.iter().map(String::as_str).collect(), key("objects")),
+        (None, None) => (KNOWN_OBJECTS.to_vec(), key("objects")),
+    };
+    if list.is_empty() {
+        return Err(KeyError::new(k, "must name at least one object"));
+    }
+    let mut out: Vec<&'static str> = Vec::with_capacity(list.len());
+    for name in list {
+        let Some(known) = KNOWN_OBJECTS.iter().find(|o| o.eq_ignore_ascii_case(name)) else {
+            return Err(KeyError::new(
+                k,
+                format!("{name:?} is not supported (expected \"Lead\" and/or \"Contact\")"),
+            ));
+        };
+        if out.contains(known) {
+            return Err(KeyError::new(k, format!("{known} is named twice")));
+        }
+        out.push(known);
+    }
+    Ok(out)
+}
+
+/// Validate one object's mapping. Mapped properties are pasted into SOQL and JSON keys: only
+/// plain identifiers, and never the fields this connector manages itself.
+fn validate_map(
+    map_raw: &FieldMapRaw,
+    map_prefix: &str,
+    external_id_field: &str,
+) -> Result<FieldMap, KeyError> {
+    let map = FieldMap::from_raw(map_raw, map_prefix)?;
+    for (name, prop) in &map_raw.fields {
+        let k = format!("{map_prefix}.fields.{name}");
+        if !is_identifier(prop) {
+            return Err(KeyError::new(
+                k,
+                "must be a field API name (letters, digits, underscores)",
+            ));
+        }
+        if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(prop))
+            || prop.eq_ignore_ascii_case(external_id_field)
+        {
+            return Err(KeyError::new(
+                k,
+                format!("{prop} is managed by the connector and cannot be mapped"),
+            ));
+        }
+    }
+    Ok(map)
 }
 
 /// `vNN.N` (one or more digits each side).

@@ -1,8 +1,13 @@
 //! The poll cursor: our own JSON inside the opaque [`Cursor`] string, and the keyset SOQL it
 //! turns into.
 //!
-//! Polling is keyset pagination on `(SystemModstamp, Id)`, lossless with ties. Three pieces of
-//! state travel in the cursor:
+//! Each synced object (Lead, Contact) keeps its own position: the cursor text is
+//! `{"v":2,"objects":{"Lead":<state>,"Contact":<state>}}`. The older form, one bare state,
+//! was written when only Leads were polled; it reads as that Lead state, with every other
+//! object starting from the beginning.
+//!
+//! Per object, polling is keyset pagination on `(SystemModstamp, Id)`, lossless with ties.
+//! Three pieces of state travel in the cursor:
 //! - the **watermark** `ts`/`id`: the greatest position ever returned; it never moves back.
 //! - the **scan** position: where the next query starts when it is not "just after the
 //!   watermark". Once caught up, the next cycle re-reads from `watermark - overlap` (inclusive)
@@ -12,7 +17,7 @@
 //!   returned, so a quiet org does not re-emit the same few records every cycle. Dropping
 //!   entries (the list is capped) only causes harmless re-emission, never loss.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -54,23 +59,68 @@ pub(super) enum Start {
     From(DateTime<Utc>),
 }
 
-/// Read the cursor string.
+/// The whole cursor: one poll state per object type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Positions {
+    pub v: u32,
+    pub objects: BTreeMap<String, PollState>,
+}
+
+/// Read the cursor string (either form, see the module docs).
 ///
 /// # Errors
 /// `Config` when the cursor is not ours or carries an id that is not a Salesforce id (it is
 /// pasted into SOQL).
-pub(super) fn decode(cursor: &Cursor) -> Result<Option<PollState>, ConnectorError> {
-    let Some(text) = cursor.0.as_deref() else { return Ok(None) };
-    let state: PollState = serde_json::from_str(text)
-        .map_err(|e| ConnectorError::Config(format!("unreadable salesforce poll cursor: {e}")))?;
+pub(super) fn decode_all(cursor: &Cursor) -> Result<Positions, ConnectorError> {
+    let Some(text) = cursor.0.as_deref() else { return Ok(Positions::default()) };
+    let positions = match serde_json::from_str::<Positions>(text) {
+        Ok(p) => p,
+        Err(_) => {
+            let lead = parse_state(text)?;
+            Positions { v: 2, objects: BTreeMap::from([("Lead".to_string(), lead)]) }
+        }
+    };
+    for state in positions.objects.values() {
+        check_ids(state)?;
+    }
+    Ok(positions)
+}
+
+pub(super) fn encode_all(positions: &Positions) -> Cursor {
+    if positions.objects.is_empty() {
+        return Cursor(None);
+    }
+    let p = Positions { v: 2, objects: positions.objects.clone() };
+    Cursor(Some(serde_json::to_string(&p).expect("poll positions always serialise")))
+}
+
+fn parse_state(text: &str) -> Result<PollState, ConnectorError> {
+    serde_json::from_str(text)
+        .map_err(|e| ConnectorError::Config(format!("unreadable salesforce poll cursor: {e}")))
+}
+
+fn check_ids(state: &PollState) -> Result<(), ConnectorError> {
     let ids_ok = is_sf_id(&state.id)
         && state.scan.as_ref().is_none_or(|s| s.id.is_empty() || is_sf_id(&s.id));
     if !ids_ok {
         return Err(ConnectorError::Config("salesforce poll cursor holds an invalid id".into()));
     }
+    Ok(())
+}
+
+/// Read a one-object cursor string (the older form).
+///
+/// # Errors
+/// As [`decode_all`].
+#[cfg(test)]
+pub(super) fn decode(cursor: &Cursor) -> Result<Option<PollState>, ConnectorError> {
+    let Some(text) = cursor.0.as_deref() else { return Ok(None) };
+    let state = parse_state(text)?;
+    check_ids(&state)?;
     Ok(Some(state))
 }
 
+#[cfg(test)]
 pub(super) fn encode(state: Option<&PollState>) -> Cursor {
     Cursor(state.map(|s| serde_json::to_string(s).expect("poll state always serialises")))
 }

@@ -91,26 +91,65 @@ pub(super) fn record_to_change(
         .and_then(Value::as_str)
         .and_then(parse_datetime)
         .ok_or(BadRecord("SystemModstamp"))?;
-    // The placeholder leadsync writes into required fields it has no value for reads back as
-    // "no value", so it never travels to other systems as if someone had typed it.
-    let props: BTreeMap<String, Option<String>> = map
-        .properties()
-        .map(|p| {
-            let v = get_ci(rec, p).and_then(json_to_string).filter(|v| v != NOT_PROVIDED);
-            (p.to_string(), v)
-        })
-        .collect();
+    let fate = fate_of(rec);
+    // A record that is gone says nothing about the person any more: its last values must not
+    // compete with live ones, so only a live or converted record carries fields.
+    let fields = match fate {
+        RecordFate::Deleted | RecordFate::MergedInto { .. } => crate::domain::Fields::new(),
+        RecordFate::Live | RecordFate::ConvertedTo { .. } => {
+            // The placeholder leadsync writes into required fields it has no value for reads
+            // back as "no value", so it never travels to other systems as if someone had
+            // typed it.
+            let props: BTreeMap<String, Option<String>> = map
+                .properties()
+                .map(|p| {
+                    let v = get_ci(rec, p).and_then(json_to_string).filter(|v| v != NOT_PROVIDED);
+                    (p.to_string(), v)
+                })
+                .collect();
+            map.to_canonical(&props)
+        }
+    };
     let ledger_key =
         get_ci(rec, external_id_field).and_then(json_to_string).filter(|s| !s.trim().is_empty());
     let change = Change {
         remote: RemoteId { object_type: object_type.to_string(), id: id.clone() },
-        fields: map.to_canonical(&props),
+        fields,
         ledger_key,
         modified_at,
         fetched_at,
-        fate: RecordFate::Live,
+        fate,
     };
     Ok((change, Position { ts: modified_at, id }))
+}
+
+/// What the record's system fields say happened to it: `IsDeleted` with a `MasterRecordId`
+/// is a merge (the master survives), without one a delete; a converted lead points at its
+/// contact. Absent fields (an outbound message that did not carry them) read as live.
+pub(super) fn fate_of(rec: &Record) -> RecordFate {
+    let text = |name: &str| {
+        get_ci(rec, name).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
+    };
+    let flag = |name: &str| {
+        get_ci(rec, name).is_some_and(|v| {
+            v.as_bool()
+                .unwrap_or_else(|| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("true")))
+        })
+    };
+    if flag(wire::IS_DELETED_FIELD) {
+        return match text(wire::MASTER_RECORD_FIELD) {
+            Some(survivor) => RecordFate::MergedInto { survivor: survivor.to_string() },
+            None => RecordFate::Deleted,
+        };
+    }
+    if flag(wire::IS_CONVERTED_FIELD)
+        && let Some(contact) = text(wire::CONVERTED_CONTACT_FIELD)
+    {
+        return RecordFate::ConvertedTo {
+            remote: RemoteId { object_type: wire::CONTACT.to_string(), id: contact.to_string() },
+        };
+    }
+    RecordFate::Live
 }
 
 /// Canonical fields to Salesforce JSON values: the opt-out property travels as a JSON boolean

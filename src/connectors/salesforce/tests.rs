@@ -16,8 +16,10 @@ use crate::domain::{Field, Fields};
 use crate::retry::RetryPolicy;
 
 const QUERY: &str = "/services/data/v62.0/query";
+const QUERY_ALL: &str = "/services/data/v62.0/queryAll";
 const TOKEN: &str = "/services/oauth2/token";
-const SELECT: &str = "SELECT Id, SystemModstamp, Leadsync_Id__c, Email, FirstName, LastName, \
+const SELECT: &str = "SELECT Id, SystemModstamp, IsDeleted, MasterRecordId, IsConverted, \
+                      ConvertedContactId, Leadsync_Id__c, Email, FirstName, LastName, \
                       Company, Title, Phone, LeadSource, Status, HasOptedOutOfEmail FROM Lead";
 
 fn env() -> HashMap<String, String> {
@@ -30,6 +32,7 @@ fn raw(login_url: &str) -> SalesforceConfigRaw {
         "client_id": "cid",
         "client_secret_env": "SF_SECRET",
         "page_size": 200,
+        "objects": ["Lead"],
     }))
     .expect("valid raw config")
 }
@@ -296,7 +299,11 @@ fn config_defaults() {
     assert_eq!(cfg.poll_interval, Duration::from_secs(30));
     assert_eq!(cfg.overlap, Duration::from_secs(5));
     assert_eq!(cfg.retry.max_attempts, 6);
-    assert_eq!(cfg.map.property(Field::EmailOptOut), Some("HasOptedOutOfEmail"));
+    let maps: Vec<&str> = cfg.objects().collect();
+    assert_eq!(maps, ["Lead", "Contact"], "both objects by default");
+    assert_eq!(cfg.objects[0].1.property(Field::EmailOptOut), Some("HasOptedOutOfEmail"));
+    assert_eq!(cfg.objects[1].1.property(Field::EmailOptOut), Some("HasOptedOutOfEmail"));
+    assert!(!cfg.objects[1].1.maps(Field::Company), "Contact has no Company");
 }
 
 #[test]
@@ -321,8 +328,28 @@ fn config_errors_name_keys() {
     r.poll_interval_secs = 0;
     assert_eq!(config_err(r, &env()).key, "systems.crm.poll_interval_secs");
     let mut r = raw("https://a.test");
-    r.object = "Contact".into();
+    r.objects = Some(vec!["Account".into()]);
+    assert_eq!(config_err(r, &env()).key, "systems.crm.objects");
+    let mut r = raw("https://a.test");
+    r.objects = Some(vec!["Lead".into(), "lead".into()]);
+    assert!(config_err(r, &env()).problem.contains("twice"));
+    let mut r = raw("https://a.test");
+    r.objects = Some(Vec::new());
+    assert_eq!(config_err(r, &env()).key, "systems.crm.objects");
+    let mut r = raw("https://a.test");
+    r.object = Some("Lead".into());
+    let e = config_err(r, &env());
+    assert_eq!((e.key.as_str(), e.problem.contains("not both")), ("systems.crm.objects", true));
+    let mut r = raw("https://a.test");
+    r.objects = None;
+    r.object = Some("Opportunity".into());
     assert_eq!(config_err(r, &env()).key, "systems.crm.object");
+    let mut r = raw("https://a.test");
+    let mut m = FieldMap::salesforce_contact_default();
+    m.fields.insert("company".into(), "MasterRecordId".into());
+    r.contact_mapping = Some(m);
+    r.objects = Some(vec!["Contact".into()]);
+    assert_eq!(config_err(r, &env()).key, "systems.crm.contact_mapping.fields.company");
     let mut r = raw("https://a.test");
     r.external_id_field = "Bad Field".into();
     assert_eq!(config_err(r, &env()).key, "systems.crm.external_id_field");
@@ -511,7 +538,7 @@ async fn poll_follows_next_records_url_then_rescans_overlap() {
     mount_token(&server, "tok", 1).await;
     let first_q = format!("{SELECT} ORDER BY SystemModstamp, Id LIMIT 200");
     Mock::given(method("GET"))
-        .and(path(QUERY))
+        .and(path(QUERY_ALL))
         .and(query_param("q", first_q.as_str()))
         .and(header("Sforce-Query-Options", "batchSize=200"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -552,7 +579,7 @@ async fn poll_follows_next_records_url_then_rescans_overlap() {
         "{SELECT} WHERE SystemModstamp >= 2024-05-01T10:00:05.000Z ORDER BY SystemModstamp, Id LIMIT 200"
     );
     Mock::given(method("GET"))
-        .and(path(QUERY))
+        .and(path(QUERY_ALL))
         .and(query_param("q", rescan_q.as_str()))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "totalSize": 2, "done": true,
@@ -567,7 +594,8 @@ async fn poll_follows_next_records_url_then_rescans_overlap() {
     let page2 = sf.poll_changes(&page.next_cursor).await.expect("second poll");
     let ids: Vec<&str> = page2.changes.iter().map(|c| c.remote.id.as_str()).collect();
     assert_eq!(ids, ["00Q000000000003AAA"], "only the late row is new");
-    let state = cursor::decode(&page2.next_cursor).expect("ours").expect("some");
+    let all = cursor::decode_all(&page2.next_cursor).expect("ours");
+    let state = all.objects.get("Lead").expect("lead position");
     assert_eq!((state.ts, state.id.as_str()), (utc("2024-05-01T10:00:10Z"), "00Q000000000002AAA"));
 
     // Quiet org: the same re-scan emits nothing.
@@ -583,7 +611,7 @@ async fn full_page_polls_again_at_once_with_keyset() {
     let rows: Vec<Value> =
         (0..200).map(|i| lead(&format!("00Q{i:015}"), "2024-05-01T10:00:00.000+0000")).collect();
     Mock::given(method("GET"))
-        .and(path(QUERY))
+        .and(path(QUERY_ALL))
         .and(query_param("q", format!("{SELECT} ORDER BY SystemModstamp, Id LIMIT 200").as_str()))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "totalSize": 200, "done": true, "records": rows,
@@ -600,7 +628,7 @@ async fn full_page_polls_again_at_once_with_keyset() {
          2024-05-01T10:00:00.000Z AND Id > '00Q000000000000199') ORDER BY SystemModstamp, Id LIMIT 200"
     );
     Mock::given(method("GET"))
-        .and(path(QUERY))
+        .and(path(QUERY_ALL))
         .and(query_param("q", next_q.as_str()))
         .respond_with(empty_query())
         .expect(1)
@@ -617,27 +645,37 @@ async fn fetch_reads_collections_and_skips_unknown_ids() {
     mount_token(&server, "tok", 1).await;
     Mock::given(method("GET"))
         .and(path("/services/data/v62.0/composite/sobjects/Lead"))
-        .and(query_param("ids", "00Q000000000001AAA,00Q000000000009AAA"))
+        .and(query_param("ids", "00Q000000000001EAA,00Q000000000009EAA"))
         .and(query_param(
             "fields",
-            "Id,SystemModstamp,Leadsync_Id__c,Email,FirstName,LastName,Company,Title,Phone,\
+            "Id,SystemModstamp,IsDeleted,MasterRecordId,IsConverted,ConvertedContactId,\
+             Leadsync_Id__c,Email,FirstName,LastName,Company,Title,Phone,\
              LeadSource,Status,HasOptedOutOfEmail",
         ))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([
-            lead("00Q000000000001AAA", "2024-05-01T10:00:00.000+0000"),
+            lead("00Q000000000001EAA", "2024-05-01T10:00:00.000+0000"),
             null,
         ])))
         .expect(1)
         .mount(&server)
         .await;
+    // The id the collections read did not return is asked again through queryAll (deleted
+    // rows are only there); unknown there too, it is left out.
+    Mock::given(method("GET"))
+        .and(path(QUERY_ALL))
+        .and(query_param("q", format!("{SELECT} WHERE Id IN ('00Q000000000009EAA')").as_str()))
+        .respond_with(empty_query())
+        .expect(1)
+        .mount(&server)
+        .await;
     let ids = [
-        RemoteId { object_type: "Lead".into(), id: "00Q000000000001AAA".into() },
-        RemoteId { object_type: "Lead".into(), id: "00Q000000000009AAA".into() },
+        RemoteId { object_type: "Lead".into(), id: "00Q000000000001EAA".into() },
+        RemoteId { object_type: "Lead".into(), id: "00Q000000000009EAA".into() },
         RemoteId { object_type: "Contact".into(), id: "003000000000001AAA".into() },
     ];
     let changes = sf.fetch(&ids).await.expect("fetch");
     assert_eq!(changes.len(), 1);
-    assert_eq!(changes[0].remote.id, "00Q000000000001AAA");
+    assert_eq!(changes[0].remote.id, "00Q000000000001EAA");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -107,6 +107,14 @@ pub(super) fn write_record(object_type: &str, fields: Vec<(String, Value)>) -> R
 
 /// Key of the record id in a collections update.
 pub(super) const UPDATE_ID_KEY: &str = "id";
-/// Field names every Lead has that the connector reads itself.
+/// Field names every synced object has that the connector reads itself.
 pub(super) const ID_FIELD: &str = "Id";
 pub(super) const MODSTAMP_FIELD: &str = "SystemModstamp";
+pub(super) const IS_DELETED_FIELD: &str = "IsDeleted";
+/// On a record merged away: the surviving record's id.
+pub(super) const MASTER_RECORD_FIELD: &str = "MasterRecordId";
+/// Lead only.
+pub(super) const IS_CONVERTED_FIELD: &str = "IsConverted";
+pub(super) const CONVERTED_CONTACT_FIELD: &str = "ConvertedContactId";
+pub(super) const LEAD: &str = "Lead";
+pub(super) const CONTACT: &str = "Contact";

@@ -431,6 +431,16 @@ impl Hooks {
                     out.push(Event { body: m });
                 }
             }
+            ContactChange::Restored { id, at } => {
+                if let Some(s) = sub("contact.restore", None) {
+                    out.push(Event { body: base(s, id, at) });
+                }
+            }
+            ContactChange::PrivacyDeleted { id, at } => {
+                if let Some(s) = sub("contact.privacyDeletion", None) {
+                    out.push(Event { body: base(s, id, at) });
+                }
+            }
         }
     }
 }

@@ -69,6 +69,13 @@
 //! - **Merge** keeps the primary's id and values (empty ones filled from the other), lists the
 //!   merged id in `hs_merged_object_ids` (`;`-separated) and the merged email in
 //!   `hs_additional_emails`; the old id and old email keep resolving to the primary.
+//! - **Archived contacts** are listed by `GET /contacts?archived=true` (with `archived: true`
+//!   and `archivedAt`) and read by `batch/read?archived=true` and `GET /{id}?archived=true`;
+//!   they do not resolve merged-away ids. **Restore** ([`HubspotSim::ui_restore`]) works for 90
+//!   days after archiving and is refused while another live contact holds the email.
+//!   **GDPR delete** ([`HubspotSim::gdpr_delete`]) erases the record: afterwards nothing
+//!   resolves to it, archived or not, and ids merged into it stop resolving too (HubSpot also
+//!   blocklists the address, which the simulator does not model).
 //! - Requests refused with 401 or 429 do not use quota. Faults injected with
 //!   [`HubspotSim::inject`] do.
 //!
@@ -86,8 +93,9 @@
 //!   included) plus propertyChange events for those. An opt-out sends a propertyChange of
 //!   `hs_email_optout`. `internal_touch` sends nothing. Computed properties
 //!   (`lastmodifieddate`, `createdate`, `hs_object_id`, `hs_merged_object_ids`) never fire.
-//!   No path of the simulator restores or GDPR-deletes, so `contact.restore` and
-//!   `contact.privacyDeletion` are subscribed by default but never sent.
+//!   [`HubspotSim::ui_restore`] sends `contact.restore` and [`HubspotSim::gdpr_delete`]
+//!   `contact.privacyDeletion` (the API has no restore call; `POST /gdpr-delete` is not
+//!   served).
 //! - **Changes made while there is no target are not sent later.**
 //! - **Retries**: any non-2xx answer (4xx included, as api-facts says; HubSpot's older guide
 //!   exempted 400/401/403/404/405 and honoured `Retry-After` on 429, which we do not), a
@@ -434,6 +442,51 @@ impl HubspotSim {
             }
             None => false,
         }
+    }
+
+    /// Merge `merged` into `primary` as a person in the UI would: the same as
+    /// `POST /crm/v3/objects/contacts/merge`, with `changeSource: CRM_UI` on its webhooks.
+    ///
+    /// # Errors
+    /// Unknown or archived ids, or both naming one contact.
+    pub fn ui_merge(&self, primary: &str, merged: &str) -> Result<(), String> {
+        let mut store = self.inner.store_as(ChangeSource::CrmUi);
+        let p = store.resolve(primary, false).ok_or_else(|| WriteError::NotFound.describe())?;
+        let m = store.resolve(merged, false).ok_or_else(|| WriteError::NotFound.describe())?;
+        if p == m {
+            return Err("Cannot merge a contact with itself".into());
+        }
+        store.merge(p, m, store::now_ms()).map(|_| ()).map_err(|e| e.describe())
+    }
+
+    /// Archive (delete to the recycle bin) a contact as a person in the UI would; sends
+    /// `contact.deletion`. Returns false when the id names no live contact.
+    pub fn ui_archive(&self, id: &str) -> bool {
+        let mut store = self.inner.store_as(ChangeSource::CrmUi);
+        match store.resolve(id, false) {
+            Some(id) => store.archive(id, store::now_ms()),
+            None => false,
+        }
+    }
+
+    /// Restore an archived contact from the recycle bin, as the UI allows for 90 days; sends
+    /// `contact.restore`.
+    ///
+    /// # Errors
+    /// Unknown id, a contact that is not archived or was archived over 90 days ago, or an
+    /// email another live contact holds now.
+    pub fn ui_restore(&self, id: &str) -> Result<(), String> {
+        let mut store = self.inner.store_as(ChangeSource::CrmUi);
+        let id: u64 = id.trim().parse().map_err(|_| format!("{id:?} is not a contact id"))?;
+        store.restore(id, store::now_ms())
+    }
+
+    /// Erase a contact for good, archived or not (a GDPR delete); sends
+    /// `contact.privacyDeletion`. Returns false for an unknown id.
+    pub fn gdpr_delete(&self, id: &str) -> bool {
+        let mut store = self.inner.store_as(ChangeSource::CrmUi);
+        let Ok(id) = id.trim().parse::<u64>() else { return false };
+        store.gdpr_delete(id, store::now_ms())
     }
 
     /// Every known property of a contact (unset ones as `None`), whether archived or not;

@@ -231,7 +231,14 @@ pub(crate) enum ContactChange {
     Deleted { id: u64, at: i64 },
     /// `loser` merged into `primary`; `moved` properties were filled from the loser.
     Merged { primary: u64, loser: u64, at: i64, moved: u64 },
+    /// Taken back out of the recycle bin.
+    Restored { id: u64, at: i64 },
+    /// Erased for good (GDPR delete).
+    PrivacyDeleted { id: u64, at: i64 },
 }
+
+/// How long an archived contact can be restored.
+pub(crate) const RESTORE_WINDOW_MS: i64 = 90 * 24 * 3600 * 1000;
 
 pub(crate) struct Store {
     next_id: u64,
@@ -607,6 +614,54 @@ impl Store {
                 self.by_email.remove(&email);
             }
         }
+        self.publish(id);
+        true
+    }
+
+    /// Restore an archived contact (within [`RESTORE_WINDOW_MS`] of its archiving). Refused
+    /// when its email (or an additional email) now belongs to another live contact.
+    pub fn restore(&mut self, id: u64, now: i64) -> Result<(), String> {
+        let Some(contact) = self.contacts.get(&id) else {
+            return Err(format!("contact {id} does not exist"));
+        };
+        let Some(archived_ms) = contact.archived_ms.filter(|_| contact.archived) else {
+            return Err(format!("contact {id} is not archived"));
+        };
+        if now.saturating_sub(archived_ms) > RESTORE_WINDOW_MS {
+            return Err(format!("contact {id} was archived more than 90 days ago"));
+        }
+        let mut emails: Vec<String> = contact.props.get("email").cloned().into_iter().collect();
+        if let Some(additional) = contact.props.get("hs_additional_emails") {
+            emails.extend(additional.split(';').map(str::to_string));
+        }
+        if let Some(other) = emails.iter().find_map(|e| self.by_email.get(e).filter(|o| **o != id))
+        {
+            return Err(format!("CONFLICT: the email now belongs to contact {other}"));
+        }
+        let Some(entry) = self.contacts.get_mut(&id) else {
+            return Err(format!("contact {id} does not exist"));
+        };
+        let contact = Arc::make_mut(entry);
+        contact.archived = false;
+        contact.archived_ms = None;
+        contact.updated_ms = now;
+        for email in emails {
+            self.by_email.insert(email, id);
+        }
+        self.changes.push(ContactChange::Restored { id, at: now });
+        self.publish(id);
+        Ok(())
+    }
+
+    /// Erase a contact (live or archived) for good: no id, email or merged id resolves to it
+    /// afterwards, not even with `archived=true`. Returns false for an unknown id.
+    pub fn gdpr_delete(&mut self, id: u64, now: i64) -> bool {
+        if self.contacts.remove(&id).is_none() {
+            return false;
+        }
+        self.by_email.retain(|_, owner| *owner != id);
+        self.merged_into.retain(|loser, primary| *primary != id && *loser != id);
+        self.changes.push(ContactChange::PrivacyDeleted { id, at: now });
         self.publish(id);
         true
     }

@@ -875,3 +875,52 @@ async fn latency_and_internal_touch() {
     assert_ne!(after["lastmodifieddate"], before, "HubSpot's own updates move the date");
     assert_eq!(after["email"].as_deref(), Some("t@x.test"));
 }
+
+#[tokio::test]
+async fn archived_contacts_are_listed_read_restored_and_erased() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let a = sim.insert(props(&[("email", "a@example.test")])).expect("a");
+    let b = sim.insert(props(&[("email", "b@example.test")])).expect("b");
+    assert!(sim.ui_archive(&a));
+    assert!(sim.ui_archive(&b));
+
+    let listed = body(api.get("?archived=true&limit=100").await).await;
+    let results = listed["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["id"], json!(a));
+    assert_eq!(results[0]["archived"], true);
+    assert!(results[0]["archivedAt"].is_string(), "{listed}");
+    assert_eq!(body(api.get("?limit=100").await).await["results"], json!([]));
+
+    let read = body(
+        api.post(
+            "/batch/read?archived=true",
+            json!({"inputs": [{"id": a}, {"id": "999"}], "properties": ["email"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(read["results"][0]["id"], json!(a));
+    assert_eq!(read["results"][0]["archived"], true);
+    assert_eq!(read["errors"][0]["category"], "OBJECT_NOT_FOUND");
+
+    // Restoring is refused while another live contact holds the address.
+    let taker = sim.insert(props(&[("email", "b@example.test")])).expect("email is free again");
+    let e = sim.ui_restore(&b).expect_err("email taken");
+    assert!(e.contains(&taker), "{e}");
+    sim.ui_restore(&a).expect("restores");
+    let live = body(api.get(&format!("/{a}")).await).await;
+    assert_eq!(live["archived"], false);
+    assert!(live.get("archivedAt").is_none(), "{live}");
+    assert!(sim.ui_restore("nope").is_err());
+
+    // A GDPR delete leaves nothing behind, archived or not.
+    assert!(sim.gdpr_delete(&b));
+    let read = body(
+        api.post("/batch/read?archived=true", json!({"inputs": [{"id": b}], "properties": []}))
+            .await,
+    )
+    .await;
+    assert_eq!(read["results"], json!([]));
+    assert_eq!(api.get(&format!("/{b}?archived=true")).await.status(), StatusCode::NOT_FOUND);
+}

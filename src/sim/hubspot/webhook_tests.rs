@@ -404,3 +404,59 @@ async fn management_api_validates_and_applies_settings_and_subscriptions() {
     assert_eq!(got[0].path_and_query, "/via-api");
     sim.stop();
 }
+
+#[tokio::test]
+async fn ui_merge_archive_restore_and_gdpr_delete_send_their_events() {
+    let rx = receiver(ok(), Duration::ZERO).await;
+    let target = format!("{}/hooks/hubspot", rx.base);
+    let sim = HubspotSim::new(opts(&target, None, 1.0));
+    sim.start("127.0.0.1:0").await.unwrap();
+    let a = sim.insert(props(&[("email", "a@example.test")])).unwrap();
+    let b = sim.insert(props(&[("email", "b@example.test"), ("phone", "1")])).unwrap();
+    let c = sim.insert(props(&[("email", "c@example.test")])).unwrap();
+    // The creations may travel in one request or several: wait until all three arrived.
+    let mut seen = 0;
+    let mut created = 0;
+    while created < 3 {
+        seen += 1;
+        let got = rx.wait_for(seen, Duration::from_secs(5)).await;
+        created += check(&got[seen - 1], &rx.base)
+            .iter()
+            .filter(|e| e.subscription_type == "contact.creation")
+            .count();
+    }
+
+    sim.ui_merge(&a, &b).unwrap();
+    seen += 1;
+    let got = rx.wait_for(seen, Duration::from_secs(5)).await;
+    let events = check(&got[seen - 1], &rx.base);
+    let merge = events.iter().find(|e| e.subscription_type == "contact.merge").expect("merge");
+    assert_eq!(merge.change_source.as_deref(), Some("CRM_UI"));
+    assert_eq!(merge.merged_object_ids, vec![b.parse::<u64>().unwrap()]);
+    assert!(sim.ui_merge(&a, &b).is_err(), "b resolves to a now: merging a with itself");
+
+    assert!(sim.ui_archive(&c));
+    assert!(!sim.ui_archive(&c), "already archived");
+    seen += 1;
+    let got = rx.wait_for(seen, Duration::from_secs(5)).await;
+    let events = check(&got[seen - 1], &rx.base);
+    assert_eq!(events[0].subscription_type, "contact.deletion");
+
+    sim.ui_restore(&c).unwrap();
+    seen += 1;
+    let got = rx.wait_for(seen, Duration::from_secs(5)).await;
+    let events = check(&got[seen - 1], &rx.base);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].subscription_type, "contact.restore");
+    assert_eq!(events[0].object_id, c.parse::<u64>().unwrap());
+    assert!(sim.ui_restore(&c).is_err(), "not archived any more");
+
+    assert!(sim.gdpr_delete(&c));
+    seen += 1;
+    let got = rx.wait_for(seen, Duration::from_secs(5)).await;
+    let events = check(&got[seen - 1], &rx.base);
+    assert_eq!(events[0].subscription_type, "contact.privacyDeletion");
+    assert!(sim.get(&c).is_none());
+    assert!(!sim.gdpr_delete(&c));
+    sim.stop();
+}

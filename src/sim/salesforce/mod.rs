@@ -14,6 +14,13 @@
 //! `INVALID_CROSS_REFERENCE_KEY`; surrounding whitespace on `Email` is trimmed; picklist values
 //! match exactly; a query record carries `Id` only when it was selected, as in Salesforce.
 //!
+//! Identity changes: [`SalesforceSim::merge_records`] models a UI merge (losers to the recycle
+//! bin with `MasterRecordId`, master's blank fields filled from the losers; External ID and
+//! owner never copied; an opt-out on any record survives), [`SalesforceSim::convert_lead`] a
+//! lead conversion (Account named after `Company`, Contact filled from the lead), and
+//! [`SalesforceSim::ui_delete`] a delete. Deleted rows are only visible through `queryAll` (and
+//! `/sobjects/{type}/deleted`); collections reads answer `null` for them, as Salesforce does.
+//!
 //! Outbound messages (api-facts §2.7; `outbound.rs`, delivery in [`crate::sim::webhooks`]) are
 //! off unless [`SalesforceOutboundOptions::endpoint_url`] is set (or
 //! [`SalesforceSim::set_outbound_url`]). They model a workflow rule on Lead "created, and every
@@ -389,14 +396,53 @@ impl SalesforceSim {
         Ok(())
     }
 
-    /// Convert a lead as the UI's Convert button would: creates a Contact, sets `IsConverted`,
-    /// `ConvertedContactId` and `Status = Closed - Converted`; returns the Contact id.
+    /// Convert a lead as the UI's Convert button would: creates an Account named after the
+    /// lead's `Company` (see [`SalesforceSim::account_name`]) and a Contact under it with the
+    /// lead's name, title, email, phone, lead source and opt-out, then sets `IsConverted`,
+    /// `ConvertedContactId` and `Status = Closed - Converted`; returns the Contact id. Custom
+    /// fields (the External ID) are not carried over: that needs a lead field mapping an
+    /// admin sets up, which the simulator does not model.
     ///
     /// # Errors
     /// `"<CODE>: <message>"` when the lead is missing, deleted or already converted.
     pub fn convert_lead(&self, lead_id: &str) -> Result<String, String> {
         let (_, row, mut st) = self.locate("Lead", lead_id)?;
         st.store.convert_lead(row).map_err(|e| format!("{}: {}", e.code, e.message))
+    }
+
+    /// Merge `loser_ids` (one or two) into `master_id`, as a person merging duplicates in the
+    /// UI (or a SOAP `merge()` call) would; not counted as an API call. The losers go to the
+    /// recycle bin with `IsDeleted = true` and `MasterRecordId = master_id`, visible only
+    /// through `queryAll`; the master's blank fields are filled from the losers (see the
+    /// module docs for which) and its `LastModifiedDate`/`SystemModstamp` move. A merged Lead
+    /// master fires its outbound message like any edit.
+    ///
+    /// # Errors
+    /// `"<CODE>: <message>"` for an unknown object, a missing, deleted or converted record,
+    /// an id of another object, no or more than two losers, or the master among the losers.
+    pub fn merge_records(
+        &self,
+        object: &str,
+        master_id: &str,
+        loser_ids: &[&str],
+    ) -> Result<(), String> {
+        let (obj, master, mut st) = self.locate(object, master_id)?;
+        let mut losers = Vec::with_capacity(loser_ids.len());
+        for id in loser_ids {
+            let row = st
+                .store
+                .table(obj)
+                .row_of(id)
+                .ok_or_else(|| format!("INVALID_ID_FIELD: no {} with id {id}", obj.name()))?;
+            losers.push(row);
+        }
+        st.store.merge(obj, master, &losers).map_err(|e| format!("{}: {}", e.code, e.message))
+    }
+
+    /// The name of an Account made by [`SalesforceSim::convert_lead`] (the lead's `Company`).
+    pub fn account_name(&self, account_id: &str) -> Option<String> {
+        let st = self.inner.lock();
+        st.store.accounts.iter().find(|(id, _)| id == account_id).map(|(_, name)| name.clone())
     }
 
     /// Move only `SystemModstamp`, as a system process (sharing recalculation, automation)

@@ -142,6 +142,8 @@ pub(crate) struct Schema {
     pub(crate) status: Option<usize>,
     pub(crate) is_converted: Option<usize>,
     pub(crate) converted_contact: Option<usize>,
+    /// Set on a record merged away: the surviving record (read-only).
+    pub(crate) master_record: usize,
     pub(crate) external_ids: Vec<usize>,
 }
 
@@ -176,6 +178,11 @@ impl Schema {
                 FieldDef::new("OwnerId", Kind::Reference(&["005"])),
             ]),
         }
+        let same_object: &'static [&'static str] = match obj {
+            Obj::Lead => &["00Q"],
+            Obj::Contact => &["003"],
+        };
+        f.push(FieldDef::new("MasterRecordId", Kind::Reference(same_object)).ro());
         f.extend([
             FieldDef::new("CreatedDate", Kind::DateTime).ro(),
             FieldDef::new("LastModifiedDate", Kind::DateTime).ro(),
@@ -204,6 +211,7 @@ impl Schema {
             status: pos("Status"),
             is_converted: pos("IsConverted"),
             converted_contact: pos("ConvertedContactId"),
+            master_record: must("MasterRecordId"),
             external_ids: f
                 .iter()
                 .enumerate()
@@ -590,6 +598,9 @@ pub(crate) struct Store {
     /// Ids of Leads created or edited since the lock was taken, one entry per write, for
     /// outbound messages (drained when the lock is released; rolled-back writes removed).
     pub(crate) lead_writes: Vec<String>,
+    /// Accounts made by lead conversion: (Id, Name). The simulator has no Account object
+    /// otherwise; this is enough to check what a conversion did.
+    pub(crate) accounts: Vec<(String, String)>,
 }
 
 impl Store {
@@ -601,6 +612,7 @@ impl Store {
             clock_offset_ms: 0,
             second_precision,
             lead_writes: Vec::new(),
+            accounts: Vec::new(),
         }
     }
 
@@ -758,7 +770,15 @@ impl Store {
                 &[],
             ));
         }
+        let company = lead.schema.field("Company").and_then(|i| rec.vals[i].as_str());
+        let account_id = make_id("001", 40_001 + self.accounts.len() as u64);
+        let account_name = company.unwrap_or_default().to_owned();
         let mut contact = Incoming::default();
+        contact.fields.push((
+            "AccountId".to_owned(),
+            self.contact.schema.field("AccountId"),
+            Val::Str(account_id.clone()),
+        ));
         for name in
             ["FirstName", "LastName", "Title", "Email", "Phone", "LeadSource", "HasOptedOutOfEmail"]
         {
@@ -768,6 +788,7 @@ impl Store {
             }
         }
         let (contact_id, _) = self.create(Obj::Contact, &contact)?;
+        self.accounts.push((account_id, account_name));
         let stamp = self.next_stamp();
         let lead = &mut self.lead;
         let mut vals = lead.rows[row].vals.clone();
@@ -783,6 +804,92 @@ impl Store {
         lead.replace(row, Record { vals, deleted_at: None });
         self.lead_writes.push(id);
         Ok(contact_id)
+    }
+
+    /// Merge up to two `losers` into `master`, as the UI's merge (or SOAP `merge()`) does:
+    /// the master's blank fields are filled from the losers (first loser first), the master is
+    /// saved (dates move, an outbound message fires for a Lead), and each loser goes to the
+    /// recycle bin with `MasterRecordId` = master.
+    ///
+    /// Salesforce lets the person merging pick a value per field; the simulator models the
+    /// default picks of "keep the master, fill its gaps": read-only, system and External ID
+    /// fields are never copied (an External ID is unique, and the loser's key names another
+    /// record), `OwnerId` stays the master's, and an email opt-out on any record survives
+    /// (consent only tightens).
+    pub(crate) fn merge(
+        &mut self,
+        obj: Obj,
+        master: usize,
+        losers: &[usize],
+    ) -> Result<(), RecError> {
+        let table = self.table(obj);
+        let schema = &table.schema;
+        if losers.is_empty() || losers.len() > 2 {
+            return Err(RecError::new(
+                "INVALID_OPERATION",
+                "a merge takes one master and one or two records to merge",
+                &[],
+            ));
+        }
+        let mut all = vec![master];
+        for l in losers {
+            if all.contains(l) {
+                return Err(RecError::new(
+                    "INVALID_ID_FIELD",
+                    "a record cannot be merged with itself",
+                    &[],
+                ));
+            }
+            all.push(*l);
+        }
+        for &row in &all {
+            let rec = &table.rows[row];
+            if rec.is_deleted() {
+                return Err(RecError::new("ENTITY_IS_DELETED", "entity is deleted", &[]));
+            }
+            if schema.is_converted.is_some_and(|c| rec.vals[c] == Val::Bool(true)) {
+                return Err(RecError::new(
+                    "CANNOT_UPDATE_CONVERTED_LEAD",
+                    "cannot reference converted lead",
+                    &[],
+                ));
+            }
+        }
+        let mut vals = table.rows[master].vals.clone();
+        for &l in losers {
+            let other = &table.rows[l].vals;
+            for (i, def) in schema.fields.iter().enumerate() {
+                let fill = def.writable
+                    && def.kind != Kind::ExternalId
+                    && i != schema.owner
+                    && match (&vals[i], &other[i]) {
+                        (Val::Null, v) => *v != Val::Null,
+                        (Val::Bool(false), Val::Bool(true)) => def.name == "HasOptedOutOfEmail",
+                        _ => false,
+                    };
+                if fill {
+                    vals[i] = other[i].clone();
+                }
+            }
+        }
+        let master_id = table.rows[master].id(schema).to_owned();
+        for &l in losers {
+            self.delete(obj, l)?;
+            let table = self.table_mut(obj);
+            let m = table.schema.master_record;
+            table.rows[l].vals[m] = Val::Str(master_id.clone());
+        }
+        let stamp = self.next_stamp();
+        let table = self.table_mut(obj);
+        let schema = &table.schema;
+        vals[schema.last_modified] = Val::Dt(stamp);
+        vals[schema.modstamp] = Val::Dt(stamp);
+        set_name(schema, &mut vals);
+        table.replace(master, Record { vals, deleted_at: None });
+        if obj == Obj::Lead {
+            self.lead_writes.push(master_id);
+        }
+        Ok(())
     }
 
     /// Reverse applied writes, newest first.

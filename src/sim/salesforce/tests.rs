@@ -646,6 +646,106 @@ async fn converted_leads_cannot_be_updated() {
 }
 
 #[tokio::test]
+async fn conversion_fills_the_contact_and_names_the_account_after_the_company() {
+    let h = Harness::default().await;
+    let id = h.seed(
+        "Lead",
+        json!({"FirstName": "Ada", "LastName": "L", "Company": "Acme Ltd", "Title": "CTO",
+               "Phone": "+44 1", "LeadSource": "Web", "HasOptedOutOfEmail": true,
+               "Email": "ada@example.test", "Leadsync_Id__c": "ledger-1"}),
+    );
+    let contact_id = h.sim.convert_lead(&id).unwrap();
+    let c = h.sim.get("Contact", &contact_id).unwrap();
+    for (k, v) in [
+        ("FirstName", json!("Ada")),
+        ("LastName", json!("L")),
+        ("Title", json!("CTO")),
+        ("Phone", json!("+44 1")),
+        ("LeadSource", json!("Web")),
+        ("HasOptedOutOfEmail", json!(true)),
+        ("Email", json!("ada@example.test")),
+        ("Leadsync_Id__c", Value::Null),
+        ("MasterRecordId", Value::Null),
+    ] {
+        assert_eq!(c[k], v, "{k}");
+    }
+    let account = c["AccountId"].as_str().unwrap();
+    assert!(account.starts_with("001"), "{account}");
+    assert_eq!(h.sim.account_name(account).as_deref(), Some("Acme Ltd"));
+}
+
+#[tokio::test]
+async fn merge_sends_losers_to_the_recycle_bin_pointing_at_the_master() {
+    let h = Harness::default().await;
+    let master =
+        h.seed("Lead", json!({"LastName": "M", "Company": "Acme", "Email": "m@example.test"}));
+    let l1 = h.seed(
+        "Lead",
+        json!({"LastName": "L1", "Company": "Other", "Title": "VP", "Phone": "1",
+               "HasOptedOutOfEmail": true, "Leadsync_Id__c": "ledger-l1"}),
+    );
+    let l2 =
+        h.seed("Lead", json!({"LastName": "L2", "Company": "C", "Title": "CEO", "Phone": "2"}));
+    let before = h.sim.get("Lead", &master).unwrap()["SystemModstamp"].clone();
+    h.sim.merge_records("Lead", &master, &[&l1, &l2]).unwrap();
+    let m = h.sim.get("Lead", &master).unwrap();
+    // Blank fields filled from the first loser that has them; set ones kept.
+    assert_eq!((m["LastName"].clone(), m["Company"].clone()), (json!("M"), json!("Acme")));
+    assert_eq!((m["Title"].clone(), m["Phone"].clone()), (json!("VP"), json!("1")));
+    assert_eq!(m["HasOptedOutOfEmail"], true, "an opt-out survives");
+    assert_eq!(m["Leadsync_Id__c"], Value::Null, "external ids are never copied");
+    assert_eq!(m["IsDeleted"], false);
+    assert_ne!(m["SystemModstamp"], before);
+    for l in [&l1, &l2] {
+        let rec = h.sim.get("Lead", l).unwrap();
+        assert_eq!(rec["IsDeleted"], true);
+        assert_eq!(rec["MasterRecordId"], json!(master));
+    }
+    let live = h.query("SELECT Id FROM Lead").await.1;
+    assert_eq!(live["totalSize"], 1);
+    let (_, all, _) = h
+        .send(h.http.get(h.url(&format!("{V}/queryAll"))).query(&[(
+            "q",
+            format!("SELECT Id, IsDeleted, MasterRecordId FROM Lead WHERE Id IN ('{l1}', '{l2}')"),
+        )]))
+        .await;
+    assert_eq!(all["totalSize"], 2);
+    assert_eq!(all["records"][0]["MasterRecordId"], json!(master));
+    // The collections read does not return merged-away records.
+    let (_, read) = h.get(&format!("{V}/composite/sobjects/Lead?ids={l1}&fields=Id")).await;
+    assert_eq!(read, json!([null]));
+    // MasterRecordId is read-only.
+    let (_, out) = h
+        .call(
+            reqwest::Method::PATCH,
+            &format!("{V}/composite/sobjects"),
+            json!({"records": [{"attributes": {"type": "Lead"}, "id": master, "MasterRecordId": l1}]}),
+        )
+        .await;
+    assert_eq!(out[0]["errors"][0]["statusCode"], "INVALID_FIELD_FOR_INSERT_UPDATE");
+
+    // Refusals: merged records are deleted, three losers are too many, a contact id is not a lead.
+    let e = h.sim.merge_records("Lead", &master, &[&l1]).unwrap_err();
+    assert!(e.starts_with("ENTITY_IS_DELETED"), "{e}");
+    let a = h.seed("Lead", lead(1));
+    let b = h.seed("Lead", lead(2));
+    let c = h.seed("Lead", lead(3));
+    let d = h.seed("Lead", lead(4));
+    let e = h.sim.merge_records("Lead", &a, &[&b, &c, &d]).unwrap_err();
+    assert!(e.starts_with("INVALID_OPERATION"), "{e}");
+    let e = h.sim.merge_records("Lead", &a, &[&a]).unwrap_err();
+    assert!(e.starts_with("INVALID_ID_FIELD"), "{e}");
+    let contact = h.sim.convert_lead(&b).unwrap();
+    let e = h.sim.merge_records("Lead", &a, &[&contact]).unwrap_err();
+    assert!(e.starts_with("INVALID_ID_FIELD"), "{e}");
+    let e = h.sim.merge_records("Lead", &a, &[&b]).unwrap_err();
+    assert!(e.starts_with("CANNOT_UPDATE_CONVERTED_LEAD"), "{e}");
+    let c2 = h.seed("Contact", json!({"LastName": "Other", "Email": "c2@example.test"}));
+    h.sim.merge_records("Contact", &contact, &[&c2]).unwrap();
+    assert_eq!(h.sim.get("Contact", &c2).unwrap()["MasterRecordId"], json!(contact));
+}
+
+#[tokio::test]
 async fn limit_info_header_and_daily_limit() {
     let h = Harness::new(SalesforceSimOptions {
         daily_api_limit: 3,
