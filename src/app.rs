@@ -69,9 +69,15 @@ fn rules_with(settings: &Settings, systems: Vec<SystemRules>) -> Rules {
 }
 
 fn system_rules(s: &crate::settings::SystemSettings, connector: &AnyConnector) -> SystemRules {
-    let (map, object_type) = match connector {
-        AnyConnector::Salesforce(c) => (c.field_map().clone(), "Lead".to_string()),
-        AnyConnector::Hubspot(c) => (c.field_map().clone(), "contact".to_string()),
+    let (map, object_type, other_maps) = match connector {
+        AnyConnector::Salesforce(c) => (
+            c.field_map().clone(),
+            "Lead".to_string(),
+            c.object_maps().into_iter().filter(|(o, _)| o != "Lead").collect(),
+        ),
+        AnyConnector::Hubspot(c) => {
+            (c.field_map().clone(), "contact".to_string(), std::collections::BTreeMap::new())
+        }
     };
     SystemRules {
         name: s.name.clone(),
@@ -79,7 +85,7 @@ fn system_rules(s: &crate::settings::SystemSettings, connector: &AnyConnector) -
         object_type,
         create: s.create,
         map,
-        other_maps: std::collections::BTreeMap::new(),
+        other_maps,
     }
 }
 
@@ -594,8 +600,17 @@ async fn fetcher(
                 None => to_fetch.push(p),
             }
         }
-        let mut ids: Vec<crate::domain::RemoteId> =
-            to_fetch.iter().map(|p| p.notice.remote.clone()).collect();
+        // A merge event names the survivor; the ids merged away are read too, so that their
+        // fates (merged into the survivor) reach the ledger.
+        let mut ids: Vec<crate::domain::RemoteId> = to_fetch
+            .iter()
+            .flat_map(|p| {
+                let obj = p.notice.remote.object_type.clone();
+                std::iter::once(p.notice.remote.clone()).chain(p.notice.related.iter().map(
+                    move |id| crate::domain::RemoteId { object_type: obj.clone(), id: id.clone() },
+                ))
+            })
+            .collect();
         ids.sort();
         ids.dedup();
         let fetched = if ids.is_empty() { Ok(Vec::new()) } else { sys.connector.fetch(&ids).await };
