@@ -6,6 +6,7 @@
 //! - `connectors`: one folder per vendor behind one trait; only `wire.rs` knows vendor JSON.
 //! - `ingest`: pollers (and later webhooks) that commit changes to the inbox.
 //! - `reconcile`: pure decisions from (ledger state, change, rules).
+//! - `identity`: synthetic people with known duplicates, and matching-quality scores.
 //! - `ledger`: the SQLite ledger; the only module that runs SQL.
 //! - `push`: drains the outbox to each vendor in batches, with retries and dead letters.
 //! - `engine`: wires pollers, reconciler and pushers for a set of systems.
@@ -21,6 +22,7 @@ pub mod app;
 pub mod cli;
 pub mod connectors;
 pub mod domain;
+pub mod identity;
 pub mod ingest;
 pub mod ledger;
 pub mod metrics;
