@@ -12,6 +12,7 @@ mod demo;
 mod serve;
 mod sim;
 mod status;
+mod synth;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -68,6 +69,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Benchmark: initial sync of many leads per side through the in-process simulators.
     Bench(bench::BenchArgs),
+    /// Synthetic people with known duplicates (CSV), and matching-quality scores.
+    Synth(synth::SynthArgs),
 }
 
 /// Run a parsed command with the process environment `env`.
@@ -79,6 +82,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> ExitCode {
         Command::Sim(args) => sim::run(args, &env).await,
         Command::Demo(args) => demo::run(args, &env).await,
         Command::Bench(args) => bench::run(args, &env).await,
+        Command::Synth(args) => synth::run(args),
     };
     ExitCode::from(code)
 }

@@ -559,11 +559,11 @@ impl Generator {
             negative: p.negative,
         };
         self.sparsify(&mut r);
+        keep_a_contact_point(p, &mut r);
         r
     }
 
-    /// Blank optional fields at `missing_rate`; keep at least one of email, phone and company
-    /// so the record says something beyond a name.
+    /// Blank optional fields at `missing_rate`.
     fn sparsify(&mut self, r: &mut SynthRecord) {
         let m = self.opts.missing_rate;
         if chance(&mut self.rng, m / 4.0) {
@@ -590,9 +590,7 @@ impl Generator {
         if force && r.variants.is_empty() {
             apply_case_whitespace(&mut self.rng, &mut r);
         }
-        if r.email.is_none() && r.phone.is_none() && r.company.is_none() {
-            r.company = Some(p.company.render(p.company.suffix_spelling, false));
-        }
+        keep_a_contact_point(p, &mut r);
         r
     }
 
@@ -753,14 +751,22 @@ impl Generator {
     }
 }
 
+/// Keep at least one of email, phone and company, so a record says something beyond a name
+/// (a CRM rejects or a sales team deletes a lead that is a bare name).
+fn keep_a_contact_point(p: &Person, r: &mut SynthRecord) {
+    if r.email.is_none() && r.phone.is_none() && r.company.is_none() {
+        r.company = Some(p.company.render(p.company.suffix_spelling, false));
+    }
+}
+
 const PLUS_TAG: &[&str] = data::PLUS_TAGS;
 
-fn chance(rng: &mut StdRng, p: f64) -> bool {
+fn chance<R: Rng>(rng: &mut R, p: f64) -> bool {
     rng.random::<f64>() < p
 }
 
 /// An element skewed towards the front of the list, the way name frequencies are.
-fn skewed<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+fn skewed<'a, T, R: Rng>(rng: &mut R, items: &'a [T]) -> &'a T {
     let u: f64 = rng.random();
     let i = ((u * u * items.len() as f64) as usize).min(items.len() - 1);
     &items[i]
@@ -876,7 +882,7 @@ fn free_local(rng: &mut StdRng, first: &str, last: &str) -> String {
     }
 }
 
-fn freemail_domain(rng: &mut StdRng, country: Country) -> &'static str {
+fn freemail_domain<R: Rng>(rng: &mut R, country: Country) -> &'static str {
     let local: &[&'static str] = match country {
         Country::Us => &[],
         Country::Uk => data::FREEMAIL_UK,
@@ -1109,9 +1115,10 @@ impl Company {
     /// no memory.
     fn derive(seed: u64, index: u64, count: u64) -> Company {
         let l = lists();
-        let mut rng = StdRng::seed_from_u64(
-            seed ^ 0x5EED_C0DE ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+        // SplitMix64 rather than StdRng: a ChaCha generator costs a block refill to seed, and
+        // this runs once per record.
+        let mut rng =
+            SplitMix64(seed ^ 0x5EED_C0DE ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         // Spread consecutive indices over the name space with a multiplication that is a
         // bijection modulo its size, so names are unique and big companies are not all
         // "... Logistics".
@@ -1184,6 +1191,31 @@ impl Company {
     }
 }
 
+/// SplitMix64 (Steele, Lea and Flood), enough for deriving a company's attributes from its
+/// index; portable and deterministic.
+struct SplitMix64(u64);
+
+impl rand::RngCore for SplitMix64 {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
 fn gcd(mut a: u64, mut b: u64) -> u64 {
     while b != 0 {
         (a, b) = (b, a % b);
@@ -1217,7 +1249,7 @@ enum Phone {
 }
 
 impl Phone {
-    fn random(rng: &mut StdRng, country: Country) -> Phone {
+    fn random<R: Rng>(rng: &mut R, country: Country) -> Phone {
         match country {
             Country::Us => {
                 // Any NPA of the form [2-9][0-8][0-9] except N11 service codes.
@@ -1329,7 +1361,7 @@ struct Address {
 }
 
 impl Address {
-    fn random(rng: &mut StdRng, country: Country) -> Address {
+    fn random<R: Rng>(rng: &mut R, country: Country) -> Address {
         let l = lists();
         let number = rng.random_range(1..2000);
         match country {
@@ -1361,8 +1393,7 @@ impl Address {
                 let (city, area, _) =
                     data::UK_CITIES.choose(rng).copied().unwrap_or(("London", "N", ""));
                 let letters = b"ABDEFGHJLNPQRSTUWXYZ";
-                let pick =
-                    |rng: &mut StdRng| char::from(letters[rng.random_range(0..letters.len())]);
+                let pick = |rng: &mut R| char::from(letters[rng.random_range(0..letters.len())]);
                 let postcode = format!(
                     "{area}{} {}{}{}",
                     rng.random_range(1..20),
