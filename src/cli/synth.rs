@@ -192,3 +192,48 @@ fn io_failed(path: &Path, e: &io::Error) -> u8 {
     eprintln!("leadsync: cannot write {}: {e}", path.display());
     exit::IOERR
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_outside_zero_to_one_are_refused() {
+        assert_eq!(parse_rate("0.4"), Ok(0.4));
+        assert!(parse_rate("1.5").is_err());
+        assert!(parse_rate("-0.1").is_err());
+        assert!(parse_rate("abc").is_err());
+    }
+
+    #[test]
+    fn people_split_into_two_files_then_scored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+        let args = PeopleArgs {
+            people: 300,
+            duplicate_rate: 0.1,
+            seed: 5,
+            missing_rate: 0.05,
+            hard_negative_rate: 0.08,
+            output: Some(a.clone()),
+            split: Some(b.clone()),
+            overlap: 0.5,
+        };
+        assert_eq!(people(&args), exit::OK);
+        let truth_a = quality::read_truth_csv(File::open(&a).unwrap()).unwrap();
+        let truth_b = quality::read_truth_csv(File::open(&b).unwrap()).unwrap();
+        assert!(truth_a.iter().all(|(id, _)| id.starts_with('a')));
+        assert!(truth_b.iter().all(|(id, _)| id.starts_with('b')));
+        // People in both files link across them.
+        let in_a: std::collections::HashSet<u64> = truth_a.iter().map(|(_, c)| *c).collect();
+        assert!(truth_b.iter().filter(|(_, c)| in_a.contains(c)).count() > 100);
+
+        let pairs = dir.path().join("pairs.csv");
+        std::fs::write(&pairs, "id_a,id_b,score\na1,b1,0.9\n").unwrap();
+        let score_args =
+            ScoreArgs { truth: vec![a, b], pairs, min_score: vec![0.5, 0.95], transitive: false };
+        assert_eq!(score(&score_args), exit::OK);
+        let missing = ScoreArgs { truth: vec![dir.path().join("nope.csv")], ..score_args };
+        assert_eq!(score(&missing), exit::IOERR);
+    }
+}
