@@ -7,6 +7,7 @@
 //! - `ingest`: pollers (and later webhooks) that commit changes to the inbox.
 //! - `identity`: normalisation and the matching engine (profiles, rules, blocking, scores).
 //! - `reconcile`: pure decisions from (ledger state, change, rules).
+//! - `identity`: synthetic people with known duplicates, and matching-quality scores.
 //! - `ledger`: the SQLite ledger; the only module that runs SQL.
 //! - `push`: drains the outbox to each vendor in batches, with retries and dead letters.
 //! - `engine`: wires pollers, reconciler and pushers for a set of systems.

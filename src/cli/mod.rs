@@ -16,6 +16,7 @@ mod review;
 mod serve;
 mod sim;
 mod status;
+mod synth;
 mod trace;
 
 use std::collections::HashMap;
@@ -88,6 +89,8 @@ pub enum Command {
     /// Find duplicate people in CSV exports (one file), or link two exports, with the
     /// matching engine; writes candidate pairs as `id_a,id_b,score`.
     Dedupe(dedupe::DedupeArgs),
+    /// Synthetic people with known duplicates (CSV), and matching-quality scores.
+    Synth(synth::SynthArgs),
 }
 
 /// Run a parsed command with the process environment `env`.
@@ -102,6 +105,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> ExitCode {
         Command::Demo(args) => demo::run(args, &env).await,
         Command::Bench(args) => bench::run(args, &env).await,
         Command::Dedupe(args) => dedupe::run(&args),
+        Command::Synth(args) => synth::run(args),
     };
     ExitCode::from(code)
 }
