@@ -14,8 +14,10 @@
 //! vendor are grouped by human without asking the engine. After the last op the engine
 //! quiesces (injected faults are finite and run out; [`wait_converged`]), and the test asserts:
 //! 1. **fields**: every field of every linked record equals the ledger's resolved value under
-//!    the configured rules ([`leadsync::verify::compare`]), and no link points at a record that
-//!    is deleted, merged away or converted;
+//!    the configured rules ([`leadsync::verify::compare`]), no link points at a record that
+//!    is deleted, merged away or converted, and the model's last edit of a plain field (made
+//!    on a linked human, not racing an earlier edit of that field) is what every live record
+//!    of that human holds, so an engine that quietly reverts edits fails too;
 //! 2. **no duplicates**: per human and vendor, at most one live record that leadsync created,
 //!    and none where the human already has a live record the driver made;
 //!    a record the driver deleted is not brought back;
@@ -25,14 +27,17 @@
 //!    links two humans, a human is one person, and an opted-out human is opted out in the
 //!    ledger and on every live record of theirs at both vendors.
 //!
-//! Which ops run: [`Op::enabled`]. On by default, because the engine on main handles them:
-//! `edit`, `stage`, `status`, `email`, `optout`, `new`, `fault`. Switched off by default because
-//! the simulators support them but the ledger does not handle them yet (they fail today, see
-//! the module's report): `delete` (HubSpot archive through the API, Salesforce `ui_delete`),
+//! Which ops run: [`Op::enabled`]. On by default, because the engine on main is meant to
+//! handle them: `edit`, `stage`, `status`, `email` (on a human whose records are all linked to
+//! one person), `optout`, `new` (a human made by hand in one system or in both), `fault`.
+//! Off by default, because the simulators support them but the ledger does not handle them
+//! yet: `email-early` (an email change before the engine linked the human's records, which
+//! needs fuzzy matching), `delete` (HubSpot archive through the API, Salesforce `ui_delete`),
 //! `duplicate` (a second HubSpot contact of one human under another email), `merge` (HubSpot
 //! `POST /crm/v3/objects/contacts/merge` of one human's two contacts) and `convert`
-//! (`SalesforceSim::convert_lead`). A Salesforce merge (`MasterRecordId`) is not an op yet:
-//! the simulator on main has no merge; add `Op::SfMerge` next to `Op::HsMerge` when it does.
+//! (`SalesforceSim::convert_lead`). Move an op into [`Op::DEFAULT`] when the engine learns it.
+//! A Salesforce merge (`MasterRecordId`) is not an op: the simulator on main cannot merge;
+//! add `Op::SfMerge` beside `Op::HsMerge` once `SalesforceSim::merge_records` exists.
 //!
 //! Knobs (environment):
 //! - `LEADSYNC_CONVERGENCE_SEEDS`: how many seeds (default 200);
@@ -73,8 +78,12 @@ pub enum Op {
     Stage,
     /// A lead status change on either side.
     Status,
-    /// A new email on a record (the token stays).
+    /// A new email on a record of a human whose records are all linked to one ledger person
+    /// (the token stays).
     EmailChange,
+    /// A new email on a record before the engine has linked the human's records: linking
+    /// them then needs more than the exact email (fuzzy matching).
+    EmailEarly,
     /// An opt-out on either side (never undone by the driver).
     OptOut,
     /// A new human, created in one system or in both by hand.
@@ -93,11 +102,12 @@ pub enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 11] = [
+    const ALL: [Op; 12] = [
         Op::Edit,
         Op::Stage,
         Op::Status,
         Op::EmailChange,
+        Op::EmailEarly,
         Op::OptOut,
         Op::NewHuman,
         Op::Fault,
@@ -117,6 +127,7 @@ impl Op {
             Op::Stage => "stage",
             Op::Status => "status",
             Op::EmailChange => "email",
+            Op::EmailEarly => "email-early",
             Op::OptOut => "optout",
             Op::NewHuman => "new",
             Op::Fault => "fault",
@@ -133,6 +144,7 @@ impl Op {
             Op::Edit => 6,
             Op::Stage | Op::Status | Op::EmailChange | Op::Fault => 3,
             Op::OptOut | Op::NewHuman | Op::Delete | Op::HsMerge | Op::ConvertLead => 2,
+            Op::EmailEarly => 2,
             Op::HsDuplicate => 1,
         }
     }
@@ -150,7 +162,9 @@ impl Op {
                 w => {
                     let op = Op::ALL.iter().find(|o| o.name() == w);
                     ops.insert(
-                        *op.unwrap_or_else(|| panic!("unknown op {w:?} in LEADSYNC_CONVERGENCE_OPS")),
+                        *op.unwrap_or_else(|| {
+                            panic!("unknown op {w:?} in LEADSYNC_CONVERGENCE_OPS")
+                        }),
                     );
                 }
             }
@@ -278,6 +292,17 @@ struct Deleted {
     live_after: BTreeSet<String>,
 }
 
+/// A field write the driver made that went through.
+struct Edit {
+    human: usize,
+    sf_field: &'static str,
+    hs_prop: &'static str,
+    value: String,
+    at: Instant,
+    /// The human's records were all linked to one person when it was made.
+    settled: bool,
+}
+
 /// The token in an email (`t7x` in `t7x.olivia@acme.example`).
 fn token_of(email: &str) -> Option<String> {
     let local = email.trim().to_lowercase();
@@ -345,11 +370,13 @@ const HS_STAGES: &[&str] = &[
 ];
 const HS_STATUSES: &[&str] =
     &["NEW", "OPEN", "IN_PROGRESS", "OPEN_DEAL", "UNQUALIFIED", "ATTEMPTED_TO_CONTACT"];
-const SF_STATUSES: &[&str] = &["Open - Not Contacted", "Working - Contacted", "Closed - Not Converted"];
+const SF_STATUSES: &[&str] =
+    &["Open - Not Contacted", "Working - Contacted", "Closed - Not Converted"];
 
 /// The driver: the model, the random source, and the vendors it acts on.
 struct Driver<'a> {
     h: &'a Harness,
+    app: &'a App,
     rng: StdRng,
     http: reqwest::Client,
     humans: Vec<Human>,
@@ -357,6 +384,7 @@ struct Driver<'a> {
     known_sf: BTreeSet<String>,
     known_hs: BTreeSet<String>,
     deleted: Vec<Deleted>,
+    edits: Vec<Edit>,
     /// Whether 429s and client timeouts may be injected (each costs seconds).
     slow_faults: bool,
     seq: u32,
@@ -388,6 +416,25 @@ impl Driver<'_> {
     fn hs_contacts(&self, human: usize) -> Vec<String> {
         let t = &self.humans[human].token;
         hs_live(self.h).into_iter().filter(|c| c.1.as_ref() == Some(t)).map(|c| c.0).collect()
+    }
+
+    /// Whether every live record of the human at both vendors is linked, all to one ledger
+    /// person: then an email change is a change on a linked record.
+    fn settled(&self, human: usize) -> bool {
+        let snapshot = self.app.ledger().snapshot().expect("snapshot");
+        let mut persons = BTreeSet::new();
+        let records = self.sf_leads(human).into_iter().map(|id| ("crm", id));
+        for (system, id) in
+            records.chain(self.hs_contacts(human).into_iter().map(|id| ("marketing", id)))
+        {
+            let Some(p) =
+                snapshot.iter().find(|p| p.links.iter().any(|(s, r)| s == system && r.id == id))
+            else {
+                return false;
+            };
+            persons.insert(p.id.clone());
+        }
+        persons.len() == 1
     }
 
     fn one_of(&mut self, ids: Vec<String>) -> Option<String> {
@@ -473,19 +520,25 @@ impl Driver<'_> {
                 self.field_write(human, on_sf, "Status", "hs_lead_status", value.into(), "status")
                     .await;
             }
-            Op::EmailChange => {
+            Op::EmailChange | Op::EmailEarly => {
+                if op == Op::EmailChange && !self.settled(human) {
+                    return self.note(format!("email {tok}: records not linked yet, skipped"));
+                }
                 self.seq += 1;
                 let first = ascii(&self.humans[human].first);
                 let domain = self.pick(DOMAINS);
                 let email = format!("{tok}.v{}.{first}@{domain}", self.seq);
-                self.field_write(human, on_sf, "Email", "email", email, "email").await;
+                self.field_write(human, on_sf, "Email", "email", email, op.name()).await;
             }
             Op::OptOut => {
                 if on_sf {
                     let Some(id) = self.one_of(self.sf_leads(human)) else {
                         return self.note(format!("optout {tok}: no salesforce lead, skipped"));
                     };
-                    let r = self.sf_write(&id, Map::from_iter([("HasOptedOutOfEmail".into(), true.into())]));
+                    let r = self.sf_write(
+                        &id,
+                        Map::from_iter([("HasOptedOutOfEmail".into(), true.into())]),
+                    );
                     self.humans[human].opted_out |= r == "ui ok";
                     self.note(format!("optout {tok} sf:{id}: {r}"));
                 } else {
@@ -566,25 +619,32 @@ impl Driver<'_> {
         &mut self,
         human: usize,
         on_sf: bool,
-        sf_field: &str,
-        hs_prop: &str,
+        sf_field: &'static str,
+        hs_prop: &'static str,
         value: String,
         what: &str,
     ) {
         let tok = self.humans[human].token.clone();
-        if on_sf {
+        let settled = self.settled(human);
+        let at = Instant::now();
+        let r = if on_sf {
             let Some(id) = self.one_of(self.sf_leads(human)) else {
                 return self.note(format!("{what} {tok}: no salesforce lead, skipped"));
             };
             let v = if value.is_empty() { Value::Null } else { Value::String(value.clone()) };
             let r = self.sf_write(&id, Map::from_iter([(sf_field.to_string(), v)]));
             self.note(format!("{what} {tok} sf:{id} {sf_field}={value:?}: {r}"));
+            r
         } else {
             let Some(id) = self.one_of(self.hs_contacts(human)) else {
                 return self.note(format!("{what} {tok}: no hubspot contact, skipped"));
             };
             let r = self.hs_write(&id, [(hs_prop.to_string(), value.clone())].into()).await;
             self.note(format!("{what} {tok} hs:{id} {hs_prop}={value:?}: {r}"));
+            r
+        };
+        if r == "ui ok" || r.starts_with("api 2") {
+            self.edits.push(Edit { human, sf_field, hs_prop, value, at, settled });
         }
     }
 
@@ -660,7 +720,9 @@ impl Driver<'_> {
         let count = self.rng.random_range(1..=3);
         if on_sf {
             let fault = match roll {
-                0..6 => SfFault::ServerError { status: if roll % 2 == 0 { 500 } else { 503 }, count },
+                0..6 => {
+                    SfFault::ServerError { status: if roll % 2 == 0 { 500 } else { 503 }, count }
+                }
                 6..8 => SfFault::ExpireSessions,
                 _ if self.slow_faults => {
                     SfFault::Delay { delay: Duration::from_millis(1500), count: 1 }
@@ -732,6 +794,7 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
 
     let mut d = Driver {
         h: &h,
+        app: &app,
         rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f_0be7),
         http: reqwest::Client::new(),
         humans: people
@@ -749,6 +812,7 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
         known_sf: sf_live(&h).into_iter().map(|r| r.id).collect(),
         known_hs: hs_live(&h).into_iter().map(|c| c.0).collect(),
         deleted: Vec::new(),
+        edits: Vec::new(),
         slow_faults,
         seq: 0,
         start: Instant::now(),
@@ -778,7 +842,13 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
                 false
             })
             .expect("weights cover the roll");
+        // Each op draws from its own generator, so that what one op finds (a record the
+        // engine has or has not created yet) does not shift the ops after it: a seed always
+        // replays the same op sequence.
+        let op_rng = StdRng::seed_from_u64(d.rng.random());
+        let main = std::mem::replace(&mut d.rng, op_rng);
         d.apply(op).await;
+        d.rng = main;
         let pause = d.rng.random_range(0..80);
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
@@ -875,6 +945,66 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
         }
     }
 
+    // ... and the driver's edits survived: the last edit of a plain field, made while the
+    // human's records were all linked and with no other edit of that field in the two seconds
+    // before it (a write racing the engine's push of an older value is a known lost update),
+    // is what every live record of that human holds. Blanks are excluded: a blank does not
+    // blank the person. Stages and statuses go through their own rules.
+    let mut last: BTreeMap<(usize, &str), (&Edit, bool)> = BTreeMap::new();
+    for e in &d.edits {
+        let key = (e.human, e.sf_field);
+        let isolated = last
+            .get(&key)
+            .is_none_or(|(prev, _)| e.at.duration_since(prev.at) >= Duration::from_secs(2));
+        last.insert(key, (e, isolated));
+    }
+    for ((human, _), (e, isolated)) in last {
+        let plain = ["FirstName", "LastName", "Company", "Title", "Phone", "LeadSource", "Email"];
+        if !(isolated && e.settled && !e.value.is_empty() && plain.contains(&e.sf_field)) {
+            continue;
+        }
+        let tok = &d.humans[human].token;
+        let same = |have: Option<&str>| match (e.sf_field, have) {
+            ("Email", Some(h)) => h.trim().eq_ignore_ascii_case(&e.value),
+            ("Phone", Some(h)) => {
+                let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+                let (a, b) = (digits(h), digits(&e.value));
+                !a.is_empty() && (a.ends_with(&b) || b.ends_with(&a))
+            }
+            (_, h) => h == Some(e.value.as_str()),
+        };
+        let sf_mine: Vec<&SfRec> = sf
+            .iter()
+            .filter(|r| r.object == "Lead" && !r.converted && r.token.as_ref() == Some(tok))
+            .collect();
+        let hs_mine: Vec<&str> =
+            hs.iter().filter(|c| c.1.as_ref() == Some(tok)).map(|c| c.0.as_str()).collect();
+        // Two HubSpot contacts of one human have two emails by necessity.
+        let skip_hs = e.sf_field == "Email" && hs_mine.len() > 1;
+        for r in sf_mine {
+            let lead = h.salesforce.get("Lead", &r.id).unwrap_or_default();
+            let have = lead.get(e.sf_field).and_then(Value::as_str);
+            if !same(have) {
+                failures.push(format!(
+                    "lost edit: {tok} {}={:?} was the last edit, but salesforce lead {} holds \
+                     {have:?}",
+                    e.sf_field, e.value, r.id
+                ));
+            }
+        }
+        for id in hs_mine.into_iter().filter(|_| !skip_hs) {
+            let props = h.hubspot.get(id).unwrap_or_default();
+            let have = props.get(e.hs_prop).cloned().flatten();
+            if !same(have.as_deref()) {
+                failures.push(format!(
+                    "lost edit: {tok} {}={:?} was the last edit, but hubspot contact {id} holds \
+                     {have:?}",
+                    e.hs_prop, e.value
+                ));
+            }
+        }
+    }
+
     // 2. No person created twice at a vendor.
     for (i, human) in d.humans.iter().enumerate() {
         let tok = Some(&human.token);
@@ -888,7 +1018,8 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
             ("marketing", hs_mine.clone()),
         ] {
             let known = if system == "crm" { &d.known_sf } else { &d.known_hs };
-            let created: Vec<&str> = ids.iter().copied().filter(|id| !known.contains(*id)).collect();
+            let created: Vec<&str> =
+                ids.iter().copied().filter(|id| !known.contains(*id)).collect();
             let theirs = ids.len() - created.len();
             if created.len() > 1 || (!created.is_empty() && theirs > 0) {
                 failures.push(format!(
@@ -900,11 +1031,8 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
                 ));
             }
             for del in d.deleted.iter().filter(|x| x.human == i && x.system == system) {
-                let back: Vec<&str> = created
-                    .iter()
-                    .copied()
-                    .filter(|id| !del.live_after.contains(*id))
-                    .collect();
+                let back: Vec<&str> =
+                    created.iter().copied().filter(|id| !del.live_after.contains(*id)).collect();
                 if !back.is_empty() {
                     failures.push(format!(
                         "duplicates: a delete was undone: {} got {back:?} at {system} after \
@@ -932,7 +1060,8 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
     let mut person_tokens: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let mut human_persons: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for (system, id, token) in live_records {
-        let persons = linked.get(&(system.to_string(), id.to_string())).cloned().unwrap_or_default();
+        let persons =
+            linked.get(&(system.to_string(), id.to_string())).cloned().unwrap_or_default();
         if persons.len() != 1 {
             failures.push(format!(
                 "identity: live {system} record {id} ({}) is linked to {} ledger persons",
@@ -954,7 +1083,10 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
     }
     for (t, persons) in &human_persons {
         if persons.len() > 1 {
-            failures.push(format!("identity: human {t} is {} ledger persons: {persons:?}", persons.len()));
+            failures.push(format!(
+                "identity: human {t} is {} ledger persons: {persons:?}",
+                persons.len()
+            ));
         }
     }
     for human in d.humans.iter().filter(|x| x.opted_out) {
