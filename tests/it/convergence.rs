@@ -882,6 +882,16 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
     d.note("checking".into());
 
     check(&d, &app, &mut failures);
+    if !failures.is_empty() {
+        // What the engine itself says, to tell a dead letter from a silent miss.
+        let g = app.ledger().gauges().expect("gauges");
+        for (system, s) in &g.systems {
+            d.note(format!(
+                "engine {system}: inbox {} outbox {} notices {} dead {}",
+                s.inbox_pending, s.outbox_pending, s.notices_pending, s.dead
+            ));
+        }
+    }
 
     trigger.trigger();
     match tokio::time::timeout(Duration::from_secs(15), engine).await {
