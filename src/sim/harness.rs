@@ -76,6 +76,12 @@ impl Harness {
         })
     }
 
+    /// The private-app token the HubSpot simulator accepts, for tests that call its API as
+    /// another integration or a script would (merges, archives).
+    pub fn hubspot_token(&self) -> &str {
+        &self.hs_token
+    }
+
     /// Put people where their presence says, as imports would.
     ///
     /// # Errors

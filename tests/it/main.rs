@@ -3,6 +3,7 @@
 
 mod config;
 mod connectors;
+mod convergence;
 mod helpers;
 mod sync;
 mod tidy;
