@@ -208,7 +208,7 @@ fn read_table(path: &Path, matcher: &Matcher, bar: &ProgressBar) -> anyhow::Resu
             city: get(cols.city),
             postcode: get(cols.postcode),
         }));
-        if table.ids.len() % 4096 == 0 {
+        if table.ids.len().is_multiple_of(4096) {
             bar.set_position(record.position().map_or(0, csv::Position::byte));
         }
     }

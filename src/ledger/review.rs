@@ -133,7 +133,7 @@ impl Ledger {
         rules: &Rules,
         now: DateTime<Utc>,
     ) -> std::result::Result<Review, ReviewError> {
-        let out = self.with_tx(|tx| {
+        self.with_tx(|tx| {
             let Some(item) = get(tx, id)? else { return Ok(Err(ReviewError::NotFound(id))) };
             if item.state != "open" {
                 return Ok(Err(ReviewError::NotOpen { id, state: item.state }));
@@ -209,7 +209,6 @@ impl Ledger {
             )?;
             replan(tx, &item.lead_id, rules, now)?;
             Ok(Ok(get(tx, id)?.unwrap_or(item)))
-        })?;
-        out
+        })?
     }
 }
