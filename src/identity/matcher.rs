@@ -45,6 +45,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use serde::Deserialize;
 
@@ -604,7 +605,7 @@ impl Matcher {
     /// - `e:` the email with `+tag` and dots removed (so provider variants meet);
     /// - `p:` the phone;
     /// - `n:` Soundex of the last name + initial of the canonical first name;
-    /// - `m:` Soundex of the canonical first name + the last name's first two letters (a typo
+    /// - `m:` Soundex of the canonical first name + the last name's first three letters (a typo
     ///   that changes the last name's Soundex);
     /// - `t:` both names' Soundex codes in sorted order (first and last name transposed);
     /// - `c:` the company's first token + the last name's initial;
@@ -1045,7 +1046,7 @@ fn for_each_key(p: &Profile, buf: &mut String, mut f: impl FnMut(&str)) {
     if let (Some(fsx), Some(last)) = (&first_sx, p.last()) {
         buf.clear();
         let _ = write!(buf, "m:{fsx}|");
-        buf.extend(last.chars().take(2));
+        buf.extend(last.chars().take(3));
         f(buf);
     }
     if let (Some(fsx), Some(lsx)) = (&first_sx, &last_sx) {
@@ -1187,7 +1188,7 @@ impl Matcher {
     fn run_blocks<'p>(
         &self,
         n: usize,
-        get: &dyn Fn(usize) -> &'p Profile,
+        get: &(dyn Fn(usize) -> &'p Profile + Sync),
         progress: Progress<'_>,
         emit: &mut dyn FnMut(u32, u32, f32, u16),
     ) -> BlockStats {
@@ -1235,43 +1236,119 @@ impl Matcher {
             start = end;
         }
 
+        // Score blocks on a few threads: split the index at block boundaries into
+        // contiguous ranges of about equal size; each thread keeps its own pairs.
+        let threads = if index.len() < 50_000 {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(4)
+        };
+        let mut ranges = Vec::with_capacity(threads);
+        let mut from = 0;
+        for t in 1..=threads {
+            let mut to = index.len() * t / threads;
+            while to < index.len() && to > 0 && index[to].0 == index[to - 1].0 {
+                to += 1;
+            }
+            let to = to.max(from);
+            ranges.push(from..to);
+            from = to;
+        }
+        let done = AtomicU64::new(0);
+        let ctx = BlockCtx {
+            index: &index,
+            row_keys: &row_keys,
+            row_ends: &row_ends,
+            oversized: &oversized,
+            get,
+            done: &done,
+        };
+        let results: Vec<BlockResult> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranges
+                .into_iter()
+                .map(|r| {
+                    let ctx = &ctx;
+                    scope.spawn(move || self.score_blocks(ctx, r))
+                })
+                .collect();
+            while !handles.iter().all(std::thread::ScopedJoinHandle::is_finished) {
+                progress(done.load(AtomicOrdering::Relaxed), total);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        progress(total, total);
+        for r in results {
+            stats.blocks += r.blocks;
+            stats.comparisons += r.comparisons;
+            for (i, j, s, rule) in r.pairs {
+                emit(i, j, s, rule);
+            }
+        }
+        stats
+    }
+}
+
+/// Shared, read-only state of one batch run, for the scoring threads.
+struct BlockCtx<'a, 'p> {
+    index: &'a [(u64, u32)],
+    row_keys: &'a [u64],
+    row_ends: &'a [u32],
+    oversized: &'a HashSet<u64>,
+    get: &'a (dyn Fn(usize) -> &'p Profile + Sync),
+    done: &'a AtomicU64,
+}
+
+#[derive(Default)]
+struct BlockResult {
+    pairs: Vec<(u32, u32, f32, u16)>,
+    blocks: u64,
+    comparisons: u64,
+}
+
+impl Matcher {
+    /// Score every block that starts in `range` of the index.
+    fn score_blocks(&self, ctx: &BlockCtx<'_, '_>, range: std::ops::Range<usize>) -> BlockResult {
         let keys_of = |row: u32| {
             let r = row as usize;
-            &row_keys[row_ends[r] as usize..row_ends[r + 1] as usize]
+            &ctx.row_keys[ctx.row_ends[r] as usize..ctx.row_ends[r + 1] as usize]
         };
-        let review = self.review;
-        let mut start = 0;
-        let mut last_report = 0;
+        let mut out = BlockResult::default();
+        let index = &ctx.index[..range.end];
+        let mut start = range.start;
+        let mut reported = start;
         while start < index.len() {
             let h = index[start].0;
             let end = start + index[start..].partition_point(|(k, _)| *k == h);
-            if end - start >= 2 && !oversized.contains(&h) {
-                stats.blocks += 1;
+            if end - start >= 2 && !ctx.oversized.contains(&h) {
+                out.blocks += 1;
                 let block = &index[start..end];
                 for (x, &(_, i)) in block.iter().enumerate() {
                     for &(_, j) in &block[x + 1..] {
-                        if first_shared_key(keys_of(i), keys_of(j), &oversized) != Some(h) {
+                        if first_shared_key(keys_of(i), keys_of(j), ctx.oversized) != Some(h) {
                             continue;
                         }
-                        stats.comparisons += 1;
-                        if let Some((s, rule)) = self.score_index(get(i as usize), get(j as usize))
-                            && s >= review
+                        out.comparisons += 1;
+                        let (a, b) = ((ctx.get)(i as usize), (ctx.get)(j as usize));
+                        if let Some((s, rule)) = self.score_index(a, b)
+                            && s >= self.review
                         {
-                            emit(i, j, s as f32, rule);
+                            out.pairs.push((i, j, s as f32, rule));
                         }
                     }
                 }
             }
             start = end;
-            if start - last_report >= 65_536 || start == index.len() {
-                last_report = start;
-                progress(start as u64, total);
+            if start - reported >= 16_384 {
+                ctx.done.fetch_add((start - reported) as u64, AtomicOrdering::Relaxed);
+                reported = start;
             }
         }
-        if index.is_empty() {
-            progress(0, 0);
-        }
-        stats
+        ctx.done.fetch_add((start - reported) as u64, AtomicOrdering::Relaxed);
+        out
     }
 }
 
