@@ -53,8 +53,9 @@ use super::normalize::{self, EmailRules};
 use crate::connectors::KeyError;
 use crate::domain::{Field, Fields};
 
-/// Raw values of one person to be matched, as read from a record or a CSV row.
-#[derive(Debug, Clone, Copy, Default)]
+/// Raw values of one person to be matched, as read from a record or a CSV row. Its `Debug`
+/// names the fields present, never their values.
+#[derive(Clone, Copy, Default)]
 pub struct Parts<'a> {
     pub email: Option<&'a str>,
     pub first_name: Option<&'a str>,
@@ -64,6 +65,23 @@ pub struct Parts<'a> {
     pub street: Option<&'a str>,
     pub city: Option<&'a str>,
     pub postcode: Option<&'a str>,
+}
+
+impl fmt::Debug for Parts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all = [
+            ("email", self.email),
+            ("first_name", self.first_name),
+            ("last_name", self.last_name),
+            ("company", self.company),
+            ("phone", self.phone),
+            ("street", self.street),
+            ("city", self.city),
+            ("postcode", self.postcode),
+        ];
+        let present: Vec<&str> = all.iter().filter(|(_, v)| v.is_some()).map(|(n, _)| *n).collect();
+        f.debug_struct("Parts").field("present", &present).finish()
+    }
 }
 
 // Slots of the normalised values inside a profile's one buffer.
@@ -364,6 +382,7 @@ struct Rule {
 /// Which identifiers a rule already compares, so its score is not also penalised for them.
 #[derive(Debug, Clone, Copy, Default)]
 struct Uses {
+    names: bool,
     email: bool,
     phone: bool,
     company: bool,
@@ -504,6 +523,7 @@ impl Matcher {
                     MatchField::Email => uses.email = true,
                     MatchField::Phone => uses.phone = true,
                     MatchField::Company => uses.company = true,
+                    MatchField::FirstName | MatchField::LastName => uses.names = true,
                     _ => {}
                 }
                 fields.push(Criterion { field, method, threshold });
@@ -634,7 +654,10 @@ impl Matcher {
         let conflicts = Conflicts::new(a, b);
         let mut best: Option<(f64, u16)> = None;
         'rules: for (i, rule) in self.rules.iter().enumerate() {
-            let mut value = rule.max_score - names.transposed_penalty();
+            let mut value = rule.max_score;
+            if rule.uses.names {
+                value -= names.transposed_penalty();
+            }
             for c in &rule.fields {
                 let s = match c.field {
                     MatchField::FirstName => names.first(c.method),
@@ -665,7 +688,7 @@ impl Matcher {
 struct NamePair<'p> {
     a: &'p Profile,
     b_first: Option<&'p str>,
-    b_first_canon: Option<String>,
+    b_first_canon: Option<&'p str>,
     b_last: Option<&'p str>,
     transposed: bool,
 }
@@ -675,7 +698,7 @@ impl<'p> NamePair<'p> {
         let straight = NamePair {
             a,
             b_first: b.first(),
-            b_first_canon: b.first_canonical().map(str::to_string),
+            b_first_canon: b.first_canonical(),
             b_last: b.last(),
             transposed: false,
         };
@@ -690,7 +713,7 @@ impl<'p> NamePair<'p> {
         let swapped = NamePair {
             a,
             b_first: Some(bl),
-            b_first_canon: Some(normalize::canonical_first_name(bl).to_string()),
+            b_first_canon: Some(normalize::canonical_first_name(bl)),
             b_last: Some(bf),
             transposed: true,
         };
@@ -712,7 +735,7 @@ impl<'p> NamePair<'p> {
                 x,
                 self.a.first_canonical().unwrap_or(x),
                 y,
-                self.b_first_canon.as_deref().unwrap_or(y),
+                self.b_first_canon.unwrap_or(y),
             ),
         })
     }

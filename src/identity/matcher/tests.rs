@@ -170,6 +170,8 @@ fn profiles_normalise_and_never_debug_print_values() {
     assert_eq!(p.postcode(), Some("94105"));
     let dbg = format!("{p:?}");
     assert!(!dbg.contains("smith") && !dbg.contains("415") && dbg.contains("email"), "{dbg}");
+    let parts = Parts { email: Some("secret@acme.com"), ..Parts::default() };
+    assert_eq!(format!("{parts:?}"), "Parts { present: [\"email\"] }");
     let q = prof(person("Robert", "Smith"));
     assert_eq!(q.first_canonical(), Some("robert"));
     assert_eq!(q.company(), None);
