@@ -624,10 +624,12 @@ impl Matcher {
     ///
     /// - `e:` the email with `+tag` and dots removed (so provider variants meet);
     /// - `p:` the phone;
-    /// - `n:` Soundex of the last name + initial of the canonical first name;
+    /// - `n:` the Soundex codes of the canonical first name and the last name, sorted (so
+    ///   transposed names meet, and typos that keep the Soundex);
     /// - `m:` Soundex of the canonical first name + the last name's first three letters (a typo
     ///   that changes the last name's Soundex);
-    /// - `t:` both names' Soundex codes in sorted order (first and last name transposed);
+    /// - `l:` the last name + the canonical first name's initial (a typo that changes the
+    ///   first name's Soundex);
     /// - `c:` the company's first token + the last name's initial;
     /// - `d:` a non-free email domain + the last name's initial.
     pub fn blocking_keys(&self, p: &Profile) -> Vec<String> {
@@ -1058,12 +1060,11 @@ fn for_each_key(p: &Profile, buf: &mut String, mut f: impl FnMut(&str)) {
     }
     let last_sx = p.last().map(soundex);
     let first_sx = p.first_canonical().map(soundex);
-    if let Some(lsx) = &last_sx {
+    if let (Some(fsx), Some(lsx)) = (&first_sx, &last_sx) {
+        // Sorted, so that a record with first and last name swapped has the same key.
+        let (lo, hi) = if fsx <= lsx { (fsx, lsx) } else { (lsx, fsx) };
         buf.clear();
-        let _ = write!(buf, "n:{lsx}|");
-        if let Some(c) = initial(p.first_canonical()) {
-            buf.push(c);
-        }
+        let _ = write!(buf, "n:{lo}|{hi}");
         f(buf);
     }
     if let (Some(fsx), Some(last)) = (&first_sx, p.last()) {
@@ -1072,10 +1073,12 @@ fn for_each_key(p: &Profile, buf: &mut String, mut f: impl FnMut(&str)) {
         buf.extend(last.chars().take(3));
         f(buf);
     }
-    if let (Some(fsx), Some(lsx)) = (&first_sx, &last_sx) {
-        let (lo, hi) = if fsx <= lsx { (fsx, lsx) } else { (lsx, fsx) };
+    if let Some(last) = p.last() {
         buf.clear();
-        let _ = write!(buf, "t:{lo}|{hi}");
+        let _ = write!(buf, "l:{last}|");
+        if let Some(c) = initial(p.first_canonical()) {
+            buf.push(c);
+        }
         f(buf);
     }
     if let (Some(c), Some(l)) = (p.company(), initial(p.last())) {

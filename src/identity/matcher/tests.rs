@@ -429,15 +429,15 @@ fn blocking_keys_are_small_and_transposition_proof() {
         [
             "e:jsmith@acme.com",
             "p:+14155552671",
-            "n:S530|r",
+            "n:R163|S530",
             "m:R163|smi",
-            "t:R163|S530",
+            "l:smith|r",
             "c:acme|s",
             "d:acme.com|s"
         ]
     );
     let t = prof(person("Smith", "Robert"));
-    assert!(m().blocking_keys(&t).contains(&"t:R163|S530".to_string()));
+    assert!(m().blocking_keys(&t).contains(&"n:R163|S530".to_string()));
     assert!(m().blocking_keys(&prof(P::default())).is_empty());
 }
 
