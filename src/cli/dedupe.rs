@@ -181,41 +181,75 @@ fn read_table(path: &Path, matcher: &Matcher, bar: &ProgressBar) -> anyhow::Resu
     let headers = reader.headers().with_context(|| format!("{name}: cannot read header row"))?;
     let cols = columns(headers).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     let mut table = Table { ids: Vec::new(), profiles: Vec::new() };
-    let mut record = csv::StringRecord::new();
+    // Rows are read in chunks, and each chunk's profiles are built on a few threads: phone
+    // parsing dominates the run and is independent per row.
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(4);
+    let mut chunk: Vec<csv::StringRecord> = Vec::with_capacity(CHUNK);
     loop {
-        match reader.read_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                let line = e.position().map_or(0, csv::Position::line);
-                // csv's messages name field counts and byte offsets, not cell values.
-                bail!("{name}: line {line}: bad CSV row: {e}");
+        chunk.clear();
+        while chunk.len() < CHUNK {
+            let mut record = csv::StringRecord::new();
+            match reader.read_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    let line = e.position().map_or(0, csv::Position::line);
+                    // csv's messages name field counts and byte offsets, not cell values.
+                    bail!("{name}: line {line}: bad CSV row: {e}");
+                }
             }
+            let line = record.position().map_or(0, csv::Position::line);
+            match record.get(cols.id).map(str::trim).filter(|v| !v.is_empty()) {
+                Some(id) => table.ids.push(id.into()),
+                None => bail!("{name}: line {line}: empty id"),
+            }
+            chunk.push(record);
         }
-        let line = record.position().map_or(0, csv::Position::line);
-        let get = |i: Option<usize>| i.and_then(|i| record.get(i)).filter(|v| !v.trim().is_empty());
-        let Some(id) = get(Some(cols.id)) else {
-            bail!("{name}: line {line}: empty id");
-        };
-        table.ids.push(id.trim().into());
-        table.profiles.push(matcher.profile(&Parts {
-            email: get(cols.email),
-            first_name: get(cols.first_name),
-            last_name: get(cols.last_name),
-            company: get(cols.company),
-            phone: get(cols.phone),
-            street: get(cols.street),
-            city: get(cols.city),
-            postcode: get(cols.postcode),
-        }));
-        if table.ids.len().is_multiple_of(4096) {
-            bar.set_position(record.position().map_or(0, csv::Position::byte));
+        if chunk.is_empty() {
+            break;
+        }
+        let per = chunk.len().div_ceil(threads);
+        let built: Vec<Vec<Profile>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .chunks(per)
+                .map(|rows| {
+                    let cols = &cols;
+                    scope.spawn(move || {
+                        rows.iter().map(|r| profile_of_row(matcher, cols, r)).collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        table.profiles.extend(built.into_iter().flatten());
+        if let Some(pos) = chunk.last().and_then(csv::StringRecord::position) {
+            bar.set_position(pos.byte());
         }
     }
     bar.set_position(size);
     table.ids.shrink_to_fit();
     table.profiles.shrink_to_fit();
     Ok(table)
+}
+
+/// Rows per parallel profiling step.
+const CHUNK: usize = 16_384;
+
+fn profile_of_row(matcher: &Matcher, cols: &Columns, record: &csv::StringRecord) -> Profile {
+    let get = |i: Option<usize>| i.and_then(|i| record.get(i)).filter(|v| !v.trim().is_empty());
+    matcher.profile(&Parts {
+        email: get(cols.email),
+        first_name: get(cols.first_name),
+        last_name: get(cols.last_name),
+        company: get(cols.company),
+        phone: get(cols.phone),
+        street: get(cols.street),
+        city: get(cols.city),
+        postcode: get(cols.postcode),
+    })
 }
 
 /// Read the files named in `args`, match, and write `id_a,id_b,score` rows to `out`.

@@ -45,6 +45,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use serde::Deserialize;
 
@@ -52,8 +53,9 @@ use super::normalize::{self, EmailRules};
 use crate::connectors::KeyError;
 use crate::domain::{Field, Fields};
 
-/// Raw values of one person to be matched, as read from a record or a CSV row.
-#[derive(Debug, Clone, Copy, Default)]
+/// Raw values of one person to be matched, as read from a record or a CSV row. Its `Debug`
+/// names the fields present, never their values.
+#[derive(Clone, Copy, Default)]
 pub struct Parts<'a> {
     pub email: Option<&'a str>,
     pub first_name: Option<&'a str>,
@@ -63,6 +65,23 @@ pub struct Parts<'a> {
     pub street: Option<&'a str>,
     pub city: Option<&'a str>,
     pub postcode: Option<&'a str>,
+}
+
+impl fmt::Debug for Parts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all = [
+            ("email", self.email),
+            ("first_name", self.first_name),
+            ("last_name", self.last_name),
+            ("company", self.company),
+            ("phone", self.phone),
+            ("street", self.street),
+            ("city", self.city),
+            ("postcode", self.postcode),
+        ];
+        let present: Vec<&str> = all.iter().filter(|(_, v)| v.is_some()).map(|(n, _)| *n).collect();
+        f.debug_struct("Parts").field("present", &present).finish()
+    }
 }
 
 // Slots of the normalised values inside a profile's one buffer.
@@ -363,6 +382,7 @@ struct Rule {
 /// Which identifiers a rule already compares, so its score is not also penalised for them.
 #[derive(Debug, Clone, Copy, Default)]
 struct Uses {
+    names: bool,
     email: bool,
     phone: bool,
     company: bool,
@@ -503,6 +523,7 @@ impl Matcher {
                     MatchField::Email => uses.email = true,
                     MatchField::Phone => uses.phone = true,
                     MatchField::Company => uses.company = true,
+                    MatchField::FirstName | MatchField::LastName => uses.names = true,
                     _ => {}
                 }
                 fields.push(Criterion { field, method, threshold });
@@ -603,10 +624,12 @@ impl Matcher {
     ///
     /// - `e:` the email with `+tag` and dots removed (so provider variants meet);
     /// - `p:` the phone;
-    /// - `n:` Soundex of the last name + initial of the canonical first name;
-    /// - `m:` Soundex of the canonical first name + the last name's first two letters (a typo
+    /// - `n:` the Soundex codes of the canonical first name and the last name, sorted (so
+    ///   transposed names meet, and typos that keep the Soundex);
+    /// - `m:` Soundex of the canonical first name + the last name's first three letters (a typo
     ///   that changes the last name's Soundex);
-    /// - `t:` both names' Soundex codes in sorted order (first and last name transposed);
+    /// - `l:` the last name + the canonical first name's initial (a typo that changes the
+    ///   first name's Soundex);
     /// - `c:` the company's first token + the last name's initial;
     /// - `d:` a non-free email domain + the last name's initial.
     pub fn blocking_keys(&self, p: &Profile) -> Vec<String> {
@@ -633,7 +656,10 @@ impl Matcher {
         let conflicts = Conflicts::new(a, b);
         let mut best: Option<(f64, u16)> = None;
         'rules: for (i, rule) in self.rules.iter().enumerate() {
-            let mut value = rule.max_score - names.transposed_penalty();
+            let mut value = rule.max_score;
+            if rule.uses.names {
+                value -= names.transposed_penalty();
+            }
             for c in &rule.fields {
                 let s = match c.field {
                     MatchField::FirstName => names.first(c.method),
@@ -664,7 +690,7 @@ impl Matcher {
 struct NamePair<'p> {
     a: &'p Profile,
     b_first: Option<&'p str>,
-    b_first_canon: Option<String>,
+    b_first_canon: Option<&'p str>,
     b_last: Option<&'p str>,
     transposed: bool,
 }
@@ -674,7 +700,7 @@ impl<'p> NamePair<'p> {
         let straight = NamePair {
             a,
             b_first: b.first(),
-            b_first_canon: b.first_canonical().map(str::to_string),
+            b_first_canon: b.first_canonical(),
             b_last: b.last(),
             transposed: false,
         };
@@ -689,7 +715,7 @@ impl<'p> NamePair<'p> {
         let swapped = NamePair {
             a,
             b_first: Some(bl),
-            b_first_canon: Some(normalize::canonical_first_name(bl).to_string()),
+            b_first_canon: Some(normalize::canonical_first_name(bl)),
             b_last: Some(bf),
             transposed: true,
         };
@@ -711,7 +737,7 @@ impl<'p> NamePair<'p> {
                 x,
                 self.a.first_canonical().unwrap_or(x),
                 y,
-                self.b_first_canon.as_deref().unwrap_or(y),
+                self.b_first_canon.unwrap_or(y),
             ),
         })
     }
@@ -1034,24 +1060,25 @@ fn for_each_key(p: &Profile, buf: &mut String, mut f: impl FnMut(&str)) {
     }
     let last_sx = p.last().map(soundex);
     let first_sx = p.first_canonical().map(soundex);
-    if let Some(lsx) = &last_sx {
+    if let (Some(fsx), Some(lsx)) = (&first_sx, &last_sx) {
+        // Sorted, so that a record with first and last name swapped has the same key.
+        let (lo, hi) = if fsx <= lsx { (fsx, lsx) } else { (lsx, fsx) };
         buf.clear();
-        let _ = write!(buf, "n:{lsx}|");
-        if let Some(c) = initial(p.first_canonical()) {
-            buf.push(c);
-        }
+        let _ = write!(buf, "n:{lo}|{hi}");
         f(buf);
     }
     if let (Some(fsx), Some(last)) = (&first_sx, p.last()) {
         buf.clear();
         let _ = write!(buf, "m:{fsx}|");
-        buf.extend(last.chars().take(2));
+        buf.extend(last.chars().take(3));
         f(buf);
     }
-    if let (Some(fsx), Some(lsx)) = (&first_sx, &last_sx) {
-        let (lo, hi) = if fsx <= lsx { (fsx, lsx) } else { (lsx, fsx) };
+    if let Some(last) = p.last() {
         buf.clear();
-        let _ = write!(buf, "t:{lo}|{hi}");
+        let _ = write!(buf, "l:{last}|");
+        if let Some(c) = initial(p.first_canonical()) {
+            buf.push(c);
+        }
         f(buf);
     }
     if let (Some(c), Some(l)) = (p.company(), initial(p.last())) {
@@ -1187,7 +1214,7 @@ impl Matcher {
     fn run_blocks<'p>(
         &self,
         n: usize,
-        get: &dyn Fn(usize) -> &'p Profile,
+        get: &(dyn Fn(usize) -> &'p Profile + Sync),
         progress: Progress<'_>,
         emit: &mut dyn FnMut(u32, u32, f32, u16),
     ) -> BlockStats {
@@ -1235,43 +1262,119 @@ impl Matcher {
             start = end;
         }
 
+        // Score blocks on a few threads: split the index at block boundaries into
+        // contiguous ranges of about equal size; each thread keeps its own pairs.
+        let threads = if index.len() < 50_000 {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(4)
+        };
+        let mut ranges = Vec::with_capacity(threads);
+        let mut from = 0;
+        for t in 1..=threads {
+            let mut to = index.len() * t / threads;
+            while to < index.len() && to > 0 && index[to].0 == index[to - 1].0 {
+                to += 1;
+            }
+            let to = to.max(from);
+            ranges.push(from..to);
+            from = to;
+        }
+        let done = AtomicU64::new(0);
+        let ctx = BlockCtx {
+            index: &index,
+            row_keys: &row_keys,
+            row_ends: &row_ends,
+            oversized: &oversized,
+            get,
+            done: &done,
+        };
+        let results: Vec<BlockResult> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranges
+                .into_iter()
+                .map(|r| {
+                    let ctx = &ctx;
+                    scope.spawn(move || self.score_blocks(ctx, r))
+                })
+                .collect();
+            while !handles.iter().all(std::thread::ScopedJoinHandle::is_finished) {
+                progress(done.load(AtomicOrdering::Relaxed), total);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        progress(total, total);
+        for r in results {
+            stats.blocks += r.blocks;
+            stats.comparisons += r.comparisons;
+            for (i, j, s, rule) in r.pairs {
+                emit(i, j, s, rule);
+            }
+        }
+        stats
+    }
+}
+
+/// Shared, read-only state of one batch run, for the scoring threads.
+struct BlockCtx<'a, 'p> {
+    index: &'a [(u64, u32)],
+    row_keys: &'a [u64],
+    row_ends: &'a [u32],
+    oversized: &'a HashSet<u64>,
+    get: &'a (dyn Fn(usize) -> &'p Profile + Sync),
+    done: &'a AtomicU64,
+}
+
+#[derive(Default)]
+struct BlockResult {
+    pairs: Vec<(u32, u32, f32, u16)>,
+    blocks: u64,
+    comparisons: u64,
+}
+
+impl Matcher {
+    /// Score every block that starts in `range` of the index.
+    fn score_blocks(&self, ctx: &BlockCtx<'_, '_>, range: std::ops::Range<usize>) -> BlockResult {
         let keys_of = |row: u32| {
             let r = row as usize;
-            &row_keys[row_ends[r] as usize..row_ends[r + 1] as usize]
+            &ctx.row_keys[ctx.row_ends[r] as usize..ctx.row_ends[r + 1] as usize]
         };
-        let review = self.review;
-        let mut start = 0;
-        let mut last_report = 0;
+        let mut out = BlockResult::default();
+        let index = &ctx.index[..range.end];
+        let mut start = range.start;
+        let mut reported = start;
         while start < index.len() {
             let h = index[start].0;
             let end = start + index[start..].partition_point(|(k, _)| *k == h);
-            if end - start >= 2 && !oversized.contains(&h) {
-                stats.blocks += 1;
+            if end - start >= 2 && !ctx.oversized.contains(&h) {
+                out.blocks += 1;
                 let block = &index[start..end];
                 for (x, &(_, i)) in block.iter().enumerate() {
                     for &(_, j) in &block[x + 1..] {
-                        if first_shared_key(keys_of(i), keys_of(j), &oversized) != Some(h) {
+                        if first_shared_key(keys_of(i), keys_of(j), ctx.oversized) != Some(h) {
                             continue;
                         }
-                        stats.comparisons += 1;
-                        if let Some((s, rule)) = self.score_index(get(i as usize), get(j as usize))
-                            && s >= review
+                        out.comparisons += 1;
+                        let (a, b) = ((ctx.get)(i as usize), (ctx.get)(j as usize));
+                        if let Some((s, rule)) = self.score_index(a, b)
+                            && s >= self.review
                         {
-                            emit(i, j, s as f32, rule);
+                            out.pairs.push((i, j, s as f32, rule));
                         }
                     }
                 }
             }
             start = end;
-            if start - last_report >= 65_536 || start == index.len() {
-                last_report = start;
-                progress(start as u64, total);
+            if start - reported >= 16_384 {
+                ctx.done.fetch_add((start - reported) as u64, AtomicOrdering::Relaxed);
+                reported = start;
             }
         }
-        if index.is_empty() {
-            progress(0, 0);
-        }
-        stats
+        ctx.done.fetch_add((start - reported) as u64, AtomicOrdering::Relaxed);
+        out
     }
 }
 
