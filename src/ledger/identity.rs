@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Result, audit, from_json, parse_ts, to_json, ts, write_plan};
 use crate::domain::{Change, Field, Fields, RecordFate, RemoteId, SystemName, normalize_email};
@@ -100,11 +100,12 @@ fn link_of(
         .optional()?)
 }
 
-/// A person id, followed through merges to the person that absorbed it.
-fn surviving_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<String>> {
+/// A person id, followed through merges to the person that absorbed it (`None`: unknown id,
+/// or a chain longer than any merge history should be).
+pub(super) fn surviving_lead(conn: &Connection, id: &str) -> Result<Option<String>> {
     let mut current = id.to_string();
     for _ in 0..32 {
-        let next: Option<Option<String>> = tx
+        let next: Option<Option<String>> = conn
             .prepare_cached("SELECT merged_into FROM leads WHERE id = ?1")?
             .query_row([&current], |r| r.get(0))
             .optional()?;
@@ -325,7 +326,7 @@ fn close_link(
     Ok(())
 }
 
-fn write_lead(
+pub(super) fn write_lead(
     tx: &Transaction<'_>,
     id: &str,
     is_new: bool,
@@ -448,14 +449,16 @@ fn insert_review(
         ),
     };
     // A pair a reviewer already rejected is not asked again.
-    let rejected: bool = tx
-        .prepare_cached(
-            "SELECT EXISTS(SELECT 1 FROM reviews WHERE kind = 'duplicate' AND state = 'rejected'
-             AND ((lead_id = ?1 AND other_lead_id = ?2) OR (lead_id = ?2 AND other_lead_id = ?1)))",
-        )?
-        .query_row(params![lead_id, other], |r| r.get(0))?;
-    if kind == "duplicate" && rejected {
-        return Ok(());
+    if kind == "duplicate" {
+        let rejected: bool = tx
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM reviews WHERE kind = 'duplicate' AND state = 'rejected'
+                 AND ((lead_id = ?1 AND other_lead_id = ?2) OR (lead_id = ?2 AND other_lead_id = ?1)))",
+            )?
+            .query_row(params![lead_id, other], |r| r.get(0))?;
+        if rejected {
+            return Ok(());
+        }
     }
     tx.prepare_cached(
         "INSERT INTO reviews(kind, lead_id, other_lead_id, field, score, rule, detail, state, created_at)

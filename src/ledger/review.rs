@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::identity::{load_lead, merge_leads, replan};
-use super::{Ledger, LedgerReader, Result, audit, to_json, ts};
+use super::identity::{load_lead, merge_leads, replan, write_lead, write_match_keys};
+use super::{Ledger, LedgerReader, Result, audit, ts};
 use crate::domain::Field;
 use crate::reconcile::{Provenance, Rules};
 
@@ -177,16 +177,9 @@ impl Ledger {
                                     rule: "review".into(),
                                 },
                             );
-                            tx.execute(
-                                "UPDATE leads SET fields = ?2, provenance = ?3, updated_at = ?4
-                                 WHERE id = ?1",
-                                params![
-                                    item.lead_id,
-                                    to_json(&lead.fields)?,
-                                    to_json(&lead.provenance)?,
-                                    ts(now)
-                                ],
-                            )?;
+                            write_lead(tx, &item.lead_id, false, &lead.fields, &lead.provenance, now)?;
+                            let keys = rules.matcher.blocking_keys(&rules.matcher.profile_of(&lead.fields));
+                            write_match_keys(tx, &item.lead_id, &keys)?;
                         }
                     }
                     if v == Verdict::Accept { "took the incoming value" } else { "kept the current value" }

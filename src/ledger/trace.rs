@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use super::identity::surviving_lead;
 use super::{LedgerReader, Result, from_json};
 use crate::domain::{Field, Fields, normalize_email};
 use crate::reconcile::Provenance;
@@ -77,18 +78,10 @@ fn find_lead(conn: &Connection, query: &str) -> Result<Option<String>> {
         Some(q.to_string())
     };
     // Follow merges to the surviving person.
-    let Some(mut id) = id else { return Ok(None) };
-    for _ in 0..32 {
-        let row: Option<Option<String>> = conn
-            .query_row("SELECT merged_into FROM leads WHERE id = ?1", [&id], |r| r.get(0))
-            .optional()?;
-        match row {
-            None => return Ok(None),
-            Some(None) => return Ok(Some(id)),
-            Some(Some(next)) => id = next,
-        }
+    match id {
+        Some(id) => surviving_lead(conn, &id),
+        None => Ok(None),
     }
-    Ok(None)
 }
 
 pub(super) fn trace(conn: &Connection, query: &str) -> Result<Option<Trace>> {

@@ -454,7 +454,6 @@ fn reconcile_live(
         let current = fields.get(field).cloned();
         let base = this_link.and_then(|k| k.agreed.get(field));
         let ctx_field = FieldCtx {
-            field: *field,
             rule: &rule,
             current: current.as_deref(),
             incoming: value,
@@ -635,15 +634,14 @@ fn primary<'a>(lead: &'a LeadState, system: &SystemName) -> Option<&'a LinkState
     lead.links.iter().find(|k| &k.system == system)
 }
 
-/// Under `prefer S`: `Some(value)` when S's primary record holds one, `Some(None)`... encoded as
-/// the outer option: `None` when the rule is not `prefer` or S has no record.
+/// Under `prefer S`: `Some(Some(value))` when S's primary record holds a value, `Some(None)`
+/// when it holds none; `None` when the rule is not `prefer` or S has no record of the person.
 fn preferred_value(lead: &LeadState, rule: &FieldRule, field: &Field) -> Option<Option<String>> {
     let FieldRule::Prefer { system, .. } = rule else { return None };
     primary(lead, system).map(|k| k.known.get(field).cloned())
 }
 
 struct FieldCtx<'a> {
-    field: Field,
     rule: &'a FieldRule,
     current: Option<&'a str>,
     incoming: &'a str,
@@ -731,10 +729,7 @@ fn resolve(c: &FieldCtx<'_>) -> Resolution {
                 Resolution::KeepConflict
             }
         }
-        _ => {
-            let _ = c.field;
-            take
-        }
+        _ => take,
     }
 }
 

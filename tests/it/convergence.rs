@@ -218,7 +218,7 @@ async fn random_concurrent_edits_converge() {
         eprintln!(
             "\n=== convergence seed {} FAILED ({}; {} humans; {} ops; {:.1} s)\n\
              replay: LEADSYNC_CONVERGENCE_SEED={} LEADSYNC_CONVERGENCE_OPS={ops_env} \
-             cargo test --test it convergence -- --nocapture",
+             cargo test --test it convergence -- --ignored --nocapture",
             o.seed,
             o.mode,
             o.humans,
