@@ -399,9 +399,9 @@ impl Condition {
             },
             Condition::Event { id, within, negated, .. } => {
                 // An event stamped after `now` (clock skew between systems) still happened.
-                let hit = facts
-                    .event(*id)
-                    .is_some_and(|t| within.is_none_or(|w| now.signed_duration_since(t) <= w.delta()));
+                let hit = facts.event(*id).is_some_and(|t| {
+                    within.is_none_or(|w| now.signed_duration_since(t) <= w.delta())
+                });
                 hit != *negated
             }
         }
@@ -720,8 +720,7 @@ impl<'a> Parser<'_, 'a> {
             if !self.keyword("in") {
                 return err("the stage is compared with `is`, `is not`, `in` or `not in`");
             }
-            let stages =
-                self.list()?.iter().map(|v| stage_of(v)).collect::<Result<Vec<_>, _>>()?;
+            let stages = self.list()?.iter().map(|v| stage_of(v)).collect::<Result<Vec<_>, _>>()?;
             Condition::StageIn { stages: stages.into(), negated }
         };
         self.end()?;
@@ -829,7 +828,7 @@ impl QualificationRules {
     ) -> Result<QualificationRules, (LifecycleStage, String)> {
         let mut out: Vec<(LifecycleStage, Rule)> = Vec::new();
         for (stage, rule) in rules {
-            if !stage.funnel_rank().is_some_and(|r| r >= 1) {
+            if stage.funnel_rank().is_none_or(|r| r < 1) {
                 return Err((
                     stage,
                     "rules move people into lead, mql, sal, sql, opportunity or customer".into(),

@@ -209,13 +209,15 @@ impl ContractRaw {
                     })
                     .collect()
             };
-            let rule =
-                Rule { all: list("all", &raw.all)?, any: list("any", &raw.any)?, none: list("none", &raw.none)? };
+            let rule = Rule {
+                all: list("all", &raw.all)?,
+                any: list("any", &raw.any)?,
+                none: list("none", &raw.none)?,
+            };
             rules.push((st, rule));
         }
-        QualificationRules::new(rules).map_err(|(st, problem)| {
-            KeyError::new(format!("{prefix}.qualification.{st}"), problem)
-        })
+        QualificationRules::new(rules)
+            .map_err(|(st, problem)| KeyError::new(format!("{prefix}.qualification.{st}"), problem))
     }
 }
 
@@ -257,9 +259,9 @@ impl LifecycleRaw {
             let mut moves = Vec::new();
             for (i, m) in raw.moves.iter().enumerate() {
                 let k = format!("{key}.moves[{i}]");
-                let (from, to) = m
-                    .split_once("->")
-                    .ok_or_else(|| KeyError::new(&k, format!("{m:?} is not like \"mql -> recycled\"")))?;
+                let (from, to) = m.split_once("->").ok_or_else(|| {
+                    KeyError::new(&k, format!("{m:?} is not like \"mql -> recycled\""))
+                })?;
                 moves.push((stage(&k, from)?, stage(&k, to)?));
             }
             let mut reasons = Vec::new();
@@ -319,8 +321,11 @@ impl CalendarRaw {
 impl SlaRaw {
     fn validate(&self, prefix: &str, table: &TransitionTable) -> Result<SlaPolicy, KeyError> {
         let key = |k: &str| format!("{prefix}.{k}");
-        let first_touch =
-            business_hours(&key("first_touch_business_hours"), self.first_touch_business_hours, true)?;
+        let first_touch = business_hours(
+            &key("first_touch_business_hours"),
+            self.first_touch_business_hours,
+            true,
+        )?;
         let grace = business_hours(&key("grace_business_hours"), self.grace_business_hours, false)?;
         let recycle_after = match self.recycle_after_business_hours {
             Some(h) => Some(business_hours(&key("recycle_after_business_hours"), h, false)?),
@@ -338,7 +343,11 @@ impl SlaRaw {
         }
         let recycle_reason = ReasonCode::new(&self.recycle_reason)
             .ok_or_else(|| KeyError::new(key("recycle_reason"), "not a reason code"))?;
-        if table.named(NamedMove::Recycle).moves.iter().all(|(from, _)| *from != LifecycleStage::Mql)
+        if table
+            .named(NamedMove::Recycle)
+            .moves
+            .iter()
+            .all(|(from, _)| *from != LifecycleStage::Mql)
             && recycle_after.is_some()
         {
             return Err(KeyError::new(

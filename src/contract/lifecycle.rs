@@ -321,7 +321,6 @@ fn named_hint(allowed_by: &[NamedMove]) -> String {
     }
 }
 
-
 /// Which sources may enter each stage by a forward move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ForwardSources {

@@ -206,10 +206,8 @@ fn the_contract_is_off_unless_configured() {
 
 #[test]
 fn contract_errors_name_their_key() {
-    let bad = format!(
-        "{}\n[contract.qualification.mql]\nall = [\"title is sett now\"]\n",
-        example()
-    );
+    let bad =
+        format!("{}\n[contract.qualification.mql]\nall = [\"title is sett now\"]\n", example());
     let err = Settings::load(Source::Inline(&bad), &example_env(&[])).expect_err("invalid rule");
     assert!(err.to_string().starts_with("contract.qualification.mql.all[0]: "), "{err}");
 }

@@ -8,7 +8,8 @@ use proptest::prelude::*;
 
 use super::*;
 
-const WEEKDAYS: [Weekday; 5] = [Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri];
+const WEEKDAYS: [Weekday; 5] =
+    [Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri];
 const ALL_DAYS: [Weekday; 7] = [
     Weekday::Mon,
     Weekday::Tue,
@@ -53,13 +54,12 @@ fn working_hours_parse_and_print() {
     assert_eq!(h.to_string(), "09:00-17:30");
     assert_eq!(h.length(), hours(8.5));
     assert_eq!(WorkingHours::parse(" 00:00 - 24:00 ").map(|h| h.length()), Some(hours(24.0)));
-    for bad in ["17:00-09:00", "09:00-09:00", "9:00-17:00", "09:00", "09:60-10:00", "24:30-25:00", "x"] {
+    for bad in
+        ["17:00-09:00", "09:00-09:00", "9:00-17:00", "09:00", "09:60-10:00", "24:30-25:00", "x"]
+    {
         assert_eq!(WorkingHours::parse(bad), None, "{bad}");
     }
-    assert_eq!(
-        BusinessCalendar::new(Berlin, &[], h, []),
-        Err(CalendarError::NoWorkingDays)
-    );
+    assert_eq!(BusinessCalendar::new(Berlin, &[], h, []), Err(CalendarError::NoWorkingDays));
 }
 
 #[test]
@@ -71,7 +71,10 @@ fn a_deadline_runs_over_the_weekend_and_the_spring_change() {
     assert_eq!(cal.deadline(start, hours(4.0)), utc(2025, 3, 31, 9, 30));
     assert_eq!(cal.business_time_between(start, utc(2025, 3, 31, 9, 30)), hours(4.0));
     // Saturday and Sunday count nothing.
-    assert_eq!(cal.business_time_between(utc(2025, 3, 29, 0, 0), utc(2025, 3, 31, 7, 0)), TimeDelta::zero());
+    assert_eq!(
+        cal.business_time_between(utc(2025, 3, 29, 0, 0), utc(2025, 3, 31, 7, 0)),
+        TimeDelta::zero()
+    );
 }
 
 #[test]
@@ -114,14 +117,29 @@ fn dst_days_are_23_and_25_hours_long_in_berlin_and_new_york() {
     let ny = around_the_clock(New_York);
     // Local midnights in UTC: Berlin 30 March 2025 00:00 CET = 29th 23:00 UTC; 31st 00:00 CEST
     // = 30th 22:00 UTC.
-    assert_eq!(berlin.business_time_between(utc(2025, 3, 29, 23, 0), utc(2025, 3, 30, 22, 0)), TimeDelta::hours(23));
-    assert_eq!(berlin.window(date(2025, 3, 30)), Some((utc(2025, 3, 29, 23, 0), utc(2025, 3, 30, 22, 0))));
+    assert_eq!(
+        berlin.business_time_between(utc(2025, 3, 29, 23, 0), utc(2025, 3, 30, 22, 0)),
+        TimeDelta::hours(23)
+    );
+    assert_eq!(
+        berlin.window(date(2025, 3, 30)),
+        Some((utc(2025, 3, 29, 23, 0), utc(2025, 3, 30, 22, 0)))
+    );
     // Berlin 26 October 2025: 00:00 CEST = 25th 22:00 UTC to 27th 00:00 CET = 26th 23:00 UTC.
-    assert_eq!(berlin.window(date(2025, 10, 26)), Some((utc(2025, 10, 25, 22, 0), utc(2025, 10, 26, 23, 0))));
-    assert_eq!(berlin.business_time_between(utc(2025, 10, 25, 22, 0), utc(2025, 10, 26, 23, 0)), TimeDelta::hours(25));
+    assert_eq!(
+        berlin.window(date(2025, 10, 26)),
+        Some((utc(2025, 10, 25, 22, 0), utc(2025, 10, 26, 23, 0)))
+    );
+    assert_eq!(
+        berlin.business_time_between(utc(2025, 10, 25, 22, 0), utc(2025, 10, 26, 23, 0)),
+        TimeDelta::hours(25)
+    );
     // New York 9 March 2025 (EST -5 to EDT -4) and 2 November 2025 (back to EST).
     assert_eq!(ny.window(date(2025, 3, 9)), Some((utc(2025, 3, 9, 5, 0), utc(2025, 3, 10, 4, 0))));
-    assert_eq!(ny.window(date(2025, 11, 2)), Some((utc(2025, 11, 2, 4, 0), utc(2025, 11, 3, 5, 0))));
+    assert_eq!(
+        ny.window(date(2025, 11, 2)),
+        Some((utc(2025, 11, 2, 4, 0), utc(2025, 11, 3, 5, 0)))
+    );
     // Around the clock, business time is elapsed time, across the change.
     let start = utc(2025, 3, 8, 17, 0);
     assert_eq!(ny.deadline(start, TimeDelta::hours(24)), start + TimeDelta::hours(24));
@@ -129,8 +147,13 @@ fn dst_days_are_23_and_25_hours_long_in_berlin_and_new_york() {
 
 #[test]
 fn office_hours_on_dst_days_keep_their_length_in_new_york() {
-    let ny = BusinessCalendar::new(New_York, &ALL_DAYS, WorkingHours::parse("09:00-17:00").expect("hours"), [])
-        .expect("calendar");
+    let ny = BusinessCalendar::new(
+        New_York,
+        &ALL_DAYS,
+        WorkingHours::parse("09:00-17:00").expect("hours"),
+        [],
+    )
+    .expect("calendar");
     // Saturday 8 March 2025 16:00 EST (21:00 UTC) + 3 h: 1 h Saturday, 2 h Sunday from 09:00
     // EDT (13:00 UTC): 15:00 UTC.
     assert_eq!(ny.deadline(utc(2025, 3, 8, 21, 0), TimeDelta::hours(3)), utc(2025, 3, 9, 15, 0));
@@ -141,25 +164,50 @@ fn office_hours_on_dst_days_keep_their_length_in_new_york() {
 #[test]
 fn hours_inside_the_gap_and_the_overlap_are_read_as_documented() {
     // 02:30 does not exist on 9 March 2025 in New York: it opens at 03:30 EDT (07:30 UTC).
-    let gap = BusinessCalendar::new(New_York, &ALL_DAYS, WorkingHours::parse("02:30-04:00").expect("h"), [])
-        .expect("calendar");
+    let gap = BusinessCalendar::new(
+        New_York,
+        &ALL_DAYS,
+        WorkingHours::parse("02:30-04:00").expect("h"),
+        [],
+    )
+    .expect("calendar");
     assert_eq!(gap.window(date(2025, 3, 9)), Some((utc(2025, 3, 9, 7, 30), utc(2025, 3, 9, 8, 0))));
-    assert_eq!(gap.window(date(2025, 3, 10)), Some((utc(2025, 3, 10, 6, 30), utc(2025, 3, 10, 8, 0))));
+    assert_eq!(
+        gap.window(date(2025, 3, 10)),
+        Some((utc(2025, 3, 10, 6, 30), utc(2025, 3, 10, 8, 0)))
+    );
     // 01:00-01:30 happens twice on 2 November 2025: open at the first 01:00 (EDT, 05:00 UTC),
     // close at the second 01:30 (EST, 06:30 UTC).
-    let overlap = BusinessCalendar::new(New_York, &ALL_DAYS, WorkingHours::parse("01:00-01:30").expect("h"), [])
-        .expect("calendar");
-    assert_eq!(overlap.window(date(2025, 11, 2)), Some((utc(2025, 11, 2, 5, 0), utc(2025, 11, 2, 6, 30))));
+    let overlap = BusinessCalendar::new(
+        New_York,
+        &ALL_DAYS,
+        WorkingHours::parse("01:00-01:30").expect("h"),
+        [],
+    )
+    .expect("calendar");
+    assert_eq!(
+        overlap.window(date(2025, 11, 2)),
+        Some((utc(2025, 11, 2, 5, 0), utc(2025, 11, 2, 6, 30)))
+    );
 }
 
 #[test]
 fn business_time_between_is_zero_backwards_and_counts_partial_windows() {
     let cal = berlin();
-    assert_eq!(cal.business_time_between(utc(2025, 6, 3, 10, 0), utc(2025, 6, 2, 10, 0)), TimeDelta::zero());
+    assert_eq!(
+        cal.business_time_between(utc(2025, 6, 3, 10, 0), utc(2025, 6, 2, 10, 0)),
+        TimeDelta::zero()
+    );
     // Friday 16:00 CEST to Monday 10:00 CEST: 1.5 h + 1 h.
-    assert_eq!(cal.business_time_between(utc(2025, 6, 6, 14, 0), utc(2025, 6, 9, 8, 0)), hours(2.5));
+    assert_eq!(
+        cal.business_time_between(utc(2025, 6, 6, 14, 0), utc(2025, 6, 9, 8, 0)),
+        hours(2.5)
+    );
     // A whole working week.
-    assert_eq!(cal.business_time_between(utc(2025, 6, 2, 0, 0), utc(2025, 6, 9, 0, 0)), hours(42.5));
+    assert_eq!(
+        cal.business_time_between(utc(2025, 6, 2, 0, 0), utc(2025, 6, 9, 0, 0)),
+        hours(42.5)
+    );
 }
 
 proptest! {

@@ -176,9 +176,15 @@ fn rules_combine_all_any_and_none() {
     f.record_event(v.event("meeting_booked").expect("declared"), now());
     assert!(rule.holds(&f, now()));
     f.set_text(&v, "country", "xx");
-    assert_eq!(rule.unmet(&f, now()).map(|u| u.to_string()).as_deref(), Some("excluded by: country is XX"));
+    assert_eq!(
+        rule.unmet(&f, now()).map(|u| u.to_string()).as_deref(),
+        Some("excluded by: country is XX")
+    );
     f.clear(S::Mql);
-    assert_eq!(rule.unmet(&f, now()).map(|u| u.to_string()).as_deref(), Some("not met: stage is sal"));
+    assert_eq!(
+        rule.unmet(&f, now()).map(|u| u.to_string()).as_deref(),
+        Some("not met: stage is sal")
+    );
     assert_eq!(f.event(v.event("meeting_booked").expect("declared")), None, "clear forgets");
 }
 
@@ -227,7 +233,10 @@ fn advance_picks_the_furthest_forward_stage_whose_rule_holds() {
 fn qualification_rules_are_validated() {
     let one = || Rule { all: vec![parse("title is set")], ..Rule::default() };
     for stage in [S::Subscriber, S::Recycled, S::Disqualified] {
-        assert_eq!(QualificationRules::new([(stage, one())]).map(|_| ()).map_err(|e| e.0), Err(stage));
+        assert_eq!(
+            QualificationRules::new([(stage, one())]).map(|_| ()).map_err(|e| e.0),
+            Err(stage)
+        );
     }
     assert!(QualificationRules::new([(S::Mql, one()), (S::Mql, one())]).is_err());
     assert!(QualificationRules::new([(S::Mql, Rule::default())]).is_err());
@@ -237,7 +246,9 @@ fn qualification_rules_are_validated() {
 #[test]
 fn vocabulary_names_are_checked() {
     let mut v = Vocabulary::new();
-    assert!(v.declare_field("title", CustomKind::Text).expect_err("canonical").contains("canonical"));
+    assert!(
+        v.declare_field("title", CustomKind::Text).expect_err("canonical").contains("canonical")
+    );
     assert!(v.declare_field("stage", CustomKind::Text).expect_err("reserved").contains("reserved"));
     assert!(v.declare_event("no").is_err());
     assert!(v.declare_field("Score", CustomKind::Number).is_err());
@@ -264,7 +275,10 @@ fn text_subject() -> impl Strategy<Value = Subject> {
 fn any_subject() -> impl Strategy<Value = Subject> {
     prop_oneof![
         text_subject(),
-        Just(Subject::Custom { id: vocab().field("score").expect("declared").0, name: "score".into() }),
+        Just(Subject::Custom {
+            id: vocab().field("score").expect("declared").0,
+            name: "score".into()
+        }),
     ]
 }
 

@@ -88,26 +88,90 @@ fn errors_name_the_key_and_the_condition() {
             "contract.qualification.sql.any[0]",
             "unknown event \"demo\"",
         ),
-        ("[contract.qualification.mqll]\nall = [\"title is set\"]", "contract.qualification.mqll", "unknown stage"),
-        ("[contract.qualification.recycled]\nall = [\"title is set\"]", "contract.qualification.recycled", "rules move people"),
+        (
+            "[contract.qualification.mqll]\nall = [\"title is set\"]",
+            "contract.qualification.mqll",
+            "unknown stage",
+        ),
+        (
+            "[contract.qualification.recycled]\nall = [\"title is set\"]",
+            "contract.qualification.recycled",
+            "rules move people",
+        ),
         ("[contract.qualification.mql]\n", "contract.qualification.mql", "at least one condition"),
         ("[contract]\nfields = { score = \"int\" }", "contract.fields.score", "unknown type"),
         ("[contract]\nfields = { title = \"text\" }", "contract.fields.title", "canonical"),
         ("[contract]\nevents = [\"ok\", \"Bad Name\"]", "contract.events[1]", "lowercase"),
-        ("[contract.lifecycle]\nforward = { mql = [\"magic\"] }", "contract.lifecycle.forward.mql", "unknown source"),
-        ("[contract.lifecycle]\nforward = { recycled = [\"rule\"] }", "contract.lifecycle.forward.recycled", "named transitions"),
-        ("[contract.lifecycle.recycle]\nmoves = [\"mql to recycled\"]\nreasons = [\"x\"]", "contract.lifecycle.recycle.moves[0]", "not like"),
-        ("[contract.lifecycle.recycle]\nmoves = [\"mql -> lead\"]\nreasons = [\"x\"]", "contract.lifecycle.recycle", "does not fit"),
-        ("[contract.lifecycle.disqualify]\nmoves = [\"mql -> disqualified\"]\nreasons = [\"No Budget\"]", "contract.lifecycle.disqualify.reasons[0]", "lowercase"),
-        ("[contract.lifecycle.reopen]\nmoves = [\"disqualified -> lead\"]\nreasons = []", "contract.lifecycle.reopen", "reason code"),
-        ("[contract.calendar]\ntime_zone = \"Europe/Berlim\"", "contract.calendar.time_zone", "unknown time zone"),
-        ("[contract.calendar]\nworking_days = [\"mon\", \"funday\"]", "contract.calendar.working_days[1]", "unknown day"),
-        ("[contract.calendar]\nworking_days = []", "contract.calendar.working_days", "at least one"),
-        ("[contract.calendar]\nworking_hours = \"17:30-09:00\"", "contract.calendar.working_hours", "open before close"),
-        ("[contract.calendar]\nholidays = [\"25/12/2025\"]", "contract.calendar.holidays[0]", "not a date"),
-        ("[contract.sla]\nfirst_touch_business_hours = 0", "contract.sla.first_touch_business_hours", "above 0"),
-        ("[contract.sla]\nfirst_touch_business_hours = 4\ngrace_business_hours = -1", "contract.sla.grace_business_hours", "0 or more"),
-        ("[contract.sla]\nfirst_touch_business_hours = 4\nrecycle_reason = \"bored\"", "contract.sla.recycle_reason", "not one of"),
+        (
+            "[contract.lifecycle]\nforward = { mql = [\"magic\"] }",
+            "contract.lifecycle.forward.mql",
+            "unknown source",
+        ),
+        (
+            "[contract.lifecycle]\nforward = { recycled = [\"rule\"] }",
+            "contract.lifecycle.forward.recycled",
+            "named transitions",
+        ),
+        (
+            "[contract.lifecycle.recycle]\nmoves = [\"mql to recycled\"]\nreasons = [\"x\"]",
+            "contract.lifecycle.recycle.moves[0]",
+            "not like",
+        ),
+        (
+            "[contract.lifecycle.recycle]\nmoves = [\"mql -> lead\"]\nreasons = [\"x\"]",
+            "contract.lifecycle.recycle",
+            "does not fit",
+        ),
+        (
+            "[contract.lifecycle.disqualify]\nmoves = [\"mql -> disqualified\"]\nreasons = [\"No Budget\"]",
+            "contract.lifecycle.disqualify.reasons[0]",
+            "lowercase",
+        ),
+        (
+            "[contract.lifecycle.reopen]\nmoves = [\"disqualified -> lead\"]\nreasons = []",
+            "contract.lifecycle.reopen",
+            "reason code",
+        ),
+        (
+            "[contract.calendar]\ntime_zone = \"Europe/Berlim\"",
+            "contract.calendar.time_zone",
+            "unknown time zone",
+        ),
+        (
+            "[contract.calendar]\nworking_days = [\"mon\", \"funday\"]",
+            "contract.calendar.working_days[1]",
+            "unknown day",
+        ),
+        (
+            "[contract.calendar]\nworking_days = []",
+            "contract.calendar.working_days",
+            "at least one",
+        ),
+        (
+            "[contract.calendar]\nworking_hours = \"17:30-09:00\"",
+            "contract.calendar.working_hours",
+            "open before close",
+        ),
+        (
+            "[contract.calendar]\nholidays = [\"25/12/2025\"]",
+            "contract.calendar.holidays[0]",
+            "not a date",
+        ),
+        (
+            "[contract.sla]\nfirst_touch_business_hours = 0",
+            "contract.sla.first_touch_business_hours",
+            "above 0",
+        ),
+        (
+            "[contract.sla]\nfirst_touch_business_hours = 4\ngrace_business_hours = -1",
+            "contract.sla.grace_business_hours",
+            "0 or more",
+        ),
+        (
+            "[contract.sla]\nfirst_touch_business_hours = 4\nrecycle_reason = \"bored\"",
+            "contract.sla.recycle_reason",
+            "not one of",
+        ),
         (
             "[contract.lifecycle.recycle]\nmoves = [\"sql -> recycled\"]\nreasons = [\"sla_expired\"]\n[contract.sla]\nfirst_touch_business_hours = 4\nrecycle_after_business_hours = 8",
             "contract.sla.recycle_after_business_hours",
@@ -177,14 +241,18 @@ fn a_person_walks_the_example_contract() {
     };
     let recycle = c
         .table
-        .check(facts.stage, LifecycleStage::Recycled, How::Named {
-            name: NamedMove::Recycle,
-            reason: reason.as_str(),
-        })
+        .check(
+            facts.stage,
+            LifecycleStage::Recycled,
+            How::Named { name: NamedMove::Recycle, reason: reason.as_str() },
+        )
         .expect("the SLA's reason is a recycle reason");
     assert!(recycle.needs_stage_cleared(), "HubSpot's lifecyclestage must be cleared first");
     // A disqualification instead would have been refused: no attempts were made.
-    assert!(clock.may_disqualify(utc(12, 5, 12), &sla).is_ok(), "a recycled clock no longer governs");
+    assert!(
+        clock.may_disqualify(utc(12, 5, 12), &sla).is_ok(),
+        "a recycled clock no longer governs"
+    );
     let fresh = SlaClock::start(now, &sla, &c.calendar);
     assert!(fresh.may_disqualify(utc(12, 5, 12), &sla).is_err());
     let mut late = SlaClock::start(now, &sla, &c.calendar);

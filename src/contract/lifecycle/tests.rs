@@ -12,7 +12,8 @@ fn at(day: u32, hour: u32) -> DateTime<Utc> {
 }
 
 /// The funnel in order, written out here rather than derived from `funnel_rank`.
-const FUNNEL: [S; 7] = [S::Subscriber, S::Lead, S::Mql, S::Sal, S::Sql, S::Opportunity, S::Customer];
+const FUNNEL: [S; 7] =
+    [S::Subscriber, S::Lead, S::Mql, S::Sal, S::Sql, S::Opportunity, S::Customer];
 
 /// The default table's forward moves, stated independently: any funnel stage to a later one,
 /// and recycled to MQL or later.
@@ -188,17 +189,17 @@ fn forward_sources_are_configurable_per_stage() {
     assert!(table.check(S::Mql, S::Sal, How::Reported).is_ok());
     assert!(table.check(S::Mql, S::Sql, How::Rule).is_ok());
     // Named transitions keep their defaults when not given.
-    assert_eq!(table.named(NamedMove::Recycle), TransitionTable::default().named(NamedMove::Recycle));
+    assert_eq!(
+        table.named(NamedMove::Recycle),
+        TransitionTable::default().named(NamedMove::Recycle)
+    );
 }
 
 #[test]
 fn named_rules_are_validated() {
     let codes = vec![ReasonCode::new("why").expect("code")];
-    let rule = |name, moves: Vec<(S, S)>, reasons: Vec<ReasonCode>| NamedRule {
-        name,
-        moves,
-        reasons,
-    };
+    let rule =
+        |name, moves: Vec<(S, S)>, reasons: Vec<ReasonCode>| NamedRule { name, moves, reasons };
     let cases = [
         (rule(NamedMove::Recycle, vec![(S::Mql, S::Lead)], codes.clone()), "does not fit"),
         (rule(NamedMove::Disqualify, vec![(S::Mql, S::Recycled)], codes.clone()), "does not fit"),
@@ -225,7 +226,11 @@ fn named_rules_are_validated() {
     .expect("valid");
     assert!(
         custom
-            .check(S::Customer, S::Opportunity, How::Named { name: NamedMove::Reopen, reason: "why" })
+            .check(
+                S::Customer,
+                S::Opportunity,
+                How::Named { name: NamedMove::Reopen, reason: "why" }
+            )
             .is_ok()
     );
     assert!(

@@ -54,12 +54,18 @@ fn an_untouched_clock_breaches_escalates_and_recycles_once_each() {
     for quiet in [utc(6, 6, 17, 0), utc(6, 7, 12, 0), utc(6, 8, 23, 0), utc(6, 9, 8, 30)] {
         assert_eq!(c.evaluate(quiet, &p), vec![], "nothing due at {quiet}");
     }
-    assert_eq!(c.evaluate(utc(6, 9, 8, 30) + sec(), &p), vec![SlaAction::Breached { due_at: c.due_at }]);
+    assert_eq!(
+        c.evaluate(utc(6, 9, 8, 30) + sec(), &p),
+        vec![SlaAction::Breached { due_at: c.due_at }]
+    );
     assert_eq!(c.evaluate(utc(6, 9, 9, 0), &p), vec![]);
     assert_eq!(c.evaluate(utc(6, 9, 10, 30), &p), vec![], "escalation waits for the grace to pass");
     assert_eq!(
         c.evaluate(utc(6, 9, 10, 30) + sec(), &p),
-        vec![SlaAction::Escalate { due_at: utc(6, 9, 8, 30), reassign_to: Some("00G000000000001".into()) }]
+        vec![SlaAction::Escalate {
+            due_at: utc(6, 9, 8, 30),
+            reassign_to: Some("00G000000000001".into())
+        }]
     );
     assert_eq!(c.evaluate(utc(6, 9, 17, 0), &p), vec![]);
     assert_eq!(
@@ -78,8 +84,15 @@ fn a_touch_by_the_deadline_meets_it() {
     let p = policy();
     let mut c = friday_clock();
     assert!(c.touch(TouchKind::StatusWorking, utc(6, 9, 8, 30)), "exactly at the deadline");
-    assert_eq!(c.evaluate(utc(6, 9, 8, 0), &p), vec![], "a touch stamped after now is not known yet");
-    assert_eq!(c.evaluate(utc(6, 9, 9, 0), &p), vec![SlaAction::Met { first_touch_at: utc(6, 9, 8, 30) }]);
+    assert_eq!(
+        c.evaluate(utc(6, 9, 8, 0), &p),
+        vec![],
+        "a touch stamped after now is not known yet"
+    );
+    assert_eq!(
+        c.evaluate(utc(6, 9, 9, 0), &p),
+        vec![SlaAction::Met { first_touch_at: utc(6, 9, 8, 30) }]
+    );
     assert_eq!(c.evaluate(utc(6, 9, 9, 0), &p), vec![]);
     assert_eq!(c.evaluate(utc(6, 20, 9, 0), &p), vec![], "no escalation after a met deadline");
     assert_eq!(c.attempts, 0, "a status change is a touch, not an attempt");
@@ -91,7 +104,10 @@ fn a_late_touch_stops_escalation_and_resolves_the_alert() {
     let mut c = friday_clock();
     assert_eq!(c.evaluate(utc(6, 9, 9, 0), &p).len(), 1);
     c.touch(TouchKind::Activity, utc(6, 9, 9, 30));
-    assert_eq!(c.evaluate(utc(6, 9, 9, 45), &p), vec![SlaAction::TouchedLate { first_touch_at: utc(6, 9, 9, 30) }]);
+    assert_eq!(
+        c.evaluate(utc(6, 9, 9, 45), &p),
+        vec![SlaAction::TouchedLate { first_touch_at: utc(6, 9, 9, 30) }]
+    );
     assert_eq!(c.evaluate(utc(6, 12, 0, 0), &p), vec![]);
     assert_eq!(c.phase, SlaPhase::TouchedLate);
 }
@@ -102,7 +118,10 @@ fn a_timely_touch_reported_after_the_breach_turns_the_clock_to_met() {
     let mut c = friday_clock();
     assert_eq!(c.evaluate(utc(6, 9, 11, 0), &p).len(), 2, "breached and escalated");
     c.touch(TouchKind::Activity, utc(6, 9, 8, 0));
-    assert_eq!(c.evaluate(utc(6, 9, 11, 5), &p), vec![SlaAction::Met { first_touch_at: utc(6, 9, 8, 0) }]);
+    assert_eq!(
+        c.evaluate(utc(6, 9, 11, 5), &p),
+        vec![SlaAction::Met { first_touch_at: utc(6, 9, 8, 0) }]
+    );
     assert_eq!(c.evaluate(utc(6, 11, 0, 0), &p), vec![]);
 }
 
@@ -115,7 +134,10 @@ fn after_downtime_one_evaluation_returns_every_missed_milestone_in_order() {
         got,
         vec![
             SlaAction::Breached { due_at: utc(6, 9, 8, 30) },
-            SlaAction::Escalate { due_at: utc(6, 9, 8, 30), reassign_to: Some("00G000000000001".into()) },
+            SlaAction::Escalate {
+                due_at: utc(6, 9, 8, 30),
+                reassign_to: Some("00G000000000001".into())
+            },
             SlaAction::Recycle { reason: ReasonCode::new("sla_expired").expect("code") },
         ]
     );
@@ -140,7 +162,11 @@ fn a_restart_mid_clock_resumes_without_repeating_actions() {
     assert!(json.contains("\"phase\":\"breached\""), "{json}");
     let mut restored = roundtrip(&c);
     assert_eq!(restored, c);
-    assert_eq!(restored.evaluate(utc(6, 9, 9, 0), &p), vec![], "the breach alert is not sent again");
+    assert_eq!(
+        restored.evaluate(utc(6, 9, 9, 0), &p),
+        vec![],
+        "the breach alert is not sent again"
+    );
     assert_eq!(restored.evaluate(utc(6, 9, 10, 31), &p).len(), 1, "escalation still comes");
     // Touches and attempts survive a second restart.
     assert!(restored.touch(TouchKind::Activity, utc(6, 9, 11, 0)));
@@ -159,7 +185,10 @@ fn attempts_are_counted_once_each() {
     assert!(!c.touch(TouchKind::Activity, utc(6, 6, 12, 0)), "before the handover");
     assert!(c.touch(TouchKind::Activity, utc(6, 9, 8, 0)));
     assert!(!c.touch(TouchKind::Activity, utc(6, 9, 8, 0)), "the same activity polled twice");
-    assert!(!c.touch(TouchKind::LastActivity, utc(6, 9, 8, 0)), "the same activity, seen by its date");
+    assert!(
+        !c.touch(TouchKind::LastActivity, utc(6, 9, 8, 0)),
+        "the same activity, seen by its date"
+    );
     assert!(!c.touch(TouchKind::StatusWorking, utc(6, 9, 9, 0)), "not an attempt, not earlier");
     assert!(c.touch(TouchKind::LastActivity, utc(6, 10, 0, 0)));
     assert!(c.touch(TouchKind::StageAdvanced, utc(6, 6, 14, 0)), "an earlier first touch");
@@ -218,7 +247,10 @@ fn optional_escalation_and_recycling_can_be_turned_off() {
     let p = SlaPolicy { escalate: false, recycle_after: None, ..policy() };
     let mut c = SlaClock::start(utc(6, 6, 13, 0), &p, &berlin());
     assert_eq!((c.escalate_at, c.recycle_at), (None, None));
-    assert_eq!(c.evaluate(utc(7, 30, 0, 0), &p), vec![SlaAction::Breached { due_at: utc(6, 9, 8, 30) }]);
+    assert_eq!(
+        c.evaluate(utc(7, 30, 0, 0), &p),
+        vec![SlaAction::Breached { due_at: utc(6, 9, 8, 30) }]
+    );
     assert_eq!(c.next_wakeup(), None, "nothing more until a touch");
     // Rescheduling under a shorter deadline moves it; passed milestones stay passed.
     let short = SlaPolicy { first_touch: TimeDelta::hours(1), ..policy() };
