@@ -21,7 +21,9 @@ use crate::domain::Stage;
 /// A person's stage in the governed lifecycle.
 ///
 /// The funnel stages are ordered (`Subscriber` first, `Customer` last); `Recycled` (back to
-/// marketing nurture) and `Disqualified` stand outside the funnel order.
+/// marketing nurture) and `Disqualified` stand outside the funnel order. The derived `Ord` is
+/// declaration order, for maps and stable output only: compare funnel positions with
+/// [`LifecycleStage::funnel_rank`] and [`LifecycleStage::is_forward_move`], never with `<`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleStage {
