@@ -7,6 +7,8 @@
 //! - `ingest`: pollers (and later webhooks) that commit changes to the inbox.
 //! - `identity`: normalisation and the matching engine (profiles, rules, blocking, scores).
 //! - `reconcile`: pure decisions from (ledger state, change, rules).
+//! - `contract`: the lead contract's pure parts: lifecycle table, qualification rules,
+//!   business calendar, SLA clocks.
 //! - `identity`: synthetic people with known duplicates, and matching-quality scores.
 //! - `ledger`: the SQLite ledger; the only module that runs SQL.
 //! - `push`: drains the outbox to each vendor in batches, with retries and dead letters.
@@ -22,6 +24,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod connectors;
+pub mod contract;
 pub mod domain;
 pub mod identity;
 pub mod ingest;

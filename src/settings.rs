@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::connectors::KeyError;
 use crate::connectors::hubspot::{HubspotConfig, HubspotConfigRaw};
 use crate::connectors::salesforce::{SalesforceConfig, SalesforceConfigRaw};
+use crate::contract::config::{Contract, ContractRaw};
 use crate::domain::{ConnectorKind, Field, Role, Stage, SystemName};
 use crate::identity::matcher::{Matcher, MatchingRaw};
 use crate::reconcile::{CreatePolicy, FieldRule};
@@ -48,6 +49,9 @@ struct SettingsRaw {
     identity: IdentityRaw,
     #[serde(default)]
     matching: MatchingRaw,
+    /// The lead contract; absent: off.
+    #[serde(default)]
+    contract: Option<ContractRaw>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,6 +239,8 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub systems: Vec<SystemSettings>,
     pub identity: IdentitySettings,
+    /// The lead contract (lifecycle, qualification rules, calendar, SLA); `None`: off.
+    pub contract: Option<Contract>,
 }
 
 /// Where the TOML comes from.
@@ -389,7 +395,12 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
         }
         field_rules.insert(field, parsed);
     }
+    let contract = match &raw.contract {
+        Some(c) => Some(c.validate("contract")?),
+        None => None,
+    };
     Ok(Settings {
+        contract,
         ledger_path: raw.ledger.path,
         sync: SyncSettings {
             status_implies_stage,

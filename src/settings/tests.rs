@@ -179,3 +179,35 @@ fn field_rules_parse_and_bad_ones_name_the_field() {
         assert_eq!(key_of(Settings::load(Source::Inline(&with(bad)), &e)), key, "{bad}");
     }
 }
+
+#[test]
+fn the_contract_is_off_unless_configured() {
+    let s = Settings::load(Source::Inline(&example()), &example_env(&[])).expect("valid");
+    assert!(s.contract.is_none());
+    let with_contract = format!(
+        "{}\n{}",
+        example(),
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/contract.example.toml"
+        ))
+        .expect("contract example")
+    );
+    let s = Settings::load(
+        Source::Inline(&with_contract),
+        &example_env(&[("LEADSYNC__CONTRACT__SLA__FIRST_TOUCH_BUSINESS_HOURS", "2")]),
+    )
+    .expect("example with the contract is valid");
+    let contract = s.contract.expect("contract on");
+    let sla = contract.sla.expect("sla on");
+    assert_eq!(sla.first_touch, chrono::TimeDelta::hours(2), "environment overrides apply");
+    assert_eq!(sla.grace, chrono::TimeDelta::hours(2));
+}
+
+#[test]
+fn contract_errors_name_their_key() {
+    let bad =
+        format!("{}\n[contract.qualification.mql]\nall = [\"title is sett now\"]\n", example());
+    let err = Settings::load(Source::Inline(&bad), &example_env(&[])).expect_err("invalid rule");
+    assert!(err.to_string().starts_with("contract.qualification.mql.all[0]: "), "{err}");
+}

@@ -1,0 +1,377 @@
+//! The `[contract]` configuration: raw serde types as they appear in TOML, and their
+//! validation into the lifecycle table, qualification rules, business calendar and SLA
+//! policy. Every error names the key at fault (`contract.qualification.mql.all[2]: ...`).
+//!
+//! The section is optional: without it the contract is off. Inside it, every table is
+//! optional and defaults to the contract the issue describes, except `[contract.sla]`: without
+//! it no SLA clocks run. `config/contract.example.toml` lists every key with a comment.
+
+use std::collections::BTreeMap;
+
+use chrono::{NaiveDate, TimeDelta, Weekday};
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::connectors::KeyError;
+use crate::contract::calendar::{BusinessCalendar, WorkingHours};
+use crate::contract::conditions::{Condition, CustomKind, QualificationRules, Rule, Vocabulary};
+use crate::contract::lifecycle::{
+    ForwardSources, LifecycleStage, NamedMove, NamedRule, ReasonCode, TransitionTable,
+};
+use crate::contract::sla::SlaPolicy;
+
+/// `[contract]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractRaw {
+    /// Custom fields rules may name: name -> `"number"` or `"text"`.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// Events rules may name.
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub lifecycle: LifecycleRaw,
+    /// Stage -> its rule.
+    #[serde(default)]
+    pub qualification: BTreeMap<String, RuleRaw>,
+    #[serde(default)]
+    pub calendar: CalendarRaw,
+    /// Absent: no SLA clocks.
+    #[serde(default)]
+    pub sla: Option<SlaRaw>,
+}
+
+/// `[contract.lifecycle]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleRaw {
+    /// Stage -> which sources may enter it moving forward (`["rule", "reported"]`). Stages not
+    /// listed allow both.
+    #[serde(default)]
+    pub forward: BTreeMap<String, Vec<String>>,
+    pub recycle: Option<NamedRaw>,
+    pub disqualify: Option<NamedRaw>,
+    pub reopen: Option<NamedRaw>,
+}
+
+/// One named transition: `moves = ["mql -> recycled", ...]`, `reasons = ["no_response", ...]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedRaw {
+    pub moves: Vec<String>,
+    pub reasons: Vec<String>,
+}
+
+/// `[contract.qualification.<stage>]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleRaw {
+    pub all: Vec<String>,
+    pub any: Vec<String>,
+    pub none: Vec<String>,
+}
+
+/// `[contract.calendar]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CalendarRaw {
+    /// An IANA time zone name.
+    pub time_zone: String,
+    /// `mon` ... `sun`.
+    pub working_days: Vec<String>,
+    /// `"09:00-17:30"`.
+    pub working_hours: String,
+    /// Local dates, `YYYY-MM-DD`.
+    pub holidays: Vec<String>,
+}
+
+impl Default for CalendarRaw {
+    fn default() -> Self {
+        CalendarRaw {
+            time_zone: "UTC".into(),
+            working_days: ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec(),
+            working_hours: "09:00-17:00".into(),
+            holidays: Vec::new(),
+        }
+    }
+}
+
+/// `[contract.sla]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaRaw {
+    pub first_touch_business_hours: f64,
+    #[serde(default)]
+    pub grace_business_hours: f64,
+    #[serde(default = "yes")]
+    pub escalate: bool,
+    #[serde(default)]
+    pub reassign_to: Option<String>,
+    #[serde(default)]
+    pub recycle_after_business_hours: Option<f64>,
+    #[serde(default = "sla_expired")]
+    pub recycle_reason: String,
+    #[serde(default)]
+    pub disqualify_min_attempts: u32,
+    #[serde(default)]
+    pub disqualify_min_days: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn sla_expired() -> String {
+    "sla_expired".into()
+}
+
+/// The validated contract.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    pub vocabulary: Vocabulary,
+    pub table: TransitionTable,
+    pub rules: QualificationRules,
+    pub calendar: BusinessCalendar,
+    /// `None`: no SLA clocks.
+    pub sla: Option<SlaPolicy>,
+}
+
+/// Business hours as a duration, to the minute; at most ten years of them.
+fn business_hours(key: &str, hours: f64, min_exclusive: bool) -> Result<TimeDelta, KeyError> {
+    let ok = hours.is_finite()
+        && hours <= 87_600.0
+        && if min_exclusive { hours > 0.0 } else { hours >= 0.0 };
+    if !ok {
+        let bound = if min_exclusive { "above 0" } else { "0 or more" };
+        return Err(KeyError::new(key, format!("must be a number of hours {bound}")));
+    }
+    Ok(TimeDelta::minutes((hours * 60.0).round() as i64))
+}
+
+fn stage(key: &str, s: &str) -> Result<LifecycleStage, KeyError> {
+    LifecycleStage::parse(s.trim()).ok_or_else(|| {
+        KeyError::new(
+            key,
+            format!(
+                "unknown stage {s:?} (expected subscriber, lead, mql, sal, sql, opportunity, \
+                 customer, recycled or disqualified)"
+            ),
+        )
+    })
+}
+
+impl ContractRaw {
+    /// Validate into a [`Contract`]; `prefix` is where the section sits (`contract`).
+    ///
+    /// # Errors
+    /// A [`KeyError`] naming the key and the problem.
+    pub fn validate(&self, prefix: &str) -> Result<Contract, KeyError> {
+        let vocabulary = self.vocabulary(prefix)?;
+        let table = self.lifecycle.validate(&format!("{prefix}.lifecycle"))?;
+        let rules = self.rules(prefix, &vocabulary)?;
+        let calendar = self.calendar.validate(&format!("{prefix}.calendar"))?;
+        let sla = match &self.sla {
+            Some(raw) => Some(raw.validate(&format!("{prefix}.sla"), &table)?),
+            None => None,
+        };
+        Ok(Contract { vocabulary, table, rules, calendar, sla })
+    }
+
+    fn vocabulary(&self, prefix: &str) -> Result<Vocabulary, KeyError> {
+        let mut v = Vocabulary::new();
+        for (name, kind) in &self.fields {
+            let key = format!("{prefix}.fields.{name}");
+            let kind = CustomKind::parse(kind).ok_or_else(|| {
+                KeyError::new(&key, format!("unknown type {kind:?} (expected number or text)"))
+            })?;
+            v.declare_field(name, kind).map_err(|p| KeyError::new(&key, p))?;
+        }
+        for (i, name) in self.events.iter().enumerate() {
+            v.declare_event(name).map_err(|p| KeyError::new(format!("{prefix}.events[{i}]"), p))?;
+        }
+        Ok(v)
+    }
+
+    fn rules(&self, prefix: &str, v: &Vocabulary) -> Result<QualificationRules, KeyError> {
+        let mut rules = Vec::new();
+        for (name, raw) in &self.qualification {
+            let key = format!("{prefix}.qualification.{name}");
+            let st = stage(&key, name)?;
+            let list = |which: &str, texts: &[String]| -> Result<Vec<Condition>, KeyError> {
+                texts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, text)| {
+                        Condition::parse(text, v).map_err(|e| {
+                            KeyError::new(format!("{key}.{which}[{i}]"), format!("{e} in {text:?}"))
+                        })
+                    })
+                    .collect()
+            };
+            let rule = Rule {
+                all: list("all", &raw.all)?,
+                any: list("any", &raw.any)?,
+                none: list("none", &raw.none)?,
+            };
+            rules.push((st, rule));
+        }
+        QualificationRules::new(rules)
+            .map_err(|(st, problem)| KeyError::new(format!("{prefix}.qualification.{st}"), problem))
+    }
+}
+
+impl LifecycleRaw {
+    fn validate(&self, prefix: &str) -> Result<TransitionTable, KeyError> {
+        let mut forward = ForwardSources::default();
+        for (name, sources) in &self.forward {
+            let key = format!("{prefix}.forward.{name}");
+            let st = stage(&key, name)?;
+            if st.funnel_rank().is_none() {
+                return Err(KeyError::new(
+                    key,
+                    "recycled and disqualified are entered only by named transitions",
+                ));
+            }
+            let (mut rule, mut reported) = (false, false);
+            for s in sources {
+                match s.as_str() {
+                    "rule" => rule = true,
+                    "reported" => reported = true,
+                    other => {
+                        return Err(KeyError::new(
+                            key,
+                            format!("unknown source {other:?} (expected rule or reported)"),
+                        ));
+                    }
+                }
+            }
+            forward.set(st, rule, reported);
+        }
+        let mut named = Vec::new();
+        for (name, raw) in [
+            (NamedMove::Recycle, &self.recycle),
+            (NamedMove::Disqualify, &self.disqualify),
+            (NamedMove::Reopen, &self.reopen),
+        ] {
+            let Some(raw) = raw else { continue };
+            let key = format!("{prefix}.{name}");
+            let mut moves = Vec::new();
+            for (i, m) in raw.moves.iter().enumerate() {
+                let k = format!("{key}.moves[{i}]");
+                let (from, to) = m.split_once("->").ok_or_else(|| {
+                    KeyError::new(&k, format!("{m:?} is not like \"mql -> recycled\""))
+                })?;
+                moves.push((stage(&k, from)?, stage(&k, to)?));
+            }
+            let mut reasons = Vec::new();
+            for (i, r) in raw.reasons.iter().enumerate() {
+                reasons.push(ReasonCode::new(r).ok_or_else(|| {
+                    KeyError::new(
+                        format!("{key}.reasons[{i}]"),
+                        "reason codes use lowercase letters, digits and '_', starting with a \
+                         letter, at most 64 characters",
+                    )
+                })?);
+            }
+            named.push(NamedRule { name, moves, reasons });
+        }
+        TransitionTable::new(forward, named)
+            .map_err(|e| KeyError::new(format!("{prefix}.{}", e.name), e.problem))
+    }
+}
+
+impl CalendarRaw {
+    fn validate(&self, prefix: &str) -> Result<BusinessCalendar, KeyError> {
+        let tz: Tz = self.time_zone.parse().map_err(|_| {
+            KeyError::new(
+                format!("{prefix}.time_zone"),
+                format!("unknown time zone {:?} (an IANA name like Europe/Berlin)", self.time_zone),
+            )
+        })?;
+        let mut days = Vec::new();
+        for (i, d) in self.working_days.iter().enumerate() {
+            days.push(d.parse::<Weekday>().map_err(|_| {
+                KeyError::new(
+                    format!("{prefix}.working_days[{i}]"),
+                    format!("unknown day {d:?} (expected mon, tue, wed, thu, fri, sat or sun)"),
+                )
+            })?);
+        }
+        let hours = WorkingHours::parse(&self.working_hours).ok_or_else(|| {
+            KeyError::new(
+                format!("{prefix}.working_hours"),
+                format!("{:?} is not like \"09:00-17:30\" (open before close)", self.working_hours),
+            )
+        })?;
+        let mut holidays = Vec::new();
+        for (i, h) in self.holidays.iter().enumerate() {
+            holidays.push(NaiveDate::parse_from_str(h.trim(), "%Y-%m-%d").map_err(|_| {
+                KeyError::new(
+                    format!("{prefix}.holidays[{i}]"),
+                    format!("{h:?} is not a date like 2025-12-25"),
+                )
+            })?);
+        }
+        BusinessCalendar::new(tz, &days, hours, holidays)
+            .map_err(|e| KeyError::new(format!("{prefix}.working_days"), e.to_string()))
+    }
+}
+
+impl SlaRaw {
+    fn validate(&self, prefix: &str, table: &TransitionTable) -> Result<SlaPolicy, KeyError> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let first_touch = business_hours(
+            &key("first_touch_business_hours"),
+            self.first_touch_business_hours,
+            true,
+        )?;
+        let grace = business_hours(&key("grace_business_hours"), self.grace_business_hours, false)?;
+        let recycle_after = match self.recycle_after_business_hours {
+            Some(h) => Some(business_hours(&key("recycle_after_business_hours"), h, false)?),
+            None => None,
+        };
+        if !table.has_reason(NamedMove::Recycle, &self.recycle_reason) {
+            return Err(KeyError::new(
+                key("recycle_reason"),
+                format!(
+                    "{:?} is not one of the recycle transition's reasons \
+                     (contract.lifecycle.recycle.reasons)",
+                    self.recycle_reason
+                ),
+            ));
+        }
+        let recycle_reason = ReasonCode::new(&self.recycle_reason)
+            .ok_or_else(|| KeyError::new(key("recycle_reason"), "not a reason code"))?;
+        if table
+            .named(NamedMove::Recycle)
+            .moves
+            .iter()
+            .all(|(from, _)| *from != LifecycleStage::Mql)
+            && recycle_after.is_some()
+        {
+            return Err(KeyError::new(
+                key("recycle_after_business_hours"),
+                "the recycle transition does not allow mql -> recycled, so an untouched MQL \
+                 cannot be recycled",
+            ));
+        }
+        let reassign_to = match self.reassign_to.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(owner) => Some(owner.to_string()),
+        };
+        Ok(SlaPolicy {
+            first_touch,
+            grace,
+            escalate: self.escalate,
+            reassign_to,
+            recycle_after,
+            recycle_reason,
+            disqualify_min_attempts: self.disqualify_min_attempts,
+            disqualify_min_days: self.disqualify_min_days,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
