@@ -354,8 +354,13 @@ fn fold_related(
         Some(q) if q.id != lead.id => {
             // The record that carries on belongs to another person: they are one human.
             let merged = merge_persons(q, &remaining, rules, now);
+            // A person this very change would have created is not written at all: the
+            // record's link (opened and closed at once, for the trail) goes to `q`.
+            if !d.is_new_lead {
+                d.absorb = Some(lead.id.clone());
+            }
+            d.is_new_lead = false;
             d.lead_id = q.id.clone();
-            d.absorb = Some(lead.id.clone());
             d.lead_fields = merged.fields.clone();
             d.provenance = merged.provenance.clone();
             d.lead_changed = true;
@@ -789,6 +794,13 @@ pub fn plan_pushes(lead: &LeadState, rules: &Rules) -> Vec<PushIntent> {
         for link in lead.links.iter().filter(|k| k.system == sys.name) {
             let desired = sys.map_for(&link.remote.object_type).writable(person);
             let mut diff = diff_for_push(&desired, &link.known);
+            // Consent can be per address (HubSpot subscribes a contact's new email): a new
+            // email goes out with the opt-out again, whatever leadsync knew the record held.
+            if diff.contains_key(&Field::Email)
+                && desired.get(&Field::EmailOptOut).map(String::as_str) == Some("true")
+            {
+                diff.insert(Field::EmailOptOut, "true".to_string());
+            }
             diff.retain(|f, _| !lead.held.contains(f) && rules.rule(*f) != FieldRule::DontSync);
             if linked {
                 diff.retain(|f, _| *f == Field::EmailOptOut);
