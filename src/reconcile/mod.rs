@@ -225,6 +225,15 @@ pub fn reconcile(
     now: DateTime<Utc>,
 ) -> Option<Decision> {
     match &change.fate {
+        // A record merged away or converted does not come back: a live state of it read
+        // before that happened is stale, and its values must not reach anyone (a deleted one
+        // can be restored, so its live state reopens the link).
+        RecordFate::Live
+            if ctx.linked.is_none()
+                && ctx.closed.as_ref().is_some_and(|c| c.reason == "merged" || c.reason == "converted") =>
+        {
+            None
+        }
         RecordFate::Live => Some(reconcile_live(ctx, system, change, rules, new_lead_id, now)),
         RecordFate::Deleted => {
             let lead = ctx.linked.as_ref()?;
