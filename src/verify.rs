@@ -46,8 +46,7 @@ pub fn compare(snapshot: &[LeadSnapshot], rules: &Rules, fetch: Fetch<'_>) -> Ve
         for sys in &rules.systems {
             let records: Vec<&RemoteId> =
                 lead.links.iter().filter(|(s, _)| s == sys.name.as_str()).map(|(_, r)| r).collect();
-            let tombstoned =
-                lead.tombstoned.contains(sys.name.as_str()) && !rules.recreate_deleted;
+            let tombstoned = lead.tombstoned.contains(sys.name.as_str()) && !rules.recreate_deleted;
             let should_exist = lead.fields.contains_key(&Field::Email)
                 && !tombstoned
                 && match sys.create {

@@ -928,8 +928,7 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
     let mut tombstones: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     {
         let mut stmt = conn.prepare("SELECT DISTINCT lead_id, system FROM tombstones")?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         for row in rows {
             let (lead, system) = row?;
             tombstones.entry(lead).or_default().insert(system);

@@ -230,7 +230,10 @@ pub fn reconcile(
         // can be restored, so its live state reopens the link).
         RecordFate::Live
             if ctx.linked.is_none()
-                && ctx.closed.as_ref().is_some_and(|c| c.reason == "merged" || c.reason == "converted") =>
+                && ctx
+                    .closed
+                    .as_ref()
+                    .is_some_and(|c| c.reason == "merged" || c.reason == "converted") =>
         {
             None
         }
