@@ -199,7 +199,7 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on ~8% of seeds on main (a person created by hand in both systems can get a second Salesforce lead; see issue 4 note); run with --ignored"]
+#[ignore = "about 1.5 % of seeds still fail with the default ops (README, Testing); run with --ignored"]
 async fn random_concurrent_edits_converge() {
     crate::helpers::init_logs();
     let ops = Op::enabled();
