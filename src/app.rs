@@ -98,6 +98,9 @@ pub struct SystemHandle {
     push_wake: Notify,
     /// Rung when webhook notices for this system were committed.
     fetch_wake: Notify,
+    /// Rung by the pusher when creates wait for a read of this system: poll now rather than
+    /// after the interval (or the webhook sweep).
+    poll_wake: Notify,
 }
 
 /// What the engine has done so far, for progress bars, the demo summary and convergence.
@@ -112,6 +115,8 @@ pub struct Progress {
     backfilling: BTreeMap<SystemName, std::sync::atomic::AtomicBool>,
     /// When the newest poll that found nothing more to read started, per system.
     caught_up_at: Mutex<BTreeMap<SystemName, Instant>>,
+    /// The same on the wall clock, which the ledger's timestamps use.
+    caught_up_wall: Mutex<BTreeMap<SystemName, chrono::DateTime<Utc>>>,
     /// When the newest push round finished.
     last_push_at: Mutex<Option<Instant>>,
 }
@@ -130,6 +135,12 @@ impl Progress {
     /// Whether this system's poller has read to the end at least once since start.
     pub fn caught_up_once(&self, name: &SystemName) -> bool {
         self.caught_up_at.lock().is_ok_and(|g| g.contains_key(name))
+    }
+
+    /// When the newest complete read of this system started (its last page's request, wall
+    /// clock): every record it held before then has been read.
+    pub fn caught_up_wall(&self, name: &SystemName) -> Option<chrono::DateTime<Utc>> {
+        self.caught_up_wall.lock().ok().and_then(|g| g.get(name).copied())
     }
 
     /// Whether some system is still being read page after page.
@@ -208,6 +219,7 @@ impl App {
                 webhook: s.webhook.clone(),
                 push_wake: Notify::new(),
                 fetch_wake: Notify::new(),
+                poll_wake: Notify::new(),
             }));
         }
         ledger
@@ -499,6 +511,7 @@ async fn poller(
         let n = name.clone();
         let cursor = blocking(&ledger, move |l| l.cursor(&n)).await?;
         let started = Instant::now();
+        let started_wall = Utc::now();
         match sys.connector.poll_changes(&cursor).await {
             Ok(page) => {
                 let n = name.clone();
@@ -527,10 +540,15 @@ async fn poller(
                 if let Ok(mut g) = progress.caught_up_at.lock() {
                     g.insert(name.clone(), started);
                 }
+                if let Ok(mut g) = progress.caught_up_wall.lock() {
+                    g.insert(name.clone(), started_wall);
+                }
+                // Creates held for this read may go now.
+                sys.push_wake.notify_one();
                 // A system fed by webhooks is still read to its end now and then: the sweep
                 // catches whatever a lost or refused delivery missed.
                 let wait = sweep.map_or(page.poll_again_after, |s| s.max(page.poll_again_after));
-                if !idle(&mut shutdown, wait, None).await {
+                if !idle(&mut shutdown, wait, Some(&sys.poll_wake)).await {
                     break;
                 }
             }
@@ -747,12 +765,13 @@ async fn pusher(
         base_delay: sync.push_retry_base,
         max_delay: sync.push_retry_max,
     };
+    // The newest planning time of a held create for which this system's poller was woken.
+    let mut woke_for: Option<chrono::DateTime<Utc>> = None;
     while !shutdown.is_triggered() {
-        // Decided before reading the due rows: once this system has been read to its end and
-        // every change read is reconciled, a create still due after that is for a person the
-        // system did not have (see below).
-        let creates_allowed =
-            progress.caught_up_once(&name) && !blocking(&ledger, |l| l.inbox_has_pending()).await?;
+        // Decided before reading the due rows, in this order: the newest complete read of this
+        // system, then whether every change read so far is reconciled (see below).
+        let read_from = progress.caught_up_wall(&name);
+        let inbox_idle = !blocking(&ledger, |l| l.inbox_has_pending()).await?;
         let n = name.clone();
         let mut due = blocking(&ledger, move |l| l.due_pushes(&n, max, Utc::now())).await?;
         // While a backfill is being read or the reconciler is still turning inbox changes into
@@ -786,11 +805,26 @@ async fn pusher(
         // dead-letters only records of its own kind.
         let (mut creates, updates): (Vec<_>, Vec<_>) =
             due.into_iter().partition(|d| matches!(d.record.op, PushOp::Create { .. }));
-        // Never create a record in a system before every record it already holds has been read
-        // and reconciled: the person may be there already (a Salesforce lead does not carry
-        // our ledger id until we wrote it), and creating it again would make a duplicate.
-        if !creates_allowed {
-            creates.clear();
+        // Never create a record in a system before every record it held when the create was
+        // planned has been read and reconciled: the person may be there already (made by hand
+        // a moment before, or a Salesforce lead that does not carry our ledger id), and
+        // creating it again would make a duplicate. So a create waits for a read of this
+        // system that started after it was planned, and for the reconciler to take what that
+        // read found (a record of the person links to them and drops the create). The poller
+        // is woken for it, so the wait is one incremental read, not a poll interval or a
+        // webhook sweep.
+        let held: Vec<chrono::DateTime<Utc>> = creates
+            .iter()
+            .filter(|d| !(inbox_idle && read_from.is_some_and(|r| r > d.planned_at)))
+            .map(|d| d.planned_at)
+            .collect();
+        creates.retain(|d| inbox_idle && read_from.is_some_and(|r| r > d.planned_at));
+        if let Some(newest) = held.iter().max().copied()
+            && read_from.is_none_or(|r| r <= newest)
+            && woke_for.is_none_or(|w| w < newest)
+        {
+            woke_for = Some(newest);
+            sys.poll_wake.notify_one();
         }
         let mut pushed_any = false;
         for group in [creates, updates] {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::domain::{Field, RemoteId, Stage, SystemName};
 use crate::ledger::LeadSnapshot;
-use crate::reconcile::{CreatePolicy, Rules};
+use crate::reconcile::{CreatePolicy, FieldRule, Rules};
 
 /// One way a system disagrees with the ledger. Carries ids and field names, never values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +33,12 @@ impl std::fmt::Display for Disagreement {
 /// Reads a record's vendor properties (`None` when the vendor does not have it).
 pub type Fetch<'a> = &'a dyn Fn(&SystemName, &RemoteId) -> Option<BTreeMap<String, Option<String>>>;
 
-/// Compare every person with every record linked to them. `fetch` returns a record's vendor
-/// properties (`None` when the vendor does not have it).
+/// Compare every person with every record linked to them, as the engine means them to be:
+/// the primary record of each system (its oldest open link) holds every field its object's
+/// mapping writes (`don't sync` fields aside), other records of that system the opt-out; a
+/// person missing in a system where one of their records was deleted is fine unless
+/// `identity.recreate_deleted`. `fetch` returns a record's vendor properties (`None` when the
+/// vendor does not have it).
 pub fn compare(snapshot: &[LeadSnapshot], rules: &Rules, fetch: Fetch<'_>) -> Vec<Disagreement> {
     let mut out = Vec::new();
     for lead in snapshot {
@@ -42,7 +46,9 @@ pub fn compare(snapshot: &[LeadSnapshot], rules: &Rules, fetch: Fetch<'_>) -> Ve
         for sys in &rules.systems {
             let records: Vec<&RemoteId> =
                 lead.links.iter().filter(|(s, _)| s == sys.name.as_str()).map(|(_, r)| r).collect();
+            let tombstoned = lead.tombstoned.contains(sys.name.as_str()) && !rules.recreate_deleted;
             let should_exist = lead.fields.contains_key(&Field::Email)
+                && !tombstoned
                 && match sys.create {
                     CreatePolicy::Always => true,
                     CreatePolicy::Never => false,
@@ -57,8 +63,15 @@ pub fn compare(snapshot: &[LeadSnapshot], rules: &Rules, fetch: Fetch<'_>) -> Ve
                     problem: "person missing in this system",
                 });
             }
-            let desired = sys.map.writable(&lead.fields);
-            for remote in records {
+            for (i, remote) in records.into_iter().enumerate() {
+                // Each object type has its own mapping (a Contact has no Company); the primary
+                // record (the oldest link) gets every field, the others opt-outs only.
+                let map = sys.map_for(&remote.object_type);
+                let mut desired = map.writable(&lead.fields);
+                desired.retain(|f, _| rules.rule(*f) != FieldRule::DontSync);
+                if i > 0 {
+                    desired.retain(|f, _| *f == Field::EmailOptOut);
+                }
                 let Some(props) = fetch(&sys.name, remote) else {
                     out.push(Disagreement {
                         lead_id: lead.id.clone(),
@@ -69,7 +82,7 @@ pub fn compare(snapshot: &[LeadSnapshot], rules: &Rules, fetch: Fetch<'_>) -> Ve
                     });
                     continue;
                 };
-                let actual = sys.map.to_canonical(&props);
+                let actual = map.to_canonical(&props);
                 for (field, want) in &desired {
                     let have = actual.get(field);
                     let agrees = match field {

@@ -18,7 +18,7 @@ pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
 pub use trace::{Trace, TraceEvent, TraceField, TraceLink};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -113,6 +113,8 @@ pub struct DuePush {
     pub record: PushRecord,
     pub version: i64,
     pub attempts: i64,
+    /// When the row was first planned (a create keeps this while its fields are re-planned).
+    pub planned_at: DateTime<Utc>,
 }
 
 /// Per-system operational state for `leadsync status`.
@@ -140,7 +142,11 @@ pub struct SystemStatus {
 pub struct LeadSnapshot {
     pub id: String,
     pub fields: Fields,
+    /// Open links, oldest first (per system, the first is the primary record).
     pub links: Vec<(String, RemoteId)>,
+    /// Systems where one of the person's records was deleted (not created there again unless
+    /// `identity.recreate_deleted`).
+    pub tombstoned: BTreeSet<String>,
 }
 
 /// How pushes are retried per record.
@@ -362,7 +368,7 @@ impl Ledger {
         let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
         let mut stmt = conn.prepare_cached(
             "SELECT o.id, o.lead_id, o.object_type, o.remote_id, o.fields, o.version, o.attempts,
-                    l.fields
+                    l.fields, o.created_at
              FROM outbox o INDEXED BY outbox_pending_id JOIN leads l ON l.id = o.lead_id
              WHERE o.system = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
              ORDER BY o.id LIMIT ?3",
@@ -377,11 +383,13 @@ impl Ledger {
                 r.get::<_, i64>(5)?,
                 r.get::<_, i64>(6)?,
                 r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, lead_id, object_type, remote_id, fields, version, attempts, person) = row?;
+            let (id, lead_id, object_type, remote_id, fields, version, attempts, person, planned) =
+                row?;
             let op = if remote_id.is_empty() {
                 PushOp::Create { object_type }
             } else {
@@ -397,6 +405,7 @@ impl Ledger {
                 },
                 version,
                 attempts,
+                planned_at: parse_ts(&planned)?,
             });
         }
         Ok(out)
@@ -906,7 +915,7 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
     {
         let mut stmt = conn.prepare(
             "SELECT lead_id, system, object_type, remote_id FROM links WHERE closed_at IS NULL
-             ORDER BY system, remote_id",
+             ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
@@ -916,6 +925,15 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
             links.entry(lead).or_default().push((system, RemoteId { object_type, id }));
         }
     }
+    let mut tombstones: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT DISTINCT lead_id, system FROM tombstones")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (lead, system) = row?;
+            tombstones.entry(lead).or_default().insert(system);
+        }
+    }
     let mut stmt =
         conn.prepare("SELECT id, fields FROM leads WHERE merged_into IS NULL ORDER BY id")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
@@ -923,7 +941,8 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
     for row in rows {
         let (id, fields) = row?;
         let l = links.remove(&id).unwrap_or_default();
-        out.push(LeadSnapshot { id, fields: from_json(&fields)?, links: l });
+        let tombstoned = tombstones.remove(&id).unwrap_or_default();
+        out.push(LeadSnapshot { id, fields: from_json(&fields)?, links: l, tombstoned });
     }
     Ok(out)
 }

@@ -225,6 +225,18 @@ pub fn reconcile(
     now: DateTime<Utc>,
 ) -> Option<Decision> {
     match &change.fate {
+        // A record merged away or converted does not come back: a live state of it read
+        // before that happened is stale, and its values must not reach anyone (a deleted one
+        // can be restored, so its live state reopens the link).
+        RecordFate::Live
+            if ctx.linked.is_none()
+                && ctx
+                    .closed
+                    .as_ref()
+                    .is_some_and(|c| c.reason == "merged" || c.reason == "converted") =>
+        {
+            None
+        }
         RecordFate::Live => Some(reconcile_live(ctx, system, change, rules, new_lead_id, now)),
         RecordFate::Deleted => {
             let lead = ctx.linked.as_ref()?;
@@ -354,8 +366,13 @@ fn fold_related(
         Some(q) if q.id != lead.id => {
             // The record that carries on belongs to another person: they are one human.
             let merged = merge_persons(q, &remaining, rules, now);
+            // A person this very change would have created is not written at all: the
+            // record's link (opened and closed at once, for the trail) goes to `q`.
+            if !d.is_new_lead {
+                d.absorb = Some(lead.id.clone());
+            }
+            d.is_new_lead = false;
             d.lead_id = q.id.clone();
-            d.absorb = Some(lead.id.clone());
             d.lead_fields = merged.fields.clone();
             d.provenance = merged.provenance.clone();
             d.lead_changed = true;
@@ -789,6 +806,13 @@ pub fn plan_pushes(lead: &LeadState, rules: &Rules) -> Vec<PushIntent> {
         for link in lead.links.iter().filter(|k| k.system == sys.name) {
             let desired = sys.map_for(&link.remote.object_type).writable(person);
             let mut diff = diff_for_push(&desired, &link.known);
+            // Consent can be per address (HubSpot subscribes a contact's new email): a new
+            // email goes out with the opt-out again, whatever leadsync knew the record held.
+            if diff.contains_key(&Field::Email)
+                && desired.get(&Field::EmailOptOut).map(String::as_str) == Some("true")
+            {
+                diff.insert(Field::EmailOptOut, "true".to_string());
+            }
             diff.retain(|f, _| !lead.held.contains(f) && rules.rule(*f) != FieldRule::DontSync);
             if linked {
                 diff.retain(|f, _| *f == Field::EmailOptOut);

@@ -30,14 +30,29 @@
 //! Which ops run: [`Op::enabled`]. On by default, because the engine on main is meant to
 //! handle them: `edit`, `stage`, `status`, `email` (on a human whose records are all linked to
 //! one person), `optout`, `new` (a human made by hand in one system or in both), `fault`.
-//! Off by default, because the simulators support them but the ledger does not handle them
-//! yet: `email-early` (an email change before the engine linked the human's records, which
+//! Off by default, because the engine still fails some seeds with them (about 9.5 % of seeds
+//! with `all`, against about 1.5 % with the default ops; see the README's Testing section):
+//! `email-early` (an email change before the engine linked the human's records, which
 //! needs fuzzy matching), `delete` (HubSpot archive through the API, Salesforce `ui_delete`),
 //! `duplicate` (a second HubSpot contact of one human under another email), `merge` (HubSpot
-//! `POST /crm/v3/objects/contacts/merge` of one human's two contacts) and `convert`
-//! (`SalesforceSim::convert_lead`). Move an op into [`Op::DEFAULT`] when the engine learns it.
-//! A Salesforce merge (`MasterRecordId`) is not an op: the simulator on main cannot merge;
-//! add `Op::SfMerge` beside `Op::HsMerge` once `SalesforceSim::merge_records` exists.
+//! `POST /crm/v3/objects/contacts/merge` of one human's two contacts), `sf-merge` (a UI merge
+//! of two Salesforce leads of one human, `SalesforceSim::merge_records`, `MasterRecordId`)
+//! and `convert` (`SalesforceSim::convert_lead`). Move an op into [`Op::DEFAULT`] when the
+//! engine learns it.
+//!
+//! What the checks do not demand, because the vendors or the model make it unknowable:
+//! - an edit made on a record that is then deleted or merged away, and an email edit before
+//!   a merge of that human (the survivor keeps its own email), is not the human's last word;
+//! - an opt-out that lived only on a record deleted before the ledger had it is gone;
+//! - a duplicate (made from the human's current name and company) whose name, company or
+//!   email was edited before leadsync linked it may stay a person of its own ("blurred");
+//! - of several records of one human in one system only the primary (the person's oldest
+//!   link) must hold the person's fields, the others the opt-out (ARCHITECTURE.md);
+//! - a duplicate the driver made next to a record leadsync had made already is not a
+//!   duplicate leadsync made.
+//!
+//! Without webhooks HubSpot archives are learnt from the archived-list sweep, which ends every
+//! poll pass here (`archived_sweep_every = 1`; hourly by default).
 //!
 //! Knobs (environment):
 //! - `LEADSYNC_CONVERGENCE_SEEDS`: how many seeds (default 200);
@@ -97,12 +112,15 @@ pub enum Op {
     HsDuplicate,
     /// HubSpot merge of two contacts of one human (making the second one first if needed).
     HsMerge,
+    /// Salesforce merge of two leads of one human in the UI (`MasterRecordId`; making the
+    /// second lead first if needed).
+    SfMerge,
     /// Salesforce lead conversion (the UI's Convert button).
     ConvertLead,
 }
 
 impl Op {
-    const ALL: [Op; 12] = [
+    const ALL: [Op; 13] = [
         Op::Edit,
         Op::Stage,
         Op::Status,
@@ -114,6 +132,7 @@ impl Op {
         Op::Delete,
         Op::HsDuplicate,
         Op::HsMerge,
+        Op::SfMerge,
         Op::ConvertLead,
     ];
 
@@ -134,6 +153,7 @@ impl Op {
             Op::Delete => "delete",
             Op::HsDuplicate => "duplicate",
             Op::HsMerge => "merge",
+            Op::SfMerge => "sf-merge",
             Op::ConvertLead => "convert",
         }
     }
@@ -143,7 +163,8 @@ impl Op {
         match self {
             Op::Edit => 6,
             Op::Stage | Op::Status | Op::EmailChange | Op::Fault => 3,
-            Op::OptOut | Op::NewHuman | Op::Delete | Op::HsMerge | Op::ConvertLead => 2,
+            Op::OptOut | Op::NewHuman | Op::Delete | Op::HsMerge | Op::SfMerge => 2,
+            Op::ConvertLead => 2,
             Op::EmailEarly => 2,
             Op::HsDuplicate => 1,
         }
@@ -178,7 +199,7 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on ~8% of seeds on main (a person created by hand in both systems can get a second Salesforce lead; see issue 4 note); run with --ignored"]
+#[ignore = "about 1.5 % of seeds still fail with the default ops (README, Testing); run with --ignored"]
 async fn random_concurrent_edits_converge() {
     crate::helpers::init_logs();
     let ops = Op::enabled();
@@ -284,6 +305,10 @@ struct Human {
     company: String,
     /// The driver opted them out somewhere (or they started opted out).
     opted_out: bool,
+    /// A record of theirs that no other record matched exactly (another email) had a name,
+    /// company or email edited before leadsync linked it: it may no longer look like them,
+    /// and a careful matcher keeps it apart (see the identity check).
+    blurred: bool,
 }
 
 /// Something the driver deleted: whose, where, and what that human had live there right after.
@@ -296,12 +321,24 @@ struct Deleted {
 /// A field write the driver made that went through.
 struct Edit {
     human: usize,
+    /// The record written (`sf:ID` or `hs:ID`).
+    record: String,
     sf_field: &'static str,
     hs_prop: &'static str,
     value: String,
     at: Instant,
     /// The human's records were all linked to one person when it was made.
     settled: bool,
+    /// A vendor undid it: the record was deleted or merged away, or a merge kept another
+    /// email, after the edit.
+    superseded: bool,
+}
+
+/// A record the driver made as a second one of a human (duplicate, merge), and which records
+/// leadsync had made for that human in that system just before.
+struct Dup {
+    id: String,
+    leadsync_before: BTreeSet<String>,
 }
 
 /// The token in an email (`t7x` in `t7x.olivia@acme.example`).
@@ -386,6 +423,7 @@ struct Driver<'a> {
     known_hs: BTreeSet<String>,
     deleted: Vec<Deleted>,
     edits: Vec<Edit>,
+    dups: Vec<Dup>,
     /// Whether 429s and client timeouts may be injected (each costs seconds).
     slow_faults: bool,
     seq: u32,
@@ -567,8 +605,11 @@ impl Driver<'_> {
                     let Some(id) = self.one_of(leads) else {
                         return self.note(format!("delete {tok}: no salesforce lead, skipped"));
                     };
+                    let was_out = self.opted_out_records(human).contains(&format!("sf:{id}"));
                     let r = self.h.salesforce.ui_delete("Lead", &id);
                     self.note(format!("delete {tok} sf:{id}: {r:?}"));
+                    self.forget_opt_out(human, was_out);
+                    self.supersede(human, &format!("sf:{id}"), false);
                     let live_after = self.sf_leads(human).into_iter().collect();
                     self.deleted.push(Deleted { human, system: "crm", live_after });
                 } else {
@@ -576,8 +617,11 @@ impl Driver<'_> {
                         return self.note(format!("delete {tok}: no hubspot contact, skipped"));
                     };
                     let path = format!("/crm/v3/objects/contacts/{id}");
+                    let was_out = self.opted_out_records(human).contains(&format!("hs:{id}"));
                     let r = self.hs_api(reqwest::Method::DELETE, &path, None).await;
+                    self.forget_opt_out(human, was_out);
                     self.note(format!("delete {tok} hs:{id} (archive): {r}"));
+                    self.supersede(human, &format!("hs:{id}"), false);
                     let live_after = self.hs_contacts(human).into_iter().collect();
                     self.deleted.push(Deleted { human, system: "marketing", live_after });
                 }
@@ -599,6 +643,25 @@ impl Driver<'_> {
                 let path = "/crm/v3/objects/contacts/merge";
                 let r = self.hs_api(reqwest::Method::POST, path, Some(body)).await;
                 self.note(format!("merge {tok} hs:{other} into hs:{primary}: {r}"));
+                // The merged-away contact's values go with it, and the survivor keeps its own
+                // email: edits before the merge may be undone by HubSpot itself.
+                self.supersede(human, &format!("hs:{other}"), true);
+            }
+            Op::SfMerge => {
+                if self.sf_leads(human).len() < 2 {
+                    self.sf_duplicate(human);
+                    let pause = self.rng.random_range(0..300);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                let mut ids = self.sf_leads(human);
+                if ids.len() < 2 {
+                    return self.note(format!("sf-merge {tok}: fewer than two leads, skipped"));
+                }
+                let master = ids.swap_remove(self.rng.random_range(0..ids.len()));
+                let other = ids.swap_remove(self.rng.random_range(0..ids.len()));
+                let r = self.h.salesforce.merge_records("Lead", &master, &[other.as_str()]);
+                self.note(format!("sf-merge {tok} sf:{other} into sf:{master}: {r:?}"));
+                self.supersede(human, &format!("sf:{other}"), true);
             }
             Op::ConvertLead => {
                 let Some(id) = self.one_of(self.sf_leads(human)) else {
@@ -635,17 +698,145 @@ impl Driver<'_> {
             let v = if value.is_empty() { Value::Null } else { Value::String(value.clone()) };
             let r = self.sf_write(&id, Map::from_iter([(sf_field.to_string(), v)]));
             self.note(format!("{what} {tok} sf:{id} {sf_field}={value:?}: {r}"));
-            r
+            (r, format!("sf:{id}"))
         } else {
             let Some(id) = self.one_of(self.hs_contacts(human)) else {
                 return self.note(format!("{what} {tok}: no hubspot contact, skipped"));
             };
             let r = self.hs_write(&id, [(hs_prop.to_string(), value.clone())].into()).await;
             self.note(format!("{what} {tok} hs:{id} {hs_prop}={value:?}: {r}"));
-            r
+            (r, format!("hs:{id}"))
         };
+        let (r, record) = r;
+        let identity = ["FirstName", "LastName", "Company", "Email"].contains(&sf_field);
+        let is_dup = self.dups.iter().any(|x| record.ends_with(&format!(":{}", x.id)));
+        if identity && !settled && is_dup && (r == "ui ok" || r.starts_with("api 2")) {
+            self.humans[human].blurred = true;
+        }
         if r == "ui ok" || r.starts_with("api 2") {
-            self.edits.push(Edit { human, sf_field, hs_prop, value, at, settled });
+            let superseded = false;
+            self.edits.push(Edit {
+                human,
+                record,
+                sf_field,
+                hs_prop,
+                value,
+                at,
+                settled,
+                superseded,
+            });
+        }
+    }
+
+    /// The human's live records that are opted out (`sf:ID`, `hs:ID`).
+    fn opted_out_records(&self, human: usize) -> BTreeSet<String> {
+        let t = Some(&self.humans[human].token);
+        let sf = sf_live(self.h).into_iter().filter(|r| r.token.as_ref() == t && r.opt_out);
+        let hs = hs_live(self.h).into_iter().filter(|c| c.1.as_ref() == t && c.2);
+        sf.map(|r| format!("sf:{}", r.id)).chain(hs.map(|c| format!("hs:{}", c.0))).collect()
+    }
+
+    /// An opted-out record was deleted. If it was the only one and the ledger did not have the
+    /// opt-out yet, nobody can know it any more (a deleted record's fields are gone): the
+    /// human is no longer required to be opted out.
+    fn forget_opt_out(&mut self, human: usize, deleted_was_out: bool) {
+        if !deleted_was_out || !self.opted_out_records(human).is_empty() {
+            return;
+        }
+        let t = self.humans[human].token.clone();
+        let snapshot = self.app.ledger().snapshot().expect("snapshot");
+        let ledger_has_it = snapshot.iter().any(|p| {
+            p.fields.get(&Field::EmailOptOut).map(String::as_str) == Some("true")
+                && p.fields.get(&Field::Email).and_then(|e| token_of(e)).as_ref() == Some(&t)
+        });
+        if !ledger_has_it {
+            self.humans[human].opted_out = false;
+            self.note(format!("{t}: its only opt-out was deleted before leadsync had it"));
+        }
+    }
+
+    /// A vendor dropped a record (`sf:ID`, `hs:ID`) of the human, or merged it away: edits made
+    /// on it before are not the human's last word; after a merge neither is an earlier email
+    /// (the survivor keeps its own).
+    fn supersede(&mut self, human: usize, record: &str, merged: bool) {
+        for e in self.edits.iter_mut().filter(|e| e.human == human) {
+            if e.record == record || (merged && e.sf_field == "Email") {
+                e.superseded = true;
+            }
+        }
+    }
+
+    /// The human as their records show them now (names and company may have been edited):
+    /// a duplicate made from this is recognisably the same human, as a real one would be.
+    fn current_identity(&self, human: usize) -> (String, String, String) {
+        let h = &self.humans[human];
+        let mut out = (h.first.clone(), h.last.clone(), h.company.clone());
+        if let Some(id) = self.hs_contacts(human).first()
+            && let Some(p) = self.h.hubspot.get(id)
+        {
+            let get = |k: &str| p.get(k).cloned().flatten().filter(|v| !v.is_empty());
+            out = (
+                get("firstname").unwrap_or(out.0),
+                get("lastname").unwrap_or(out.1),
+                get("company").unwrap_or(out.2),
+            );
+        } else if let Some(id) = self.sf_leads(human).first()
+            && let Some(r) = self.h.salesforce.get("Lead", id)
+        {
+            let get = |k: &str| {
+                r.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_string)
+            };
+            out = (
+                get("FirstName").unwrap_or(out.0),
+                get("LastName").unwrap_or(out.1),
+                get("Company").unwrap_or(out.2),
+            );
+        }
+        out
+    }
+
+    /// Records at a vendor that leadsync made for this human (live, not the driver's).
+    fn leadsync_records(&self, human: usize, sf: bool) -> BTreeSet<String> {
+        if sf {
+            let mine = self.sf_leads(human);
+            mine.into_iter().filter(|id| !self.known_sf.contains(id)).collect()
+        } else {
+            let mine = self.hs_contacts(human);
+            mine.into_iter().filter(|id| !self.known_hs.contains(id)).collect()
+        }
+    }
+
+    /// A second Salesforce lead of the human, as an import of the same person under the same
+    /// email would make.
+    fn sf_duplicate(&mut self, human: usize) {
+        let (first, last, company) = self.current_identity(human);
+        let tok = self.humans[human].token.clone();
+        let email = self
+            .sf_leads(human)
+            .first()
+            .and_then(|id| self.h.salesforce.get("Lead", id))
+            .and_then(|r| r.get("Email").and_then(Value::as_str).map(str::to_string))
+            .or_else(|| {
+                let id = self.hs_contacts(human).into_iter().next()?;
+                self.h.hubspot.get(&id)?.get("email").cloned().flatten()
+            });
+        let Some(email) = email else {
+            return self.note(format!("sf-duplicate {tok}: no email to copy, skipped"));
+        };
+        let before = self.leadsync_records(human, true);
+        let lead = Map::from_iter([
+            ("FirstName".to_string(), Value::String(first)),
+            ("LastName".to_string(), Value::String(last)),
+            ("Company".to_string(), Value::String(company)),
+            ("Email".to_string(), Value::String(email)),
+        ]);
+        match self.h.salesforce.insert("Lead", lead) {
+            Ok(id) => {
+                self.known_sf.insert(id.clone());
+                self.dups.push(Dup { id: id.clone(), leadsync_before: before });
+                self.note(format!("sf-duplicate {tok}: second salesforce lead sf:{id}"));
+            }
+            Err(e) => self.note(format!("sf-duplicate {tok}: refused: {e}")),
         }
     }
 
@@ -692,24 +883,28 @@ impl Driver<'_> {
             last: p.last,
             company: p.company,
             opted_out: false,
+            blurred: false,
         });
     }
 
     fn hs_duplicate(&mut self, human: usize) {
         self.seq += 1;
+        let (first, last, company) = self.current_identity(human);
         let h = &self.humans[human];
         let email = format!("{}.alt{}.{}@mail.example", h.token, self.seq, ascii(&h.first));
         let props: BTreeMap<String, String> = [
             ("email".to_string(), email),
-            ("firstname".to_string(), h.first.clone()),
-            ("lastname".to_string(), h.last.clone()),
-            ("company".to_string(), h.company.clone()),
+            ("firstname".to_string(), first),
+            ("lastname".to_string(), last),
+            ("company".to_string(), company),
         ]
         .into();
         let tok = h.token.clone();
+        let before = self.leadsync_records(human, false);
         match self.h.hubspot.insert(props) {
             Ok(id) => {
                 self.known_hs.insert(id.clone());
+                self.dups.push(Dup { id: id.clone(), leadsync_before: before });
                 self.note(format!("duplicate {tok}: second hubspot contact hs:{id}"));
             }
             Err(e) => self.note(format!("duplicate {tok}: refused: {e}")),
@@ -778,6 +973,9 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
     for sys in ["CRM", "MARKETING"] {
         env.insert(format!("LEADSYNC__SYSTEMS__{sys}__REQUEST_TIMEOUT_SECS"), "1".into());
     }
+    // HubSpot's search never returns archived contacts; without webhooks an archive is learnt
+    // from the sweep of the archived list, which ends every pass here (hourly by default).
+    env.insert("LEADSYNC__SYSTEMS__MARKETING__ARCHIVED_SWEEP_EVERY".into(), "1".into());
     if webhooks {
         env.extend(h.webhook_env(1));
     }
@@ -808,12 +1006,14 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
                 company: p.company.clone(),
                 opted_out: (p.hs_opt_out && p.presence != Presence::CrmOnly)
                     || (p.sf_opt_out && p.presence != Presence::MarketingOnly),
+                blurred: false,
             })
             .collect(),
         known_sf: sf_live(&h).into_iter().map(|r| r.id).collect(),
         known_hs: hs_live(&h).into_iter().map(|c| c.0).collect(),
         deleted: Vec::new(),
         edits: Vec::new(),
+        dups: Vec::new(),
         slow_faults,
         seq: 0,
         start: Instant::now(),
@@ -885,6 +1085,13 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
     check(&d, &app, &mut failures);
     if !failures.is_empty() {
         // What the engine itself says, to tell a dead letter from a silent miss.
+        let reviews = app.ledger().open_reviews().expect("reviews");
+        for r in &reviews {
+            d.note(format!(
+                "engine review {} {} {} vs {:?} score {:?} rule {:?}",
+                r.id, r.kind, r.lead_id, r.other_lead_id, r.score, r.rule
+            ));
+        }
         let g = app.ledger().gauges().expect("gauges");
         for (system, s) in &g.systems {
             d.note(format!(
@@ -971,7 +1178,12 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
     }
     for ((human, _), (e, isolated)) in last {
         let plain = ["FirstName", "LastName", "Company", "Title", "Phone", "LeadSource", "Email"];
-        if !(isolated && e.settled && !e.value.is_empty() && plain.contains(&e.sf_field)) {
+        if !(isolated
+            && e.settled
+            && !e.superseded
+            && !e.value.is_empty()
+            && plain.contains(&e.sf_field))
+        {
             continue;
         }
         let tok = &d.humans[human].token;
@@ -984,26 +1196,29 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
             }
             (_, h) => h == Some(e.value.as_str()),
         };
-        let sf_mine: Vec<&SfRec> = sf
+        let sf_mine: Vec<&str> = sf
             .iter()
             .filter(|r| r.object == "Lead" && !r.converted && r.token.as_ref() == Some(tok))
+            .map(|r| r.id.as_str())
             .collect();
         let hs_mine: Vec<&str> =
             hs.iter().filter(|c| c.1.as_ref() == Some(tok)).map(|c| c.0.as_str()).collect();
-        // Two HubSpot contacts of one human have two emails by necessity.
-        let skip_hs = e.sf_field == "Email" && hs_mine.len() > 1;
+        // Of several records of one human in one system, the primary (the oldest link) gets
+        // the person's fields, the others opt-outs only (ARCHITECTURE.md).
+        let sf_mine = primary_only(&snapshot, "crm", sf_mine);
+        let hs_mine = primary_only(&snapshot, "marketing", hs_mine);
         for r in sf_mine {
-            let lead = h.salesforce.get("Lead", &r.id).unwrap_or_default();
+            let lead = h.salesforce.get("Lead", r).unwrap_or_default();
             let have = lead.get(e.sf_field).and_then(Value::as_str);
             if !same(have) {
                 failures.push(format!(
-                    "lost edit: {tok} {}={:?} was the last edit, but salesforce lead {} holds \
+                    "lost edit: {tok} {}={:?} was the last edit, but salesforce lead {r} holds \
                      {have:?}",
-                    e.sf_field, e.value, r.id
+                    e.sf_field, e.value
                 ));
             }
         }
-        for id in hs_mine.into_iter().filter(|_| !skip_hs) {
+        for id in hs_mine {
             let props = h.hubspot.get(id).unwrap_or_default();
             let have = props.get(e.hs_prop).cloned().flatten();
             if !same(have.as_deref()) {
@@ -1031,7 +1246,14 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
             let known = if system == "crm" { &d.known_sf } else { &d.known_hs };
             let created: Vec<&str> =
                 ids.iter().copied().filter(|id| !known.contains(*id)).collect();
-            let theirs = ids.len() - created.len();
+            // A duplicate the driver made on purpose next to a record leadsync had already
+            // made is not a record leadsync duplicated.
+            let after_ours = |id: &str| {
+                d.dups
+                    .iter()
+                    .any(|x| x.id == id && created.iter().any(|c| x.leadsync_before.contains(*c)))
+            };
+            let theirs = ids.len() - created.len() - ids.iter().filter(|id| after_ours(id)).count();
             if created.len() > 1 || (!created.is_empty() && theirs > 0) {
                 failures.push(format!(
                     "duplicates: {} has {} live record(s) at {system} made by hand and {} \
@@ -1093,7 +1315,8 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
         }
     }
     for (t, persons) in &human_persons {
-        if persons.len() > 1 {
+        let blurred = d.humans.iter().any(|x| &x.token == t && x.blurred);
+        if persons.len() > 1 && !blurred {
             failures.push(format!(
                 "identity: human {t} is {} ledger persons: {persons:?}",
                 persons.len()
@@ -1126,6 +1349,29 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
             }
         }
     }
+}
+
+/// Of one human's records in one system, the one their ledger person treats as primary (its
+/// oldest open link there); all of them when there is one, or when none is linked.
+fn primary_only<'a>(
+    snapshot: &[leadsync::ledger::LeadSnapshot],
+    system: &str,
+    ids: Vec<&'a str>,
+) -> Vec<&'a str> {
+    if ids.len() < 2 {
+        return ids;
+    }
+    for p in snapshot {
+        if !p.links.iter().any(|(s, r)| s == system && ids.contains(&r.id.as_str())) {
+            continue;
+        }
+        if let Some((_, first)) = p.links.iter().find(|(s, _)| s == system)
+            && let Some(id) = ids.iter().find(|id| **id == first.id)
+        {
+            return vec![*id];
+        }
+    }
+    ids
 }
 
 #[test]

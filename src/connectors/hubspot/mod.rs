@@ -444,8 +444,9 @@ impl HubspotConnector {
         mut pc: poll::PollCursor,
         after: Option<&str>,
     ) -> Result<Page, ConnectorError> {
-        let fetched_at = Utc::now();
         let resp = self.inner.client.list_archived(ARCHIVED_PAGE, after).await?;
+        // Taken after the call (and its retries): the state read is no older than this.
+        let fetched_at = Utc::now();
         let changes: Vec<Change> =
             resp.results.iter().filter_map(|c| mapping::archived_change(c, fetched_at)).collect();
         let next = resp.next_after().map(str::to_string);
@@ -454,9 +455,13 @@ impl HubspotConnector {
             done = next.is_none(),
             "hubspot archived sweep page"
         );
+        let done = next.is_none();
         pc.swept(next);
-        // Straight on, either to the next sweep page or back to the search scan.
-        Ok(Page { changes, next_cursor: pc.to_cursor()?, poll_again_after: Duration::ZERO })
+        // A sweep ends the pass that started it (see `poll_changes`): straight on to its next
+        // page, or, after the last one, wait as after any caught-up pass. So "read to the
+        // end" includes the archived list whenever a sweep was due.
+        let poll_again_after = if done { self.inner.cfg.poll_interval } else { Duration::ZERO };
+        Ok(Page { changes, next_cursor: pc.to_cursor()?, poll_again_after })
     }
 }
 
@@ -479,8 +484,12 @@ impl Connector for HubspotConnector {
             return self.sweep_page(pc, sweep.after.as_deref()).await;
         }
         let req = pc.query(self.inner.cfg.page_size, self.inner.read_props.clone());
-        let fetched_at = Utc::now();
+        // The keyset scan reasons about our clock before the request; the changes carry the
+        // time after it (and its retries), so that a state read after one of our pushes
+        // landed never looks older than that push.
+        let requested_at = Utc::now();
         let resp = self.inner.client.search(&req).await?;
+        let fetched_at = Utc::now();
         let obs: Vec<poll::Obs> = resp
             .results
             .iter()
@@ -492,7 +501,7 @@ impl Connector for HubspotConnector {
         let full = resp.results.len() >= self.inner.cfg.page_size as usize
             || (resp.has_more() && !resp.results.is_empty());
         let overlap_ms = i64::try_from(self.inner.cfg.overlap.as_millis()).unwrap_or(i64::MAX);
-        let mut step = pc.step(&obs, full, fetched_at.timestamp_millis(), overlap_ms);
+        let mut step = pc.step(&obs, full, requested_at.timestamp_millis(), overlap_ms);
         let mut changes = Vec::new();
         for (c, emit) in resp.results.iter().zip(&step.emit) {
             if !emit {
@@ -507,8 +516,12 @@ impl Connector for HubspotConnector {
                 changes.push(ch);
             }
         }
+        // A sweep that falls due now is read straight after this page, as the end of the
+        // same pass.
+        let mut sweep_due = false;
         if step.caught_up {
             step.next.count_caught_up(self.inner.cfg.archived_sweep_every);
+            sweep_due = step.next.sweep.is_some();
         }
         tracing::debug!(
             results = resp.results.len(),
@@ -519,7 +532,7 @@ impl Connector for HubspotConnector {
         Ok(Page {
             changes,
             next_cursor: step.next.to_cursor()?,
-            poll_again_after: if step.caught_up {
+            poll_again_after: if step.caught_up && !sweep_due {
                 self.inner.cfg.poll_interval
             } else {
                 Duration::ZERO
@@ -534,8 +547,8 @@ impl Connector for HubspotConnector {
             ids.iter().filter(|r| r.object_type == OBJECT_TYPE).map(|r| r.id.as_str()).collect();
         let mut out = Vec::new();
         for chunk in wanted.chunks(BATCH_MAX) {
-            let fetched_at = Utc::now();
             let live = self.read_batch(chunk, false).await?;
+            let fetched_at = Utc::now();
             let mut answered: HashSet<&str> = HashSet::new();
             for c in &live {
                 answered.insert(c.id.as_str());

@@ -218,8 +218,10 @@ impl Inner {
     ) -> Result<(Vec<Change>, Option<cursor::PollState>, bool), ConnectorError> {
         let start = cursor::start_of(state);
         let soql = cursor::poll_soql(&self.select_fields(spec), &spec.name, &start, self.page_size);
-        let fetched_at = Utc::now();
         let records = self.client.query_all(&soql, self.page_size).await?;
+        // After the call and its retries: the state read is no older than this, so a value
+        // written after one of our pushes landed never looks older than that push.
+        let fetched_at = Utc::now();
         let mut changes = Vec::with_capacity(records.len());
         let mut positions = Vec::with_capacity(records.len());
         for rec in &records {
@@ -258,8 +260,8 @@ impl Inner {
             let mut call = Call::get(Target::Api(&target));
             call.query.push(("ids", chunk.join(",")));
             call.query.push(("fields", fields.clone()));
-            let fetched_at = Utc::now();
             let body = self.client.call(&call).await?;
+            let fetched_at = Utc::now();
             let rows: CollectionRead = client::parse_json(&body, "records")?;
             for (id, row) in chunk.iter().zip(rows.iter().chain(std::iter::repeat(&None))) {
                 match row {
@@ -278,8 +280,9 @@ impl Inner {
                 spec.name,
                 list.join(", ")
             );
+            let rows = self.client.query_all(&soql, self.page_size).await?;
             let fetched_at = Utc::now();
-            for rec in self.client.query_all(&soql, self.page_size).await? {
+            for rec in rows {
                 out.push(self.change_of(spec, &rec, fetched_at)?.0);
             }
         }
