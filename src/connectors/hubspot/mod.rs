@@ -22,6 +22,7 @@
 //! only tightens).
 
 mod client;
+mod closed_loop;
 pub mod config;
 #[cfg(test)]
 mod fate_tests;
