@@ -220,7 +220,8 @@ impl Client {
     ) -> Result<T, ConnectorError> {
         let url = self.url(segments);
         let lane = if search { Lane::Search } else { Lane::Standard };
-        let (_, out) = self.call(Method::POST, url, Some(to_body(body)?), Call::Read, lane, op).await?;
+        let (_, out) =
+            self.call(Method::POST, url, Some(to_body(body)?), Call::Read, lane, op).await?;
         Ok(out)
     }
 

@@ -68,7 +68,12 @@ fn contact(id: &str) -> RemoteId {
     RemoteId { object_type: super::OBJECT_TYPE.into(), id: id.into() }
 }
 
-fn search_body(pc: &PollCursor, prop: &'static str, page: u32, props: &[&str]) -> super::wire::SearchRequest {
+fn search_body(
+    pc: &PollCursor,
+    prop: &'static str,
+    page: u32,
+    props: &[&str],
+) -> super::wire::SearchRequest {
     pc.query_on(prop, page, props.iter().map(|p| (*p).to_owned()).collect())
 }
 
@@ -92,31 +97,50 @@ impl Inner {
         let version = self.client.version().to_owned();
         let resp: SearchPage = self
             .client
-            .post_read(&["crm", &version, "objects", object, "search"], &body, true, "closed_loop_search")
+            .post_read(
+                &["crm", &version, "objects", object, "search"],
+                &body,
+                true,
+                "closed_loop_search",
+            )
             .await?;
         let obs: Vec<Obs> = resp
             .results
             .iter()
-            .map(|o| Obs { id: o.id.clone(), ts_ms: instant(o.prop(prop)).map(|t| t.timestamp_millis()) })
+            .map(|o| Obs {
+                id: o.id.clone(),
+                ts_ms: instant(o.prop(prop)).map(|t| t.timestamp_millis()),
+            })
             .collect();
-        let full = resp.results.len() >= page as usize || (resp.paging.is_some() && !resp.results.is_empty());
+        let full = resp.results.len() >= page as usize
+            || (resp.paging.is_some() && !resp.results.is_empty());
         let step = pc.step(&obs, full, fetched, self.overlap_ms());
-        let emit = resp.results.into_iter().zip(step.emit).filter_map(|(o, e)| e.then_some(o)).collect();
+        let emit =
+            resp.results.into_iter().zip(step.emit).filter_map(|(o, e)| e.then_some(o)).collect();
         Ok((emit, step.next, step.caught_up))
     }
 
     /// The contacts of these deals, in association order, with their labels.
-    async fn deal_contacts(&self, deals: &[String]) -> Result<HashMap<String, Vec<OpportunityContact>>, ConnectorError> {
+    async fn deal_contacts(
+        &self,
+        deals: &[String],
+    ) -> Result<HashMap<String, Vec<OpportunityContact>>, ConnectorError> {
         let mut out: HashMap<String, Vec<OpportunityContact>> = HashMap::new();
         for chunk in deals.chunks(ASSOC_BATCH) {
-            let mut inputs: Vec<AssocInput> = chunk.iter().map(|id| AssocInput { id: id.clone(), after: None }).collect();
+            let mut inputs: Vec<AssocInput> =
+                chunk.iter().map(|id| AssocInput { id: id.clone(), after: None }).collect();
             for _ in 0..ASSOC_ROUNDS {
                 if inputs.is_empty() {
                     break;
                 }
                 let resp: AssocPage = self
                     .client
-                    .post_read(&["crm", "v4", "associations", "deals", "contacts", "batch", "read"], &AssocRead { inputs }, false, "deal_contacts")
+                    .post_read(
+                        &["crm", "v4", "associations", "deals", "contacts", "batch", "read"],
+                        &AssocRead { inputs },
+                        false,
+                        "deal_contacts",
+                    )
                     .await?;
                 inputs = Vec::new();
                 for r in resp.results {
@@ -128,7 +152,11 @@ impl Inner {
                             _ => continue,
                         };
                         let role = t.association_types.into_iter().find_map(|a| a.label);
-                        list.push(OpportunityContact { person: contact(&id), primary: false, role });
+                        list.push(OpportunityContact {
+                            person: contact(&id),
+                            primary: false,
+                            role,
+                        });
                     }
                     if let Some(next) = r.paging.and_then(|p| p.next) {
                         inputs.push(AssocInput { id: r.from.id, after: Some(next.after) });
@@ -141,12 +169,15 @@ impl Inner {
 
     async fn closed_loop_page(&self, cursor: &Cursor) -> Result<ClosedLoopPage, ConnectorError> {
         let pos = match cursor.0.as_deref() {
-            None => Positions { deals: PollCursor::start_at(0), conversions: PollCursor::start_at(0) },
+            None => {
+                Positions { deals: PollCursor::start_at(0), conversions: PollCursor::start_at(0) }
+            }
             Some(text) => serde_json::from_str(text).map_err(|_| {
                 ConnectorError::Config("stored hubspot closed-loop cursor is not readable".into())
             })?,
         };
-        let (deals, next_deals, deals_done) = self.scan(&pos.deals, "deals", DEAL_MODIFIED, DEAL_PROPERTIES).await?;
+        let (deals, next_deals, deals_done) =
+            self.scan(&pos.deals, "deals", DEAL_MODIFIED, DEAL_PROPERTIES).await?;
         let ids: Vec<String> = deals.iter().map(|d| d.id.clone()).collect();
         let mut contacts = self.deal_contacts(&ids).await?;
         let mut opportunities = Vec::with_capacity(deals.len());
@@ -175,12 +206,15 @@ impl Inner {
             });
         }
 
-        let (people, next_conv, conv_done) =
-            self.scan(&pos.conversions, "contacts", RECENT_CONVERSION, CONVERSION_PROPERTIES).await?;
+        let (people, next_conv, conv_done) = self
+            .scan(&pos.conversions, "contacts", RECENT_CONVERSION, CONVERSION_PROPERTIES)
+            .await?;
         let mut touches = Vec::new();
         for p in people {
-            let recent = (p.prop("recent_conversion_event_name"), instant(p.prop("recent_conversion_date")));
-            let first = (p.prop("first_conversion_event_name"), instant(p.prop("first_conversion_date")));
+            let recent =
+                (p.prop("recent_conversion_event_name"), instant(p.prop("recent_conversion_date")));
+            let first =
+                (p.prop("first_conversion_event_name"), instant(p.prop("first_conversion_date")));
             let mut events = vec![recent];
             if first != recent {
                 events.push(first);
@@ -203,13 +237,18 @@ impl Inner {
             }
         }
         let next = Positions { deals: next_deals, conversions: next_conv };
-        let text = serde_json::to_string(&next)
-            .map_err(|e| ConnectorError::Config(format!("cannot encode closed-loop cursor: {e}")))?;
+        let text = serde_json::to_string(&next).map_err(|e| {
+            ConnectorError::Config(format!("cannot encode closed-loop cursor: {e}"))
+        })?;
         Ok(ClosedLoopPage {
             opportunities,
             touches,
             next_cursor: Cursor(Some(text)),
-            poll_again_after: if deals_done && conv_done { self.cfg.poll_interval } else { Duration::ZERO },
+            poll_again_after: if deals_done && conv_done {
+                self.cfg.poll_interval
+            } else {
+                Duration::ZERO
+            },
         })
     }
 }

@@ -13,7 +13,10 @@ use crate::sim::hubspot::{Fault, HubspotSim, HubspotSimOptions};
 const TOKEN: &str = "pat-na1-00000000-closed";
 
 async fn sim() -> HubspotSim {
-    let sim = HubspotSim::new(HubspotSimOptions { token: TOKEN.into(), ..HubspotSimOptions::unlimited() });
+    let sim = HubspotSim::new(HubspotSimOptions {
+        token: TOKEN.into(),
+        ..HubspotSimOptions::unlimited()
+    });
     sim.start("127.0.0.1:0").await.expect("bind a local port");
     sim
 }
@@ -109,7 +112,8 @@ async fn deals_come_with_contacts_and_changes_are_incremental() {
     sim.associate_deal(&deal, &a, false).unwrap();
     let less = c.poll_closed_loop(&won.next_cursor).await.unwrap();
     assert_eq!(less.opportunities.len(), 1, "an association change moves the deal");
-    let ids: Vec<&str> = less.opportunities[0].contacts.iter().map(|x| x.person.id.as_str()).collect();
+    let ids: Vec<&str> =
+        less.opportunities[0].contacts.iter().map(|x| x.person.id.as_str()).collect();
     assert_eq!(ids, [b.as_str()]);
 }
 
@@ -119,7 +123,8 @@ async fn form_conversions_become_first_and_last_touches() {
     let c = connector(&sim, TOKEN, 100);
     let who = person(&sim, 1);
     let _silent = person(&sim, 2);
-    sim.submit_form(&who, "Ebook download", Some("ORGANIC_SEARCH"), Some(1_780_000_000_000)).unwrap();
+    sim.submit_form(&who, "Ebook download", Some("ORGANIC_SEARCH"), Some(1_780_000_000_000))
+        .unwrap();
     let (page, _) = drain(&c, Cursor(None)).await;
     assert_eq!(page.touches.len(), 1, "{:?}", page.touches);
     let t = &page.touches[0];
@@ -139,7 +144,10 @@ async fn form_conversions_become_first_and_last_touches() {
     assert!(ids.contains(&page.touches[0].touch_id.as_str()), "the first touch keeps its id");
     let rec = sim.get(&who).unwrap();
     assert_eq!(rec.get("num_conversion_events").cloned().flatten().as_deref(), Some("2"));
-    assert_eq!(rec.get("hs_analytics_source").cloned().flatten().as_deref(), Some("ORGANIC_SEARCH"));
+    assert_eq!(
+        rec.get("hs_analytics_source").cloned().flatten().as_deref(),
+        Some("ORGANIC_SEARCH")
+    );
 }
 
 #[tokio::test]
@@ -149,7 +157,8 @@ async fn many_deals_page_through_without_loss() {
     let mut made = Vec::new();
     for n in 0..35 {
         let p = person(&sim, n);
-        let d = sim.create_deal(props(&[("dealname", &format!("D{n}")), ("amount", "10")])).unwrap();
+        let d =
+            sim.create_deal(props(&[("dealname", &format!("D{n}")), ("amount", "10")])).unwrap();
         sim.associate_deal(&d, &p, true).unwrap();
         made.push(d);
     }

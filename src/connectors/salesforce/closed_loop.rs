@@ -114,7 +114,8 @@ impl Inner {
 
         // Opportunities whose own row changed, and those whose roles changed.
         let state = positions.objects.get("Opportunity");
-        let (opp_recs, next, full) = self.poll_stream("Opportunity", OPPORTUNITY_FIELDS, state).await?;
+        let (opp_recs, next, full) =
+            self.poll_stream("Opportunity", OPPORTUNITY_FIELDS, state).await?;
         any_full |= full;
         let next_opp = next;
         let state = positions.objects.get("OpportunityContactRole");
@@ -147,7 +148,8 @@ impl Inner {
         }
         let ids: Vec<String> = opps.keys().cloned().collect();
         let mut roles: HashMap<String, Vec<RoleRow>> = HashMap::new();
-        for rec in self.by_ids("OpportunityContactRole", ROLE_FIELDS, "OpportunityId", &ids).await? {
+        for rec in self.by_ids("OpportunityContactRole", ROLE_FIELDS, "OpportunityId", &ids).await?
+        {
             let r: RoleRow = row(&rec).ok_or_else(|| bad("OpportunityContactRole"))?;
             if !r.is_deleted && r.contact_id.is_some() {
                 roles.entry(r.opportunity_id.clone()).or_default().push(r);

@@ -71,7 +71,9 @@ async fn opportunities_come_with_contacts_and_changes_are_incremental() {
     let c = connector(&sim, 200);
     let camp = sim.create_campaign("Webinar").unwrap();
     let (a, b) = (contact(&sim, 1), contact(&sim, 2));
-    let opp = sim.create_opportunity("Big", Some(1234.5), "Prospecting", "2026-06-30", Some(&camp)).unwrap();
+    let opp = sim
+        .create_opportunity("Big", Some(1234.5), "Prospecting", "2026-06-30", Some(&camp))
+        .unwrap();
     sim.add_contact_role(&opp, &b, false, Some("Influencer")).unwrap();
     sim.add_contact_role(&opp, &a, true, Some("Decision Maker")).unwrap();
     let quiet = sim.create_opportunity("Quiet", None, "Qualification", "2026-07-01", None).unwrap();
@@ -150,7 +152,10 @@ async fn campaign_members_become_touches_and_follow_conversion() {
     let page3 = c.poll_closed_loop(&page2.next_cursor).await.unwrap();
     assert_eq!(page3.touches.len(), 1);
     let t = &page3.touches[0];
-    assert_eq!((t.person.object_type.as_str(), t.person.id.as_str()), ("Contact", contact.as_str()));
+    assert_eq!(
+        (t.person.object_type.as_str(), t.person.id.as_str()),
+        ("Contact", contact.as_str())
+    );
     assert_eq!(t.lead.as_ref().map(|l| l.id.as_str()), Some(lead.as_str()));
     assert_eq!(t.touch_id, member, "the same touch, now on the contact");
 }
@@ -163,8 +168,17 @@ async fn many_records_page_through_without_loss_or_repeats() {
     let mut opps = Vec::new();
     for n in 0..450 {
         let who = contact(&sim, n);
-        sim.add_campaign_member(&camp, &who, if n % 2 == 0 { "Responded" } else { "Sent" }).unwrap();
-        let o = sim.create_opportunity(&format!("O{n}"), Some(f64::from(n)), "Prospecting", "2026-01-01", None).unwrap();
+        sim.add_campaign_member(&camp, &who, if n % 2 == 0 { "Responded" } else { "Sent" })
+            .unwrap();
+        let o = sim
+            .create_opportunity(
+                &format!("O{n}"),
+                Some(f64::from(n)),
+                "Prospecting",
+                "2026-01-01",
+                None,
+            )
+            .unwrap();
         sim.add_contact_role(&o, &who, true, None).unwrap();
         opps.push(o);
     }
@@ -196,7 +210,9 @@ async fn errors_surface_as_connector_errors() {
     let raw = json!({"login_url": sim.base_url(), "client_id": "wrong", "client_secret_env": "SF_SECRET"});
     let raw: SalesforceConfigRaw = serde_json::from_value(raw).unwrap();
     let env: HashMap<String, String> = [("SF_SECRET".to_string(), "nope".to_string())].into();
-    let bad = SalesforceConnector::new(SalesforceConfig::from_raw(raw, "systems.crm", &env).unwrap()).unwrap();
+    let bad =
+        SalesforceConnector::new(SalesforceConfig::from_raw(raw, "systems.crm", &env).unwrap())
+            .unwrap();
     let err = bad.poll_closed_loop(&Cursor(None)).await.unwrap_err();
     assert!(matches!(err, ConnectorError::Auth(_)), "{err:?}");
 }

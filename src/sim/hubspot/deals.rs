@@ -61,10 +61,24 @@ pub(crate) const DEFAULT_PIPELINE: &str = "default";
 const DEAL_TO_CONTACT: u32 = 3;
 const WRITABLE: &[&str] =
     &["dealname", "amount", "dealstage", "pipeline", "closedate", "deal_currency_code"];
-const NUMERIC: &[&str] =
-    &["amount", "closedate", "createdate", "hs_lastmodifieddate", "hs_object_id", "num_associated_contacts"];
-const DEFAULT_DEAL_PROPERTIES: &[&str] =
-    &["amount", "closedate", "createdate", "dealname", "dealstage", "hs_lastmodifieddate", "hs_object_id", "pipeline"];
+const NUMERIC: &[&str] = &[
+    "amount",
+    "closedate",
+    "createdate",
+    "hs_lastmodifieddate",
+    "hs_object_id",
+    "num_associated_contacts",
+];
+const DEFAULT_DEAL_PROPERTIES: &[&str] = &[
+    "amount",
+    "closedate",
+    "createdate",
+    "dealname",
+    "dealstage",
+    "hs_lastmodifieddate",
+    "hs_object_id",
+    "pipeline",
+];
 const ASSOC_PAGE: usize = 500;
 const ASSOC_BATCH_MAX: usize = 1000;
 
@@ -115,7 +129,9 @@ impl DealStore {
     fn key(&self, d: &Deal, name: &str) -> Option<Key> {
         let v = self.value(d, name)?;
         if NUMERIC.contains(&name) {
-            parse_instant_ms(&v).map(|n| Key::Num(n as f64)).or_else(|| v.parse().ok().map(Key::Num))
+            parse_instant_ms(&v)
+                .map(|n| Key::Num(n as f64))
+                .or_else(|| v.parse().ok().map(Key::Num))
         } else {
             Some(Key::Text(v.to_lowercase()))
         }
@@ -183,7 +199,14 @@ impl DealStore {
         base.insert("dealstage".to_owned(), DEAL_STAGES[0].0.to_owned());
         self.deals.insert(
             id,
-            Deal { id, props: base, closedate_ms: None, created_ms: now, updated_ms: now, archived_ms: None },
+            Deal {
+                id,
+                props: base,
+                closedate_ms: None,
+                created_ms: now,
+                updated_ms: now,
+                archived_ms: None,
+            },
         );
         if let Err(e) = self.apply(id, props) {
             self.deals.remove(&id);
@@ -192,7 +215,11 @@ impl DealStore {
         Ok(id)
     }
 
-    pub(crate) fn update(&mut self, id: u64, props: &BTreeMap<String, String>) -> Result<(), String> {
+    pub(crate) fn update(
+        &mut self,
+        id: u64,
+        props: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
         match self.deals.get(&id) {
             Some(d) if d.archived_ms.is_none() => self.apply(id, props),
             _ => Err("deal not found".into()),
@@ -239,7 +266,9 @@ enum Key {
 }
 
 fn pairs(raw: &Option<String>) -> Vec<(String, String)> {
-    raw.as_deref().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+    raw.as_deref()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
 }
 
 fn props_param(pairs: &[(String, String)]) -> Vec<String> {
@@ -256,9 +285,15 @@ fn body_json(body: &Bytes) -> Result<Value, ApiError> {
 }
 
 fn inputs(body: &Value, max: usize) -> Result<Vec<(String, Option<String>)>, ApiError> {
-    let list = body.get("inputs").and_then(Value::as_array).ok_or_else(|| ApiError::validation("inputs is required"))?;
+    let list = body
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::validation("inputs is required"))?;
     if list.len() > max {
-        return Err(ApiError::validation(format!("Batch input limit is {max}, got {}", list.len())));
+        return Err(ApiError::validation(format!(
+            "Batch input limit is {max}, got {}",
+            list.len()
+        )));
     }
     list.iter()
         .map(|i| {
@@ -298,14 +333,21 @@ fn batch(results: Vec<Value>, missing: Vec<String>, started: i64, what: &str) ->
     (status, axum::Json(body)).into_response()
 }
 
-pub(crate) async fn list(State(inner): State<Arc<Inner>>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub(crate) async fn list(
+    State(inner): State<Arc<Inner>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = pairs(&raw);
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let limit: usize = get("limit").map_or(Ok(10), str::parse).map_err(|_| ApiError::validation("limit must be a number"))?;
+    let limit: usize = get("limit")
+        .map_or(Ok(10), str::parse)
+        .map_err(|_| ApiError::validation("limit must be a number"))?;
     if limit == 0 || limit > 100 {
         return Err(ApiError::validation("limit must be between 1 and 100"));
     }
-    let after: u64 = get("after").map_or(Ok(0), str::parse).map_err(|_| ApiError::validation("after must be a deal id"))?;
+    let after: u64 = get("after")
+        .map_or(Ok(0), str::parse)
+        .map_err(|_| ApiError::validation("after must be a deal id"))?;
     let archived = get("archived") == Some("true");
     let props = props_param(&q);
     let store = inner.deal_store();
@@ -318,16 +360,18 @@ pub(crate) async fn list(State(inner): State<Arc<Inner>>, RawQuery(raw): RawQuer
         .collect();
     let more = page.len() > limit;
     page.truncate(limit);
-    let mut body = json!({"results": page.iter().map(|d| store.render(d, &props)).collect::<Vec<_>>()});
-    if more
-        && let (Some(last), Some(o)) = (page.last(), body.as_object_mut())
-    {
+    let mut body =
+        json!({"results": page.iter().map(|d| store.render(d, &props)).collect::<Vec<_>>()});
+    if more && let (Some(last), Some(o)) = (page.last(), body.as_object_mut()) {
         o.insert("paging".into(), json!({"next": {"after": last.id.to_string()}}));
     }
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
-pub(crate) async fn batch_read(State(inner): State<Arc<Inner>>, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn batch_read(
+    State(inner): State<Arc<Inner>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let started = now_ms();
     let body = body_json(&body)?;
     let ids = inputs(&body, 100)?;
@@ -347,15 +391,23 @@ pub(crate) async fn batch_read(State(inner): State<Arc<Inner>>, body: Bytes) -> 
     Ok(batch(results, missing, started, "DEAL"))
 }
 
-pub(crate) async fn search(State(inner): State<Arc<Inner>>, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn search(
+    State(inner): State<Arc<Inner>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let body = body_json(&body)?;
     let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
     if limit == 0 || limit > inner.opts.search_max_limit as usize {
-        return Err(ApiError::validation(format!("limit must be between 1 and {}", inner.opts.search_max_limit)));
+        return Err(ApiError::validation(format!(
+            "limit must be between 1 and {}",
+            inner.opts.search_max_limit
+        )));
     }
     let after: usize = match body.get("after") {
         None | Some(Value::Null) => 0,
-        Some(Value::String(s)) => s.parse().map_err(|_| ApiError::validation("after must be a number"))?,
+        Some(Value::String(s)) => {
+            s.parse().map_err(|_| ApiError::validation("after must be a number"))?
+        }
         Some(Value::Number(n)) => n.as_u64().unwrap_or(0) as usize,
         Some(_) => return Err(ApiError::validation("after must be a string")),
     };
@@ -381,7 +433,9 @@ pub(crate) async fn search(State(inner): State<Arc<Inner>>, body: Bytes) -> Resu
                 return Err(ApiError::validation(format!("operator {op} is not supported here")));
             }
             let key = if NUMERIC.contains(&name.as_str()) {
-                Key::Num(parse_instant_ms(&raw).ok_or_else(|| ApiError::validation(format!("{raw} is not a number for {name}")))? as f64)
+                Key::Num(parse_instant_ms(&raw).ok_or_else(|| {
+                    ApiError::validation(format!("{raw} is not a number for {name}"))
+                })? as f64)
             } else {
                 Key::Text(raw.to_lowercase())
             };
@@ -411,10 +465,14 @@ pub(crate) async fn search(State(inner): State<Arc<Inner>>, body: Bytes) -> Resu
                 })
             })
     };
-    let mut hits: Vec<&Deal> = store.deals.values().filter(|d| d.archived_ms.is_none() && matches(d)).collect();
+    let mut hits: Vec<&Deal> =
+        store.deals.values().filter(|d| d.archived_ms.is_none() && matches(d)).collect();
     if let Some((prop, desc)) = &sort {
         hits.sort_by(|a, b| {
-            let o = store.key(a, prop).partial_cmp(&store.key(b, prop)).unwrap_or(std::cmp::Ordering::Equal);
+            let o = store
+                .key(a, prop)
+                .partial_cmp(&store.key(b, prop))
+                .unwrap_or(std::cmp::Ordering::Equal);
             (if *desc { o.reverse() } else { o }).then(a.id.cmp(&b.id))
         });
     }
@@ -424,7 +482,8 @@ pub(crate) async fn search(State(inner): State<Arc<Inner>>, body: Bytes) -> Resu
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
         .unwrap_or_default();
     let total = hits.len();
-    let page: Vec<Value> = hits.iter().skip(after).take(limit).map(|d| store.render(d, &props)).collect();
+    let page: Vec<Value> =
+        hits.iter().skip(after).take(limit).map(|d| store.render(d, &props)).collect();
     let mut out = json!({"total": total, "results": page});
     if after + limit < total
         && let Some(o) = out.as_object_mut()
@@ -434,7 +493,10 @@ pub(crate) async fn search(State(inner): State<Arc<Inner>>, body: Bytes) -> Resu
     Ok((StatusCode::OK, axum::Json(out)).into_response())
 }
 
-pub(crate) async fn assoc_batch_read(State(inner): State<Arc<Inner>>, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn assoc_batch_read(
+    State(inner): State<Arc<Inner>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let started = now_ms();
     let body = body_json(&body)?;
     let ids = inputs(&body, ASSOC_BATCH_MAX)?;

@@ -454,7 +454,11 @@ impl HubspotSim {
     ///
     /// # Errors
     /// Unknown or archived deal, or an invalid property as for [`HubspotSim::create_deal`].
-    pub fn update_deal(&self, id: &str, properties: BTreeMap<String, String>) -> Result<(), String> {
+    pub fn update_deal(
+        &self,
+        id: &str,
+        properties: BTreeMap<String, String>,
+    ) -> Result<(), String> {
         let id: u64 = id.parse().map_err(|_| "deal not found".to_owned())?;
         self.inner.deal_store().update(id, &properties)
     }
@@ -494,7 +498,13 @@ impl HubspotSim {
         let mut store = self.inner.store_as(ChangeSource::CrmUi);
         let id = store.resolve(contact_id, false).ok_or_else(|| WriteError::NotFound.describe())?;
         let now = store::now_ms();
-        store.record_conversion(id, event_name, source.unwrap_or("OFFLINE"), at.unwrap_or(now), now);
+        store.record_conversion(
+            id,
+            event_name,
+            source.unwrap_or("OFFLINE"),
+            at.unwrap_or(now),
+            now,
+        );
         Ok(())
     }
 

@@ -82,7 +82,10 @@ impl SalesforceSim {
     /// # Errors
     /// `"<CODE>: <message>"` when Salesforce would refuse it.
     pub fn create_campaign(&self, name: &str) -> Result<String, String> {
-        self.insert("Campaign", fields(json!({"Name": name, "IsActive": true, "Status": "In Progress"})))
+        self.insert(
+            "Campaign",
+            fields(json!({"Name": name, "IsActive": true, "Status": "In Progress"})),
+        )
     }
 
     /// Add a Lead or Contact (`person_id`, by prefix) to a campaign with `status` (`Sent` or
@@ -222,7 +225,11 @@ impl SalesforceSim {
                 OPPORTUNITY_STAGES[rng.random_range(0..8usize)]
             };
             let amount = f64::from(rng.random_range(10u32..=500)) * 100.0;
-            let close = format!("2026-{:02}-{:02}", rng.random_range(1..=12u32), rng.random_range(1..=28u32));
+            let close = format!(
+                "2026-{:02}-{:02}",
+                rng.random_range(1..=12u32),
+                rng.random_range(1..=28u32)
+            );
             let campaign = joined.first().map(String::as_str);
             let opp = self.create_opportunity(
                 &format!("Deal {}", out.opportunities.len() + 1),

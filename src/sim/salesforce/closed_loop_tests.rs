@@ -39,7 +39,8 @@ impl H {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut rb = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        let mut rb =
+            self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(b) = body {
             rb = rb.json(&b);
         }
@@ -61,7 +62,10 @@ impl H {
 
     fn contact(&self, n: usize) -> String {
         self.sim
-            .insert("Contact", obj(json!({"LastName": format!("C{n}"), "Email": format!("c{n}@example.test")})))
+            .insert(
+                "Contact",
+                obj(json!({"LastName": format!("C{n}"), "Email": format!("c{n}@example.test")})),
+            )
             .unwrap()
     }
 }
@@ -107,14 +111,19 @@ async fn opportunity_flags_follow_the_stage_and_are_read_only() {
     let (status, body) = h.call(Method::PATCH, &path, Some(json!({"StageName": "Won-ish"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(code(&body), "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST");
-    let (status, body) = h.call(Method::PATCH, &path, Some(json!({"CloseDate": "31/03/2026"}))).await;
+    let (status, body) =
+        h.call(Method::PATCH, &path, Some(json!({"CloseDate": "31/03/2026"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(code(&body), "INVALID_TYPE_ON_FIELD_IN_RECORD");
     let (status, body) = h.call(Method::PATCH, &path, Some(json!({"Amount": [1]}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(code(&body), "JSON_PARSER_ERROR");
     let (status, body) = h
-        .call(Method::POST, &format!("{V}/sobjects/Opportunity/"), Some(json!({"Name": "No stage"})))
+        .call(
+            Method::POST,
+            &format!("{V}/sobjects/Opportunity/"),
+            Some(json!({"Name": "No stage"})),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(code(&body), "REQUIRED_FIELD_MISSING");
@@ -123,19 +132,24 @@ async fn opportunity_flags_follow_the_stage_and_are_read_only() {
 #[tokio::test]
 async fn soql_filters_on_dates_and_amounts() {
     let h = H::new(SalesforceSimOptions::default()).await;
-    for (n, (amount, close)) in [(100.0, "2026-01-15"), (900.0, "2026-02-01"), (5000.0, "2025-12-31")]
-        .into_iter()
-        .enumerate()
+    for (n, (amount, close)) in
+        [(100.0, "2026-01-15"), (900.0, "2026-02-01"), (5000.0, "2025-12-31")]
+            .into_iter()
+            .enumerate()
     {
-        h.sim.create_opportunity(&format!("O{n}"), Some(amount), "Qualification", close, None).unwrap();
+        h.sim
+            .create_opportunity(&format!("O{n}"), Some(amount), "Qualification", close, None)
+            .unwrap();
     }
     let (status, body) = h
         .query("SELECT Name, Amount FROM Opportunity WHERE CloseDate >= 2026-01-01 AND Amount > 150 ORDER BY Amount DESC")
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let names: Vec<&str> = body["records"].as_array().unwrap().iter().map(|r| r["Name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        body["records"].as_array().unwrap().iter().map(|r| r["Name"].as_str().unwrap()).collect();
     assert_eq!(names, ["O1"]);
-    let (status, body) = h.query("SELECT Name FROM Opportunity WHERE CloseDate > '2026-01-01'").await;
+    let (status, body) =
+        h.query("SELECT Name FROM Opportunity WHERE CloseDate > '2026-01-01'").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(code(&body), "INVALID_FIELD");
 }
@@ -169,7 +183,11 @@ async fn campaign_members_respond_once_and_are_unique_per_person() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(code(&body), "INVALID_FIELD_FOR_INSERT_UPDATE");
     let (status, body) = h
-        .call(Method::POST, &format!("{V}/sobjects/CampaignMember/"), Some(json!({"CampaignId": camp})))
+        .call(
+            Method::POST,
+            &format!("{V}/sobjects/CampaignMember/"),
+            Some(json!({"CampaignId": camp})),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(code(&body), "REQUIRED_FIELD_MISSING");
@@ -206,7 +224,9 @@ async fn contact_roles_need_live_records_and_deletes_show_in_query_all() {
     let opp_stamp = h.sim.get("Opportunity", &opp).unwrap()["SystemModstamp"].clone();
     h.sim.ui_delete("OpportunityContactRole", &role).unwrap();
     assert_eq!(h.sim.get("Opportunity", &opp).unwrap()["SystemModstamp"], opp_stamp);
-    let soql = format!("SELECT Id, ContactId, IsPrimary, IsDeleted FROM OpportunityContactRole WHERE OpportunityId = '{opp}'");
+    let soql = format!(
+        "SELECT Id, ContactId, IsPrimary, IsDeleted FROM OpportunityContactRole WHERE OpportunityId = '{opp}'"
+    );
     let (_, live) = h.query(&soql).await;
     assert_eq!(live["totalSize"], 0);
     let (_, all) = h.query_all(&soql).await;
@@ -217,11 +237,23 @@ async fn contact_roles_need_live_records_and_deletes_show_in_query_all() {
 
 #[tokio::test]
 async fn keyset_pages_with_cursors_auth_and_limits() {
-    let h = H::new(SalesforceSimOptions { query_batch_size: 200, ..SalesforceSimOptions::default() }).await;
+    let h =
+        H::new(SalesforceSimOptions { query_batch_size: 200, ..SalesforceSimOptions::default() })
+            .await;
     let camp = h.sim.create_campaign("C").unwrap();
     let mut ids = Vec::new();
     for n in 0..450 {
-        ids.push(h.sim.create_opportunity(&format!("O{n}"), Some(1.0), "Prospecting", "2026-01-01", Some(&camp)).unwrap());
+        ids.push(
+            h.sim
+                .create_opportunity(
+                    &format!("O{n}"),
+                    Some(1.0),
+                    "Prospecting",
+                    "2026-01-01",
+                    Some(&camp),
+                )
+                .unwrap(),
+        );
     }
     let mut seen = Vec::new();
     let (status, mut page) = h
@@ -229,7 +261,13 @@ async fn keyset_pages_with_cursors_auth_and_limits() {
         .await;
     assert_eq!(status, StatusCode::OK);
     loop {
-        seen.extend(page["records"].as_array().unwrap().iter().map(|r| r["Id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            page["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["Id"].as_str().unwrap().to_owned()),
+        );
         if page["done"] == true {
             break;
         }
@@ -256,7 +294,8 @@ async fn seeding_is_deterministic_and_consistent() {
     let make = || {
         let sim = SalesforceSim::new(SalesforceSimOptions::default());
         for n in 0..200 {
-            sim.insert("Lead", obj(json!({"LastName": format!("L{n}"), "Company": "Acme"}))).unwrap();
+            sim.insert("Lead", obj(json!({"LastName": format!("L{n}"), "Company": "Acme"})))
+                .unwrap();
         }
         sim
     };

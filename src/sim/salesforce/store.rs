@@ -782,11 +782,7 @@ impl Store {
             ));
         };
         if self.member_keys.contains(&key) {
-            return Err(RecError::new(
-                "DUPLICATE_VALUE",
-                "Already a campaign member.",
-                &[],
-            ));
+            return Err(RecError::new("DUPLICATE_VALUE", "Already a campaign member.", &[]));
         }
         Ok(Some(key))
     }
@@ -939,7 +935,8 @@ impl Store {
             return Err(RecError::new("ENTITY_IS_DELETED", "entity is deleted", &[]));
         }
         if obj == Obj::CampaignMember
-            && let Some(key) = member_key(&self.campaign_member.schema, &self.campaign_member.rows[row].vals)
+            && let Some(key) =
+                member_key(&self.campaign_member.schema, &self.campaign_member.rows[row].vals)
         {
             self.member_keys.remove(&key);
         }
@@ -1179,10 +1176,8 @@ pub(crate) const CONTACT_ROLES: [&str; 9] = [
 /// Fields of the closed-loop objects, from the Salesforce Object Reference (only the ones a
 /// sync reads, plus the system fields).
 fn closed_loop_fields(obj: Obj) -> Vec<FieldDef> {
-    let mut f = vec![
-        FieldDef::new("Id", Kind::Id).ro(),
-        FieldDef::new("IsDeleted", Kind::Bool).ro(),
-    ];
+    let mut f =
+        vec![FieldDef::new("Id", Kind::Id).ro(), FieldDef::new("IsDeleted", Kind::Bool).ro()];
     match obj {
         Obj::Campaign => f.extend([
             FieldDef::new("Name", Kind::Text).len(80).required(),
