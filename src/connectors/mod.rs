@@ -4,6 +4,7 @@
 //! [`PushRecord`]s with per-record outcomes. Errors say what the caller does next.
 //! Only a connector's `wire.rs` knows vendor JSON.
 
+pub mod closed_loop;
 pub mod field_map;
 pub mod http;
 pub mod hubspot;

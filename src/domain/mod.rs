@@ -4,6 +4,8 @@
 //! These types hold no IO. They derive serde only so that the ledger can store them as its own
 //! JSON (never vendor JSON: that lives in each connector's `wire.rs`).
 
+pub mod closed_loop;
+
 use std::collections::BTreeMap;
 use std::fmt;
 

@@ -209,6 +209,27 @@ impl Client {
         Ok(body)
     }
 
+    /// A read-only `POST` under the API root (closed-loop reads: deals search, contacts search
+    /// for conversions, associations batch read). `search` puts it in the search lane.
+    pub(super) async fn post_read<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &B,
+        search: bool,
+        op: &'static str,
+    ) -> Result<T, ConnectorError> {
+        let url = self.url(segments);
+        let lane = if search { Lane::Search } else { Lane::Standard };
+        let (_, out) =
+            self.call(Method::POST, url, Some(to_body(body)?), Call::Read, lane, op).await?;
+        Ok(out)
+    }
+
+    /// The configured CRM version segment (`v3`).
+    pub(super) fn version(&self) -> &str {
+        &self.version
+    }
+
     /// `GET /crm/{v}/objects/contacts?limit=1`: authenticates and reads one record.
     pub(super) async fn healthcheck(&self) -> Result<(), ConnectorError> {
         let mut url = self.contacts_url(&[]);

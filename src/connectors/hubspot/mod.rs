@@ -14,6 +14,10 @@
 //! with the survivor's change (repeatedly: the ledger dedupes), and now and then sweep the
 //! archived list for `Deleted` changes (see `poll.rs`). Fate changes carry no fields.
 //!
+//! Closed-loop data (deals with their contacts, form conversions as touches) is read by a
+//! separate poll with its own cursor (`closed_loop.rs`, `wire_closed_loop.rs`), through
+//! [`crate::connectors::closed_loop::ClosedLoopSource`].
+//!
 //! Writes: updates go to `batch/update` by id; creates go to `batch/upsert` keyed by email, so a
 //! retried create never makes a second contact. `hs_email_optout` cannot be written through the
 //! contacts API: an opt-out is sent to the communication preferences API as
@@ -22,12 +26,16 @@
 //! only tightens).
 
 mod client;
+mod closed_loop;
+#[cfg(test)]
+mod closed_loop_tests;
 pub mod config;
 #[cfg(test)]
 mod fate_tests;
 mod mapping;
 mod poll;
 mod wire;
+mod wire_closed_loop;
 
 #[cfg(test)]
 mod tests;

@@ -170,19 +170,30 @@ impl PollCursor {
 
     /// The search body for the next page.
     pub(super) fn query(&self, page_size: u32, properties: Vec<String>) -> SearchRequest {
+        self.query_on(wire::LAST_MODIFIED, page_size, properties)
+    }
+
+    /// The same keyset on another datetime property (deals: `hs_lastmodifieddate`; form
+    /// conversions: `recent_conversion_date`).
+    pub(super) fn query_on(
+        &self,
+        time_prop: &'static str,
+        page_size: u32,
+        properties: Vec<String>,
+    ) -> SearchRequest {
         let (filters, sort_by) = match &self.phase {
             Phase::Scan => (
                 vec![Filter {
-                    property_name: wire::LAST_MODIFIED,
+                    property_name: time_prop,
                     operator: if self.inclusive { "GTE" } else { "GT" },
                     value: self.ts_ms.to_string(),
                 }],
-                wire::LAST_MODIFIED,
+                time_prop,
             ),
             Phase::Tie { last_id } => (
                 vec![
                     Filter {
-                        property_name: wire::LAST_MODIFIED,
+                        property_name: time_prop,
                         operator: "EQ",
                         value: self.ts_ms.to_string(),
                     },

@@ -19,6 +19,10 @@
 //! through a Collections read, which (as in Salesforce) answers `null` for deleted records, and
 //! asks `queryAll … WHERE Id IN (…)` for the ids it did not return.
 //!
+//! Closed-loop data (opportunities with their contact roles, campaign members) is read by a
+//! separate poll with its own cursor, through [`crate::connectors::closed_loop::ClosedLoopSource`]
+//! (`closed_loop.rs`, `wire_closed_loop.rs`).
+//!
 //! A batch error policy the caller relies on: a well-formed collections call answers 200 with a
 //! result per record (per-record failures are `PushOutcome::Rejected` or `Retry`); a call that
 //! fails as a whole (malformed body: 400, auth, limits) makes `push` return that error for the
@@ -27,6 +31,9 @@
 //! idempotent, so sending the batch again is harmless.
 
 mod client;
+mod closed_loop;
+#[cfg(test)]
+mod closed_loop_tests;
 mod config;
 mod cursor;
 #[cfg(test)]
@@ -35,6 +42,7 @@ mod mapping;
 #[cfg(test)]
 mod tests;
 mod wire;
+mod wire_closed_loop;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -114,6 +114,9 @@
 //!   counts as API calls; unknown app ids give 404. New subscriptions are paused
 //!   (`active: false`) unless the body says otherwise, as in HubSpot's developer portal.
 
+mod deals;
+#[cfg(test)]
+mod deals_tests;
 mod hooks;
 mod search;
 mod server;
@@ -278,6 +281,8 @@ pub(crate) struct Faults {
 pub(crate) struct Inner {
     opts: HubspotSimOptions,
     store: Mutex<Store>,
+    /// Deals and their contacts; never locked together with `store`.
+    deals: Mutex<deals::DealStore>,
     limits: Mutex<server::RateState>,
     faults: Mutex<Faults>,
     counters: Counters,
@@ -330,6 +335,10 @@ impl Inner {
         StoreGuard { guard, inner: self, source }
     }
 
+    fn deal_store(&self) -> MutexGuard<'_, deals::DealStore> {
+        self.deals.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn faults(&self) -> MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -355,6 +364,7 @@ impl HubspotSim {
                 stop: tokio::sync::watch::channel(false).0,
                 opts,
                 store: Mutex::new(store),
+                deals: Mutex::new(deals::DealStore::default()),
                 limits: Mutex::new(server::RateState::default()),
                 faults: Mutex::new(Faults::default()),
                 counters: Counters::default(),
@@ -428,6 +438,74 @@ impl HubspotSim {
         let mut store = self.inner.store_as(ChangeSource::CrmUi);
         let now = store::now_ms();
         store.unsubscribe_all(email, now);
+    }
+
+    /// Create a deal as a person in the UI would (not counted), in the default pipeline unless
+    /// `pipeline` is given; writable properties: `dealname, amount, dealstage, pipeline,
+    /// closedate, deal_currency_code`. Returns the id.
+    ///
+    /// # Errors
+    /// A property that is not writable, an unknown stage, a malformed amount or date.
+    pub fn create_deal(&self, properties: BTreeMap<String, String>) -> Result<String, String> {
+        self.inner.deal_store().create(&properties).map(|id| id.to_string())
+    }
+
+    /// Edit a deal as in the UI; moves `hs_lastmodifieddate`.
+    ///
+    /// # Errors
+    /// Unknown or archived deal, or an invalid property as for [`HubspotSim::create_deal`].
+    pub fn update_deal(
+        &self,
+        id: &str,
+        properties: BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let id: u64 = id.parse().map_err(|_| "deal not found".to_owned())?;
+        self.inner.deal_store().update(id, &properties)
+    }
+
+    /// Associate a contact with a deal (`on`) or remove the association; a change moves the
+    /// deal's `hs_lastmodifieddate` (see `deals.rs`).
+    ///
+    /// # Errors
+    /// Unknown deal or contact.
+    pub fn associate_deal(&self, deal_id: &str, contact_id: &str, on: bool) -> Result<(), String> {
+        let contact = {
+            let store = self.inner.store_as(ChangeSource::CrmUi);
+            store.resolve(contact_id, false).ok_or_else(|| WriteError::NotFound.describe())?
+        };
+        let deal: u64 = deal_id.parse().map_err(|_| "deal not found".to_owned())?;
+        self.inner.deal_store().associate(deal, contact, on)
+    }
+
+    /// Archive (delete) a deal as in the UI; false when unknown or already archived.
+    pub fn archive_deal(&self, id: &str) -> bool {
+        id.parse().is_ok_and(|id| self.inner.deal_store().archive(id))
+    }
+
+    /// A form submission (or another conversion event) by a contact, recorded the way HubSpot
+    /// analytics does: see `deals.rs`. `source` sets `hs_analytics_source` when the contact
+    /// has none yet. `at` is the submission time (epoch ms; now when `None`).
+    ///
+    /// # Errors
+    /// Unknown contact.
+    pub fn submit_form(
+        &self,
+        contact_id: &str,
+        event_name: &str,
+        source: Option<&str>,
+        at: Option<i64>,
+    ) -> Result<(), String> {
+        let mut store = self.inner.store_as(ChangeSource::CrmUi);
+        let id = store.resolve(contact_id, false).ok_or_else(|| WriteError::NotFound.describe())?;
+        let now = store::now_ms();
+        store.record_conversion(
+            id,
+            event_name,
+            source.unwrap_or("OFFLINE"),
+            at.unwrap_or(now),
+            now,
+        );
+        Ok(())
     }
 
     /// HubSpot updating a contact on its own (e.g. a recalculated internal property): moves

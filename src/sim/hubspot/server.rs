@@ -54,7 +54,7 @@ impl ApiError {
         }
     }
 
-    fn validation(message: impl Into<String>) -> ApiError {
+    pub(crate) fn validation(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
     }
 
@@ -274,6 +274,19 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route(&format!("{base}/batch/upsert"), post(batch_upsert))
         .route(&format!("{base}/batch/archive"), post(batch_archive))
         .route(&format!("{base}/{{id}}"), get(get_one).patch(patch_one).delete(delete_one))
+        .route(&format!("/crm/{}/objects/deals", inner.opts.api_version), get(super::deals::list))
+        .route(
+            &format!("/crm/{}/objects/deals/batch/read", inner.opts.api_version),
+            post(super::deals::batch_read),
+        )
+        .route(
+            &format!("/crm/{}/objects/deals/search", inner.opts.api_version),
+            post(super::deals::search),
+        )
+        .route(
+            "/crm/v4/associations/deals/contacts/batch/read",
+            post(super::deals::assoc_batch_read),
+        )
         .route(
             "/communication-preferences/v4/statuses/{subscriber}",
             get(status_get).post(status_post),

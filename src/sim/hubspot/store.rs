@@ -84,6 +84,13 @@ pub(crate) const BUILTIN_PROPERTIES: &[PropDef] = &[
     PropDef { name: "lastmodifieddate", ty: PropType::Datetime, read_only: true },
     PropDef { name: "hs_merged_object_ids", ty: PropType::Text, read_only: true },
     PropDef { name: "hs_additional_emails", ty: PropType::Text, read_only: true },
+    // Conversion analytics, written by HubSpot itself (see `deals.rs`, `submit_form`).
+    PropDef { name: "first_conversion_event_name", ty: PropType::Text, read_only: true },
+    PropDef { name: "first_conversion_date", ty: PropType::Datetime, read_only: true },
+    PropDef { name: "recent_conversion_event_name", ty: PropType::Text, read_only: true },
+    PropDef { name: "recent_conversion_date", ty: PropType::Datetime, read_only: true },
+    PropDef { name: "num_conversion_events", ty: PropType::Number, read_only: true },
+    PropDef { name: "hs_analytics_source", ty: PropType::Text, read_only: true },
 ];
 
 /// Returned when no properties are requested (HubSpot's documented contact defaults).
@@ -761,6 +768,36 @@ impl Store {
             return (changed, true);
         }
         (changed, false)
+    }
+
+    /// Record a conversion event on a contact (form submission): recent event always, first
+    /// event once, count, original source once. Moves `lastmodifieddate`.
+    pub fn record_conversion(&mut self, id: u64, event: &str, source: &str, at: i64, now: i64) {
+        let Some(entry) = self.contacts.get_mut(&id) else { return };
+        let contact = Arc::make_mut(entry);
+        let mut set = vec![
+            ("recent_conversion_event_name".to_owned(), event.to_owned()),
+            ("recent_conversion_date".to_owned(), iso_ms(at)),
+        ];
+        if !contact.props.contains_key("first_conversion_event_name") {
+            set.push(("first_conversion_event_name".into(), event.to_owned()));
+            set.push(("first_conversion_date".into(), iso_ms(at)));
+        }
+        if !contact.props.contains_key("hs_analytics_source") {
+            set.push(("hs_analytics_source".into(), source.to_owned()));
+        }
+        let n = contact
+            .props
+            .get("num_conversion_events")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        set.push(("num_conversion_events".into(), (n + 1).to_string()));
+        for (k, v) in &set {
+            contact.props.insert(k.clone(), v.clone());
+        }
+        contact.updated_ms = now;
+        self.changes.push(ContactChange::Changed { id, at: now, props: set });
+        self.publish(id);
     }
 
     pub fn opt_state(&self, email: &str) -> OptState {

@@ -21,6 +21,11 @@
 //! [`SalesforceSim::ui_delete`] a delete. Deleted rows are only visible through `queryAll` (and
 //! `/sobjects/{type}/deleted`); collections reads answer `null` for them, as Salesforce does.
 //!
+//! Closed-loop objects (Campaign, CampaignMember, Opportunity, OpportunityContactRole) live in
+//! the same store and are served by the same endpoints; their fields, derived values and the
+//! choices made where the Object Reference is silent are in `closed_loop.rs`, with the UI
+//! helpers and [`SalesforceSim::seed_closed_loop`].
+//!
 //! Outbound messages (api-facts §2.7; `outbound.rs`, delivery in [`crate::sim::webhooks`]) are
 //! off unless [`SalesforceOutboundOptions::endpoint_url`] is set (or
 //! [`SalesforceSim::set_outbound_url`]). They model a workflow rule on Lead "created, and every
@@ -38,6 +43,9 @@
 //! sent as `2024-05-01T10:00:00.000Z`; URL userinfo is sent as `Authorization: Basic` and
 //! removed from the URL. Changes made while no URL is set are never sent.
 
+mod closed_loop;
+#[cfg(test)]
+mod closed_loop_tests;
 mod outbound;
 #[cfg(test)]
 mod outbound_tests;
@@ -58,6 +66,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+pub use closed_loop::{ClosedLoopSeed, ClosedLoopSeeded};
 pub use outbound::{DEFAULT_OUTBOUND_FIELDS, SalesforceOutboundOptions, salesforce_retry_schedule};
 use store::{Obj, Store, decode};
 

@@ -281,6 +281,7 @@ fn build_message(inner: &Inner, items: &[Notification]) -> String {
                         xml.push_str(&format!("<sf:{api_name}>{}</sf:{api_name}>", esc(s)))
                     }
                     Val::Bool(b) => xml.push_str(&format!("<sf:{api_name}>{b}</sf:{api_name}>")),
+                    Val::Num(n) => xml.push_str(&format!("<sf:{api_name}>{n}</sf:{api_name}>")),
                     Val::Dt(ms) => xml.push_str(&format!(
                         "<sf:{api_name}>{}</sf:{api_name}>",
                         soap_datetime(*ms)

@@ -52,6 +52,7 @@ pub(crate) enum Lit {
     Str(String),
     Bool(bool),
     Dt(i64),
+    Num(f64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -585,6 +586,12 @@ fn literal(p: &mut Parser<'_>, schema: &Schema, field: usize) -> Result<Lit, Que
         (Tok::Ident(s), Kind::Bool) if s.eq_ignore_ascii_case("true") => Lit::Bool(true),
         (Tok::Ident(s), Kind::Bool) if s.eq_ignore_ascii_case("false") => Lit::Bool(false),
         (Tok::DateTime(ms), Kind::DateTime) => Lit::Dt(*ms),
+        (Tok::Num(n), Kind::Number) => Lit::Num(*n),
+        // Date literals are unquoted `YYYY-MM-DD`; stored dates use the same form, so text
+        // order is date order.
+        (Tok::Date(d), Kind::Date) => Lit::Str(d.clone()),
+        (_, Kind::Date) => return Err(wrong("date", "should not")),
+        (_, Kind::Number) => return Err(wrong("double", "should not")),
         (Tok::Str(s), k) if k.is_id() => match normalize_id(s) {
             Some(id) => Lit::Str(id),
             None => {
@@ -678,6 +685,7 @@ fn cmp_lit(v: &Val, lit: &Lit, ci: bool) -> Option<Ordering> {
         (Val::Str(a), Lit::Str(b)) => Some(a.as_str().cmp(b.as_str())),
         (Val::Dt(a), Lit::Dt(b)) => Some(a.cmp(b)),
         (Val::Bool(a), Lit::Bool(b)) => Some(a.cmp(b)),
+        (Val::Num(a), Lit::Num(b)) => a.partial_cmp(b),
         _ => None,
     }
 }
@@ -726,6 +734,7 @@ fn cmp_vals(a: &Val, b: &Val, ci: bool) -> Ordering {
         (Val::Str(x), Val::Str(y)) => x.cmp(y),
         (Val::Dt(x), Val::Dt(y)) => x.cmp(y),
         (Val::Bool(x), Val::Bool(y)) => x.cmp(y),
+        (Val::Num(x), Val::Num(y)) => x.total_cmp(y),
         _ => Ordering::Equal,
     }
 }

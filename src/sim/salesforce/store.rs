@@ -9,7 +9,7 @@
 //! a value of the wrong JSON type is a request-level `JSON_PARSER_ERROR`, because Salesforce
 //! fails while deserialising the body, before it looks at any record.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -32,37 +32,59 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 pub(crate) enum Obj {
     Lead,
     Contact,
+    Campaign,
+    CampaignMember,
+    Opportunity,
+    OpportunityContactRole,
 }
 
 impl Obj {
     /// Object names are case-insensitive in SOQL and in URLs.
+    pub(crate) const ALL: [Obj; 6] = [
+        Obj::Lead,
+        Obj::Contact,
+        Obj::Campaign,
+        Obj::CampaignMember,
+        Obj::Opportunity,
+        Obj::OpportunityContactRole,
+    ];
+
     pub(crate) fn parse(name: &str) -> Option<Obj> {
-        if name.eq_ignore_ascii_case("Lead") {
-            Some(Obj::Lead)
-        } else if name.eq_ignore_ascii_case("Contact") {
-            Some(Obj::Contact)
-        } else {
-            None
-        }
+        Obj::ALL.into_iter().find(|o| o.name().eq_ignore_ascii_case(name))
     }
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Obj::Lead => "Lead",
             Obj::Contact => "Contact",
+            Obj::Campaign => "Campaign",
+            Obj::CampaignMember => "CampaignMember",
+            Obj::Opportunity => "Opportunity",
+            Obj::OpportunityContactRole => "OpportunityContactRole",
         }
     }
 
+    /// Salesforce's standard key prefixes.
     fn prefix(self) -> &'static str {
         match self {
             Obj::Lead => "00Q",
             Obj::Contact => "003",
+            Obj::Campaign => "701",
+            Obj::CampaignMember => "00v",
+            Obj::Opportunity => "006",
+            Obj::OpportunityContactRole => "00K",
         }
+    }
+
+    /// Whether the object is a person (Lead, Contact): a computed `Name`, merges, conversion,
+    /// External ID fields.
+    pub(crate) fn is_person(self) -> bool {
+        matches!(self, Obj::Lead | Obj::Contact)
     }
 
     /// The object an id belongs to, by its key prefix.
     pub(crate) fn of_id(id: &str) -> Option<Obj> {
-        [Obj::Lead, Obj::Contact].into_iter().find(|o| id.starts_with(o.prefix()))
+        Obj::ALL.into_iter().find(|o| id.starts_with(o.prefix()))
     }
 }
 
@@ -76,6 +98,10 @@ pub(crate) enum Kind {
     RestrictedPicklist,
     Bool,
     DateTime,
+    /// A calendar date, stored and sent as `YYYY-MM-DD`.
+    Date,
+    /// A currency or double field, sent as a JSON number.
+    Number,
     /// A lookup to another object; the slice holds the key prefixes it accepts.
     Reference(&'static [&'static str]),
     ExternalId,
@@ -103,11 +129,33 @@ pub(crate) struct FieldDef {
     pub(crate) required: bool,
     /// Maximum length for text fields; 0 means no limit.
     pub(crate) max_len: usize,
+    /// Settable on create but not on update ("Create" without "Update" in the object
+    /// reference), e.g. `CampaignMember.CampaignId`.
+    pub(crate) create_only: bool,
+    /// The values a restricted picklist accepts.
+    pub(crate) options: &'static [&'static str],
 }
 
 impl FieldDef {
     fn new(name: &str, kind: Kind) -> FieldDef {
-        FieldDef { name: name.to_owned(), kind, writable: true, required: false, max_len: 0 }
+        FieldDef {
+            name: name.to_owned(),
+            kind,
+            writable: true,
+            required: false,
+            max_len: 0,
+            create_only: false,
+            options: &[],
+        }
+    }
+    fn create_only(mut self) -> FieldDef {
+        self.create_only = true;
+        self
+    }
+    fn restricted(mut self, options: &'static [&'static str]) -> FieldDef {
+        self.kind = Kind::RestrictedPicklist;
+        self.options = options;
+        self
     }
     fn ro(mut self) -> FieldDef {
         self.writable = false;
@@ -131,10 +179,11 @@ pub(crate) struct Schema {
     by_lower: HashMap<String, usize>,
     pub(crate) id: usize,
     pub(crate) is_deleted: usize,
-    pub(crate) name: usize,
-    pub(crate) first_name: usize,
-    pub(crate) last_name: usize,
-    pub(crate) owner: usize,
+    /// Person objects only: `Name` is computed from these.
+    pub(crate) name: Option<usize>,
+    pub(crate) first_name: Option<usize>,
+    pub(crate) last_name: Option<usize>,
+    pub(crate) owner: Option<usize>,
     pub(crate) created: usize,
     pub(crate) last_modified: usize,
     pub(crate) modstamp: usize,
@@ -142,13 +191,16 @@ pub(crate) struct Schema {
     pub(crate) status: Option<usize>,
     pub(crate) is_converted: Option<usize>,
     pub(crate) converted_contact: Option<usize>,
-    /// Set on a record merged away: the surviving record (read-only).
-    pub(crate) master_record: usize,
+    /// Set on a record merged away: the surviving record (read-only). Person objects only.
+    pub(crate) master_record: Option<usize>,
     pub(crate) external_ids: Vec<usize>,
 }
 
 impl Schema {
     pub(crate) fn new(obj: Obj, external_id_fields: &[String]) -> Schema {
+        if !obj.is_person() {
+            return Schema::from_fields(obj, closed_loop_fields(obj));
+        }
         let mut f = vec![
             FieldDef::new("Id", Kind::Id).ro(),
             FieldDef::new("IsDeleted", Kind::Bool).ro(),
@@ -168,19 +220,19 @@ impl Schema {
         ]);
         match obj {
             Obj::Lead => f.extend([
-                FieldDef::new("Status", Kind::RestrictedPicklist).len(255).required(),
+                FieldDef::new("Status", Kind::Text).restricted(&LEAD_STATUSES).len(255).required(),
                 FieldDef::new("IsConverted", Kind::Bool).ro(),
                 FieldDef::new("ConvertedContactId", Kind::Reference(&["003"])).ro(),
                 FieldDef::new("OwnerId", Kind::Reference(&["005", "00G"])),
             ]),
-            Obj::Contact => f.extend([
+            _ => f.extend([
                 FieldDef::new("AccountId", Kind::Reference(&["001"])),
                 FieldDef::new("OwnerId", Kind::Reference(&["005"])),
             ]),
         }
         let same_object: &'static [&'static str] = match obj {
             Obj::Lead => &["00Q"],
-            Obj::Contact => &["003"],
+            _ => &["003"],
         };
         f.push(FieldDef::new("MasterRecordId", Kind::Reference(same_object)).ro());
         f.extend([
@@ -193,6 +245,10 @@ impl Schema {
                 f.push(FieldDef::new(name, Kind::ExternalId).len(255));
             }
         }
+        Schema::from_fields(obj, f)
+    }
+
+    fn from_fields(obj: Obj, f: Vec<FieldDef>) -> Schema {
         let by_lower: HashMap<String, usize> =
             f.iter().enumerate().map(|(i, d)| (d.name.to_ascii_lowercase(), i)).collect();
         let pos = |n: &str| by_lower.get(&n.to_ascii_lowercase()).copied();
@@ -201,17 +257,17 @@ impl Schema {
             obj,
             id: must("Id"),
             is_deleted: must("IsDeleted"),
-            name: must("Name"),
-            first_name: must("FirstName"),
-            last_name: must("LastName"),
-            owner: must("OwnerId"),
+            name: pos("Name").filter(|_| obj.is_person()),
+            first_name: pos("FirstName"),
+            last_name: pos("LastName"),
+            owner: pos("OwnerId"),
             created: must("CreatedDate"),
             last_modified: must("LastModifiedDate"),
             modstamp: must("SystemModstamp"),
             status: pos("Status"),
             is_converted: pos("IsConverted"),
             converted_contact: pos("ConvertedContactId"),
-            master_record: must("MasterRecordId"),
+            master_record: pos("MasterRecordId"),
             external_ids: f
                 .iter()
                 .enumerate()
@@ -237,6 +293,8 @@ pub(crate) enum Val {
     Bool(bool),
     /// Milliseconds since the Unix epoch.
     Dt(i64),
+    /// Currency and double fields.
+    Num(f64),
 }
 
 impl Val {
@@ -246,6 +304,7 @@ impl Val {
             Val::Str(s) => Value::String(s.clone()),
             Val::Bool(b) => Value::Bool(*b),
             Val::Dt(ms) => Value::String(format_datetime(*ms)),
+            Val::Num(n) => serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number),
         }
     }
 
@@ -409,6 +468,30 @@ pub(crate) fn decode(schema: &Schema, map: &Map<String, Value>) -> Result<Incomi
                 ));
             }
             (Some(_), Value::Null) => Val::Null,
+            (Some(Kind::Number), Value::Number(n)) => match n.as_f64() {
+                Some(x) => Val::Num(x),
+                None => return Err(format!("Cannot deserialize instance of double from {n}")),
+            },
+            (Some(Kind::Number), Value::String(s)) if s.is_empty() => Val::Null,
+            (Some(Kind::Number), Value::String(s)) => match s.trim().parse::<f64>() {
+                // Jackson coerces a numeric string into a double field.
+                Ok(x) if x.is_finite() => Val::Num(x),
+                _ => {
+                    return Err(format!(
+                        "Cannot deserialize value of type `double` from String \"{}\": not a \
+                         valid Double value",
+                        short(value)
+                    ));
+                }
+            },
+            (Some(Kind::Number), other) => {
+                return Err(format!(
+                    "Cannot deserialize instance of double from {} value {} or request may be \
+                     missing a required field",
+                    json_token(other),
+                    short(other)
+                ));
+            }
             (Some(_), Value::String(s)) if s.is_empty() => Val::Null,
             (Some(_), Value::String(s)) => Val::Str(s.clone()),
             (Some(_), Value::Number(n)) => Val::Str(n.to_string()),
@@ -592,6 +675,13 @@ pub(crate) enum Undo {
 pub(crate) struct Store {
     lead: Table,
     contact: Table,
+    campaign: Table,
+    campaign_member: Table,
+    opportunity: Table,
+    contact_role: Table,
+    /// `(CampaignId, LeadId or ContactId)` of every campaign member: one membership per
+    /// person and campaign.
+    member_keys: HashSet<(String, String)>,
     last_stamp: i64,
     pub(crate) clock_offset_ms: i64,
     second_precision: bool,
@@ -608,6 +698,11 @@ impl Store {
         Store {
             lead: Table::new(Schema::new(Obj::Lead, external_id_fields)),
             contact: Table::new(Schema::new(Obj::Contact, external_id_fields)),
+            campaign: Table::new(Schema::new(Obj::Campaign, &[])),
+            campaign_member: Table::new(Schema::new(Obj::CampaignMember, &[])),
+            opportunity: Table::new(Schema::new(Obj::Opportunity, &[])),
+            contact_role: Table::new(Schema::new(Obj::OpportunityContactRole, &[])),
+            member_keys: HashSet::new(),
             last_stamp: 0,
             clock_offset_ms: 0,
             second_precision,
@@ -620,6 +715,10 @@ impl Store {
         match obj {
             Obj::Lead => &self.lead,
             Obj::Contact => &self.contact,
+            Obj::Campaign => &self.campaign,
+            Obj::CampaignMember => &self.campaign_member,
+            Obj::Opportunity => &self.opportunity,
+            Obj::OpportunityContactRole => &self.contact_role,
         }
     }
 
@@ -627,12 +726,90 @@ impl Store {
         match obj {
             Obj::Lead => &mut self.lead,
             Obj::Contact => &mut self.contact,
+            Obj::Campaign => &mut self.campaign,
+            Obj::CampaignMember => &mut self.campaign_member,
+            Obj::Opportunity => &mut self.opportunity,
+            Obj::OpportunityContactRole => &mut self.contact_role,
         }
     }
 
     /// The simulated wall clock, in epoch ms.
     pub(crate) fn now_ms(&self) -> i64 {
         Utc::now().timestamp_millis() + self.clock_offset_ms
+    }
+
+    /// Today's date on the simulated clock (UTC; the org's time zone is not modelled).
+    fn today(&self) -> String {
+        DateTime::<Utc>::from_timestamp_millis(self.now_ms())
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_default()
+    }
+
+    /// Lookups sent in a write must name a live record when the simulator holds that object
+    /// (Leads, Contacts, Campaigns, Opportunities); owners and accounts are not modelled.
+    fn check_refs(&self, schema: &Schema, inc: &Incoming) -> Result<(), RecError> {
+        for (_, idx, val) in &inc.fields {
+            let (Some(i), Val::Str(id)) = (idx, val) else { continue };
+            if !matches!(schema.fields[*i].kind, Kind::Reference(_)) {
+                continue;
+            }
+            let Some(target) = Obj::of_id(id) else { continue };
+            let table = self.table(target);
+            let live = table.row_of(id).is_some_and(|r| !table.rows[r].is_deleted());
+            if !live {
+                let name = schema.fields[*i].name.as_str();
+                return Err(RecError::new(
+                    "INVALID_CROSS_REFERENCE_KEY",
+                    format!("invalid cross reference id: {name}"),
+                    &[name],
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A new CampaignMember names a Lead or a Contact, and only one membership per person and
+    /// campaign exists. Returns the membership key to record once the row is stored.
+    fn check_member(&self, obj: Obj, vals: &[Val]) -> Result<Option<(String, String)>, RecError> {
+        if obj != Obj::CampaignMember {
+            return Ok(None);
+        }
+        let Some(key) = member_key(&self.campaign_member.schema, vals) else {
+            return Err(RecError::new(
+                "REQUIRED_FIELD_MISSING",
+                "Required fields are missing: [LeadId, ContactId]",
+                &["LeadId", "ContactId"],
+            ));
+        };
+        if self.member_keys.contains(&key) {
+            return Err(RecError::new("DUPLICATE_VALUE", "Already a campaign member.", &[]));
+        }
+        Ok(Some(key))
+    }
+
+    /// A converted lead's campaign memberships gain the new Contact (Salesforce fills
+    /// `CampaignMember.ContactId` on conversion, keeping `LeadId`), which moves their dates.
+    fn reparent_members(&mut self, lead_id: &str, contact_id: &str) {
+        let schema = &self.campaign_member.schema;
+        let (Some(lead_f), Some(contact_f)) = (schema.field("LeadId"), schema.field("ContactId"))
+        else {
+            return;
+        };
+        let rows: Vec<usize> = (0..self.campaign_member.rows.len())
+            .filter(|r| {
+                let rec = &self.campaign_member.rows[*r];
+                !rec.is_deleted() && rec.vals[lead_f].as_str() == Some(lead_id)
+            })
+            .collect();
+        for row in rows {
+            let stamp = self.next_stamp();
+            let table = &mut self.campaign_member;
+            let mut rec = table.rows[row].clone();
+            rec.vals[contact_f] = Val::Str(contact_id.to_owned());
+            rec.vals[table.schema.last_modified] = Val::Dt(stamp);
+            rec.vals[table.schema.modstamp] = Val::Dt(stamp);
+            table.replace(row, rec);
+        }
     }
 
     /// A modstamp later than every earlier one (or, with second precision, never earlier), so
@@ -669,10 +846,23 @@ impl Store {
         if let Some(s) = schema.status {
             vals[s] = Val::Str(LEAD_STATUSES[0].to_owned());
         }
-        vals[schema.owner] = Val::Str(default_owner_id());
-        apply_fields(schema, &mut vals, inc)?;
+        if let Some(owner) = schema.owner {
+            vals[owner] = Val::Str(default_owner_id());
+        }
+        if obj == Obj::CampaignMember
+            && let Some(status) = schema.field("Status")
+        {
+            vals[status] = Val::Str(CAMPAIGN_MEMBER_STATUSES[0].to_owned());
+        }
+        apply_fields(schema, &mut vals, inc, false)?;
         check_required(schema, &vals)?;
         check_unique(table, &vals, None)?;
+        self.check_refs(schema, inc)?;
+        let member_key = self.check_member(obj, &vals)?;
+        if !obj.is_person() {
+            let today = self.today();
+            derive(&self.table(obj).schema, &mut vals, &today);
+        }
         let stamp = self.next_stamp();
         let table = self.table_mut(obj);
         table.seq += 1;
@@ -686,6 +876,9 @@ impl Store {
         table.push(Record { vals, deleted_at: None });
         if obj == Obj::Lead {
             self.lead_writes.push(id.clone());
+        }
+        if let Some(key) = member_key {
+            self.member_keys.insert(key);
         }
         Ok((id, Undo::Created(obj)))
     }
@@ -714,9 +907,14 @@ impl Store {
             ));
         }
         let mut vals = rec.vals.clone();
-        apply_fields(schema, &mut vals, inc)?;
+        apply_fields(schema, &mut vals, inc, true)?;
         check_required(schema, &vals)?;
         check_unique(table, &vals, Some(row))?;
+        self.check_refs(schema, inc)?;
+        if !obj.is_person() {
+            let today = self.today();
+            derive(&self.table(obj).schema, &mut vals, &today);
+        }
         let stamp = self.next_stamp();
         let table = self.table_mut(obj);
         let schema = &table.schema;
@@ -735,6 +933,12 @@ impl Store {
     pub(crate) fn delete(&mut self, obj: Obj, row: usize) -> Result<Undo, RecError> {
         if self.table(obj).rows[row].is_deleted() {
             return Err(RecError::new("ENTITY_IS_DELETED", "entity is deleted", &[]));
+        }
+        if obj == Obj::CampaignMember
+            && let Some(key) =
+                member_key(&self.campaign_member.schema, &self.campaign_member.rows[row].vals)
+        {
+            self.member_keys.remove(&key);
         }
         let stamp = self.next_stamp();
         let table = self.table_mut(obj);
@@ -789,6 +993,8 @@ impl Store {
         }
         let (contact_id, _) = self.create(Obj::Contact, &contact)?;
         self.accounts.push((account_id, account_name));
+        let lead_id = self.lead.rows[row].id(&self.lead.schema).to_owned();
+        self.reparent_members(&lead_id, &contact_id);
         let stamp = self.next_stamp();
         let lead = &mut self.lead;
         let mut vals = lead.rows[row].vals.clone();
@@ -861,7 +1067,7 @@ impl Store {
             for (i, def) in schema.fields.iter().enumerate() {
                 let fill = def.writable
                     && def.kind != Kind::ExternalId
-                    && i != schema.owner
+                    && Some(i) != schema.owner
                     && match (&vals[i], &other[i]) {
                         (Val::Null, v) => *v != Val::Null,
                         (Val::Bool(false), Val::Bool(true)) => def.name == "HasOptedOutOfEmail",
@@ -876,8 +1082,9 @@ impl Store {
         for &l in losers {
             self.delete(obj, l)?;
             let table = self.table_mut(obj);
-            let m = table.schema.master_record;
-            table.rows[l].vals[m] = Val::Str(master_id.clone());
+            if let Some(m) = table.schema.master_record {
+                table.rows[l].vals[m] = Val::Str(master_id.clone());
+            }
         }
         let stamp = self.next_stamp();
         let table = self.table_mut(obj);
@@ -901,6 +1108,12 @@ impl Store {
         for u in undo.into_iter().rev() {
             match u {
                 Undo::Created(obj) => {
+                    if obj == Obj::CampaignMember
+                        && let Some(last) = self.campaign_member.rows.last()
+                        && let Some(key) = member_key(&self.campaign_member.schema, &last.vals)
+                    {
+                        self.member_keys.remove(&key);
+                    }
                     let table = self.table_mut(obj);
                     if obj == Obj::Lead
                         && let Some(last) = table.rows.last()
@@ -922,13 +1135,155 @@ impl Store {
     }
 }
 
-fn set_name(schema: &Schema, vals: &mut [Val]) {
-    let parts: Vec<&str> =
-        [schema.first_name, schema.last_name].iter().filter_map(|i| vals[*i].as_str()).collect();
-    vals[schema.name] = if parts.is_empty() { Val::Null } else { Val::Str(parts.join(" ")) };
+/// `Opportunity.StageName` values of a new org, in sales-process order (all active).
+pub(crate) const OPPORTUNITY_STAGES: [&str; 10] = [
+    "Prospecting",
+    "Qualification",
+    "Needs Analysis",
+    "Value Proposition",
+    "Id. Decision Makers",
+    "Perception Analysis",
+    "Proposal/Price Quote",
+    "Negotiation/Review",
+    "Closed Won",
+    "Closed Lost",
+];
+
+/// The stage that closes an opportunity as won, and the one that closes it as lost. Stage
+/// metadata (`OpportunityStage.IsClosed`/`IsWon`) is what derives the flags in Salesforce; the
+/// default picklist has exactly these two closed stages.
+pub(crate) const STAGE_WON: &str = "Closed Won";
+pub(crate) const STAGE_LOST: &str = "Closed Lost";
+
+/// Default member statuses of a new campaign (`CampaignMemberStatus`), default first; only
+/// `Responded` counts as a response.
+pub(crate) const CAMPAIGN_MEMBER_STATUSES: [&str; 2] = ["Sent", "Responded"];
+const RESPONDED_STATUS: &str = "Responded";
+
+/// Default `OpportunityContactRole.Role` picklist.
+pub(crate) const CONTACT_ROLES: [&str; 9] = [
+    "Business User",
+    "Decision Maker",
+    "Economic Buyer",
+    "Economic Decision Maker",
+    "Evaluator",
+    "Executive Sponsor",
+    "Influencer",
+    "Technical Buyer",
+    "Other",
+];
+
+/// Fields of the closed-loop objects, from the Salesforce Object Reference (only the ones a
+/// sync reads, plus the system fields).
+fn closed_loop_fields(obj: Obj) -> Vec<FieldDef> {
+    let mut f =
+        vec![FieldDef::new("Id", Kind::Id).ro(), FieldDef::new("IsDeleted", Kind::Bool).ro()];
+    match obj {
+        Obj::Campaign => f.extend([
+            FieldDef::new("Name", Kind::Text).len(80).required(),
+            FieldDef::new("Type", Kind::Picklist).len(255),
+            FieldDef::new("Status", Kind::Picklist).len(255),
+            FieldDef::new("IsActive", Kind::Bool),
+            FieldDef::new("StartDate", Kind::Date),
+            FieldDef::new("EndDate", Kind::Date),
+            FieldDef::new("OwnerId", Kind::Reference(&["005"])),
+        ]),
+        Obj::CampaignMember => f.extend([
+            FieldDef::new("CampaignId", Kind::Reference(&["701"])).required().create_only(),
+            FieldDef::new("LeadId", Kind::Reference(&["00Q"])).create_only(),
+            FieldDef::new("ContactId", Kind::Reference(&["003"])).create_only(),
+            FieldDef::new("Status", Kind::Picklist).len(40),
+            FieldDef::new("HasResponded", Kind::Bool).ro(),
+            FieldDef::new("FirstRespondedDate", Kind::Date).ro(),
+        ]),
+        Obj::Opportunity => f.extend([
+            FieldDef::new("Name", Kind::Text).len(120).required(),
+            FieldDef::new("Amount", Kind::Number),
+            FieldDef::new("StageName", Kind::Text).restricted(&OPPORTUNITY_STAGES).required(),
+            FieldDef::new("CloseDate", Kind::Date).required(),
+            FieldDef::new("IsClosed", Kind::Bool).ro(),
+            FieldDef::new("IsWon", Kind::Bool).ro(),
+            FieldDef::new("AccountId", Kind::Reference(&["001"])),
+            FieldDef::new("CampaignId", Kind::Reference(&["701"])),
+            FieldDef::new("LeadSource", Kind::Picklist).len(255),
+            FieldDef::new("OwnerId", Kind::Reference(&["005"])),
+        ]),
+        Obj::OpportunityContactRole => f.extend([
+            FieldDef::new("OpportunityId", Kind::Reference(&["006"])).required().create_only(),
+            FieldDef::new("ContactId", Kind::Reference(&["003"])).required(),
+            FieldDef::new("IsPrimary", Kind::Bool),
+            FieldDef::new("Role", Kind::Picklist).len(40),
+        ]),
+        Obj::Lead | Obj::Contact => {}
+    }
+    f.extend([
+        FieldDef::new("CreatedDate", Kind::DateTime).ro(),
+        FieldDef::new("LastModifiedDate", Kind::DateTime).ro(),
+        FieldDef::new("SystemModstamp", Kind::DateTime).ro(),
+    ]);
+    f
 }
 
-fn apply_fields(schema: &Schema, vals: &mut [Val], inc: &Incoming) -> Result<(), RecError> {
+/// Fields Salesforce computes from others on every save: an opportunity's `IsClosed`/`IsWon`
+/// from its stage, a campaign member's `HasResponded` from its status and
+/// `FirstRespondedDate` the first time it responds (the date stays when the status moves
+/// back).
+fn derive(schema: &Schema, vals: &mut [Val], today: &str) {
+    let pos = |n: &str| schema.field(n);
+    match schema.obj {
+        Obj::Opportunity => {
+            let stage = pos("StageName").and_then(|i| vals[i].as_str().map(str::to_owned));
+            let (closed, won) = match stage.as_deref() {
+                Some(STAGE_WON) => (true, true),
+                Some(STAGE_LOST) => (true, false),
+                _ => (false, false),
+            };
+            if let (Some(c), Some(w)) = (pos("IsClosed"), pos("IsWon")) {
+                vals[c] = Val::Bool(closed);
+                vals[w] = Val::Bool(won);
+            }
+        }
+        Obj::CampaignMember => {
+            let (Some(st), Some(hr), Some(frd)) =
+                (pos("Status"), pos("HasResponded"), pos("FirstRespondedDate"))
+            else {
+                return;
+            };
+            let responded = vals[st].as_str() == Some(RESPONDED_STATUS);
+            vals[hr] = Val::Bool(responded);
+            if responded && vals[frd] == Val::Null {
+                vals[frd] = Val::Str(today.to_owned());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A campaign member's `(CampaignId, LeadId or ContactId)`; `None` without a person.
+fn member_key(schema: &Schema, vals: &[Val]) -> Option<(String, String)> {
+    let campaign = vals[schema.field("CampaignId")?].as_str()?.to_owned();
+    let person = ["LeadId", "ContactId"]
+        .iter()
+        .find_map(|n| schema.field(n).and_then(|i| vals[i].as_str()))?;
+    Some((campaign, person.to_owned()))
+}
+
+fn set_name(schema: &Schema, vals: &mut [Val]) {
+    let Some(name) = schema.name else { return };
+    let parts: Vec<&str> = [schema.first_name, schema.last_name]
+        .iter()
+        .flatten()
+        .filter_map(|i| vals[*i].as_str())
+        .collect();
+    vals[name] = if parts.is_empty() { Val::Null } else { Val::Str(parts.join(" ")) };
+}
+
+fn apply_fields(
+    schema: &Schema,
+    vals: &mut [Val],
+    inc: &Incoming,
+    updating: bool,
+) -> Result<(), RecError> {
     let obj = schema.obj.name();
     for (sent, idx, val) in &inc.fields {
         let Some(i) = *idx else {
@@ -940,7 +1295,7 @@ fn apply_fields(schema: &Schema, vals: &mut [Val], inc: &Incoming) -> Result<(),
         };
         let def = &schema.fields[i];
         let name = def.name.as_str();
-        if !def.writable {
+        if !def.writable || (updating && def.create_only) {
             return Err(RecError::new(
                 "INVALID_FIELD_FOR_INSERT_UPDATE",
                 format!(
@@ -968,10 +1323,17 @@ fn apply_fields(schema: &Schema, vals: &mut [Val], inc: &Incoming) -> Result<(),
                 ));
             }
             match def.kind {
-                Kind::RestrictedPicklist if !LEAD_STATUSES.contains(&s.as_str()) => {
+                Kind::RestrictedPicklist if !def.options.contains(&s.as_str()) => {
                     return Err(RecError::new(
                         "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
                         format!("{name}: bad value for restricted picklist field: {s}"),
+                        &[name],
+                    ));
+                }
+                Kind::Date if chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_err() => {
+                    return Err(RecError::new(
+                        "INVALID_TYPE_ON_FIELD_IN_RECORD",
+                        format!("{name}: value not of required type: {s}"),
                         &[name],
                     ));
                 }

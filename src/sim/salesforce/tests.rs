@@ -252,7 +252,7 @@ async fn query_errors_are_top_level_arrays() {
     assert_eq!(error_code(&body), "INVALID_FIELD");
     assert!(body[0]["message"].as_str().unwrap().contains("No such column 'Nope__c'"));
     assert_eq!(error_code(&h.query("SELECT Id FROM Lead WHERE").await.1), "MALFORMED_QUERY");
-    assert_eq!(error_code(&h.query("SELECT Id FROM Opportunity").await.1), "INVALID_TYPE");
+    assert_eq!(error_code(&h.query("SELECT Id FROM Case").await.1), "INVALID_TYPE");
     assert_eq!(error_code(&h.get(&format!("{V}/query")).await.1), "MALFORMED_QUERY");
     assert_eq!(error_code(&h.get("/services/data/v10.0/limits").await.1), "NOT_FOUND");
 }

@@ -1,0 +1,111 @@
+//! Salesforce JSON of the closed-loop objects as `query`/`queryAll` returns it (field names as
+//! in the Object Reference). Only this file and `wire.rs` know Salesforce shapes.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::wire::Record;
+
+/// The fields each poll query selects, in the order written.
+pub(super) const OPPORTUNITY_FIELDS: &[&str] = &[
+    "Id",
+    "Name",
+    "Amount",
+    "StageName",
+    "CloseDate",
+    "IsClosed",
+    "IsWon",
+    "CampaignId",
+    "CreatedDate",
+    "SystemModstamp",
+    "IsDeleted",
+];
+pub(super) const ROLE_FIELDS: &[&str] =
+    &["Id", "OpportunityId", "ContactId", "IsPrimary", "Role", "SystemModstamp", "IsDeleted"];
+pub(super) const MEMBER_FIELDS: &[&str] = &[
+    "Id",
+    "CampaignId",
+    "LeadId",
+    "ContactId",
+    "Status",
+    "HasResponded",
+    "FirstRespondedDate",
+    "CreatedDate",
+    "SystemModstamp",
+    "IsDeleted",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct OpportunityRow {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A JSON number (currency, scale 2); kept as JSON so no float rounding happens here.
+    #[serde(default)]
+    pub amount: Option<Value>,
+    #[serde(default)]
+    pub stage_name: Option<String>,
+    #[serde(default)]
+    pub close_date: Option<String>,
+    #[serde(default)]
+    pub is_closed: bool,
+    #[serde(default)]
+    pub is_won: bool,
+    #[serde(default)]
+    pub campaign_id: Option<String>,
+    #[serde(default)]
+    pub created_date: Option<String>,
+    pub system_modstamp: String,
+    #[serde(default)]
+    pub is_deleted: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct RoleRow {
+    pub id: String,
+    pub opportunity_id: String,
+    #[serde(default)]
+    pub contact_id: Option<String>,
+    #[serde(default)]
+    pub is_primary: bool,
+    #[serde(default)]
+    pub role: Option<String>,
+    pub system_modstamp: String,
+    #[serde(default)]
+    pub is_deleted: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct MemberRow {
+    pub id: String,
+    pub campaign_id: String,
+    #[serde(default)]
+    pub lead_id: Option<String>,
+    #[serde(default)]
+    pub contact_id: Option<String>,
+    #[serde(default)]
+    pub has_responded: bool,
+    #[serde(default)]
+    pub first_responded_date: Option<String>,
+    #[serde(default)]
+    pub created_date: Option<String>,
+    pub system_modstamp: String,
+    #[serde(default)]
+    pub is_deleted: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct CampaignRow {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Read one query record as `T`; `None` when it lacks a field we rely on.
+pub(super) fn row<T: serde::de::DeserializeOwned>(rec: &Record) -> Option<T> {
+    serde_json::from_value(Value::Object(rec.clone())).ok()
+}
