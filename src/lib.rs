@@ -9,6 +9,7 @@
 //! - `reconcile`: pure decisions from (ledger state, change, rules).
 //! - `identity`: synthetic people with known duplicates, and matching-quality scores.
 //! - `ledger`: the SQLite ledger; the only module that runs SQL.
+//! - `merger`: vendor-side merges of a person's same-system duplicates (off by default).
 //! - `push`: drains the outbox to each vendor in batches, with retries and dead letters.
 //! - `engine`: wires pollers, reconciler and pushers for a set of systems.
 //! - `sim`: vendor simulators for the demo, tests and benchmarks.
@@ -26,6 +27,7 @@ pub mod domain;
 pub mod identity;
 pub mod ingest;
 pub mod ledger;
+pub mod merger;
 pub mod metrics;
 pub mod reconcile;
 pub mod retry;

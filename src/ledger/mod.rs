@@ -8,12 +8,16 @@
 //! One writer: the `Ledger` owns one connection behind a mutex, and callers run its methods on
 //! a blocking thread. Readers (`leadsync status`) open their own read-only connection.
 
+mod duplicates;
 mod identity;
 mod notices;
 mod review;
 pub mod schema;
 mod trace;
 
+pub use duplicates::{
+    DuplicateGroup, DuplicateLink, MergeOutcome, MergeRecord, MergeRetry, MergeTask,
+};
 pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
 pub use trace::{Trace, TraceEvent, TraceField, TraceLink};
@@ -769,6 +773,10 @@ pub struct SystemGauges {
     pub last_poll_ok_at: Option<DateTime<Utc>>,
     /// Webhook notices stored (acknowledged) and not turned into inbox changes yet.
     pub notices_pending: i64,
+    /// Persons with more than one open record in this system.
+    pub same_system_duplicates: i64,
+    /// Vendor-side merges that failed for good (`identity.merge_at_vendor`).
+    pub vendor_merges_failed: i64,
 }
 
 /// Gauges per system: every registered system, plus any system that still has rows.
@@ -826,6 +834,12 @@ fn gauges(conn: &Connection) -> Result<Gauges> {
     }
     for (system, n) in dead {
         out.systems.entry(system).or_default().dead = n;
+    }
+    for (system, n) in duplicates::counts_by_system(conn)? {
+        out.systems.entry(system).or_default().same_system_duplicates = n;
+    }
+    for (system, n) in duplicates::failed_merges_by_system(conn)? {
+        out.systems.entry(system).or_default().vendor_merges_failed = n;
     }
     Ok(out)
 }
