@@ -257,12 +257,27 @@ fn report(conn: &Connection, systems: Option<&[SystemName]>) -> Result<Vec<Dupli
     Ok(out)
 }
 
+/// Fill the duplicate and failed-merge gauges. Counting duplicates scans every open link
+/// (about a second per million on a busy two-core machine), so it runs on a reader connection
+/// of its own: in WAL mode the writer, and the webhook acknowledgements waiting on it, carry on
+/// meanwhile.
+pub(super) fn fill_gauges(path: &std::path::Path, out: &mut super::Gauges) -> Result<()> {
+    let reader = LedgerReader::open(path)?;
+    for (system, n) in counts_by_system(&reader.conn)? {
+        out.systems.entry(system).or_default().same_system_duplicates = n;
+    }
+    for (system, n) in failed_merges_by_system(&reader.conn)? {
+        out.systems.entry(system).or_default().vendor_merges_failed = n;
+    }
+    Ok(())
+}
+
 /// Persons with more than one open link, per system.
 pub(super) fn counts_by_system(conn: &Connection) -> Result<BTreeMap<String, i64>> {
     super::count_by_system(
         conn,
         "SELECT system, count(*) FROM (
-             SELECT system, lead_id FROM links INDEXED BY links_open_system_lead
+             SELECT system, lead_id FROM links
              WHERE closed_at IS NULL GROUP BY system, lead_id HAVING count(*) > 1)
          GROUP BY system",
     )
@@ -347,16 +362,19 @@ impl Ledger {
         if systems.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
+        // Finding the groups scans every open link: on a reader connection, so the writer is
+        // held only to re-check and claim the few records found.
+        let found = groups(&LedgerReader::open(&self.path)?.conn, Some(systems))?;
         self.with_tx(|tx| {
             let mut out = Vec::new();
             let until = ts(later(now, retry.lease));
-            'groups: for g in groups(tx, Some(systems))? {
+            'groups: for g in found {
                 for o in &g.others {
                     if out.len() >= limit {
                         break 'groups;
                     }
                     // A Salesforce lead and a contact cannot be merged into one another.
-                    if o.object_type != g.primary.object_type {
+                    if o.object_type != g.primary.object_type || !still_duplicate(tx, &g, o)? {
                         continue;
                     }
                     let existing = merge_of(tx, &g.system, &o.object_type, &o.remote_id)?;
@@ -448,6 +466,34 @@ impl Ledger {
         let rows = stmt.query_map([], merge_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
+}
+
+/// Whether `other` is still an open link of the group's person and the group's primary is
+/// still that person's oldest open link in the system (both may have changed since the groups
+/// were read outside the transaction).
+fn still_duplicate(
+    tx: &rusqlite::Transaction<'_>,
+    g: &DuplicateGroup,
+    other: &DuplicateLink,
+) -> Result<bool> {
+    let primary: Option<(String, String)> = tx
+        .prepare_cached(
+            "SELECT object_type, remote_id FROM links
+             WHERE lead_id = ?1 AND system = ?2 AND closed_at IS NULL ORDER BY id LIMIT 1",
+        )?
+        .query_row(params![g.lead_id, g.system], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if primary != Some((g.primary.object_type.clone(), g.primary.remote_id.clone())) {
+        return Ok(false);
+    }
+    Ok(tx
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM links WHERE system = ?1 AND object_type = ?2
+             AND remote_id = ?3 AND lead_id = ?4 AND closed_at IS NULL)",
+        )?
+        .query_row(params![g.system, other.object_type, other.remote_id, g.lead_id], |r| {
+            r.get(0)
+        })?)
 }
 
 fn task_of(m: &MergeRecord, system: &str) -> MergeTask {

@@ -683,8 +683,12 @@ impl Ledger {
     /// # Errors
     /// SQLite failures or a corrupt timestamp.
     pub fn gauges(&self) -> Result<Gauges> {
-        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
-        gauges(&conn)
+        let mut out = {
+            let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+            gauges(&conn)?
+        };
+        duplicates::fill_gauges(&self.path, &mut out)?;
+        Ok(out)
     }
 
     /// Drop processed inbox rows and webhook notices older than `before` (their effects live
@@ -834,12 +838,6 @@ fn gauges(conn: &Connection) -> Result<Gauges> {
     }
     for (system, n) in dead {
         out.systems.entry(system).or_default().dead = n;
-    }
-    for (system, n) in duplicates::counts_by_system(conn)? {
-        out.systems.entry(system).or_default().same_system_duplicates = n;
-    }
-    for (system, n) in duplicates::failed_merges_by_system(conn)? {
-        out.systems.entry(system).or_default().vendor_merges_failed = n;
     }
     Ok(out)
 }
