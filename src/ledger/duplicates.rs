@@ -208,6 +208,9 @@ fn groups(conn: &Connection, systems: Option<&[SystemName]>) -> Result<Vec<Dupli
     Ok(out)
 }
 
+/// A fuzzy link's rule and score.
+type RuleScore = (Option<String>, Option<f64>);
+
 /// The rule and score of each fuzzy link of a person in a system, by `object_type/id`, from
 /// the audit trail (the person and every person merged into it, since a link may have been
 /// made for one that was absorbed later).
@@ -215,7 +218,7 @@ fn fuzzy_links(
     conn: &Connection,
     lead_id: &str,
     system: &str,
-) -> Result<BTreeMap<String, (Option<String>, Option<f64>)>> {
+) -> Result<BTreeMap<String, RuleScore>> {
     let mut stmt = conn.prepare_cached(
         "WITH RECURSIVE fam(id) AS (
              SELECT ?1 UNION SELECT l.id FROM leads l JOIN fam f ON l.merged_into = f.id)
