@@ -198,6 +198,7 @@ pub struct App {
     webhook_stats: Mutex<Option<Arc<WebhookStats>>>,
     progress: Arc<Progress>,
     reconcile_wake: Arc<Notify>,
+    merger: crate::merger::MergerSettings,
 }
 
 impl App {
@@ -242,6 +243,7 @@ impl App {
             webhook_stats: Mutex::new(None),
             progress: Arc::new(Progress::new(&names)),
             reconcile_wake: Arc::new(Notify::new()),
+            merger: crate::merger::MergerSettings::from_settings(settings),
         })
     }
 
@@ -371,6 +373,7 @@ impl App {
             )
             .instrument(tracing::info_span!("reconciler")),
         );
+        crate::merger::spawn(&mut tasks, &self.merger, &self.systems, &self.ledger, &shutdown);
         let mut first_error = None;
         while let Some(res) = tasks.join_next().await {
             let err = match res {

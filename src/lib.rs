@@ -11,6 +11,7 @@
 //!   business calendar, SLA clocks.
 //! - `identity`: synthetic people with known duplicates, and matching-quality scores.
 //! - `ledger`: the SQLite ledger; the only module that runs SQL.
+//! - `merger`: vendor-side merges of a person's same-system duplicates (off by default).
 //! - `push`: drains the outbox to each vendor in batches, with retries and dead letters.
 //! - `engine`: wires pollers, reconciler and pushers for a set of systems.
 //! - `sim`: vendor simulators for the demo, tests and benchmarks.
@@ -29,6 +30,7 @@ pub mod domain;
 pub mod identity;
 pub mod ingest;
 pub mod ledger;
+pub mod merger;
 pub mod metrics;
 pub mod reconcile;
 pub mod retry;

@@ -56,6 +56,15 @@ pub const WEBHOOK_COMMIT_BATCH: &str = "leadsync_webhook_commit_batch_events";
 /// Gauge: webhook events received but not yet reconciled, from the ledger at scrape time.
 /// Labels: connector.
 pub const WEBHOOK_EVENTS_PENDING: &str = "leadsync_webhook_events_pending";
+/// Gauge: persons with more than one open record in one system (two HubSpot contacts of one
+/// person), from the ledger at scrape time; `leadsync duplicates` lists them. Labels: connector.
+pub const SAME_SYSTEM_DUPLICATES: &str = "leadsync_same_system_duplicate_persons";
+/// Gauge: vendor-side merges (`identity.merge_at_vendor`) that failed for good and wait for an
+/// operator, from the ledger at scrape time. Labels: connector.
+pub const VENDOR_MERGES_FAILED: &str = "leadsync_vendor_merges_failed_records";
+/// Counter: vendor-side merge attempts, per outcome ([`OUTCOME_OK`], [`OUTCOME_RETRY`],
+/// [`OUTCOME_REJECTED`]). Labels: connector, outcome.
+pub const VENDOR_MERGES: &str = "leadsync_vendor_merges_total";
 
 /// Every metric name, for tests and docs.
 pub const ALL: &[&str] = &[
@@ -73,6 +82,9 @@ pub const ALL: &[&str] = &[
     WEBHOOK_ACK_DURATION,
     WEBHOOK_COMMIT_BATCH,
     WEBHOOK_EVENTS_PENDING,
+    SAME_SYSTEM_DUPLICATES,
+    VENDOR_MERGES_FAILED,
+    VENDOR_MERGES,
 ];
 
 /// Label: the configured system name (`crm`, `marketing`), bounded by the config.
@@ -197,6 +209,13 @@ fn describe() {
     describe_histogram!(WEBHOOK_ACK_DURATION, Unit::Seconds, "Webhook request to acknowledgement");
     describe_histogram!(WEBHOOK_COMMIT_BATCH, Unit::Count, "Events per webhook group commit");
     describe_gauge!(WEBHOOK_EVENTS_PENDING, Unit::Count, "Webhook events not reconciled yet");
+    describe_gauge!(
+        SAME_SYSTEM_DUPLICATES,
+        Unit::Count,
+        "Persons with more than one open record in one system"
+    );
+    describe_gauge!(VENDOR_MERGES_FAILED, Unit::Count, "Vendor-side merges that failed for good");
+    describe_counter!(VENDOR_MERGES, Unit::Count, "Vendor-side merge attempts, by outcome");
 }
 
 /// One gauge value with its labels, as a readiness source reports it at scrape time.
@@ -228,7 +247,7 @@ impl GaugeSample {
 /// The queue and last-poll gauges of every system, from the ledger's counts.
 #[allow(clippy::cast_precision_loss, reason = "counts far below 2^53")]
 pub fn ledger_gauges(g: &Gauges) -> Vec<GaugeSample> {
-    let mut out = Vec::with_capacity(g.systems.len() * 4);
+    let mut out = Vec::with_capacity(g.systems.len() * 7);
     for (system, s) in &g.systems {
         out.push(GaugeSample::for_connector(INBOX_PENDING, system, s.inbox_pending as f64));
         out.push(GaugeSample::for_connector(OUTBOX_PENDING, system, s.outbox_pending as f64));
@@ -236,6 +255,16 @@ pub fn ledger_gauges(g: &Gauges) -> Vec<GaugeSample> {
         out.push(GaugeSample::webhook_events_pending(
             system,
             u64::try_from(s.notices_pending).unwrap_or(0),
+        ));
+        out.push(GaugeSample::for_connector(
+            SAME_SYSTEM_DUPLICATES,
+            system,
+            s.same_system_duplicates as f64,
+        ));
+        out.push(GaugeSample::for_connector(
+            VENDOR_MERGES_FAILED,
+            system,
+            s.vendor_merges_failed as f64,
         ));
         if let Some(at) = s.last_poll_ok_at {
             out.push(GaugeSample::for_connector(LAST_POLL_SUCCESS, system, at.timestamp() as f64));
@@ -274,6 +303,12 @@ pub fn publish_api_calls(connector: &str, counts: &ApiCallCounts) {
     if let Some(remaining) = counts.rate_limit_remaining {
         rate_limit_remaining(connector, remaining);
     }
+}
+
+/// One vendor-side merge attempt ended with `outcome` (an `OUTCOME_*` value).
+pub fn vendor_merge(connector: &str, outcome: &'static str) {
+    metrics::counter!(VENDOR_MERGES, CONNECTOR => connector.to_string(), OUTCOME => outcome)
+        .increment(1);
 }
 
 /// One push batch took `elapsed`.
@@ -325,8 +360,14 @@ mod tests {
                 "{name}: lowercase snake case only"
             );
         }
-        for counter in [EVENTS_RECEIVED, EVENTS_REJECTED, API_CALLS, RECORDS_POLLED, RECORDS_PUSHED]
-        {
+        for counter in [
+            EVENTS_RECEIVED,
+            EVENTS_REJECTED,
+            API_CALLS,
+            RECORDS_POLLED,
+            RECORDS_PUSHED,
+            VENDOR_MERGES,
+        ] {
             assert!(counter.ends_with("_total"), "{counter}");
         }
         let mut sorted = ALL.to_vec();
@@ -414,11 +455,16 @@ mod tests {
                 dead: 3,
                 last_poll_ok_at: Some(at),
                 notices_pending: 0,
+                same_system_duplicates: 2,
+                vendor_merges_failed: 1,
             },
         );
         g.systems.insert("mkt".into(), SystemGauges::default());
         let s = ledger_gauges(&g);
-        assert_eq!(s.len(), 9, "no last-poll gauge for a system never polled");
+        assert_eq!(s.len(), 13, "no last-poll gauge for a system never polled");
+        assert!(s.contains(&GaugeSample::for_connector(SAME_SYSTEM_DUPLICATES, "crm", 2.0)));
+        assert!(s.contains(&GaugeSample::for_connector(VENDOR_MERGES_FAILED, "crm", 1.0)));
+        assert!(s.contains(&GaugeSample::for_connector(SAME_SYSTEM_DUPLICATES, "mkt", 0.0)));
         assert!(s.contains(&GaugeSample::for_connector(DEAD_RECORDS, "crm", 3.0)));
         assert!(s.contains(&GaugeSample::for_connector(LAST_POLL_SUCCESS, "crm", 1.7e9)));
         assert!(s.contains(&GaugeSample::for_connector(OUTBOX_PENDING, "mkt", 0.0)));

@@ -54,10 +54,18 @@ struct SettingsRaw {
     contract: Option<ContractRaw>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct IdentityRaw {
     recreate_deleted: bool,
+    merge_at_vendor: Vec<String>,
+    merge_every_secs: u64,
+}
+
+impl Default for IdentityRaw {
+    fn default() -> Self {
+        IdentityRaw { recreate_deleted: false, merge_at_vendor: Vec::new(), merge_every_secs: 60 }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,13 +228,30 @@ pub struct SystemSettings {
 }
 
 /// How people are told apart and how their fields are resolved.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct IdentitySettings {
     /// Rules that differ from each field's default.
     pub field_rules: BTreeMap<Field, FieldRule>,
     /// Create a person again in a system where their record was deleted.
     pub recreate_deleted: bool,
     pub matcher: Matcher,
+    /// Systems where a person's several records are merged at the vendor into the primary
+    /// one (empty by default: link and report only). Only systems whose API can merge.
+    pub merge_at_vendor: Vec<SystemName>,
+    /// How often the merger looks for records to merge.
+    pub merge_every: Duration,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        IdentitySettings {
+            field_rules: BTreeMap::new(),
+            recreate_deleted: false,
+            matcher: Matcher::default(),
+            merge_at_vendor: Vec::new(),
+            merge_every: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Validated settings.
@@ -399,6 +424,10 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
         Some(c) => Some(c.validate("contract")?),
         None => None,
     };
+    let merge_at_vendor = merge_at_vendor(&raw.identity.merge_at_vendor, &systems)?;
+    if raw.identity.merge_every_secs == 0 {
+        return Err(KeyError::new("identity.merge_every_secs", "must be at least 1").into());
+    }
     Ok(Settings {
         contract,
         ledger_path: raw.ledger.path,
@@ -418,8 +447,56 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
             field_rules,
             recreate_deleted: raw.identity.recreate_deleted,
             matcher: Matcher::from_raw(&raw.matching, "matching")?,
+            merge_at_vendor,
+            merge_every: Duration::from_secs(raw.identity.merge_every_secs),
         },
     })
+}
+
+/// `identity.merge_at_vendor`: each entry names a system, or a connector kind meaning every
+/// system of that kind (when no system has that name). Only vendors whose API can merge
+/// records are accepted.
+fn merge_at_vendor(
+    names: &[String],
+    systems: &[SystemSettings],
+) -> Result<Vec<SystemName>, KeyError> {
+    const KEY: &str = "identity.merge_at_vendor";
+    let mut out: Vec<SystemName> = Vec::new();
+    for name in names {
+        let chosen: Vec<&SystemSettings> = match systems.iter().find(|s| s.name.as_str() == name) {
+            Some(s) => vec![s],
+            None => systems.iter().filter(|s| s.kind.to_string() == *name).collect(),
+        };
+        if chosen.is_empty() {
+            let known: Vec<&str> = systems.iter().map(|s| s.name.as_str()).collect();
+            return Err(KeyError::new(
+                KEY,
+                format!(
+                    "no system is named {name:?} (systems: {}; a kind such as \"hubspot\" \
+                     names every system of that kind)",
+                    known.join(", ")
+                ),
+            ));
+        }
+        for s in chosen {
+            if s.kind == ConnectorKind::Salesforce {
+                return Err(KeyError::new(
+                    KEY,
+                    format!(
+                        "system {:?} is Salesforce, whose REST API cannot merge records (only \
+                         the SOAP API's merge() can, which leadsync does not speak); merge \
+                         Salesforce duplicates in Salesforce, and use `leadsync duplicates` to \
+                         list them",
+                        s.name.as_str()
+                    ),
+                ));
+            }
+            if !out.contains(&s.name) {
+                out.push(s.name.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn take_str(

@@ -12,6 +12,7 @@ mod bench_webhooks;
 mod check;
 mod dedupe;
 mod demo;
+mod duplicates;
 mod review;
 mod serve;
 mod sim;
@@ -80,6 +81,9 @@ pub enum Command {
     },
     /// The review queue: possible duplicates and parked field conflicts.
     Review(review::ReviewArgs),
+    /// Persons with more than one record in one system: how each was linked, since when, and
+    /// what vendor-side merging (identity.merge_at_vendor) does or would do with them.
+    Duplicates(duplicates::DuplicatesArgs),
     /// Run a vendor simulator standalone.
     Sim(sim::SimArgs),
     /// Simulated Salesforce and HubSpot, a real ledger, real sync, and a summary.
@@ -101,6 +105,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> ExitCode {
         Command::Status { config, json } => status::run(&config, &env, json),
         Command::Trace { config, query, json } => trace::run(&config, &env, &query, json),
         Command::Review(args) => review::run(args, &env),
+        Command::Duplicates(args) => duplicates::run(&args, &env),
         Command::Sim(args) => sim::run(args, &env).await,
         Command::Demo(args) => demo::run(args, &env).await,
         Command::Bench(args) => bench::run(args, &env).await,

@@ -25,8 +25,16 @@ pub fn run(config: &Path, env: &HashMap<String, String>, json: bool) -> u8 {
             return exit::IOERR;
         }
     };
+    // Ledgers not yet migrated by a daemon lack these tables: the rest of the status stands.
+    let duplicates = reader.duplicate_counts().unwrap_or_default();
+    let merges = reader.vendor_merge_counts().unwrap_or_default();
     if json {
-        let v = serde_json::json!({ "persons": totals.persons, "systems": status });
+        let v = serde_json::json!({
+            "persons": totals.persons,
+            "systems": status,
+            "same_system_duplicates": duplicates,
+            "vendor_merges": merges,
+        });
         println!("{v:#}");
         return exit::OK;
     }
@@ -43,6 +51,19 @@ pub fn run(config: &Path, env: &HashMap<String, String>, json: bool) -> u8 {
             "  webhook notices:  {} received, {} pending",
             s.notices_received, s.notices_pending
         );
+        println!(
+            "  same-system dups: {} persons (leadsync duplicates)",
+            duplicates.get(&s.system).copied().unwrap_or(0)
+        );
+        if let Some(m) = merges.get(&s.system) {
+            let n = |state: &str| m.get(state).copied().unwrap_or(0);
+            println!(
+                "  vendor merges:    {} done, {} pending, {} failed",
+                n("done"),
+                n("pending"),
+                n("failed")
+            );
+        }
         match (&s.last_error, &s.last_error_at) {
             (Some(e), Some(at)) => println!("  last error:       {at}: {e}"),
             _ => println!("  last error:       none"),

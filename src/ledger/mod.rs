@@ -8,12 +8,16 @@
 //! One writer: the `Ledger` owns one connection behind a mutex, and callers run its methods on
 //! a blocking thread. Readers (`leadsync status`) open their own read-only connection.
 
+mod duplicates;
 mod identity;
 mod notices;
 mod review;
 pub mod schema;
 mod trace;
 
+pub use duplicates::{
+    DuplicateGroup, DuplicateLink, MergeOutcome, MergeRecord, MergeRetry, MergeTask,
+};
 pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
 pub use trace::{Trace, TraceEvent, TraceField, TraceLink};
@@ -688,8 +692,12 @@ impl Ledger {
     /// # Errors
     /// SQLite failures or a corrupt timestamp.
     pub fn gauges(&self) -> Result<Gauges> {
-        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
-        gauges(&conn)
+        let mut out = {
+            let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+            gauges(&conn)?
+        };
+        duplicates::fill_gauges(&self.path, &mut out)?;
+        Ok(out)
     }
 
     /// Drop processed inbox rows and webhook notices older than `before` (their effects live
@@ -778,6 +786,10 @@ pub struct SystemGauges {
     pub last_poll_ok_at: Option<DateTime<Utc>>,
     /// Webhook notices stored (acknowledged) and not turned into inbox changes yet.
     pub notices_pending: i64,
+    /// Persons with more than one open record in this system.
+    pub same_system_duplicates: i64,
+    /// Vendor-side merges that failed for good (`identity.merge_at_vendor`).
+    pub vendor_merges_failed: i64,
 }
 
 /// Gauges per system: every registered system, plus any system that still has rows.

@@ -201,6 +201,32 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX tombstones_lead ON tombstones(lead_id, system);
     "#,
+    // 5: vendor-side merges of a person's same-system duplicates (`identity.merge_at_vendor`):
+    // one row per record merged away, so that a merge is asked for once (or retried with
+    // backoff after a transient failure) and never in a loop. An index to find persons with
+    // several open links in one system, and one to follow merged persons back to their
+    // absorbed ids (for the duplicates report's link reasons).
+    r#"
+    CREATE TABLE vendor_merges (
+        id INTEGER PRIMARY KEY,
+        lead_id TEXT NOT NULL,
+        system TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        primary_id TEXT NOT NULL,      -- the record that survives (the person's primary)
+        loser_id TEXT NOT NULL,        -- the record merged into it
+        state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL, -- pending: when it may be tried (again)
+        error_code TEXT,
+        answer TEXT,                   -- the vendor's answer, without personal data
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (system, object_type, loser_id)
+    ) STRICT;
+    CREATE INDEX vendor_merges_lead ON vendor_merges(lead_id);
+    CREATE INDEX links_open_system_lead ON links(system, lead_id) WHERE closed_at IS NULL;
+    CREATE INDEX leads_merged_into ON leads(merged_into) WHERE merged_into IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

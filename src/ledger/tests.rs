@@ -212,7 +212,8 @@ fn gauges_count_pending_inbox_outbox_and_dead_per_system() {
             outbox_pending: 1,
             dead: 1,
             last_poll_ok_at: None,
-            notices_pending: 0
+            notices_pending: 0,
+            ..SystemGauges::default()
         }
     );
 }

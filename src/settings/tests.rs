@@ -211,3 +211,29 @@ fn contract_errors_name_their_key() {
     let err = Settings::load(Source::Inline(&bad), &example_env(&[])).expect_err("invalid rule");
     assert!(err.to_string().starts_with("contract.qualification.mql.all[0]: "), "{err}");
 }
+
+#[test]
+fn merge_at_vendor_is_off_by_default_takes_names_or_kinds_and_refuses_salesforce() {
+    let e = example_env(&[]);
+    let s = Settings::load(Source::Inline(&example()), &e).expect("valid");
+    assert!(s.identity.merge_at_vendor.is_empty(), "off by default");
+    assert_eq!(s.identity.merge_every, Duration::from_secs(60));
+    let with =
+        |v: &str| example().replace("merge_at_vendor = []", &format!("merge_at_vendor = {v}"));
+    for v in ["[\"marketing\"]", "[\"hubspot\"]", "[\"hubspot\", \"marketing\"]"] {
+        let s = Settings::load(Source::Inline(&with(v)), &e).expect(v);
+        assert_eq!(s.identity.merge_at_vendor, [SystemName("marketing".into())], "{v}");
+    }
+    for v in ["[\"crm\"]", "[\"salesforce\"]", "[\"erp\"]"] {
+        let r = Settings::load(Source::Inline(&with(v)), &e);
+        let Err(SettingsError::Key(k)) = r else { panic!("{v} must be refused") };
+        assert_eq!(k.key, "identity.merge_at_vendor", "{v}");
+        if v.contains("erp") {
+            assert!(k.problem.contains("no system is named \"erp\""), "{}", k.problem);
+        } else {
+            assert!(k.problem.contains("REST API cannot merge"), "{}", k.problem);
+        }
+    }
+    let zero = example().replace("merge_every_secs = 60", "merge_every_secs = 0");
+    assert_eq!(key_of(Settings::load(Source::Inline(&zero), &e)), "identity.merge_every_secs");
+}

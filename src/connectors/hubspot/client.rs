@@ -230,6 +230,18 @@ impl Client {
         &self.version
     }
 
+    /// `POST /crm/{v}/objects/contacts/merge`: the surviving contact (200).
+    pub(super) async fn merge(
+        &self,
+        req: &wire::MergeRequest,
+    ) -> Result<wire::Contact, ConnectorError> {
+        let url = self.contacts_url(&["merge"]);
+        let (_, body) = self
+            .call(Method::POST, url, Some(to_body(req)?), Call::Write, Lane::Standard, "merge")
+            .await?;
+        Ok(body)
+    }
+
     /// `GET /crm/{v}/objects/contacts?limit=1`: authenticates and reads one record.
     pub(super) async fn healthcheck(&self) -> Result<(), ConnectorError> {
         let mut url = self.contacts_url(&[]);

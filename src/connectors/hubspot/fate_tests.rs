@@ -218,3 +218,21 @@ fn sweep_config_defaults_to_120_and_zero_is_off() {
         0
     );
 }
+
+#[tokio::test]
+async fn merge_contacts_merges_once_and_a_repeat_after_success_is_not_an_error() {
+    let sim = sim().await;
+    let primary = contact(&sim, "p@example.test", &[]);
+    let loser = contact(&sim, "l@example.test", &[("jobtitle", "CTO")]);
+    let c = connector(&sim, 0);
+    assert_eq!(c.merge_contacts(&primary, &loser).await.expect("merge"), primary);
+    assert_eq!(sim.all().len(), 1, "one contact left");
+    assert_eq!(sim.get(&primary).expect("primary")["jobtitle"].as_deref(), Some("CTO"));
+    // As if the first call's answer had been lost and the call retried: HubSpot refuses
+    // (the loser resolves to the primary), and the connector reads that it is done.
+    assert_eq!(c.merge_contacts(&primary, &loser).await.expect("already merged"), primary);
+    // An unknown id is a refusal, not something to retry.
+    let err = c.merge_contacts(&primary, "987654").await.expect_err("unknown id");
+    assert!(matches!(err, ConnectorError::Rejected { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+}

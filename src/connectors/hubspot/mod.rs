@@ -92,6 +92,42 @@ impl HubspotConnector {
     pub fn field_map(&self) -> &FieldMap {
         &self.inner.cfg.map
     }
+
+    /// Merge contact `loser` into `primary` (`POST /crm/v3/objects/contacts/merge`) and return
+    /// the surviving contact's id (HubSpot may give the result a new id).
+    ///
+    /// The call is retried inside the client on transient failures, and a retry whose first
+    /// try went through is refused (the loser now resolves to the primary: "cannot merge a
+    /// contact with itself"). So a refusal is checked by reading the loser: merged into
+    /// `primary` already means done.
+    ///
+    /// # Errors
+    /// The connector's usual classes: `Rejected` (4xx: unknown id, validation) is final,
+    /// `Transient`/`RateLimited` may pass.
+    pub async fn merge_contacts(
+        &self,
+        primary: &str,
+        loser: &str,
+    ) -> Result<String, ConnectorError> {
+        let req = wire::MergeRequest {
+            primary_object_id: primary.to_string(),
+            object_id_to_merge: loser.to_string(),
+        };
+        match self.inner.client.merge(&req).await {
+            Ok(survivor) => Ok(survivor.id),
+            Err(refused @ ConnectorError::Rejected { .. }) => {
+                let id = RemoteId { object_type: OBJECT_TYPE.into(), id: loser.to_string() };
+                let already = self.fetch(std::slice::from_ref(&id)).await.is_ok_and(|changes| {
+                    changes.iter().any(|c| {
+                        c.remote.id == loser
+                            && c.fate == RecordFate::MergedInto { survivor: primary.to_string() }
+                    })
+                });
+                if already { Ok(primary.to_string()) } else { Err(refused) }
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 type WriteResult<'a> =

@@ -93,6 +93,15 @@ pub(super) struct BatchEmailsRequest {
     pub inputs: Vec<String>,
 }
 
+/// `POST /crm/v3/objects/contacts/merge` (api-facts §1.2): `objectIdToMerge` is merged into
+/// `primaryObjectId`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct MergeRequest {
+    pub primary_object_id: String,
+    pub object_id_to_merge: String,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Responses
 

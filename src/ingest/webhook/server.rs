@@ -396,6 +396,11 @@ fn ms_to_time(ms: i64) -> DateTime<Utc> {
 
 /// HubSpot events about contacts as notices. Events about other objects are acknowledged and
 /// dropped: leadsync syncs contacts only.
+///
+/// A `contact.privacyDeletion` (GDPR delete) carries its own state, a `Deleted` fate: the
+/// contact is erased, so a fetch finds nothing (not even in the archive), and a notice left to
+/// a fetch would end "not found" with the link still open. This is HubSpot's own word that the
+/// record is gone, not a delete inferred from absence.
 pub fn hubspot_notices(events: &[HubspotEvent]) -> Vec<Notice> {
     let mut out = Vec::with_capacity(events.len());
     for e in events {
@@ -426,13 +431,23 @@ pub fn hubspot_notices(events: &[HubspotEvent]) -> Vec<Notice> {
         } else {
             (e.object_id, Vec::new())
         };
+        let remote = RemoteId { object_type: "contact".into(), id: id.to_string() };
+        let occurred_at = ms_to_time(e.occurred_at);
+        let snapshot = (action == "privacyDeletion").then(|| Change {
+            remote: remote.clone(),
+            fields: crate::domain::Fields::new(),
+            ledger_key: None,
+            modified_at: occurred_at,
+            fetched_at: occurred_at,
+            fate: crate::domain::RecordFate::Deleted,
+        });
         out.push(Notice {
             dedupe_key: e.dedupe_key(),
-            remote: RemoteId { object_type: "contact".into(), id: id.to_string() },
+            remote,
             kind,
-            occurred_at: ms_to_time(e.occurred_at),
+            occurred_at,
             related,
-            snapshot: None,
+            snapshot,
         });
     }
     out

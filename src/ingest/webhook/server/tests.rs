@@ -264,6 +264,14 @@ fn hubspot_events_become_contact_notices() {
     assert_eq!(notices[1].related, ["12", "13", "11"]);
     assert_eq!(notices[2].kind, NoticeKind::Deleted);
     assert_eq!(notices[2].dedupe_key, "hubspot:9:4");
+    // An erased contact cannot be fetched: the notice carries its fate itself.
+    let erased = notices[2].snapshot.as_ref().expect("a privacy deletion carries its state");
+    assert_eq!(erased.fate, crate::domain::RecordFate::Deleted);
+    assert_eq!(erased.remote.id, "15");
+    assert!(erased.fields.is_empty());
+    assert_eq!(erased.modified_at, notices[2].occurred_at);
+    // Other events are fetched.
+    assert!(notices[0].snapshot.is_none() && notices[1].snapshot.is_none());
 }
 
 proptest! {

@@ -1,0 +1,220 @@
+//! Several records of one person in one system: reported by `leadsync duplicates`, merged at
+//! HubSpot when `identity.merge_at_vendor` says so (once, the merge flowing back through
+//! ingest); and a HubSpot GDPR delete that closes the link for good.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leadsync::app::App;
+use leadsync::settings::{DEMO_TOML, Source};
+use leadsync::shutdown::{self, Trigger};
+use leadsync::sim::harness::{Harness, wait_converged, wait_quiet};
+use leadsync::sim::hubspot::HubspotSimOptions;
+use leadsync::sim::salesforce::SalesforceSimOptions;
+
+use crate::helpers::{fast_env, start_harness_with};
+
+type Engine = (Arc<App>, Trigger, tokio::task::JoinHandle<anyhow::Result<()>>);
+
+async fn engine(h: &Harness, toml: &str, ledger: &Path, env: &HashMap<String, String>) -> Engine {
+    let settings = h.settings(Source::Inline(toml), ledger, env).expect("settings");
+    let app = Arc::new(App::build(&settings).expect("app builds"));
+    if let Some(addr) = app.bind_webhooks().await.expect("bind") {
+        h.point_webhooks_at(addr);
+    }
+    let (trigger, shutdown) = shutdown::channel();
+    let a = Arc::clone(&app);
+    let task = tokio::spawn(async move { a.run_until_stopped(shutdown).await });
+    (app, trigger, task)
+}
+
+async fn stop((_, trigger, task): Engine) {
+    trigger.trigger();
+    task.await.expect("engine task").expect("engine stops cleanly");
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn jane(email: &str) -> BTreeMap<String, String> {
+    [
+        ("email", email),
+        ("firstname", "Jane"),
+        ("lastname", "Doe"),
+        ("phone", "+1 415 555 0100"),
+        ("company", "Acme"),
+        ("lifecyclestage", "lead"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn open_marketing_links(app: &App) -> Vec<String> {
+    app.ledger()
+        .snapshot()
+        .expect("snapshot")
+        .into_iter()
+        .flat_map(|p| p.links)
+        .filter(|(s, _)| s == "marketing")
+        .map(|(_, r)| r.id)
+        .collect()
+}
+
+/// `leadsync duplicates --json` through the real binary.
+fn duplicates_cli(dir: &Path, toml: &str, env: &HashMap<String, String>) -> serde_json::Value {
+    let config = dir.join("leadsync.toml");
+    std::fs::write(&config, toml).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(["duplicates", "--json", "--config"])
+        .arg(&config)
+        .env_clear()
+        .envs(env)
+        .output()
+        .expect("run leadsync duplicates");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubspot_contacts_of_one_person_are_reported_then_merged_at_hubspot_once() {
+    let h = start_harness_with(&[], SalesforceSimOptions::default(), HubspotSimOptions::default())
+        .await;
+    let first = h.hubspot.insert(jane("jane.doe@acme.test")).expect("insert");
+    let second = h.hubspot.insert(jane("jane.doe@home.test")).expect("insert");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger.db");
+    let mut env = h.env(&ledger);
+    env.extend(fast_env());
+
+    // Merging off (the default): linked to one person, reported, nothing merged.
+    let e = engine(&h, DEMO_TOML, &ledger, &env).await;
+    assert!(wait_converged(&e.0, Duration::from_secs(60)).await, "first sync");
+    let mut links = open_marketing_links(&e.0);
+    links.sort();
+    let mut both = vec![first.clone(), second.clone()];
+    both.sort();
+    assert_eq!(links, both, "both contacts linked");
+    let groups = e.0.ledger().duplicates(None).expect("report");
+    assert_eq!(groups.len(), 1, "{groups:#?}");
+    let primary = groups[0].primary.remote_id.clone();
+    let loser = groups[0].others[0].remote_id.clone();
+    assert!(groups[0].others[0].reason.starts_with("matched_rule:"), "{groups:#?}");
+    stop(e).await;
+    let report = duplicates_cli(dir.path(), DEMO_TOML, &env);
+    assert_eq!(report["merge_at_vendor"], serde_json::json!([]));
+    let g = &report["duplicates"][0];
+    assert_eq!(g["system"], "marketing");
+    assert_eq!(g["primary"]["remote_id"], primary.as_str());
+    let other = &g["others"][0];
+    assert_eq!(other["remote_id"], loser.as_str());
+    assert_eq!(other["plan"]["action"], "would_merge", "{report:#}");
+    assert!(other["score"].as_f64().is_some_and(|s| s >= 0.92), "{report:#}");
+    assert_eq!(h.hubspot.all().len(), 2, "nothing merged while the option is off");
+
+    // Merging on: the other contact is merged into the primary at HubSpot; the merge comes
+    // back through the poll and closes its link.
+    let toml = format!(
+        "{DEMO_TOML}\n[identity]\nmerge_at_vendor = [\"marketing\"]\nmerge_every_secs = 1\n"
+    );
+    assert_eq!(
+        duplicates_cli(dir.path(), &toml, &env)["duplicates"][0]["others"][0]["plan"]["action"],
+        "will_merge"
+    );
+    let e = engine(&h, &toml, &ledger, &env).await;
+    wait_for("the merge to reach HubSpot and come back", Duration::from_secs(60), || {
+        h.hubspot.all().len() == 1 && open_marketing_links(&e.0) == [primary.clone()]
+    })
+    .await;
+    assert!(wait_converged(&e.0, Duration::from_secs(60)).await, "quiet after the merge");
+    let left = h.hubspot.all();
+    assert_eq!(left[0].0, primary, "the primary survives");
+    assert!(e.0.ledger().duplicates(None).expect("report").is_empty());
+    let merges = e.0.ledger().vendor_merges().expect("merges");
+    assert_eq!(merges.len(), 1);
+    assert_eq!((merges[0].state.as_str(), merges[0].attempts), ("done", 1));
+    assert_eq!(
+        (merges[0].primary_id.as_str(), merges[0].loser_id.as_str()),
+        (primary.as_str(), loser.as_str())
+    );
+    // Several more merge rounds: nothing is asked again.
+    let writes = h.hubspot.stats().api_writes;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(e.0.ledger().vendor_merges().expect("merges"), merges, "no merge retried");
+    assert_eq!(h.hubspot.stats().api_writes, writes, "no write at all once quiet");
+    let trace = leadsync::ledger::LedgerReader::open(&ledger)
+        .expect("reader")
+        .trace(&format!("marketing:{primary}"))
+        .expect("trace")
+        .expect("person");
+    assert!(trace.events.iter().any(|ev| ev.kind == "vendor_merge"), "the merge is in the trace");
+    assert!(
+        trace
+            .links
+            .iter()
+            .any(|l| l.remote_id == loser && l.closed_reason.as_deref() == Some("merged")),
+        "{:#?}",
+        trace.links
+    );
+    stop(e).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_gdpr_delete_closes_the_link_for_good() {
+    let h = start_harness_with(&[], SalesforceSimOptions::default(), HubspotSimOptions::default())
+        .await;
+    let mut props = jane("erase.me@acme.test");
+    props.insert("lifecyclestage".into(), "marketingqualifiedlead".into());
+    let id = h.hubspot.insert(props).expect("insert");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger.db");
+    let mut env = h.env(&ledger);
+    env.extend(fast_env());
+    // Webhooks only (the safety-net poll is an hour away): an erased contact is in no search
+    // and no archive, so only HubSpot's privacyDeletion event can tell.
+    env.extend(h.webhook_env(3600));
+    let e = engine(&h, DEMO_TOML, &ledger, &env).await;
+    wait_for("the person in both systems", Duration::from_secs(60), || {
+        let snap = e.0.ledger().snapshot().expect("snapshot");
+        snap.len() == 1 && snap[0].links.len() == 2
+    })
+    .await;
+    assert!(wait_quiet(&e.0, Duration::from_secs(30)).await, "quiet after the first sync");
+    let lead_id = h.salesforce.all("Lead")[0]["Id"].as_str().expect("lead id").to_string();
+
+    assert!(h.hubspot.gdpr_delete(&id));
+    wait_for("the link to close", Duration::from_secs(30), || {
+        open_marketing_links(&e.0).is_empty()
+    })
+    .await;
+    // The person changes in Salesforce: HubSpot is not given the erased person back.
+    let mut edit = serde_json::Map::new();
+    edit.insert("Title".into(), serde_json::json!("VP Erasure"));
+    h.salesforce.ui_update("Lead", &lead_id, edit).expect("edit the lead");
+    wait_for("the edit in the ledger", Duration::from_secs(30), || {
+        let snap = e.0.ledger().snapshot().expect("snapshot");
+        snap[0].fields.get(&leadsync::domain::Field::Title).map(String::as_str)
+            == Some("VP Erasure")
+    })
+    .await;
+    assert!(wait_quiet(&e.0, Duration::from_secs(30)).await, "quiet after the edit");
+    assert_eq!(e.0.ledger().snapshot().expect("snapshot").len(), 1);
+    assert!(open_marketing_links(&e.0).is_empty());
+    assert!(h.hubspot.all().is_empty(), "not recreated");
+    assert_eq!(h.hubspot.stats().records_created, 0);
+    let trace = leadsync::ledger::LedgerReader::open(&ledger)
+        .expect("reader")
+        .trace(&format!("marketing:{id}"))
+        .expect("trace")
+        .expect("person");
+    let link = trace.links.iter().find(|l| l.remote_id == id).expect("the link");
+    assert_eq!(link.closed_reason.as_deref(), Some("deleted"));
+    stop(e).await;
+}
