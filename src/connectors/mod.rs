@@ -4,6 +4,8 @@
 //! [`PushRecord`]s with per-record outcomes. Errors say what the caller does next.
 //! Only a connector's `wire.rs` knows vendor JSON.
 
+pub mod consent;
+pub mod erase;
 pub mod field_map;
 pub mod http;
 pub mod hubspot;

@@ -23,6 +23,7 @@
 
 mod client;
 pub mod config;
+mod erase;
 #[cfg(test)]
 mod fate_tests;
 mod mapping;

@@ -29,6 +29,7 @@
 mod client;
 mod config;
 mod cursor;
+mod erase;
 #[cfg(test)]
 mod fate_tests;
 mod mapping;
