@@ -57,6 +57,10 @@ pub const WEBHOOK_COMMIT_BATCH: &str = "leadsync_webhook_commit_batch_events";
 /// Labels: connector.
 pub const WEBHOOK_EVENTS_PENDING: &str = "leadsync_webhook_events_pending";
 
+/// Counter: changes and webhook notices dropped because they are about an erased person.
+/// Labels: connector.
+pub const ERASED_CHANGES_DROPPED: &str = "leadsync_erased_changes_dropped_total";
+
 /// Every metric name, for tests and docs.
 pub const ALL: &[&str] = &[
     EVENTS_RECEIVED,
@@ -73,6 +77,7 @@ pub const ALL: &[&str] = &[
     WEBHOOK_ACK_DURATION,
     WEBHOOK_COMMIT_BATCH,
     WEBHOOK_EVENTS_PENDING,
+    ERASED_CHANGES_DROPPED,
 ];
 
 /// Label: the configured system name (`crm`, `marketing`), bounded by the config.
@@ -197,6 +202,7 @@ fn describe() {
     describe_histogram!(WEBHOOK_ACK_DURATION, Unit::Seconds, "Webhook request to acknowledgement");
     describe_histogram!(WEBHOOK_COMMIT_BATCH, Unit::Count, "Events per webhook group commit");
     describe_gauge!(WEBHOOK_EVENTS_PENDING, Unit::Count, "Webhook events not reconciled yet");
+    describe_counter!(ERASED_CHANGES_DROPPED, Unit::Count, "Changes of erased persons dropped");
 }
 
 /// One gauge value with its labels, as a readiness source reports it at scrape time.
@@ -242,6 +248,11 @@ pub fn ledger_gauges(g: &Gauges) -> Vec<GaugeSample> {
         }
     }
     out
+}
+
+/// A change or notice about an erased person was dropped.
+pub fn erased_change_dropped(connector: &str) {
+    metrics::counter!(ERASED_CHANGES_DROPPED, CONNECTOR => connector.to_string()).increment(1);
 }
 
 /// `n` events were accepted (stored for the first time).
