@@ -871,11 +871,13 @@ async fn push_group(
     records.retain(|r| refused.iter().all(|o| o.outbox_id() != r.outbox_id));
     tracing::debug!(records = records.len(), "pushing");
     let t0 = Instant::now();
-    let result = if records.is_empty() { Ok(Vec::new()) } else { sys.connector.push(&records).await }
-        .map(|mut outcomes| {
-            outcomes.extend(refused);
-            outcomes
-        });
+    let result =
+        if records.is_empty() { Ok(Vec::new()) } else { sys.connector.push(&records).await }.map(
+            |mut outcomes| {
+                outcomes.extend(refused);
+                outcomes
+            },
+        );
     crate::metrics::push_duration(name.as_str(), t0.elapsed());
     let r = Arc::clone(rules);
     match result {

@@ -169,12 +169,8 @@ pub async fn erase_person(
 
     // 3. Delete every record found or linked.
     for ((name, kind, connector), report) in systems.iter().zip(reports.iter_mut()) {
-        let ids: Vec<RemoteId> = erasure
-            .to_delete
-            .iter()
-            .filter(|(s, _)| s == name)
-            .map(|(_, r)| r.clone())
-            .collect();
+        let ids: Vec<RemoteId> =
+            erasure.to_delete.iter().filter(|(s, _)| s == name).map(|(_, r)| r.clone()).collect();
         if ids.is_empty() {
             continue;
         }
@@ -237,7 +233,9 @@ pub async fn run(args: EraseArgs, env: &HashMap<String, String>) -> u8 {
     }
     if !args.yes {
         if !std::io::stdin().is_terminal() {
-            eprintln!("leadsync: erase: refusing to erase without --yes when stdin is not a terminal");
+            eprintln!(
+                "leadsync: erase: refusing to erase without --yes when stdin is not a terminal"
+            );
             return USAGE;
         }
         let names: Vec<String> = settings.systems.iter().map(|s| s.name.to_string()).collect();

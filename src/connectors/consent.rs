@@ -86,8 +86,8 @@ mod tests {
     #[test]
     fn another_field_on_the_opt_out_property_is_a_settings_error() {
         let bad = map(&[("email", "Email"), ("lead_source", "hasoptedoutofemail")]);
-        let err = check_map(&bad, "systems.crm.mapping", &["HasOptedOutOfEmail"])
-            .expect_err("refused");
+        let err =
+            check_map(&bad, "systems.crm.mapping", &["HasOptedOutOfEmail"]).expect_err("refused");
         assert_eq!(err.key, "systems.crm.mapping.fields.lead_source");
         assert!(err.problem.contains("only email_opt_out"), "{err}");
         let good = map(&[("email", "Email"), ("email_opt_out", "HasOptedOutOfEmail")]);

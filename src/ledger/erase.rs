@@ -400,10 +400,11 @@ fn scrub(
         .collect::<std::result::Result<_, _>>()?;
     for (id, system, notice) in rows {
         let n: Notice = from_json(&notice)?;
-        let named = std::iter::once(n.remote.clone()).chain(n.related.iter().map(|r| RemoteId {
-            object_type: n.remote.object_type.clone(),
-            id: r.clone(),
-        }));
+        let named = std::iter::once(n.remote.clone()).chain(
+            n.related
+                .iter()
+                .map(|r| RemoteId { object_type: n.remote.object_type.clone(), id: r.clone() }),
+        );
         let hit = named.into_iter().any(|r| records.contains(&key_of(&system, &r)))
             || n.snapshot
                 .as_ref()

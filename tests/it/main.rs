@@ -4,6 +4,7 @@
 mod config;
 mod connectors;
 mod convergence;
+mod erase;
 mod helpers;
 mod sync;
 mod tidy;

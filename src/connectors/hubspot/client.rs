@@ -150,10 +150,20 @@ impl Client {
     }
 
     /// `POST /crm/{v}/objects/contacts/gdpr-delete` (204).
-    pub(super) async fn gdpr_delete(&self, req: &wire::GdprDeleteRequest) -> Result<(), ConnectorError> {
+    pub(super) async fn gdpr_delete(
+        &self,
+        req: &wire::GdprDeleteRequest,
+    ) -> Result<(), ConnectorError> {
         let url = self.contacts_url(&["gdpr-delete"]);
         let _: (StatusCode, IgnoredAny) = self
-            .call(Method::POST, url, Some(to_body(req)?), Call::Write, Lane::Standard, "gdpr_delete")
+            .call(
+                Method::POST,
+                url,
+                Some(to_body(req)?),
+                Call::Write,
+                Lane::Standard,
+                "gdpr_delete",
+            )
             .await?;
         Ok(())
     }

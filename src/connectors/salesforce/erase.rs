@@ -67,8 +67,7 @@ impl SalesforceConnector {
     ) -> Result<Vec<(RemoteId, RecordErasure)>, ConnectorError> {
         let client = &self.inner.client;
         erase_each(ids, &GONE, |id| async move {
-            if !is_record_id(&id.id) || !id.object_type.bytes().all(|b| b.is_ascii_alphanumeric())
-            {
+            if !is_record_id(&id.id) || !id.object_type.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 return Err(ConnectorError::Rejected {
                     code: "MALFORMED_ID".into(),
                     message: "not a record id".into(),

@@ -240,7 +240,8 @@ fn erasing_again_finds_nothing_and_succeeds() {
 #[test]
 fn records_found_at_a_vendor_are_blocked_and_listed_even_when_unlinked() {
     let (_d, l, _rules) = seeded();
-    let stray = (crm(), RemoteId { object_type: "Contact".into(), id: "003000000000009AAA".into() });
+    let stray =
+        (crm(), RemoteId { object_type: "Contact".into(), id: "003000000000009AAA".into() });
     let e = l.erase_person(EMAIL, std::slice::from_ref(&stray), t(10)).expect("erase");
     assert!(e.to_delete.contains(&stray));
     assert_eq!(e.records_blocked, 3);
