@@ -55,3 +55,83 @@ impl HubspotConnector {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use serde_json::json;
+    use wiremock::matchers::{body_string_contains, method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::*;
+    use crate::connectors::hubspot::{HubspotConfig, HubspotConfigRaw};
+    use crate::retry::RetryPolicy;
+
+    const CONTACTS: &str = "/crm/v3/objects/contacts";
+
+    fn connector(server: &MockServer) -> HubspotConnector {
+        let raw = HubspotConfigRaw {
+            base_url: server.uri(),
+            token_env: Some("HS_TOKEN".into()),
+            ..HubspotConfigRaw::default()
+        };
+        let env = HashMap::from([("HS_TOKEN".to_string(), "pat-na1-test".to_string())]);
+        let mut cfg = HubspotConfig::from_raw(raw, "systems.marketing", &env).expect("config");
+        cfg.retry = RetryPolicy {
+            initial: Duration::from_millis(1),
+            max_interval: Duration::from_millis(5),
+            max_attempts: 2,
+        };
+        HubspotConnector::new(cfg).expect("connector")
+    }
+
+    #[tokio::test]
+    async fn finds_live_and_archived_contacts_by_email_and_gdpr_deletes_each_by_id() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(format!("{CONTACTS}/batch/read")))
+            .and(query_param("archived", "true"))
+            .and(body_string_contains(r#""idProperty":"email""#))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "status": "COMPLETE", "results": [{"id": "12", "properties": {}}]
+            })))
+            .with_priority(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(format!("{CONTACTS}/batch/read")))
+            .and(body_string_contains(r#""inputs":[{"id":"ann@x.test"}]"#))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "status": "COMPLETE", "results": [{"id": "11", "properties": {}}]
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(format!("{CONTACTS}/gdpr-delete")))
+            .and(body_string_contains(r#""objectId":"11""#))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(format!("{CONTACTS}/gdpr-delete")))
+            .and(body_string_contains(r#""objectId":"12""#))
+            .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+                "status": "error", "category": "OBJECT_NOT_FOUND", "message": "not found"
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let c = connector(&server);
+        let ids = c.find_by_email("ann@x.test").await.expect("found");
+        let names: Vec<&str> = ids.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(names, ["11", "12"]);
+        let out = c.erase(&ids).await.expect("erased");
+        assert_eq!(out[0].1, RecordErasure::Deleted);
+        assert_eq!(out[1].1, RecordErasure::NotFound);
+    }
+}
