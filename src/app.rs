@@ -868,10 +868,19 @@ async fn push_group(
 ) -> anyhow::Result<bool> {
     let name = sys.name.clone();
     let started = Utc::now();
-    let records: Vec<_> = due.iter().map(|d| d.record.clone()).collect();
+    let mut records: Vec<_> = due.iter().map(|d| d.record.clone()).collect();
+    // Consent only tightens: a record that would clear an opt-out is refused, never sent.
+    let refused = crate::connectors::consent::refuse_resubscribes(&records);
+    records.retain(|r| refused.iter().all(|o| o.outbox_id() != r.outbox_id));
     tracing::debug!(records = records.len(), "pushing");
     let t0 = Instant::now();
-    let result = sys.connector.push(&records).await;
+    let result =
+        if records.is_empty() { Ok(Vec::new()) } else { sys.connector.push(&records).await }.map(
+            |mut outcomes| {
+                outcomes.extend(refused);
+                outcomes
+            },
+        );
     crate::metrics::push_duration(name.as_str(), t0.elapsed());
     let r = Arc::clone(rules);
     match result {

@@ -66,6 +66,10 @@ pub const VENDOR_MERGES_FAILED: &str = "leadsync_vendor_merges_failed_records";
 /// [`OUTCOME_REJECTED`]). Labels: connector, outcome.
 pub const VENDOR_MERGES: &str = "leadsync_vendor_merges_total";
 
+/// Counter: changes and webhook notices dropped because they are about an erased person.
+/// Labels: connector.
+pub const ERASED_CHANGES_DROPPED: &str = "leadsync_erased_changes_dropped_total";
+
 /// Every metric name, for tests and docs.
 pub const ALL: &[&str] = &[
     EVENTS_RECEIVED,
@@ -85,6 +89,7 @@ pub const ALL: &[&str] = &[
     SAME_SYSTEM_DUPLICATES,
     VENDOR_MERGES_FAILED,
     VENDOR_MERGES,
+    ERASED_CHANGES_DROPPED,
 ];
 
 /// Label: the configured system name (`crm`, `marketing`), bounded by the config.
@@ -216,6 +221,7 @@ fn describe() {
     );
     describe_gauge!(VENDOR_MERGES_FAILED, Unit::Count, "Vendor-side merges that failed for good");
     describe_counter!(VENDOR_MERGES, Unit::Count, "Vendor-side merge attempts, by outcome");
+    describe_counter!(ERASED_CHANGES_DROPPED, Unit::Count, "Changes of erased persons dropped");
 }
 
 /// One gauge value with its labels, as a readiness source reports it at scrape time.
@@ -271,6 +277,11 @@ pub fn ledger_gauges(g: &Gauges) -> Vec<GaugeSample> {
         }
     }
     out
+}
+
+/// A change or notice about an erased person was dropped.
+pub fn erased_change_dropped(connector: &str) {
+    metrics::counter!(ERASED_CHANGES_DROPPED, CONNECTOR => connector.to_string()).increment(1);
 }
 
 /// `n` events were accepted (stored for the first time).

@@ -504,6 +504,7 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
     m::webhook_ack_duration(c, Duration::from_millis(15));
     m::webhook_commit_batch(3);
     m::vendor_merge(c, m::OUTCOME_OK);
+    m::erased_change_dropped(c);
     // The pending-notice gauge comes from the ledger at scrape time, like the queue gauges.
     let notice = crate::domain::Notice {
         dedupe_key: "hubspot:1:1".into(),

@@ -1,8 +1,9 @@
 //! The subcommands of the one `leadsync` binary.
 //!
-//! Commands read the ledger only, except `serve` and `demo`, which run the sync engine, and
-//! `review accept|reject`, which write a reviewer's decision; `dedupe` reads CSV files and
-//! never the ledger.
+//! Commands read the ledger only, except `serve` and `demo`, which run the sync engine,
+//! `review accept|reject`, which write a reviewer's decision, and `erase`, which deletes a
+//! person at the vendors and scrubs them from the ledger; `dedupe` reads CSV files and never
+//! the ledger.
 //! Exit codes follow sysexits: 78 bad configuration, 69 a system unreachable, 74 ledger IO.
 
 #![allow(clippy::print_stdout, reason = "the CLI's output is its interface")]
@@ -13,6 +14,7 @@ mod check;
 mod dedupe;
 mod demo;
 mod duplicates;
+pub mod erase;
 mod review;
 mod serve;
 mod sim;
@@ -95,6 +97,9 @@ pub enum Command {
     Dedupe(dedupe::DedupeArgs),
     /// Synthetic people with known duplicates (CSV), and matching-quality scores.
     Synth(synth::SynthArgs),
+    /// Erase a person (GDPR): delete their records at every system, scrub them from the
+    /// ledger and keep a salted-hash tombstone so they are never imported again.
+    Erase(erase::EraseArgs),
 }
 
 /// Run a parsed command with the process environment `env`.
@@ -111,6 +116,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> ExitCode {
         Command::Bench(args) => bench::run(args, &env).await,
         Command::Dedupe(args) => dedupe::run(&args),
         Command::Synth(args) => synth::run(args),
+        Command::Erase(args) => erase::run(args, &env).await,
     };
     ExitCode::from(code)
 }

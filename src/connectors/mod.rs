@@ -5,6 +5,8 @@
 //! Only a connector's `wire.rs` knows vendor JSON.
 
 pub mod closed_loop;
+pub mod consent;
+pub mod erase;
 pub mod field_map;
 pub mod http;
 pub mod hubspot;

@@ -9,6 +9,7 @@
 //! a blocking thread. Readers (`leadsync status`) open their own read-only connection.
 
 mod duplicates;
+mod erase;
 mod identity;
 mod notices;
 mod review;
@@ -18,6 +19,7 @@ mod trace;
 pub use duplicates::{
     DuplicateGroup, DuplicateLink, MergeOutcome, MergeRecord, MergeRetry, MergeTask,
 };
+pub use erase::{Erasure, erasure_email};
 pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
 pub use trace::{Trace, TraceEvent, TraceField, TraceLink};
@@ -439,9 +441,14 @@ impl Ledger {
             let mut tally = PushTally::default();
             let by_id: BTreeMap<i64, &PushOutcome> =
                 outcomes.iter().map(|o| (o.outbox_id(), o)).collect();
+            let gate = erase::Gate::load(tx)?;
             for due in sent {
                 let rec = &due.record;
                 let lead_id = &rec.ledger_key;
+                // The person was erased while this push was in flight: nothing to record.
+                if gate.erased_lead(tx, lead_id)? {
+                    continue;
+                }
                 match by_id.get(&rec.outbox_id) {
                     Some(PushOutcome::Accepted { remote, created, .. }) => {
                         let is_create = matches!(rec.op, PushOp::Create { .. });
@@ -734,7 +741,12 @@ fn insert_changes(
         "INSERT OR IGNORE INTO inbox(system, source, dedupe_key, change, received_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
+    // Changes of erased persons never reach the inbox (see `erase.rs`).
+    let gate = erase::Gate::load(tx)?;
     for c in changes {
+        if gate.drops(tx, system, c)? {
+            continue;
+        }
         let fields = to_json(&c.fields)?;
         // A live record hashes as it did before fates existed, so keys stay stable.
         let fate = match &c.fate {

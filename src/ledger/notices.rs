@@ -38,9 +38,14 @@ impl Ledger {
             )?;
             let received = ts(now);
             let mut out = Vec::with_capacity(requests.len());
+            // Notices about erased persons are acknowledged but not stored (see `erase.rs`).
+            let gate = super::erase::Gate::load(tx)?;
             for (system, notices) in requests {
                 let mut n = 0;
                 for notice in *notices {
+                    if gate.drops_notice(tx, system, notice)? {
+                        continue;
+                    }
                     n += stmt.execute(params![
                         system.as_str(),
                         notice.dedupe_key,

@@ -227,6 +227,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX links_open_system_lead ON links(system, lead_id) WHERE closed_at IS NULL;
     CREATE INDEX leads_merged_into ON leads(merged_into) WHERE merged_into IS NOT NULL;
     "#,
+    // 6: erasure. A per-ledger random salt (made on the first erasure) and the salted SHA-256
+    // of each erased person's normalised email, remote record ids and ledger ids; changes
+    // that match one are dropped before they are stored (see `erase.rs`).
+    r#"
+    CREATE TABLE erasure_salt (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        salt BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE erasures (
+        hash TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('email', 'record', 'lead')),
+        at TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

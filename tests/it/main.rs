@@ -5,6 +5,7 @@ mod config;
 mod connectors;
 mod convergence;
 mod duplicates;
+mod erase;
 mod helpers;
 mod sync;
 mod tidy;

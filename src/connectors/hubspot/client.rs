@@ -132,6 +132,42 @@ impl Client {
         Ok(body)
     }
 
+    /// `POST /crm/{v}/objects/contacts/batch/read` keyed by a property (email); with
+    /// `archived`, of archived contacts only.
+    pub(super) async fn batch_read_by_property(
+        &self,
+        req: &wire::BatchReadByPropertyRequest,
+        archived: bool,
+    ) -> Result<wire::BatchResponse, ConnectorError> {
+        let mut url = self.contacts_url(&["batch", "read"]);
+        if archived {
+            url.query_pairs_mut().append_pair("archived", "true");
+        }
+        let (_, body) = self
+            .call(Method::POST, url, Some(to_body(req)?), Call::Read, Lane::Standard, "batch_read")
+            .await?;
+        Ok(body)
+    }
+
+    /// `POST /crm/{v}/objects/contacts/gdpr-delete` (204).
+    pub(super) async fn gdpr_delete(
+        &self,
+        req: &wire::GdprDeleteRequest,
+    ) -> Result<(), ConnectorError> {
+        let url = self.contacts_url(&["gdpr-delete"]);
+        let _: (StatusCode, IgnoredAny) = self
+            .call(
+                Method::POST,
+                url,
+                Some(to_body(req)?),
+                Call::Write,
+                Lane::Standard,
+                "gdpr_delete",
+            )
+            .await?;
+        Ok(())
+    }
+
     /// `POST /crm/{v}/objects/contacts/batch/update`; returns the status (200 or 207) too.
     pub(super) async fn batch_update(
         &self,

@@ -174,6 +174,7 @@ impl HubspotConfig {
         }
         let mapping_raw = raw.mapping.unwrap_or_else(FieldMap::hubspot_contact_default);
         let map = FieldMap::from_raw(&mapping_raw, &key("mapping"))?;
+        crate::connectors::consent::check_map(&map, &key("mapping"), &[super::wire::EMAIL_OPTOUT])?;
         // Creates are upserts keyed by email, and polled changes are useless to the matcher
         // without it.
         if !map.maps(Field::Email) {

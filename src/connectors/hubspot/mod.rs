@@ -30,6 +30,7 @@ mod closed_loop;
 #[cfg(test)]
 mod closed_loop_tests;
 pub mod config;
+mod erase;
 #[cfg(test)]
 mod fate_tests;
 mod mapping;

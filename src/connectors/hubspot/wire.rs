@@ -87,6 +87,22 @@ pub(super) struct UpsertInput {
     pub properties: BTreeMap<String, String>,
 }
 
+/// `POST /batch/read` keyed by email (`idProperty: "email"`, each input id an address).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct BatchReadByPropertyRequest {
+    pub id_property: &'static str,
+    pub inputs: Vec<IdInput>,
+    pub properties: Vec<String>,
+}
+
+/// `POST /gdpr-delete` (api-facts §1.2): erase one contact for good, by id.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct GdprDeleteRequest {
+    pub object_id: String,
+}
+
 /// `POST /communication-preferences/v4/statuses/batch/unsubscribe-all`: email addresses.
 #[derive(Debug, Serialize)]
 pub(super) struct BatchEmailsRequest {

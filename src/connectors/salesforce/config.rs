@@ -261,6 +261,7 @@ fn validate_map(
     external_id_field: &str,
 ) -> Result<FieldMap, KeyError> {
     let map = FieldMap::from_raw(map_raw, map_prefix)?;
+    crate::connectors::consent::check_map(&map, map_prefix, &[super::wire::OPT_OUT_FIELD])?;
     for (name, prop) in &map_raw.fields {
         let k = format!("{map_prefix}.fields.{name}");
         if !is_identifier(prop) {

@@ -36,6 +36,7 @@ mod closed_loop;
 mod closed_loop_tests;
 mod config;
 mod cursor;
+mod erase;
 #[cfg(test)]
 mod fate_tests;
 mod mapping;

@@ -116,5 +116,7 @@ pub(super) const MASTER_RECORD_FIELD: &str = "MasterRecordId";
 /// Lead only.
 pub(super) const IS_CONVERTED_FIELD: &str = "IsConverted";
 pub(super) const CONVERTED_CONTACT_FIELD: &str = "ConvertedContactId";
+/// The email opt-out on Lead and Contact: only `email_opt_out` may map to it.
+pub(super) const OPT_OUT_FIELD: &str = "HasOptedOutOfEmail";
 pub(super) const LEAD: &str = "Lead";
 pub(super) const CONTACT: &str = "Contact";

@@ -74,8 +74,10 @@
 //!   they do not resolve merged-away ids. **Restore** ([`HubspotSim::ui_restore`]) works for 90
 //!   days after archiving and is refused while another live contact holds the email.
 //!   **GDPR delete** ([`HubspotSim::gdpr_delete`]) erases the record: afterwards nothing
-//!   resolves to it, archived or not, and ids merged into it stop resolving too (HubSpot also
-//!   blocklists the address, which the simulator does not model).
+//!   resolves to it, archived or not, and ids merged into it stop resolving too. The API's
+//!   `POST /gdpr-delete` (`{objectId, idProperty?}`) does the same and answers 204; by an email
+//!   no contact holds it blocklists the address (204, [`HubspotSim::is_blocklisted`]; later
+//!   creates with it are not refused, which the notes do not settle); an unknown id is 404.
 //! - Requests refused with 401 or 429 do not use quota. Faults injected with
 //!   [`HubspotSim::inject`] do.
 //!
@@ -94,8 +96,7 @@
 //!   `hs_email_optout`. `internal_touch` sends nothing. Computed properties
 //!   (`lastmodifieddate`, `createdate`, `hs_object_id`, `hs_merged_object_ids`) never fire.
 //!   [`HubspotSim::ui_restore`] sends `contact.restore` and [`HubspotSim::gdpr_delete`]
-//!   `contact.privacyDeletion` (the API has no restore call; `POST /gdpr-delete` is not
-//!   served).
+//!   `contact.privacyDeletion` (so does `POST /gdpr-delete`; the API has no restore call).
 //! - **Changes made while there is no target are not sent later.**
 //! - **Retries**: any non-2xx answer (4xx included, as api-facts says; HubSpot's older guide
 //!   exempted 400/401/403/404/405 and honoured `Retry-After` on 429, which we do not), a
@@ -565,6 +566,11 @@ impl HubspotSim {
         let mut store = self.inner.store_as(ChangeSource::CrmUi);
         let Ok(id) = id.trim().parse::<u64>() else { return false };
         store.gdpr_delete(id, store::now_ms())
+    }
+
+    /// Whether a GDPR delete by email blocklisted this address (no contact held it).
+    pub fn is_blocklisted(&self, email: &str) -> bool {
+        self.inner.store().is_blocklisted(email)
     }
 
     /// Every known property of a contact (unset ones as `None`), whether archived or not;

@@ -268,6 +268,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route(&base, get(list).post(create))
         .route(&format!("{base}/search"), post(search_handler))
         .route(&format!("{base}/merge"), post(merge))
+        .route(&format!("{base}/gdpr-delete"), post(gdpr_delete))
         .route(&format!("{base}/batch/read"), post(batch_read))
         .route(&format!("{base}/batch/create"), post(batch_create))
         .route(&format!("{base}/batch/update"), post(batch_update))
@@ -946,6 +947,26 @@ async fn merge(State(inner): State<Arc<Inner>>, body: Bytes) -> ApiResult {
     Counters::bump(&inner.counters.records_updated, 1);
     let contact = store.contact(id).ok_or_else(ApiError::not_found)?;
     Ok(json_response(StatusCode::OK, store.render(contact, &Selection::AllSet)))
+}
+
+/// `POST /crm/{v}/objects/contacts/gdpr-delete` `{objectId, idProperty?}` → 204: erases a live
+/// or archived contact for good (see `Store::gdpr_delete`; a merged-away id resolves to its
+/// survivor). An email no contact holds is blocklisted and answered 204, as HubSpot documents;
+/// an unknown record id is 404.
+async fn gdpr_delete(State(inner): State<Arc<Inner>>, body: Bytes) -> ApiResult {
+    let body = parse_body(&body)?;
+    let key = id_field(&body, "objectId")?;
+    let by_email = id_property(body.get("idProperty"), true)?;
+    let mut store = inner.store();
+    match store.resolve(&key, by_email).or_else(|| store.resolve_archived(&key, by_email)) {
+        Some(id) => {
+            store.gdpr_delete(id, store::now_ms());
+            Counters::bump(&inner.counters.records_updated, 1);
+        }
+        None if by_email => store.blocklist(&key),
+        None => return Err(ApiError::not_found()),
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 //! into `prepare_*` (validate, check conflicts, no mutation) and `commit_*` so a batch can be
 //! checked as a whole before any input is applied.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -261,6 +261,10 @@ pub(crate) struct Store {
     index_delay: std::time::Duration,
     extra: Vec<String>,
     optouts: HashMap<String, OptState>,
+    /// Addresses a GDPR delete by email named while no contact held them (HubSpot blocklists
+    /// them). Recorded only: creates with them are not refused (HubSpot's exact behaviour on
+    /// a later create is not in the notes).
+    blocklist: HashSet<String>,
     /// Committed changes not yet handed to the webhook sender (drained when the lock is
     /// released, see `StoreGuard`).
     pub changes: Vec<ContactChange>,
@@ -300,6 +304,7 @@ impl Store {
             index_delay: opts.search_index_delay,
             extra: opts.extra_properties.clone(),
             optouts: HashMap::new(),
+            blocklist: HashSet::new(),
             changes: Vec::new(),
         }
     }
@@ -671,6 +676,15 @@ impl Store {
         self.changes.push(ContactChange::PrivacyDeleted { id, at: now });
         self.publish(id);
         true
+    }
+
+    /// Blocklist an address (a GDPR delete by an email no contact holds).
+    pub fn blocklist(&mut self, email: &str) {
+        self.blocklist.insert(normalize_email(email));
+    }
+
+    pub fn is_blocklisted(&self, email: &str) -> bool {
+        self.blocklist.contains(&normalize_email(email))
     }
 
     /// Merge `loser` into `primary`; both must be live and different. Returns the survivor's id.

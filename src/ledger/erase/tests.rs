@@ -1,0 +1,275 @@
+//! Erasure on a temp ledger: every table scrubbed of the person's values, tombstones that stop
+//! polls, webhooks and late push results, idempotence.
+
+use chrono::TimeZone;
+
+use super::*;
+use crate::connectors::Cursor;
+use crate::domain::{Fields, NoticeKind, PushOutcome};
+use crate::ledger::PushRetry;
+use crate::reconcile::Rules;
+
+const EMAIL: &str = "Zelda.Quixote@Example.test";
+const SECRETS: [&str; 4] = ["zelda.quixote@example.test", "zelda", "quixote", "5550001111"];
+
+fn t(s: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + s, 0).single().expect("valid")
+}
+
+fn fields(email: &str, first: &str, last: &str, phone: &str, stage: &str) -> Fields {
+    [
+        (Field::Email, email.to_string()),
+        (Field::FirstName, first.to_string()),
+        (Field::LastName, last.to_string()),
+        (Field::Phone, phone.to_string()),
+        (Field::LifecycleStage, stage.to_string()),
+    ]
+    .into()
+}
+
+fn change(object_type: &str, id: &str, f: Fields, at: i64) -> Change {
+    Change {
+        remote: RemoteId { object_type: object_type.into(), id: id.into() },
+        fields: f,
+        ledger_key: None,
+        modified_at: t(at),
+        fetched_at: t(at),
+        fate: RecordFate::Live,
+    }
+}
+
+fn mkt() -> SystemName {
+    SystemName("marketing".into())
+}
+
+fn crm() -> SystemName {
+    SystemName("crm".into())
+}
+
+fn open() -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    (dir, l)
+}
+
+fn reconcile(l: &Ledger, rules: &Rules, at: i64) {
+    let mut n = 0;
+    let mut mint = move || {
+        n += 1;
+        format!("{:08x}-0000-4000-8000-{n:012x}", 0x5eed)
+    };
+    l.reconcile_pending(rules, 1000, t(at), &mut mint).expect("reconcile");
+}
+
+/// Every text or blob value of every table, lower-cased, with the table and column it is in.
+fn every_value(l: &Ledger) -> Vec<(String, String, String)> {
+    let conn = l.conn.lock().expect("lock");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .expect("tables")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<std::result::Result<_, _>>()
+        .expect("names");
+    let mut out = Vec::new();
+    for table in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).expect("select");
+        let cols: Vec<String> = stmt.column_names().map(str::to_string).collect();
+        let mut rows = stmt.query([]).expect("rows");
+        while let Some(row) = rows.next().expect("row") {
+            for (i, col) in cols.iter().enumerate() {
+                let text = match row.get_ref(i).expect("value") {
+                    rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                        String::from_utf8_lossy(b).to_lowercase()
+                    }
+                    _ => continue,
+                };
+                out.push((table.clone(), col.clone(), text));
+            }
+        }
+    }
+    out
+}
+
+fn leaks(l: &Ledger) -> Vec<String> {
+    every_value(l)
+        .into_iter()
+        .filter(|(_, _, v)| SECRETS.iter().any(|s| v.contains(s)))
+        .map(|(t, c, v)| format!("{t}.{c} = {v}"))
+        .collect()
+}
+
+/// A person with a HubSpot contact and a Salesforce lead, a second person, a webhook notice
+/// and a push in flight; returns the ledger and the pending pushes read before the erasure.
+fn seeded() -> (tempfile::TempDir, Ledger, Rules) {
+    let (d, l) = open();
+    let rules = Rules::salesforce_hubspot_defaults();
+    let zelda = fields(EMAIL, "Zelda", "Quixote", "+1 555 000 1111", "mql");
+    let other = fields("bob@example.test", "Bob", "Stone", "+1 555 000 2222", "lead");
+    l.ingest(
+        &mkt(),
+        "poll",
+        &[change("contact", "101", zelda.clone(), 0), change("contact", "102", other, 0)],
+        Some(&Cursor(Some("c1".into()))),
+        t(1),
+    )
+    .expect("ingest marketing");
+    let mut lead = zelda.clone();
+    lead.insert(Field::FirstName, "Zelda M.".into());
+    l.ingest(&crm(), "poll", &[change("Lead", "00Q000000000001AAA", lead, 2)], None, t(3))
+        .expect("ingest crm");
+    reconcile(&l, &rules, 4);
+    // A webhook notice that carried the person's state, processed already.
+    let notice = Notice {
+        dedupe_key: "p:1".into(),
+        remote: RemoteId { object_type: "contact".into(), id: "101".into() },
+        kind: NoticeKind::Changed,
+        occurred_at: t(5),
+        related: Vec::new(),
+        snapshot: Some(change("contact", "101", zelda, 5)),
+    };
+    l.store_notices(&[(&mkt(), &[notice][..])], t(5)).expect("notice");
+    (d, l, rules)
+}
+
+#[test]
+fn erasing_scrubs_every_table_and_leaves_only_hashes() {
+    let (_d, l, _rules) = seeded();
+    assert!(!leaks(&l).is_empty(), "the seed must put the values in the ledger");
+    assert_eq!(l.snapshot().expect("snapshot").len(), 2);
+
+    let e = l.erase_person(EMAIL, &[], t(10)).expect("erase");
+    assert_eq!(e.persons, 1);
+    assert_eq!(e.records_blocked, 2);
+    assert!(!e.already_erased);
+    let mut ids: Vec<String> = e.to_delete.iter().map(|(s, r)| format!("{s}:{r}")).collect();
+    ids.sort();
+    assert_eq!(ids, ["crm:Lead/00Q000000000001AAA", "marketing:contact/101"]);
+
+    assert_eq!(leaks(&l), Vec::<String>::new(), "no value of the person is left");
+    // Nor any id of the person outside the tombstones.
+    let ids_left: Vec<_> = every_value(&l)
+        .into_iter()
+        .filter(|(t, _, v)| t != "erasures" && (v.contains("00q000000000001aaa")))
+        .collect();
+    assert!(ids_left.is_empty(), "{ids_left:?}");
+    let snap = l.snapshot().expect("snapshot");
+    assert_eq!(snap.len(), 1, "the other person stays");
+    assert_eq!(snap[0].fields[&Field::FirstName], "Bob");
+    let kinds: Vec<String> = every_value(&l)
+        .into_iter()
+        .filter(|(t, c, _)| t == "erasures" && c == "kind")
+        .map(|(_, _, v)| v)
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "email").count(), 1);
+    assert_eq!(kinds.iter().filter(|k| *k == "record").count(), 2);
+    assert_eq!(kinds.iter().filter(|k| *k == "lead").count(), 1);
+}
+
+#[test]
+fn the_person_is_not_imported_again_by_email_record_id_or_webhook() {
+    let (_d, l, rules) = seeded();
+    l.erase_person(EMAIL, &[], t(10)).expect("erase");
+
+    // Recreated by hand with the same address (other case, surrounding blanks).
+    let again = fields("  ZELDA.quixote@example.TEST ", "Zelda", "Quixote", "555", "lead");
+    assert_eq!(
+        l.ingest(&mkt(), "poll", &[change("contact", "999", again.clone(), 20)], None, t(20))
+            .expect("ingest"),
+        0
+    );
+    // The old record with another address, and its fate, are dropped too.
+    let renamed = fields("someone@else.test", "Z", "Q", "1", "lead");
+    let mut gone = change("Lead", "00Q000000000001AAA", Fields::new(), 21);
+    gone.fate = RecordFate::Deleted;
+    assert_eq!(
+        l.ingest(
+            &crm(),
+            "poll",
+            &[change("Lead", "00Q000000000001AAA", renamed, 21), gone],
+            Some(&Cursor(Some("c9".into()))),
+            t(21)
+        )
+        .expect("ingest"),
+        0
+    );
+    assert_eq!(l.cursor(&crm()).expect("cursor"), Cursor(Some("c9".into())), "cursor moves on");
+    // A webhook about the old contact, and one carrying the address, are not stored.
+    let by_id = Notice {
+        dedupe_key: "p:2".into(),
+        remote: RemoteId { object_type: "contact".into(), id: "101".into() },
+        kind: NoticeKind::Changed,
+        occurred_at: t(22),
+        related: Vec::new(),
+        snapshot: None,
+    };
+    let by_email = Notice {
+        dedupe_key: "p:3".into(),
+        remote: RemoteId { object_type: "contact".into(), id: "1000".into() },
+        snapshot: Some(change("contact", "1000", again, 22)),
+        ..by_id.clone()
+    };
+    assert_eq!(l.store_notices(&[(&mkt(), &[by_id, by_email][..])], t(22)).expect("store"), [0]);
+
+    reconcile(&l, &rules, 23);
+    assert_eq!(l.snapshot().expect("snapshot").len(), 1);
+    assert_eq!(leaks(&l), Vec::<String>::new());
+
+    // Someone else still comes in.
+    let carol = fields("carol@example.test", "Carol", "Lane", "1", "lead");
+    assert_eq!(
+        l.ingest(&mkt(), "poll", &[change("contact", "103", carol, 24)], None, t(24))
+            .expect("ingest"),
+        1
+    );
+}
+
+#[test]
+fn erasing_again_finds_nothing_and_succeeds() {
+    let (_d, l, _rules) = seeded();
+    l.erase_person(EMAIL, &[], t(10)).expect("erase");
+    let again = l.erase_person(EMAIL, &[], t(11)).expect("again");
+    assert!(again.already_erased);
+    assert_eq!((again.persons, again.records_blocked), (0, 0));
+    assert!(again.to_delete.is_empty());
+    // Never erased: nothing found, not "already erased".
+    let none = l.erase_person("nobody@example.test", &[], t(12)).expect("none");
+    assert_eq!(none, Erasure::default());
+}
+
+#[test]
+fn records_found_at_a_vendor_are_blocked_and_listed_even_when_unlinked() {
+    let (_d, l, _rules) = seeded();
+    let stray =
+        (crm(), RemoteId { object_type: "Contact".into(), id: "003000000000009AAA".into() });
+    let e = l.erase_person(EMAIL, std::slice::from_ref(&stray), t(10)).expect("erase");
+    assert!(e.to_delete.contains(&stray));
+    assert_eq!(e.records_blocked, 3);
+    let c = change("Contact", "003000000000009AAA", fields("x@y.test", "X", "Y", "1", "lead"), 30);
+    assert_eq!(l.ingest(&crm(), "poll", &[c], None, t(30)).expect("ingest"), 0);
+}
+
+#[test]
+fn a_create_that_lands_after_the_erasure_is_not_recorded() {
+    // Marketing-only MQL: a create at the CRM is planned and goes out; the person is erased
+    // while it is in flight (the daemon runs beside `leadsync erase`).
+    let (_d, l) = open();
+    let rules = Rules::salesforce_hubspot_defaults();
+    let zelda = fields(EMAIL, "Zelda", "Quixote", "+1 555 000 1111", "mql");
+    l.ingest(&mkt(), "poll", &[change("contact", "101", zelda, 0)], None, t(1)).expect("ingest");
+    reconcile(&l, &rules, 2);
+    let due = l.due_pushes(&crm(), 10, t(3)).expect("due");
+    assert_eq!(due.len(), 1, "a create is planned");
+    l.erase_person(EMAIL, &[], t(4)).expect("erase");
+    let outcome = PushOutcome::Accepted {
+        outbox_id: due[0].record.outbox_id,
+        remote: RemoteId { object_type: "Lead".into(), id: "00Q000000000002AAA".into() },
+        created: true,
+    };
+    // Without the gate this would link a deleted person (a foreign key failure, which stops
+    // the daemon) and store the pushed values again.
+    l.record_push_results(&crm(), &due, &[outcome], &rules, PushRetry::default(), t(5), t(6))
+        .expect("a late result does not fail the ledger");
+    assert_eq!(leaks(&l), Vec::<String>::new());
+    assert!(l.snapshot().expect("snapshot").is_empty());
+}
