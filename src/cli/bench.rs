@@ -1,6 +1,11 @@
 //! `leadsync bench`: initial sync of many leads per side through the in-process simulators
 //! with their rate limits off and no added latency, measuring persons/s, write calls against
-//! the floor ceil(records / batch max), and peak RSS.
+//! the floor ceil(records / batch max), peak RSS, and (with `--fuzzy`) what matching made of
+//! fuzzy duplicates placed within one system and across the two.
+//!
+//! The simulators run in this process, so the process's peak RSS includes their records. The
+//! bench reports the resident size right after seeding (simulators plus the generated people,
+//! before the engine starts) beside the peak, so the engine's share can be told apart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +41,15 @@ pub struct BenchArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
+    /// Share of each side's records that are fuzzy duplicates of another record, in percent
+    /// (the issue's backfill benchmark uses 5). Above 0, people come from the synthetic-people
+    /// generator and half the duplicates go to the other system than their person's record.
+    #[arg(long, default_value_t = 0)]
+    pub fuzzy: usize,
+    /// Print a progress line (polled, reconciled, pushed, RSS) every this many seconds; 0 for
+    /// none.
+    #[arg(long, default_value_t = 10)]
+    pub progress_secs: u64,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -45,14 +59,206 @@ pub enum BenchKind {
     Webhooks(super::bench_webhooks::WebhookBenchArgs),
 }
 
-/// Peak resident set size of this process, from /proc (Linux).
-fn peak_rss_kib() -> Option<u64> {
+/// A line of /proc/self/status in KiB (Linux): `VmHWM` is the peak resident set size,
+/// `VmRSS` the current one.
+fn status_kib(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    status_kib("VmHWM:")
+}
+
+fn mib(kib: Option<u64>) -> u64 {
+    kib.unwrap_or(0) / 1024
+}
+
+/// Where the bench put each record, and the remote ids needed to check what matching did
+/// with the fuzzy duplicates.
+#[derive(Debug, Default)]
+struct Placed {
+    salesforce: usize,
+    hubspot: usize,
+    /// Fuzzy duplicates seeded: (system, remote id) of the duplicate and of one record of its
+    /// person, and whether the person already has a record in the duplicate's system.
+    duplicates: Vec<(Side, String, Side, String, bool)>,
+    within: usize,
+    across: usize,
+    /// Duplicates HubSpot refused because another contact has their email (HubSpot keeps
+    /// emails unique, so such a duplicate cannot exist there).
+    refused: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Crm,
+    Marketing,
+}
+
+impl Side {
+    fn system(self) -> &'static str {
+        match self {
+            Side::Crm => "crm",
+            Side::Marketing => "marketing",
+        }
+    }
+}
+
+/// The bench population: `leads` records per side, `fuzzy`% of them fuzzy duplicates, the
+/// rest people of whom `overlap`% are on both sides. Seeds the simulators.
+fn seed_population(harness: &Harness, args: &BenchArgs) -> Result<Placed, String> {
+    use rand::{Rng, SeedableRng};
+    let dup_side = args.leads * args.fuzzy.min(50) / 100;
+    let base = args.leads - dup_side;
+    let both = base * args.overlap.min(100) / 100;
+    let one_side = base - both;
+    let total = both + 2 * one_side;
+    // 1..=3 duplicates (mean 2) per duplicated person.
+    let rate = if total == 0 { 0.0 } else { (dup_side as f64 / total as f64).min(1.0) };
+    let mut pop = population::with_fuzzy_duplicates(total, rate, args.seed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ 0xb3c4);
+    let mut placed = Placed::default();
+    let mut sf_ids: Vec<Option<String>> = vec![None; pop.people.len()];
+    let mut hs_ids: Vec<Option<String>> = vec![None; pop.people.len()];
+    let wanted: std::collections::HashSet<usize> = pop.duplicates.iter().map(|d| d.of).collect();
+    for (i, p) in pop.people.iter_mut().enumerate() {
+        p.presence = if i < both {
+            Presence::Both
+        } else if i < both + one_side {
+            Presence::CrmOnly
+        } else {
+            Presence::MarketingOnly
+        };
+        if p.presence != Presence::MarketingOnly {
+            let id = harness.salesforce.insert("Lead", p.salesforce_lead(false))?;
+            placed.salesforce += 1;
+            if wanted.contains(&i) {
+                sf_ids[i] = Some(id);
+            }
+        }
+        if p.presence != Presence::CrmOnly {
+            let id = harness.hubspot.insert(p.hubspot_contact())?;
+            placed.hubspot += 1;
+            if p.hs_opt_out {
+                harness.hubspot.ui_unsubscribe(&p.email);
+            }
+            if wanted.contains(&i) {
+                hs_ids[i] = Some(id);
+            }
+        }
+    }
+    // Exactly 2 × dup_side duplicates when the generator made enough (it makes about that).
+    pop.duplicates.truncate(2 * dup_side);
+    for d in &mut pop.duplicates {
+        let person = &pop.people[d.of];
+        // Half go to the system the person is in, half to the other one; a person in both is
+        // in both, so a duplicate there is within one system and across from the other.
+        let home = match person.presence {
+            Presence::CrmOnly => Side::Crm,
+            Presence::MarketingOnly => Side::Marketing,
+            Presence::Both => {
+                if rng.random_bool(0.5) {
+                    Side::Crm
+                } else {
+                    Side::Marketing
+                }
+            }
+        };
+        let other = if home == Side::Crm { Side::Marketing } else { Side::Crm };
+        let target = if rng.random_bool(0.5) { home } else { other };
+        let within = person.presence == Presence::Both || target == home;
+        let original = match home {
+            Side::Crm => sf_ids[d.of].clone(),
+            Side::Marketing => hs_ids[d.of].clone(),
+        };
+        let Some(original) = original else { continue };
+        let id = match target {
+            Side::Crm => {
+                // A Salesforce lead needs a company: an import fills the person's.
+                if d.record.company.is_empty() {
+                    d.record.company.clone_from(&person.company);
+                }
+                harness.salesforce.insert("Lead", d.record.salesforce_lead(false))?
+            }
+            Side::Marketing => match harness.hubspot.insert(d.record.hubspot_contact()) {
+                Ok(id) => id,
+                Err(_) => {
+                    placed.refused += 1;
+                    continue;
+                }
+            },
+        };
+        match target {
+            Side::Crm => placed.salesforce += 1,
+            Side::Marketing => placed.hubspot += 1,
+        }
+        if within {
+            placed.within += 1;
+        } else {
+            placed.across += 1;
+        }
+        placed.duplicates.push((target, id, home, original, within));
+    }
+    Ok(placed)
+}
+
+/// What matching made of the run, read from the ledger file.
+#[derive(Debug, Default)]
+struct MatchFigures {
+    links_by_reason: Vec<(String, i64)>,
+    reviews: Vec<(String, String, i64)>,
+    /// Fuzzy duplicates whose record ended on the same person as their original's.
+    joined: usize,
+    joined_within: usize,
+    /// Duplicates in an open duplicate review with their original's person.
+    in_review: usize,
+}
+
+fn match_figures(path: &std::path::Path, placed: &Placed) -> rusqlite::Result<MatchFigures> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut out = MatchFigures::default();
+    // Rule names are the part after "matched_rule:"; the score is not in the reason.
+    let mut stmt = conn.prepare(
+        "SELECT reason, count(*) FROM links WHERE closed_at IS NULL GROUP BY reason ORDER BY 2 DESC",
+    )?;
+    out.links_by_reason =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn
+        .prepare("SELECT kind, state, count(*) FROM reviews GROUP BY kind, state ORDER BY 1, 2")?;
+    out.reviews = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut lead = conn.prepare(
+        "SELECT lead_id FROM links WHERE system = ?1 AND remote_id = ?2 AND closed_at IS NULL",
+    )?;
+    let mut review = conn.prepare(
+        "SELECT count(*) FROM reviews WHERE kind = 'duplicate' AND state = 'open'
+         AND ((lead_id = ?1 AND other_lead_id = ?2) OR (lead_id = ?2 AND other_lead_id = ?1))",
+    )?;
+    for (side, id, home, original, within) in &placed.duplicates {
+        let get = |stmt: &mut rusqlite::Statement<'_>, s: Side, id: &str| {
+            stmt.query_row(rusqlite::params![s.system(), id], |r| r.get::<_, String>(0)).ok()
+        };
+        let (Some(a), Some(b)) = (get(&mut lead, *side, id), get(&mut lead, *home, original))
+        else {
+            continue;
+        };
+        if a == b {
+            out.joined += 1;
+            if *within {
+                out.joined_within += 1;
+            }
+        } else if review.query_row(rusqlite::params![a, b], |r| r.get::<_, i64>(0))? > 0 {
+            out.in_review += 1;
+        }
+    }
+    Ok(out)
 }
 
 #[allow(clippy::too_many_lines, reason = "a linear script")]
@@ -65,20 +271,6 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
         "warn",
         env.get("RUST_LOG").map(String::as_str),
     );
-    let both = args.leads * args.overlap.min(100) / 100;
-    let one_side = args.leads - both;
-    let total = both + 2 * one_side;
-    let mut people = population::generate(total, args.seed);
-    for (i, p) in people.iter_mut().enumerate() {
-        p.presence = if i < both {
-            Presence::Both
-        } else if i < both + one_side {
-            Presence::CrmOnly
-        } else {
-            Presence::MarketingOnly
-        };
-        p.sf_duplicate = false;
-    }
     let harness = match Harness::start(
         SalesforceSimOptions { daily_api_limit: u64::MAX, ..SalesforceSimOptions::default() },
         HubspotSimOptions::unlimited(),
@@ -92,20 +284,51 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
         }
     };
     let seed_start = Instant::now();
-    let seeded = match harness.seed(&people) {
+    let seeded = if args.fuzzy == 0 {
+        // The population of earlier runs, so their figures stay comparable.
+        let both = args.leads * args.overlap.min(100) / 100;
+        let one_side = args.leads - both;
+        let total = both + 2 * one_side;
+        let mut people = population::generate(total, args.seed);
+        for (i, p) in people.iter_mut().enumerate() {
+            p.presence = if i < both {
+                Presence::Both
+            } else if i < both + one_side {
+                Presence::CrmOnly
+            } else {
+                Presence::MarketingOnly
+            };
+            p.sf_duplicate = false;
+        }
+        harness.seed(&people).map(|s| Placed {
+            salesforce: s.salesforce,
+            hubspot: s.hubspot,
+            ..Placed::default()
+        })
+    } else {
+        seed_population(&harness, &args)
+    };
+    let seeded = match seeded {
         Ok(s) => s,
         Err(e) => {
             eprintln!("leadsync: seeding failed: {e}");
             return exit::SOFTWARE;
         }
     };
+    let rss_seeded = status_kib("VmRSS:");
     eprintln!(
-        "seeded {} Salesforce leads and {} HubSpot contacts ({} people, {}% overlap) in {:.1} s",
+        "seeded {} Salesforce leads and {} HubSpot contacts ({}% overlap, {} fuzzy duplicates: \
+         {} within one system, {} across; {} refused by HubSpot as email taken) in {:.1} s; \
+         RSS {} MiB",
         seeded.salesforce,
         seeded.hubspot,
-        total,
         args.overlap,
-        seed_start.elapsed().as_secs_f64()
+        seeded.duplicates.len(),
+        seeded.within,
+        seeded.across,
+        seeded.refused,
+        seed_start.elapsed().as_secs_f64(),
+        mib(rss_seeded),
     );
     let dir =
         std::env::temp_dir().join(format!("leadsync-bench-{}", uuid::Uuid::new_v4().simple()));
@@ -141,7 +364,34 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
         let app = Arc::clone(&app);
         tokio::spawn(async move { app.run_until_stopped(shutdown).await })
     };
+    let ticker = (args.progress_secs > 0).then(|| {
+        let p = app.progress();
+        let every = Duration::from_secs(args.progress_secs);
+        tokio::spawn(async move {
+            let crm = SystemName("crm".into());
+            let mkt = SystemName("marketing".into());
+            loop {
+                tokio::time::sleep(every).await;
+                let pushed =
+                    |n: &SystemName| count(&p.pushed_created, n) + count(&p.pushed_updated, n);
+                eprintln!(
+                    "  {:>6.0} s  polled crm {} marketing {}  reconciled {}  pushed crm {} \
+                     marketing {}  RSS {} MiB",
+                    start.elapsed().as_secs_f64(),
+                    count(&p.polled, &crm),
+                    count(&p.polled, &mkt),
+                    p.reconciled.load(std::sync::atomic::Ordering::Relaxed),
+                    pushed(&crm),
+                    pushed(&mkt),
+                    mib(status_kib("VmRSS:")),
+                );
+            }
+        })
+    });
     let converged = wait_converged(&app, Duration::from_secs(args.timeout)).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
     let elapsed = start.elapsed();
     trigger.trigger();
     let engine_ok = matches!(engine.await, Ok(Ok(())));
@@ -198,9 +448,44 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
     );
     println!(
         "  peak RSS                   {} MiB (whole process: simulators and their {} records included)",
-        peak_rss_kib().map(|k| k / 1024).unwrap_or(0),
+        mib(peak_rss_kib()),
         seeded.salesforce + seeded.hubspot
     );
+    println!(
+        "  RSS after seeding          {} MiB (simulators + generated people, before the engine); \
+         peak minus this: {} MiB",
+        mib(rss_seeded),
+        mib(peak_rss_kib()).saturating_sub(mib(rss_seeded))
+    );
+    match match_figures(&ledger_path, &seeded) {
+        Ok(m) => {
+            let links: Vec<String> =
+                m.links_by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            println!("  links by reason            {}", links.join(", "));
+            let reviews: Vec<String> =
+                m.reviews.iter().map(|(k, s, n)| format!("{k}/{s} {n}")).collect();
+            println!(
+                "  reviews                    {}",
+                if reviews.is_empty() { "none".to_string() } else { reviews.join(", ") }
+            );
+            if !seeded.duplicates.is_empty() {
+                let n = seeded.duplicates.len();
+                println!(
+                    "  fuzzy duplicates           {n} seeded; {} on their person's ledger person \
+                     ({} of {} within one system, {} of {} across); {} in an open review with it; \
+                     {} left apart",
+                    m.joined,
+                    m.joined_within,
+                    seeded.within,
+                    m.joined - m.joined_within,
+                    seeded.across,
+                    m.in_review,
+                    n - m.joined - m.in_review
+                );
+            }
+        }
+        Err(e) => eprintln!("leadsync: cannot read matching figures: {e}"),
+    }
     println!(
         "  both systems agree         {}",
         if disagreements.is_empty() {

@@ -14,7 +14,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::exit;
-use crate::identity::matcher::{Matcher, MatchingRaw, Pair, Parts, Profile, Verdict};
+use crate::identity::matcher::{
+    BlockStats, KEY_KINDS, Matcher, MatchingRaw, Pair, Parts, Profile, Verdict,
+};
 
 #[derive(Debug, Args)]
 pub struct DedupeArgs {
@@ -91,7 +93,11 @@ pub struct Summary {
     pub oversized_blocks: u64,
     pub comparisons: u64,
     pub elapsed_secs: f64,
+    /// Reading the files and building profiles (normalisation, phone parsing).
+    pub read_secs: f64,
     pub peak_rss_mib: Option<u64>,
+    /// Blocking details (block sizes and comparisons per key kind).
+    pub blocking: BlockStats,
 }
 
 impl std::fmt::Display for Summary {
@@ -110,6 +116,20 @@ impl std::fmt::Display for Summary {
         )?;
         if let Some(rss) = self.peak_rss_mib {
             write!(f, ", peak RSS {rss} MiB")?;
+        }
+        let b = &self.blocking;
+        write!(
+            f,
+            "\ndedupe: reading and profiling {:.1} s, blocking and scoring {:.1} s; \
+             {} pairs met in blocks, largest block {} rows; per key kind \
+             (comparisons/largest block/oversized):",
+            self.read_secs,
+            self.elapsed_secs - self.read_secs,
+            b.pairs_in_blocks,
+            b.largest_block
+        )?;
+        for (kind, k) in KEY_KINDS.chars().zip(b.by_kind) {
+            write!(f, " {kind}: {}/{}/{}", k.comparisons, k.largest_block, k.oversized_blocks)?;
         }
         Ok(())
     }
@@ -294,7 +314,9 @@ pub fn dedupe(
         oversized_blocks: 0,
         comparisons: 0,
         elapsed_secs: 0.0,
+        read_secs: started.elapsed().as_secs_f64(),
         peak_rss_mib: None,
+        blocking: BlockStats::default(),
     };
     let mut write =
         |ids_a: &[Box<str>], ids_b: &[Box<str>], pairs: &[Pair]| -> anyhow::Result<()> {
@@ -330,6 +352,7 @@ pub fn dedupe(
     summary.rows = stats.rows;
     summary.oversized_blocks = stats.oversized_blocks;
     summary.comparisons = stats.comparisons;
+    summary.blocking = stats;
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     summary.peak_rss_mib = peak_rss_kib().map(|k| k / 1024);
     Ok(summary)

@@ -653,7 +653,8 @@ impl Matcher {
             return Some((1.0, 0));
         }
         let names = NamePair::new(a, b);
-        let conflicts = Conflicts::new(a, b);
+        // Built on first use: most compared pairs fail every rule on the names alone.
+        let mut conflicts: Option<Conflicts> = None;
         let mut best: Option<(f64, u16)> = None;
         'rules: for (i, rule) in self.rules.iter().enumerate() {
             let mut value = rule.max_score;
@@ -675,7 +676,7 @@ impl Matcher {
                 }
                 value -= 1.0 - s;
             }
-            value -= conflicts.penalty(rule.uses);
+            value -= conflicts.get_or_insert_with(|| Conflicts::new(a, b)).penalty(rule.uses);
             let value = value.clamp(0.0, 1.0);
             let index = u16::try_from(i + 1).unwrap_or(u16::MAX);
             if best.is_none_or(|(v, _)| value > v) {
@@ -693,16 +694,28 @@ struct NamePair<'p> {
     b_first_canon: Option<&'p str>,
     b_last: Option<&'p str>,
     transposed: bool,
+    /// The fuzzy similarities, computed once per pair (every built-in rule asks for them).
+    first_fuzzy: Option<f64>,
+    last_fuzzy: Option<f64>,
 }
 
 impl<'p> NamePair<'p> {
     fn new(a: &'p Profile, b: &'p Profile) -> NamePair<'p> {
+        let mut chosen = NamePair::choose(a, b);
+        chosen.first_fuzzy = chosen.first_calc(Method::Fuzzy);
+        chosen.last_fuzzy = chosen.last_calc(Method::Fuzzy);
+        chosen
+    }
+
+    fn choose(a: &'p Profile, b: &'p Profile) -> NamePair<'p> {
         let straight = NamePair {
             a,
             b_first: b.first(),
             b_first_canon: b.first_canonical(),
             b_last: b.last(),
             transposed: false,
+            first_fuzzy: None,
+            last_fuzzy: None,
         };
         // Data entry swaps first and last name; Salesforce tries both orders too.
         let (Some(bf), Some(bl), Some(_), Some(_)) = (b.first(), b.last(), a.first(), a.last())
@@ -718,9 +731,11 @@ impl<'p> NamePair<'p> {
             b_first_canon: Some(normalize::canonical_first_name(bl)),
             b_last: Some(bf),
             transposed: true,
+            first_fuzzy: None,
+            last_fuzzy: None,
         };
         let total = |n: &NamePair<'_>| {
-            n.first(Method::Fuzzy).unwrap_or(0.0) + n.last(Method::Fuzzy).unwrap_or(0.0)
+            n.first_calc(Method::Fuzzy).unwrap_or(0.0) + n.last_calc(Method::Fuzzy).unwrap_or(0.0)
         };
         if total(&swapped) > total(&straight) + 0.05 { swapped } else { straight }
     }
@@ -730,6 +745,20 @@ impl<'p> NamePair<'p> {
     }
 
     fn first(&self, method: Method) -> Option<f64> {
+        match method {
+            Method::Fuzzy => self.first_fuzzy,
+            Method::Exact => self.first_calc(method),
+        }
+    }
+
+    fn last(&self, method: Method) -> Option<f64> {
+        match method {
+            Method::Fuzzy => self.last_fuzzy,
+            Method::Exact => self.last_calc(method),
+        }
+    }
+
+    fn first_calc(&self, method: Method) -> Option<f64> {
         let (x, y) = (self.a.first()?, self.b_first?);
         Some(match method {
             Method::Exact => f64::from(u8::from(x == y)),
@@ -742,7 +771,7 @@ impl<'p> NamePair<'p> {
         })
     }
 
-    fn last(&self, method: Method) -> Option<f64> {
+    fn last_calc(&self, method: Method) -> Option<f64> {
         let (x, y) = (self.a.last()?, self.b_last?);
         Some(match method {
             Method::Exact => f64::from(u8::from(x == y)),
@@ -896,13 +925,15 @@ fn company_similarity(x: &str, y: &str) -> f64 {
     if x == y {
         return 1.0;
     }
-    let joined = |s: &str| s.replace(' ', "");
-    if joined(x) == joined(y) {
+    // Compared as iterators: this runs for most compared pairs, so no allocation.
+    if x.chars().filter(|c| *c != ' ').eq(y.chars().filter(|c| *c != ' ')) {
         return 0.98;
     }
-    let acronym = |s: &str| -> String { s.split(' ').filter_map(|t| t.chars().next()).collect() };
+    let acronym_is = |long: &str, short: &str| {
+        long.split(' ').filter_map(|t| t.chars().next()).eq(short.chars())
+    };
     let (xt, yt) = (x.split(' ').count(), y.split(' ').count());
-    if (xt >= 2 && yt == 1 && acronym(x) == y) || (yt >= 2 && xt == 1 && acronym(y) == x) {
+    if (xt >= 2 && yt == 1 && acronym_is(x, y)) || (yt >= 2 && xt == 1 && acronym_is(y, x)) {
         return 0.95;
     }
     let mut s = jw(x, y);
@@ -921,8 +952,17 @@ fn phone_similarity(x: &str, y: &str) -> f64 {
     if xb.len() != yb.len() {
         return 0.0;
     }
-    let diff: Vec<usize> = (0..xb.len()).filter(|i| xb[*i] != yb[*i]).collect();
-    let close = match diff.as_slice() {
+    // At most three differing positions are needed to decide; no allocation.
+    let mut diff = [0usize; 3];
+    let mut n = 0;
+    for i in (0..xb.len()).filter(|i| xb[*i] != yb[*i]) {
+        diff[n] = i;
+        n += 1;
+        if n == 3 {
+            break;
+        }
+    }
+    let close = match &diff[..n] {
         [_] => true,
         [i, j] => *j == i + 1 && xb[*i] == yb[*j] && xb[*j] == yb[*i],
         _ => false,
@@ -961,8 +1001,7 @@ fn first_token(s: &str) -> &str {
 /// Whether every token of the shorter name appears in the longer one.
 fn tokens_contained(x: &str, y: &str) -> bool {
     let (short, long) = if x.len() <= y.len() { (x, y) } else { (y, x) };
-    let long: Vec<&str> = long.split(' ').collect();
-    !short.is_empty() && short.split(' ').all(|t| long.contains(&t))
+    !short.is_empty() && short.split(' ').all(|t| long.split(' ').any(|l| l == t))
 }
 
 /// American Soundex of a normalised name (spaces ignored). Names that do not start with a
@@ -1094,14 +1133,24 @@ fn for_each_key(p: &Profile, buf: &mut String, mut f: impl FnMut(&str)) {
 }
 
 /// FNV-1a, 64 bits: blocking keys are kept as hashes (a collision only merges two blocks,
-/// costing comparisons, never a wrong match).
+/// costing comparisons, never a wrong match). The top three bits are replaced by the key's
+/// kind (see [`KEY_KINDS`]), so that statistics can be kept per kind.
 fn key_hash(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h
+    let kind = s.bytes().next().and_then(|c| KEY_KINDS.bytes().position(|k| k == c)).unwrap_or(7);
+    (h >> 3) | ((kind as u64) << 61)
+}
+
+/// The kinds of blocking key, by their prefix letter (see [`Matcher::blocking_keys`]); index
+/// `i` is [`BlockStats::by_kind`]`[i]`, and 7 is "other".
+pub const KEY_KINDS: &str = "epnmlcd";
+
+fn key_kind(h: u64) -> usize {
+    (h >> 61) as usize
 }
 
 /// One candidate pair from batch matching. In [`CandidatePairs`] `a < b` index one slice; in
@@ -1129,6 +1178,23 @@ pub struct BlockStats {
     pub oversized_rows: u64,
     /// Pairs scored.
     pub comparisons: u64,
+    /// Pairs met inside scored blocks, including those scored in another shared block.
+    pub pairs_in_blocks: u64,
+    /// Rows in the largest scored block.
+    pub largest_block: u64,
+    /// Per key kind ([`KEY_KINDS`]): what blocking on that kind cost.
+    pub by_kind: [KindStats; 8],
+}
+
+/// What one kind of blocking key cost in a batch run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindStats {
+    /// Pairs scored in blocks of this kind.
+    pub comparisons: u64,
+    /// Rows in the largest scored block of this kind.
+    pub largest_block: u64,
+    /// Blocks of this kind skipped for size.
+    pub oversized_blocks: u64,
 }
 
 /// Pairs within one set that scored at or above the review threshold, sorted by `(a, b)`.
@@ -1258,6 +1324,7 @@ impl Matcher {
                 oversized.insert(h);
                 stats.oversized_blocks += 1;
                 stats.oversized_rows += (end - start) as u64;
+                stats.by_kind[key_kind(h)].oversized_blocks += 1;
             }
             start = end;
         }
@@ -1310,6 +1377,12 @@ impl Matcher {
         for r in results {
             stats.blocks += r.blocks;
             stats.comparisons += r.comparisons;
+            stats.pairs_in_blocks += r.pairs_in_blocks;
+            for (k, rk) in stats.by_kind.iter_mut().zip(r.by_kind) {
+                k.comparisons += rk.comparisons;
+                k.largest_block = k.largest_block.max(rk.largest_block);
+            }
+            stats.largest_block = stats.largest_block.max(r.largest_block);
             for (i, j, s, rule) in r.pairs {
                 emit(i, j, s, rule);
             }
@@ -1333,6 +1406,9 @@ struct BlockResult {
     pairs: Vec<(u32, u32, f32, u16)>,
     blocks: u64,
     comparisons: u64,
+    pairs_in_blocks: u64,
+    largest_block: u64,
+    by_kind: [KindStats; 8],
 }
 
 impl Matcher {
@@ -1352,12 +1428,18 @@ impl Matcher {
             if end - start >= 2 && !ctx.oversized.contains(&h) {
                 out.blocks += 1;
                 let block = &index[start..end];
+                let size = block.len() as u64;
+                out.largest_block = out.largest_block.max(size);
+                out.pairs_in_blocks += size * (size - 1) / 2;
+                let kind = &mut out.by_kind[key_kind(h)];
+                kind.largest_block = kind.largest_block.max(size);
                 for (x, &(_, i)) in block.iter().enumerate() {
                     for &(_, j) in &block[x + 1..] {
                         if first_shared_key(keys_of(i), keys_of(j), ctx.oversized) != Some(h) {
                             continue;
                         }
                         out.comparisons += 1;
+                        out.by_kind[key_kind(h)].comparisons += 1;
                         let (a, b) = ((ctx.get)(i as usize), (ctx.get)(j as usize));
                         if let Some((s, rule)) = self.score_index(a, b)
                             && s >= self.review

@@ -12,3 +12,6 @@ pub mod matcher;
 pub mod normalize;
 pub mod quality;
 pub mod synth;
+
+#[cfg(test)]
+mod quality_tests;

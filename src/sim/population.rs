@@ -289,19 +289,113 @@ pub fn generate(n: usize, seed: u64) -> Vec<Person> {
         .collect()
 }
 
+/// A fuzzy duplicate: another record of `people[of]` whose values differ the way real
+/// duplicates do (from [`crate::identity::synth`]).
+#[derive(Debug, Clone)]
+pub struct Duplicate {
+    /// Index of the person in [`FuzzyPopulation::people`].
+    pub of: usize,
+    /// The duplicate's values; `email`, `phone` or `company` may be blank (an empty string).
+    pub record: Person,
+}
+
+/// People plus fuzzy duplicates of some of them. Presence is left to the caller (every person
+/// is [`Presence::Both`] here), and so is where each duplicate goes.
+#[derive(Debug, Clone, Default)]
+pub struct FuzzyPopulation {
+    pub people: Vec<Person>,
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// `n` people drawn by the synthetic-people generator (names with diacritics and nicknames,
+/// namesakes and family members as hard negatives, company and phone formats of several
+/// countries), of whom a share `duplicate_rate` get one to three fuzzy duplicates (nicknames,
+/// typos, transposed names, email and phone variants, company suffixes, dropped fields).
+/// Titles, sources, stages and opt-outs are drawn as in [`generate`]. The same arguments give
+/// the same population. Duplicates carry no opt-out (an unsubscribe is made on the person).
+pub fn with_fuzzy_duplicates(n: usize, duplicate_rate: f64, seed: u64) -> FuzzyPopulation {
+    use crate::identity::synth::{self, SynthOptions, SynthRecord, Systems};
+    let opts = SynthOptions {
+        people: n,
+        duplicate_rate,
+        seed,
+        // The clean record keeps every field (a Salesforce lead needs a company); the
+        // duplicates still drop fields as their variants say.
+        missing_rate: 0.0,
+        systems: Systems::One,
+        // One person's records leave the generator together, so they can be grouped.
+        window: 1,
+        ..SynthOptions::default()
+    };
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_f00d);
+    let mut out = FuzzyPopulation { people: Vec::with_capacity(n), duplicates: Vec::new() };
+    let to_person = |rng: &mut StdRng, r: &SynthRecord| -> Person {
+        let s = |v: &Option<String>| v.clone().unwrap_or_default();
+        Person {
+            first: s(&r.first_name),
+            last: s(&r.last_name),
+            email: s(&r.email),
+            company: s(&r.company),
+            title: (*pick(rng, TITLES)).to_string(),
+            phone: s(&r.phone),
+            source: SOURCES[rng.random_range(0..SOURCES.len())],
+            presence: Presence::Both,
+            hs_stage: ["subscriber", "lead", "marketingqualifiedlead"][rng.random_range(0..3)],
+            sf_status: ["Open - Not Contacted", "Working - Contacted"][rng.random_range(0..2)],
+            hs_opt_out: false,
+            sf_opt_out: false,
+            sf_duplicate: false,
+        }
+    };
+    let mut group: Vec<SynthRecord> = Vec::new();
+    let flush = |group: &mut Vec<SynthRecord>, out: &mut FuzzyPopulation, rng: &mut StdRng| {
+        let Some(clean) = group.iter().position(|r| r.variants.is_empty()) else {
+            group.clear();
+            return;
+        };
+        let mut person = to_person(rng, &group[clean]);
+        person.hs_opt_out = rng.random_range(0..100) < 4;
+        person.sf_opt_out = rng.random_range(0..100) < 3;
+        let of = out.people.len();
+        for (i, r) in group.iter().enumerate() {
+            if i != clean {
+                let mut record = to_person(rng, r);
+                record.title.clone_from(&person.title);
+                out.duplicates.push(Duplicate { of, record });
+            }
+        }
+        out.people.push(person);
+        group.clear();
+    };
+    for r in synth::generate(&opts) {
+        if group.first().is_some_and(|g| g.cluster != r.cluster) {
+            flush(&mut group, &mut out, &mut rng);
+        }
+        group.push(r);
+    }
+    flush(&mut group, &mut out, &mut rng);
+    out
+}
+
 impl Person {
     /// The person as a Salesforce Lead, as an import would create it.
     pub fn salesforce_lead(&self, duplicate: bool) -> Map<String, Value> {
         let email = if duplicate { self.email.to_uppercase() } else { self.email.clone() };
         let mut m = Map::new();
-        m.insert("FirstName".into(), Value::String(self.first.clone()));
-        m.insert("LastName".into(), Value::String(self.last.clone()));
-        m.insert("Email".into(), Value::String(email));
-        m.insert("Company".into(), Value::String(self.company.clone()));
-        m.insert("Title".into(), Value::String(self.title.clone()));
-        m.insert("Phone".into(), Value::String(self.phone.clone()));
-        m.insert("LeadSource".into(), Value::String(self.source.to_string()));
-        m.insert("Status".into(), Value::String(self.sf_status.to_string()));
+        // Blank values are left out, as an import leaves the field empty.
+        let mut put = |k: &str, v: String| {
+            if !v.is_empty() {
+                m.insert(k.into(), Value::String(v));
+            }
+        };
+        put("FirstName", self.first.clone());
+        put("LastName", self.last.clone());
+        put("Email", email);
+        put("Company", self.company.clone());
+        put("Title", self.title.clone());
+        put("Phone", self.phone.clone());
+        put("LeadSource", self.source.to_string());
+        put("Status", self.sf_status.to_string());
         m.insert("HasOptedOutOfEmail".into(), Value::Bool(self.sf_opt_out));
         m
     }
@@ -310,14 +404,19 @@ impl Person {
     /// sometimes differ (a newer title in one), as they do in real portals.
     pub fn hubspot_contact(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
-        m.insert("email".into(), self.email.clone());
-        m.insert("firstname".into(), self.first.clone());
-        m.insert("lastname".into(), self.last.clone());
-        m.insert("company".into(), self.company.clone());
-        m.insert("jobtitle".into(), self.title.clone());
-        m.insert("phone".into(), self.phone.clone());
-        m.insert("leadsource".into(), self.source.to_string());
-        m.insert("lifecyclestage".into(), self.hs_stage.to_string());
+        let mut put = |k: &str, v: String| {
+            if !v.is_empty() {
+                m.insert(k.into(), v);
+            }
+        };
+        put("email", self.email.clone());
+        put("firstname", self.first.clone());
+        put("lastname", self.last.clone());
+        put("company", self.company.clone());
+        put("jobtitle", self.title.clone());
+        put("phone", self.phone.clone());
+        put("leadsource", self.source.to_string());
+        put("lifecyclestage", self.hs_stage.to_string());
         m
     }
 }
@@ -342,5 +441,34 @@ mod tests {
             a.iter().map(|p| p.email.to_lowercase()).collect();
         assert_eq!(emails.len(), 500, "emails are unique");
         assert!(a.iter().all(|p| p.email.is_ascii()));
+    }
+
+    #[test]
+    fn fuzzy_population_has_duplicates_that_differ_from_their_person() {
+        let pop = with_fuzzy_duplicates(2_000, 0.1, 3);
+        assert_eq!(pop.people.len(), 2_000);
+        // 10% of people with 1..=3 duplicates each: about 400 records.
+        assert!((250..600).contains(&pop.duplicates.len()), "{}", pop.duplicates.len());
+        // Most differ in a field the vendors hold (the rest only in the address, which the
+        // simulated records do not carry).
+        let key = |p: &Person| {
+            (p.first.clone(), p.last.clone(), p.email.clone(), p.company.clone(), p.phone.clone())
+        };
+        let differ =
+            pop.duplicates.iter().filter(|d| key(&d.record) != key(&pop.people[d.of])).count();
+        assert!(differ * 10 >= pop.duplicates.len() * 8, "{differ} of {}", pop.duplicates.len());
+        let email_differs = pop
+            .duplicates
+            .iter()
+            .filter(|d| d.record.email.to_lowercase() != pop.people[d.of].email.to_lowercase())
+            .count();
+        assert!(email_differs > 0 && email_differs < pop.duplicates.len(), "{email_differs}");
+        assert!(pop.people.iter().all(|p| !p.email.is_empty() && !p.company.is_empty()));
+        // Some duplicates lost their email; blanks are left out of the vendor records.
+        let blank = pop.duplicates.iter().find(|d| d.record.email.is_empty()).expect("some");
+        assert!(!blank.record.hubspot_contact().contains_key("email"));
+        assert!(!blank.record.salesforce_lead(false).contains_key("Email"));
+        let again = with_fuzzy_duplicates(2_000, 0.1, 3);
+        assert_eq!(again.duplicates.len(), pop.duplicates.len());
     }
 }
