@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::exit;
 use crate::app::{App, count};
 use crate::domain::SystemName;
+use crate::ledger::{LedgerError, LedgerReader, MatchFigures, SeededDuplicate};
 use crate::settings::{DEMO_TOML, Source};
 use crate::sim::harness::{Harness, wait_converged};
 use crate::sim::hubspot::HubspotSimOptions;
@@ -208,57 +209,17 @@ fn seed_population(harness: &Harness, args: &BenchArgs) -> Result<Placed, String
 }
 
 /// What matching made of the run, read from the ledger file.
-#[derive(Debug, Default)]
-struct MatchFigures {
-    links_by_reason: Vec<(String, i64)>,
-    reviews: Vec<(String, String, i64)>,
-    /// Fuzzy duplicates whose record ended on the same person as their original's.
-    joined: usize,
-    joined_within: usize,
-    /// Duplicates in an open duplicate review with their original's person.
-    in_review: usize,
-}
-
-fn match_figures(path: &std::path::Path, placed: &Placed) -> rusqlite::Result<MatchFigures> {
-    let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let mut out = MatchFigures::default();
-    // Rule names are the part after "matched_rule:"; the score is not in the reason.
-    let mut stmt = conn.prepare(
-        "SELECT reason, count(*) FROM links WHERE closed_at IS NULL GROUP BY reason ORDER BY 2 DESC",
-    )?;
-    out.links_by_reason =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
-    let mut stmt = conn
-        .prepare("SELECT kind, state, count(*) FROM reviews GROUP BY kind, state ORDER BY 1, 2")?;
-    out.reviews = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut lead = conn.prepare(
-        "SELECT lead_id FROM links WHERE system = ?1 AND remote_id = ?2 AND closed_at IS NULL",
-    )?;
-    let mut review = conn.prepare(
-        "SELECT count(*) FROM reviews WHERE kind = 'duplicate' AND state = 'open'
-         AND ((lead_id = ?1 AND other_lead_id = ?2) OR (lead_id = ?2 AND other_lead_id = ?1))",
-    )?;
-    for (side, id, home, original, within) in &placed.duplicates {
-        let get = |stmt: &mut rusqlite::Statement<'_>, s: Side, id: &str| {
-            stmt.query_row(rusqlite::params![s.system(), id], |r| r.get::<_, String>(0)).ok()
-        };
-        let (Some(a), Some(b)) = (get(&mut lead, *side, id), get(&mut lead, *home, original))
-        else {
-            continue;
-        };
-        if a == b {
-            out.joined += 1;
-            if *within {
-                out.joined_within += 1;
-            }
-        } else if review.query_row(rusqlite::params![a, b], |r| r.get::<_, i64>(0))? > 0 {
-            out.in_review += 1;
+fn match_figures(path: &std::path::Path, placed: &Placed) -> Result<MatchFigures, LedgerError> {
+    let reader = LedgerReader::open(path)?;
+    reader.match_figures(placed.duplicates.iter().map(|(side, id, home, original, within)| {
+        SeededDuplicate {
+            system: side.system(),
+            remote_id: id,
+            original_system: home.system(),
+            original_id: original,
+            within: *within,
         }
-    }
-    Ok(out)
+    }))
 }
 
 #[allow(clippy::too_many_lines, reason = "a linear script")]

@@ -10,6 +10,7 @@
 
 mod duplicates;
 mod erase;
+mod figures;
 mod identity;
 mod notices;
 mod review;
@@ -20,6 +21,7 @@ pub use duplicates::{
     DuplicateGroup, DuplicateLink, MergeOutcome, MergeRecord, MergeRetry, MergeTask,
 };
 pub use erase::{Erasure, erasure_email};
+pub use figures::{MatchFigures, SeededDuplicate};
 pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
 pub use trace::{Trace, TraceEvent, TraceField, TraceLink};

@@ -1,0 +1,81 @@
+//! Matching figures for `leadsync bench`: how links were made, the review queue by state, and
+//! where seeded duplicates ended up. Read-only; here because only the ledger runs SQL.
+
+use rusqlite::params;
+
+use super::{LedgerReader, Result};
+
+/// A record the benchmark seeded as a fuzzy duplicate, and the original it duplicates.
+#[derive(Debug, Clone, Copy)]
+pub struct SeededDuplicate<'a> {
+    pub system: &'a str,
+    pub remote_id: &'a str,
+    pub original_system: &'a str,
+    pub original_id: &'a str,
+    /// Both records are in the same system.
+    pub within: bool,
+}
+
+/// What matching made of a run.
+#[derive(Debug, Default)]
+pub struct MatchFigures {
+    /// Open links per link reason, most frequent first.
+    pub links_by_reason: Vec<(String, i64)>,
+    /// Review items per (kind, state).
+    pub reviews: Vec<(String, String, i64)>,
+    /// Duplicates whose record ended on the same person as their original's.
+    pub joined: usize,
+    /// Of those, duplicates within one system.
+    pub joined_within: usize,
+    /// Duplicates in an open duplicate review with their original's person.
+    pub in_review: usize,
+}
+
+impl LedgerReader {
+    /// # Errors
+    /// SQLite failures.
+    pub fn match_figures<'a>(
+        &self,
+        duplicates: impl IntoIterator<Item = SeededDuplicate<'a>>,
+    ) -> Result<MatchFigures> {
+        let mut out = MatchFigures::default();
+        let mut stmt = self.conn.prepare(
+            "SELECT reason, count(*) FROM links WHERE closed_at IS NULL
+             GROUP BY reason ORDER BY 2 DESC, 1",
+        )?;
+        out.links_by_reason =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT kind, state, count(*) FROM reviews GROUP BY kind, state ORDER BY 1, 2",
+        )?;
+        out.reviews = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut lead = self.conn.prepare(
+            "SELECT lead_id FROM links WHERE system = ?1 AND remote_id = ?2 AND closed_at IS NULL",
+        )?;
+        let mut review = self.conn.prepare(
+            "SELECT count(*) FROM reviews WHERE kind = 'duplicate' AND state = 'open'
+             AND ((lead_id = ?1 AND other_lead_id = ?2) OR (lead_id = ?2 AND other_lead_id = ?1))",
+        )?;
+        for d in duplicates {
+            let mut person = |system: &str, id: &str| {
+                lead.query_row(params![system, id], |r| r.get::<_, String>(0)).ok()
+            };
+            let (Some(a), Some(b)) =
+                (person(d.system, d.remote_id), person(d.original_system, d.original_id))
+            else {
+                continue;
+            };
+            if a == b {
+                out.joined += 1;
+                if d.within {
+                    out.joined_within += 1;
+                }
+            } else if review.query_row(params![a, b], |r| r.get::<_, i64>(0))? > 0 {
+                out.in_review += 1;
+            }
+        }
+        Ok(out)
+    }
+}
