@@ -227,6 +227,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX links_open_system_lead ON links(system, lead_id) WHERE closed_at IS NULL;
     CREATE INDEX leads_merged_into ON leads(merged_into) WHERE merged_into IS NOT NULL;
     "#,
+    // 8 (lifecycle branch; the lead renumbers at merge after 6 erase and 7 closed loop): the
+    // lead contract's governed lifecycle per person, as JSON (`reconcile::lifecycle::
+    // PersonLifecycle`: stage, stage-entry dates, event times, custom values, rules that
+    // held), with the stage in its own column so that counts and `plan` need no JSON.
+    r#"
+    CREATE TABLE lifecycle (
+        lead_id TEXT PRIMARY KEY,
+        stage TEXT NOT NULL,
+        state TEXT NOT NULL,           -- JSON PersonLifecycle
+        updated_at TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX lifecycle_stage ON lifecycle(stage);
+    "#,
 ];
 
 /// The schema version this build writes.
