@@ -51,7 +51,12 @@ pub(super) fn fill_context(tx: &Transaction<'_>, ctx: &mut Context) -> Result<()
     Ok(())
 }
 
-fn write(tx: &Transaction<'_>, lead_id: &str, state: &PersonLifecycle, now: DateTime<Utc>) -> Result<()> {
+fn write(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    state: &PersonLifecycle,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let Some(stage) = state.stage else { return Ok(()) };
     tx.prepare_cached(
         "INSERT INTO lifecycle(lead_id, stage, state, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -266,3 +271,6 @@ fn plan(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -84,7 +84,11 @@ pub struct Governed {
 
 /// The stage a person's fields say, for placement: the six-stage `lifecycle_stage`, else
 /// the stage of their lead status, else `lead`.
-pub fn placement(contract: &Contract, status_implies: &BTreeMap<String, Stage>, fields: &Fields) -> LifecycleStage {
+pub fn placement(
+    contract: &Contract,
+    status_implies: &BTreeMap<String, Stage>,
+    fields: &Fields,
+) -> LifecycleStage {
     if let Some(st) = fields.get(&Field::LifecycleStage).and_then(|s| Stage::parse(s)) {
         return LifecycleStage::from(st);
     }
@@ -137,7 +141,11 @@ pub fn fill_facts(
 }
 
 /// The stages whose rule holds for `facts`.
-fn holding(rules: &QualificationRules, facts: &Facts, now: DateTime<Utc>) -> BTreeSet<LifecycleStage> {
+fn holding(
+    rules: &QualificationRules,
+    facts: &Facts,
+    now: DateTime<Utc>,
+) -> BTreeSet<LifecycleStage> {
     rules.iter().filter(|(_, r)| r.holds(facts, now)).map(|(s, _)| s).collect()
 }
 
@@ -412,10 +420,8 @@ pub fn named_move(
         None => placement(contract, status_implies, fields),
     };
     let to = to.unwrap_or_else(|| named_target(&contract.table, name, from));
-    let t = contract
-        .table
-        .check(from, to, How::Named { name, reason })
-        .map_err(|r| (from, to, r))?;
+    let t =
+        contract.table.check(from, to, How::Named { name, reason }).map_err(|r| (from, to, r))?;
     if state.stage.is_none() {
         state.stage = Some(from);
         state.dates.enter(from, now);
@@ -475,7 +481,9 @@ pub(super) fn add_clears(lead: &LeadState, rules: &Rules, out: &mut Vec<PushInte
         if desired.is_some_and(|d| d >= known) {
             continue;
         }
-        match out.iter_mut().find(|i| i.system == sys.name && i.remote.as_ref() == Some(&link.remote))
+        match out
+            .iter_mut()
+            .find(|i| i.system == sys.name && i.remote.as_ref() == Some(&link.remote))
         {
             Some(intent) => {
                 intent.fields.insert(Field::LifecycleStage, String::new());
