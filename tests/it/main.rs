@@ -6,6 +6,7 @@ mod connectors;
 mod convergence;
 mod duplicates;
 mod helpers;
+mod lifecycle;
 mod sync;
 mod tidy;
 mod webhooks;
