@@ -52,8 +52,7 @@ fn reconcile(l: &Ledger, r: &Rules, c: Change, n: usize, now: i64) {
 /// at t(1); the contact's known stage is unset, so any later stage it reports is news.
 fn person_at(l: &Ledger, r: &Rules, n: usize, from: LifecycleStage) -> String {
     reconcile(l, r, change(n, None, 0), n, 1);
-    let mut state = PersonLifecycle::default();
-    state.stage = Some(from);
+    let mut state = PersonLifecycle { stage: Some(from), ..PersonLifecycle::default() };
     state.dates.enter(from, t(1));
     let conn = l.conn.lock().expect("lock");
     conn.execute(
