@@ -259,3 +259,22 @@ fn the_sal_source_rule_refusal_is_audited_once() {
     let d2 = reconcile(&ctx, &mkt(), &c2, &r, "unused", t(4)).expect("decided");
     assert!(d2.audit.iter().all(|a| a.kind != "stage_refused"), "edge triggered: once");
 }
+
+#[test]
+fn the_mapping_validates_its_names() {
+    let bad_event = "[contract]\n[contract.mapping]\nstatus_events = { working = \"nope\" }\n";
+    let e = raw(bad_event).validate("contract").expect_err("undeclared event");
+    assert_eq!(e.key, "contract.mapping.status_events.working");
+    let bad_stage =
+        "[contract]\n[contract.mapping]\nstatus_stages = { unqualified = \"disqualified\" }\n";
+    let e = raw(bad_stage).validate("contract").expect_err("named-only stage");
+    assert_eq!(e.key, "contract.mapping.status_stages.unqualified");
+    let bad_domain = "[contract]\n[contract.mapping]\nrecycled_stage = \"sal\"\n";
+    let e = raw(bad_domain).validate("contract").expect_err("not a six-stage value");
+    assert_eq!(e.key, "contract.mapping.recycled_stage");
+    let example: &str = include_str!("../../../config/contract.example.toml");
+    let c = raw(example).validate("contract").expect("the example is valid");
+    assert_eq!(c.mapping.status_stages.get("working"), Some(&LifecycleStage::Sal));
+    assert_eq!(c.mapping.recycled_stage, Some(Stage::Lead));
+    assert_eq!(c.mapping.disqualified_stage, None);
+}
