@@ -65,6 +65,7 @@ fn rules_with(settings: &Settings, systems: Vec<SystemRules>) -> Rules {
         field_rules: settings.identity.field_rules.clone(),
         recreate_deleted: settings.identity.recreate_deleted,
         matcher: settings.identity.matcher.clone(),
+        contract: settings.contract.clone().map(Arc::new),
     }
 }
 

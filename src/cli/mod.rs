@@ -1,9 +1,9 @@
 //! The subcommands of the one `leadsync` binary.
 //!
 //! Commands read the ledger only, except `serve` and `demo`, which run the sync engine,
-//! `review accept|reject`, which write a reviewer's decision, and `erase`, which deletes a
-//! person at the vendors and scrubs them from the ledger; `dedupe` reads CSV files and never
-//! the ledger.
+//! `review accept|reject`, which write a reviewer's decision, `stage`, which writes an
+//! operator's named lifecycle transition, and `erase`, which deletes a person at the vendors
+//! and scrubs them from the ledger; `dedupe` reads CSV files and never the ledger.
 //! Exit codes follow sysexits: 78 bad configuration, 69 a system unreachable, 74 ledger IO.
 
 #![allow(clippy::print_stdout, reason = "the CLI's output is its interface")]
@@ -15,9 +15,11 @@ mod dedupe;
 mod demo;
 mod duplicates;
 pub mod erase;
+mod plan;
 mod review;
 mod serve;
 mod sim;
+mod stage;
 mod status;
 mod synth;
 mod trace;
@@ -83,6 +85,12 @@ pub enum Command {
     },
     /// The review queue: possible duplicates and parked field conflicts.
     Review(review::ReviewArgs),
+    /// A named lifecycle transition (recycle, disqualify, reopen) with a reason code, checked
+    /// against the lead contract's transition table: `leadsync stage QUERY recycle --reason CODE`.
+    Stage(stage::StageArgs),
+    /// What a changed lead contract would do: how many persons would change stage, and a
+    /// sample of who (ledger ids). Reads the ledger only; applies nothing.
+    Plan(plan::PlanArgs),
     /// Persons with more than one record in one system: how each was linked, since when, and
     /// what vendor-side merging (identity.merge_at_vendor) does or would do with them.
     Duplicates(duplicates::DuplicatesArgs),
@@ -110,6 +118,8 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> ExitCode {
         Command::Status { config, json } => status::run(&config, &env, json),
         Command::Trace { config, query, json } => trace::run(&config, &env, &query, json),
         Command::Review(args) => review::run(args, &env),
+        Command::Stage(args) => stage::run(&args, &env),
+        Command::Plan(args) => plan::run(&args, &env),
         Command::Duplicates(args) => duplicates::run(&args, &env),
         Command::Sim(args) => sim::run(args, &env).await,
         Command::Demo(args) => demo::run(args, &env).await,

@@ -19,6 +19,7 @@ use crate::contract::lifecycle::{
     ForwardSources, LifecycleStage, NamedMove, NamedRule, ReasonCode, TransitionTable,
 };
 use crate::contract::sla::SlaPolicy;
+use crate::domain::Stage;
 
 /// `[contract]` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -40,6 +41,114 @@ pub struct ContractRaw {
     /// Absent: no SLA clocks.
     #[serde(default)]
     pub sla: Option<SlaRaw>,
+    /// How systems' lead statuses are read as stages and events, and what is written for the
+    /// stages the six-stage vocabulary lacks.
+    #[serde(default)]
+    pub mapping: MappingRaw,
+}
+
+/// `[contract.mapping]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MappingRaw {
+    /// Canonical lead status -> the funnel stage a system reporting it means (`working = "sal"`).
+    pub status_stages: BTreeMap<String, String>,
+    /// Canonical lead status -> the declared event a system reporting it stamps
+    /// (`working = "callback_requested"`).
+    pub status_events: BTreeMap<String, String>,
+    /// The six-stage value written for a recycled person (`""`: the stage is cleared).
+    pub recycled_stage: String,
+    /// The canonical lead status written when a person is recycled (`""`: none).
+    pub recycled_status: String,
+    /// The six-stage value written for a disqualified person (`""`: the stage is cleared).
+    pub disqualified_stage: String,
+    /// The canonical lead status written when a person is disqualified (`""`: none).
+    pub disqualified_status: String,
+}
+
+impl Default for MappingRaw {
+    fn default() -> Self {
+        MappingRaw {
+            status_stages: BTreeMap::new(),
+            status_events: BTreeMap::new(),
+            recycled_stage: "lead".into(),
+            recycled_status: "nurture".into(),
+            disqualified_stage: String::new(),
+            disqualified_status: "unqualified".into(),
+        }
+    }
+}
+
+/// The validated `[contract.mapping]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageMapping {
+    /// Lead status -> the funnel stage it reports.
+    pub status_stages: BTreeMap<String, LifecycleStage>,
+    /// Lead status -> the declared event it stamps.
+    pub status_events: BTreeMap<String, String>,
+    pub recycled_stage: Option<Stage>,
+    pub recycled_status: Option<String>,
+    pub disqualified_stage: Option<Stage>,
+    pub disqualified_status: Option<String>,
+}
+
+impl Default for StageMapping {
+    fn default() -> Self {
+        MappingRaw::default()
+            .validate("contract.mapping", &Vocabulary::new())
+            .expect("the default mapping is valid")
+    }
+}
+
+impl MappingRaw {
+    fn validate(&self, prefix: &str, vocabulary: &Vocabulary) -> Result<StageMapping, KeyError> {
+        let mut status_stages = BTreeMap::new();
+        for (status, st) in &self.status_stages {
+            let key = format!("{prefix}.status_stages.{status}");
+            let st = stage(&key, st)?;
+            if st.funnel_rank().is_none() {
+                return Err(KeyError::new(
+                    key,
+                    "recycled and disqualified are entered only by named transitions",
+                ));
+            }
+            status_stages.insert(status.clone(), st);
+        }
+        let mut status_events = BTreeMap::new();
+        for (status, event) in &self.status_events {
+            if vocabulary.event(event).is_none() {
+                return Err(KeyError::new(
+                    format!("{prefix}.status_events.{status}"),
+                    format!("unknown event {event:?}: declare it in contract.events"),
+                ));
+            }
+            status_events.insert(status.clone(), event.clone());
+        }
+        let domain = |k: &str, v: &str| -> Result<Option<Stage>, KeyError> {
+            let v = v.trim();
+            if v.is_empty() {
+                return Ok(None);
+            }
+            Stage::parse(v).map(Some).ok_or_else(|| {
+                KeyError::new(
+                    format!("{prefix}.{k}"),
+                    format!(
+                        "unknown stage {v:?} (expected subscriber, lead, mql, sql, opportunity, \
+                         customer, or \"\" to clear it)"
+                    ),
+                )
+            })
+        };
+        let status = |v: &str| Some(v.trim().to_string()).filter(|s| !s.is_empty());
+        Ok(StageMapping {
+            status_stages,
+            status_events,
+            recycled_stage: domain("recycled_stage", &self.recycled_stage)?,
+            recycled_status: status(&self.recycled_status),
+            disqualified_stage: domain("disqualified_stage", &self.disqualified_stage)?,
+            disqualified_status: status(&self.disqualified_status),
+        })
+    }
 }
 
 /// `[contract.lifecycle]`.
@@ -135,6 +244,7 @@ pub struct Contract {
     pub calendar: BusinessCalendar,
     /// `None`: no SLA clocks.
     pub sla: Option<SlaPolicy>,
+    pub mapping: StageMapping,
 }
 
 /// Business hours as a duration, to the minute; at most ten years of them.
@@ -175,7 +285,8 @@ impl ContractRaw {
             Some(raw) => Some(raw.validate(&format!("{prefix}.sla"), &table)?),
             None => None,
         };
-        Ok(Contract { vocabulary, table, rules, calendar, sla })
+        let mapping = self.mapping.validate(&format!("{prefix}.mapping"), &vocabulary)?;
+        Ok(Contract { vocabulary, table, rules, calendar, sla, mapping })
     }
 
     fn vocabulary(&self, prefix: &str) -> Result<Vocabulary, KeyError> {

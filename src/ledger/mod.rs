@@ -12,6 +12,7 @@ mod duplicates;
 mod erase;
 mod figures;
 mod identity;
+mod lifecycle;
 mod notices;
 mod review;
 pub mod schema;
@@ -22,6 +23,7 @@ pub use duplicates::{
 };
 pub use erase::{Erasure, erasure_email};
 pub use figures::{MatchFigures, SeededDuplicate};
+pub use lifecycle::{NamedOutcome, PlannedMove, StagePlan};
 pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
 pub use trace::{Trace, TraceEvent, TraceField, TraceLink};
@@ -341,7 +343,10 @@ impl Ledger {
                     // read: a snapshot older than the one already known says nothing new.
                     stats.stale += 1;
                 } else if rules.system(&system).is_some() {
-                    let ctx = load_context(tx, &system, &change, rules)?;
+                    let mut ctx = load_context(tx, &system, &change, rules)?;
+                    if rules.contract.is_some() {
+                        lifecycle::fill_context(tx, &mut ctx)?;
+                    }
                     let new_id = mint_id();
                     match reconcile::reconcile(&ctx, &system, &change, rules, &new_id, now) {
                         Some(decision) => {
@@ -349,6 +354,8 @@ impl Ledger {
                             stats.new_links += usize::from(decision.new_link.is_some());
                             stats.pushes_planned += decision.pushes.len();
                             apply_decision(tx, &system, &change, &decision, now)?;
+                            let governed = decision.lifecycle.as_ref();
+                            lifecycle::store(tx, &decision.lead_id, governed, now)?;
                         }
                         None => stats.unrelated += 1,
                     }

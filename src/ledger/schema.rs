@@ -241,6 +241,18 @@ const MIGRATIONS: &[&str] = &[
         at TEXT NOT NULL
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 7: the lead contract's governed lifecycle per person, as JSON (`reconcile::lifecycle::
+    // PersonLifecycle`: stage, stage-entry dates, event times, custom values, rules that
+    // held), with the stage in its own column so that counts and `plan` need no JSON.
+    r#"
+    CREATE TABLE lifecycle (
+        lead_id TEXT PRIMARY KEY,
+        stage TEXT NOT NULL,
+        state TEXT NOT NULL,           -- JSON PersonLifecycle
+        updated_at TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX lifecycle_stage ON lifecycle(stage);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -55,7 +55,7 @@ pub struct TraceEvent {
 }
 
 /// Resolve what the operator typed to a live person id.
-fn find_lead(conn: &Connection, query: &str) -> Result<Option<String>> {
+pub(super) fn find_lead(conn: &Connection, query: &str) -> Result<Option<String>> {
     let q = query.trim();
     let id: Option<String> = if q.contains('@') {
         let email = normalize_email(q).unwrap_or_default();

@@ -26,6 +26,7 @@
 //!   only), so an unchanged person produces no writes (no echo); stages are never pushed
 //!   backwards and opt-outs never undone.
 
+pub mod lifecycle;
 mod merge;
 mod rules;
 #[cfg(test)]
@@ -118,6 +119,9 @@ pub struct Context {
     pub related: Option<LeadState>,
     /// Whether the record the fate names is linked at all (to anyone).
     pub related_linked: bool,
+    /// With a contract: the governed lifecycle of the persons above, by ledger id (a person
+    /// missing here has none yet).
+    pub lifecycles: BTreeMap<String, lifecycle::PersonLifecycle>,
 }
 
 /// How a record came to be linked.
@@ -210,6 +214,8 @@ pub struct Decision {
     pub pushes: Vec<PushIntent>,
     pub reviews: Vec<ReviewIntent>,
     pub audit: Vec<AuditEntry>,
+    /// With a contract: the person's governed lifecycle to store.
+    pub lifecycle: Option<lifecycle::Governed>,
 }
 
 /// Decide what one observed change means. `new_lead_id` is used only when the change is a new
@@ -312,6 +318,7 @@ fn unchanged(lead: &LeadState, change: &Change) -> Decision {
         pushes: Vec::new(),
         reviews: Vec::new(),
         audit: Vec::new(),
+        lifecycle: None,
     }
 }
 
@@ -533,6 +540,20 @@ fn reconcile_live(
     if let Some(stage_change) = apply_status_floor(&mut fields, &mut provenance, rules, now) {
         changed_detail.push(stage_change);
     }
+    let governed = rules.contract.as_deref().map(|contract| {
+        let lead_id = lead.map(|l| l.id.as_str()).or(restored_id.as_deref()).unwrap_or(new_lead_id);
+        let input = lifecycle::Input {
+            contract,
+            status_implies: &rules.status_implies_stage,
+            prior: ctx.lifecycles.get(lead_id),
+            lead_id,
+            incoming: &incoming,
+            system,
+            changed_at: change.modified_at,
+            now,
+        };
+        lifecycle::govern(&input, &mut fields, &mut provenance, &mut changed_detail, &mut audit)
+    });
 
     let lead_changed = lead.map(|l| l.fields != fields).unwrap_or(true);
     let lead_id =
@@ -629,6 +650,7 @@ fn reconcile_live(
         pushes,
         reviews,
         audit,
+        lifecycle: governed,
     }
 }
 
@@ -857,6 +879,7 @@ pub fn plan_pushes(lead: &LeadState, rules: &Rules) -> Vec<PushIntent> {
             });
         }
     }
+    lifecycle::add_clears(lead, rules, &mut out);
     out
 }
 

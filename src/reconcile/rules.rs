@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::connectors::FieldMap;
+use crate::contract::config::Contract;
 use crate::domain::{Field, Role, Stage, SystemName};
 use crate::identity::matcher::Matcher;
 
@@ -136,6 +138,9 @@ pub struct Rules {
     pub recreate_deleted: bool,
     /// The fuzzy matching engine (exact keys are matched before it is asked).
     pub matcher: Matcher,
+    /// The lead contract (`[contract]`): when set, the governed lifecycle decides the stage
+    /// (see `reconcile::lifecycle`); `None`: stages follow the "highest stage" lattice alone.
+    pub contract: Option<Arc<Contract>>,
 }
 
 impl Rules {
@@ -174,6 +179,7 @@ impl Rules {
             field_rules: BTreeMap::new(),
             recreate_deleted: false,
             matcher: Matcher::default(),
+            contract: None,
         }
     }
 

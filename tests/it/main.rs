@@ -7,6 +7,7 @@ mod convergence;
 mod duplicates;
 mod erase;
 mod helpers;
+mod lifecycle;
 mod sync;
 mod tidy;
 mod webhooks;

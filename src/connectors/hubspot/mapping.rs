@@ -2,8 +2,9 @@
 //!
 //! Lifecycle stage: HubSpot moves `lifecyclestage` only forward through the API; a backward
 //! move needs the property cleared to `""` first and then set (api-facts §1.3). The engine
-//! never asks for backward moves yet, so this mapping writes what it is given; a future named
-//! transition (recycle, reopen) must send the clearing write first.
+//! asks for the clearing write as `lifecycle_stage = ""` (a named backward transition of the
+//! lead contract, see `reconcile::lifecycle`), which is sent as `lifecyclestage: ""`; the new
+//! stage follows in a later push, once the clear was accepted.
 
 use std::collections::BTreeMap;
 
@@ -111,10 +112,18 @@ pub(super) fn archived_change(c: &Contact, fetched_at: DateTime<Utc>) -> Option<
 /// the communication preferences API instead (see [`wants_opt_out`]).
 pub(super) fn write_properties(map: &FieldMap, fields: &Fields) -> BTreeMap<String, String> {
     let optout_prop = map.property(Field::EmailOptOut);
-    map.to_remote(fields)
+    let mut props: BTreeMap<String, String> = map
+        .to_remote(fields)
         .into_iter()
         .filter(|(p, _)| p != wire::EMAIL_OPTOUT && Some(p.as_str()) != optout_prop)
-        .collect()
+        .collect();
+    // The field map writes stages only; an empty stage is the clearing write.
+    if fields.get(&Field::LifecycleStage).is_some_and(String::is_empty)
+        && let Some(prop) = map.property(Field::LifecycleStage)
+    {
+        props.insert(prop.to_string(), String::new());
+    }
+    props
 }
 
 /// Whether this push asks for an opt-out. `"false"` is never acted on: leadsync never
@@ -173,6 +182,16 @@ mod tests {
         assert!(wants_opt_out(&fields));
         let no: Fields = [(Field::EmailOptOut, "false".to_string())].into();
         assert!(!wants_opt_out(&no));
+    }
+
+    #[test]
+    fn an_empty_stage_is_the_clearing_write() {
+        let m = map();
+        let clear: Fields = [(Field::LifecycleStage, String::new())].into();
+        let props = write_properties(&m, &clear);
+        assert_eq!(props.get("lifecyclestage").map(String::as_str), Some(""));
+        let other: Fields = [(Field::LifecycleStage, "nonsense".to_string())].into();
+        assert!(!write_properties(&m, &other).contains_key("lifecyclestage"));
     }
 
     #[test]

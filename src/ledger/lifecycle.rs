@@ -1,0 +1,276 @@
+//! The ledger side of the lead contract's lifecycle: each person's governed stage, stage
+//! dates, event times and rule state (table `lifecycle`, one JSON row per person), loaded
+//! into the reconciler's context and stored from its decisions; the operator's named
+//! transitions (`leadsync stage`); and `leadsync plan`, which streams every person through a
+//! new contract's rules on a read-only connection and applies nothing.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use super::identity::{load_lead, replan, write_lead};
+use super::trace::find_lead;
+use super::{Ledger, LedgerError, LedgerReader, Result, audit, from_json, to_json, ts};
+use crate::contract::conditions::Facts;
+use crate::contract::config::Contract;
+use crate::contract::lifecycle::{LifecycleStage, NamedMove, Transition};
+use crate::domain::{Fields, Stage};
+use crate::reconcile::lifecycle::{
+    Governed, PersonLifecycle, evaluate_rules, fill_facts, named_move, named_refusal, placement,
+};
+use crate::reconcile::{Context, Rules};
+
+fn load(conn: &Connection, lead_id: &str) -> Result<Option<PersonLifecycle>> {
+    let row: Option<String> = conn
+        .prepare_cached("SELECT state FROM lifecycle WHERE lead_id = ?1")?
+        .query_row([lead_id], |r| r.get(0))
+        .optional()?;
+    row.as_deref().map(from_json).transpose()
+}
+
+/// Load the governed lifecycle of every person the context names.
+pub(super) fn fill_context(tx: &Transaction<'_>, ctx: &mut Context) -> Result<()> {
+    let mut ids: Vec<String> = Vec::new();
+    for lead in [&ctx.linked, &ctx.by_key, &ctx.by_email, &ctx.related].into_iter().flatten() {
+        ids.push(lead.id.clone());
+    }
+    ids.extend(ctx.candidates.iter().map(|c| c.id.clone()));
+    if let Some(closed) = &ctx.closed {
+        ids.push(closed.lead_id.clone());
+    }
+    for id in ids {
+        if ctx.lifecycles.contains_key(&id) {
+            continue;
+        }
+        if let Some(state) = load(tx, &id)? {
+            ctx.lifecycles.insert(id, state);
+        }
+    }
+    Ok(())
+}
+
+fn write(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    state: &PersonLifecycle,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(stage) = state.stage else { return Ok(()) };
+    tx.prepare_cached(
+        "INSERT INTO lifecycle(lead_id, stage, state, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(lead_id) DO UPDATE SET stage = excluded.stage, state = excluded.state,
+                                            updated_at = excluded.updated_at
+         WHERE lifecycle.state != excluded.state",
+    )?
+    .execute(params![lead_id, stage.as_str(), to_json(state)?, ts(now)])?;
+    Ok(())
+}
+
+/// Store what a decision says about its person's lifecycle (nothing when the decision ended
+/// up about another person: a person folded into another keeps the survivor's stage).
+pub(super) fn store(
+    tx: &Transaction<'_>,
+    decision_lead: &str,
+    governed: Option<&Governed>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    match governed {
+        Some(g) if g.lead_id == decision_lead => write(tx, &g.lead_id, &g.state, now),
+        _ => Ok(()),
+    }
+}
+
+/// What `leadsync stage` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NamedOutcome {
+    /// No person matches the query.
+    NotFound,
+    /// Applied, audited, and the pushes planned.
+    Applied { lead_id: String, transition: Transition },
+    /// Refused by the table (audited as `stage_refused`); nothing else changed.
+    Refused { lead_id: String, from: LifecycleStage, to: LifecycleStage, refusal: String },
+}
+
+impl Ledger {
+    /// Apply a named transition (recycle, disqualify, reopen with a reason code) to the
+    /// person `query` names (an email, a ledger id or `system:remote-id`, as in `trace`), in
+    /// one transaction: the stage, its date, the projected fields, the audit line and the
+    /// pushes that take it to every system. A refusal is audited too.
+    ///
+    /// # Errors
+    /// [`LedgerError::Corrupt`] without a contract in `rules`; SQLite failures or a corrupt
+    /// row (nothing is committed then).
+    pub fn named_transition(
+        &self,
+        query: &str,
+        name: NamedMove,
+        reason: &str,
+        to: Option<LifecycleStage>,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<NamedOutcome> {
+        let Some(contract) = rules.contract.as_deref() else {
+            return Err(LedgerError::Corrupt("no [contract] configured".into()));
+        };
+        self.with_tx(|tx| {
+            let Some(lead_id) = find_lead(tx, query)? else { return Ok(NamedOutcome::NotFound) };
+            let Some(mut lead) = load_lead(tx, &lead_id)? else {
+                return Ok(NamedOutcome::NotFound);
+            };
+            let mut state = load(tx, &lead_id)?.unwrap_or_default();
+            let moved = named_move(
+                contract,
+                &rules.status_implies_stage,
+                &mut state,
+                &mut lead.fields,
+                &mut lead.provenance,
+                name,
+                reason,
+                to,
+                now,
+            );
+            match moved {
+                Ok((transition, entries)) => {
+                    write_lead(tx, &lead_id, false, &lead.fields, &lead.provenance, now)?;
+                    write(tx, &lead_id, &state, now)?;
+                    for e in &entries {
+                        audit(tx, now, Some(&lead_id), None, e.kind, &e.detail)?;
+                    }
+                    replan(tx, &lead_id, rules, now)?;
+                    Ok(NamedOutcome::Applied { lead_id, transition })
+                }
+                Err((from, to, refusal)) => {
+                    let e = named_refusal(name, from, to, reason, &refusal);
+                    audit(tx, now, Some(&lead_id), None, e.kind, &e.detail)?;
+                    Ok(NamedOutcome::Refused { lead_id, from, to, refusal: refusal.to_string() })
+                }
+            }
+        })
+    }
+
+    /// A person's governed lifecycle (`None`: not placed yet).
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row.
+    pub fn lifecycle(&self, lead_id: &str) -> Result<Option<PersonLifecycle>> {
+        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+        load(&conn, lead_id)
+    }
+}
+
+/// One person `plan` would move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedMove {
+    pub lead_id: String,
+    pub from: LifecycleStage,
+    pub to: LifecycleStage,
+    /// Each step, e.g. `lead -> mql`.
+    pub steps: Vec<String>,
+}
+
+/// What a contract's rules would do to every person in the ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StagePlan {
+    pub persons: u64,
+    /// Persons without a governed stage yet, placed from their fields for the evaluation.
+    pub unplaced: u64,
+    pub changing: u64,
+    /// `from -> to` (first stage to final stage) -> persons.
+    pub moves: BTreeMap<String, u64>,
+    /// Rule moves the transition table would refuse: `from -> to` -> persons.
+    pub refused: BTreeMap<String, u64>,
+    /// The first persons that would move, in ledger order.
+    pub sample: Vec<PlannedMove>,
+}
+
+impl LedgerReader {
+    /// Evaluate `contract`'s rules and transition table for every person, as the engine would
+    /// on the person's next change, and count who would change stage. Reads only; rows are
+    /// streamed and one [`Facts`] is reused, so memory stays flat however many persons.
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row.
+    pub fn plan_stages(
+        &self,
+        contract: &Contract,
+        status_implies: &BTreeMap<String, Stage>,
+        sample: usize,
+        now: DateTime<Utc>,
+    ) -> Result<StagePlan> {
+        plan(&self.conn, contract, status_implies, sample, now)
+    }
+
+    /// A person's governed lifecycle (`None`: not placed yet).
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row.
+    pub fn lifecycle(&self, lead_id: &str) -> Result<Option<PersonLifecycle>> {
+        load(&self.conn, lead_id)
+    }
+}
+
+fn plan(
+    conn: &Connection,
+    contract: &Contract,
+    status_implies: &BTreeMap<String, Stage>,
+    sample: usize,
+    now: DateTime<Utc>,
+) -> Result<StagePlan> {
+    let mut out = StagePlan::default();
+    let mut facts = Facts::new(&contract.vocabulary, LifecycleStage::Lead);
+    let mut stmt = conn.prepare(
+        "SELECT l.id, l.fields, c.state FROM leads l LEFT JOIN lifecycle c ON c.lead_id = l.id
+         WHERE l.merged_into IS NULL",
+    )?;
+    let mut rows = stmt.query([])?;
+    let empty = PersonLifecycle::default();
+    while let Some(row) = rows.next()? {
+        out.persons += 1;
+        let fields: Fields = {
+            let raw = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            serde_json::from_str(raw).map_err(|e| LedgerError::Corrupt(format!("decode: {e}")))?
+        };
+        let state: Option<PersonLifecycle> = match row.get_ref(2)?.as_str_or_null() {
+            Ok(Some(raw)) => Some(from_json(raw)?),
+            Ok(None) => None,
+            Err(e) => return Err(rusqlite::Error::from(e).into()),
+        };
+        let (start, state) = match state.as_ref().and_then(|s| s.stage.map(|st| (st, s))) {
+            Some((st, s)) => (st, s),
+            None => {
+                out.unplaced += 1;
+                (placement(contract, status_implies, &fields), &empty)
+            }
+        };
+        fill_facts(contract, &mut facts, start, fields, state);
+        let (moves, _) = evaluate_rules(contract, &mut facts, &state.held, now);
+        for m in &moves {
+            if let Err(r) = m {
+                *out.refused.entry(format!("{} -> {}", r.from, r.to)).or_default() += 1;
+            }
+        }
+        if facts.stage == start {
+            continue;
+        }
+        out.changing += 1;
+        *out.moves.entry(format!("{start} -> {}", facts.stage)).or_default() += 1;
+        if out.sample.len() < sample {
+            out.sample.push(PlannedMove {
+                lead_id: row.get(0)?,
+                from: start,
+                to: facts.stage,
+                steps: moves
+                    .iter()
+                    .filter_map(|m| m.as_ref().ok())
+                    .map(|t| format!("{} -> {}", t.from, t.to))
+                    .collect(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
