@@ -198,6 +198,7 @@ pub struct App {
     webhook_stats: Mutex<Option<Arc<WebhookStats>>>,
     progress: Arc<Progress>,
     reconcile_wake: Arc<Notify>,
+    closed_loop: crate::closed_loop::ClosedLoopSettings,
 }
 
 impl App {
@@ -242,6 +243,7 @@ impl App {
             webhook_stats: Mutex::new(None),
             progress: Arc::new(Progress::new(&names)),
             reconcile_wake: Arc::new(Notify::new()),
+            closed_loop: settings.closed_loop.clone(),
         })
     }
 
@@ -370,6 +372,14 @@ impl App {
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("reconciler")),
+        );
+        crate::closed_loop::spawn(
+            &mut tasks,
+            &self.closed_loop,
+            &self.ledger,
+            &self.systems,
+            |s| (&s.name, &s.connector),
+            &shutdown,
         );
         let mut first_error = None;
         while let Some(res) = tasks.join_next().await {

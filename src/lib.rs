@@ -11,6 +11,7 @@
 //!   business calendar, SLA clocks.
 //! - `identity`: synthetic people with known duplicates, and matching-quality scores.
 //! - `ledger`: the SQLite ledger; the only module that runs SQL.
+//! - `closed_loop`: polls opportunities and campaign touches into the ledger for reports.
 //! - `push`: drains the outbox to each vendor in batches, with retries and dead letters.
 //! - `engine`: wires pollers, reconciler and pushers for a set of systems.
 //! - `sim`: vendor simulators for the demo, tests and benchmarks.
@@ -23,6 +24,7 @@
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod closed_loop;
 pub mod connectors;
 pub mod contract;
 pub mod domain;

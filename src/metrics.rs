@@ -56,6 +56,9 @@ pub const WEBHOOK_COMMIT_BATCH: &str = "leadsync_webhook_commit_batch_events";
 /// Gauge: webhook events received but not yet reconciled, from the ledger at scrape time.
 /// Labels: connector.
 pub const WEBHOOK_EVENTS_PENDING: &str = "leadsync_webhook_events_pending";
+/// Counter: closed-loop objects stored (new or changed; re-reads of unchanged ones are not
+/// counted). Labels: connector, object_type ([`OBJECT_OPPORTUNITY`], [`OBJECT_TOUCH`]).
+pub const CLOSED_LOOP_STORED: &str = "leadsync_closed_loop_objects_stored_total";
 
 /// Every metric name, for tests and docs.
 pub const ALL: &[&str] = &[
@@ -73,6 +76,7 @@ pub const ALL: &[&str] = &[
     WEBHOOK_ACK_DURATION,
     WEBHOOK_COMMIT_BATCH,
     WEBHOOK_EVENTS_PENDING,
+    CLOSED_LOOP_STORED,
 ];
 
 /// Label: the configured system name (`crm`, `marketing`), bounded by the config.
@@ -81,6 +85,10 @@ pub const CONNECTOR: &str = "connector";
 pub const OUTCOME: &str = "outcome";
 /// Label: a bounded error code such as `http_429` or `bad_signature`.
 pub const ERROR_CODE: &str = "error_code";
+/// Label: a bounded object kind, e.g. [`OBJECT_OPPORTUNITY`].
+pub const OBJECT_TYPE: &str = "object_type";
+pub const OBJECT_OPPORTUNITY: &str = "opportunity";
+pub const OBJECT_TOUCH: &str = "campaign_touch";
 
 pub const OUTCOME_OK: &str = "ok";
 pub const OUTCOME_RATE_LIMITED: &str = "rate_limited";
@@ -197,6 +205,7 @@ fn describe() {
     describe_histogram!(WEBHOOK_ACK_DURATION, Unit::Seconds, "Webhook request to acknowledgement");
     describe_histogram!(WEBHOOK_COMMIT_BATCH, Unit::Count, "Events per webhook group commit");
     describe_gauge!(WEBHOOK_EVENTS_PENDING, Unit::Count, "Webhook events not reconciled yet");
+    describe_counter!(CLOSED_LOOP_STORED, Unit::Count, "Closed-loop objects stored, by kind");
 }
 
 /// One gauge value with its labels, as a readiness source reports it at scrape time.
@@ -300,6 +309,15 @@ pub fn records_pushed(connector: &str, outcome: &'static str, n: u64) {
         .increment(n);
 }
 
+/// `n` closed-loop objects of `object_type` (an `OBJECT_*` value) were stored new or changed.
+pub fn closed_loop_stored(connector: &str, object_type: &'static str, n: u64) {
+    if n > 0 {
+        metrics::counter!(CLOSED_LOOP_STORED, CONNECTOR => connector.to_string(),
+            OBJECT_TYPE => object_type)
+        .increment(n);
+    }
+}
+
 /// One webhook request took `elapsed` from arrival to acknowledgement.
 pub fn webhook_ack_duration(connector: &str, elapsed: Duration) {
     metrics::histogram!(WEBHOOK_ACK_DURATION, CONNECTOR => connector.to_string())
@@ -325,8 +343,14 @@ mod tests {
                 "{name}: lowercase snake case only"
             );
         }
-        for counter in [EVENTS_RECEIVED, EVENTS_REJECTED, API_CALLS, RECORDS_POLLED, RECORDS_PUSHED]
-        {
+        for counter in [
+            EVENTS_RECEIVED,
+            EVENTS_REJECTED,
+            API_CALLS,
+            RECORDS_POLLED,
+            RECORDS_PUSHED,
+            CLOSED_LOOP_STORED,
+        ] {
             assert!(counter.ends_with("_total"), "{counter}");
         }
         let mut sorted = ALL.to_vec();

@@ -503,6 +503,7 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
     m::webhook_ack_duration(c, Duration::from_micros(700));
     m::webhook_ack_duration(c, Duration::from_millis(15));
     m::webhook_commit_batch(3);
+    m::closed_loop_stored(c, m::OBJECT_OPPORTUNITY, 2);
     // The pending-notice gauge comes from the ledger at scrape time, like the queue gauges.
     let notice = crate::domain::Notice {
         dedupe_key: "hubspot:1:1".into(),

@@ -12,6 +12,7 @@ mod bench_webhooks;
 mod check;
 mod dedupe;
 mod demo;
+mod report;
 mod review;
 mod serve;
 mod sim;
@@ -80,6 +81,8 @@ pub enum Command {
     },
     /// The review queue: possible duplicates and parked field conflicts.
     Review(review::ReviewArgs),
+    /// Reports computed from the ledger: `attribution` (won revenue and pipeline by campaign).
+    Report(report::ReportArgs),
     /// Run a vendor simulator standalone.
     Sim(sim::SimArgs),
     /// Simulated Salesforce and HubSpot, a real ledger, real sync, and a summary.
@@ -101,6 +104,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> ExitCode {
         Command::Status { config, json } => status::run(&config, &env, json),
         Command::Trace { config, query, json } => trace::run(&config, &env, &query, json),
         Command::Review(args) => review::run(args, &env),
+        Command::Report(args) => report::run(args, &env),
         Command::Sim(args) => sim::run(args, &env).await,
         Command::Demo(args) => demo::run(args, &env).await,
         Command::Bench(args) => bench::run(args, &env).await,

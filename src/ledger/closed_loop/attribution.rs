@@ -287,9 +287,8 @@ fn person_of(conn: &Connection, persons: &Persons, opp: &Opp) -> Result<Option<S
          WHERE c.system = ?1 AND c.opportunity_id = ?2
          ORDER BY c.is_primary DESC, c.position",
     )?;
-    let leads = stmt.query_map(params![opp.system, opp.remote_id], |r| {
-        r.get::<_, Option<String>>(0)
-    })?;
+    let leads =
+        stmt.query_map(params![opp.system, opp.remote_id], |r| r.get::<_, Option<String>>(0))?;
     for lead in leads {
         if let Some(p) = lead?.and_then(|id| persons.surviving(&id)) {
             return Ok(Some(p));

@@ -212,8 +212,8 @@ fn upsert_opportunity(
     }
     // The update only runs when a column differs, so `execute` says whether anything changed
     // (0: an identical re-read), and a re-read leaves the row byte for byte as it was.
-    let row_changed = tx
-        .prepare_cached(
+    let row_changed =
+        tx.prepare_cached(
             "INSERT INTO opportunities(system, remote_id, object_type, name, amount_cents,
                 currency, stage, pipeline, is_closed, is_won, close_date, primary_campaign,
                 created_at, modified_at, deleted, first_seen_at)
@@ -250,8 +250,7 @@ fn upsert_opportunity(
             ts(o.modified_at),
             flag(o.deleted),
             ts(now),
-        ])?
-        > 0;
+        ])? > 0;
     let contacts_changed = replace_contacts(tx, system, &o.remote.id, &o.contacts)?;
     Ok(if row_changed || contacts_changed { Applied::Changed } else { Applied::Unchanged })
 }
@@ -275,7 +274,9 @@ fn replace_contacts(
         .collect::<std::result::Result<_, _>>()?;
     let same = stored.len() == contacts.len()
         && stored.iter().zip(contacts).all(|((ty, id, primary, role), c)| {
-            *ty == c.person.object_type && *id == c.person.id && *primary == c.primary
+            *ty == c.person.object_type
+                && *id == c.person.id
+                && *primary == c.primary
                 && *role == c.role
         });
     if same {
@@ -318,8 +319,8 @@ fn upsert_touch(
     if newer_stored(stored, t.modified_at)? {
         return Ok(Applied::Stale);
     }
-    let changed = tx
-        .prepare_cached(
+    let changed =
+        tx.prepare_cached(
             "INSERT INTO campaign_touches(system, touch_id, person_type, person_id, lead_type,
                 lead_id, campaign_id, campaign_name, kind, at, responded, responded_on,
                 modified_at, deleted, first_seen_at)
@@ -354,8 +355,7 @@ fn upsert_touch(
             ts(t.modified_at),
             flag(t.deleted),
             ts(now),
-        ])?
-        > 0;
+        ])? > 0;
     Ok(if changed { Applied::Changed } else { Applied::Unchanged })
 }
 

@@ -112,7 +112,8 @@ fn merge(l: &Ledger, loser: &str, survivor: &str) {
 fn dump(l: &Ledger) -> String {
     let conn = l.conn.lock().expect("lock");
     let mut out = String::new();
-    for table in ["opportunities", "opportunity_contacts", "campaign_touches", "closed_loop_cursors"]
+    for table in
+        ["opportunities", "opportunity_contacts", "campaign_touches", "closed_loop_cursors"]
     {
         let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3")).expect("q");
         let n = stmt.column_count();
@@ -255,7 +256,11 @@ fn the_cursor_commits_with_the_page_or_not_at_all() {
 fn first_and_last_touch_before_creation_in_the_window() {
     let (_d, l) = open();
     // P1: Salesforce contact 003A (converted from lead 00QA) and HubSpot contact 11.
-    person(&l, "P1", &[("crm", "Contact", "003A"), ("crm", "Lead", "00QA"), ("marketing", "contact", "11")]);
+    person(
+        &l,
+        "P1",
+        &[("crm", "Contact", "003A"), ("crm", "Lead", "00QA"), ("marketing", "contact", "11")],
+    );
     person(&l, "P2", &[("crm", "Contact", "003B")]);
     person(&l, "P3", &[("crm", "Contact", "003C")]);
     let now = 100 * DAY;
@@ -397,8 +402,13 @@ fn currencies_are_never_summed_together_and_deleted_opportunities_do_not_count()
     gone.deleted = true;
     let mut no_amount = deal("5", 0, Some("EUR"), "2");
     no_amount.amount_cents = None;
-    let deals =
-        [deal("1", 10_00, Some("EUR"), "1"), deal("2", 20_00, Some("USD"), "2"), deal("3", 5, None, "1"), gone, no_amount];
+    let deals = [
+        deal("1", 10_00, Some("EUR"), "1"),
+        deal("2", 20_00, Some("USD"), "2"),
+        deal("3", 5, None, "1"),
+        gone,
+        no_amount,
+    ];
     let form = touch("1:Ebook:1", rid("contact", "1"), "Ebook", now - 9 * DAY);
     l.store_closed_loop(&mkt(), &deals, &[form], None, t(now)).expect("store");
     let r = l.attribution(&query(now - 30 * DAY, now)).expect("report");
