@@ -162,10 +162,21 @@ fn seed(h: &Harness, people: &[Person]) -> Scenario {
     let sf_people: Vec<usize> =
         (0..people.len()).filter(|i| people[*i].presence != Presence::MarketingOnly).collect();
     let mut late: Vec<(usize, &'static str)> = Vec::new();
-    for i in (0..people.len()).step_by(3) {
+    // Plus one person in both systems with touches on both sides and an open opportunity:
+    // first touch in HubSpot, last touch in Salesforce, one ledger person.
+    let both = (0..people.len()).find(|i| {
+        let responded_sf = (0..(i + 1) % 4).any(|k| (i + k) % 3 != 1);
+        i % 3 != 0
+            && *i != 9
+            && people[*i].presence == Presence::Both
+            && (i / 3) % 3 > 0
+            && responded_sf
+    });
+    let owners: Vec<usize> = (0..people.len()).step_by(3).chain(both).collect();
+    for i in owners {
         let p = &people[i];
         // 0: won in the window, 1: open, 2: won long ago, 3: lost.
-        let state = i % 4;
+        let state = if Some(i) == both { 1 } else { i % 4 };
         let cents = (1000 + 37 * i as i64) * 100 + i as i64;
         let (won_in_window, open) = (state == 0, state == 1);
         if p.presence == Presence::MarketingOnly {
@@ -349,17 +360,26 @@ async fn attribution_report_matches_the_scenario_computed_independently() {
     let harness = start_harness(&people).await;
     let sc = seed(&harness, &people);
     let want = expected(&sc);
+    let presence: Vec<_> = people.iter().map(|p| p.presence).collect();
     // The scenario has what it needs to mean something.
     let sources: Vec<&str> = want.keys().map(|k| k.1.as_str()).collect();
     for s in ["campaign", "no_touch", "no_person"] {
         assert!(sources.contains(&s), "scenario lacks a {s} row: {want:?}");
     }
-    let presence: Vec<_> = people.iter().map(|p| p.presence).collect();
     assert!(
         want.keys().any(|k| k.2 == "marketing") && want.keys().any(|k| k.2 == "crm"),
         "{want:?} {presence:?}"
     );
     assert!(want.keys().any(|k| k.4 == "EUR"), "a second currency");
+    let cross = sc.opps.iter().filter(|o| o.open).any(|o| {
+        let before = |sys: &str| {
+            sc.touches.iter().any(|t| {
+                Some(t.person) == o.person && t.system == sys && t.responded && t.key < o.key
+            })
+        };
+        before("crm") && before("marketing")
+    });
+    assert!(cross, "an opportunity whose person has touches in both systems: {presence:?}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger_path = dir.path().join("ledger.db");
