@@ -307,6 +307,10 @@ pub fn attribution_csv(r: &AttributionReport) -> Result<String, String> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::inconsistent_digit_grouping,
+    reason = "amounts read as units_cents: 1_000_00 is 1,000.00"
+)]
 mod tests {
     use super::*;
     use crate::ledger::closed_loop::attribution::AttributionTotal;

@@ -2,6 +2,11 @@
 //! page's transaction, persons resolved at report time (links, conversions, merges), and the
 //! report's definitions on hand-made data whose right answers are written out below.
 
+#![allow(
+    clippy::inconsistent_digit_grouping,
+    reason = "amounts read as units_cents: 1_000_00 is 1,000.00"
+)]
+
 use chrono::TimeZone;
 
 use super::attribution::{
