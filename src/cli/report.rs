@@ -209,8 +209,8 @@ pub fn attribution_table(r: &AttributionReport) -> Result<String, String> {
     let fmt_err = |e: std::fmt::Error| e.to_string();
     writeln!(
         out,
-        "attribution {} .. {}  (won: closed won with close date in the window; pipeline: open, \
-         created in the window; touches: {})",
+        "attribution {} .. {}\nwon: closed won, close date in the window; pipeline: open, created \
+         in the window; touches: {}",
         r.from.format("%Y-%m-%d %H:%M UTC"),
         r.to.format("%Y-%m-%d %H:%M UTC"),
         if r.responded_only { "responded only" } else { "all memberships" }
