@@ -16,6 +16,7 @@ use crate::ledger::LedgerReader;
 use crate::ledger::closed_loop::attribution::{
     AttributionQuery, AttributionReport, AttributionRow, CreditSource, TouchModel,
 };
+use crate::settings::Settings;
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -57,6 +58,10 @@ pub struct AttributionArgs {
     /// Count every campaign membership as a touch, not only those the person responded to.
     #[arg(long)]
     pub include_unresponded: bool,
+    /// Count only the opportunities of this system (repeatable; default every system), e.g.
+    /// when HubSpot deals mirror Salesforce opportunities and would count twice.
+    #[arg(long = "opportunities-from", value_name = "SYSTEM")]
+    pub opportunities_from: Vec<String>,
 }
 
 /// A report window, `[from, to]`.
@@ -103,13 +108,17 @@ pub fn run(args: ReportArgs, env: &HashMap<String, String>) -> u8 {
     }
 }
 
-/// Open the ledger a report reads, or say why not.
-fn open_reader(config: &Path, env: &HashMap<String, String>) -> Result<LedgerReader, u8> {
+/// Load the settings and open the ledger a report reads, or say why not.
+fn open_reader(
+    config: &Path,
+    env: &HashMap<String, String>,
+) -> Result<(Settings, LedgerReader), u8> {
     let settings = load_settings(config, env)?;
-    LedgerReader::open(&settings.ledger_path).map_err(|e| {
+    let reader = LedgerReader::open(&settings.ledger_path).map_err(|e| {
         eprintln!("leadsync: cannot read ledger {}: {e}", settings.ledger_path.display());
         exit::IOERR
-    })
+    })?;
+    Ok((settings, reader))
 }
 
 fn attribution(args: &AttributionArgs, env: &HashMap<String, String>) -> u8 {
@@ -120,14 +129,24 @@ fn attribution(args: &AttributionArgs, env: &HashMap<String, String>) -> u8 {
             return exit::FAILURE;
         }
     };
-    let reader = match open_reader(&args.common.config, env) {
+    let (settings, reader) = match open_reader(&args.common.config, env) {
         Ok(r) => r,
         Err(code) => return code,
     };
+    if let Some(unknown) = args
+        .opportunities_from
+        .iter()
+        .find(|n| !settings.systems.iter().any(|s| s.name.as_str() == n.as_str()))
+    {
+        eprintln!("leadsync: --opportunities-from {unknown:?}: no system has that name");
+        return exit::FAILURE;
+    }
     let q = AttributionQuery {
         from: window.from,
         to: window.to,
         responded_only: !args.include_unresponded,
+        opportunity_systems: (!args.opportunities_from.is_empty())
+            .then(|| args.opportunities_from.iter().cloned().collect()),
     };
     let report = match reader.attribution(&q) {
         Ok(r) => r,
@@ -365,6 +384,7 @@ mod tests {
             from: now() - Duration::days(30),
             to: now(),
             responded_only: true,
+            opportunity_systems: None,
             rows: vec![
                 row(
                     TouchModel::FirstTouch,

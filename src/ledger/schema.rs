@@ -228,8 +228,6 @@ const MIGRATIONS: &[&str] = &[
         first_seen_at TEXT NOT NULL,   -- our clock
         PRIMARY KEY (system, remote_id)
     ) STRICT;
-    CREATE INDEX opportunities_created ON opportunities(created_at) WHERE deleted = 0;
-    CREATE INDEX opportunities_closed ON opportunities(close_date) WHERE deleted = 0;
 
     -- The people on an opportunity, in the order the system gave them (primary first).
     CREATE TABLE opportunity_contacts (

@@ -37,6 +37,7 @@ struct Touch {
 
 #[derive(Debug, Clone)]
 struct Opp {
+    system: &'static str,
     /// The person on the primary contact role (or the only associated contact); `None`: none.
     person: Option<usize>,
     cents: i64,
@@ -203,7 +204,15 @@ fn seed(h: &Harness, people: &[Person]) -> Scenario {
             let key = sc.tick(h);
             let deal = h.hubspot.create_deal(props).expect("deal");
             h.hubspot.associate_deal(&deal, &contact, true).expect("associate");
-            sc.opps.push(Opp { person: Some(i), cents, currency, won_in_window, open, key });
+            sc.opps.push(Opp {
+                system: "marketing",
+                person: Some(i),
+                cents,
+                currency,
+                won_in_window,
+                open,
+                key,
+            });
             if hs_conversions.get(&i).copied().unwrap_or(0) < 2 {
                 late.push((i, "marketing"));
             }
@@ -234,7 +243,15 @@ fn seed(h: &Harness, people: &[Person]) -> Scenario {
                 let c = convert(other, h);
                 h.salesforce.add_contact_role(&opp, &c, false, Some("Influencer")).expect("role 2");
             }
-            sc.opps.push(Opp { person: Some(i), cents, currency: None, won_in_window, open, key });
+            sc.opps.push(Opp {
+                system: "crm",
+                person: Some(i),
+                cents,
+                currency: None,
+                won_in_window,
+                open,
+                key,
+            });
             late.push((i, "crm"));
         }
     }
@@ -251,6 +268,7 @@ fn seed(h: &Harness, people: &[Person]) -> Scenario {
             )
             .expect("orphan");
         sc.opps.push(Opp {
+            system: "crm",
             person: None,
             cents: 50_025 * i64::from(n),
             currency: None,
@@ -292,9 +310,10 @@ fn seed(h: &Harness, people: &[Person]) -> Scenario {
 type Expected = BTreeMap<(String, String, String, String, String), (u64, i64, u64, i64)>;
 
 /// The right answers, from the scenario alone.
-fn expected(sc: &Scenario) -> Expected {
+fn expected(sc: &Scenario, only: Option<&str>) -> Expected {
     let mut out = Expected::new();
-    for o in sc.opps.iter().filter(|o| o.won_in_window || o.open) {
+    let counted = |o: &&Opp| (o.won_in_window || o.open) && only.is_none_or(|s| s == o.system);
+    for o in sc.opps.iter().filter(counted) {
         let mut before: Vec<&Touch> = sc
             .touches
             .iter()
@@ -359,7 +378,7 @@ async fn attribution_report_matches_the_scenario_computed_independently() {
     let people = population::generate(30, 21);
     let harness = start_harness(&people).await;
     let sc = seed(&harness, &people);
-    let want = expected(&sc);
+    let want = expected(&sc, None);
     let presence: Vec<_> = people.iter().map(|p| p.presence).collect();
     // The scenario has what it needs to mean something.
     let sources: Vec<&str> = want.keys().map(|k| k.1.as_str()).collect();
@@ -417,10 +436,11 @@ async fn attribution_report_matches_the_scenario_computed_independently() {
     // The operator's command, on the ledger the daemon is still writing.
     let config = dir.path().join("leadsync.toml");
     std::fs::write(&config, DEMO_TOML).expect("config");
-    let run = |format: &str| {
+    let run_with = |format: &str, extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_leadsync"))
             .args(["report", "attribution", "--since", "30d", "--format", format, "-c"])
             .arg(&config)
+            .args(extra)
             .env_clear()
             .envs(harness.env(&ledger_path))
             .output()
@@ -428,6 +448,7 @@ async fn attribution_report_matches_the_scenario_computed_independently() {
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).expect("utf-8")
     };
+    let run = |format: &str| run_with(format, &[]);
     let json: Value = serde_json::from_str(&run("json")).expect("json");
     let got = reported(&json);
     assert_eq!(got, want, "report (left) vs the scenario's right answers (right)");
@@ -452,6 +473,12 @@ async fn attribution_report_matches_the_scenario_computed_independently() {
     assert_eq!(csv.lines().count(), rows.len() + 1, "{csv}");
     let table = run("table");
     assert!(table.contains("first touch") && table.contains("last touch"), "{table}");
+
+    // Counting Salesforce opportunities only (HubSpot deals would mirror them in some orgs).
+    let crm_only: Value =
+        serde_json::from_str(&run_with("json", &["--opportunities-from", "crm"])).expect("json");
+    assert_eq!(reported(&crm_only), expected(&sc, Some("crm")));
+    assert_ne!(expected(&sc, Some("crm")), want, "the scenario has deals in both systems");
 
     // Reproducible: a second run gives the same report.
     let again: Value = serde_json::from_str(&run("json")).expect("json");

@@ -31,13 +31,17 @@ use serde::Serialize;
 use super::super::{Ledger, LedgerError, LedgerReader, Result, parse_ts, ts};
 
 /// What to report on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttributionQuery {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     /// Count only touches where the person responded (a Salesforce membership with a
     /// responded status; every HubSpot conversion). `false` counts every membership.
     pub responded_only: bool,
+    /// Count only the opportunities of these systems (touches still come from every
+    /// system); `None`: every system. For orgs where HubSpot deals mirror Salesforce
+    /// opportunities (the vendors' own integration), which would otherwise count twice.
+    pub opportunity_systems: Option<BTreeSet<String>>,
 }
 
 /// An attribution model.
@@ -149,6 +153,8 @@ pub struct AttributionReport {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     pub responded_only: bool,
+    /// The systems whose opportunities were counted; `None`: all.
+    pub opportunity_systems: Option<BTreeSet<String>>,
     /// Sorted: by model (first touch, then last touch), won amount and pipeline amount
     /// descending, then source, system, campaign id and currency.
     pub rows: Vec<AttributionRow>,
@@ -160,6 +166,8 @@ pub struct AttributionReport {
 
 impl Ledger {
     /// The attribution report over the ledger (see the module docs for the definitions).
+    /// This holds the writer's connection while it runs: commands use
+    /// [`LedgerReader::attribution`], which does not.
     ///
     /// # Errors
     /// SQLite failures or a corrupt timestamp.
@@ -265,6 +273,9 @@ fn opportunities_in_window(conn: &Connection, q: &AttributionQuery) -> Result<Ve
     let mut out = Vec::new();
     for row in rows {
         let (system, remote_id, amount_cents, currency, won, created) = row?;
+        if q.opportunity_systems.as_ref().is_some_and(|only| !only.contains(&system)) {
+            continue;
+        }
         out.push(Opp {
             system,
             remote_id,
@@ -477,6 +488,7 @@ pub(crate) fn attribution(conn: &Connection, q: &AttributionQuery) -> Result<Att
         from: q.from,
         to: q.to,
         responded_only: q.responded_only,
+        opportunity_systems: q.opportunity_systems.clone(),
         rows,
         totals,
         opportunities: detail,

@@ -144,7 +144,7 @@ fn cursor(v: &str) -> Cursor {
 }
 
 fn query(from: i64, to: i64) -> AttributionQuery {
-    AttributionQuery { from: t(from), to: t(to), responded_only: true }
+    AttributionQuery { from: t(from), to: t(to), responded_only: true, opportunity_systems: None }
 }
 
 /// (model, source, campaign, won_count, won_cents, pipeline_count, pipeline_cents), in order.
@@ -344,6 +344,14 @@ fn first_and_last_touch_before_creation_in_the_window() {
         .expect("all touches");
     let w1 = all.opportunities.iter().find(|o| o.remote_id == "006W1").expect("006W1");
     assert_eq!(w1.last_touch.as_ref().map(|t| t.campaign_id.as_str()), Some("701SENT"));
+
+    // Only the opportunities of another system: nothing counts, though touches are there.
+    let only_marketing = AttributionQuery {
+        opportunity_systems: Some(["marketing".to_string()].into()),
+        ..query(now - 30 * DAY, now)
+    };
+    let none = l.attribution(&only_marketing).expect("marketing only");
+    assert!(none.rows.is_empty() && none.totals.is_empty() && none.opportunities.is_empty());
 
     // Reproducible: the same ledger gives the same report.
     assert_eq!(l.attribution(&query(now - 30 * DAY, now)).expect("again"), r);
