@@ -200,6 +200,7 @@ pub struct App {
     progress: Arc<Progress>,
     reconcile_wake: Arc<Notify>,
     merger: crate::merger::MergerSettings,
+    closed_loop: crate::closed_loop::ClosedLoopSettings,
 }
 
 impl App {
@@ -245,6 +246,7 @@ impl App {
             progress: Arc::new(Progress::new(&names)),
             reconcile_wake: Arc::new(Notify::new()),
             merger: crate::merger::MergerSettings::from_settings(settings),
+            closed_loop: settings.closed_loop.clone(),
         })
     }
 
@@ -375,6 +377,14 @@ impl App {
             .instrument(tracing::info_span!("reconciler")),
         );
         crate::merger::spawn(&mut tasks, &self.merger, &self.systems, &self.ledger, &shutdown);
+        crate::closed_loop::spawn(
+            &mut tasks,
+            &self.closed_loop,
+            &self.ledger,
+            &self.systems,
+            |s| (&s.name, &s.connector),
+            &shutdown,
+        );
         let mut first_error = None;
         while let Some(res) = tasks.join_next().await {
             let err = match res {

@@ -12,6 +12,7 @@
 //! - `identity`: synthetic people with known duplicates, and matching-quality scores.
 //! - `ledger`: the SQLite ledger; the only module that runs SQL.
 //! - `merger`: vendor-side merges of a person's same-system duplicates (off by default).
+//! - `closed_loop`: polls opportunities and campaign touches into the ledger for reports.
 //! - `push`: drains the outbox to each vendor in batches, with retries and dead letters.
 //! - `engine`: wires pollers, reconciler and pushers for a set of systems.
 //! - `sim`: vendor simulators for the demo, tests and benchmarks.
@@ -24,6 +25,7 @@
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod closed_loop;
 pub mod connectors;
 pub mod contract;
 pub mod domain;

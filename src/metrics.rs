@@ -69,6 +69,9 @@ pub const VENDOR_MERGES: &str = "leadsync_vendor_merges_total";
 /// Counter: changes and webhook notices dropped because they are about an erased person.
 /// Labels: connector.
 pub const ERASED_CHANGES_DROPPED: &str = "leadsync_erased_changes_dropped_total";
+/// Counter: closed-loop objects stored (new or changed; re-reads of unchanged ones are not
+/// counted). Labels: connector, object_type ([`OBJECT_OPPORTUNITY`], [`OBJECT_TOUCH`]).
+pub const CLOSED_LOOP_STORED: &str = "leadsync_closed_loop_objects_stored_total";
 
 /// Every metric name, for tests and docs.
 pub const ALL: &[&str] = &[
@@ -90,6 +93,7 @@ pub const ALL: &[&str] = &[
     VENDOR_MERGES_FAILED,
     VENDOR_MERGES,
     ERASED_CHANGES_DROPPED,
+    CLOSED_LOOP_STORED,
 ];
 
 /// Label: the configured system name (`crm`, `marketing`), bounded by the config.
@@ -98,6 +102,10 @@ pub const CONNECTOR: &str = "connector";
 pub const OUTCOME: &str = "outcome";
 /// Label: a bounded error code such as `http_429` or `bad_signature`.
 pub const ERROR_CODE: &str = "error_code";
+/// Label: a bounded object kind, e.g. [`OBJECT_OPPORTUNITY`].
+pub const OBJECT_TYPE: &str = "object_type";
+pub const OBJECT_OPPORTUNITY: &str = "opportunity";
+pub const OBJECT_TOUCH: &str = "campaign_touch";
 
 pub const OUTCOME_OK: &str = "ok";
 pub const OUTCOME_RATE_LIMITED: &str = "rate_limited";
@@ -222,6 +230,7 @@ fn describe() {
     describe_gauge!(VENDOR_MERGES_FAILED, Unit::Count, "Vendor-side merges that failed for good");
     describe_counter!(VENDOR_MERGES, Unit::Count, "Vendor-side merge attempts, by outcome");
     describe_counter!(ERASED_CHANGES_DROPPED, Unit::Count, "Changes of erased persons dropped");
+    describe_counter!(CLOSED_LOOP_STORED, Unit::Count, "Closed-loop objects stored, by kind");
 }
 
 /// One gauge value with its labels, as a readiness source reports it at scrape time.
@@ -346,6 +355,15 @@ pub fn records_pushed(connector: &str, outcome: &'static str, n: u64) {
         .increment(n);
 }
 
+/// `n` closed-loop objects of `object_type` (an `OBJECT_*` value) were stored new or changed.
+pub fn closed_loop_stored(connector: &str, object_type: &'static str, n: u64) {
+    if n > 0 {
+        metrics::counter!(CLOSED_LOOP_STORED, CONNECTOR => connector.to_string(),
+            OBJECT_TYPE => object_type)
+        .increment(n);
+    }
+}
+
 /// One webhook request took `elapsed` from arrival to acknowledgement.
 pub fn webhook_ack_duration(connector: &str, elapsed: Duration) {
     metrics::histogram!(WEBHOOK_ACK_DURATION, CONNECTOR => connector.to_string())
@@ -378,6 +396,7 @@ mod tests {
             RECORDS_POLLED,
             RECORDS_PUSHED,
             VENDOR_MERGES,
+            CLOSED_LOOP_STORED,
         ] {
             assert!(counter.ends_with("_total"), "{counter}");
         }

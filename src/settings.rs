@@ -52,6 +52,8 @@ struct SettingsRaw {
     /// The lead contract; absent: off.
     #[serde(default)]
     contract: Option<ContractRaw>,
+    #[serde(default)]
+    closed_loop: crate::closed_loop::ClosedLoopRaw,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +268,8 @@ pub struct Settings {
     pub identity: IdentitySettings,
     /// The lead contract (lifecycle, qualification rules, calendar, SLA); `None`: off.
     pub contract: Option<Contract>,
+    /// Reading opportunities and campaign touches (`[closed_loop]`); off by default.
+    pub closed_loop: crate::closed_loop::ClosedLoopSettings,
 }
 
 /// Where the TOML comes from.
@@ -428,7 +432,10 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
     if raw.identity.merge_every_secs == 0 {
         return Err(KeyError::new("identity.merge_every_secs", "must be at least 1").into());
     }
+    let names: Vec<SystemName> = systems.iter().map(|s| s.name.clone()).collect();
+    let closed_loop = raw.closed_loop.validate("closed_loop", &names)?;
     Ok(Settings {
+        closed_loop,
         contract,
         ledger_path: raw.ledger.path,
         sync: SyncSettings {

@@ -505,6 +505,7 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
     m::webhook_commit_batch(3);
     m::vendor_merge(c, m::OUTCOME_OK);
     m::erased_change_dropped(c);
+    m::closed_loop_stored(c, m::OBJECT_OPPORTUNITY, 2);
     // The pending-notice gauge comes from the ledger at scrape time, like the queue gauges.
     let notice = crate::domain::Notice {
         dedupe_key: "hubspot:1:1".into(),

@@ -16,6 +16,7 @@ mod demo;
 mod duplicates;
 pub mod erase;
 mod plan;
+mod report;
 mod review;
 mod serve;
 mod sim;
@@ -94,6 +95,8 @@ pub enum Command {
     /// Persons with more than one record in one system: how each was linked, since when, and
     /// what vendor-side merging (identity.merge_at_vendor) does or would do with them.
     Duplicates(duplicates::DuplicatesArgs),
+    /// Reports computed from the ledger: `attribution` (won revenue and pipeline by campaign).
+    Report(report::ReportArgs),
     /// Run a vendor simulator standalone.
     Sim(sim::SimArgs),
     /// Simulated Salesforce and HubSpot, a real ledger, real sync, and a summary.
@@ -121,6 +124,7 @@ pub async fn run(cli: Cli, env: HashMap<String, String>) -> ExitCode {
         Command::Stage(args) => stage::run(&args, &env),
         Command::Plan(args) => plan::run(&args, &env),
         Command::Duplicates(args) => duplicates::run(&args, &env),
+        Command::Report(args) => report::run(args, &env),
         Command::Sim(args) => sim::run(args, &env).await,
         Command::Demo(args) => demo::run(args, &env).await,
         Command::Bench(args) => bench::run(args, &env).await,

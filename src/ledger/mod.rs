@@ -8,6 +8,7 @@
 //! One writer: the `Ledger` owns one connection behind a mutex, and callers run its methods on
 //! a blocking thread. Readers (`leadsync status`) open their own read-only connection.
 
+pub mod closed_loop;
 mod duplicates;
 mod erase;
 mod figures;

@@ -253,6 +253,71 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX lifecycle_stage ON lifecycle(stage);
     "#,
+    // 8: closed-loop data. Opportunities with their people and campaign touches per person,
+    // as each system reported them, and the closed-loop poll cursor per system (committed with the rows it
+    // produced). Remote ids are kept, not persons: reports resolve them through `links` when
+    // they run, so a record linked (or merged) later is still attributed.
+    r#"
+    CREATE TABLE opportunities (
+        system TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        object_type TEXT NOT NULL,     -- Opportunity | deal
+        name TEXT,
+        amount_cents INTEGER,          -- integer cents of `currency`; never a float
+        currency TEXT,                 -- NULL: the system's single currency
+        stage TEXT NOT NULL,
+        pipeline TEXT,
+        is_closed INTEGER NOT NULL,
+        is_won INTEGER NOT NULL,
+        close_date TEXT,               -- YYYY-MM-DD
+        primary_campaign TEXT,
+        created_at TEXT,               -- vendor time
+        modified_at TEXT NOT NULL,     -- vendor time of the stored state
+        deleted INTEGER NOT NULL,
+        first_seen_at TEXT NOT NULL,   -- our clock
+        PRIMARY KEY (system, remote_id)
+    ) STRICT;
+
+    -- The people on an opportunity, in the order the system gave them (primary first).
+    CREATE TABLE opportunity_contacts (
+        system TEXT NOT NULL,
+        opportunity_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        object_type TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        is_primary INTEGER NOT NULL,
+        role TEXT,
+        PRIMARY KEY (system, opportunity_id, position)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE campaign_touches (
+        system TEXT NOT NULL,
+        touch_id TEXT NOT NULL,
+        person_type TEXT NOT NULL,
+        person_id TEXT NOT NULL,
+        lead_type TEXT,                -- a converted lead's membership names the Lead too
+        lead_id TEXT,
+        campaign_id TEXT NOT NULL,
+        campaign_name TEXT,
+        kind TEXT NOT NULL,            -- campaign_member | form_submission
+        at TEXT NOT NULL,
+        responded INTEGER NOT NULL,
+        responded_on TEXT,
+        modified_at TEXT NOT NULL,
+        deleted INTEGER NOT NULL,
+        first_seen_at TEXT NOT NULL,
+        PRIMARY KEY (system, touch_id)
+    ) STRICT;
+
+    CREATE TABLE closed_loop_cursors (
+        system TEXT PRIMARY KEY,
+        value TEXT,
+        updated_at TEXT NOT NULL,
+        last_ok_at TEXT,
+        last_error TEXT,
+        last_error_at TEXT
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.
