@@ -105,6 +105,9 @@ pub struct ReconcileStats {
     /// Changes about nobody: a record merged away or converted that no person links, or a
     /// late state of a record whose link is closed.
     pub unrelated: usize,
+    /// Records to read again (a notice each, for the fetch stage): their state was read while
+    /// a push to them was in flight and showed another value of a pushed field.
+    pub rereads: usize,
 }
 
 /// One outbox row handed to a pusher, with the version it had when read.
@@ -341,6 +344,9 @@ impl Ledger {
                             stats.new_links += usize::from(decision.new_link.is_some());
                             stats.pushes_planned += decision.pushes.len();
                             apply_decision(tx, &system, &change, &decision, now)?;
+                            if reconcile::reread_needed(&ctx, &system, &change) {
+                                stats.rereads += queue_reread(tx, &system, &change, now)?;
+                            }
                         }
                         None => stats.unrelated += 1,
                     }
@@ -413,7 +419,9 @@ impl Ledger {
 
     /// Record what the vendor said about each pushed record, in one transaction. Accepted
     /// records update what leadsync knows the record holds, and the person's remaining
-    /// pushes are planned again against that knowledge.
+    /// pushes are planned again against that knowledge. `ended_at` is when the vendor's answer
+    /// came (leadsync's clock): a read of a pushed record that started before then may show a
+    /// state from before the push landed.
     ///
     /// # Errors
     /// SQLite failures; nothing is committed then and the same results may be recorded again.
@@ -428,7 +436,7 @@ impl Ledger {
         outcomes: &[PushOutcome],
         rules: &Rules,
         retry: PushRetry,
-        started_at: DateTime<Utc>,
+        ended_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<PushTally> {
         self.with_tx(|tx| {
@@ -506,7 +514,7 @@ impl Ledger {
                             // fields, to be planned again against what the record now holds.
                             replan_needed = done == 0;
                         }
-                        note_pushed(tx, system, remote, &rec.fields, started_at)?;
+                        note_pushed(tx, system, remote, &rec.fields, ended_at)?;
                         audit(
                             tx,
                             now,
@@ -975,6 +983,45 @@ fn totals(conn: &Connection) -> Result<Totals> {
     })
 }
 
+/// Ask the fetch stage to read this record again (see [`reconcile::reread_needed`]): a
+/// notice without a snapshot, keyed by the record and the push it may predate, so one push
+/// asks once. Returns 1 when queued, 0 when the same re-read is queued already.
+fn queue_reread(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<usize> {
+    let pushed_at: Option<Option<String>> = tx
+        .prepare_cached(
+            "SELECT pushed_at FROM remote_records
+             WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+        )?
+        .query_row(params![system.as_str(), change.remote.object_type, change.remote.id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let notice = crate::domain::Notice {
+        dedupe_key: format!(
+            "leadsync-reread:{}:{}",
+            change.remote,
+            pushed_at.flatten().unwrap_or_default()
+        ),
+        remote: change.remote.clone(),
+        kind: crate::domain::NoticeKind::Changed,
+        occurred_at: now,
+        related: Vec::new(),
+        snapshot: None,
+    };
+    let n = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO notices(system, dedupe_key, notice, received_at)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![system.as_str(), notice.dedupe_key, to_json(&notice)?, ts(now)])?;
+    Ok(n)
+}
+
 /// Whether leadsync already saw a strictly newer state of this record than `change`.
 fn is_older_than_known(tx: &Transaction<'_>, system: &SystemName, change: &Change) -> Result<bool> {
     let known: Option<Option<String>> = tx
@@ -1056,7 +1103,7 @@ fn note_pushed(
     system: &SystemName,
     remote: &RemoteId,
     fields: &Fields,
-    started_at: DateTime<Utc>,
+    ended_at: DateTime<Utc>,
 ) -> Result<()> {
     let row: Option<(String, Option<String>)> = tx
         .prepare_cached(
@@ -1089,7 +1136,7 @@ fn note_pushed(
         remote.id,
         to_json(&known)?,
         to_json(fields)?,
-        ts(started_at),
+        ts(ended_at),
         to_json(&agreed)?
     ])?;
     Ok(())

@@ -75,7 +75,8 @@ pub struct LinkState {
     pub known: Fields,
     /// Per field, the last value this record and its person agreed on.
     pub agreed: Fields,
-    /// Fields leadsync last pushed to it, and when that push started (leadsync's clock).
+    /// Fields leadsync last pushed to it, and when that push ended (leadsync's clock, after
+    /// the vendor's answer): a read that started before then may predate the push.
     pub pushed: Fields,
     pub pushed_at: Option<DateTime<Utc>>,
 }
@@ -792,6 +793,32 @@ fn news_in(change: &Change, link: Option<&LinkState>) -> Fields {
         .filter(|(f, _)| !(stale && link.pushed.contains_key(f)))
         .map(|(f, v)| (*f, v.clone()))
         .collect()
+}
+
+/// Whether this change must be confirmed by reading the record again: it is a state read
+/// before one of leadsync's pushes to the record had ended (`fetched_at` is when the read
+/// started, `pushed_at` when the push ended), and it shows a pushed field with another value.
+/// Such a state is either from before the push landed (then the pushed value stands) or holds
+/// an edit made after it landed (then it is news), and nothing in it tells which; [`news_in`]
+/// treats it as the former, and a read that starts now, after the push ended, settles it.
+pub fn reread_needed(ctx: &Context, system: &SystemName, change: &Change) -> bool {
+    if !change.fate.is_live() {
+        return false;
+    }
+    let Some(link) = ctx
+        .linked
+        .as_ref()
+        .and_then(|l| l.links.iter().find(|k| &k.system == system && k.remote == change.remote))
+    else {
+        return false;
+    };
+    if !link.pushed_at.is_some_and(|p| change.fetched_at < p) {
+        return false;
+    }
+    link.pushed.iter().any(|(f, pushed)| match change.fields.get(f) {
+        Some(v) => !same_value(*f, Some(pushed), v),
+        None => !pushed.is_empty(),
+    })
 }
 
 /// The writes that bring the records of a person in line with the person, and the creates
