@@ -729,6 +729,20 @@ fn insert_changes(
     changes: &[Change],
     now: DateTime<Utc>,
 ) -> Result<usize> {
+    insert_changes_salted(tx, system, source, changes, None, now)
+}
+
+/// [`insert_changes`], with `salt` in every key: a re-read the reconciler asked for must reach
+/// it even when the record still holds the very state it doubted (same vendor time and
+/// content as a change processed before).
+fn insert_changes_salted(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    source: &str,
+    changes: &[Change],
+    salt: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<usize> {
     let mut inserted = 0;
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO inbox(system, source, dedupe_key, change, received_at)
@@ -741,7 +755,7 @@ fn insert_changes(
             RecordFate::Live => "false".to_string(),
             other => format!("{other:?}"),
         };
-        let key = format!(
+        let mut key = format!(
             "{}|{}|{}|{}|{:016x}",
             system,
             c.remote.object_type,
@@ -749,6 +763,10 @@ fn insert_changes(
             ts(c.modified_at),
             fnv64(format!("{fields}|{fate}|{:?}", c.ledger_key).as_bytes())
         );
+        if let Some(salt) = salt {
+            key.push('|');
+            key.push_str(salt);
+        }
         inserted += stmt.execute(params![system.as_str(), source, key, to_json(c)?, ts(now)])?;
     }
     Ok(inserted)
@@ -983,6 +1001,9 @@ fn totals(conn: &Connection) -> Result<Totals> {
     })
 }
 
+/// The start of the key of a notice the reconciler queued to read a record again.
+pub(crate) const REREAD_KEY_PREFIX: &str = "leadsync-reread:";
+
 /// Ask the fetch stage to read this record again (see [`reconcile::reread_needed`]): a
 /// notice without a snapshot, keyed by the record and the push it may predate, so one push
 /// asks once. Returns 1 when queued, 0 when the same re-read is queued already.
@@ -1003,7 +1024,7 @@ fn queue_reread(
         .optional()?;
     let notice = crate::domain::Notice {
         dedupe_key: format!(
-            "leadsync-reread:{}:{}",
+            "{REREAD_KEY_PREFIX}{}:{}",
             change.remote,
             pushed_at.flatten().unwrap_or_default()
         ),

@@ -192,6 +192,22 @@ fn stale_snapshot_does_not_undo_our_push() {
     assert_eq!(d.lead_fields.get(&Field::LeadStatus).map(String::as_str), Some("working"));
     let back: Vec<_> = d.pushes.iter().filter(|p| p.system == mkt()).collect();
     assert!(back.iter().all(|p| !p.fields.contains_key(&Field::LeadStatus)), "{back:?}");
+    // It cannot tell a state from before the push from an edit made after it landed: the
+    // record is read again.
+    assert!(reread_needed(&ctx, &mkt(), &c));
+    // A read that started after the push ended is news, and settles it.
+    let fresh = Change { fetched_at: t(12), ..c.clone() };
+    assert!(!reread_needed(&ctx, &mkt(), &fresh));
+    let d = rec(&ctx, &mkt(), &fresh, &r, "unused", t(12));
+    assert_eq!(d.lead_fields.get(&Field::LeadStatus).map(String::as_str), Some("new"));
+    // An early read that shows what was pushed (the push's own echo) needs no second look,
+    // nor does one of another record.
+    let echo = Change {
+        fields: fields(&[(Field::Email, "a@x.test"), (Field::LeadStatus, "working")]),
+        ..c.clone()
+    };
+    assert!(!reread_needed(&ctx, &mkt(), &echo));
+    assert!(!reread_needed(&ctx, &crm(), &c));
 }
 
 fn arb_fields() -> impl Strategy<Value = Fields> {
