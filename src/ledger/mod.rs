@@ -28,7 +28,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::connectors::Cursor;
 use crate::domain::{
-    Change, Fields, PushOp, PushOutcome, PushRecord, RecordFate, RemoteId, SystemName,
+    Change, Field, Fields, PushOp, PushOutcome, PushRecord, RecordFate, RemoteId, SystemName,
 };
 use crate::reconcile::{self, PushIntent, Rules};
 use identity::{apply_decision, insert_link, load_context, replan};
@@ -514,7 +514,17 @@ impl Ledger {
                             // fields, to be planned again against what the record now holds.
                             replan_needed = done == 0;
                         }
-                        note_pushed(tx, system, remote, &rec.fields, ended_at)?;
+                        // An opt-out some vendors record per address (HubSpot) went to the
+                        // email the person had when this push was read. If that email changed
+                        // while it was in flight, the record's address now may not be opted
+                        // out: it is not noted as known, and is planned again.
+                        let mut noted = rec.fields.clone();
+                        let opt_out_moved = email_moved_under_opt_out(tx, lead_id, rec)?;
+                        if opt_out_moved {
+                            noted.remove(&Field::EmailOptOut);
+                        }
+                        let replan_needed = replan_needed || opt_out_moved;
+                        note_pushed(tx, system, remote, &noted, ended_at)?;
                         audit(
                             tx,
                             now,
@@ -1117,6 +1127,32 @@ fn write_plan(
         ])?;
     }
     Ok(())
+}
+
+/// Whether `rec` opted a record out by the person's email (it writes no email of its own)
+/// and the person's email is no longer the one it was read with.
+fn email_moved_under_opt_out(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    rec: &PushRecord,
+) -> Result<bool> {
+    if rec.fields.get(&Field::EmailOptOut).map(String::as_str) != Some("true")
+        || rec.fields.contains_key(&Field::Email)
+    {
+        return Ok(false);
+    }
+    let person: Option<String> = tx
+        .prepare_cached("SELECT fields FROM leads WHERE id = ?1")?
+        .query_row([lead_id], |r| r.get(0))
+        .optional()?;
+    let Some(person) = person else { return Ok(false) };
+    let person: Fields = from_json(&person)?;
+    let (was, is) = (rec.person.get(&Field::Email), person.get(&Field::Email));
+    Ok(match (was, is) {
+        (Some(w), Some(i)) => !reconcile::same_value(Field::Email, Some(w), i),
+        (None, None) => false,
+        _ => true,
+    })
 }
 
 fn note_pushed(

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
 use super::{
-    Ledger, REREAD_KEY_PREFIX, Result, from_json, insert_changes, insert_changes_salted,
-    to_json, ts,
+    Ledger, REREAD_KEY_PREFIX, Result, from_json, insert_changes, insert_changes_salted, to_json,
+    ts,
 };
 use crate::domain::{Change, Notice, RemoteId, SystemName};
 
@@ -100,8 +100,7 @@ impl Ledger {
             {
                 let mut stmt = tx.prepare_cached("SELECT notice FROM notices WHERE id = ?1")?;
                 for id in found {
-                    let notice: Option<String> =
-                        stmt.query_row([id], |r| r.get(0)).optional()?;
+                    let notice: Option<String> = stmt.query_row([id], |r| r.get(0)).optional()?;
                     if let Some(n) = notice {
                         let n: Notice = from_json(&n)?;
                         if n.dedupe_key.starts_with(REREAD_KEY_PREFIX) {

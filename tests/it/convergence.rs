@@ -1092,6 +1092,25 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
                 r.id, r.kind, r.lead_id, r.other_lead_id, r.score, r.rule
             ));
         }
+        // On a replay, the engine's own timeline of each person a failure names.
+        if std::env::var_os("LEADSYNC_CONVERGENCE_SEED").is_some() {
+            let named: BTreeSet<String> = failures
+                .iter()
+                .flat_map(|f| f.split(' ').skip_while(|w| *w != "lead").nth(1).map(str::to_string))
+                .collect();
+            let reader = leadsync::ledger::LedgerReader::open(&dir.path().join("ledger.db"));
+            for id in named {
+                let Some(Ok(Some(t))) = reader.as_ref().ok().map(|r| r.trace(&id)) else {
+                    continue;
+                };
+                for e in &t.events {
+                    d.note(format!(
+                        "engine trace {id}: {} {} {:?} {}",
+                        e.at, e.kind, e.system, e.detail
+                    ));
+                }
+            }
+        }
         let g = app.ledger().gauges().expect("gauges");
         for (system, s) in &g.systems {
             d.note(format!(
