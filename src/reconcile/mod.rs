@@ -812,7 +812,7 @@ pub fn reread_needed(ctx: &Context, system: &SystemName, change: &Change) -> boo
     else {
         return false;
     };
-    if !link.pushed_at.is_some_and(|p| change.fetched_at < p) {
+    if link.pushed_at.is_none_or(|p| change.fetched_at >= p) {
         return false;
     }
     link.pushed.iter().any(|(f, pushed)| match change.fields.get(f) {
