@@ -833,16 +833,20 @@ pub fn plan_pushes(lead: &LeadState, rules: &Rules) -> Vec<PushIntent> {
         for link in lead.links.iter().filter(|k| k.system == sys.name) {
             let desired = sys.map_for(&link.remote.object_type).writable(person);
             let mut diff = diff_for_push(&desired, &link.known);
-            // Consent can be per address (HubSpot subscribes a contact's new email): a new
-            // email goes out with the opt-out again, whatever leadsync knew the record held.
-            if diff.contains_key(&Field::Email)
-                && desired.get(&Field::EmailOptOut).map(String::as_str) == Some("true")
-            {
-                diff.insert(Field::EmailOptOut, "true".to_string());
-            }
             diff.retain(|f, _| !lead.held.contains(f) && rules.rule(*f) != FieldRule::DontSync);
             if linked {
                 diff.retain(|f, _| *f == Field::EmailOptOut);
+            }
+            // Consent can be per address (HubSpot subscribes a contact's new email): a new
+            // email goes out with the opt-out again, whatever leadsync knew the record held.
+            // Only an email that is really written: one held for review, not synced, or
+            // never written to a secondary record would send the opt-out again on every plan.
+            if diff.contains_key(&Field::Email)
+                && desired.get(&Field::EmailOptOut).map(String::as_str) == Some("true")
+                && !lead.held.contains(&Field::EmailOptOut)
+                && rules.rule(Field::EmailOptOut) != FieldRule::DontSync
+            {
+                diff.insert(Field::EmailOptOut, "true".to_string());
             }
             linked = true;
             if !diff.is_empty() {

@@ -538,3 +538,35 @@ fn only_opt_outs_reach_a_second_record_of_the_same_system() {
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].fields.keys().copied().collect::<Vec<_>>(), vec![Field::EmailOptOut]);
 }
+
+#[test]
+fn an_email_that_is_not_written_does_not_resend_the_opt_out() {
+    let r = rules();
+    let person = fields(&[(Field::Email, "new@x.test"), (Field::EmailOptOut, "true")]);
+    let link = |id: &str, email: &str| LinkState {
+        known: fields(&[(Field::Email, email), (Field::EmailOptOut, "true")]),
+        ..LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: id.into() })
+    };
+    // The email is held for review: it is not written, so neither is the opt-out again.
+    let mut lead = LeadState {
+        id: "L1".into(),
+        fields: person.clone(),
+        links: vec![link("1", "old@x.test")],
+        ..LeadState::default()
+    };
+    lead.held.insert(Field::Email);
+    let to_mkt = |l: &LeadState| -> Vec<PushIntent> {
+        plan_pushes(l, &r).into_iter().filter(|p| p.system == mkt()).collect()
+    };
+    assert!(to_mkt(&lead).is_empty(), "{:?}", to_mkt(&lead));
+    // A second contact keeps its own email, and is opted out already.
+    lead.held.clear();
+    lead.links = vec![link("1", "new@x.test"), link("2", "alt@x.test")];
+    assert!(to_mkt(&lead).is_empty(), "{:?}", to_mkt(&lead));
+    // The primary's new email is written, with the opt-out again (consent per address).
+    lead.links = vec![link("1", "old@x.test")];
+    let p = to_mkt(&lead);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].fields.get(&Field::Email).map(String::as_str), Some("new@x.test"));
+    assert_eq!(p[0].fields.get(&Field::EmailOptOut).map(String::as_str), Some("true"));
+}
