@@ -335,7 +335,10 @@ impl App {
                 )
                 .instrument(span),
             );
-            if self.webhook_fed(sys) {
+            // Every system has a fetch stage: it turns webhook notices into changes, and reads
+            // again the records the reconciler asks about (a state read while a push to the
+            // record was in flight; see `reconcile::reread_needed`).
+            {
                 let span = tracing::info_span!("fetcher", system = %sys.name);
                 tasks.spawn(
                     fetcher(
@@ -749,6 +752,9 @@ async fn reconciler(
             );
             for s in &systems {
                 s.push_wake.notify_one();
+                if stats.rereads > 0 {
+                    s.fetch_wake.notify_one();
+                }
             }
             if shutdown.is_triggered() {
                 break;
@@ -878,7 +884,6 @@ async fn push_group(
     due: Vec<crate::ledger::DuePush>,
 ) -> anyhow::Result<bool> {
     let name = sys.name.clone();
-    let started = Utc::now();
     let mut records: Vec<_> = due.iter().map(|d| d.record.clone()).collect();
     // Consent only tightens: a record that would clear an opt-out is refused, never sent.
     let refused = crate::connectors::consent::refuse_resubscribes(&records);
@@ -892,13 +897,15 @@ async fn push_group(
                 outcomes
             },
         );
+    // The push has landed by now (if at all): a read that started before this may predate it.
+    let ended = Utc::now();
     crate::metrics::push_duration(name.as_str(), t0.elapsed());
     let r = Arc::clone(rules);
     match result {
         Ok(outcomes) => {
             let n = name.clone();
             let tally = blocking(ledger, move |l| {
-                l.record_push_results(&n, &due, &outcomes, &r, retry, started, Utc::now())
+                l.record_push_results(&n, &due, &outcomes, &r, retry, ended, Utc::now())
             })
             .await?;
             bump(&progress.pushed_created, &name, tally.created as u64);

@@ -39,7 +39,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::connectors::Cursor;
 use crate::domain::{
-    Change, Fields, PushOp, PushOutcome, PushRecord, RecordFate, RemoteId, SystemName,
+    Change, Field, Fields, PushOp, PushOutcome, PushRecord, RecordFate, RemoteId, SystemName,
 };
 use crate::reconcile::{self, PushIntent, Rules};
 use identity::{apply_decision, insert_link, load_context, replan};
@@ -116,6 +116,9 @@ pub struct ReconcileStats {
     /// Changes about nobody: a record merged away or converted that no person links, or a
     /// late state of a record whose link is closed.
     pub unrelated: usize,
+    /// Records to read again (a notice each, for the fetch stage): their state was read while
+    /// a push to them was in flight and showed another value of a pushed field.
+    pub rereads: usize,
 }
 
 /// One outbox row handed to a pusher, with the version it had when read.
@@ -357,6 +360,9 @@ impl Ledger {
                             apply_decision(tx, &system, &change, &decision, now)?;
                             let governed = decision.lifecycle.as_ref();
                             lifecycle::store(tx, &decision.lead_id, governed, now)?;
+                            if reconcile::reread_needed(&ctx, &system, &change) {
+                                stats.rereads += queue_reread(tx, &system, &change, now)?;
+                            }
                         }
                         None => stats.unrelated += 1,
                     }
@@ -429,7 +435,9 @@ impl Ledger {
 
     /// Record what the vendor said about each pushed record, in one transaction. Accepted
     /// records update what leadsync knows the record holds, and the person's remaining
-    /// pushes are planned again against that knowledge.
+    /// pushes are planned again against that knowledge. `ended_at` is when the vendor's answer
+    /// came (leadsync's clock): a read of a pushed record that started before then may show a
+    /// state from before the push landed.
     ///
     /// # Errors
     /// SQLite failures; nothing is committed then and the same results may be recorded again.
@@ -444,7 +452,7 @@ impl Ledger {
         outcomes: &[PushOutcome],
         rules: &Rules,
         retry: PushRetry,
-        started_at: DateTime<Utc>,
+        ended_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<PushTally> {
         self.with_tx(|tx| {
@@ -527,7 +535,17 @@ impl Ledger {
                             // fields, to be planned again against what the record now holds.
                             replan_needed = done == 0;
                         }
-                        note_pushed(tx, system, remote, &rec.fields, started_at)?;
+                        // An opt-out some vendors record per address (HubSpot) went to the
+                        // email the person had when this push was read. If that email changed
+                        // while it was in flight, the record's address now may not be opted
+                        // out: it is not noted as known, and is planned again.
+                        let mut noted = rec.fields.clone();
+                        let opt_out_moved = email_moved_under_opt_out(tx, lead_id, rec)?;
+                        if opt_out_moved {
+                            noted.remove(&Field::EmailOptOut);
+                        }
+                        let replan_needed = replan_needed || opt_out_moved;
+                        note_pushed(tx, system, remote, &noted, ended_at)?;
                         audit(
                             tx,
                             now,
@@ -746,6 +764,20 @@ fn insert_changes(
     changes: &[Change],
     now: DateTime<Utc>,
 ) -> Result<usize> {
+    insert_changes_salted(tx, system, source, changes, None, now)
+}
+
+/// [`insert_changes`], with `salt` in every key: a re-read the reconciler asked for must reach
+/// it even when the record still holds the very state it doubted (same vendor time and
+/// content as a change processed before).
+fn insert_changes_salted(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    source: &str,
+    changes: &[Change],
+    salt: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<usize> {
     let mut inserted = 0;
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO inbox(system, source, dedupe_key, change, received_at)
@@ -763,7 +795,7 @@ fn insert_changes(
             RecordFate::Live => "false".to_string(),
             other => format!("{other:?}"),
         };
-        let key = format!(
+        let mut key = format!(
             "{}|{}|{}|{}|{:016x}",
             system,
             c.remote.object_type,
@@ -771,6 +803,10 @@ fn insert_changes(
             ts(c.modified_at),
             fnv64(format!("{fields}|{fate}|{:?}", c.ledger_key).as_bytes())
         );
+        if let Some(salt) = salt {
+            key.push('|');
+            key.push_str(salt);
+        }
         inserted += stmt.execute(params![system.as_str(), source, key, to_json(c)?, ts(now)])?;
     }
     Ok(inserted)
@@ -1009,6 +1045,48 @@ fn totals(conn: &Connection) -> Result<Totals> {
     })
 }
 
+/// The start of the key of a notice the reconciler queued to read a record again.
+pub(crate) const REREAD_KEY_PREFIX: &str = "leadsync-reread:";
+
+/// Ask the fetch stage to read this record again (see [`reconcile::reread_needed`]): a
+/// notice without a snapshot, keyed by the record and the push it may predate, so one push
+/// asks once. Returns 1 when queued, 0 when the same re-read is queued already.
+fn queue_reread(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<usize> {
+    let pushed_at: Option<Option<String>> = tx
+        .prepare_cached(
+            "SELECT pushed_at FROM remote_records
+             WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+        )?
+        .query_row(params![system.as_str(), change.remote.object_type, change.remote.id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let notice = crate::domain::Notice {
+        dedupe_key: format!(
+            "{REREAD_KEY_PREFIX}{}:{}",
+            change.remote,
+            pushed_at.flatten().unwrap_or_default()
+        ),
+        remote: change.remote.clone(),
+        kind: crate::domain::NoticeKind::Changed,
+        occurred_at: now,
+        related: Vec::new(),
+        snapshot: None,
+    };
+    let n = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO notices(system, dedupe_key, notice, received_at)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![system.as_str(), notice.dedupe_key, to_json(&notice)?, ts(now)])?;
+    Ok(n)
+}
+
 /// Whether leadsync already saw a strictly newer state of this record than `change`.
 fn is_older_than_known(tx: &Transaction<'_>, system: &SystemName, change: &Change) -> Result<bool> {
     let known: Option<Option<String>> = tx
@@ -1085,12 +1163,38 @@ fn write_plan(
     Ok(())
 }
 
+/// Whether `rec` opted a record out by the person's email (it writes no email of its own)
+/// and the person's email is no longer the one it was read with.
+fn email_moved_under_opt_out(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    rec: &PushRecord,
+) -> Result<bool> {
+    if rec.fields.get(&Field::EmailOptOut).map(String::as_str) != Some("true")
+        || rec.fields.contains_key(&Field::Email)
+    {
+        return Ok(false);
+    }
+    let person: Option<String> = tx
+        .prepare_cached("SELECT fields FROM leads WHERE id = ?1")?
+        .query_row([lead_id], |r| r.get(0))
+        .optional()?;
+    let Some(person) = person else { return Ok(false) };
+    let person: Fields = from_json(&person)?;
+    let (was, is) = (rec.person.get(&Field::Email), person.get(&Field::Email));
+    Ok(match (was, is) {
+        (Some(w), Some(i)) => !reconcile::same_value(Field::Email, Some(w), i),
+        (None, None) => false,
+        _ => true,
+    })
+}
+
 fn note_pushed(
     tx: &Transaction<'_>,
     system: &SystemName,
     remote: &RemoteId,
     fields: &Fields,
-    started_at: DateTime<Utc>,
+    ended_at: DateTime<Utc>,
 ) -> Result<()> {
     let row: Option<(String, Option<String>)> = tx
         .prepare_cached(
@@ -1123,7 +1227,7 @@ fn note_pushed(
         remote.id,
         to_json(&known)?,
         to_json(fields)?,
-        ts(started_at),
+        ts(ended_at),
         to_json(&agreed)?
     ])?;
     Ok(())

@@ -5,10 +5,13 @@
 //! stored once, and the second delivery is acknowledged like the first.
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
-use super::{Ledger, Result, from_json, insert_changes, to_json, ts};
-use crate::domain::{Change, Notice, SystemName};
+use super::{
+    Ledger, REREAD_KEY_PREFIX, Result, from_json, insert_changes, insert_changes_salted, to_json,
+    ts,
+};
+use crate::domain::{Change, Notice, RemoteId, SystemName};
 
 /// A notice waiting to be turned into a change.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,7 +99,26 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<usize> {
         self.with_tx(|tx| {
-            let inserted = insert_changes(tx, system, "webhook", changes, now)?;
+            // Changes answering a re-read the reconciler asked for go in under their own keys:
+            // the record may still hold exactly the state it doubted.
+            let mut rereads: Vec<RemoteId> = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached("SELECT notice FROM notices WHERE id = ?1")?;
+                for id in found {
+                    let notice: Option<String> = stmt.query_row([id], |r| r.get(0)).optional()?;
+                    if let Some(n) = notice {
+                        let n: Notice = from_json(&n)?;
+                        if n.dedupe_key.starts_with(REREAD_KEY_PREFIX) {
+                            rereads.push(n.remote);
+                        }
+                    }
+                }
+            }
+            let (again, plain): (Vec<Change>, Vec<Change>) =
+                changes.iter().cloned().partition(|c| rereads.contains(&c.remote));
+            let mut inserted = insert_changes(tx, system, "webhook", &plain, now)?;
+            let salt = ts(now);
+            inserted += insert_changes_salted(tx, system, "reread", &again, Some(&salt), now)?;
             let mut stmt = tx.prepare_cached(
                 "UPDATE notices SET processed_at = ?1, outcome = ?2
                  WHERE id = ?3 AND processed_at IS NULL",

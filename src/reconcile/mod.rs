@@ -76,7 +76,8 @@ pub struct LinkState {
     pub known: Fields,
     /// Per field, the last value this record and its person agreed on.
     pub agreed: Fields,
-    /// Fields leadsync last pushed to it, and when that push started (leadsync's clock).
+    /// Fields leadsync last pushed to it, and when that push ended (leadsync's clock, after
+    /// the vendor's answer): a read that started before then may predate the push.
     pub pushed: Fields,
     pub pushed_at: Option<DateTime<Utc>>,
 }
@@ -816,6 +817,32 @@ fn news_in(change: &Change, link: Option<&LinkState>) -> Fields {
         .collect()
 }
 
+/// Whether this change must be confirmed by reading the record again: it is a state read
+/// before one of leadsync's pushes to the record had ended (`fetched_at` is when the read
+/// started, `pushed_at` when the push ended), and it shows a pushed field with another value.
+/// Such a state is either from before the push landed (then the pushed value stands) or holds
+/// an edit made after it landed (then it is news), and nothing in it tells which; [`news_in`]
+/// treats it as the former, and a read that starts now, after the push ended, settles it.
+pub fn reread_needed(ctx: &Context, system: &SystemName, change: &Change) -> bool {
+    if !change.fate.is_live() {
+        return false;
+    }
+    let Some(link) = ctx
+        .linked
+        .as_ref()
+        .and_then(|l| l.links.iter().find(|k| &k.system == system && k.remote == change.remote))
+    else {
+        return false;
+    };
+    if link.pushed_at.is_none_or(|p| change.fetched_at >= p) {
+        return false;
+    }
+    link.pushed.iter().any(|(f, pushed)| match change.fields.get(f) {
+        Some(v) => !same_value(*f, Some(pushed), v),
+        None => !pushed.is_empty(),
+    })
+}
+
 /// The writes that bring the records of a person in line with the person, and the creates
 /// the policies ask for. The primary record of each system gets every field it maps; other
 /// records of the same system get opt-outs only (consent crosses to every record). Fields
@@ -828,16 +855,20 @@ pub fn plan_pushes(lead: &LeadState, rules: &Rules) -> Vec<PushIntent> {
         for link in lead.links.iter().filter(|k| k.system == sys.name) {
             let desired = sys.map_for(&link.remote.object_type).writable(person);
             let mut diff = diff_for_push(&desired, &link.known);
-            // Consent can be per address (HubSpot subscribes a contact's new email): a new
-            // email goes out with the opt-out again, whatever leadsync knew the record held.
-            if diff.contains_key(&Field::Email)
-                && desired.get(&Field::EmailOptOut).map(String::as_str) == Some("true")
-            {
-                diff.insert(Field::EmailOptOut, "true".to_string());
-            }
             diff.retain(|f, _| !lead.held.contains(f) && rules.rule(*f) != FieldRule::DontSync);
             if linked {
                 diff.retain(|f, _| *f == Field::EmailOptOut);
+            }
+            // Consent can be per address (HubSpot subscribes a contact's new email): a new
+            // email goes out with the opt-out again, whatever leadsync knew the record held.
+            // Only an email that is really written: one held for review, not synced, or
+            // never written to a secondary record would send the opt-out again on every plan.
+            if diff.contains_key(&Field::Email)
+                && desired.get(&Field::EmailOptOut).map(String::as_str) == Some("true")
+                && !lead.held.contains(&Field::EmailOptOut)
+                && rules.rule(Field::EmailOptOut) != FieldRule::DontSync
+            {
+                diff.insert(Field::EmailOptOut, "true".to_string());
             }
             linked = true;
             if !diff.is_empty() {

@@ -192,6 +192,22 @@ fn stale_snapshot_does_not_undo_our_push() {
     assert_eq!(d.lead_fields.get(&Field::LeadStatus).map(String::as_str), Some("working"));
     let back: Vec<_> = d.pushes.iter().filter(|p| p.system == mkt()).collect();
     assert!(back.iter().all(|p| !p.fields.contains_key(&Field::LeadStatus)), "{back:?}");
+    // It cannot tell a state from before the push from an edit made after it landed: the
+    // record is read again.
+    assert!(reread_needed(&ctx, &mkt(), &c));
+    // A read that started after the push ended is news, and settles it.
+    let fresh = Change { fetched_at: t(12), ..c.clone() };
+    assert!(!reread_needed(&ctx, &mkt(), &fresh));
+    let d = rec(&ctx, &mkt(), &fresh, &r, "unused", t(12));
+    assert_eq!(d.lead_fields.get(&Field::LeadStatus).map(String::as_str), Some("new"));
+    // An early read that shows what was pushed (the push's own echo) needs no second look,
+    // nor does one of another record.
+    let echo = Change {
+        fields: fields(&[(Field::Email, "a@x.test"), (Field::LeadStatus, "working")]),
+        ..c.clone()
+    };
+    assert!(!reread_needed(&ctx, &mkt(), &echo));
+    assert!(!reread_needed(&ctx, &crm(), &c));
 }
 
 fn arb_fields() -> impl Strategy<Value = Fields> {
@@ -521,4 +537,36 @@ fn only_opt_outs_reach_a_second_record_of_the_same_system() {
         pushes.iter().filter(|p| p.remote.as_ref().is_some_and(|x| x.id == "9")).collect();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].fields.keys().copied().collect::<Vec<_>>(), vec![Field::EmailOptOut]);
+}
+
+#[test]
+fn an_email_that_is_not_written_does_not_resend_the_opt_out() {
+    let r = rules();
+    let person = fields(&[(Field::Email, "new@x.test"), (Field::EmailOptOut, "true")]);
+    let link = |id: &str, email: &str| LinkState {
+        known: fields(&[(Field::Email, email), (Field::EmailOptOut, "true")]),
+        ..LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: id.into() })
+    };
+    // The email is held for review: it is not written, so neither is the opt-out again.
+    let mut lead = LeadState {
+        id: "L1".into(),
+        fields: person.clone(),
+        links: vec![link("1", "old@x.test")],
+        ..LeadState::default()
+    };
+    lead.held.insert(Field::Email);
+    let to_mkt = |l: &LeadState| -> Vec<PushIntent> {
+        plan_pushes(l, &r).into_iter().filter(|p| p.system == mkt()).collect()
+    };
+    assert!(to_mkt(&lead).is_empty(), "{:?}", to_mkt(&lead));
+    // A second contact keeps its own email, and is opted out already.
+    lead.held.clear();
+    lead.links = vec![link("1", "new@x.test"), link("2", "alt@x.test")];
+    assert!(to_mkt(&lead).is_empty(), "{:?}", to_mkt(&lead));
+    // The primary's new email is written, with the opt-out again (consent per address).
+    lead.links = vec![link("1", "old@x.test")];
+    let p = to_mkt(&lead);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].fields.get(&Field::Email).map(String::as_str), Some("new@x.test"));
+    assert_eq!(p[0].fields.get(&Field::EmailOptOut).map(String::as_str), Some("true"));
 }

@@ -489,9 +489,9 @@ impl HubspotConnector {
         mut pc: poll::PollCursor,
         after: Option<&str>,
     ) -> Result<Page, ConnectorError> {
-        let resp = self.inner.client.list_archived(ARCHIVED_PAGE, after).await?;
-        // Taken after the call (and its retries): the state read is no older than this.
+        // Before the call (and its retries): the state read may be as old as this.
         let fetched_at = Utc::now();
+        let resp = self.inner.client.list_archived(ARCHIVED_PAGE, after).await?;
         let changes: Vec<Change> =
             resp.results.iter().filter_map(|c| mapping::archived_change(c, fetched_at)).collect();
         let next = resp.next_after().map(str::to_string);
@@ -529,12 +529,13 @@ impl Connector for HubspotConnector {
             return self.sweep_page(pc, sweep.after.as_deref()).await;
         }
         let req = pc.query(self.inner.cfg.page_size, self.inner.read_props.clone());
-        // The keyset scan reasons about our clock before the request; the changes carry the
-        // time after it (and its retries), so that a state read after one of our pushes
-        // landed never looks older than that push.
+        // The keyset scan reasons about our clock before the request, and the changes carry
+        // it too: the state read may be as old as this, so a state read while one of our
+        // pushes was in flight never looks newer than that push (the reconciler reads such a
+        // record again when it shows another value of a pushed field).
         let requested_at = Utc::now();
         let resp = self.inner.client.search(&req).await?;
-        let fetched_at = Utc::now();
+        let fetched_at = requested_at;
         let obs: Vec<poll::Obs> = resp
             .results
             .iter()
@@ -592,8 +593,9 @@ impl Connector for HubspotConnector {
             ids.iter().filter(|r| r.object_type == OBJECT_TYPE).map(|r| r.id.as_str()).collect();
         let mut out = Vec::new();
         for chunk in wanted.chunks(BATCH_MAX) {
-            let live = self.read_batch(chunk, false).await?;
+            // Before the reads: the states may be as old as this.
             let fetched_at = Utc::now();
+            let live = self.read_batch(chunk, false).await?;
             let mut answered: HashSet<&str> = HashSet::new();
             for c in &live {
                 answered.insert(c.id.as_str());

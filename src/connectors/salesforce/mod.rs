@@ -174,7 +174,13 @@ impl SalesforceConnector {
             let value = v.clone().map_or(serde_json::Value::Null, serde_json::Value::String);
             rec.insert(k.clone(), value);
         }
-        this.change_of(spec, &rec, received_at).ok().map(|(c, _)| c)
+        // The values were read at the vendor some time before they reached us, no earlier
+        // than their SystemModstamp: that is when this read "started", so a state from
+        // before one of our pushes landed never looks newer than the push (a vendor clock
+        // ahead of ours by more than a push's round trip would defeat this).
+        let (mut change, _) = this.change_of(spec, &rec, received_at).ok()?;
+        change.fetched_at = change.fetched_at.min(change.modified_at);
+        Some(change)
     }
 }
 
@@ -227,10 +233,10 @@ impl Inner {
     ) -> Result<(Vec<Change>, Option<cursor::PollState>, bool), ConnectorError> {
         let start = cursor::start_of(state);
         let soql = cursor::poll_soql(&self.select_fields(spec), &spec.name, &start, self.page_size);
-        let records = self.client.query_all(&soql, self.page_size).await?;
-        // After the call and its retries: the state read is no older than this, so a value
-        // written after one of our pushes landed never looks older than that push.
+        // Before the call (and its retries): the state read may be as old as this, so a state
+        // read while one of our pushes was in flight never looks newer than that push.
         let fetched_at = Utc::now();
+        let records = self.client.query_all(&soql, self.page_size).await?;
         let mut changes = Vec::with_capacity(records.len());
         let mut positions = Vec::with_capacity(records.len());
         for rec in &records {
@@ -269,8 +275,8 @@ impl Inner {
             let mut call = Call::get(Target::Api(&target));
             call.query.push(("ids", chunk.join(",")));
             call.query.push(("fields", fields.clone()));
-            let body = self.client.call(&call).await?;
             let fetched_at = Utc::now();
+            let body = self.client.call(&call).await?;
             let rows: CollectionRead = client::parse_json(&body, "records")?;
             for (id, row) in chunk.iter().zip(rows.iter().chain(std::iter::repeat(&None))) {
                 match row {
@@ -289,8 +295,8 @@ impl Inner {
                 spec.name,
                 list.join(", ")
             );
-            let rows = self.client.query_all(&soql, self.page_size).await?;
             let fetched_at = Utc::now();
+            let rows = self.client.query_all(&soql, self.page_size).await?;
             for rec in rows {
                 out.push(self.change_of(spec, &rec, fetched_at)?.0);
             }

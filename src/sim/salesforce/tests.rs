@@ -856,30 +856,28 @@ async fn modstamps_strictly_increase() {
     sim.insert("Lead", obj(lead(1))).unwrap();
 }
 
+/// Behaviour at 100k rows: seeding keeps write order, and a keyset page from the middle starts
+/// right after its key. How fast this is belongs to benchmarks (`leadsync bench` seeds and
+/// reads far more), not to a test that a loaded machine can fail.
 #[tokio::test]
-async fn bulk_seed_and_query_100k_stay_fast() {
+async fn bulk_seed_and_keyset_query_over_100k() {
     let h = Harness::default().await;
-    let started = std::time::Instant::now();
     for n in 0..100_000 {
         h.seed("Lead", lead(n));
     }
-    let seeded = started.elapsed();
-    // Debug builds are several times slower than release; the bound still catches O(n²).
-    assert!(seeded < Duration::from_secs(10), "seeding took {seeded:?}");
     let all = h.sim.all("Lead");
+    assert_eq!(all.len(), 100_000);
     let mid = &all[50_000];
     let (x, y) = (mid["SystemModstamp"].as_str().unwrap(), mid["Id"].as_str().unwrap());
-    let started = std::time::Instant::now();
     let (status, body) = h
         .query(&format!(
             "SELECT Id, Email, SystemModstamp FROM Lead WHERE SystemModstamp > {x} OR (SystemModstamp = {x} AND Id > '{y}') ORDER BY SystemModstamp, Id LIMIT 2000"
         ))
         .await;
-    let queried = started.elapsed();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["totalSize"], 2000);
     assert_eq!(body["records"][0]["Id"], all[50_001]["Id"]);
-    assert!(queried < Duration::from_secs(3), "query took {queried:?}");
+    assert_eq!(body["records"][1999]["Id"], all[52_000]["Id"]);
 }
 
 #[tokio::test]
