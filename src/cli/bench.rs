@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
+    /// Keep the ledger file afterwards (its path is printed), to inspect it with `trace`,
+    /// `review list` or `status`.
+    #[arg(long)]
+    pub keep_ledger: bool,
     /// Share of each side's records that are fuzzy duplicates of another record, in percent
     /// (the backfill benchmark uses 5). Above 0, people come from the synthetic-people
     /// generator and half the duplicates go to the other system than their person's record.
@@ -455,7 +459,14 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
             format!("NO ({})", disagreements.len())
         }
     );
-    drop(std::fs::remove_dir_all(&dir));
+    for d in disagreements.iter().take(10) {
+        println!("    {d}");
+    }
+    if args.keep_ledger {
+        println!("  ledger kept                {}", ledger_path.display());
+    } else {
+        drop(std::fs::remove_dir_all(&dir));
+    }
     if converged && engine_ok && disagreements.is_empty() { exit::OK } else { exit::FAILURE }
 }
 

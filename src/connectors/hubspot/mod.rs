@@ -151,10 +151,11 @@ enum WriteKind {
 }
 
 impl HubspotConnector {
-    /// Write one group with one batch call. A whole-batch `VALIDATION_ERROR` (HubSpot fails the
-    /// batch for one bad record) is bisected down to single records, so only the bad record is
-    /// rejected; other whole-call rejections reject every record of the group; retryable and
-    /// auth errors fail the whole push.
+    /// Write one group with one batch call. A whole-batch `VALIDATION_ERROR` or `CONFLICT`
+    /// (HubSpot fails the batch for one bad record, e.g. an email another contact holds) is
+    /// bisected down to single records, so only the bad record is rejected; other whole-call
+    /// rejections reject every record of the group; retryable and auth errors fail the whole
+    /// push.
     fn write_group<'a>(&'a self, kind: WriteKind, group: &'a [Prepared]) -> WriteResult<'a> {
         Box::pin(async move {
             let res = match kind {
@@ -190,9 +191,9 @@ impl HubspotConnector {
                     WriteKind::Upsert => upsert_outcomes(group, &body),
                 }),
                 Err(ConnectorError::Rejected { code, .. })
-                    if code == "VALIDATION_ERROR" && group.len() > 1 =>
+                    if refused_for_one_record(&code) && group.len() > 1 =>
                 {
-                    tracing::debug!(records = group.len(), "hubspot batch refused; bisecting");
+                    tracing::debug!(records = group.len(), %code, "hubspot batch refused; bisecting");
                     let (left, right) = group.split_at(group.len() / 2);
                     let mut out = self.write_group(kind, left).await?;
                     out.extend(self.write_group(kind, right).await?);
@@ -213,6 +214,11 @@ impl HubspotConnector {
             }
         })
     }
+}
+
+/// Whole-batch rejections that one record of the batch can cause: worth bisecting.
+fn refused_for_one_record(code: &str) -> bool {
+    matches!(code, "VALIDATION_ERROR" | "CONFLICT")
 }
 
 /// A record whose accepted write also asks to unsubscribe its email address.

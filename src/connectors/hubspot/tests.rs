@@ -305,10 +305,12 @@ fn classifies_rate_limit_policies() {
 // ---------------------------------------------------------------------------------------------
 // Push
 
-/// Answers batch update calls: 400 VALIDATION_ERROR for the whole batch when any input id is
-/// in `bad`, else 200 with one result per input (in reverse order).
+/// Answers batch update calls: 400 VALIDATION_ERROR (or, with `conflict`, 409 CONFLICT: an
+/// email another contact holds) for the whole batch when any input id is in `bad`, else 200
+/// with one result per input (in reverse order).
 struct EchoUpdate {
     bad: BTreeSet<String>,
+    conflict: bool,
 }
 
 impl Respond for EchoUpdate {
@@ -320,6 +322,13 @@ impl Respond for EchoUpdate {
             .iter()
             .map(|i| i["id"].as_str().expect("id").to_string())
             .collect();
+        if ids.iter().any(|i| self.bad.contains(i)) && self.conflict {
+            return ResponseTemplate::new(409).set_body_json(json!({
+                "status": "error",
+                "message": "Contact already exists. Existing ID: 77",
+                "correlationId": "c-3", "category": "CONFLICT"
+            }));
+        }
         if ids.iter().any(|i| self.bad.contains(i)) {
             return ResponseTemplate::new(400).set_body_json(json!({
                 "status": "error",
@@ -378,7 +387,7 @@ async fn whole_batch_validation_error_is_bisected_to_the_bad_record() {
     // [1,2,3,4] -> 400; [1,2] -> 200; [3,4] -> 400; [3] -> 400; [4] -> 200.
     Mock::given(method("POST"))
         .and(path(format!("{CONTACTS}/batch/update")))
-        .respond_with(EchoUpdate { bad: BTreeSet::from(["3".to_string()]) })
+        .respond_with(EchoUpdate { bad: BTreeSet::from(["3".to_string()]), conflict: false })
         .expect(5)
         .mount(&server)
         .await;
@@ -402,6 +411,29 @@ async fn whole_batch_validation_error_is_bisected_to_the_bad_record() {
             assert!(matches!(o, PushOutcome::Accepted { .. }), "{o:?}");
         }
     }
+}
+
+#[tokio::test]
+async fn whole_batch_conflict_is_bisected_to_the_record_whose_email_is_taken() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("{CONTACTS}/batch/update")))
+        .respond_with(EchoUpdate { bad: BTreeSet::from(["2".to_string()]), conflict: true })
+        .expect(5)
+        .mount(&server)
+        .await;
+    let c = connector(&server);
+    let f = fields(&[(Field::Email, "taken@example.com")]);
+    let batch: Vec<PushRecord> =
+        (1..=4).map(|i| update(i, &i.to_string(), f.clone(), Fields::new())).collect();
+    let out = c.push(&batch).await.expect("push");
+    let rejected: Vec<i64> = out
+        .iter()
+        .filter(|o| matches!(o, PushOutcome::Rejected { code, .. } if code == "CONFLICT"))
+        .map(PushOutcome::outbox_id)
+        .collect();
+    assert_eq!(rejected, [2], "only the record whose email is taken is rejected: {out:?}");
+    assert_eq!(out.iter().filter(|o| matches!(o, PushOutcome::Accepted { .. })).count(), 3);
 }
 
 #[tokio::test]
@@ -516,7 +548,7 @@ async fn opt_outs_go_in_one_batch_call_after_the_property_write() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(format!("{CONTACTS}/batch/update")))
-        .respond_with(EchoUpdate { bad: BTreeSet::new() })
+        .respond_with(EchoUpdate { bad: BTreeSet::new(), conflict: false })
         .expect(1)
         .mount(&server)
         .await;
@@ -624,7 +656,7 @@ async fn opt_out_207_rejects_the_named_address_only() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(format!("{CONTACTS}/batch/update")))
-        .respond_with(EchoUpdate { bad: BTreeSet::new() })
+        .respond_with(EchoUpdate { bad: BTreeSet::new(), conflict: false })
         .expect(1)
         .mount(&server)
         .await;
