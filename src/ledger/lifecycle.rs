@@ -22,7 +22,7 @@ use crate::reconcile::lifecycle::{
 };
 use crate::reconcile::{Context, Rules};
 
-fn load(conn: &Connection, lead_id: &str) -> Result<Option<PersonLifecycle>> {
+pub(super) fn load(conn: &Connection, lead_id: &str) -> Result<Option<PersonLifecycle>> {
     let row: Option<String> = conn
         .prepare_cached("SELECT state FROM lifecycle WHERE lead_id = ?1")?
         .query_row([lead_id], |r| r.get(0))
@@ -120,6 +120,9 @@ impl Ledger {
                 return Ok(NamedOutcome::NotFound);
             };
             let mut state = load(tx, &lead_id)?.unwrap_or_default();
+            let (name, reason) =
+                super::sla::police_named(tx, contract, &lead_id, name, reason, now)?;
+            let reason = reason.as_str();
             let moved = named_move(
                 contract,
                 &rules.status_implies_stage,
@@ -139,6 +142,7 @@ impl Ledger {
                         audit(tx, now, Some(&lead_id), None, e.kind, &e.detail)?;
                     }
                     replan(tx, &lead_id, rules, now)?;
+                    super::sla::after_named(tx, &lead_id, transition.to, now)?;
                     Ok(NamedOutcome::Applied { lead_id, transition })
                 }
                 Err((from, to, refusal)) => {

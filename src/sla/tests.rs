@@ -1,0 +1,1 @@
+//! Tests of the SLA task and its ledger side.
