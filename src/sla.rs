@@ -177,7 +177,7 @@ async fn deliver(
 
 /// How long to sleep after a tick: until the next wake-up, bounded by `max`, at least 1 s.
 pub fn sleep_for(next: Option<DateTime<Utc>>, now: DateTime<Utc>, max: Duration) -> Duration {
-    let until = next.and_then(|n| (n - now).to_std().ok()).unwrap_or(max).min(max);
+    let until = next.map_or(max, |n| (n - now).to_std().unwrap_or(Duration::ZERO)).min(max);
     until.max(Duration::from_secs(1))
 }
 

@@ -134,6 +134,12 @@ fn write_clock(
 ) -> Result<()> {
     // Undelivered actions make the row due at once; otherwise the clock's own timer.
     let wake = if stored.pending.is_empty() { stored.clock.next_wakeup() } else { Some(now) };
+    // Stored at microsecond precision: round up, so a milestone that passes strictly after
+    // its instant is not looked at (uselessly) at the instant itself.
+    let wake = wake.map(|w| {
+        let sub = i64::from(w.timestamp_subsec_nanos() % 1000);
+        if sub == 0 { w } else { w + chrono::TimeDelta::nanoseconds(1000 - sub) }
+    });
     tx.prepare_cached(
         "INSERT INTO sla_clocks(lead_id, clock, next_wakeup, state, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
@@ -259,11 +265,20 @@ pub(super) fn on_decision(
         }
         let actions = s.clock.evaluate(now, policy);
         let leaving = !on_mql_path(stage);
-        // A person who already left the path is not recycled by the clock.
+        // A person who already left the path is neither alerted on nor recycled by the
+        // clock: the phase keeps the record (touched late), the notice says it.
         s.pending.extend(
             actions
                 .into_iter()
-                .filter(|a| !(leaving && matches!(a, SlaAction::Recycle { .. })))
+                .filter(|a| {
+                    !(leaving
+                        && matches!(
+                            a,
+                            SlaAction::Recycle { .. }
+                                | SlaAction::Breached { .. }
+                                | SlaAction::Escalate { .. }
+                        ))
+                })
                 .map(Fired::from),
         );
         if leaving {
