@@ -219,19 +219,23 @@ pub(super) fn on_decision(
 
     if stage == LifecycleStage::Mql && handed_to_crm(tx, rules, system, decision)? {
         let entered = g.state.dates.get(LifecycleStage::Mql).map_or(now, |e| e.last.min(now));
-        let stale = stored.as_ref().is_none_or(|s| {
-            s.clock.phase.is_final() && s.clock.started_at < entered && s.pending.is_empty()
-        });
+        let stale = stored
+            .as_ref()
+            .is_none_or(|s| s.clock.phase.is_final() && s.clock.started_at < entered);
         if stale {
             // Handed over after becoming MQL: the clock runs from the handover.
             let at = if prior_stage == Some(LifecycleStage::Mql) { now } else { entered };
             let clock = SlaClock::start(at, policy, &contract.calendar);
             entries.push(("sla_started", serde_json::json!({ "due_at": ts(clock.due_at) })));
-            stored = Some(StoredClock { clock, pending: Vec::new() });
+            // Notices of the previous cycle not delivered yet still go out.
+            let pending = stored.take().map(|s| s.pending).unwrap_or_default();
+            stored = Some(StoredClock { clock, pending });
         }
     }
 
-    if let Some(s) = stored.as_mut().filter(|s| !s.clock.phase.is_final()) {
+    if let Some(s) = stored.as_mut() {
+        // A finished clock (met, touched late) still polices disqualification.
+        let open = !s.clock.phase.is_final();
         let crm = is_crm(rules, system);
         let status = change.fields.get(&Field::LeadStatus).filter(|_| crm);
         let prior_status = match status {
@@ -242,7 +246,7 @@ pub(super) fn on_decision(
         };
         let news = status.filter(|st| prior_status.as_ref() != Some(*st));
         if let Some(st) = news {
-            if contract.sla_ops.touch_statuses.contains(st.as_str()) {
+            if open && contract.sla_ops.touch_statuses.contains(st.as_str()) {
                 s.clock.touch(TouchKind::StatusWorking, change.modified_at.min(now));
             }
             if reports_disqualified(contract, st)
@@ -257,14 +261,15 @@ pub(super) fn on_decision(
                 s.pending.push(Fired::DisqualifyRefused { refusal });
             }
         }
-        let advanced =
-            prior_stage == Some(LifecycleStage::Mql) && stage.funnel_rank().is_some_and(|r| r > 2);
+        let advanced = open
+            && prior_stage == Some(LifecycleStage::Mql)
+            && stage.funnel_rank().is_some_and(|r| r > 2);
         if advanced {
             let at = g.state.dates.get(stage).map_or(now, |e| e.last.min(now));
             s.clock.touch(TouchKind::StageAdvanced, at);
         }
         let actions = s.clock.evaluate(now, policy);
-        let leaving = !on_mql_path(stage);
+        let leaving = open && !on_mql_path(stage);
         // A person who already left the path is neither alerted on nor recycled by the
         // clock: the phase keeps the record (touched late), the notice says it.
         s.pending.extend(
@@ -279,7 +284,10 @@ pub(super) fn on_decision(
                                 | SlaAction::Escalate { .. }
                         ))
                 })
-                .map(Fired::from),
+                .map(Fired::from)
+                .inspect(|f| {
+                    entries.push(("sla_action", serde_json::json!({ "action": f.kind() })));
+                }),
         );
         if leaving {
             s.clock.close();

@@ -385,3 +385,28 @@ fn sleep_is_bounded_both_ways() {
         Duration::from_secs(10)
     );
 }
+
+#[test]
+fn sla_ops_are_validated() {
+    let bad = |raw: SlaRaw| {
+        ContractRaw { sla: Some(raw), ..ContractRaw::default() }
+            .validate("contract")
+            .expect_err("refused")
+            .to_string()
+    };
+    let e = bad(SlaRaw { alert_webhook: Some("ftp://hooks.example/x".into()), ..sla_raw() });
+    assert!(e.contains("contract.sla.alert_webhook"), "{e}");
+    let e = bad(SlaRaw { check_interval_seconds: 0, ..sla_raw() });
+    assert!(e.contains("contract.sla.check_interval_seconds"), "{e}");
+    let ok = ContractRaw {
+        sla: Some(SlaRaw { alert_webhook: Some(" https://hooks.example/x ".into()), ..sla_raw() }),
+        ..ContractRaw::default()
+    }
+    .validate("contract")
+    .expect("valid");
+    assert_eq!(
+        ok.sla_ops.alert_webhook.map(|u| u.to_string()),
+        Some("https://hooks.example/x".into())
+    );
+    assert!(ok.sla_ops.touch_statuses.contains("contacted"));
+}
