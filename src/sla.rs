@@ -20,7 +20,6 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::alerts::{Alert, Alerter};
-use crate::contract::lifecycle::NamedMove;
 use crate::ledger::{DISQUALIFY_REFUSED, Fired, Ledger, LedgerError, NamedOutcome};
 use crate::reconcile::Rules;
 use crate::retry::RetryPolicy;
@@ -151,19 +150,23 @@ async fn deliver(
             };
             metrics::counter!(SLA_ALERTS_TOTAL, "kind" => kind).increment(1);
             let (r, id, rules) = (reason.clone(), lead_id.to_string(), Arc::clone(rules));
-            let outcome = blocking(ledger, move |l| {
-                l.named_transition(&id, NamedMove::Recycle, &r, None, &rules, now)
-            })
-            .await?;
+            let outcome = blocking(ledger, move |l| l.sla_recycle(&id, &r, &rules, now)).await?;
             match outcome {
-                NamedOutcome::Applied { .. } => {
+                None => {
+                    tracing::info!(
+                        lead_id,
+                        kind,
+                        "SLA recycle skipped: the person left the MQL path"
+                    );
+                }
+                Some(NamedOutcome::Applied { .. }) => {
                     report.recycled += 1;
                     tracing::info!(lead_id, kind, reason = %reason, "SLA recycled to nurture");
                 }
-                NamedOutcome::Refused { refusal, .. } => {
+                Some(NamedOutcome::Refused { refusal, .. }) => {
                     tracing::warn!(lead_id, kind, refusal = %refusal, "SLA recycle refused by the transition table");
                 }
-                NamedOutcome::NotFound => {
+                Some(NamedOutcome::NotFound) => {
                     tracing::warn!(lead_id, kind, "SLA recycle: person no longer in the ledger");
                 }
             }

@@ -461,6 +461,45 @@ impl Ledger {
         raw.as_deref().map(super::parse_ts).transpose()
     }
 
+    /// Recycle a person for the SLA (the named `recycle` with `reason`), unless they left the
+    /// MQL path since the clock decided it (a report moved them on): checked and applied in
+    /// one transaction. `None`: skipped (audited as `sla_recycle_skipped`).
+    ///
+    /// # Errors
+    /// [`LedgerError::Corrupt`] without a contract; SQLite failures or a corrupt row.
+    pub fn sla_recycle(
+        &self,
+        lead_id: &str,
+        reason: &str,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<Option<super::NamedOutcome>> {
+        let Some(contract) = rules.contract.as_deref() else {
+            return Err(LedgerError::Corrupt("no [contract] configured".into()));
+        };
+        self.with_tx(|tx| {
+            let stage = super::lifecycle::load(tx, lead_id)?.and_then(|s| s.stage);
+            if !stage.is_some_and(on_mql_path) {
+                let detail = serde_json::json!({
+                    "reason": reason, "stage": stage.map(LifecycleStage::as_str),
+                });
+                audit(tx, now, Some(lead_id), None, "sla_recycle_skipped", &detail)?;
+                return Ok(None);
+            }
+            let out = super::lifecycle::named_in_tx(
+                tx,
+                contract,
+                lead_id,
+                NamedMove::Recycle,
+                reason,
+                None,
+                rules,
+                now,
+            )?;
+            Ok(Some(out))
+        })
+    }
+
     /// A person's SLA clock and undelivered actions (`None`: no clock).
     ///
     /// # Errors
@@ -468,5 +507,19 @@ impl Ledger {
     pub fn sla_clock(&self, lead_id: &str) -> Result<Option<StoredClock>> {
         let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
         load_clock(&conn, lead_id)
+    }
+
+    /// The audit details of one kind for a person, oldest first (tests outside the ledger
+    /// cannot run SQL).
+    #[cfg(test)]
+    pub(crate) fn audit_details(&self, lead_id: &str, kind: &str) -> Vec<serde_json::Value> {
+        let conn = self.conn.lock().expect("ledger lock");
+        let mut st = conn
+            .prepare("SELECT detail FROM audit WHERE lead_id = ?1 AND kind = ?2 ORDER BY id")
+            .expect("sql");
+        st.query_map([lead_id, kind], |r| r.get::<_, String>(0))
+            .expect("query")
+            .map(|d| serde_json::from_str(&d.expect("row")).expect("json"))
+            .collect()
     }
 }

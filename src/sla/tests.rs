@@ -12,7 +12,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
 use crate::contract::config::{ContractRaw, SlaRaw};
-use crate::contract::lifecycle::LifecycleStage;
+use crate::contract::lifecycle::{LifecycleStage, NamedMove};
 use crate::contract::sla::SlaPhase;
 use crate::domain::{Change, Field, Fields, RecordFate, RemoteId, SystemName};
 
@@ -115,14 +115,8 @@ struct StoredClockView {
 }
 
 fn audit_kinds(p: &Path, kind: &str) -> Vec<serde_json::Value> {
-    let c = rusqlite::Connection::open(p.join("l.db")).expect("open");
-    let mut st = c
-        .prepare("SELECT detail FROM audit WHERE lead_id = 'P1' AND kind = ?1 ORDER BY id")
-        .expect("sql");
-    st.query_map([kind], |r| r.get::<_, String>(0))
-        .expect("query")
-        .map(|d| serde_json::from_str(&d.expect("row")).expect("json"))
-        .collect()
+    // A second handle on the same file: sees what the tested handle committed.
+    Ledger::open(&p.join("l.db")).expect("open").audit_details("P1", kind)
 }
 
 fn stage(l: &Ledger) -> Option<LifecycleStage> {
@@ -409,4 +403,23 @@ fn sla_ops_are_validated() {
         Some("https://hooks.example/x".into())
     );
     assert!(ok.sla_ops.touch_statuses.contains("contacted"));
+}
+
+#[tokio::test]
+async fn a_recycle_decided_before_the_person_moved_on_is_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = rules();
+    let policy = r.contract.as_ref().and_then(|c| c.sla.clone()).expect("sla");
+    let alerter = Alerter::new(None, fast()).expect("client");
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    let due = l.sla_due(&policy, at(24, 14, 1), 10).expect("decided");
+    assert!(due[0].pending.contains(&Fired::Recycle { reason: "sla_expired".into() }));
+    // Sales qualified the person before the task delivered the recycle.
+    feed(&l, &r, "marketing", mkt_change("sql", at(24, 14, 2)), at(24, 14, 2));
+    let report = tick(&l, &r, &alerter, at(24, 14, 3)).await.expect("tick");
+    assert_eq!(report.recycled, 0);
+    assert_eq!(stage(&l), Some(LifecycleStage::Sql));
+    assert_eq!(audit_kinds(dir.path(), "sla_recycle_skipped").len(), 1);
+    assert_eq!(l.sla_clock("P1").expect("read").expect("clock").pending, vec![]);
 }
