@@ -380,6 +380,7 @@ impl App {
             .instrument(tracing::info_span!("reconciler")),
         );
         crate::merger::spawn(&mut tasks, &self.merger, &self.systems, &self.ledger, &shutdown);
+        crate::sla::spawn(&mut tasks, &self.ledger, &self.rules, &shutdown);
         crate::closed_loop::spawn(
             &mut tasks,
             &self.closed_loop,

@@ -23,6 +23,7 @@
 //! - `retry`, `telemetry`, `shutdown`: cross-cutting pieces.
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod cli;
 pub mod closed_loop;
@@ -39,5 +40,6 @@ pub mod retry;
 pub mod settings;
 pub mod shutdown;
 pub mod sim;
+pub mod sla;
 pub mod telemetry;
 pub mod verify;

@@ -231,6 +231,11 @@ fn describe() {
     describe_counter!(VENDOR_MERGES, Unit::Count, "Vendor-side merge attempts, by outcome");
     describe_counter!(ERASED_CHANGES_DROPPED, Unit::Count, "Changes of erased persons dropped");
     describe_counter!(CLOSED_LOOP_STORED, Unit::Count, "Closed-loop objects stored, by kind");
+    describe_counter!(
+        crate::sla::SLA_ALERTS_TOTAL,
+        Unit::Count,
+        "SLA alerts and recycles, by kind"
+    );
 }
 
 /// One gauge value with its labels, as a readiness source reports it at scrape time.

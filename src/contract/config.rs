@@ -225,6 +225,27 @@ pub struct SlaRaw {
     pub disqualify_min_attempts: u32,
     #[serde(default)]
     pub disqualify_min_days: u32,
+    /// Slack-compatible incoming webhook URL for SLA alerts; absent: logs and metrics only.
+    #[serde(default)]
+    pub alert_webhook: Option<String>,
+    /// CRM lead statuses that count as a first touch ("status moved to working/contacted").
+    #[serde(default)]
+    pub touch_statuses: Vec<String>,
+    /// Longest sleep of the SLA task between evaluations, in seconds (default 60).
+    #[serde(default = "sixty")]
+    pub check_interval_seconds: u64,
+}
+
+fn sixty() -> u64 {
+    60
+}
+
+/// The operational side of `[contract.sla]`: where alerts go and what counts as a touch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlaOps {
+    pub alert_webhook: Option<url::Url>,
+    pub touch_statuses: std::collections::BTreeSet<String>,
+    pub check_interval: std::time::Duration,
 }
 
 fn yes() -> bool {
@@ -244,6 +265,8 @@ pub struct Contract {
     pub calendar: BusinessCalendar,
     /// `None`: no SLA clocks.
     pub sla: Option<SlaPolicy>,
+    /// Alerting and touch recognition of `[contract.sla]` (default when absent).
+    pub sla_ops: SlaOps,
     pub mapping: StageMapping,
 }
 
@@ -281,12 +304,16 @@ impl ContractRaw {
         let table = self.lifecycle.validate(&format!("{prefix}.lifecycle"))?;
         let rules = self.rules(prefix, &vocabulary)?;
         let calendar = self.calendar.validate(&format!("{prefix}.calendar"))?;
+        let sla_ops = match &self.sla {
+            Some(raw) => raw.ops(&format!("{prefix}.sla"))?,
+            None => SlaOps::default(),
+        };
         let sla = match &self.sla {
             Some(raw) => Some(raw.validate(&format!("{prefix}.sla"), &table)?),
             None => None,
         };
         let mapping = self.mapping.validate(&format!("{prefix}.mapping"), &vocabulary)?;
-        Ok(Contract { vocabulary, table, rules, calendar, sla, mapping })
+        Ok(Contract { vocabulary, table, rules, calendar, sla, sla_ops, mapping })
     }
 
     fn vocabulary(&self, prefix: &str) -> Result<Vocabulary, KeyError> {
@@ -430,6 +457,35 @@ impl CalendarRaw {
 }
 
 impl SlaRaw {
+    fn ops(&self, prefix: &str) -> Result<SlaOps, KeyError> {
+        let alert_webhook = match self.alert_webhook.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => {
+                let u = url::Url::parse(raw).map_err(|e| {
+                    KeyError::new(format!("{prefix}.alert_webhook"), format!("not a URL: {e}"))
+                })?;
+                if !matches!(u.scheme(), "http" | "https") {
+                    return Err(KeyError::new(
+                        format!("{prefix}.alert_webhook"),
+                        "must be an http(s) URL",
+                    ));
+                }
+                Some(u)
+            }
+        };
+        if self.check_interval_seconds == 0 || self.check_interval_seconds > 3600 {
+            return Err(KeyError::new(
+                format!("{prefix}.check_interval_seconds"),
+                "must be between 1 and 3600",
+            ));
+        }
+        Ok(SlaOps {
+            alert_webhook,
+            touch_statuses: self.touch_statuses.iter().map(|s| s.trim().to_string()).collect(),
+            check_interval: std::time::Duration::from_secs(self.check_interval_seconds),
+        })
+    }
+
     fn validate(&self, prefix: &str, table: &TransitionTable) -> Result<SlaPolicy, KeyError> {
         let key = |k: &str| format!("{prefix}.{k}");
         let first_touch = business_hours(

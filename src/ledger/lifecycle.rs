@@ -22,7 +22,7 @@ use crate::reconcile::lifecycle::{
 };
 use crate::reconcile::{Context, Rules};
 
-fn load(conn: &Connection, lead_id: &str) -> Result<Option<PersonLifecycle>> {
+pub(super) fn load(conn: &Connection, lead_id: &str) -> Result<Option<PersonLifecycle>> {
     let row: Option<String> = conn
         .prepare_cached("SELECT state FROM lifecycle WHERE lead_id = ?1")?
         .query_row([lead_id], |r| r.get(0))
@@ -114,40 +114,7 @@ impl Ledger {
         let Some(contract) = rules.contract.as_deref() else {
             return Err(LedgerError::Corrupt("no [contract] configured".into()));
         };
-        self.with_tx(|tx| {
-            let Some(lead_id) = find_lead(tx, query)? else { return Ok(NamedOutcome::NotFound) };
-            let Some(mut lead) = load_lead(tx, &lead_id)? else {
-                return Ok(NamedOutcome::NotFound);
-            };
-            let mut state = load(tx, &lead_id)?.unwrap_or_default();
-            let moved = named_move(
-                contract,
-                &rules.status_implies_stage,
-                &mut state,
-                &mut lead.fields,
-                &mut lead.provenance,
-                name,
-                reason,
-                to,
-                now,
-            );
-            match moved {
-                Ok((transition, entries)) => {
-                    write_lead(tx, &lead_id, false, &lead.fields, &lead.provenance, now)?;
-                    write(tx, &lead_id, &state, now)?;
-                    for e in &entries {
-                        audit(tx, now, Some(&lead_id), None, e.kind, &e.detail)?;
-                    }
-                    replan(tx, &lead_id, rules, now)?;
-                    Ok(NamedOutcome::Applied { lead_id, transition })
-                }
-                Err((from, to, refusal)) => {
-                    let e = named_refusal(name, from, to, reason, &refusal);
-                    audit(tx, now, Some(&lead_id), None, e.kind, &e.detail)?;
-                    Ok(NamedOutcome::Refused { lead_id, from, to, refusal: refusal.to_string() })
-                }
-            }
-        })
+        self.with_tx(|tx| named_in_tx(tx, contract, query, name, reason, to, rules, now))
     }
 
     /// A person's governed lifecycle (`None`: not placed yet).
@@ -157,6 +124,55 @@ impl Ledger {
     pub fn lifecycle(&self, lead_id: &str) -> Result<Option<PersonLifecycle>> {
         let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
         load(&conn, lead_id)
+    }
+}
+
+/// [`Ledger::named_transition`] inside a caller's transaction.
+#[allow(clippy::too_many_arguments, reason = "the person, the ask and the rules")]
+pub(super) fn named_in_tx(
+    tx: &Transaction<'_>,
+    contract: &Contract,
+    query: &str,
+    name: NamedMove,
+    reason: &str,
+    to: Option<LifecycleStage>,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<NamedOutcome> {
+    let Some(lead_id) = find_lead(tx, query)? else { return Ok(NamedOutcome::NotFound) };
+    let Some(mut lead) = load_lead(tx, &lead_id)? else {
+        return Ok(NamedOutcome::NotFound);
+    };
+    let mut state = load(tx, &lead_id)?.unwrap_or_default();
+    let (name, reason) = super::sla::police_named(tx, contract, &lead_id, name, reason, now)?;
+    let reason = reason.as_str();
+    let moved = named_move(
+        contract,
+        &rules.status_implies_stage,
+        &mut state,
+        &mut lead.fields,
+        &mut lead.provenance,
+        name,
+        reason,
+        to,
+        now,
+    );
+    match moved {
+        Ok((transition, entries)) => {
+            write_lead(tx, &lead_id, false, &lead.fields, &lead.provenance, now)?;
+            write(tx, &lead_id, &state, now)?;
+            for e in &entries {
+                audit(tx, now, Some(&lead_id), None, e.kind, &e.detail)?;
+            }
+            replan(tx, &lead_id, rules, now)?;
+            super::sla::after_named(tx, &lead_id, transition.to, now)?;
+            Ok(NamedOutcome::Applied { lead_id, transition })
+        }
+        Err((from, to, refusal)) => {
+            let e = named_refusal(name, from, to, reason, &refusal);
+            audit(tx, now, Some(&lead_id), None, e.kind, &e.detail)?;
+            Ok(NamedOutcome::Refused { lead_id, from, to, refusal: refusal.to_string() })
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod lifecycle;
 mod notices;
 mod review;
 pub mod schema;
+mod sla;
 mod trace;
 
 pub use duplicates::{
@@ -27,6 +28,7 @@ pub use figures::{MatchFigures, SeededDuplicate};
 pub use lifecycle::{NamedOutcome, PlannedMove, StagePlan};
 pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
+pub use sla::{DISQUALIFY_REFUSED, DueClock, Fired, StoredClock};
 pub use trace::{Trace, TraceEvent, TraceField, TraceLink};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -357,6 +359,7 @@ impl Ledger {
                             stats.new_leads += usize::from(decision.is_new_lead);
                             stats.new_links += usize::from(decision.new_link.is_some());
                             stats.pushes_planned += decision.pushes.len();
+                            sla::on_decision(tx, rules, &system, &change, &decision, now)?;
                             apply_decision(tx, &system, &change, &decision, now)?;
                             let governed = decision.lifecycle.as_ref();
                             lifecycle::store(tx, &decision.lead_id, governed, now)?;

@@ -318,6 +318,19 @@ const MIGRATIONS: &[&str] = &[
         last_error_at TEXT
     ) STRICT;
     "#,
+    // 9: SLA clocks of the lead contract, one per person on the MQL path. `clock` is the
+    // serde `StoredClock` (the pure clock plus actions not yet delivered); `next_wakeup` is
+    // when the SLA task must look at it again (NULL: nothing pending), indexed for that scan.
+    r#"
+    CREATE TABLE sla_clocks (
+        lead_id TEXT PRIMARY KEY,
+        clock TEXT NOT NULL,
+        next_wakeup TEXT,
+        state TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX sla_clocks_wakeup ON sla_clocks(next_wakeup) WHERE next_wakeup IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

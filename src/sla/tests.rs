@@ -1,0 +1,425 @@
+//! The SLA clocks end to end through the ledger and the task, with injected time (no sleeps):
+//! a clock started Friday 16:00 with four business hours is due Monday 12:00, alerts once per
+//! state change to a local webhook, survives a restart without re-alerting, and recycles once;
+//! a CRM touch meets it; a disqualification before the minimum attempts becomes a recycle.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use super::*;
+use crate::contract::config::{ContractRaw, SlaRaw};
+use crate::contract::lifecycle::{LifecycleStage, NamedMove};
+use crate::contract::sla::SlaPhase;
+use crate::domain::{Change, Field, Fields, RecordFate, RemoteId, SystemName};
+
+/// 2026-11-20 is a Friday. Times are UTC, the default calendar (Mon–Fri 09:00–17:00 UTC).
+fn at(day: u32, h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, day, h, m, 0).single().expect("valid")
+}
+
+fn sla_raw() -> SlaRaw {
+    SlaRaw {
+        first_touch_business_hours: 4.0,
+        grace_business_hours: 2.0,
+        escalate: true,
+        reassign_to: None,
+        recycle_after_business_hours: Some(8.0),
+        recycle_reason: "sla_expired".into(),
+        disqualify_min_attempts: 3,
+        disqualify_min_days: 5,
+        alert_webhook: None,
+        touch_statuses: vec!["contacted".into()],
+        check_interval_seconds: 60,
+    }
+}
+
+fn rules_with(sla: Option<SlaRaw>) -> Arc<Rules> {
+    let mut r = Rules::salesforce_hubspot_defaults();
+    let raw = ContractRaw { sla, ..ContractRaw::default() };
+    r.contract = Some(Arc::new(raw.validate("contract").expect("valid contract")));
+    Arc::new(r)
+}
+
+fn rules() -> Arc<Rules> {
+    rules_with(Some(sla_raw()))
+}
+
+fn fast() -> RetryPolicy {
+    RetryPolicy {
+        initial: Duration::from_millis(1),
+        max_interval: Duration::from_millis(5),
+        max_attempts: 3,
+    }
+}
+
+fn mkt_change(stage: &str, modified: DateTime<Utc>) -> Change {
+    let fields: Fields = [
+        (Field::Email, "pat@example.test".to_string()),
+        (Field::LifecycleStage, stage.to_string()),
+    ]
+    .into();
+    Change {
+        remote: RemoteId { object_type: "contact".into(), id: "101".into() },
+        fields,
+        ledger_key: None,
+        modified_at: modified,
+        fetched_at: modified,
+        fate: RecordFate::Live,
+    }
+}
+
+/// The CRM's record of P1 (linked by the ledger id leadsync stamps on it).
+fn crm_change(status: &str, modified: DateTime<Utc>) -> Change {
+    let fields: Fields =
+        [(Field::Email, "pat@example.test".to_string()), (Field::LeadStatus, status.to_string())]
+            .into();
+    Change {
+        remote: RemoteId { object_type: "Lead".into(), id: "00Q1".into() },
+        fields,
+        ledger_key: Some("P1".into()),
+        modified_at: modified,
+        fetched_at: modified,
+        fate: RecordFate::Live,
+    }
+}
+
+fn feed(l: &Ledger, r: &Rules, system: &str, c: Change, now: DateTime<Utc>) {
+    l.ingest(&SystemName(system.into()), "poll", &[c], None, now).expect("ingest");
+    let mut mint = || "P1".to_string();
+    l.reconcile_pending(r, 100, now, &mut mint).expect("reconcile");
+}
+
+/// P1 becomes MQL (reported by marketing) at `when`; the CRM create is planned: handed over.
+fn mql_at(l: &Ledger, r: &Rules, when: DateTime<Utc>) {
+    feed(l, r, "marketing", mkt_change("mql", when), when);
+}
+
+fn open(p: &Path) -> Arc<Ledger> {
+    Arc::new(Ledger::open(&p.join("l.db")).expect("open"))
+}
+
+fn clock(l: &Ledger) -> StoredClockView {
+    let s = l.sla_clock("P1").expect("read").expect("clock exists");
+    StoredClockView { phase: s.clock.phase, due_at: s.clock.due_at, pending: s.pending.len() }
+}
+
+#[derive(Debug, PartialEq)]
+struct StoredClockView {
+    phase: SlaPhase,
+    due_at: DateTime<Utc>,
+    pending: usize,
+}
+
+fn audit_kinds(p: &Path, kind: &str) -> Vec<serde_json::Value> {
+    // A second handle on the same file: sees what the tested handle committed.
+    Ledger::open(&p.join("l.db")).expect("open").audit_details("P1", kind)
+}
+
+fn stage(l: &Ledger) -> Option<LifecycleStage> {
+    l.lifecycle("P1").expect("read").and_then(|s| s.stage)
+}
+
+#[tokio::test]
+async fn weekend_deadline_alerts_once_per_state_change_survives_restart_and_recycles_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let url = url::Url::parse(&format!("{}/hook", server.uri())).expect("url");
+    let alerter = Alerter::new(Some(url), fast()).expect("client");
+    let r = rules();
+
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    assert_eq!(stage(&l), Some(LifecycleStage::Mql));
+    // One business hour on Friday, three on Monday.
+    assert_eq!(
+        clock(&l),
+        StoredClockView { phase: SlaPhase::Waiting, due_at: at(23, 12, 0), pending: 0 }
+    );
+    assert_eq!(audit_kinds(dir.path(), "sla_started").len(), 1);
+
+    let report = tick(&l, &r, &alerter, at(21, 10, 0)).await.expect("saturday");
+    assert_eq!(report.delivered, 0);
+    assert_eq!(report.next_wakeup.map(|w| w > at(23, 12, 0) && w < at(23, 12, 1)), Some(true));
+    // The deadline itself is still in time.
+    assert_eq!(tick(&l, &r, &alerter, at(23, 12, 0)).await.expect("due").delivered, 0);
+
+    let report = tick(&l, &r, &alerter, at(23, 12, 1)).await.expect("breach");
+    assert_eq!((report.delivered, report.alerts_sent), (1, 1));
+    assert_eq!(clock(&l).phase, SlaPhase::Breached);
+    assert_eq!(tick(&l, &r, &alerter, at(23, 12, 2)).await.expect("again").delivered, 0);
+    assert_eq!(server.received_requests().await.expect("recorded").len(), 1);
+
+    // Restart in the middle of the clock: same deadline, no second breach alert.
+    drop(l);
+    let l = open(dir.path());
+    assert_eq!(
+        clock(&l),
+        StoredClockView { phase: SlaPhase::Breached, due_at: at(23, 12, 0), pending: 0 }
+    );
+    assert_eq!(tick(&l, &r, &alerter, at(23, 13, 0)).await.expect("after restart").delivered, 0);
+
+    // Escalation at deadline + 2 business hours.
+    let report = tick(&l, &r, &alerter, at(23, 14, 1)).await.expect("escalate");
+    assert_eq!((report.delivered, report.alerts_sent), (1, 1));
+    assert_eq!(tick(&l, &r, &alerter, at(23, 15, 0)).await.expect("quiet").delivered, 0);
+
+    // Recycled 8 business hours after the escalation point: Tuesday 14:00.
+    assert_eq!(tick(&l, &r, &alerter, at(24, 13, 59)).await.expect("not yet").recycled, 0);
+    let report = tick(&l, &r, &alerter, at(24, 14, 1)).await.expect("recycle");
+    assert_eq!((report.recycled, report.alerts_sent), (1, 0));
+    assert_eq!(stage(&l), Some(LifecycleStage::Recycled));
+    let stage_lines = audit_kinds(dir.path(), "stage");
+    let last = stage_lines.last().expect("recycle audited");
+    assert_eq!(
+        (&last["to"], &last["reason"]),
+        (&serde_json::json!("recycled"), &serde_json::json!("sla_expired"))
+    );
+    assert_eq!(tick(&l, &r, &alerter, at(25, 14, 1)).await.expect("done").delivered, 0);
+    assert_eq!(clock(&l).phase, SlaPhase::Recycled);
+    assert_eq!(report.next_wakeup, None);
+
+    let got = server.received_requests().await.expect("recorded");
+    assert_eq!(got.len(), 2, "one alert per state change");
+    for req in &got {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).expect("json");
+        let text = body["text"].as_str().expect("slack text");
+        assert!(text.contains("P1"), "{text}");
+        assert!(!text.contains("pat@"), "no email in alerts: {text}");
+    }
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&got[0].body).expect("json")["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("breached"))
+    );
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&got[1].body).expect("json")["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("escalated"))
+    );
+}
+
+#[tokio::test]
+async fn an_action_decided_but_not_delivered_before_a_crash_is_delivered_once_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = rules();
+    let policy = r.contract.as_ref().and_then(|c| c.sla.clone()).expect("sla");
+    let alerter = Alerter::new(None, fast()).expect("client");
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    // The task decided the breach, then died before delivering it.
+    let due = l.sla_due(&policy, at(23, 12, 1), 10).expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].pending, vec![Fired::Breached { due_at: at(23, 12, 0) }]);
+    drop(l);
+    let l = open(dir.path());
+    let report = tick(&l, &r, &alerter, at(23, 12, 30)).await.expect("resume");
+    assert_eq!(report.delivered, 1);
+    assert_eq!(tick(&l, &r, &alerter, at(23, 12, 40)).await.expect("again").delivered, 0);
+    assert_eq!(audit_kinds(dir.path(), "sla_action").len(), 1, "decided once");
+}
+
+#[tokio::test]
+async fn a_crm_status_touch_by_the_deadline_meets_the_sla_without_alerts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    let url = url::Url::parse(&server.uri()).expect("url");
+    let alerter = Alerter::new(Some(url), fast()).expect("client");
+    let r = rules();
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    feed(&l, &r, "crm", crm_change("contacted", at(23, 10, 0)), at(23, 10, 5));
+    let c = l.sla_clock("P1").expect("read").expect("clock");
+    assert_eq!(c.clock.first_touch_at, Some(at(23, 10, 0)));
+    assert_eq!(c.clock.phase, SlaPhase::Met);
+    let report = tick(&l, &r, &alerter, at(24, 18, 0)).await.expect("tick");
+    assert_eq!((report.delivered, report.alerts_sent), (1, 0), "the met notice only");
+    assert_eq!(stage(&l), Some(LifecycleStage::Mql));
+    assert!(server.received_requests().await.expect("recorded").is_empty());
+}
+
+#[tokio::test]
+async fn a_stage_advance_touches_and_settles_the_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = rules();
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    // Late: after the deadline, before anyone evaluated it.
+    feed(&l, &r, "marketing", mkt_change("sql", at(23, 13, 0)), at(23, 13, 0));
+    assert_eq!(stage(&l), Some(LifecycleStage::Sql));
+    let c = l.sla_clock("P1").expect("read").expect("clock");
+    // Evaluated before closing: the late touch is recorded; no alert for a moot breach.
+    assert_eq!(c.clock.phase, SlaPhase::TouchedLate);
+    assert_eq!(c.pending, vec![Fired::TouchedLate { first_touch_at: at(23, 13, 0) }]);
+    assert_eq!(audit_kinds(dir.path(), "sla_closed").len(), 1);
+    assert_eq!(l.sla_next_wakeup().expect("wake"), Some(at(23, 13, 0)), "the notice is due");
+}
+
+#[tokio::test]
+async fn a_recycle_by_hand_closes_the_clock_silently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = rules();
+    let alerter = Alerter::new(None, fast()).expect("client");
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    l.named_transition("P1", NamedMove::Recycle, "not_ready", None, &r, at(23, 9, 0))
+        .expect("recycle");
+    let c = l.sla_clock("P1").expect("read").expect("clock");
+    assert_eq!((c.clock.phase, c.pending.len()), (SlaPhase::Closed, 0));
+    assert_eq!(tick(&l, &r, &alerter, at(30, 9, 0)).await.expect("tick").delivered, 0);
+}
+
+#[tokio::test]
+async fn a_named_disqualification_before_enough_attempts_becomes_a_recycle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = rules();
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    let out = l
+        .named_transition("P1", NamedMove::Disqualify, "not_a_fit", None, &r, at(23, 10, 0))
+        .expect("named");
+    let NamedOutcome::Applied { transition, .. } = out else { panic!("applied: {out:?}") };
+    assert_eq!(transition.to, LifecycleStage::Recycled);
+    assert_eq!(transition.reason.as_ref().map(|c| c.as_str()), Some(DISQUALIFY_REFUSED));
+    let refused = audit_kinds(dir.path(), "sla_disqualify_refused");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["via"], "named");
+    assert_eq!(l.sla_clock("P1").expect("read").expect("clock").clock.phase, SlaPhase::Closed);
+}
+
+#[tokio::test]
+async fn a_named_disqualification_the_policy_allows_goes_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = rules_with(Some(SlaRaw {
+        disqualify_min_attempts: 0,
+        disqualify_min_days: 0,
+        ..sla_raw()
+    }));
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    let out = l
+        .named_transition("P1", NamedMove::Disqualify, "not_a_fit", None, &r, at(23, 10, 0))
+        .expect("named");
+    let NamedOutcome::Applied { transition, .. } = out else { panic!("applied: {out:?}") };
+    assert_eq!(transition.to, LifecycleStage::Disqualified);
+    assert!(audit_kinds(dir.path(), "sla_disqualify_refused").is_empty());
+}
+
+#[tokio::test]
+async fn a_reported_disqualification_before_enough_attempts_is_recycled_by_the_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = rules();
+    let alerter = Alerter::new(None, fast()).expect("client");
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    feed(&l, &r, "crm", crm_change("unqualified", at(23, 10, 0)), at(23, 10, 0));
+    let refused = audit_kinds(dir.path(), "sla_disqualify_refused");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["via"], "reported");
+    let report = tick(&l, &r, &alerter, at(23, 10, 1)).await.expect("tick");
+    assert_eq!(report.recycled, 1);
+    assert_eq!(stage(&l), Some(LifecycleStage::Recycled));
+    let last = audit_kinds(dir.path(), "stage").last().cloned().expect("stage line");
+    assert_eq!(last["reason"], DISQUALIFY_REFUSED);
+    assert_eq!(tick(&l, &r, &alerter, at(23, 10, 2)).await.expect("again").recycled, 0);
+}
+
+#[tokio::test]
+async fn without_an_sla_section_no_clock_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = rules_with(None);
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    assert_eq!(stage(&l), Some(LifecycleStage::Mql));
+    assert!(l.sla_clock("P1").expect("read").is_none());
+    let alerter = Alerter::new(None, fast()).expect("client");
+    assert_eq!(tick(&l, &r, &alerter, at(30, 12, 0)).await.expect("tick"), TickReport::default());
+}
+
+#[tokio::test]
+async fn a_webhook_5xx_is_retried_and_counts_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    let alerter =
+        Alerter::new(Some(url::Url::parse(&server.uri()).expect("url")), fast()).expect("client");
+    let alert = Alert {
+        kind: "breached",
+        lead_id: "P9".into(),
+        due_at: at(23, 12, 0),
+        reassign_to: None,
+        links: vec!["crm:Lead/00Q9".into()],
+    };
+    alerter.send(&alert).await.expect("sent after a retry");
+    assert_eq!(server.received_requests().await.expect("recorded").len(), 2);
+}
+
+#[test]
+fn sleep_is_bounded_both_ways() {
+    let now = at(23, 12, 0);
+    let max = Duration::from_secs(60);
+    assert_eq!(sleep_for(None, now, max), max);
+    assert_eq!(sleep_for(Some(at(23, 13, 0)), now, max), max);
+    assert_eq!(sleep_for(Some(at(23, 11, 0)), now, max), Duration::from_secs(1));
+    assert_eq!(
+        sleep_for(Some(now + chrono::TimeDelta::seconds(10)), now, max),
+        Duration::from_secs(10)
+    );
+}
+
+#[test]
+fn sla_ops_are_validated() {
+    let bad = |raw: SlaRaw| {
+        ContractRaw { sla: Some(raw), ..ContractRaw::default() }
+            .validate("contract")
+            .expect_err("refused")
+            .to_string()
+    };
+    let e = bad(SlaRaw { alert_webhook: Some("ftp://hooks.example/x".into()), ..sla_raw() });
+    assert!(e.contains("contract.sla.alert_webhook"), "{e}");
+    let e = bad(SlaRaw { check_interval_seconds: 0, ..sla_raw() });
+    assert!(e.contains("contract.sla.check_interval_seconds"), "{e}");
+    let ok = ContractRaw {
+        sla: Some(SlaRaw { alert_webhook: Some(" https://hooks.example/x ".into()), ..sla_raw() }),
+        ..ContractRaw::default()
+    }
+    .validate("contract")
+    .expect("valid");
+    assert_eq!(
+        ok.sla_ops.alert_webhook.map(|u| u.to_string()),
+        Some("https://hooks.example/x".into())
+    );
+    assert!(ok.sla_ops.touch_statuses.contains("contacted"));
+}
+
+#[tokio::test]
+async fn a_recycle_decided_before_the_person_moved_on_is_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = rules();
+    let policy = r.contract.as_ref().and_then(|c| c.sla.clone()).expect("sla");
+    let alerter = Alerter::new(None, fast()).expect("client");
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    let due = l.sla_due(&policy, at(24, 14, 1), 10).expect("decided");
+    assert!(due[0].pending.contains(&Fired::Recycle { reason: "sla_expired".into() }));
+    // Sales qualified the person before the task delivered the recycle.
+    feed(&l, &r, "marketing", mkt_change("sql", at(24, 14, 2)), at(24, 14, 2));
+    let report = tick(&l, &r, &alerter, at(24, 14, 3)).await.expect("tick");
+    assert_eq!(report.recycled, 0);
+    assert_eq!(stage(&l), Some(LifecycleStage::Sql));
+    assert_eq!(audit_kinds(dir.path(), "sla_recycle_skipped").len(), 1);
+    assert_eq!(l.sla_clock("P1").expect("read").expect("clock").pending, vec![]);
+}
