@@ -12,11 +12,13 @@ pub mod closed_loop;
 mod duplicates;
 mod erase;
 mod figures;
+pub mod funnel;
 mod identity;
 mod lifecycle;
 mod notices;
 mod review;
 pub mod schema;
+mod seed;
 mod trace;
 
 pub use duplicates::{
@@ -26,6 +28,7 @@ pub use erase::{Erasure, erasure_email};
 pub use figures::{MatchFigures, SeededDuplicate};
 pub use lifecycle::{NamedOutcome, PlannedMove, StagePlan};
 pub use notices::StoredNotice;
+pub use seed::SeedPerson;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
 pub use trace::{Trace, TraceEvent, TraceField, TraceLink};
 
