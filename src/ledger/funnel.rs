@@ -138,7 +138,12 @@ fn lower_median(v: &mut [i64]) -> Option<i64> {
     Some(v[(v.len() - 1) / 2])
 }
 
-fn finish(mut tally: Vec<Tally>, persons: u64, from: DateTime<Utc>, to: DateTime<Utc>) -> FunnelReport {
+fn finish(
+    mut tally: Vec<Tally>,
+    persons: u64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> FunnelReport {
     let rows = LifecycleStage::ALL
         .iter()
         .zip(tally.iter_mut())

@@ -28,8 +28,8 @@ pub use erase::{Erasure, erasure_email};
 pub use figures::{MatchFigures, SeededDuplicate};
 pub use lifecycle::{NamedOutcome, PlannedMove, StagePlan};
 pub use notices::StoredNotice;
-pub use seed::SeedPerson;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
+pub use seed::SeedPerson;
 pub use trace::{Trace, TraceEvent, TraceField, TraceLink};
 
 use std::collections::{BTreeMap, BTreeSet};

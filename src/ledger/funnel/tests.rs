@@ -49,8 +49,16 @@ fn hand_worked_scenario() {
     let (_dir, l) = ledger();
     let people = vec![
         // A: straight down the funnel; lead entered before the window.
-        person(0, &[(Lead, day(0)), (Mql, day(12)), (Sql, day(15)), (Opportunity, day(20)),
-            (Customer, day(30))]),
+        person(
+            0,
+            &[
+                (Lead, day(0)),
+                (Mql, day(12)),
+                (Sql, day(15)),
+                (Opportunity, day(20)),
+                (Customer, day(30)),
+            ],
+        ),
         // B: lead and MQL at one instant (one rule evaluation), recycled, qualified again.
         person(1, &[(Lead, day(11)), (Mql, day(11)), (Recycled, day(21)), (Mql, day(31))]),
         // C: MQL before the window, accepted, then disqualified.
@@ -66,18 +74,19 @@ fn hand_worked_scenario() {
     let r = l.funnel(day(10), day(40)).expect("report");
     assert_eq!(r.persons, 5);
     let d = |n: i64| Some(n * 86_400);
-    let expect = |stage, entered, converted: Option<u64>, bp: Option<u64>, left, median, rec, dq| {
-        FunnelRow {
-            stage,
-            entered,
-            converted,
-            conversion_bp: bp,
-            left,
-            median_secs_in_stage: median,
-            recycled: rec,
-            disqualified: dq,
-        }
-    };
+    let expect =
+        |stage, entered, converted: Option<u64>, bp: Option<u64>, left, median, rec, dq| {
+            FunnelRow {
+                stage,
+                entered,
+                converted,
+                conversion_bp: bp,
+                left,
+                median_secs_in_stage: median,
+                recycled: rec,
+                disqualified: dq,
+            }
+        };
     let want = vec![
         expect(Subscriber, 0, Some(0), None, 0, None, 0, 0),
         // B, D, E; only B went on (to MQL at the same instant: 0 s in stage).
@@ -105,7 +114,8 @@ fn history(rng: &mut impl Rng) -> Vec<(LifecycleStage, DateTime<Utc>)> {
     let mut t = rng.random_range(0..60 * 86_400);
     let mut cur = [Subscriber, Lead, Mql][rng.random_range(0..3)];
     let mut out = vec![(cur, secs(t))];
-    let count = |out: &[(LifecycleStage, DateTime<Utc>)], s| out.iter().filter(|e| e.0 == s).count();
+    let count =
+        |out: &[(LifecycleStage, DateTime<Utc>)], s| out.iter().filter(|e| e.0 == s).count();
     for _ in 0..rng.random_range(0..8) {
         let mut options: Vec<(LifecycleStage, bool)> = LifecycleStage::ALL
             .into_iter()
@@ -126,7 +136,8 @@ fn history(rng: &mut impl Rng) -> Vec<(LifecycleStage, DateTime<Utc>)> {
             break;
         }
         let (next, forward) = options[rng.random_range(0..options.len())];
-        let step = if forward && rng.random_bool(0.3) { 0 } else { rng.random_range(1..6 * 86_400) };
+        let step =
+            if forward && rng.random_bool(0.3) { 0 } else { rng.random_range(1..6 * 86_400) };
         t += step;
         cur = next;
         out.push((cur, secs(t)));
@@ -155,7 +166,8 @@ fn oracle(
             };
             entered += 1;
             let later: Vec<_> = h[i + 1..].iter().filter(|(_, at)| *at <= to).collect();
-            converted += u64::from(later.iter().any(|(s, _)| LifecycleStage::is_forward_move(stage, *s)));
+            converted +=
+                u64::from(later.iter().any(|(s, _)| LifecycleStage::is_forward_move(stage, *s)));
             rec += u64::from(stage != Recycled && later.iter().any(|(s, _)| *s == Recycled));
             dq += u64::from(stage != Disqualified && later.iter().any(|(s, _)| *s == Disqualified));
             if let Some((_, at)) = later.first() {
