@@ -62,6 +62,9 @@ pub enum BenchKind {
     /// The real-time path: webhook acknowledgement throughput and latency under wrk, and
     /// change-to-other-side latency at a steady rate.
     Webhooks(super::bench_webhooks::WebhookBenchArgs),
+    /// The lead contract for many persons: a full re-evaluation of the qualification rules
+    /// after a rule change (`plan` included) and SLA clock evaluation; persons/s, peak RSS.
+    Contract(super::bench_contract::ContractBenchArgs),
 }
 
 /// A line of /proc/self/status in KiB (Linux): `VmHWM` is the peak resident set size,
@@ -75,11 +78,11 @@ fn status_kib(key: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn peak_rss_kib() -> Option<u64> {
+pub(super) fn peak_rss_kib() -> Option<u64> {
     status_kib("VmHWM:")
 }
 
-fn mib(kib: Option<u64>) -> u64 {
+pub(super) fn mib(kib: Option<u64>) -> u64 {
     kib.unwrap_or(0) / 1024
 }
 
@@ -228,8 +231,10 @@ fn match_figures(path: &std::path::Path, placed: &Placed) -> Result<MatchFigures
 
 #[allow(clippy::too_many_lines, reason = "a linear script")]
 pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
-    if let Some(BenchKind::Webhooks(w)) = args.what {
-        return super::bench_webhooks::run(w, env).await;
+    match args.what {
+        Some(BenchKind::Webhooks(w)) => return super::bench_webhooks::run(w, env).await,
+        Some(BenchKind::Contract(c)) => return super::bench_contract::run(&c, env),
+        None => {}
     }
     telemetry::init(
         crate::settings::LogFormat::Auto,

@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout, reason = "the CLI's output is its interface")]
 
 mod bench;
+mod bench_contract;
 mod bench_webhooks;
 mod check;
 mod dedupe;

@@ -1,8 +1,8 @@
 //! `leadsync report <kind>`: numbers computed from the ledger alone, read-only, reproducible
 //! (sorted rows, integer cents). The ledger computes; this file parses the window and formats.
 //!
-//! Kinds: `attribution` now; `funnel` and `sla` are meant to join as further [`Report`]
-//! variants sharing [`ReportCommon`] (config, window, format) and [`Window`].
+//! Kinds: `attribution` and `funnel`; `sla` is meant to join as a further [`Report`] variant
+//! sharing [`ReportCommon`] (config, window, format) and [`Window`].
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -16,6 +16,7 @@ use crate::ledger::LedgerReader;
 use crate::ledger::closed_loop::attribution::{
     AttributionQuery, AttributionReport, AttributionRow, CreditSource, TouchModel,
 };
+use crate::ledger::funnel::{FunnelReport, FunnelRow};
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
@@ -29,6 +30,16 @@ pub enum Report {
     /// Won revenue (closed won, close date in the window) and pipeline (open, created in the
     /// window) by first-touch and last-touch campaign of the opportunity's primary contact.
     Attribution(AttributionArgs),
+    /// Per lifecycle stage: persons who entered it in the window, the share of them that went
+    /// on to a later stage, median time in stage of those who left it, and how many were
+    /// later recycled or disqualified (README "Reports" has the exact definitions).
+    Funnel(FunnelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FunnelArgs {
+    #[command(flatten)]
+    pub common: ReportCommon,
 }
 
 /// What every report takes.
@@ -105,6 +116,7 @@ impl Window {
 pub fn run(args: ReportArgs, env: &HashMap<String, String>) -> u8 {
     match args.report {
         Report::Attribution(a) => attribution(&a, env),
+        Report::Funnel(a) => funnel(&a, env),
     }
 }
 
@@ -162,6 +174,11 @@ fn attribution(args: &AttributionArgs, env: &HashMap<String, String>) -> u8 {
             serde_json::to_string_pretty(&report).map(|s| s + "\n").map_err(|e| e.to_string())
         }
     };
+    emit(text)
+}
+
+/// Write a formatted report to stdout, or say why it could not be formatted.
+fn emit(text: Result<String, String>) -> u8 {
     match text {
         Ok(t) => {
             // A closed pipe (`| head`) is not an error worth a message.
@@ -173,6 +190,156 @@ fn attribution(args: &AttributionArgs, env: &HashMap<String, String>) -> u8 {
             exit::SOFTWARE
         }
     }
+}
+
+fn funnel(args: &FunnelArgs, env: &HashMap<String, String>) -> u8 {
+    let window = match Window::parse(&args.common.since, Utc::now()) {
+        Ok(w) => w,
+        Err(msg) => {
+            eprintln!("leadsync: {msg}");
+            return exit::FAILURE;
+        }
+    };
+    let (_, reader) = match open_reader(&args.common.config, env) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let report = match reader.funnel(window.from, window.to) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("leadsync: cannot read ledger: {e}");
+            return exit::IOERR;
+        }
+    };
+    emit(match args.common.format {
+        Format::Table => funnel_table(&report),
+        Format::Csv => funnel_csv(&report),
+        Format::Json => {
+            serde_json::to_string_pretty(&report).map(|s| s + "\n").map_err(|e| e.to_string())
+        }
+    })
+}
+
+/// Basis points as a percentage with two decimals: `3333` → `33.33%`.
+pub fn percent(bp: u64) -> String {
+    format!("{}.{:02}%", bp / 100, bp % 100)
+}
+
+/// Whole seconds as a short duration: days and hours (`3d 4h`), hours and minutes below a
+/// day (`5h 12m`), seconds below a minute.
+pub fn span(secs: i64) -> String {
+    let s = secs.max(0);
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m")
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn funnel_cells(row: &FunnelRow) -> [String; 8] {
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), |n| n.to_string());
+    [
+        row.stage.as_str().to_string(),
+        row.entered.to_string(),
+        opt(row.converted),
+        row.conversion_bp.map_or_else(|| "-".into(), percent),
+        row.left.to_string(),
+        row.median_secs_in_stage.map_or_else(|| "-".into(), span),
+        row.recycled.to_string(),
+        row.disqualified.to_string(),
+    ]
+}
+
+/// The funnel report as an aligned text table, one line per stage.
+///
+/// # Errors
+/// None in practice (writing to a `String`); the signature matches the other formats.
+pub fn funnel_table(r: &FunnelReport) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let fmt_err = |e: std::fmt::Error| e.to_string();
+    writeln!(
+        out,
+        "funnel {} .. {} ({} persons with a lifecycle)\nentered: an entry into the stage in the \
+         window; converted: later entered a stage further on; time in stage: lower median, of \
+         those who left",
+        r.from.format("%Y-%m-%d %H:%M UTC"),
+        r.to.format("%Y-%m-%d %H:%M UTC"),
+        r.persons
+    )
+    .map_err(fmt_err)?;
+    let header = [
+        "stage",
+        "entered",
+        "converted",
+        "rate",
+        "left",
+        "median in stage",
+        "recycled",
+        "disqualified",
+    ];
+    let mut lines: Vec<[String; 8]> = vec![header.map(str::to_string)];
+    lines.extend(r.rows.iter().map(funnel_cells));
+    let mut widths = [0usize; 8];
+    for l in &lines {
+        for (w, cell) in widths.iter_mut().zip(l) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    writeln!(out).map_err(fmt_err)?;
+    for l in &lines {
+        let mut line = String::from(" ");
+        for (i, (cell, w)) in l.iter().zip(widths).enumerate() {
+            if i == 0 {
+                write!(line, " {cell:<w$}").map_err(fmt_err)?;
+            } else {
+                write!(line, " {cell:>w$}").map_err(fmt_err)?;
+            }
+        }
+        writeln!(out, "{}", line.trim_end()).map_err(fmt_err)?;
+    }
+    Ok(out)
+}
+
+/// The funnel report as CSV, one row per stage; empty cells where a figure does not apply.
+///
+/// # Errors
+/// The CSV writer failed (it writes to memory, so in practice never).
+pub fn funnel_csv(r: &FunnelReport) -> Result<String, String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = |e: csv::Error| e.to_string();
+    w.write_record([
+        "stage",
+        "entered",
+        "converted",
+        "conversion_bp",
+        "left",
+        "median_secs_in_stage",
+        "recycled",
+        "disqualified",
+    ])
+    .map_err(err)?;
+    let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
+    for row in &r.rows {
+        w.write_record([
+            row.stage.as_str().to_string(),
+            row.entered.to_string(),
+            opt(row.converted),
+            opt(row.conversion_bp),
+            row.left.to_string(),
+            row.median_secs_in_stage.map(|n| n.to_string()).unwrap_or_default(),
+            row.recycled.to_string(),
+            row.disqualified.to_string(),
+        ])
+        .map_err(err)?;
+    }
+    let bytes = w.into_inner().map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|e| e.to_string())
 }
 
 /// Integer cents as a decimal amount, `-1234.5` cents never arising: `123456` → `1234.56`.
@@ -426,6 +593,43 @@ mod tests {
                 "last_touch,campaign,crm,701B,Webinar,,1,1000.00,1,5.00",
             ]
         );
+    }
+
+    fn funnel_report() -> FunnelReport {
+        use crate::contract::lifecycle::LifecycleStage;
+        let rows = LifecycleStage::ALL
+            .into_iter()
+            .map(|stage| FunnelRow {
+                stage,
+                entered: if stage == LifecycleStage::Mql { 3 } else { 0 },
+                converted: (stage != LifecycleStage::Disqualified)
+                    .then_some(u64::from(stage == LifecycleStage::Mql)),
+                conversion_bp: (stage == LifecycleStage::Mql).then_some(3333),
+                left: u64::from(stage == LifecycleStage::Mql) * 2,
+                median_secs_in_stage: (stage == LifecycleStage::Mql).then_some(3 * 86_400 + 7200),
+                recycled: u64::from(stage == LifecycleStage::Mql),
+                disqualified: 0,
+            })
+            .collect();
+        FunnelReport { from: now() - Duration::days(30), to: now(), persons: 4, rows }
+    }
+
+    #[test]
+    fn funnel_formats_rates_and_spans_from_integers() {
+        assert_eq!(percent(3333), "33.33%");
+        assert_eq!(percent(10_000), "100.00%");
+        assert_eq!(percent(5), "0.05%");
+        assert_eq!(span(3 * 86_400 + 7200 + 59), "3d 2h");
+        assert_eq!(span(5 * 3600 + 12 * 60), "5h 12m");
+        assert_eq!(span(59), "59s");
+        let csv = funnel_csv(&funnel_report()).expect("csv");
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 10, "header and nine stages:\n{csv}");
+        assert_eq!(lines[3], "mql,3,1,3333,2,266400,1,0");
+        assert_eq!(lines[9], "disqualified,0,,,0,,0,0");
+        let table = funnel_table(&funnel_report()).expect("table");
+        let mql = table.lines().find(|l| l.trim_start().starts_with("mql")).expect("mql line");
+        assert!(mql.contains("33.33%") && mql.contains("3d 2h"), "{table}");
     }
 
     #[test]

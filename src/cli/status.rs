@@ -28,12 +28,14 @@ pub fn run(config: &Path, env: &HashMap<String, String>, json: bool) -> u8 {
     // Ledgers not yet migrated by a daemon lack these tables: the rest of the status stands.
     let duplicates = reader.duplicate_counts().unwrap_or_default();
     let merges = reader.vendor_merge_counts().unwrap_or_default();
+    let closed_loop = reader.closed_loop_status().unwrap_or_default();
     if json {
         let v = serde_json::json!({
             "persons": totals.persons,
             "systems": status,
             "same_system_duplicates": duplicates,
             "vendor_merges": merges,
+            "closed_loop": closed_loop,
         });
         println!("{v:#}");
         return exit::OK;
@@ -67,6 +69,18 @@ pub fn run(config: &Path, env: &HashMap<String, String>, json: bool) -> u8 {
         match (&s.last_error, &s.last_error_at) {
             (Some(e), Some(at)) => println!("  last error:       {at}: {e}"),
             _ => println!("  last error:       none"),
+        }
+        if let Some(c) = closed_loop.iter().find(|c| c.system == s.system) {
+            println!(
+                "  closed loop:      {} opportunities, {} campaign touches",
+                c.opportunities, c.touches
+            );
+            println!("    cursor:         {}", short_cursor(c.cursor.as_deref()));
+            println!("    last good poll: {}", c.last_ok_at.as_deref().unwrap_or("never"));
+            match (&c.last_error, &c.last_error_at) {
+                (Some(e), Some(at)) => println!("    last error:     {at}: {e}"),
+                _ => println!("    last error:     none"),
+            }
         }
     }
     exit::OK

@@ -422,6 +422,20 @@ fn scrub(
             "DELETE FROM tombstones WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
         )?
         .execute(params![system, object_type, id])?;
+        // Closed-loop rows name remote records, not persons: the person's campaign touches
+        // (as the member, or as the converted lead a membership also names) and their place
+        // on opportunities. The opportunity stays (it is the company's, not the person's);
+        // attribution then credits its next linked contact.
+        tx.prepare_cached(
+            "DELETE FROM campaign_touches WHERE system = ?1
+             AND ((person_type = ?2 AND person_id = ?3) OR (lead_type = ?2 AND lead_id = ?3))",
+        )?
+        .execute(params![system, object_type, id])?;
+        tx.prepare_cached(
+            "DELETE FROM opportunity_contacts
+             WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+        )?
+        .execute(params![system, object_type, id])?;
         // Other persons' audit rows that name the record (a link, a possible duplicate).
         let quoted = format!("%\"{object_type}/{id}\"%");
         tx.prepare_cached("DELETE FROM audit WHERE system = ?1 AND detail LIKE ?2")?
@@ -439,6 +453,8 @@ fn scrub(
     exec_ids(tx, "DELETE FROM links WHERE lead_id IN ({ids})", persons)?;
     exec_ids(tx, "DELETE FROM tombstones WHERE lead_id IN ({ids})", persons)?;
     exec_ids(tx, "DELETE FROM match_keys WHERE lead_id IN ({ids})", persons)?;
+    // The governed lifecycle holds the person's event times and custom values.
+    exec_ids(tx, "DELETE FROM lifecycle WHERE lead_id IN ({ids})", persons)?;
     exec_ids(
         tx,
         "DELETE FROM reviews WHERE lead_id IN ({ids}) OR other_lead_id IN ({ids})",

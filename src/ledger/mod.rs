@@ -12,11 +12,13 @@ pub mod closed_loop;
 mod duplicates;
 mod erase;
 mod figures;
+pub mod funnel;
 mod identity;
 mod lifecycle;
 mod notices;
 mod review;
 pub mod schema;
+mod seed;
 mod sla;
 mod trace;
 
@@ -28,6 +30,7 @@ pub use figures::{MatchFigures, SeededDuplicate};
 pub use lifecycle::{NamedOutcome, PlannedMove, StagePlan};
 pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
+pub use seed::SeedPerson;
 pub use sla::{DISQUALIFY_REFUSED, DueClock, Fired, StoredClock};
 pub use trace::{Trace, TraceEvent, TraceField, TraceLink};
 

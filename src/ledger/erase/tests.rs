@@ -273,3 +273,92 @@ fn a_create_that_lands_after_the_erasure_is_not_recorded() {
     assert_eq!(leaks(&l), Vec::<String>::new());
     assert!(l.snapshot().expect("snapshot").is_empty());
 }
+
+/// Rows of `sql` (one text column), sorted.
+fn texts(l: &Ledger, sql: &str) -> Vec<String> {
+    let conn = l.conn.lock().expect("lock");
+    let mut v: Vec<String> = conn
+        .prepare(sql)
+        .expect("sql")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<std::result::Result<_, _>>()
+        .expect("rows");
+    v.sort();
+    v
+}
+
+#[test]
+fn erasing_removes_the_persons_closed_loop_rows_and_lifecycle() {
+    use crate::domain::closed_loop::{CampaignTouch, Opportunity, OpportunityContact, TouchKind};
+    let (_d, l, _rules) = seeded();
+    let rid = |o: &str, id: &str| RemoteId { object_type: o.into(), id: id.into() };
+    let touch = |id: &str, person: RemoteId, lead: Option<RemoteId>| CampaignTouch {
+        touch_id: id.into(),
+        person,
+        lead,
+        campaign_id: "701C".into(),
+        campaign_name: None,
+        kind: TouchKind::CampaignMember,
+        at: t(6),
+        responded: true,
+        responded_on: None,
+        modified_at: t(6),
+        deleted: false,
+    };
+    let contact =
+        |o: &str, id: &str, primary| OpportunityContact { person: rid(o, id), primary, role: None };
+    let deal = Opportunity {
+        remote: rid("deal", "9"),
+        name: None,
+        amount_cents: Some(100),
+        currency: None,
+        stage: "open".into(),
+        pipeline: None,
+        is_closed: false,
+        is_won: false,
+        close_date: None,
+        primary_campaign: None,
+        contacts: vec![contact("contact", "101", true), contact("contact", "102", false)],
+        created_at: Some(t(6)),
+        modified_at: t(6),
+        deleted: false,
+    };
+    let mkt_touches = [
+        touch("101:form:1", rid("contact", "101"), None),
+        touch("102:form:1", rid("contact", "102"), None),
+    ];
+    l.store_closed_loop(&mkt(), &[deal], &mkt_touches, None, t(6)).expect("mkt");
+    // A converted lead's membership names the (unlinked) contact and the person's lead.
+    let crm_touches = [touch(
+        "00v1",
+        rid("Contact", "003000000000009AAA"),
+        Some(rid("Lead", "00Q000000000001AAA")),
+    )];
+    l.store_closed_loop(&crm(), &[], &crm_touches, None, t(6)).expect("crm");
+    {
+        let conn = l.conn.lock().expect("lock");
+        conn.execute(
+            "INSERT INTO lifecycle(lead_id, stage, state, updated_at)
+             SELECT lead_id, 'mql', '{}', '' FROM links WHERE remote_id IN ('101', '102')",
+            [],
+        )
+        .expect("lifecycle rows");
+    }
+    assert_eq!(texts(&l, "SELECT touch_id FROM campaign_touches").len(), 3);
+    assert_eq!(texts(&l, "SELECT lead_id FROM lifecycle").len(), 2);
+
+    l.erase_person(EMAIL, &[], t(10)).expect("erase");
+    assert_eq!(texts(&l, "SELECT touch_id FROM campaign_touches"), ["102:form:1"]);
+    assert_eq!(
+        texts(&l, "SELECT system || ':' || remote_id FROM opportunity_contacts"),
+        ["marketing:102"],
+        "the deal keeps its other contact"
+    );
+    assert_eq!(texts(&l, "SELECT remote_id FROM opportunities"), ["9"]);
+    assert_eq!(
+        texts(&l, "SELECT lead_id FROM lifecycle"),
+        texts(&l, "SELECT lead_id FROM links WHERE remote_id = '102'"),
+        "only the other person's lifecycle stays"
+    );
+}
