@@ -493,8 +493,9 @@ const INBOX_PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const PUSH_LINGER_MAX: Duration = Duration::from_secs(2);
 const PUSH_LINGER_STEP: Duration = Duration::from_millis(50);
 
-/// Run a ledger call on a blocking thread.
-async fn blocking<T, F>(ledger: &Arc<Ledger>, f: F) -> Result<T, LedgerError>
+/// Run a ledger call on a blocking thread (SQLite is synchronous); the one helper every task
+/// uses.
+pub(crate) async fn blocking<T, F>(ledger: &Arc<Ledger>, f: F) -> Result<T, LedgerError>
 where
     T: Send + 'static,
     F: FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,

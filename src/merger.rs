@@ -14,6 +14,7 @@
 //! refusals (4xx, unsupported) are recorded and reported, and a merge the vendor accepted is
 //! not asked for again even while its link waits to close.
 
+use crate::app::blocking;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,17 +116,6 @@ pub struct MergeTally {
     pub merged: usize,
     pub retry: usize,
     pub failed: usize,
-}
-
-async fn blocking<T, F>(ledger: &Arc<Ledger>, f: F) -> Result<T, LedgerError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
-{
-    let ledger = Arc::clone(ledger);
-    tokio::task::spawn_blocking(move || f(&ledger))
-        .await
-        .map_err(|e| LedgerError::Corrupt(format!("ledger task failed: {e}")))?
 }
 
 /// One round: claim the merges that are due in `connectors`' systems, ask each vendor, and

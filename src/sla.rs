@@ -12,6 +12,7 @@
 //!
 //! Time is injected: [`tick`] takes `now`, so tests drive the clock without sleeping.
 
+use crate::app::blocking;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,18 +45,6 @@ pub struct TickReport {
     pub recycled: usize,
     /// When a clock wants looking at next.
     pub next_wakeup: Option<DateTime<Utc>>,
-}
-
-async fn blocking<T, F>(ledger: &Arc<Ledger>, f: F) -> Result<T, LedgerError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
-{
-    let l = Arc::clone(ledger);
-    match tokio::task::spawn_blocking(move || f(&l)).await {
-        Ok(r) => r,
-        Err(e) => Err(LedgerError::Corrupt(format!("ledger task failed: {e}"))),
-    }
 }
 
 /// Evaluate the clocks due at `now` and deliver their actions. Does nothing without

@@ -15,6 +15,7 @@
 
 pub mod config;
 
+use crate::app::blocking;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ pub use config::{ClosedLoopRaw, ClosedLoopSettings};
 use crate::connectors::closed_loop::ClosedLoopSource;
 use crate::connectors::{AnyConnector, ConnectorError};
 use crate::domain::SystemName;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::Ledger;
 use crate::shutdown::Shutdown;
 
 /// Start one closed-loop poller per system that `settings` selects (none when disabled).
@@ -70,19 +71,6 @@ pub fn wait_after_error(e: &ConnectorError, backoff: Duration) -> Duration {
         ConnectorError::Auth(_) | ConnectorError::Config(_) | ConnectorError::Rejected { .. } => {
             backoff.saturating_mul(12)
         }
-    }
-}
-
-/// Run a ledger call on a blocking thread (SQLite is synchronous).
-async fn blocking<T, F>(ledger: &Arc<Ledger>, f: F) -> Result<T, LedgerError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Ledger) -> Result<T, LedgerError> + Send + 'static,
-{
-    let l = Arc::clone(ledger);
-    match tokio::task::spawn_blocking(move || f(&l)).await {
-        Ok(r) => r,
-        Err(e) => Err(LedgerError::Corrupt(format!("ledger task failed: {e}"))),
     }
 }
 
