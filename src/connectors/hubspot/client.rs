@@ -115,28 +115,12 @@ impl Client {
         Ok(body)
     }
 
-    /// `POST /crm/{v}/objects/contacts/batch/read` (200 or 207); with `archived`, of archived
-    /// contacts only (`?archived=true`).
-    pub(super) async fn batch_read(
+    /// `POST /crm/{v}/objects/contacts/batch/read` (200 or 207), by id or keyed by a property
+    /// (email; `req` says which); with `archived`, of archived contacts only
+    /// (`?archived=true`).
+    pub(super) async fn batch_read<B: serde::Serialize>(
         &self,
-        req: &wire::BatchReadRequest,
-        archived: bool,
-    ) -> Result<wire::BatchResponse, ConnectorError> {
-        let mut url = self.contacts_url(&["batch", "read"]);
-        if archived {
-            url.query_pairs_mut().append_pair("archived", "true");
-        }
-        let (_, body) = self
-            .call(Method::POST, url, Some(to_body(req)?), Call::Read, Lane::Standard, "batch_read")
-            .await?;
-        Ok(body)
-    }
-
-    /// `POST /crm/{v}/objects/contacts/batch/read` keyed by a property (email); with
-    /// `archived`, of archived contacts only.
-    pub(super) async fn batch_read_by_property(
-        &self,
-        req: &wire::BatchReadByPropertyRequest,
+        req: &B,
         archived: bool,
     ) -> Result<wire::BatchResponse, ConnectorError> {
         let mut url = self.contacts_url(&["batch", "read"]);

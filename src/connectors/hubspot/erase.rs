@@ -27,7 +27,7 @@ impl HubspotConnector {
         };
         let mut out: Vec<RemoteId> = Vec::new();
         for archived in [false, true] {
-            let found = match self.inner.client.batch_read_by_property(&req, archived).await {
+            let found = match self.inner.client.batch_read(&req, archived).await {
                 Ok(body) => body.results,
                 // Some portals answer a batch read that found nothing with a 404.
                 Err(ConnectorError::Rejected { code, .. }) if code == NOT_FOUND => Vec::new(),
