@@ -1,8 +1,8 @@
 //! `leadsync report <kind>`: numbers computed from the ledger alone, read-only, reproducible
 //! (sorted rows, integer cents). The ledger computes; this file parses the window and formats.
 //!
-//! Kinds: `attribution` and `funnel`; `sla` is meant to join as a further [`Report`] variant
-//! sharing [`ReportCommon`] (config, window, format) and [`Window`].
+//! Kinds: `attribution`, `funnel` and `sla`, sharing [`ReportCommon`] (config, window, format)
+//! and [`Window`].
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -17,6 +17,7 @@ use crate::ledger::closed_loop::attribution::{
     AttributionQuery, AttributionReport, AttributionRow, CreditSource, TouchModel,
 };
 use crate::ledger::funnel::{FunnelReport, FunnelRow};
+use crate::ledger::sla_report::SlaReport;
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
@@ -34,6 +35,16 @@ pub enum Report {
     /// on to a later stage, median time in stage of those who left it, and how many were
     /// later recycled or disqualified (README "Reports" has the exact definitions).
     Funnel(FunnelArgs),
+    /// Of the MQLs handed to the CRM in the window: touched by the deadline, median and p90
+    /// time to first touch, breaches, escalations, recycles, and contact attempts before a
+    /// disqualification (README "Reports" has the exact definitions).
+    Sla(SlaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SlaArgs {
+    #[command(flatten)]
+    pub common: ReportCommon,
 }
 
 #[derive(Debug, Args)]
@@ -117,7 +128,21 @@ pub fn run(args: ReportArgs, env: &HashMap<String, String>) -> u8 {
     match args.report {
         Report::Attribution(a) => attribution(&a, env),
         Report::Funnel(a) => funnel(&a, env),
+        Report::Sla(a) => sla(&a, env),
     }
+}
+
+/// Parse the window, load the settings and open the ledger a report reads, or say why not.
+fn open(
+    common: &ReportCommon,
+    env: &HashMap<String, String>,
+) -> Result<(Window, Settings, LedgerReader), u8> {
+    let window = Window::parse(&common.since, Utc::now()).map_err(|msg| {
+        eprintln!("leadsync: {msg}");
+        exit::FAILURE
+    })?;
+    let (settings, reader) = open_reader(&common.config, env)?;
+    Ok((window, settings, reader))
 }
 
 /// Load the settings and open the ledger a report reads, or say why not.
@@ -134,14 +159,7 @@ fn open_reader(
 }
 
 fn attribution(args: &AttributionArgs, env: &HashMap<String, String>) -> u8 {
-    let window = match Window::parse(&args.common.since, Utc::now()) {
-        Ok(w) => w,
-        Err(msg) => {
-            eprintln!("leadsync: {msg}");
-            return exit::FAILURE;
-        }
-    };
-    let (settings, reader) = match open_reader(&args.common.config, env) {
+    let (window, settings, reader) = match open(&args.common, env) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -193,14 +211,7 @@ fn emit(text: Result<String, String>) -> u8 {
 }
 
 fn funnel(args: &FunnelArgs, env: &HashMap<String, String>) -> u8 {
-    let window = match Window::parse(&args.common.since, Utc::now()) {
-        Ok(w) => w,
-        Err(msg) => {
-            eprintln!("leadsync: {msg}");
-            return exit::FAILURE;
-        }
-    };
-    let (_, reader) = match open_reader(&args.common.config, env) {
+    let (window, _, reader) = match open(&args.common, env) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -218,6 +229,118 @@ fn funnel(args: &FunnelArgs, env: &HashMap<String, String>) -> u8 {
             serde_json::to_string_pretty(&report).map(|s| s + "\n").map_err(|e| e.to_string())
         }
     })
+}
+
+fn sla(args: &SlaArgs, env: &HashMap<String, String>) -> u8 {
+    let (window, settings, reader) = match open(&args.common, env) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    if settings.contract.as_ref().is_none_or(|c| c.sla.is_none()) {
+        // Not an error: a ledger may hold clocks from an earlier config. Say why it may be empty.
+        eprintln!("leadsync: note: no [contract.sla] in this config; clocks only run with it");
+    }
+    let report = match reader.sla_report(window.from, window.to) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("leadsync: cannot read ledger: {e}");
+            return exit::IOERR;
+        }
+    };
+    emit(match args.common.format {
+        Format::Table => Ok(sla_table(&report)),
+        Format::Csv => sla_csv(&report),
+        Format::Json => {
+            serde_json::to_string_pretty(&report).map(|s| s + "\n").map_err(|e| e.to_string())
+        }
+    })
+}
+
+/// The SLA report's figures as `(name, value)` pairs, in display order; `None` where a figure
+/// has no data. Seconds and basis points stay integers here.
+fn sla_figures(r: &SlaReport) -> Vec<(&'static str, Option<i64>)> {
+    let n = |v: u64| Some(i64::try_from(v).unwrap_or(i64::MAX));
+    vec![
+        ("handed_over", n(r.handed_over)),
+        ("met", n(r.met)),
+        ("touched_late", n(r.touched_late)),
+        ("overdue", n(r.overdue)),
+        ("not_yet_due", n(r.not_yet_due)),
+        ("left_before_deadline", n(r.left_before_deadline)),
+        ("within_deadline_bp", r.within_deadline_bp.and_then(n)),
+        ("median_secs_to_first_touch", r.median_secs_to_first_touch),
+        ("p90_secs_to_first_touch", r.p90_secs_to_first_touch),
+        ("breached", n(r.breached)),
+        ("escalated", n(r.escalated)),
+        ("recycled", n(r.recycled)),
+        ("disqualified", n(r.disqualified)),
+        ("median_attempts_before_disqualification", r.median_attempts_before_disqualification),
+        ("min_attempts_before_disqualification", r.min_attempts_before_disqualification),
+        ("max_attempts_before_disqualification", r.max_attempts_before_disqualification),
+        ("disqualifications_refused", n(r.disqualifications_refused)),
+    ]
+}
+
+/// The SLA report as text for people: one figure a line.
+pub fn sla_table(r: &SlaReport) -> String {
+    let dash = || "-".to_string();
+    let share = r.within_deadline_bp.map_or_else(dash, percent);
+    let secs = |v: Option<i64>| v.map_or_else(dash, span);
+    let lines = [
+        ("MQLs handed over", r.handed_over.to_string()),
+        ("  touched by the deadline", r.met.to_string()),
+        ("  touched late", r.touched_late.to_string()),
+        ("  overdue, untouched", r.overdue.to_string()),
+        ("  not due yet", r.not_yet_due.to_string()),
+        ("  left before the deadline", r.left_before_deadline.to_string()),
+        ("touched within the deadline", share),
+        ("time to first touch, median", secs(r.median_secs_to_first_touch)),
+        ("time to first touch, p90", secs(r.p90_secs_to_first_touch)),
+        ("breached", r.breached.to_string()),
+        ("escalated", r.escalated.to_string()),
+        ("recycled by the SLA", r.recycled.to_string()),
+        ("disqualified", r.disqualified.to_string()),
+        (
+            "  attempts before, median (min-max)",
+            match (
+                r.median_attempts_before_disqualification,
+                r.min_attempts_before_disqualification,
+                r.max_attempts_before_disqualification,
+            ) {
+                (Some(m), Some(lo), Some(hi)) => format!("{m} ({lo}-{hi})"),
+                _ => dash(),
+            },
+        ),
+        ("disqualifications refused (recycled)", r.disqualifications_refused.to_string()),
+    ];
+    let width = lines.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let mut out = format!(
+        "sla {} .. {} (MQL clocks started in the window; outcomes as of now)\n\n",
+        r.from.format("%Y-%m-%d %H:%M UTC"),
+        r.to.format("%Y-%m-%d %H:%M UTC"),
+    );
+    for (k, v) in lines {
+        out.push_str(&format!("  {k:<width$}  {v}\n"));
+    }
+    out
+}
+
+/// The SLA report as CSV: `metric,value` rows, empty where a figure has no data.
+///
+/// # Errors
+/// The CSV writer failed (it writes to memory, so in practice never).
+pub fn sla_csv(r: &SlaReport) -> Result<String, String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = |e: csv::Error| e.to_string();
+    w.write_record(["metric", "value"]).map_err(err)?;
+    w.write_record(["from", &r.from.to_rfc3339()]).map_err(err)?;
+    w.write_record(["to", &r.to.to_rfc3339()]).map_err(err)?;
+    for (name, v) in sla_figures(r) {
+        w.write_record([name.to_string(), v.map(|n| n.to_string()).unwrap_or_default()])
+            .map_err(err)?;
+    }
+    let bytes = w.into_inner().map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|e| e.to_string())
 }
 
 /// Basis points as a percentage with two decimals: `3333` → `33.33%`.

@@ -455,6 +455,8 @@ fn scrub(
     exec_ids(tx, "DELETE FROM match_keys WHERE lead_id IN ({ids})", persons)?;
     // The governed lifecycle holds the person's event times and custom values.
     exec_ids(tx, "DELETE FROM lifecycle WHERE lead_id IN ({ids})", persons)?;
+    exec_ids(tx, "DELETE FROM sla_clocks WHERE lead_id IN ({ids})", persons)?;
+    exec_ids(tx, "DELETE FROM sla_cycles WHERE lead_id IN ({ids})", persons)?;
     exec_ids(
         tx,
         "DELETE FROM reviews WHERE lead_id IN ({ids}) OR other_lead_id IN ({ids})",

@@ -130,7 +130,7 @@ fn tally_person(dates: &StageDates, from: DateTime<Utc>, to: DateTime<Utc>, tall
 }
 
 /// The lower median of `v` (sorted in place).
-fn lower_median(v: &mut [i64]) -> Option<i64> {
+pub(super) fn lower_median(v: &mut [i64]) -> Option<i64> {
     if v.is_empty() {
         return None;
     }

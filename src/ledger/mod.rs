@@ -20,6 +20,7 @@ mod review;
 pub mod schema;
 mod seed;
 mod sla;
+pub mod sla_report;
 mod trace;
 
 pub use duplicates::{

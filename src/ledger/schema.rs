@@ -331,6 +331,31 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX sla_clocks_wakeup ON sla_clocks(next_wakeup) WHERE next_wakeup IS NOT NULL;
     "#,
+    // 10: one row per SLA clock cycle (a person handed over as MQL twice has two), kept after
+    // `sla_clocks` moves on to the next cycle: what `leadsync report sla` counts. Flags are
+    // sticky (set once an action was decided); `disqualified_at` and `attempts_at_disqualify`
+    // record the first disqualification during the cycle, whatever the clock's phase. A clock
+    // stored before this migration gets its row at its next write (no SQL backfill: the
+    // clock JSON holds serde timestamps, not the ledger's fixed-width ones).
+    r#"
+    CREATE TABLE sla_cycles (
+        lead_id TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        first_touch_at TEXT,
+        attempts INTEGER NOT NULL,
+        breached INTEGER NOT NULL,
+        escalated INTEGER NOT NULL,
+        recycled INTEGER NOT NULL,
+        disqualify_refused INTEGER NOT NULL,
+        disqualified_at TEXT,
+        attempts_at_disqualify INTEGER,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (lead_id, started_at)
+    ) STRICT;
+    CREATE INDEX sla_cycles_started ON sla_cycles(started_at);
+    "#,
 ];
 
 /// The schema version this build writes.

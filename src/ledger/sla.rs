@@ -34,7 +34,7 @@ use super::identity::load_lead;
 use super::{Ledger, LedgerError, Result, audit, from_json, to_json, ts};
 use crate::contract::config::Contract;
 use crate::contract::lifecycle::{LifecycleStage, NamedMove};
-use crate::contract::sla::{SlaAction, SlaClock, SlaPolicy, TouchKind};
+use crate::contract::sla::{SlaAction, SlaClock, SlaPhase, SlaPolicy, TouchKind};
 use crate::domain::{Change, Field, Role, SystemName};
 use crate::reconcile::{Decision, Rules};
 
@@ -154,7 +154,91 @@ fn write_clock(
         phase_name(&stored.clock),
         ts(now)
     ])?;
+    write_cycle(tx, lead_id, stored, now)
+}
+
+/// Keep the clock's cycle row in `sla_cycles` (what `report sla` counts) up to date. Flags are
+/// sticky: an action once decided stays counted after it is delivered and removed.
+fn write_cycle(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    stored: &StoredClock,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let c = &stored.clock;
+    let decided = |kind: &str| stored.pending.iter().any(|f| f.kind() == kind);
+    let untouched_by_deadline = c.first_touch_at.is_none_or(|t| t > c.due_at);
+    // A clock closed while overdue had its breach evaluated just before `close` (the phase
+    // then says closed): the facts say it.
+    let breached = decided("breached")
+        || matches!(
+            c.phase,
+            SlaPhase::Breached | SlaPhase::Escalated | SlaPhase::Recycled | SlaPhase::TouchedLate
+        )
+        || (c.phase == SlaPhase::Closed && untouched_by_deadline && now > c.due_at);
+    let escalated = decided("escalated") || c.phase == SlaPhase::Escalated;
+    let recycled = decided("recycled") || c.phase == SlaPhase::Recycled;
+    tx.prepare_cached(
+        "INSERT INTO sla_cycles(lead_id, started_at, due_at, phase, first_touch_at, attempts,
+             breached, escalated, recycled, disqualify_refused, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT(lead_id, started_at) DO UPDATE SET due_at = excluded.due_at,
+             phase = excluded.phase, first_touch_at = excluded.first_touch_at,
+             attempts = excluded.attempts, breached = max(breached, excluded.breached),
+             escalated = max(escalated, excluded.escalated),
+             recycled = max(recycled, excluded.recycled),
+             disqualify_refused = max(disqualify_refused, excluded.disqualify_refused),
+             updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        lead_id,
+        ts(c.started_at),
+        ts(c.due_at),
+        phase_name(c),
+        c.first_touch_at.map(ts),
+        i64::from(c.attempts),
+        breached,
+        escalated,
+        recycled,
+        decided("disqualify_refused"),
+        ts(now)
+    ])?;
     Ok(())
+}
+
+/// Mark the current cycle of a person's clock: disqualified at `now` (the first time only,
+/// with the attempts counted by then), or a disqualification refused by the policy.
+fn mark_cycle(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    clock: &SlaClock,
+    mark: CycleMark,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let (lead, started) = (lead_id, ts(clock.started_at));
+    match mark {
+        CycleMark::Disqualified => tx
+            .prepare_cached(
+                "UPDATE sla_cycles SET disqualified_at = COALESCE(disqualified_at, ?3),
+                     attempts_at_disqualify = COALESCE(attempts_at_disqualify, ?4),
+                     updated_at = ?3
+                 WHERE lead_id = ?1 AND started_at = ?2",
+            )?
+            .execute(params![lead, started, ts(now), i64::from(clock.attempts)])?,
+        CycleMark::DisqualifyRefused => tx
+            .prepare_cached(
+                "UPDATE sla_cycles SET disqualify_refused = 1, updated_at = ?3
+                 WHERE lead_id = ?1 AND started_at = ?2",
+            )?
+            .execute(params![lead, started, ts(now)])?,
+    };
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CycleMark {
+    Disqualified,
+    DisqualifyRefused,
 }
 
 fn on_mql_path(stage: LifecycleStage) -> bool {
@@ -301,6 +385,12 @@ pub(super) fn on_decision(
     {
         write_clock(tx, lead_id, s, now)?;
     }
+    if let Some(s) = &stored
+        && stage == LifecycleStage::Disqualified
+        && prior_stage != Some(LifecycleStage::Disqualified)
+    {
+        mark_cycle(tx, lead_id, &s.clock, CycleMark::Disqualified, now)?;
+    }
     for (kind, detail) in &entries {
         audit(tx, now, Some(lead_id), None, kind, detail)?;
     }
@@ -333,6 +423,7 @@ pub(super) fn police_named(
                 "via": "named", "asked_reason": reason, "refusal": refusal.to_string(),
             });
             audit(tx, now, Some(lead_id), None, "sla_disqualify_refused", &detail)?;
+            mark_cycle(tx, lead_id, &stored.clock, CycleMark::DisqualifyRefused, now)?;
             Ok((NamedMove::Recycle, DISQUALIFY_REFUSED.to_string()))
         }
     }
@@ -352,6 +443,9 @@ pub(super) fn after_named(
         return Ok(());
     }
     let Some(mut stored) = load_clock(tx, lead_id)? else { return Ok(()) };
+    if stage == LifecycleStage::Disqualified {
+        mark_cycle(tx, lead_id, &stored.clock, CycleMark::Disqualified, now)?;
+    }
     if stored.clock.phase.is_final() {
         return Ok(());
     }

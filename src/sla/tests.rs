@@ -57,13 +57,16 @@ fn fast() -> RetryPolicy {
 }
 
 fn mkt_change(stage: &str, modified: DateTime<Utc>) -> Change {
-    let fields: Fields = [
-        (Field::Email, "pat@example.test".to_string()),
-        (Field::LifecycleStage, stage.to_string()),
-    ]
-    .into();
+    mkt_change_of(1, stage, modified)
+}
+
+/// Person `n`'s marketing record (`n = 1`: P1, `pat@example.test`, contact 101).
+fn mkt_change_of(n: u32, stage: &str, modified: DateTime<Utc>) -> Change {
+    let email =
+        if n == 1 { "pat@example.test".to_string() } else { format!("pat{n}@example.test") };
+    let fields: Fields = [(Field::Email, email), (Field::LifecycleStage, stage.to_string())].into();
     Change {
-        remote: RemoteId { object_type: "contact".into(), id: "101".into() },
+        remote: RemoteId { object_type: "contact".into(), id: (100 + n).to_string() },
         fields,
         ledger_key: None,
         modified_at: modified,
@@ -74,13 +77,18 @@ fn mkt_change(stage: &str, modified: DateTime<Utc>) -> Change {
 
 /// The CRM's record of P1 (linked by the ledger id leadsync stamps on it).
 fn crm_change(status: &str, modified: DateTime<Utc>) -> Change {
-    let fields: Fields =
-        [(Field::Email, "pat@example.test".to_string()), (Field::LeadStatus, status.to_string())]
-            .into();
+    crm_change_of(1, status, modified)
+}
+
+/// The CRM's record of person `n` (linked by the ledger id `P<n>` leadsync stamps on it).
+fn crm_change_of(n: u32, status: &str, modified: DateTime<Utc>) -> Change {
+    let email =
+        if n == 1 { "pat@example.test".to_string() } else { format!("pat{n}@example.test") };
+    let fields: Fields = [(Field::Email, email), (Field::LeadStatus, status.to_string())].into();
     Change {
-        remote: RemoteId { object_type: "Lead".into(), id: "00Q1".into() },
+        remote: RemoteId { object_type: "Lead".into(), id: format!("00Q{n}") },
         fields,
-        ledger_key: Some("P1".into()),
+        ledger_key: Some(format!("P{n}")),
         modified_at: modified,
         fetched_at: modified,
         fate: RecordFate::Live,
@@ -88,8 +96,13 @@ fn crm_change(status: &str, modified: DateTime<Utc>) -> Change {
 }
 
 fn feed(l: &Ledger, r: &Rules, system: &str, c: Change, now: DateTime<Utc>) {
+    feed_as(l, r, system, c, now, 1);
+}
+
+/// Feed a change; a new person gets the ledger id `P<n>`.
+fn feed_as(l: &Ledger, r: &Rules, system: &str, c: Change, now: DateTime<Utc>, n: u32) {
     l.ingest(&SystemName(system.into()), "poll", &[c], None, now).expect("ingest");
-    let mut mint = || "P1".to_string();
+    let mut mint = || format!("P{n}");
     l.reconcile_pending(r, 100, now, &mut mint).expect("reconcile");
 }
 
@@ -422,4 +435,92 @@ async fn a_recycle_decided_before_the_person_moved_on_is_skipped() {
     assert_eq!(stage(&l), Some(LifecycleStage::Sql));
     assert_eq!(audit_kinds(dir.path(), "sla_recycle_skipped").len(), 1);
     assert_eq!(l.sla_clock("P1").expect("read").expect("clock").pending, vec![]);
+}
+
+/// `leadsync report sla` against a scripted week whose right answers are worked out by hand
+/// below from the script alone (default calendar: Mon–Fri 09:00–17:00 UTC; first touch 4
+/// business hours, grace 2, recycle 8 after that; disqualifying needs a day since handover).
+#[tokio::test]
+async fn the_sla_report_counts_a_scripted_week() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = rules_with(Some(SlaRaw {
+        disqualify_min_attempts: 0,
+        disqualify_min_days: 1,
+        ..sla_raw()
+    }));
+    let alerter = Alerter::new(None, fast()).expect("client");
+    let l = open(dir.path());
+    let mql = |n: u32, when: DateTime<Utc>| {
+        feed_as(&l, &r, "marketing", mkt_change_of(n, "mql", when), when, n)
+    };
+    let contacted = |n: u32, when: DateTime<Utc>| {
+        feed_as(&l, &r, "crm", crm_change_of(n, "contacted", when), when, n);
+    };
+    let named = |n: u32, name: NamedMove, when: DateTime<Utc>| {
+        l.named_transition(&format!("P{n}"), name, "not_a_fit", None, &r, when).expect("named")
+    };
+
+    // P7: handed over Thursday, before the window: never counted.
+    mql(7, at(19, 10, 0));
+    // P1, P2: Friday 16:00, due Monday 12:00 (1 business hour Friday + 3 Monday).
+    mql(1, at(20, 16, 0));
+    mql(2, at(20, 16, 0));
+    // P3, P4, P5: Monday 09:00, due 13:00; P3 escalates at 15:00 and recycles at Tuesday
+    // 15:00 (2 business hours Monday + 6 Tuesday).
+    for n in [3, 4, 5] {
+        mql(n, at(23, 9, 0));
+    }
+    contacted(1, at(23, 10, 0)); // met: 66 h after the start
+    let refused = named(4, NamedMove::Disqualify, at(23, 10, 0)); // within a day: refused
+    assert!(matches!(refused, NamedOutcome::Applied { ref transition, .. }
+        if transition.to == LifecycleStage::Recycled));
+    contacted(5, at(23, 11, 0)); // met: 2 h
+    tick(&l, &r, &alerter, at(23, 12, 30)).await.expect("P2 breached");
+    contacted(2, at(23, 13, 0)); // touched late: 69 h
+    tick(&l, &r, &alerter, at(23, 13, 30)).await.expect("P3 breached");
+    tick(&l, &r, &alerter, at(23, 15, 30)).await.expect("P3 escalated");
+    let t = tick(&l, &r, &alerter, at(24, 15, 30)).await.expect("P3 recycled");
+    assert_eq!(t.recycled, 1);
+    // P6: Tuesday 16:00, due Wednesday 12:00: not due when the report runs.
+    mql(6, at(24, 16, 0));
+    // P5 disqualified two days after the handover, with no attempts logged.
+    let allowed = named(5, NamedMove::Disqualify, at(25, 10, 0));
+    assert!(matches!(allowed, NamedOutcome::Applied { ref transition, .. }
+        if transition.to == LifecycleStage::Disqualified));
+
+    let got = l.sla_report(at(20, 0, 0), at(25, 11, 0)).expect("report");
+    let hours = |h: i64| h * 3600;
+    let want = crate::ledger::sla_report::SlaReport {
+        from: at(20, 0, 0),
+        to: at(25, 11, 0),
+        handed_over: 6,          // P1..P6
+        met: 2,                  // P1, P5
+        touched_late: 1,         // P2
+        overdue: 1,              // P3
+        not_yet_due: 1,          // P6
+        left_before_deadline: 1, // P4 (recycled instead of disqualified at 10:00)
+        within_deadline_bp: Some(2 * 10_000 / 4),
+        // Times to first touch: 2 h, 66 h, 69 h.
+        median_secs_to_first_touch: Some(hours(66)),
+        p90_secs_to_first_touch: Some(hours(69)),
+        breached: 2, // P2, P3
+        escalated: 1,
+        recycled: 1,
+        disqualified: 1,
+        median_attempts_before_disqualification: Some(0),
+        min_attempts_before_disqualification: Some(0),
+        max_attempts_before_disqualification: Some(0),
+        disqualifications_refused: 1,
+    };
+    assert_eq!(got, want);
+
+    // A window that starts on Monday leaves out Friday's two handovers.
+    let monday = l.sla_report(at(23, 0, 0), at(25, 11, 0)).expect("report");
+    assert_eq!((monday.handed_over, monday.met, monday.touched_late), (4, 1, 0));
+    // Marketing re-qualifies P4 (lead, then MQL): a second cycle of one person counts again.
+    feed_as(&l, &r, "marketing", mkt_change_of(4, "lead", at(25, 9, 20)), at(25, 9, 20), 4);
+    mql(4, at(25, 9, 30));
+    assert_eq!(l.lifecycle("P4").expect("read").and_then(|s| s.stage), Some(LifecycleStage::Mql));
+    let again = l.sla_report(at(20, 0, 0), at(25, 11, 0)).expect("report");
+    assert_eq!((again.handed_over, again.not_yet_due), (7, 2));
 }

@@ -289,7 +289,7 @@ fn texts(l: &Ledger, sql: &str) -> Vec<String> {
 }
 
 #[test]
-fn erasing_removes_the_persons_closed_loop_rows_and_lifecycle() {
+fn erasing_removes_the_persons_closed_loop_rows_lifecycle_and_sla_clocks() {
     use crate::domain::closed_loop::{CampaignTouch, Opportunity, OpportunityContact, TouchKind};
     let (_d, l, _rules) = seeded();
     let rid = |o: &str, id: &str| RemoteId { object_type: o.into(), id: id.into() };
@@ -344,6 +344,20 @@ fn erasing_removes_the_persons_closed_loop_rows_and_lifecycle() {
             [],
         )
         .expect("lifecycle rows");
+        conn.execute(
+            "INSERT INTO sla_clocks(lead_id, clock, state, updated_at)
+             SELECT lead_id, '{}', 'waiting', '' FROM links WHERE remote_id IN ('101', '102')",
+            [],
+        )
+        .expect("clock rows");
+        conn.execute(
+            "INSERT INTO sla_cycles(lead_id, started_at, due_at, phase, attempts, breached,
+                 escalated, recycled, disqualify_refused, updated_at)
+             SELECT lead_id, '', '', 'waiting', 0, 0, 0, 0, 0, '' FROM links
+             WHERE remote_id IN ('101', '102')",
+            [],
+        )
+        .expect("cycle rows");
     }
     assert_eq!(texts(&l, "SELECT touch_id FROM campaign_touches").len(), 3);
     assert_eq!(texts(&l, "SELECT lead_id FROM lifecycle").len(), 2);
@@ -361,4 +375,11 @@ fn erasing_removes_the_persons_closed_loop_rows_and_lifecycle() {
         texts(&l, "SELECT lead_id FROM links WHERE remote_id = '102'"),
         "only the other person's lifecycle stays"
     );
+    for table in ["sla_clocks", "sla_cycles"] {
+        assert_eq!(
+            texts(&l, &format!("SELECT lead_id FROM {table}")),
+            texts(&l, "SELECT lead_id FROM links WHERE remote_id = '102'"),
+            "only the other person's {table} rows stay"
+        );
+    }
 }
