@@ -270,7 +270,8 @@ pub struct Contract {
     pub mapping: StageMapping,
 }
 
-/// Business hours as a duration, to the minute; at most ten years of them.
+/// Business hours as a duration, to the second; at most ten years of them. A value that must
+/// be above 0 must also be at least a second once rounded (0.0001 hours is not a deadline).
 fn business_hours(key: &str, hours: f64, min_exclusive: bool) -> Result<TimeDelta, KeyError> {
     let ok = hours.is_finite()
         && hours <= 87_600.0
@@ -279,7 +280,12 @@ fn business_hours(key: &str, hours: f64, min_exclusive: bool) -> Result<TimeDelt
         let bound = if min_exclusive { "above 0" } else { "0 or more" };
         return Err(KeyError::new(key, format!("must be a number of hours {bound}")));
     }
-    Ok(TimeDelta::minutes((hours * 60.0).round() as i64))
+    #[allow(clippy::cast_possible_truncation, reason = "bounded to ten years of seconds above")]
+    let secs = (hours * 3600.0).round() as i64;
+    if min_exclusive && secs == 0 {
+        return Err(KeyError::new(key, "must be at least one second (1/3600 of an hour)"));
+    }
+    Ok(TimeDelta::seconds(secs))
 }
 
 fn stage(key: &str, s: &str) -> Result<LifecycleStage, KeyError> {

@@ -130,3 +130,12 @@ pub fn hs_by_email(h: &Harness) -> BTreeMap<String, Vec<BTreeMap<String, Option<
     }
     m
 }
+
+/// Wait until `ok` holds, polling every 100 ms; fail the test after `secs` seconds.
+pub async fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -15,7 +15,7 @@ use leadsync::shutdown;
 use leadsync::sim::harness::wait_converged;
 use leadsync::sim::population;
 
-use crate::helpers::{fast_env, hs_by_email, sf_by_email, start_harness};
+use crate::helpers::{fast_env, hs_by_email, sf_by_email, start_harness, until};
 
 /// The demo systems, a Salesforce org whose Status picklist value for leads handed back to
 /// marketing is "Closed - Not Converted" (read and written as the canonical `nurture`), and a
@@ -32,14 +32,6 @@ lead_status_values = {{ new = "Open - Not Contacted", working = "Working - Conta
 all = ["title is set", "lead_source is Webinar-LC"]
 "#
     )
-}
-
-async fn until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +65,7 @@ async fn an_mql_by_rule_reaches_both_and_a_recycle_sticks() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     harness.hubspot.insert(props).expect("contact");
-    until("the MQL to reach both vendors", || {
+    until("the MQL to reach both vendors", 30, || {
         let hs = hs_by_email(&harness);
         let sf = sf_by_email(&harness);
         hs.get(email)
@@ -111,7 +103,7 @@ async fn an_mql_by_rule_reaches_both_and_a_recycle_sticks() {
     .expect("ledger");
     assert!(matches!(out, NamedOutcome::Applied { .. }), "{out:?}");
 
-    until("the recycle to reach both vendors", || {
+    until("the recycle to reach both vendors", 30, || {
         let hs = hs_by_email(&harness);
         let sf = sf_by_email(&harness);
         let c = &hs[email][0];

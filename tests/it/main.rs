@@ -9,6 +9,7 @@ mod duplicates;
 mod erase;
 mod helpers;
 mod lifecycle;
+mod sla_clock;
 mod sync;
 mod tidy;
 mod webhooks;

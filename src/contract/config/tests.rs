@@ -163,6 +163,11 @@ fn errors_name_the_key_and_the_condition() {
             "above 0",
         ),
         (
+            "[contract.sla]\nfirst_touch_business_hours = 0.0001",
+            "contract.sla.first_touch_business_hours",
+            "at least one second",
+        ),
+        (
             "[contract.sla]\nfirst_touch_business_hours = 4\ngrace_business_hours = -1",
             "contract.sla.grace_business_hours",
             "0 or more",
