@@ -97,6 +97,8 @@ pub struct MergerSettings {
     pub retry: MergeRetry,
     /// Most merges asked for per round, so that one round stays short and within rate limits.
     pub per_round: usize,
+    /// Merge records linked by a fuzzy rule too (`identity.merge_fuzzy_links`).
+    pub fuzzy_links: bool,
 }
 
 impl MergerSettings {
@@ -106,6 +108,7 @@ impl MergerSettings {
             every: settings.identity.merge_every,
             retry: MergeRetry::default(),
             per_round: 50,
+            fuzzy_links: settings.identity.merge_fuzzy_links,
         }
     }
 }
@@ -129,9 +132,10 @@ pub async fn merge_round<C: VendorMerge>(
     settings: &MergerSettings,
 ) -> Result<MergeTally, LedgerError> {
     let systems: Vec<SystemName> = connectors.iter().map(|(n, _)| n.clone()).collect();
-    let (retry, limit) = (settings.retry, settings.per_round);
+    let (retry, limit, fuzzy) = (settings.retry, settings.per_round, settings.fuzzy_links);
     let tasks =
-        blocking(ledger, move |l| l.claim_merges(&systems, limit, retry, Utc::now())).await?;
+        blocking(ledger, move |l| l.claim_merges(&systems, limit, retry, fuzzy, Utc::now()))
+            .await?;
     let mut tally = MergeTally::default();
     for task in tasks {
         let Some((_, connector)) = connectors.iter().find(|(n, _)| *n == task.system) else {

@@ -62,11 +62,17 @@ struct IdentityRaw {
     recreate_deleted: bool,
     merge_at_vendor: Vec<String>,
     merge_every_secs: u64,
+    merge_fuzzy_links: bool,
 }
 
 impl Default for IdentityRaw {
     fn default() -> Self {
-        IdentityRaw { recreate_deleted: false, merge_at_vendor: Vec::new(), merge_every_secs: 60 }
+        IdentityRaw {
+            recreate_deleted: false,
+            merge_at_vendor: Vec::new(),
+            merge_every_secs: 60,
+            merge_fuzzy_links: false,
+        }
     }
 }
 
@@ -242,6 +248,9 @@ pub struct IdentitySettings {
     pub merge_at_vendor: Vec<SystemName>,
     /// How often the merger looks for records to merge.
     pub merge_every: Duration,
+    /// Also merge records linked to their person by a fuzzy rule (default: only records linked
+    /// by exact keys are merged; fuzzy ones are reported for a person to merge by hand).
+    pub merge_fuzzy_links: bool,
 }
 
 impl Default for IdentitySettings {
@@ -252,6 +261,7 @@ impl Default for IdentitySettings {
             matcher: Matcher::default(),
             merge_at_vendor: Vec::new(),
             merge_every: Duration::from_secs(60),
+            merge_fuzzy_links: false,
         }
     }
 }
@@ -456,6 +466,7 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
             matcher: Matcher::from_raw(&raw.matching, "matching")?,
             merge_at_vendor,
             merge_every: Duration::from_secs(raw.identity.merge_every_secs),
+            merge_fuzzy_links: raw.identity.merge_fuzzy_links,
         },
     })
 }

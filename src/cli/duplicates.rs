@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{exit, load_settings};
 use crate::domain::{ConnectorKind, SystemName};
-use crate::ledger::{DuplicateGroup, DuplicateLink, LedgerReader};
+use crate::ledger::{DuplicateGroup, DuplicateLink, Ledger, LedgerReader, is_fuzzy};
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
@@ -26,6 +26,10 @@ pub struct DuplicatesArgs {
     /// Only this system (its configured name).
     #[arg(long)]
     pub system: Option<String>,
+    /// Put failed vendor merges (of `--system`, or all) back to pending, so the running daemon
+    /// asks the vendor again; prints how many. For after the cause was fixed.
+    #[arg(long)]
+    pub retry_failed: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -37,7 +41,8 @@ pub struct Plan {
     /// `would_merge` (merging is off for the system: what turning it on would do),
     /// `will_merge` (on, not asked yet), `merge_pending` (asked, or waiting for a retry),
     /// `merged` (the vendor merged; the link closes once the merge is read back),
-    /// `merge_failed` (not retried), `not_mergeable`.
+    /// `merge_failed` (not retried; `--retry-failed` asks again), `not_mergeable`,
+    /// `not_merged_fuzzy` (a fuzzy rule made the link; `identity.merge_fuzzy_links` is off).
     pub action: &'static str,
     /// The same in words, for the table.
     pub note: String,
@@ -84,7 +89,7 @@ pub fn plan(settings: &Settings, g: &DuplicateGroup, other: &DuplicateLink) -> P
             "failed" => Plan {
                 action: "merge_failed",
                 note: format!(
-                    "merge failed after {} attempt(s): {}; not retried",
+                    "merge failed after {} attempt(s): {}; not retried (--retry-failed asks again)",
                     m.attempts,
                     if answer.is_empty() { m.error_code.as_deref().unwrap_or("") } else { answer }
                 ),
@@ -98,6 +103,14 @@ pub fn plan(settings: &Settings, g: &DuplicateGroup, other: &DuplicateLink) -> P
             },
         };
     }
+    if !settings.identity.merge_fuzzy_links && (is_fuzzy(&g.primary) || is_fuzzy(other)) {
+        return Plan {
+            action: "not_merged_fuzzy",
+            note: "linked by a fuzzy rule: kept and reported (merge it in the vendor's UI, or set \
+                   identity.merge_fuzzy_links = true)"
+                .into(),
+        };
+    }
     if on {
         Plan { action: "will_merge", note: format!("will be merged into {primary} at the vendor") }
     } else {
@@ -108,6 +121,21 @@ pub fn plan(settings: &Settings, g: &DuplicateGroup, other: &DuplicateLink) -> P
                  {primary}",
                 g.system
             ),
+        }
+    }
+}
+
+fn retry_failed(settings: &Settings, system: Option<&SystemName>) -> u8 {
+    let reset = Ledger::open(&settings.ledger_path)
+        .and_then(|l| l.retry_failed_merges(system, chrono::Utc::now()));
+    match reset {
+        Ok(n) => {
+            println!("{n} failed vendor merge(s) put back to pending");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("leadsync: cannot update ledger {}: {e}", settings.ledger_path.display());
+            exit::IOERR
         }
     }
 }
@@ -130,6 +158,9 @@ pub fn run(args: &DuplicatesArgs, env: &HashMap<String, String>) -> u8 {
     {
         eprintln!("leadsync: no system is named {:?}", s.as_str());
         return exit::FAILURE;
+    }
+    if args.retry_failed {
+        return retry_failed(&settings, system.as_ref());
     }
     let groups = match LedgerReader::open(&settings.ledger_path)
         .and_then(|r| r.duplicates(system.as_ref()))

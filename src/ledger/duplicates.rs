@@ -239,13 +239,16 @@ fn fuzzy_links(
     Ok(out)
 }
 
+/// Whether a fuzzy matching rule made this link (not an exact key).
+pub fn is_fuzzy(l: &DuplicateLink) -> bool {
+    l.reason.starts_with("matched_rule")
+}
+
 /// The full report: groups with each link's rule, score and merge.
 fn report(conn: &Connection, systems: Option<&[SystemName]>) -> Result<Vec<DuplicateGroup>> {
     let mut out = groups(conn, systems)?;
     for g in &mut out {
-        let needs_audit = std::iter::once(&g.primary)
-            .chain(&g.others)
-            .any(|l| l.reason.starts_with("matched_rule"));
+        let needs_audit = std::iter::once(&g.primary).chain(&g.others).any(is_fuzzy);
         let fuzzy =
             if needs_audit { fuzzy_links(conn, &g.lead_id, &g.system)? } else { BTreeMap::new() };
         let system = g.system.clone();
@@ -351,7 +354,9 @@ impl Ledger {
     /// a person with the primary's object type, never asked for before, or pending with its
     /// retry time passed. Each claim counts an attempt and leases the row for `retry.lease`,
     /// in one transaction, so the caller asks the vendor at most once per claim. A pending
-    /// merge whose attempts are spent becomes `failed` (`gave_up`) instead.
+    /// merge whose attempts are spent becomes `failed` (`gave_up`) instead. Without
+    /// `fuzzy_links`, a record whose link (or whose primary's link) a fuzzy rule made is not
+    /// claimed: only exact-key links are merged.
     ///
     /// # Errors
     /// SQLite failures; nothing is claimed then.
@@ -360,6 +365,7 @@ impl Ledger {
         systems: &[SystemName],
         limit: usize,
         retry: MergeRetry,
+        fuzzy_links: bool,
         now: DateTime<Utc>,
     ) -> Result<Vec<MergeTask>> {
         if systems.is_empty() || limit == 0 {
@@ -372,7 +378,14 @@ impl Ledger {
             let mut out = Vec::new();
             let until = ts(later(now, retry.lease));
             'groups: for g in found {
+                let by_rule = |l: &DuplicateLink| !fuzzy_links && is_fuzzy(l);
+                if by_rule(&g.primary) {
+                    continue;
+                }
                 for o in &g.others {
+                    if by_rule(o) {
+                        continue;
+                    }
                     if out.len() >= limit {
                         break 'groups;
                     }
@@ -456,6 +469,42 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.with_tx(|tx| finish(tx, task, outcome, retry, now))
+    }
+
+    /// Put failed vendor merges (of one system, or all) back to pending with their attempts
+    /// reset, so the merger asks again at its next round (after the cause, e.g. a missing
+    /// scope, was fixed). Audited per person as `vendor_merge_reset`. Returns how many.
+    ///
+    /// # Errors
+    /// SQLite failures; nothing is reset then.
+    pub fn retry_failed_merges(
+        &self,
+        system: Option<&SystemName>,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        self.with_tx(|tx| {
+            let failed: Vec<(i64, String, String, String)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, lead_id, system, object_type || '/' || loser_id FROM vendor_merges
+                     WHERE state = 'failed' AND (?1 IS NULL OR system = ?1) ORDER BY id",
+                )?;
+                stmt.query_map([system.map(SystemName::as_str)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<std::result::Result<_, _>>()?
+            };
+            for (id, lead_id, system, merged) in &failed {
+                tx.prepare_cached(
+                    "UPDATE vendor_merges SET state = 'pending', attempts = 0, error_code = NULL,
+                         answer = NULL, next_attempt_at = ?2, updated_at = ?2
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, ts(now)])?;
+                let detail = serde_json::json!({ "merged": merged });
+                audit(tx, now, Some(lead_id), Some(system), "vendor_merge_reset", &detail)?;
+            }
+            Ok(failed.len())
+        })
     }
 
     /// Every vendor merge row, oldest first (tests, the demo).

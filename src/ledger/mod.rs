@@ -24,7 +24,7 @@ pub mod sla_report;
 mod trace;
 
 pub use duplicates::{
-    DuplicateGroup, DuplicateLink, MergeOutcome, MergeRecord, MergeRetry, MergeTask,
+    DuplicateGroup, DuplicateLink, MergeOutcome, MergeRecord, MergeRetry, MergeTask, is_fuzzy,
 };
 pub use erase::{Erasure, erasure_email};
 pub use figures::{MatchFigures, SeededDuplicate};

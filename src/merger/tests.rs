@@ -104,6 +104,7 @@ fn settings() -> MergerSettings {
             lease: Duration::from_secs(600),
         },
         per_round: 10,
+        fuzzy_links: true,
     }
 }
 
@@ -193,4 +194,45 @@ async fn systems_not_named_are_left_alone() {
     assert_eq!(merge_round(&l, &targets, &settings()).await.expect("round"), MergeTally::default());
     assert_eq!(vendor.calls(), 0);
     assert!(l.vendor_merges().expect("rows").is_empty());
+}
+
+#[tokio::test]
+async fn records_linked_by_a_fuzzy_rule_are_merged_only_when_configured() {
+    // The fixture's second contact was linked by the name+phone rule, not by an exact key.
+    let (_d, l) = ledger();
+    assert_eq!(l.duplicates(None).expect("report")[0].others[0].reason, "matched_rule:name_phone");
+    let vendor = Scripted::default();
+    let targets = [(mkt(), &vendor)];
+    let exact_only = MergerSettings { fuzzy_links: false, ..settings() };
+    for _ in 0..3 {
+        assert_eq!(
+            merge_round(&l, &targets, &exact_only).await.expect("round"),
+            MergeTally::default()
+        );
+    }
+    assert_eq!(vendor.calls(), 0, "the default never merges a fuzzy link");
+    assert!(l.vendor_merges().expect("rows").is_empty());
+    assert_eq!(merge_round(&l, &targets, &settings()).await.expect("round").merged, 1);
+}
+
+#[tokio::test]
+async fn failed_merges_put_back_to_pending_are_asked_for_again_once() {
+    let (_d, l) = ledger();
+    let vendor = Scripted::with(vec![Err(ConnectorError::Rejected {
+        code: "MISSING_SCOPES".into(),
+        message: "http 403".into(),
+    })]);
+    let targets = [(mkt(), &vendor)];
+    let s = settings();
+    assert_eq!(merge_round(&l, &targets, &s).await.expect("round").failed, 1);
+    assert_eq!(merge_round(&l, &targets, &s).await.expect("round"), MergeTally::default());
+    // The operator fixed the scope and runs `leadsync duplicates --retry-failed`.
+    assert_eq!(l.retry_failed_merges(Some(&SystemName("crm".into())), t(50)).expect("other"), 0);
+    assert_eq!(l.retry_failed_merges(None, t(50)).expect("reset"), 1);
+    assert_eq!(l.retry_failed_merges(None, t(51)).expect("again"), 0, "nothing failed now");
+    assert_eq!(merge_round(&l, &targets, &s).await.expect("round").merged, 1);
+    assert_eq!(merge_round(&l, &targets, &s).await.expect("round"), MergeTally::default());
+    assert_eq!(vendor.calls(), 2);
+    let m = l.vendor_merges().expect("rows").remove(0);
+    assert_eq!((m.state.as_str(), m.attempts, m.error_code), ("done", 1, None));
 }

@@ -133,19 +133,21 @@ fn quick() -> MergeRetry {
 fn a_merge_is_claimed_once_and_not_again_once_done() {
     let (dir, l) = ledger_with_duplicates();
     let r = quick();
-    assert!(l.claim_merges(&[SystemName("crm".into())], 10, r, t(100)).expect("crm").is_empty());
-    let tasks = l.claim_merges(&[mkt()], 10, r, t(100)).expect("claim");
+    assert!(
+        l.claim_merges(&[SystemName("crm".into())], 10, r, true, t(100)).expect("crm").is_empty()
+    );
+    let tasks = l.claim_merges(&[mkt()], 10, r, true, t(100)).expect("claim");
     assert_eq!(tasks.len(), 1);
     let task = &tasks[0];
     assert_eq!((task.primary_id.as_str(), task.loser_id.as_str()), ("101", "102"));
     assert_eq!((task.lead_id.as_str(), task.attempt), ("L1", 1));
     // Claimed: not handed out again while the call is in flight.
-    assert!(l.claim_merges(&[mkt()], 10, r, t(101)).expect("again").is_empty());
+    assert!(l.claim_merges(&[mkt()], 10, r, true, t(101)).expect("again").is_empty());
     l.finish_merge(task, &MergeOutcome::Done { answer: "survivor 101".into() }, r, t(102))
         .expect("finish");
     // Done: the link is still open (the vendor's merge has not come back yet), but the merge
     // is not asked for again, however long it takes.
-    assert!(l.claim_merges(&[mkt()], 10, r, t(100_000)).expect("later").is_empty());
+    assert!(l.claim_merges(&[mkt()], 10, r, true, t(100_000)).expect("later").is_empty());
     let g = reader(&dir).duplicates(None).expect("report");
     let m = g[0].others[0].merge.as_ref().expect("merge recorded");
     assert_eq!(
@@ -161,19 +163,19 @@ fn transient_failures_back_off_then_give_up_and_refusals_are_final() {
     let (_dir, l) = ledger_with_duplicates();
     let r = quick();
     let retry = MergeOutcome::Retry { code: "transient".into(), message: "http 503".into() };
-    let task = l.claim_merges(&[mkt()], 10, r, t(100)).expect("claim").remove(0);
+    let task = l.claim_merges(&[mkt()], 10, r, true, t(100)).expect("claim").remove(0);
     l.finish_merge(&task, &retry, r, t(100)).expect("finish");
     // Backoff: 10 s after the first failure, 20 s after the second.
-    assert!(l.claim_merges(&[mkt()], 10, r, t(109)).expect("early").is_empty());
-    let task = l.claim_merges(&[mkt()], 10, r, t(110)).expect("due").remove(0);
+    assert!(l.claim_merges(&[mkt()], 10, r, true, t(109)).expect("early").is_empty());
+    let task = l.claim_merges(&[mkt()], 10, r, true, t(110)).expect("due").remove(0);
     assert_eq!(task.attempt, 2);
     l.finish_merge(&task, &retry, r, t(110)).expect("finish");
-    assert!(l.claim_merges(&[mkt()], 10, r, t(129)).expect("early").is_empty());
-    let task = l.claim_merges(&[mkt()], 10, r, t(130)).expect("due").remove(0);
+    assert!(l.claim_merges(&[mkt()], 10, r, true, t(129)).expect("early").is_empty());
+    let task = l.claim_merges(&[mkt()], 10, r, true, t(130)).expect("due").remove(0);
     assert_eq!(task.attempt, 3);
     l.finish_merge(&task, &retry, r, t(130)).expect("finish");
     // Three attempts spent: failed, never claimed again.
-    assert!(l.claim_merges(&[mkt()], 10, r, t(10_000)).expect("never").is_empty());
+    assert!(l.claim_merges(&[mkt()], 10, r, true, t(10_000)).expect("never").is_empty());
     let m = l.vendor_merges().expect("rows").remove(0);
     assert_eq!((m.state.as_str(), m.attempts), ("failed", 3));
     assert_eq!(m.error_code.as_deref(), Some("transient"));
@@ -181,10 +183,10 @@ fn transient_failures_back_off_then_give_up_and_refusals_are_final() {
 
     // A refusal is final at once.
     let (_dir, l) = ledger_with_duplicates();
-    let task = l.claim_merges(&[mkt()], 10, r, t(100)).expect("claim").remove(0);
+    let task = l.claim_merges(&[mkt()], 10, r, true, t(100)).expect("claim").remove(0);
     let no = MergeOutcome::Failed { code: "VALIDATION_ERROR".into(), message: "http 400".into() };
     l.finish_merge(&task, &no, r, t(100)).expect("finish");
-    assert!(l.claim_merges(&[mkt()], 10, r, t(10_000)).expect("never").is_empty());
+    assert!(l.claim_merges(&[mkt()], 10, r, true, t(10_000)).expect("never").is_empty());
     let m = l.vendor_merges().expect("rows").remove(0);
     assert_eq!((m.state.as_str(), m.attempts), ("failed", 1));
     assert_eq!(l.gauges().expect("gauges").systems["marketing"].vendor_merges_failed, 1);
@@ -194,11 +196,11 @@ fn transient_failures_back_off_then_give_up_and_refusals_are_final() {
 fn an_attempt_that_never_reported_back_is_retried_after_its_lease_then_given_up() {
     let (_dir, l) = ledger_with_duplicates();
     let r = MergeRetry { max_attempts: 2, ..quick() };
-    assert_eq!(l.claim_merges(&[mkt()], 10, r, t(0)).expect("1").len(), 1);
-    assert!(l.claim_merges(&[mkt()], 10, r, t(99)).expect("leased").is_empty());
-    assert_eq!(l.claim_merges(&[mkt()], 10, r, t(100)).expect("2")[0].attempt, 2);
+    assert_eq!(l.claim_merges(&[mkt()], 10, r, true, t(0)).expect("1").len(), 1);
+    assert!(l.claim_merges(&[mkt()], 10, r, true, t(99)).expect("leased").is_empty());
+    assert_eq!(l.claim_merges(&[mkt()], 10, r, true, t(100)).expect("2")[0].attempt, 2);
     // The second never reports back either: given up, not claimed a third time.
-    assert!(l.claim_merges(&[mkt()], 10, r, t(200)).expect("3").is_empty());
+    assert!(l.claim_merges(&[mkt()], 10, r, true, t(200)).expect("3").is_empty());
     let m = l.vendor_merges().expect("rows").remove(0);
     assert_eq!((m.state.as_str(), m.error_code.as_deref()), ("failed", Some("gave_up")));
 }
@@ -214,5 +216,5 @@ fn records_of_another_object_type_are_reported_but_not_merged() {
             .expect("update");
     }
     assert_eq!(l.duplicates(None).expect("report").len(), 1);
-    assert!(l.claim_merges(&[mkt()], 10, quick(), t(100)).expect("claim").is_empty());
+    assert!(l.claim_merges(&[mkt()], 10, quick(), true, t(100)).expect("claim").is_empty());
 }
