@@ -43,3 +43,4 @@ pub mod sim;
 pub mod sla;
 pub mod telemetry;
 pub mod verify;
+pub mod xml;

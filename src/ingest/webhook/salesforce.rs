@@ -13,18 +13,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use quick_xml::NsReader;
-use quick_xml::escape::resolve_predefined_entity;
-use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
 use secrecy::SecretString;
 
 use super::{WebhookError, check_body_size};
 use crate::domain::Sensitive;
+use crate::xml::{Node, SOAP_ENV_NS, XmlLimits, parse_tree as parse_xml, soap_body};
 
-const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const OUTBOUND_NS: &str = "http://soap.sforce.com/2005/09/outbound";
-const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
 
 /// Most notifications one outbound message may carry.
 pub const MAX_NOTIFICATIONS: usize = 100;
@@ -124,7 +119,8 @@ pub fn parse_outbound_message(
     check_body_size(body)?;
     let text =
         std::str::from_utf8(body).map_err(|_| WebhookError::malformed("body is not utf-8"))?;
-    let root = parse_tree(text)?;
+    let limits = XmlLimits { max_depth: MAX_DEPTH, max_elements: MAX_ELEMENTS };
+    let root = parse_xml(text, limits).map_err(|e| WebhookError::malformed(e.0))?;
     let message = read_message(&root)?;
     if !same_org(&config.organization_id, &message.organization_id) {
         return Err(WebhookError::WrongOrganization);
@@ -144,164 +140,26 @@ fn same_org(configured: &str, received: &str) -> bool {
     }
 }
 
-/// An element of the parsed document: only what the outbound WSDL needs.
-#[derive(Debug, Default)]
-struct Node {
-    /// Namespace URI, if the element is in one.
-    ns: Option<String>,
-    local: String,
-    /// `xsi:type`, as written.
-    xsi_type: Option<String>,
-    /// `xsi:nil="true"`.
-    nil: bool,
-    children: Vec<Node>,
-    text: String,
-}
-
-impl Node {
-    fn is(&self, ns: &str, local: &str) -> bool {
-        self.ns.as_deref() == Some(ns) && self.local == local
-    }
-
-    fn child(&self, local: &str) -> Option<&Node> {
-        self.children.iter().find(|c| c.local == local)
-    }
-
-    fn required_text(&self, local: &str, reason: &'static str) -> Result<String, WebhookError> {
-        let text = self.child(local).map(|c| c.text.trim()).unwrap_or_default();
-        if text.is_empty() { Err(WebhookError::malformed(reason)) } else { Ok(text.to_owned()) }
-    }
-}
-
-fn parse_tree(text: &str) -> Result<Node, WebhookError> {
-    let invalid = || WebhookError::malformed("invalid xml");
-    let mut reader = NsReader::from_str(text);
-    let mut stack: Vec<Node> = Vec::new();
-    let mut root: Option<Node> = None;
-    let mut elements = 0usize;
-    loop {
-        let (ns, event) = reader.read_resolved_event().map_err(|_| invalid())?;
-        let ns = match ns {
-            ResolveResult::Bound(n) => Some(n.into_inner().to_owned()),
-            ResolveResult::Unbound => None,
-            ResolveResult::Unknown(_) => return Err(WebhookError::malformed("unbound xml prefix")),
-        };
-        match event {
-            Event::DocType(_) => {
-                return Err(WebhookError::malformed("doctype and entity declarations are refused"));
-            }
-            Event::PI(_) => {
-                return Err(WebhookError::malformed("processing instructions are refused"));
-            }
-            Event::Decl(_) | Event::Comment(_) => {}
-            Event::Start(ref start) | Event::Empty(ref start) => {
-                elements += 1;
-                if root.is_some() {
-                    return Err(WebhookError::malformed("more than one root element"));
-                }
-                if stack.len() >= MAX_DEPTH || elements > MAX_ELEMENTS {
-                    return Err(WebhookError::malformed("xml nested too deeply or too large"));
-                }
-                let node = start_node(&reader, start, ns)?;
-                if matches!(event, Event::Empty(_)) {
-                    close(&mut stack, &mut root, node);
-                } else {
-                    stack.push(node);
-                }
-            }
-            Event::End(_) => {
-                let node = stack.pop().ok_or_else(invalid)?;
-                close(&mut stack, &mut root, node);
-            }
-            Event::Text(t) => push_text(&mut stack, &t.xml10_content())?,
-            Event::CData(t) => push_text(&mut stack, &t.xml10_content())?,
-            Event::GeneralRef(r) => {
-                let resolved = match r.resolve_char_ref().map_err(|_| invalid())? {
-                    Some(ch) => ch.to_string(),
-                    None => resolve_predefined_entity(&r.xml10_content())
-                        .ok_or(WebhookError::malformed("undefined entity reference"))?
-                        .to_owned(),
-                };
-                push_text(&mut stack, &resolved)?;
-            }
-            Event::Eof => break,
-        }
-    }
-    if !stack.is_empty() {
-        return Err(WebhookError::malformed("unexpected end of xml"));
-    }
-    root.ok_or(WebhookError::malformed("no root element"))
-}
-
-fn start_node(
-    reader: &NsReader<&[u8]>,
-    start: &BytesStart<'_>,
-    ns: Option<String>,
-) -> Result<Node, WebhookError> {
-    let invalid = || WebhookError::malformed("invalid xml attribute");
-    let local = start.local_name().into_inner().to_owned();
-    let mut node = Node { ns, local, ..Node::default() };
-    for attr in start.attributes() {
-        let attr = attr.map_err(|_| invalid())?;
-        let (attr_ns, attr_local) = reader.resolver().resolve_attribute(attr.key);
-        let in_xsi = matches!(attr_ns, ResolveResult::Bound(n) if n.into_inner() == XSI_NS);
-        if !in_xsi {
-            continue;
-        }
-        let value =
-            attr.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|_| invalid())?;
-        match attr_local.into_inner() {
-            "type" => node.xsi_type = Some(value.into_owned()),
-            "nil" => node.nil = matches!(value.trim(), "true" | "1"),
-            _ => {}
-        }
-    }
-    Ok(node)
-}
-
-/// Attaches a finished element to its parent, or makes it the document root.
-fn close(stack: &mut [Node], root: &mut Option<Node>, node: Node) {
-    match stack.last_mut() {
-        Some(parent) => parent.children.push(node),
-        None => *root = Some(node),
-    }
-}
-
-fn push_text(stack: &mut [Node], text: &str) -> Result<(), WebhookError> {
-    match stack.last_mut() {
-        Some(node) => {
-            node.text.push_str(text);
-            Ok(())
-        }
-        // Whitespace between the declaration and the root is allowed; anything else is not XML.
-        None if text.trim().is_empty() => Ok(()),
-        None => Err(WebhookError::malformed("text outside the root element")),
-    }
+fn required_text(node: &Node, local: &str, reason: &'static str) -> Result<String, WebhookError> {
+    node.text_of(local).map(str::to_owned).ok_or(WebhookError::malformed(reason))
 }
 
 fn read_message(root: &Node) -> Result<OutboundMessage, WebhookError> {
-    if !root.is(SOAP_ENV_NS, "Envelope") {
-        return Err(WebhookError::malformed("root is not a soap 1.1 envelope"));
-    }
-    let body = root
-        .children
-        .iter()
-        .find(|c| c.is(SOAP_ENV_NS, "Body"))
-        .ok_or(WebhookError::malformed("soap body missing"))?;
+    let body = soap_body(root).map_err(|e| WebhookError::malformed(e.0))?;
     let notifications = body
         .children
         .iter()
         .find(|c| c.is(OUTBOUND_NS, "notifications"))
         .ok_or(WebhookError::malformed("outbound notifications element missing"))?;
     let organization_id =
-        notifications.required_text("OrganizationId", "organization id missing")?;
-    let action_id = notifications.required_text("ActionId", "action id missing")?;
+        required_text(&notifications, "OrganizationId", "organization id missing")?;
+    let action_id = required_text(&notifications, "ActionId", "action id missing")?;
     let session_id = notifications
         .child("SessionId")
         .filter(|s| !s.nil && !s.text.trim().is_empty())
         .map(|s| SecretString::from(s.text.trim().to_owned()));
-    let enterprise_url = notifications.required_text("EnterpriseUrl", "enterprise url missing")?;
-    let partner_url = notifications.required_text("PartnerUrl", "partner url missing")?;
+    let enterprise_url = required_text(&notifications, "EnterpriseUrl", "enterprise url missing")?;
+    let partner_url = required_text(&notifications, "PartnerUrl", "partner url missing")?;
 
     let items: Vec<&Node> =
         notifications.children.iter().filter(|c| c.local == "Notification").collect();
@@ -329,7 +187,7 @@ fn read_notification(
     n: &Node,
     organization_id: &str,
 ) -> Result<OutboundNotification, WebhookError> {
-    let notification_id = n.required_text("Id", "notification id missing")?;
+    let notification_id = required_text(&n, "Id", "notification id missing")?;
     let sobject =
         n.child("sObject").ok_or(WebhookError::malformed("notification without sObject"))?;
     let object_type = sobject
@@ -339,7 +197,7 @@ fn read_notification(
         .filter(|t| !t.is_empty())
         .ok_or(WebhookError::malformed("sObject without xsi:type"))?
         .to_owned();
-    let record_id = sobject.required_text("Id", "sObject without Id")?;
+    let record_id = required_text(&sobject, "Id", "sObject without Id")?;
     let mut fields = BTreeMap::new();
     for field in sobject.children.iter().filter(|c| c.local != "Id") {
         if !field.children.is_empty() {

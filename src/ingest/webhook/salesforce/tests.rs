@@ -183,7 +183,8 @@ fn oversized_bodies_are_refused() {
 #[test]
 fn the_ack_is_well_formed_and_says_true() {
     assert_eq!(ACK_CONTENT_TYPE, "text/xml; charset=utf-8");
-    let root = parse_tree(ack_response()).unwrap();
+    let limits = XmlLimits { max_depth: MAX_DEPTH, max_elements: MAX_ELEMENTS };
+    let root = parse_xml(ack_response(), limits).unwrap();
     assert!(root.is(SOAP_ENV_NS, "Envelope"));
     assert_eq!(root.children.len(), 1);
     let body = &root.children[0];
