@@ -328,14 +328,14 @@ fn erasing_removes_the_persons_closed_loop_rows_lifecycle_and_sla_clocks() {
         touch("101:form:1", rid("contact", "101"), None),
         touch("102:form:1", rid("contact", "102"), None),
     ];
-    l.store_closed_loop(&mkt(), &[deal], &mkt_touches, None, t(6)).expect("mkt");
+    l.store_closed_loop(&mkt(), &[deal], &mkt_touches, &[], None, t(6)).expect("mkt");
     // A converted lead's membership names the (unlinked) contact and the person's lead.
     let crm_touches = [touch(
         "00v1",
         rid("Contact", "003000000000009AAA"),
         Some(rid("Lead", "00Q000000000001AAA")),
     )];
-    l.store_closed_loop(&crm(), &[], &crm_touches, None, t(6)).expect("crm");
+    l.store_closed_loop(&crm(), &[], &crm_touches, &[], None, t(6)).expect("crm");
     {
         let conn = l.conn.lock().expect("lock");
         conn.execute(
