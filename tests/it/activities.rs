@@ -76,7 +76,14 @@ fn attempts(ledger: &Ledger, lead_id: &str) -> u32 {
 async fn disqualify(app: &App, email: &str) -> NamedOutcome {
     let (ledger, rules, email) = (app.ledger(), app.rules(), email.to_string());
     tokio::task::spawn_blocking(move || {
-        ledger.named_transition(&email, NamedMove::Disqualify, "not_a_fit", None, &rules, Utc::now())
+        ledger.named_transition(
+            &email,
+            NamedMove::Disqualify,
+            "not_a_fit",
+            None,
+            &rules,
+            Utc::now(),
+        )
     })
     .await
     .expect("join")

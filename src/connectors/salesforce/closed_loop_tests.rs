@@ -222,9 +222,8 @@ async fn errors_surface_as_connector_errors() {
 async fn tasks_on_people_are_activities_and_follow_a_conversion_to_the_contact() {
     let sim = sim().await;
     let c = connector(&sim, 200);
-    let lead = sim
-        .insert("Lead", obj(json!({"LastName": "L", "Company": "Acme"})))
-        .expect("lead inserts");
+    let lead =
+        sim.insert("Lead", obj(json!({"LastName": "L", "Company": "Acme"}))).expect("lead inserts");
     let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
     let call = sim.log_task(&lead, "Call", day).unwrap();
     let email = sim.log_task(&lead, "ListEmail", day).unwrap();

@@ -56,8 +56,8 @@ pub(super) fn upsert_activity(
     if newer_stored(stored.map(|(m, _)| m), a.modified_at)? {
         return Ok((Applied::Stale, false));
     }
-    let changed = tx
-        .prepare_cached(
+    let changed =
+        tx.prepare_cached(
             "INSERT INTO activities(system, activity_id, who_type, who_id, kind, at, completed,
                 modified_at, deleted, first_seen_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -80,8 +80,7 @@ pub(super) fn upsert_activity(
             ts(a.modified_at),
             flag(a.deleted),
             ts(now),
-        ])?
-        > 0;
+        ])? > 0;
     if !changed {
         return Ok((Applied::Unchanged, false));
     }

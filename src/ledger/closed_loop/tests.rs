@@ -172,7 +172,8 @@ fn storing_a_page_twice_changes_nothing() {
     let (_d, l) = open();
     let opps = [opp("006A", 100_00, Some(true), 0, &["003A", "003B"])];
     let touches = [touch("00vA", rid("Contact", "003A"), "701A", -DAY)];
-    let first = l.store_closed_loop(&crm(), &opps, &touches, &[], Some(&cursor("c1")), t(5)).expect("1");
+    let first =
+        l.store_closed_loop(&crm(), &opps, &touches, &[], Some(&cursor("c1")), t(5)).expect("1");
     assert_eq!((first.opportunities, first.touches, first.unchanged), (1, 1, 0));
     let before = dump(&l);
 
@@ -191,7 +192,8 @@ fn a_changed_record_is_updated_and_an_older_one_is_skipped() {
     // Won later, and a second contact joined.
     let mut v2 = opp("006A", 250_00, Some(true), 0, &["003A", "003B"]);
     v2.modified_at = t(50);
-    let s = l.store_closed_loop(&crm(), std::slice::from_ref(&v2), &[], &[], None, t(51)).expect("v2");
+    let s =
+        l.store_closed_loop(&crm(), std::slice::from_ref(&v2), &[], &[], None, t(51)).expect("v2");
     assert_eq!(s.opportunities, 1);
     let after_v2 = dump(&l);
     assert!(after_v2.contains("Text(\"003B\")"), "{after_v2}");

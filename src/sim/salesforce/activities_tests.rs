@@ -89,8 +89,9 @@ async fn a_task_gets_the_defaults_and_only_a_closed_one_moves_last_activity_date
     let before = h.sim.get("Lead", &lead).unwrap();
     assert_eq!(before["LastActivityDate"], Value::Null);
 
-    let (status, out) =
-        h.create_task(json!({"WhoId": lead, "Subject": "Follow up", "ActivityDate": "2026-11-20"})).await;
+    let (status, out) = h
+        .create_task(json!({"WhoId": lead, "Subject": "Follow up", "ActivityDate": "2026-11-20"}))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{out}");
     let id = out["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("00T"), "{id}");
@@ -117,7 +118,10 @@ async fn a_task_gets_the_defaults_and_only_a_closed_one_moves_last_activity_date
     let older = h.sim.log_task(&lead, "Email", day(18)).unwrap();
     assert_eq!(h.sim.get("Lead", &lead).unwrap()["LastActivityDate"], "2026-11-25");
     let logged = h.sim.get("Task", &older).unwrap();
-    assert_eq!((logged["TaskSubtype"].clone(), logged["Status"].clone()), (json!("Email"), json!("Completed")));
+    assert_eq!(
+        (logged["TaskSubtype"].clone(), logged["Status"].clone()),
+        (json!("Email"), json!("Completed"))
+    );
 
     // Deleting tasks brings it back down, and to null when no closed task is left.
     let calls = h.sim.all("Task");
@@ -220,15 +224,23 @@ async fn tasks_page_through_soql_and_deleted_ones_only_through_query_all() {
     let (all, pages) = read("queryAll").await;
     assert_eq!((all.len(), pages), (401, 3));
     let last = all.last().unwrap();
-    assert_eq!((last["Id"].as_str().unwrap(), last["IsDeleted"].clone()), (ids[1].as_str(), json!(true)));
+    assert_eq!(
+        (last["Id"].as_str().unwrap(), last["IsDeleted"].clone()),
+        (ids[1].as_str(), json!(true))
+    );
 
-    let (status, body) =
-        h.query("query", "SELECT Id FROM Task WHERE TaskSubtype = 'Call' AND ActivityDate >= 2026-11-12").await;
+    let (status, body) = h
+        .query(
+            "query",
+            "SELECT Id FROM Task WHERE TaskSubtype = 'Call' AND ActivityDate >= 2026-11-12",
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // Calls are n % 5 in {0, 2, 4}; due on or after the 12th: n % 5 in {2, 4}, 80 + 80.
     assert_eq!(body["totalSize"], 160);
 
-    let resp = h.http.get(format!("{}{V}/query?q=SELECT+Id+FROM+Task", h.base)).send().await.unwrap();
+    let resp =
+        h.http.get(format!("{}{V}/query?q=SELECT+Id+FROM+Task", h.base)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     h.sim.inject(Fault::RequestLimit { count: 1 });
     let (status, body) = h.create_task(json!({"WhoId": lead})).await;

@@ -28,10 +28,11 @@
 //! - Each task write recomputes the date from the whole Task table: O(tasks) per write, which
 //!   is fine for the few tasks a test logs, unlike the O(1) writes of the other objects.
 
-use super::{FieldDef, Kind, Obj, Record, RecError, Schema, Store, Undo, Val, normalize_id};
+use super::{FieldDef, Kind, Obj, RecError, Record, Schema, Store, Undo, Val, normalize_id};
 
 /// `Task.TaskSubtype` values (restricted picklist), the UI default first.
-pub(crate) const TASK_SUBTYPES: [&str; 6] = ["Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"];
+pub(crate) const TASK_SUBTYPES: [&str; 6] =
+    ["Task", "Email", "ListEmail", "Cadence", "Call", "LinkedIn"];
 
 /// Default `TaskStatus` values of a new org, default first.
 const TASK_STATUSES: [&str; 5] =
