@@ -131,6 +131,11 @@ pub async fn run<S: ClosedLoopSource + ?Sized>(
                             crate::metrics::OBJECT_TOUCH,
                             s.touches as u64,
                         );
+                        crate::metrics::closed_loop_stored(
+                            name.as_str(),
+                            crate::metrics::OBJECT_ACTIVITY,
+                            s.activities as u64,
+                        );
                         tracing::debug!(
                             read,
                             opportunities = s.opportunities,
