@@ -70,7 +70,8 @@ pub const VENDOR_MERGES: &str = "leadsync_vendor_merges_total";
 /// Labels: connector.
 pub const ERASED_CHANGES_DROPPED: &str = "leadsync_erased_changes_dropped_total";
 /// Counter: closed-loop objects stored (new or changed; re-reads of unchanged ones are not
-/// counted). Labels: connector, object_type ([`OBJECT_OPPORTUNITY`], [`OBJECT_TOUCH`]).
+/// counted). Labels: connector, object_type ([`OBJECT_OPPORTUNITY`], [`OBJECT_TOUCH`],
+/// [`OBJECT_ACTIVITY`]).
 pub const CLOSED_LOOP_STORED: &str = "leadsync_closed_loop_objects_stored_total";
 
 /// Every metric name, for tests and docs.
@@ -106,6 +107,7 @@ pub const ERROR_CODE: &str = "error_code";
 pub const OBJECT_TYPE: &str = "object_type";
 pub const OBJECT_OPPORTUNITY: &str = "opportunity";
 pub const OBJECT_TOUCH: &str = "campaign_touch";
+pub const OBJECT_ACTIVITY: &str = "activity";
 
 pub const OUTCOME_OK: &str = "ok";
 pub const OUTCOME_RATE_LIMITED: &str = "rate_limited";

@@ -2,9 +2,10 @@
 //! ledger, how often, and from which systems.
 //!
 //! Off by default: reading them needs API rights a lead sync does not (Salesforce read access
-//! to Opportunity, OpportunityContactRole, Campaign and CampaignMember; the HubSpot
+//! to Opportunity, OpportunityContactRole, Campaign, CampaignMember and Task; the HubSpot
 //! `crm.objects.deals.read` scope), and without those every poll would fail. Turning it on
-//! costs three to four extra read calls per system and poll interval.
+//! costs four to five extra read calls per system and poll interval. It is also what reads
+//! Salesforce Tasks, the contact attempts the SLA clocks count.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

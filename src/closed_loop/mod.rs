@@ -1,10 +1,11 @@
-//! The closed-loop poller: per configured system, read opportunities and campaign touches
-//! with [`ClosedLoopSource::poll_closed_loop`] from the stored closed-loop cursor and store
+//! The closed-loop poller: per configured system, read opportunities, campaign touches and
+//! sales activities with [`ClosedLoopSource::poll_closed_loop`] from the stored closed-loop cursor and store
 //! each page with its cursor in one ledger transaction, until shutdown.
 //!
 //! It runs beside the lead pipeline and shares nothing with it but the ledger's writer: its
 //! own cursor, its own error record (`closed_loop_cursors`), its own interval. Nothing it
-//! stores feeds the reconciler; reports read it (`leadsync report attribution`).
+//! stores feeds the reconciler; reports read it (`leadsync report attribution`), and the
+//! activities count as contact attempts on the SLA clocks (in the ledger, when stored).
 //!
 //! Errors are handled by kind, as the lead pollers do: transient and rate-limited polls are
 //! retried after the backoff (or the vendor's `Retry-After`, when longer); auth, config and
@@ -112,10 +113,10 @@ pub async fn run<S: ClosedLoopSource + ?Sized>(
                 let wait = page.poll_again_after.max(settings.poll_interval);
                 let n = name.clone();
                 let next = page.next_cursor;
-                let (opps, touches) = (page.opportunities, page.touches);
-                let read = opps.len() + touches.len();
+                let (opps, touches, acts) = (page.opportunities, page.touches, page.activities);
+                let read = opps.len() + touches.len() + acts.len();
                 let stored = blocking(ledger, move |l| {
-                    l.store_closed_loop(&n, &opps, &touches, Some(&next), Utc::now())
+                    l.store_closed_loop(&n, &opps, &touches, &acts, Some(&next), Utc::now())
                 })
                 .await;
                 match stored {
@@ -130,10 +131,17 @@ pub async fn run<S: ClosedLoopSource + ?Sized>(
                             crate::metrics::OBJECT_TOUCH,
                             s.touches as u64,
                         );
+                        crate::metrics::closed_loop_stored(
+                            name.as_str(),
+                            crate::metrics::OBJECT_ACTIVITY,
+                            s.activities as u64,
+                        );
                         tracing::debug!(
                             read,
                             opportunities = s.opportunities,
                             touches = s.touches,
+                            activities = s.activities,
+                            attempts = s.attempts,
                             unchanged = s.unchanged,
                             stale = s.stale,
                             "closed-loop page committed"

@@ -85,6 +85,7 @@ fn page(
     Ok(ClosedLoopPage {
         opportunities,
         touches,
+        activities: Vec::new(),
         next_cursor: Cursor(Some(cursor.into())),
         poll_again_after: if more { Duration::ZERO } else { Duration::from_millis(1) },
     })

@@ -1,9 +1,10 @@
-//! Reading closed-loop data (opportunities with their people, campaign touches) from a system,
-//! separate from the lead pipeline: its own trait, its own cursor, read-only.
+//! Reading closed-loop data (opportunities with their people, campaign touches, sales
+//! activities) from a system, separate from the lead pipeline: its own trait, its own cursor,
+//! read-only.
 //!
 //! A poll returns everything new or changed since the cursor, oldest first per object: each
 //! opportunity with its complete current contact list (so a ledger can replace what it had),
-//! and each touch with a stable `touch_id` (so storing it twice is harmless). The cursor is an
+//! and each touch and activity with a stable id (so storing it twice is harmless). The cursor is an
 //! opaque string owned by the connector; the caller persists it with what the page produced.
 //! Deletes are reported (`deleted: true`), never inferred from absence.
 
@@ -11,13 +12,15 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::{AnyConnector, ConnectorError, Cursor};
-use crate::domain::closed_loop::{CampaignTouch, Opportunity};
+use crate::domain::closed_loop::{Activity, CampaignTouch, Opportunity};
 
 /// One page of closed-loop data.
 #[derive(Debug, Default)]
 pub struct ClosedLoopPage {
     pub opportunities: Vec<Opportunity>,
     pub touches: Vec<CampaignTouch>,
+    /// Sales activities (Salesforce Tasks) on Leads and Contacts; empty for HubSpot.
+    pub activities: Vec<Activity>,
     pub next_cursor: Cursor,
     /// `Duration::ZERO` when more is waiting; otherwise how long to wait before the next poll.
     pub poll_again_after: Duration,

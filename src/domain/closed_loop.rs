@@ -1,6 +1,7 @@
 //! Closed-loop vocabulary: opportunities (Salesforce Opportunity, HubSpot deal) linked to the
-//! people on them, and campaign touches (Salesforce CampaignMember, HubSpot form conversions)
-//! per person, as read from a system. No IO; serde only so the ledger can keep its own JSON.
+//! people on them, campaign touches (Salesforce CampaignMember, HubSpot form conversions) per
+//! person, and sales activities (Salesforce Task) that count as contact attempts on the SLA
+//! clock, as read from a system. No IO; serde only so the ledger can keep its own JSON.
 //!
 //! Money is an integer count of cents (`amount_cents`), never a float: reports sum it, and a
 //! sum of floats is not reproducible. Vendors send amounts as decimals (Salesforce a JSON
@@ -93,6 +94,51 @@ pub struct CampaignTouch {
     pub responded_on: Option<NaiveDate>,
     pub modified_at: DateTime<Utc>,
     /// The membership was deleted: the touch no longer counts.
+    pub deleted: bool,
+}
+
+/// What kind of contact attempt an activity was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityKind {
+    /// Salesforce `TaskSubtype = Call` (a logged call).
+    Call,
+    /// Salesforce `TaskSubtype` `Email` or `ListEmail`.
+    Email,
+    /// A meeting (Salesforce Event; not read yet, so never produced today).
+    Meeting,
+    /// Any other task (`Task`, `Cadence`, `LinkedIn`, or none).
+    Other,
+}
+
+impl ActivityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityKind::Call => "call",
+            ActivityKind::Email => "email",
+            ActivityKind::Meeting => "meeting",
+            ActivityKind::Other => "other",
+        }
+    }
+}
+
+/// One sales activity logged on a person's record (the system is the one that was polled).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Stable id in its system (the Task id), for idempotent storage.
+    pub activity_id: String,
+    /// The Lead or Contact the activity names (`Lead/00Q…`, `Contact/003…`). After a lead
+    /// conversion Salesforce moves the activity to the Contact: the same `activity_id` then
+    /// comes back with the Contact here.
+    pub who_remote_id: RemoteId,
+    pub kind: ActivityKind,
+    /// When it was logged (the Task's creation time). Salesforce's own due date is a date
+    /// only, and its midnight would date the attempt too early.
+    pub at: DateTime<Utc>,
+    /// Done (a closed task): only a done activity is a contact attempt, not a to-do.
+    pub completed: bool,
+    pub modified_at: DateTime<Utc>,
+    /// In the recycle bin: stored as deleted; an attempt already counted stays counted.
     pub deleted: bool,
 }
 

@@ -436,6 +436,10 @@ fn scrub(
              WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
         )?
         .execute(params![system, object_type, id])?;
+        tx.prepare_cached(
+            "DELETE FROM activities WHERE system = ?1 AND who_type = ?2 AND who_id = ?3",
+        )?
+        .execute(params![system, object_type, id])?;
         // Other persons' audit rows that name the record (a link, a possible duplicate).
         let quoted = format!("%\"{object_type}/{id}\"%");
         tx.prepare_cached("DELETE FROM audit WHERE system = ?1 AND detail LIKE ?2")?

@@ -356,6 +356,27 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX sla_cycles_started ON sla_cycles(started_at);
     "#,
+    // 11: sales activities (Salesforce Tasks) read by the closed-loop poller, one row per
+    // activity id, naming the Lead or Contact by remote id. `counted_for` is the person whose
+    // SLA clock counted it as a contact attempt (NULL: not counted, yet or ever), so an
+    // activity read twice is counted once. Indexed by record for the clock-start scan.
+    r#"
+    CREATE TABLE activities (
+        system TEXT NOT NULL,
+        activity_id TEXT NOT NULL,
+        who_type TEXT NOT NULL,        -- Lead | Contact
+        who_id TEXT NOT NULL,
+        kind TEXT NOT NULL,            -- call | email | meeting | other
+        at TEXT NOT NULL,              -- vendor time the activity was logged
+        completed INTEGER NOT NULL,
+        modified_at TEXT NOT NULL,     -- vendor time of the stored state
+        deleted INTEGER NOT NULL,
+        counted_for TEXT,
+        first_seen_at TEXT NOT NULL,   -- our clock
+        PRIMARY KEY (system, activity_id)
+    ) STRICT;
+    CREATE INDEX activities_who ON activities(system, who_type, who_id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -10,6 +10,12 @@
 //!   `[contract.sla] touch_statuses` that differs from the person's previous status is
 //!   [`TouchKind::StatusWorking`] at the record's modification time; a move from MQL to SAL or
 //!   further is [`TouchKind::StageAdvanced`] at that stage's entry date.
+//! - **Attempt**: a done sales activity (a Salesforce Task, read by the closed-loop poller)
+//!   on one of the person's records is [`TouchKind::Activity`] at its logged time, counted
+//!   once per activity ([`count_attempt`], called where the activity is stored, in the
+//!   closed-loop transaction). A clock that starts takes the done activities already stored
+//!   for the person at or after its start, oldest first. The record's last activity date is
+//!   not read: with every task read directly it could only count the same call twice.
 //! - **Close**: the person leaves the MQL path (any stage but MQL and SAL: recycled,
 //!   disqualified, SQL and beyond, reopened). The clock is evaluated at now first, so a
 //!   stage advance is recorded as met or touched late, then closed.
@@ -30,6 +36,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
+use super::closed_loop::Countable;
 use super::identity::load_lead;
 use super::{Ledger, LedgerError, Result, audit, from_json, to_json, ts};
 use crate::contract::config::Contract;
@@ -309,8 +316,17 @@ pub(super) fn on_decision(
         if stale {
             // Handed over after becoming MQL: the clock runs from the handover.
             let at = if prior_stage == Some(LifecycleStage::Mql) { now } else { entered };
-            let clock = SlaClock::start(at, policy, &contract.calendar);
+            let mut clock = SlaClock::start(at, policy, &contract.calendar);
             entries.push(("sla_started", serde_json::json!({ "due_at": ts(clock.due_at) })));
+            // Activities read before the clock existed (the task poll ran ahead), including
+            // those on the record this decision is about to link.
+            let extra = decision.new_link.as_ref().map(|_| (system, &change.remote));
+            for c in super::closed_loop::uncounted_of_person(tx, lead_id, extra, at)? {
+                if took_attempt(&mut clock, &c, now) {
+                    super::closed_loop::mark_counted(tx, &c, lead_id)?;
+                    entries.push(("sla_attempt", attempt_detail(&c, &clock)));
+                }
+            }
             // Notices of the previous cycle not delivered yet still go out.
             let pending = stored.take().map(|s| s.pending).unwrap_or_default();
             stored = Some(StoredClock { clock, pending });
@@ -395,6 +411,45 @@ pub(super) fn on_decision(
         audit(tx, now, Some(lead_id), None, kind, detail)?;
     }
     Ok(())
+}
+
+/// Offer a done activity to a clock; whether it counted as an attempt. An activity stamped
+/// after `now` (a vendor clock ahead of ours) is taken at `now`.
+fn took_attempt(clock: &mut SlaClock, c: &Countable, now: DateTime<Utc>) -> bool {
+    let before = clock.attempts;
+    clock.touch(TouchKind::Activity, c.at.min(now));
+    clock.attempts > before
+}
+
+fn attempt_detail(c: &Countable, clock: &SlaClock) -> serde_json::Value {
+    serde_json::json!({
+        "system": c.system, "activity_id": c.activity_id, "activity": c.kind,
+        "at": ts(c.at), "attempts": clock.attempts,
+    })
+}
+
+/// Count a done activity as a contact attempt on the person's clock, when they have one and
+/// the clock takes it (not before its start, not on a recycled or closed clock, not at or
+/// before an attempt already counted). Audited as `sla_attempt`. Returns whether it counted.
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn count_attempt(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    c: &Countable,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let Some(mut stored) = load_clock(tx, lead_id)? else { return Ok(false) };
+    let before = stored.clone();
+    let took = took_attempt(&mut stored.clock, c, now);
+    if stored != before {
+        write_clock(tx, lead_id, &stored, now)?;
+    }
+    if took {
+        audit(tx, now, Some(lead_id), None, "sla_attempt", &attempt_detail(c, &stored.clock))?;
+    }
+    Ok(took)
 }
 
 /// A named `disqualify` the policy refuses becomes a `recycle` with `disqualify_refused`

@@ -14,7 +14,9 @@ use super::*;
 use crate::contract::config::{ContractRaw, SlaRaw};
 use crate::contract::lifecycle::{LifecycleStage, NamedMove};
 use crate::contract::sla::SlaPhase;
+use crate::domain::closed_loop::{Activity, ActivityKind};
 use crate::domain::{Change, Field, Fields, RecordFate, RemoteId, SystemName};
+use crate::ledger::closed_loop::ClosedLoopStored;
 
 /// 2026-11-20 is a Friday. Times are UTC, the default calendar (Mon–Fri 09:00–17:00 UTC).
 fn at(day: u32, h: u32, m: u32) -> DateTime<Utc> {
@@ -523,4 +525,108 @@ async fn the_sla_report_counts_a_scripted_week() {
     assert_eq!(l.lifecycle("P4").expect("read").and_then(|s| s.stage), Some(LifecycleStage::Mql));
     let again = l.sla_report(at(20, 0, 0), at(25, 11, 0)).expect("report");
     assert_eq!((again.handed_over, again.not_yet_due), (7, 2));
+}
+
+/// A logged activity on a Salesforce record as the closed-loop poller reads it.
+fn activity(id: &str, who: &str, at_: DateTime<Utc>, completed: bool) -> Activity {
+    let (object_type, id_) = who.split_once('/').expect("Type/id");
+    Activity {
+        activity_id: id.into(),
+        who_remote_id: RemoteId { object_type: object_type.into(), id: id_.into() },
+        kind: ActivityKind::Call,
+        at: at_,
+        completed,
+        modified_at: at_,
+        deleted: false,
+    }
+}
+
+fn store(l: &Ledger, acts: &[Activity], now: DateTime<Utc>) -> ClosedLoopStored {
+    l.store_closed_loop(&SystemName("crm".into()), &[], &[], acts, None, now).expect("store")
+}
+
+fn two_attempts_same_day() -> Arc<Rules> {
+    rules_with(Some(SlaRaw { disqualify_min_attempts: 2, disqualify_min_days: 0, ..sla_raw() }))
+}
+
+#[tokio::test]
+async fn a_logged_call_on_the_linked_lead_is_one_attempt_however_often_it_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = two_attempts_same_day();
+    let policy = r.contract.as_ref().and_then(|c| c.sla.clone()).expect("sla");
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    // The CRM reports the lead it created (leadsync's id on it links it to P1); no touch.
+    feed(&l, &r, "crm", crm_change("new", at(20, 16, 5)), at(20, 16, 5));
+    assert_eq!(l.sla_clock("P1").expect("read").expect("clock").clock.attempts, 0);
+
+    let call = activity("00T1", "Lead/00Q1", at(23, 9, 30), true);
+    let s = store(&l, std::slice::from_ref(&call), at(23, 9, 31));
+    assert_eq!((s.activities, s.attempts), (1, 1));
+    let c = l.sla_clock("P1").expect("read").expect("clock").clock;
+    assert_eq!((c.attempts, c.first_touch_at), (1, Some(at(23, 9, 30))));
+    assert_eq!(c.phase, SlaPhase::Waiting, "evaluated by the task, not here");
+    assert!(c.may_disqualify(at(23, 10, 0), &policy).is_err(), "one attempt of two");
+
+    // Read again (the overlap window), and again after the conversion moved it to a Contact
+    // that is not linked: the same activity, never a second attempt.
+    let s = store(&l, std::slice::from_ref(&call), at(23, 9, 40));
+    assert_eq!((s.activities, s.unchanged, s.attempts), (0, 1, 0));
+    let moved = Activity {
+        who_remote_id: RemoteId { object_type: "Contact".into(), id: "003X".into() },
+        modified_at: at(23, 9, 45),
+        ..call.clone()
+    };
+    let s = store(&l, &[moved], at(23, 9, 46));
+    assert_eq!((s.activities, s.attempts), (1, 0));
+    assert_eq!(l.sla_clock("P1").expect("read").expect("clock").clock.attempts, 1);
+
+    // A to-do is no attempt until it is done; a deleted one never; an unlinked record's never.
+    let todo = activity("00T2", "Lead/00Q1", at(23, 9, 50), false);
+    let gone = Activity { deleted: true, ..activity("00T3", "Lead/00Q1", at(23, 9, 55), true) };
+    let stranger = activity("00T4", "Lead/00Q9", at(23, 9, 56), true);
+    let s = store(&l, &[todo.clone(), gone, stranger], at(23, 9, 57));
+    assert_eq!((s.activities, s.attempts), (3, 0));
+    let done = Activity { completed: true, modified_at: at(23, 9, 58), ..todo };
+    assert_eq!(store(&l, &[done], at(23, 9, 59)).attempts, 1);
+    let c = l.sla_clock("P1").expect("read").expect("clock").clock;
+    assert_eq!(c.attempts, 2);
+    assert!(c.may_disqualify(at(23, 10, 0), &policy).is_ok());
+    let audited = audit_kinds(dir.path(), "sla_attempt");
+    assert_eq!(audited.len(), 2);
+    assert_eq!(audited[1]["activity_id"], "00T2");
+
+    // So a disqualification now goes through.
+    let out = l
+        .named_transition("P1", NamedMove::Disqualify, "not_a_fit", None, &r, at(23, 10, 0))
+        .expect("named");
+    let NamedOutcome::Applied { transition, .. } = out else { panic!("applied: {out:?}") };
+    assert_eq!(transition.to, LifecycleStage::Disqualified);
+}
+
+#[tokio::test]
+async fn activities_read_before_the_clock_starts_count_when_it_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = two_attempts_same_day();
+    let l = open(dir.path());
+    // The CRM lead is known (linked to P1) before P1 is an MQL; the task poll sees two calls
+    // on it, one before the handover and one after, before the lead poll reports the MQL.
+    feed(&l, &r, "crm", crm_change("new", at(20, 15, 0)), at(20, 15, 0));
+    let early = activity("00T1", "Lead/00Q1", at(20, 15, 30), true);
+    let late = activity("00T2", "Lead/00Q1", at(20, 16, 30), true);
+    let s = store(&l, &[early, late], at(20, 16, 31));
+    assert_eq!((s.activities, s.attempts), (2, 0), "no clock yet");
+    // Marketing's MQL of 16:00, reconciled at 16:45.
+    feed(&l, &r, "marketing", mkt_change("mql", at(20, 16, 0)), at(20, 16, 45));
+    assert_eq!(stage(&l), Some(LifecycleStage::Mql));
+    let c = l.sla_clock("P1").expect("read").expect("clock").clock;
+    assert_eq!(c.started_at, at(20, 16, 0));
+    assert_eq!((c.attempts, c.first_touch_at), (1, Some(at(20, 16, 30))), "only the later call");
+    let audited = audit_kinds(dir.path(), "sla_attempt");
+    assert_eq!(audited.len(), 1);
+    assert_eq!(audited[0]["activity_id"], "00T2");
+    // Counted once: storing it again adds nothing.
+    let again = activity("00T2", "Lead/00Q1", at(20, 16, 30), true);
+    assert_eq!(store(&l, &[again], at(20, 17, 0)).attempts, 0);
+    assert_eq!(l.sla_clock("P1").expect("read").expect("clock").clock.attempts, 1);
 }

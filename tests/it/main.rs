@@ -1,6 +1,7 @@
 //! Integration tests: the real engine (or the real binary) against both simulators on port 0
 //! with a temp ledger, asserting through the simulators' stores.
 
+mod activities;
 mod closed_loop;
 mod config;
 mod connectors;

@@ -243,6 +243,7 @@ impl Inner {
         Ok(ClosedLoopPage {
             opportunities,
             touches,
+            activities: Vec::new(),
             next_cursor: Cursor(Some(text)),
             poll_again_after: if deals_done && conv_done {
                 self.cfg.poll_interval

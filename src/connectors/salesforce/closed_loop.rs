@@ -1,16 +1,22 @@
-//! Closed-loop polling for Salesforce: Opportunity with OpportunityContactRole, and
-//! CampaignMember with its Campaign's name, read through `queryAll` (deleted rows come back
-//! with `IsDeleted = true` and are reported as deleted).
+//! Closed-loop polling for Salesforce: Opportunity with OpportunityContactRole,
+//! CampaignMember with its Campaign's name, and Task as sales activities, read through
+//! `queryAll` (deleted rows come back with `IsDeleted = true` and are reported as deleted).
 //!
-//! Three keyset streams on `(SystemModstamp, Id)`, each with its own position in the cursor
+//! Four keyset streams on `(SystemModstamp, Id)`, each with its own position in the cursor
 //! (the same cursor code and overlap re-scan as the lead poll, keyed by object name):
-//! `Opportunity`, `OpportunityContactRole` and `CampaignMember`. Contact roles are separate
+//! `Opportunity`, `OpportunityContactRole`, `CampaignMember` and `Task`. A cursor written
+//! before Tasks were read has no `Task` position: the first poll then reads every Task. Contact roles are separate
 //! records: adding or removing one does not move the opportunity's `SystemModstamp`. So a page
 //! reports every opportunity whose own row or any of whose roles changed, re-reading such
 //! opportunities by id and their live roles with `WHERE OpportunityId IN (…)`, and always
 //! carries the complete current contact list. Campaign names come from one
 //! `SELECT Id, Name FROM Campaign WHERE Id IN (…)` per page. A membership names the Contact
 //! when it has one (a converted lead's membership names both; the lead goes in `lead`).
+//!
+//! Tasks: every Task whose `WhoId` names a Lead or Contact (by key prefix) becomes an
+//! [`Activity`] at its `CreatedDate`, completed when `IsClosed`; Tasks on nobody (only a
+//! `WhatId`) are skipped. `Call` is a call, `Email`/`ListEmail` an email, any other subtype
+//! other. Events (meetings) are not read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -22,14 +28,15 @@ use super::mapping::{Position, parse_datetime};
 use super::wire::Record;
 use super::wire_closed_loop::{
     CampaignRow, MEMBER_FIELDS, MemberRow, OPPORTUNITY_FIELDS, OpportunityRow, ROLE_FIELDS,
-    RoleRow, row,
+    RoleRow, SUBTYPE_CALL, SUBTYPES_EMAIL, TASK_FIELDS, TaskRow, WHO_PREFIXES, row,
 };
 use super::{Inner, SalesforceConnector};
 use crate::connectors::closed_loop::{ClosedLoopPage, ClosedLoopSource};
 use crate::connectors::{ConnectorError, Cursor};
 use crate::domain::RemoteId;
 use crate::domain::closed_loop::{
-    CampaignTouch, Opportunity, OpportunityContact, TouchKind, parse_amount_cents,
+    Activity, ActivityKind, CampaignTouch, Opportunity, OpportunityContact, TouchKind,
+    parse_amount_cents,
 };
 
 /// Ids per `WHERE … IN (…)` query: 200 ids of 20 characters keep the SOQL near 4 KB.
@@ -241,10 +248,23 @@ impl Inner {
             });
         }
 
+        // Sales activities.
+        let state = positions.objects.get("Task");
+        let (task_recs, next_task, full) = self.poll_stream("Task", TASK_FIELDS, state).await?;
+        any_full |= full;
+        let mut activities = Vec::with_capacity(task_recs.len());
+        for rec in &task_recs {
+            let t: TaskRow = row(rec).ok_or_else(|| bad("Task"))?;
+            if let Some(a) = activity(t)? {
+                activities.push(a);
+            }
+        }
+
         for (name, next) in [
             ("Opportunity", next_opp),
             ("OpportunityContactRole", next_role),
             ("CampaignMember", next_member),
+            ("Task", next_task),
         ] {
             if let Some(n) = next {
                 positions.objects.insert(name.to_owned(), n);
@@ -254,15 +274,41 @@ impl Inner {
             connector = "salesforce",
             opportunities = opportunities.len(),
             touches = touches.len(),
+            activities = activities.len(),
             "closed-loop page"
         );
         Ok(ClosedLoopPage {
             opportunities,
             touches,
+            activities,
             next_cursor: cursor::encode_all(&positions),
             poll_again_after: if any_full { Duration::ZERO } else { self.poll_interval },
         })
     }
+}
+
+/// A Task as an activity; `None` for a Task on nobody (no `WhoId`, or one naming neither a
+/// Lead nor a Contact).
+fn activity(t: TaskRow) -> Result<Option<Activity>, ConnectorError> {
+    let modified_at = stamp(&t.system_modstamp, "Task")?;
+    let Some(who) = t.who_id.filter(|w| id_ok(w)) else { return Ok(None) };
+    let Some((_, object_type)) = WHO_PREFIXES.iter().find(|(p, _)| who.starts_with(p)) else {
+        return Ok(None);
+    };
+    let kind = match t.task_subtype.as_deref() {
+        Some(SUBTYPE_CALL) => ActivityKind::Call,
+        Some(s) if SUBTYPES_EMAIL.contains(&s) => ActivityKind::Email,
+        _ => ActivityKind::Other,
+    };
+    Ok(Some(Activity {
+        activity_id: t.id,
+        who_remote_id: remote(object_type, &who),
+        kind,
+        at: t.created_date.as_deref().and_then(parse_datetime).unwrap_or(modified_at),
+        completed: t.is_closed,
+        modified_at,
+        deleted: t.is_deleted,
+    }))
 }
 
 impl ClosedLoopSource for SalesforceConnector {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::connectors::closed_loop::{ClosedLoopPage, ClosedLoopSource};
-use crate::domain::closed_loop::TouchKind;
+use crate::domain::closed_loop::{ActivityKind, TouchKind};
 use crate::retry::RetryPolicy;
 use crate::sim::salesforce::{Fault, SalesforceSim, SalesforceSimOptions};
 
@@ -55,6 +55,7 @@ async fn drain(c: &SalesforceConnector, mut cursor: Cursor) -> (ClosedLoopPage, 
         let page = c.poll_closed_loop(&cursor).await.expect("poll works");
         all.opportunities.extend(page.opportunities);
         all.touches.extend(page.touches);
+        all.activities.extend(page.activities);
         cursor = page.next_cursor;
         if page.poll_again_after > Duration::ZERO {
             all.next_cursor = cursor;
@@ -215,4 +216,51 @@ async fn errors_surface_as_connector_errors() {
             .unwrap();
     let err = bad.poll_closed_loop(&Cursor(None)).await.unwrap_err();
     assert!(matches!(err, ConnectorError::Auth(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn tasks_on_people_are_activities_and_follow_a_conversion_to_the_contact() {
+    let sim = sim().await;
+    let c = connector(&sim, 200);
+    let lead =
+        sim.insert("Lead", obj(json!({"LastName": "L", "Company": "Acme"}))).expect("lead inserts");
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
+    let call = sim.log_task(&lead, "Call", day).unwrap();
+    let email = sim.log_task(&lead, "ListEmail", day).unwrap();
+    let todo = sim
+        .insert("Task", obj(json!({"WhoId": lead, "Subject": "Call back", "TaskSubtype": "Task"})))
+        .unwrap();
+    // A task on nobody is no activity of a person.
+    sim.insert("Task", obj(json!({"Subject": "Prepare deck"}))).unwrap();
+
+    let (page, _) = drain(&c, Cursor(None)).await;
+    let got: Vec<(String, ActivityKind, bool, String)> = page
+        .activities
+        .iter()
+        .map(|a| (a.activity_id.clone(), a.kind, a.completed, a.who_remote_id.to_string()))
+        .collect();
+    let on_lead = format!("Lead/{lead}");
+    assert_eq!(
+        got,
+        vec![
+            (call.clone(), ActivityKind::Call, true, on_lead.clone()),
+            (email, ActivityKind::Email, true, on_lead.clone()),
+            (todo.clone(), ActivityKind::Other, false, on_lead),
+        ]
+    );
+    let created = sim.get("Task", &call).unwrap()["CreatedDate"].as_str().unwrap().to_owned();
+    assert_eq!(Some(page.activities[0].at), mapping::parse_datetime(&created));
+    assert!(page.activities.iter().all(|a| !a.deleted));
+
+    // Nothing new: nothing read. A conversion moves the tasks to the contact; a delete shows.
+    let (again, _) = drain(&c, page.next_cursor.clone()).await;
+    assert!(again.activities.is_empty(), "{:?}", again.activities);
+    let contact = sim.convert_lead(&lead).unwrap();
+    sim.ui_delete("Task", &todo).unwrap();
+    let (moved, _) = drain(&c, again.next_cursor).await;
+    let by_id: HashMap<&str, &crate::domain::closed_loop::Activity> =
+        moved.activities.iter().map(|a| (a.activity_id.as_str(), a)).collect();
+    assert_eq!(by_id.len(), 3);
+    assert_eq!(by_id[call.as_str()].who_remote_id.to_string(), format!("Contact/{contact}"));
+    assert!(by_id[todo.as_str()].deleted);
 }

@@ -1,5 +1,6 @@
-//! Salesforce JSON of the closed-loop objects as `query`/`queryAll` returns it (field names as
-//! in the Object Reference). Only this file and `wire.rs` know Salesforce shapes.
+//! Salesforce JSON of the closed-loop objects (Opportunity, OpportunityContactRole,
+//! CampaignMember, Campaign, Task) as `query`/`queryAll` returns it (field names as in the
+//! Object Reference). Only this file and `wire.rs` know Salesforce shapes.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -90,6 +91,44 @@ pub(super) struct MemberRow {
     pub has_responded: bool,
     #[serde(default)]
     pub first_responded_date: Option<String>,
+    #[serde(default)]
+    pub created_date: Option<String>,
+    pub system_modstamp: String,
+    #[serde(default)]
+    pub is_deleted: bool,
+}
+
+/// Task fields read as activities. `Subject` and `Description` are left out on purpose: free
+/// text that can hold personal data, and nothing leadsync decides on.
+pub(super) const TASK_FIELDS: &[&str] = &[
+    "Id",
+    "WhoId",
+    "TaskSubtype",
+    "Status",
+    "IsClosed",
+    "ActivityDate",
+    "CreatedDate",
+    "SystemModstamp",
+    "IsDeleted",
+];
+
+/// `Task.TaskSubtype` values that are calls and emails; the rest count as other activities.
+pub(super) const SUBTYPE_CALL: &str = "Call";
+pub(super) const SUBTYPES_EMAIL: &[&str] = &["Email", "ListEmail"];
+
+/// Key prefixes of the objects a Task's polymorphic `WhoId` can name.
+pub(super) const WHO_PREFIXES: &[(&str, &str)] = &[("00Q", "Lead"), ("003", "Contact")];
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct TaskRow {
+    pub id: String,
+    #[serde(default)]
+    pub who_id: Option<String>,
+    #[serde(default)]
+    pub task_subtype: Option<String>,
+    #[serde(default)]
+    pub is_closed: bool,
     #[serde(default)]
     pub created_date: Option<String>,
     pub system_modstamp: String,

@@ -1,5 +1,6 @@
-//! Closed-loop storage: opportunities with the people on them and campaign touches, as each
-//! system reported them, plus the closed-loop poll cursor of each system.
+//! Closed-loop storage: opportunities with the people on them, campaign touches and sales
+//! activities, as each system reported them, plus the closed-loop poll cursor of each system.
+//! Activities also count as contact attempts on the SLA clocks ([`activities`]).
 //!
 //! **Architecture Invariant:** a closed-loop cursor commits in the same transaction as the
 //! rows of the page it produced (see [`Ledger::store_closed_loop`]).
@@ -12,7 +13,10 @@
 //! Upserts are idempotent: storing a page again changes no row, and a state older than the
 //! stored one (the connectors re-read an overlap window) is skipped.
 
+mod activities;
 pub mod attribution;
+
+pub(in crate::ledger) use activities::{Countable, mark_counted, uncounted_of_person};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -20,7 +24,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use super::{Ledger, LedgerError, Result, parse_ts, ts};
 use crate::connectors::Cursor;
 use crate::domain::SystemName;
-use crate::domain::closed_loop::{CampaignTouch, Opportunity, OpportunityContact};
+use crate::domain::closed_loop::{Activity, CampaignTouch, Opportunity, OpportunityContact};
 
 /// What one [`Ledger::store_closed_loop`] call changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +33,10 @@ pub struct ClosedLoopStored {
     pub opportunities: usize,
     /// Touches inserted or changed.
     pub touches: usize,
+    /// Activities inserted or changed.
+    pub activities: usize,
+    /// Activities an SLA clock counted as a contact attempt in this call.
+    pub attempts: usize,
     /// Objects identical to what was stored already (a re-read).
     pub unchanged: usize,
     /// Objects older than the stored state of the same record, skipped.
@@ -70,7 +78,9 @@ impl Ledger {
 
     /// Store one closed-loop page of `system` and, in the same transaction, the cursor it was
     /// read up to (when `cursor` holds a value). Storing the same page twice changes nothing;
-    /// an object older than the stored state of its record is skipped.
+    /// an object older than the stored state of its record is skipped. A done activity not
+    /// counted before counts as a contact attempt on its person's SLA clock, in the same
+    /// transaction ([`activities`]).
     ///
     /// # Errors
     /// SQLite failures; nothing is committed then (neither rows nor cursor).
@@ -79,6 +89,7 @@ impl Ledger {
         system: &SystemName,
         opportunities: &[Opportunity],
         touches: &[CampaignTouch],
+        activities: &[Activity],
         cursor: Option<&Cursor>,
         now: DateTime<Utc>,
     ) -> Result<ClosedLoopStored> {
@@ -97,6 +108,15 @@ impl Ledger {
                     Applied::Unchanged => out.unchanged += 1,
                     Applied::Stale => out.stale += 1,
                 }
+            }
+            for a in activities {
+                let (applied, attempt) = activities::upsert_activity(tx, system, a, now)?;
+                match applied {
+                    Applied::Changed => out.activities += 1,
+                    Applied::Unchanged => out.unchanged += 1,
+                    Applied::Stale => out.stale += 1,
+                }
+                out.attempts += usize::from(attempt);
             }
             if let Some(Cursor(Some(value))) = cursor {
                 tx.prepare_cached(

@@ -172,12 +172,13 @@ fn storing_a_page_twice_changes_nothing() {
     let (_d, l) = open();
     let opps = [opp("006A", 100_00, Some(true), 0, &["003A", "003B"])];
     let touches = [touch("00vA", rid("Contact", "003A"), "701A", -DAY)];
-    let first = l.store_closed_loop(&crm(), &opps, &touches, Some(&cursor("c1")), t(5)).expect("1");
+    let first =
+        l.store_closed_loop(&crm(), &opps, &touches, &[], Some(&cursor("c1")), t(5)).expect("1");
     assert_eq!((first.opportunities, first.touches, first.unchanged), (1, 1, 0));
     let before = dump(&l);
 
     // The same page again (a retry after a lost reply, or the overlap re-read), later.
-    let again = l.store_closed_loop(&crm(), &opps, &touches, None, t(99)).expect("2");
+    let again = l.store_closed_loop(&crm(), &opps, &touches, &[], None, t(99)).expect("2");
     assert_eq!(again, ClosedLoopStored { unchanged: 2, ..Default::default() });
     assert_eq!(dump(&l), before, "not one byte differs, first_seen_at included");
 }
@@ -186,19 +187,20 @@ fn storing_a_page_twice_changes_nothing() {
 fn a_changed_record_is_updated_and_an_older_one_is_skipped() {
     let (_d, l) = open();
     let v1 = opp("006A", 100_00, None, 0, &["003A"]);
-    l.store_closed_loop(&crm(), std::slice::from_ref(&v1), &[], None, t(1)).expect("v1");
+    l.store_closed_loop(&crm(), std::slice::from_ref(&v1), &[], &[], None, t(1)).expect("v1");
 
     // Won later, and a second contact joined.
     let mut v2 = opp("006A", 250_00, Some(true), 0, &["003A", "003B"]);
     v2.modified_at = t(50);
-    let s = l.store_closed_loop(&crm(), std::slice::from_ref(&v2), &[], None, t(51)).expect("v2");
+    let s =
+        l.store_closed_loop(&crm(), std::slice::from_ref(&v2), &[], &[], None, t(51)).expect("v2");
     assert_eq!(s.opportunities, 1);
     let after_v2 = dump(&l);
     assert!(after_v2.contains("Text(\"003B\")"), "{after_v2}");
     assert!(after_v2.contains("Integer(25000)"), "{after_v2}");
 
     // The older state read again from an overlap window does not undo it.
-    let s = l.store_closed_loop(&crm(), &[v1], &[], None, t(52)).expect("stale");
+    let s = l.store_closed_loop(&crm(), &[v1], &[], &[], None, t(52)).expect("stale");
     assert_eq!(s, ClosedLoopStored { stale: 1, ..Default::default() });
     assert_eq!(dump(&l), after_v2);
 
@@ -206,7 +208,7 @@ fn a_changed_record_is_updated_and_an_older_one_is_skipped() {
     let mut v3 = v2.clone();
     v3.modified_at = t(60);
     v3.contacts.truncate(1);
-    let s = l.store_closed_loop(&crm(), &[v3], &[], None, t(61)).expect("v3");
+    let s = l.store_closed_loop(&crm(), &[v3], &[], &[], None, t(61)).expect("v3");
     assert_eq!(s.opportunities, 1);
     assert!(!dump(&l).contains("003B"));
 }
@@ -214,7 +216,7 @@ fn a_changed_record_is_updated_and_an_older_one_is_skipped() {
 #[test]
 fn the_cursor_commits_with_the_page_or_not_at_all() {
     let (_d, l) = open();
-    l.store_closed_loop(&crm(), &[], &[], Some(&cursor("c0")), t(0)).expect("c0");
+    l.store_closed_loop(&crm(), &[], &[], &[], Some(&cursor("c0")), t(0)).expect("c0");
     {
         let conn = l.conn.lock().expect("lock");
         // Fail the cursor write, which comes after the rows in the same transaction.
@@ -228,7 +230,7 @@ fn the_cursor_commits_with_the_page_or_not_at_all() {
     }
     let opps = [opp("006A", 100_00, Some(true), 0, &["003A"])];
     let touches = [touch("00vA", rid("Contact", "003A"), "701A", -DAY)];
-    let err = l.store_closed_loop(&crm(), &opps, &touches, Some(&cursor("c1")), t(1));
+    let err = l.store_closed_loop(&crm(), &opps, &touches, &[], Some(&cursor("c1")), t(1));
     assert!(err.is_err(), "the injected failure surfaces");
     assert_eq!(l.closed_loop_cursor(&crm()).expect("cursor"), cursor("c0"));
     let status = l.closed_loop_status().expect("status");
@@ -244,7 +246,7 @@ fn the_cursor_commits_with_the_page_or_not_at_all() {
         )
         .expect("trigger");
     }
-    assert!(l.store_closed_loop(&crm(), &opps, &touches, Some(&cursor("c1")), t(2)).is_err());
+    assert!(l.store_closed_loop(&crm(), &opps, &touches, &[], Some(&cursor("c1")), t(2)).is_err());
     assert_eq!(l.closed_loop_cursor(&crm()).expect("cursor"), cursor("c0"));
     assert!(!dump(&l).contains("006A"), "the opportunity before the failing touch rolled back");
 
@@ -252,7 +254,7 @@ fn the_cursor_commits_with_the_page_or_not_at_all() {
         let conn = l.conn.lock().expect("lock");
         conn.execute_batch("DROP TRIGGER fail_touch;").expect("drop");
     }
-    l.store_closed_loop(&crm(), &opps, &touches, Some(&cursor("c1")), t(3)).expect("ok");
+    l.store_closed_loop(&crm(), &opps, &touches, &[], Some(&cursor("c1")), t(3)).expect("ok");
     assert_eq!(l.closed_loop_cursor(&crm()).expect("cursor"), cursor("c1"));
     assert_eq!(l.closed_loop_cursor(&mkt()).expect("other system"), Cursor(None));
 }
@@ -305,8 +307,8 @@ fn first_and_last_touch_before_creation_in_the_window() {
     ];
     let mut form = touch("11:Ebook:1", rid("contact", "11"), "Ebook", now - 60 * DAY);
     form.kind = TouchKind::FormSubmission;
-    l.store_closed_loop(&crm(), &opps, &crm_touches, None, t(now)).expect("crm");
-    l.store_closed_loop(&mkt(), &[], &[form], None, t(now)).expect("mkt");
+    l.store_closed_loop(&crm(), &opps, &crm_touches, &[], None, t(now)).expect("crm");
+    l.store_closed_loop(&mkt(), &[], &[form], &[], None, t(now)).expect("mkt");
 
     let r = l.attribution(&query(now - 30 * DAY, now)).expect("report");
     use CreditSource::*;
@@ -366,8 +368,8 @@ fn persons_are_resolved_when_the_report_runs_through_links_and_merges() {
     let crm_touches = [touch("00v1", rid("Contact", "003A"), "701A", now - 9 * DAY)];
     let mut form = touch("7:Demo:1", rid("contact", "7"), "Demo", now - 20 * DAY);
     form.kind = TouchKind::FormSubmission;
-    l.store_closed_loop(&crm(), &opps, &crm_touches, None, t(now)).expect("crm");
-    l.store_closed_loop(&mkt(), &[], &[form], None, t(now)).expect("mkt");
+    l.store_closed_loop(&crm(), &opps, &crm_touches, &[], None, t(now)).expect("crm");
+    l.store_closed_loop(&mkt(), &[], &[form], &[], None, t(now)).expect("mkt");
     let q = query(now - 30 * DAY, now);
     let r = l.attribution(&q).expect("unlinked");
     assert_eq!(r.rows[0].source, CreditSource::NoPerson);
@@ -423,7 +425,7 @@ fn currencies_are_never_summed_together_and_deleted_opportunities_do_not_count()
         no_amount,
     ];
     let form = touch("1:Ebook:1", rid("contact", "1"), "Ebook", now - 9 * DAY);
-    l.store_closed_loop(&mkt(), &deals, &[form], None, t(now)).expect("store");
+    l.store_closed_loop(&mkt(), &deals, &[form], &[], None, t(now)).expect("store");
     let r = l.attribution(&query(now - 30 * DAY, now)).expect("report");
     let totals: Vec<(Option<&str>, u64, i64)> = r
         .totals

@@ -328,14 +328,25 @@ fn erasing_removes_the_persons_closed_loop_rows_lifecycle_and_sla_clocks() {
         touch("101:form:1", rid("contact", "101"), None),
         touch("102:form:1", rid("contact", "102"), None),
     ];
-    l.store_closed_loop(&mkt(), &[deal], &mkt_touches, None, t(6)).expect("mkt");
+    l.store_closed_loop(&mkt(), &[deal], &mkt_touches, &[], None, t(6)).expect("mkt");
     // A converted lead's membership names the (unlinked) contact and the person's lead.
     let crm_touches = [touch(
         "00v1",
         rid("Contact", "003000000000009AAA"),
         Some(rid("Lead", "00Q000000000001AAA")),
     )];
-    l.store_closed_loop(&crm(), &[], &crm_touches, None, t(6)).expect("crm");
+    // The person's lead has a logged call; a record of somebody else has one too.
+    let call = |id: &str, who: &str| crate::domain::closed_loop::Activity {
+        activity_id: id.into(),
+        who_remote_id: rid("Lead", who),
+        kind: crate::domain::closed_loop::ActivityKind::Call,
+        at: t(6),
+        completed: true,
+        modified_at: t(6),
+        deleted: false,
+    };
+    let calls = [call("00T1", "00Q000000000001AAA"), call("00T2", "00Q000000000777AAA")];
+    l.store_closed_loop(&crm(), &[], &crm_touches, &calls, None, t(6)).expect("crm");
     {
         let conn = l.conn.lock().expect("lock");
         conn.execute(
@@ -370,6 +381,7 @@ fn erasing_removes_the_persons_closed_loop_rows_lifecycle_and_sla_clocks() {
         "the deal keeps its other contact"
     );
     assert_eq!(texts(&l, "SELECT remote_id FROM opportunities"), ["9"]);
+    assert_eq!(texts(&l, "SELECT activity_id FROM activities"), ["00T2"]);
     assert_eq!(
         texts(&l, "SELECT lead_id FROM lifecycle"),
         texts(&l, "SELECT lead_id FROM links WHERE remote_id = '102'"),

@@ -1,5 +1,6 @@
-//! Closed-loop objects on the simulated org: Campaign, CampaignMember, Opportunity and
-//! OpportunityContactRole, as a person in the UI creates them, and a seeded generator that
+//! Closed-loop objects on the simulated org: Campaign, CampaignMember, Opportunity,
+//! OpportunityContactRole and Task (activities; fields and `LastActivityDate` upkeep in
+//! `store/activities.rs`), as a person in the UI creates them, and a seeded generator that
 //! adds them to an org that already holds people.
 //!
 //! The objects themselves live in `store.rs` like Lead and Contact, so the whole REST surface
@@ -168,6 +169,33 @@ impl SalesforceSim {
             m.insert("Amount".into(), json!(a));
         }
         self.ui_update("Opportunity", opportunity_id, m)
+    }
+
+    /// Log a completed activity on a Lead or Contact, as a rep's "Log a Call" (subtype
+    /// `Call`), a sent email (`Email`) or a closed to-do (`Task`) does: a Task with `WhoId`,
+    /// `Subject` = the subtype, `Status = Completed` and due date `date` (the date the rep
+    /// picks; the UI defaults it to today). `CreatedDate` is the simulated clock. The
+    /// person's `LastActivityDate` moves when `date` is their latest. Returns the Task id.
+    ///
+    /// # Errors
+    /// An unknown or converted person, or a subtype that is not one of
+    /// `Task, Email, ListEmail, Cadence, Call, LinkedIn`.
+    pub fn log_task(
+        &self,
+        who_id: &str,
+        subtype: &str,
+        date: chrono::NaiveDate,
+    ) -> Result<String, String> {
+        self.insert(
+            "Task",
+            fields(json!({
+                "WhoId": who_id,
+                "Subject": subtype,
+                "TaskSubtype": subtype,
+                "Status": "Completed",
+                "ActivityDate": date.format("%Y-%m-%d").to_string(),
+            })),
+        )
     }
 
     /// Add closed-loop objects to the people already in the org, deterministically from

@@ -24,7 +24,9 @@
 //! Closed-loop objects (Campaign, CampaignMember, Opportunity, OpportunityContactRole) live in
 //! the same store and are served by the same endpoints; their fields, derived values and the
 //! choices made where the Object Reference is silent are in `closed_loop.rs`, with the UI
-//! helpers and [`SalesforceSim::seed_closed_loop`].
+//! helpers and [`SalesforceSim::seed_closed_loop`]. So do activities (`Task`, with the
+//! `LastActivityDate` Salesforce keeps on the Lead or Contact a task names; facts and choices
+//! in `store/activities.rs`; [`SalesforceSim::log_task`] logs one as a rep would).
 //!
 //! Outbound messages (api-facts §2.7; `outbound.rs`, delivery in [`crate::sim::webhooks`]) are
 //! off unless [`SalesforceOutboundOptions::endpoint_url`] is set (or
@@ -43,6 +45,8 @@
 //! sent as `2024-05-01T10:00:00.000Z`; URL userinfo is sent as `Authorization: Basic` and
 //! removed from the URL. Changes made while no URL is set are never sent.
 
+#[cfg(test)]
+mod activities_tests;
 mod closed_loop;
 #[cfg(test)]
 mod closed_loop_tests;

@@ -14,6 +14,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+mod activities;
+
 /// The restricted picklist values of `Lead.Status`, default first.
 pub(crate) const LEAD_STATUSES: [&str; 4] =
     ["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"];
@@ -36,17 +38,19 @@ pub(crate) enum Obj {
     CampaignMember,
     Opportunity,
     OpportunityContactRole,
+    Task,
 }
 
 impl Obj {
     /// Object names are case-insensitive in SOQL and in URLs.
-    pub(crate) const ALL: [Obj; 6] = [
+    pub(crate) const ALL: [Obj; 7] = [
         Obj::Lead,
         Obj::Contact,
         Obj::Campaign,
         Obj::CampaignMember,
         Obj::Opportunity,
         Obj::OpportunityContactRole,
+        Obj::Task,
     ];
 
     pub(crate) fn parse(name: &str) -> Option<Obj> {
@@ -61,6 +65,7 @@ impl Obj {
             Obj::CampaignMember => "CampaignMember",
             Obj::Opportunity => "Opportunity",
             Obj::OpportunityContactRole => "OpportunityContactRole",
+            Obj::Task => "Task",
         }
     }
 
@@ -73,6 +78,7 @@ impl Obj {
             Obj::CampaignMember => "00v",
             Obj::Opportunity => "006",
             Obj::OpportunityContactRole => "00K",
+            Obj::Task => "00T",
         }
     }
 
@@ -193,6 +199,8 @@ pub(crate) struct Schema {
     pub(crate) converted_contact: Option<usize>,
     /// Set on a record merged away: the surviving record (read-only). Person objects only.
     pub(crate) master_record: Option<usize>,
+    /// Person objects only: maintained from their closed Tasks (see `store/activities.rs`).
+    pub(crate) last_activity: Option<usize>,
     pub(crate) external_ids: Vec<usize>,
 }
 
@@ -235,6 +243,7 @@ impl Schema {
             _ => &["003"],
         };
         f.push(FieldDef::new("MasterRecordId", Kind::Reference(same_object)).ro());
+        f.push(FieldDef::new("LastActivityDate", Kind::Date).ro());
         f.extend([
             FieldDef::new("CreatedDate", Kind::DateTime).ro(),
             FieldDef::new("LastModifiedDate", Kind::DateTime).ro(),
@@ -268,6 +277,7 @@ impl Schema {
             is_converted: pos("IsConverted"),
             converted_contact: pos("ConvertedContactId"),
             master_record: pos("MasterRecordId"),
+            last_activity: pos("LastActivityDate").filter(|_| obj.is_person()),
             external_ids: f
                 .iter()
                 .enumerate()
@@ -679,6 +689,7 @@ pub(crate) struct Store {
     campaign_member: Table,
     opportunity: Table,
     contact_role: Table,
+    task: Table,
     /// `(CampaignId, LeadId or ContactId)` of every campaign member: one membership per
     /// person and campaign.
     member_keys: HashSet<(String, String)>,
@@ -702,6 +713,7 @@ impl Store {
             campaign_member: Table::new(Schema::new(Obj::CampaignMember, &[])),
             opportunity: Table::new(Schema::new(Obj::Opportunity, &[])),
             contact_role: Table::new(Schema::new(Obj::OpportunityContactRole, &[])),
+            task: Table::new(Schema::new(Obj::Task, &[])),
             member_keys: HashSet::new(),
             last_stamp: 0,
             clock_offset_ms: 0,
@@ -719,6 +731,7 @@ impl Store {
             Obj::CampaignMember => &self.campaign_member,
             Obj::Opportunity => &self.opportunity,
             Obj::OpportunityContactRole => &self.contact_role,
+            Obj::Task => &self.task,
         }
     }
 
@@ -730,6 +743,7 @@ impl Store {
             Obj::CampaignMember => &mut self.campaign_member,
             Obj::Opportunity => &mut self.opportunity,
             Obj::OpportunityContactRole => &mut self.contact_role,
+            Obj::Task => &mut self.task,
         }
     }
 
@@ -854,10 +868,14 @@ impl Store {
         {
             vals[status] = Val::Str(CAMPAIGN_MEMBER_STATUSES[0].to_owned());
         }
+        if obj == Obj::Task {
+            activities::task_defaults(schema, &mut vals);
+        }
         apply_fields(schema, &mut vals, inc, false)?;
         check_required(schema, &vals)?;
         check_unique(table, &vals, None)?;
         self.check_refs(schema, inc)?;
+        self.check_who(obj, inc)?;
         let member_key = self.check_member(obj, &vals)?;
         if !obj.is_person() {
             let today = self.today();
@@ -879,6 +897,10 @@ impl Store {
         }
         if let Some(key) = member_key {
             self.member_keys.insert(key);
+        }
+        if obj == Obj::Task {
+            let row = self.task.rows.len() - 1;
+            self.task_written(None, row);
         }
         Ok((id, Undo::Created(obj)))
     }
@@ -911,6 +933,7 @@ impl Store {
         check_required(schema, &vals)?;
         check_unique(table, &vals, Some(row))?;
         self.check_refs(schema, inc)?;
+        self.check_who(obj, inc)?;
         if !obj.is_person() {
             let today = self.today();
             derive(&self.table(obj).schema, &mut vals, &today);
@@ -925,6 +948,9 @@ impl Store {
         if obj == Obj::Lead {
             let id = table.rows[row].id(&table.schema).to_owned();
             self.lead_writes.push(id);
+        }
+        if obj == Obj::Task {
+            self.task_written(Some(&old), row);
         }
         Ok(Undo::Replaced(obj, row, old))
     }
@@ -947,6 +973,9 @@ impl Store {
         rec.vals[table.schema.modstamp] = Val::Dt(stamp);
         rec.deleted_at = Some(stamp);
         let old = table.replace(row, rec);
+        if obj == Obj::Task {
+            self.task_written(Some(&old), row);
+        }
         Ok(Undo::Replaced(obj, row, old))
     }
 
@@ -995,6 +1024,7 @@ impl Store {
         self.accounts.push((account_id, account_name));
         let lead_id = self.lead.rows[row].id(&self.lead.schema).to_owned();
         self.reparent_members(&lead_id, &contact_id);
+        self.reparent_tasks(&lead_id, &contact_id);
         let stamp = self.next_stamp();
         let lead = &mut self.lead;
         let mut vals = lead.rows[row].vals.clone();
@@ -1105,6 +1135,8 @@ impl Store {
     /// an affected id recorded under this lock belongs to it.)
     pub(crate) fn rollback(&mut self, undo: Vec<Undo>) {
         let mut undone: Vec<String> = Vec::new();
+        // People whose LastActivityDate an undone Task write may have moved: recomputed last.
+        let whos = self.whos_of_undo(&undo);
         for u in undo.into_iter().rev() {
             match u {
                 Undo::Created(obj) => {
@@ -1132,6 +1164,9 @@ impl Store {
             }
         }
         self.lead_writes.retain(|id| !undone.contains(id));
+        for who in whos {
+            self.refresh_last_activity(&who);
+        }
     }
 }
 
@@ -1214,6 +1249,7 @@ fn closed_loop_fields(obj: Obj) -> Vec<FieldDef> {
             FieldDef::new("IsPrimary", Kind::Bool),
             FieldDef::new("Role", Kind::Picklist).len(40),
         ]),
+        Obj::Task => f.extend(activities::task_fields()),
         Obj::Lead | Obj::Contact => {}
     }
     f.extend([
@@ -1255,6 +1291,7 @@ fn derive(schema: &Schema, vals: &mut [Val], today: &str) {
                 vals[frd] = Val::Str(today.to_owned());
             }
         }
+        Obj::Task => activities::derive_task(schema, vals),
         _ => {}
     }
 }
