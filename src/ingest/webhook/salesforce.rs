@@ -17,7 +17,7 @@ use secrecy::SecretString;
 
 use super::{WebhookError, check_body_size};
 use crate::domain::Sensitive;
-use crate::xml::{Node, SOAP_ENV_NS, XmlLimits, parse_tree as parse_xml, soap_body};
+use crate::xml::{Node, XmlLimits, parse_tree as parse_xml, soap_body};
 
 const OUTBOUND_NS: &str = "http://soap.sforce.com/2005/09/outbound";
 
@@ -152,14 +152,14 @@ fn read_message(root: &Node) -> Result<OutboundMessage, WebhookError> {
         .find(|c| c.is(OUTBOUND_NS, "notifications"))
         .ok_or(WebhookError::malformed("outbound notifications element missing"))?;
     let organization_id =
-        required_text(&notifications, "OrganizationId", "organization id missing")?;
-    let action_id = required_text(&notifications, "ActionId", "action id missing")?;
+        required_text(notifications, "OrganizationId", "organization id missing")?;
+    let action_id = required_text(notifications, "ActionId", "action id missing")?;
     let session_id = notifications
         .child("SessionId")
         .filter(|s| !s.nil && !s.text.trim().is_empty())
         .map(|s| SecretString::from(s.text.trim().to_owned()));
-    let enterprise_url = required_text(&notifications, "EnterpriseUrl", "enterprise url missing")?;
-    let partner_url = required_text(&notifications, "PartnerUrl", "partner url missing")?;
+    let enterprise_url = required_text(notifications, "EnterpriseUrl", "enterprise url missing")?;
+    let partner_url = required_text(notifications, "PartnerUrl", "partner url missing")?;
 
     let items: Vec<&Node> =
         notifications.children.iter().filter(|c| c.local == "Notification").collect();
@@ -187,7 +187,7 @@ fn read_notification(
     n: &Node,
     organization_id: &str,
 ) -> Result<OutboundNotification, WebhookError> {
-    let notification_id = required_text(&n, "Id", "notification id missing")?;
+    let notification_id = required_text(n, "Id", "notification id missing")?;
     let sobject =
         n.child("sObject").ok_or(WebhookError::malformed("notification without sObject"))?;
     let object_type = sobject
@@ -197,7 +197,7 @@ fn read_notification(
         .filter(|t| !t.is_empty())
         .ok_or(WebhookError::malformed("sObject without xsi:type"))?
         .to_owned();
-    let record_id = required_text(&sobject, "Id", "sObject without Id")?;
+    let record_id = required_text(sobject, "Id", "sObject without Id")?;
     let mut fields = BTreeMap::new();
     for field in sobject.children.iter().filter(|c| c.local != "Id") {
         if !field.children.is_empty() {

@@ -3,6 +3,7 @@
 use secrecy::ExposeSecret;
 
 use super::*;
+use crate::xml::SOAP_ENV_NS;
 
 const ORG: &str = "00Dxx0000001gPLEAY";
 
