@@ -151,7 +151,10 @@ pub(super) fn load_context(
             ctx.related = load_lead(tx, &id)?;
         }
     }
-    if ctx.linked.is_some() || ctx.closed.is_some() || !change.fate.is_live() {
+    // A live record may match a person; so may a deleted one leadsync never read (its
+    // tombstone), by its ledger id or email only.
+    let deleted = change.fate == RecordFate::Deleted;
+    if ctx.linked.is_some() || ctx.closed.is_some() || !(change.fate.is_live() || deleted) {
         return Ok(ctx);
     }
     if let Some(key) = &change.ledger_key
@@ -174,6 +177,9 @@ pub(super) fn load_context(
             ctx.by_email = load_lead(tx, &id)?;
             return Ok(ctx);
         }
+    }
+    if deleted {
+        return Ok(ctx);
     }
     ctx.candidates = candidates(tx, change, rules)?;
     Ok(ctx)

@@ -1252,8 +1252,7 @@ fn note_pushed(
         None => (None, None, None, None, None),
     };
     let mut known: Fields = state.as_deref().map(from_json).transpose()?.unwrap_or_default();
-    let mut agreed: Fields =
-        agreed.as_deref().map(from_json).transpose()?.unwrap_or_default();
+    let mut agreed: Fields = agreed.as_deref().map(from_json).transpose()?.unwrap_or_default();
     // A read that started before this push ended may predate the earlier pushes too, unless
     // a read that started after the last of them was taken already: their fields stay in
     // `pushed` until then, so that such a read's old values of them are not taken for news

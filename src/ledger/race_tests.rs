@@ -37,7 +37,11 @@ fn mint() -> impl FnMut() -> String {
 
 fn accepted(due: &DuePush) -> PushOutcome {
     let PushOp::Update { remote } = &due.record.op else { panic!("an update: {due:?}") };
-    PushOutcome::Accepted { outbox_id: due.record.outbox_id, remote: remote.clone(), created: false }
+    PushOutcome::Accepted {
+        outbox_id: due.record.outbox_id,
+        remote: remote.clone(),
+        created: false,
+    }
 }
 
 const CRM_LEAD: &str = "00Q1";
@@ -46,7 +50,8 @@ const CRM_LEAD: &str = "00Q1";
 fn linked_person(l: &Ledger, r: &Rules) -> (SystemName, SystemName) {
     let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
     let lead = [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LeadStatus, "new")];
-    let contact = [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LifecycleStage, "lead")];
+    let contact =
+        [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LifecycleStage, "lead")];
     l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &lead, 0, 0)], None, t(1)).expect("ingest");
     l.ingest(&mkt, "poll", &[read("contact", "1", &contact, 0, 0)], None, t(1)).expect("ingest");
     l.reconcile_pending(r, 100, t(2), &mut mint()).expect("reconcile");
@@ -156,4 +161,48 @@ fn a_read_older_than_two_pushes_is_not_news_for_the_fields_of_the_first() {
     assert_eq!(person.fields.get(&Field::LeadStatus).map(String::as_str), Some("working"));
     assert!(l.due_pushes(&crm, 10, t(22)).expect("due").is_empty(), "nothing reverted");
     assert_eq!(s.rereads, 1, "the contact is read again to settle it");
+}
+
+/// A CRM lead deleted before leadsync ever read it (seed 139 with `delete`): the delete is
+/// the first and only thing leadsync sees of it. Its person (here from HubSpot, found by the
+/// email the deleted record still carries) gets the tombstone a read-then-deleted lead would
+/// have left, and the create queued for them in the CRM is dropped.
+#[test]
+fn a_record_deleted_before_leadsync_read_it_leaves_its_person_a_tombstone() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let mut m = mint();
+    let contact =
+        [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LifecycleStage, "mql")];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &contact, 0, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    let due = l.due_pushes(&crm, 10, t(3)).expect("due");
+    assert!(matches!(
+        due[..],
+        [DuePush { record: PushRecord { op: PushOp::Create { .. }, .. }, .. }]
+    ));
+
+    let gone = Change {
+        fate: RecordFate::Deleted,
+        ..read("Lead", CRM_LEAD, &[(Field::Email, "A@x.test")], 2, 3)
+    };
+    l.ingest(&crm, "poll", &[gone.clone()], None, t(3)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+    assert!(l.due_pushes(&crm, 10, t(5)).expect("due").is_empty(), "not created again");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1);
+    assert!(snap[0].tombstoned.contains("crm"), "{:?}", snap[0]);
+    assert_eq!(snap[0].links.len(), 1, "only the contact is linked");
+
+    // A later change of the person plans no create there either.
+    let sql =
+        [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LifecycleStage, "sql")];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &sql, 6, 6)], None, t(6)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(7), &mut m).expect("reconcile");
+    assert!(l.due_pushes(&crm, 10, t(8)).expect("due").is_empty());
+    // The same delete read again concerns nobody new.
+    l.ingest(&crm, "poll", &[Change { fetched_at: t(9), ..gone }], None, t(9)).expect("ingest");
+    let s = l.reconcile_pending(&r, 100, t(9), &mut m).expect("reconcile");
+    assert_eq!((s.new_leads, s.new_links), (0, 0));
 }

@@ -246,8 +246,20 @@ pub fn reconcile(
         }
         RecordFate::Live => Some(reconcile_live(ctx, system, change, rules, new_lead_id, now)),
         RecordFate::Deleted => {
-            let lead = ctx.linked.as_ref()?;
+            // A record deleted before leadsync ever read it still was its person's (found by
+            // the ledger id it carries or its email): its link opens and closes at once, with
+            // the tombstone, so the person is not created there again, as if it had been read.
+            let (lead, opened) = match (&ctx.linked, &ctx.closed, &ctx.by_key, &ctx.by_email) {
+                (Some(l), ..) => (l, None),
+                (None, None, Some(l), _) => (l, Some(LinkReason::MatchedLedgerKey)),
+                (None, None, None, Some(l)) => (l, Some(LinkReason::MatchedEmail)),
+                _ => return None,
+            };
             let mut d = unchanged(lead, change);
+            if let Some(reason) = opened {
+                d.audit.push(link_event("link", system, &change.remote, &reason.as_str()));
+                d.new_link = Some(reason);
+            }
             d.close_link = Some(CloseLink { reason: "deleted", tombstone: true });
             d.audit.push(link_event("unlinked", system, &change.remote, "deleted"));
             let mut remaining = lead.clone();
