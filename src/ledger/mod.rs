@@ -1124,17 +1124,18 @@ fn write_plan(
     intents: &[PushIntent],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    // Pending update rows of links that no longer need a write.
+    // Pending rows that no longer need a write: updates of links, and creates in a system
+    // where the person has a record by now (a person folded into this one brought it).
     let pending: Vec<(i64, String, String)> = tx
         .prepare_cached(
-            "SELECT id, system, remote_id FROM outbox
-             WHERE lead_id = ?1 AND state = 'pending' AND remote_id != ''",
+            "SELECT id, system, remote_id FROM outbox WHERE lead_id = ?1 AND state = 'pending'",
         )?
         .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<std::result::Result<_, _>>()?;
     for (id, system, remote_id) in pending {
         let still = intents.iter().any(|i| {
-            i.system.as_str() == system && i.remote.as_ref().is_some_and(|r| r.id == remote_id)
+            i.system.as_str() == system
+                && i.remote.as_ref().map_or(remote_id.is_empty(), |r| r.id == remote_id)
         });
         if !still {
             tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;

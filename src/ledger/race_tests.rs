@@ -206,3 +206,43 @@ fn a_record_deleted_before_leadsync_read_it_leaves_its_person_a_tombstone() {
     let s = l.reconcile_pending(&r, 100, t(9), &mut m).expect("reconcile");
     assert_eq!((s.new_leads, s.new_links), (0, 0));
 }
+
+/// Seed 92 with `convert`: the lead is converted at the vendor, its person's email then
+/// changes in HubSpot, and the CRM poll returns the new contact (a person of its own, with the
+/// lead's old email) before the lead's conversion. Folding the two persons kept the contact
+/// person's values and pushed the old email back to HubSpot.
+#[test]
+fn a_conversion_read_after_an_email_change_does_not_revert_the_email() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+    let new_email = [(Field::Email, "a.new@x.test"), (Field::LastName, "Doe")];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &new_email, 10, 10)], None, t(10)).expect("i");
+    l.reconcile_pending(&r, 100, t(10), &mut m).expect("reconcile");
+
+    let old = [(Field::Email, "a@x.test"), (Field::LastName, "Doe")];
+    let contact = read("Contact", "003C", &old, 5, 12);
+    let converted = Change {
+        fate: RecordFate::ConvertedTo {
+            remote: RemoteId { object_type: "Contact".into(), id: "003C".into() },
+        },
+        ..read("Lead", CRM_LEAD, &old, 5, 12)
+    };
+    l.ingest(&crm, "poll", &[contact, converted], None, t(12)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(12), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "one human, one person: {snap:?}");
+    assert_eq!(snap[0].fields.get(&Field::Email).map(String::as_str), Some("a.new@x.test"));
+    let to_hubspot = l.due_pushes(&mkt, 10, t(13)).expect("due");
+    assert!(
+        to_hubspot.iter().all(|d| !d.record.fields.contains_key(&Field::Email)),
+        "{to_hubspot:?}"
+    );
+    let to_crm = l.due_pushes(&crm, 10, t(13)).expect("due");
+    assert!(
+        to_crm.iter().any(|d| d.record.fields.get(&Field::Email).map(String::as_str)
+            == Some("a.new@x.test")),
+        "the contact gets the new email: {to_crm:?}"
+    );
+}

@@ -385,7 +385,10 @@ fn fold_related(
     match &ctx.related {
         Some(q) if q.id != lead.id => {
             // The record that carries on belongs to another person: they are one human.
-            let merged = merge_persons(q, &remaining, rules, now);
+            let mut merged = merge_persons(q, &remaining, rules, now);
+            if reason == "converted_from_lead" {
+                newer_values_carry_on(&mut merged, &remaining, q, rules);
+            }
             // A person this very change would have created is not written at all: the
             // record's link (opened and closed at once, for the trail) goes to `q`.
             if !d.is_new_lead {
@@ -419,6 +422,30 @@ fn fold_related(
         }
         None => {
             d.pushes = plan_pushes(&remaining, rules);
+        }
+    }
+}
+
+/// A converted contact read before its lead's conversion became a person of its own, from
+/// the lead's values at conversion; the lead's person may have moved on since (an email
+/// changed in another system). Under `most recent` the newer value stands, whichever person
+/// held it, so that folding the two does not revert an edit.
+fn newer_values_carry_on(
+    merged: &mut LeadState,
+    lead_person: &LeadState,
+    contact_person: &LeadState,
+    rules: &Rules,
+) {
+    for (field, value) in &lead_person.fields {
+        if rules.rule(*field) != FieldRule::MostRecent {
+            continue;
+        }
+        let at = |p: &LeadState| p.provenance.get(field).map(|pr| pr.at);
+        if at(lead_person).is_some_and(|l| at(contact_person).is_none_or(|c| l > c)) {
+            merged.fields.insert(*field, value.clone());
+            if let Some(p) = lead_person.provenance.get(field) {
+                merged.provenance.insert(*field, p.clone());
+            }
         }
     }
 }
@@ -483,7 +510,9 @@ fn reconcile_live(
 
     let mut fields = lead.map(|l| l.fields.clone()).unwrap_or_default();
     let mut provenance = lead.map(|l| l.provenance.clone()).unwrap_or_default();
-    let first_sight = this_link.is_none();
+    // A record linked without ever being read (a converted contact, a merge survivor) is
+    // seen for the first time too.
+    let first_sight = this_link.is_none_or(|k| k.known.is_empty() && k.pushed_at.is_none());
     let existing_person = lead.is_some();
     let mut changed_detail = Vec::new();
     for (field, value) in &incoming {
