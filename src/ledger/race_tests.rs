@@ -187,7 +187,7 @@ fn a_record_deleted_before_leadsync_read_it_leaves_its_person_a_tombstone() {
         fate: RecordFate::Deleted,
         ..read("Lead", CRM_LEAD, &[(Field::Email, "A@x.test")], 2, 3)
     };
-    l.ingest(&crm, "poll", &[gone.clone()], None, t(3)).expect("ingest");
+    l.ingest(&crm, "poll", std::slice::from_ref(&gone), None, t(3)).expect("ingest");
     l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
     assert!(l.due_pushes(&crm, 10, t(5)).expect("due").is_empty(), "not created again");
     let snap = l.snapshot().expect("snap");
