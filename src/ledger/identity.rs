@@ -151,10 +151,12 @@ pub(super) fn load_context(
             ctx.related = load_lead(tx, &id)?;
         }
     }
-    // A live record may match a person; so may a deleted one leadsync never read (its
-    // tombstone), by its ledger id or email only.
+    // A live record may match a person, and so may a lead first read converted (its last
+    // state counts) or deleted (its tombstone, by its ledger id or email only); a record
+    // first read merged away concerns only the survivor's person.
     let deleted = change.fate == RecordFate::Deleted;
-    if ctx.linked.is_some() || ctx.closed.is_some() || !(change.fate.is_live() || deleted) {
+    let merged = matches!(change.fate, RecordFate::MergedInto { .. });
+    if ctx.linked.is_some() || ctx.closed.is_some() || merged {
         return Ok(ctx);
     }
     if let Some(key) = &change.ledger_key

@@ -246,3 +246,34 @@ fn a_conversion_read_after_an_email_change_does_not_revert_the_email() {
         "the contact gets the new email: {to_crm:?}"
     );
 }
+
+/// Seed 162 with `convert`: a lead converted before leadsync read it is first seen with its
+/// conversion. It belongs to the person with its email (here from HubSpot), not to a new
+/// person of its own: otherwise its contact has a person without the HubSpot contact, whose
+/// create there collides with it, and the HubSpot person gets a CRM lead made by leadsync.
+#[test]
+fn a_lead_first_read_converted_joins_the_person_with_its_email() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let mut m = mint();
+    let f = [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LifecycleStage, "mql")];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &f, 0, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+
+    let lead = [(Field::Email, "a@x.test"), (Field::LastName, "Doe")];
+    let converted = Change {
+        fate: RecordFate::ConvertedTo {
+            remote: RemoteId { object_type: "Contact".into(), id: "003C".into() },
+        },
+        ..read("Lead", CRM_LEAD, &lead, 3, 3)
+    };
+    let contact = read("Contact", "003C", &lead, 3, 4);
+    l.ingest(&crm, "poll", &[converted, contact], None, t(4)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(5), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "one human, one person: {snap:?}");
+    let links: Vec<&str> = snap[0].links.iter().map(|(_, r)| r.id.as_str()).collect();
+    assert_eq!(links, ["1", "003C"]);
+    assert!(l.due_pushes(&crm, 10, t(6)).expect("due").is_empty(), "no lead made by leadsync");
+}
