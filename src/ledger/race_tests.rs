@@ -277,3 +277,58 @@ fn a_lead_first_read_converted_joins_the_person_with_its_email() {
     assert_eq!(links, ["1", "003C"]);
     assert!(l.due_pushes(&crm, 10, t(6)).expect("due").is_empty(), "no lead made by leadsync");
 }
+
+/// Seed 11 with `sf-merge`: a CRM lead linked to the person without a phone has its phone
+/// filled by a vendor merge (from the merged-away lead, an old value); the person's phone was
+/// edited in HubSpot after that merge. The lead never agreed with the person on the phone, so
+/// its value is not a change since an agreement, and being older it must not revert the edit.
+#[test]
+fn an_older_value_on_a_record_that_never_agreed_on_the_field_does_not_revert_it() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+    let phone = |p: &'static str| {
+        [
+            (Field::Email, "a@x.test"),
+            (Field::LastName, "Doe"),
+            (Field::LifecycleStage, "lead"),
+            (Field::Phone, p),
+        ]
+    };
+    l.ingest(
+        &mkt,
+        "poll",
+        &[read("contact", "1", &phone("+44 20 7946 0000"), 10, 10)],
+        None,
+        t(10),
+    )
+    .expect("ingest");
+    l.reconcile_pending(&r, 100, t(10), &mut m).expect("reconcile");
+
+    // The lead, modified at t(5) by the merge, read only now.
+    let merged = [
+        (Field::Email, "a@x.test"),
+        (Field::LastName, "Doe"),
+        (Field::LeadStatus, "new"),
+        (Field::Phone, "+1 865 533 1083"),
+    ];
+    l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &merged, 5, 11)], None, t(11)).expect("i");
+    l.reconcile_pending(&r, 100, t(11), &mut m).expect("reconcile");
+    let person = &l.snapshot().expect("snap")[0];
+    assert_eq!(person.fields.get(&Field::Phone).map(String::as_str), Some("+44 20 7946 0000"));
+    assert!(
+        l.due_pushes(&mkt, 10, t(12))
+            .expect("due")
+            .iter()
+            .all(|d| !d.record.fields.contains_key(&Field::Phone))
+    );
+    let to_crm = l.due_pushes(&crm, 10, t(12)).expect("due");
+    assert!(
+        to_crm
+            .iter()
+            .any(|d| d.record.fields.get(&Field::Phone).map(String::as_str)
+                == Some("+44 20 7946 0000")),
+        "{to_crm:?}"
+    );
+}

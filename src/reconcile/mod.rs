@@ -810,6 +810,14 @@ fn resolve(c: &FieldCtx<'_>) -> Resolution {
                 Resolution::KeepConflict
             }
         }
+        // The record never agreed with the person on this field (it held none, or another
+        // value, since it was linked): its value is not a change since an agreement, and one
+        // older than the person's (a vendor merge filling a blank survivor) must not revert it.
+        FieldRule::MostRecent
+            if c.base.is_none() && c.current_at.is_some_and(|at| c.changed_at < at) =>
+        {
+            Resolution::Keep
+        }
         _ => take,
     }
 }
