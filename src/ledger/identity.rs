@@ -144,8 +144,14 @@ pub(super) fn load_context(
         _ => None,
     };
     if let Some(related) = related
-        && let Some((id, None)) = link_of(tx, system, &related)?
+        && let Some((id, closed)) = link_of(tx, system, &related)?
     {
+        // A record whose link closed (a merge survivor converted since, read late) is not
+        // linked again; its person, followed through merges, still is this human.
+        let id = match closed {
+            None => id,
+            Some(_) => surviving_lead(tx, &id)?.unwrap_or(id),
+        };
         ctx.related_linked = true;
         if ctx.linked.as_ref().is_none_or(|l| l.id != id) {
             ctx.related = load_lead(tx, &id)?;

@@ -332,3 +332,38 @@ fn an_older_value_on_a_record_that_never_agreed_on_the_field_does_not_revert_it(
         "{to_crm:?}"
     );
 }
+
+/// Seed 156 with `sf-merge` and `convert`: a lead merged into another, which is then
+/// converted; leadsync reads the conversion first and the merge late. The late merge named
+/// the (now converted) survivor, and its link was reopened: the person kept an open link to a
+/// converted lead, and writes to it were refused.
+#[test]
+fn a_late_merge_into_a_converted_survivor_does_not_reopen_its_link() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let crm = SystemName("crm".into());
+    let mut m = mint();
+    let f = [(Field::Email, "a@x.test"), (Field::LastName, "Doe")];
+    let leads = [read("Lead", "00QA", &f, 0, 0), read("Lead", "00QB", &f, 0, 0)];
+    l.ingest(&crm, "poll", &leads, None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+
+    let contact = RemoteId { object_type: "Contact".into(), id: "003C".into() };
+    let converted = Change {
+        fate: RecordFate::ConvertedTo { remote: contact.clone() },
+        ..read("Lead", "00QA", &f, 5, 6)
+    };
+    l.ingest(&crm, "poll", &[converted, read("Contact", "003C", &f, 5, 6)], None, t(6))
+        .expect("ingest");
+    l.reconcile_pending(&r, 100, t(6), &mut m).expect("reconcile");
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "00QA".into() },
+        ..read("Lead", "00QB", &[], 3, 7)
+    };
+    l.ingest(&crm, "poll", &[merged], None, t(7)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(7), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "{snap:?}");
+    let links: Vec<&str> = snap[0].links.iter().map(|(_, r)| r.id.as_str()).collect();
+    assert_eq!(links, ["003C"], "only the contact stands for the person");
+}
