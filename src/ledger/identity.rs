@@ -144,14 +144,25 @@ pub(super) fn load_context(
         _ => None,
     };
     if let Some(related) = related
-        && let Some((id, None)) = link_of(tx, system, &related)?
+        && let Some((id, closed)) = link_of(tx, system, &related)?
     {
+        // A record whose link closed (a merge survivor converted since, read late) is not
+        // linked again; its person, followed through merges, still is this human.
+        let id = match closed {
+            None => id,
+            Some(_) => surviving_lead(tx, &id)?.unwrap_or(id),
+        };
         ctx.related_linked = true;
         if ctx.linked.as_ref().is_none_or(|l| l.id != id) {
             ctx.related = load_lead(tx, &id)?;
         }
     }
-    if ctx.linked.is_some() || ctx.closed.is_some() || !change.fate.is_live() {
+    // A live record may match a person, and so may a lead first read converted (its last
+    // state counts) or deleted (its tombstone, by its ledger id or email only); a record
+    // first read merged away concerns only the survivor's person.
+    let deleted = change.fate == RecordFate::Deleted;
+    let merged = matches!(change.fate, RecordFate::MergedInto { .. });
+    if ctx.linked.is_some() || ctx.closed.is_some() || merged {
         return Ok(ctx);
     }
     if let Some(key) = &change.ledger_key
@@ -174,6 +185,9 @@ pub(super) fn load_context(
             ctx.by_email = load_lead(tx, &id)?;
             return Ok(ctx);
         }
+    }
+    if deleted {
+        return Ok(ctx);
     }
     ctx.candidates = candidates(tx, change, rules)?;
     Ok(ctx)

@@ -524,23 +524,28 @@ impl Ledger {
                                     )?;
                                 }
                             }
-                            let current: Option<i64> = tx
-                                .prepare_cached("SELECT version FROM outbox WHERE id = ?1")?
-                                .query_row([rec.outbox_id], |r| r.get(0))
-                                .optional()?;
-                            replan_needed = current != Some(due.version);
-                            tx.execute("DELETE FROM outbox WHERE id = ?1", [rec.outbox_id])?;
+                            // This person's pending create row (with newer fields, perhaps)
+                            // is done: the record exists now. A row that took its id is not.
+                            replan_needed = !still_the_row_sent(tx, system, due)?;
+                            tx.execute(
+                                "DELETE FROM outbox WHERE id = ?1 AND lead_id = ?2
+                                 AND system = ?3 AND remote_id = '' AND state = 'pending'",
+                                params![rec.outbox_id, lead_id, system.as_str()],
+                            )?;
                         } else {
                             tally.updated += 1;
-                            let done = tx
-                                .prepare_cached(
-                                    "UPDATE outbox SET state = 'done', updated_at = ?3
-                                     WHERE id = ?1 AND version = ?2",
-                                )?
-                                .execute(params![rec.outbox_id, due.version, ts(now)])?;
+                            let done = still_the_row_sent(tx, system, due)?
+                                && tx
+                                    .prepare_cached(
+                                        "UPDATE outbox SET state = 'done', updated_at = ?2
+                                         WHERE id = ?1",
+                                    )?
+                                    .execute(params![rec.outbox_id, ts(now)])?
+                                    == 1;
                             // The person changed while this was in flight: the row holds newer
-                            // fields, to be planned again against what the record now holds.
-                            replan_needed = done == 0;
+                            // fields (or is another row by now), to be planned again against
+                            // what the record now holds.
+                            replan_needed = !done;
                         }
                         // An opt-out some vendors record per address (HubSpot) went to the
                         // email the person had when this push was read. If that email changed
@@ -1120,17 +1125,18 @@ fn write_plan(
     intents: &[PushIntent],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    // Pending update rows of links that no longer need a write.
+    // Pending rows that no longer need a write: updates of links, and creates in a system
+    // where the person has a record by now (a person folded into this one brought it).
     let pending: Vec<(i64, String, String)> = tx
         .prepare_cached(
-            "SELECT id, system, remote_id FROM outbox
-             WHERE lead_id = ?1 AND state = 'pending' AND remote_id != ''",
+            "SELECT id, system, remote_id FROM outbox WHERE lead_id = ?1 AND state = 'pending'",
         )?
         .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<std::result::Result<_, _>>()?;
     for (id, system, remote_id) in pending {
         let still = intents.iter().any(|i| {
-            i.system.as_str() == system && i.remote.as_ref().is_some_and(|r| r.id == remote_id)
+            i.system.as_str() == system
+                && i.remote.as_ref().map_or(remote_id.is_empty(), |r| r.id == remote_id)
         });
         if !still {
             tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
@@ -1170,6 +1176,36 @@ fn write_plan(
     Ok(())
 }
 
+/// Whether the outbox row `due` was read from is still that row, unchanged: the same person,
+/// record, fields and version, and still pending. Row ids alone do not say so: a pending row
+/// the reconciler drops while its push is in flight (a read showed the record holds it
+/// already) frees its id, and SQLite gives the largest rowid to the next row inserted, which
+/// may be a newer push to the same record (or any other) with the first version again. Taking
+/// that row for the one sent marks a write done that never went out.
+fn still_the_row_sent(tx: &Transaction<'_>, system: &SystemName, due: &DuePush) -> Result<bool> {
+    let rec = &due.record;
+    let remote_id = match &rec.op {
+        PushOp::Create { .. } => "",
+        PushOp::Update { remote } => remote.id.as_str(),
+    };
+    Ok(tx
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM outbox WHERE id = ?1 AND version = ?2 AND lead_id = ?3
+             AND system = ?4 AND remote_id = ?5 AND fields = ?6 AND state = 'pending')",
+        )?
+        .query_row(
+            params![
+                rec.outbox_id,
+                due.version,
+                rec.ledger_key,
+                system.as_str(),
+                remote_id,
+                to_json(&rec.fields)?
+            ],
+            |r| r.get(0),
+        )?)
+}
+
 /// Whether `rec` opted a record out by the person's email (it writes no email of its own)
 /// and the person's email is no longer the one it was read with.
 fn email_moved_under_opt_out(
@@ -1203,19 +1239,32 @@ fn note_pushed(
     fields: &Fields,
     ended_at: DateTime<Utc>,
 ) -> Result<()> {
-    let row: Option<(String, Option<String>)> = tx
+    type Row = (String, Option<String>, Option<String>, Option<String>, Option<String>);
+    let row: Option<Row> = tx
         .prepare_cached(
-            "SELECT state, agreed FROM remote_records WHERE system = ?1 AND object_type = ?2
-             AND remote_id = ?3",
+            "SELECT state, agreed, pushed, pushed_at, seen_at FROM remote_records
+             WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
         )?
         .query_row(params![system.as_str(), remote.object_type, remote.id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
-    let (state, agreed) = row.unzip();
+    let (state, agreed, before, before_at, seen_at) = match row {
+        Some((s, a, p, pa, sa)) => (Some(s), a, p, pa, sa),
+        None => (None, None, None, None, None),
+    };
     let mut known: Fields = state.as_deref().map(from_json).transpose()?.unwrap_or_default();
-    let mut agreed: Fields =
-        agreed.flatten().as_deref().map(from_json).transpose()?.unwrap_or_default();
+    let mut agreed: Fields = agreed.as_deref().map(from_json).transpose()?.unwrap_or_default();
+    // A read that started before this push ended may predate the earlier pushes too, unless
+    // a read that started after the last of them was taken already: their fields stay in
+    // `pushed` until then, so that such a read's old values of them are not taken for news
+    // (`reconcile::news_in`) and make the record read again (`reconcile::reread_needed`).
+    // Fixed-width timestamps: text order is time order.
+    let mut pushed: Fields = match (&before_at, &seen_at) {
+        (Some(p), Some(seen)) if seen >= p => Fields::new(),
+        _ => before.as_deref().map(from_json).transpose()?.unwrap_or_default(),
+    };
+    pushed.extend(fields.iter().map(|(f, v)| (*f, v.clone())));
     // The record now holds what the person held when this was planned: they agree on it.
     for (f, v) in fields {
         known.insert(*f, v.clone());
@@ -1233,7 +1282,7 @@ fn note_pushed(
         remote.object_type,
         remote.id,
         to_json(&known)?,
-        to_json(fields)?,
+        to_json(&pushed)?,
         ts(ended_at),
         to_json(&agreed)?
     ])?;
@@ -1294,5 +1343,7 @@ fn audit(
     Ok(())
 }
 
+#[cfg(test)]
+mod race_tests;
 #[cfg(test)]
 mod tests;

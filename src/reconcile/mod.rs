@@ -246,8 +246,20 @@ pub fn reconcile(
         }
         RecordFate::Live => Some(reconcile_live(ctx, system, change, rules, new_lead_id, now)),
         RecordFate::Deleted => {
-            let lead = ctx.linked.as_ref()?;
+            // A record deleted before leadsync ever read it still was its person's (found by
+            // the ledger id it carries or its email): its link opens and closes at once, with
+            // the tombstone, so the person is not created there again, as if it had been read.
+            let (lead, opened) = match (&ctx.linked, &ctx.closed, &ctx.by_key, &ctx.by_email) {
+                (Some(l), ..) => (l, None),
+                (None, None, Some(l), _) => (l, Some(LinkReason::MatchedLedgerKey)),
+                (None, None, None, Some(l)) => (l, Some(LinkReason::MatchedEmail)),
+                _ => return None,
+            };
             let mut d = unchanged(lead, change);
+            if let Some(reason) = opened {
+                d.audit.push(link_event("link", system, &change.remote, &reason.as_str()));
+                d.new_link = Some(reason);
+            }
             d.close_link = Some(CloseLink { reason: "deleted", tombstone: true });
             d.audit.push(link_event("unlinked", system, &change.remote, "deleted"));
             let mut remaining = lead.clone();
@@ -373,7 +385,10 @@ fn fold_related(
     match &ctx.related {
         Some(q) if q.id != lead.id => {
             // The record that carries on belongs to another person: they are one human.
-            let merged = merge_persons(q, &remaining, rules, now);
+            let mut merged = merge_persons(q, &remaining, rules, now);
+            if reason == "converted_from_lead" {
+                newer_values_carry_on(&mut merged, &remaining, q, rules);
+            }
             // A person this very change would have created is not written at all: the
             // record's link (opened and closed at once, for the trail) goes to `q`.
             if !d.is_new_lead {
@@ -407,6 +422,30 @@ fn fold_related(
         }
         None => {
             d.pushes = plan_pushes(&remaining, rules);
+        }
+    }
+}
+
+/// A converted contact read before its lead's conversion became a person of its own, from
+/// the lead's values at conversion; the lead's person may have moved on since (an email
+/// changed in another system). Under `most recent` the newer value stands, whichever person
+/// held it, so that folding the two does not revert an edit.
+fn newer_values_carry_on(
+    merged: &mut LeadState,
+    lead_person: &LeadState,
+    contact_person: &LeadState,
+    rules: &Rules,
+) {
+    for (field, value) in &lead_person.fields {
+        if rules.rule(*field) != FieldRule::MostRecent {
+            continue;
+        }
+        let at = |p: &LeadState| p.provenance.get(field).map(|pr| pr.at);
+        if at(lead_person).is_some_and(|l| at(contact_person).is_none_or(|c| l > c)) {
+            merged.fields.insert(*field, value.clone());
+            if let Some(p) = lead_person.provenance.get(field) {
+                merged.provenance.insert(*field, p.clone());
+            }
         }
     }
 }
@@ -471,7 +510,9 @@ fn reconcile_live(
 
     let mut fields = lead.map(|l| l.fields.clone()).unwrap_or_default();
     let mut provenance = lead.map(|l| l.provenance.clone()).unwrap_or_default();
-    let first_sight = this_link.is_none();
+    // A record linked without ever being read (a converted contact, a merge survivor) is
+    // seen for the first time too.
+    let first_sight = this_link.is_none_or(|k| k.known.is_empty() && k.pushed_at.is_none());
     let existing_person = lead.is_some();
     let mut changed_detail = Vec::new();
     for (field, value) in &incoming {
@@ -768,6 +809,14 @@ fn resolve(c: &FieldCtx<'_>) -> Resolution {
             } else {
                 Resolution::KeepConflict
             }
+        }
+        // The record never agreed with the person on this field (it held none, or another
+        // value, since it was linked): its value is not a change since an agreement, and one
+        // older than the person's (a vendor merge filling a blank survivor) must not revert it.
+        FieldRule::MostRecent
+            if c.base.is_none() && c.current_at.is_some_and(|at| c.changed_at < at) =>
+        {
+            Resolution::Keep
         }
         _ => take,
     }

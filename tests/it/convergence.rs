@@ -1108,6 +1108,15 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
             let reader = leadsync::ledger::LedgerReader::open(&dir.path().join("ledger.db"));
             // ... and of persons pushed to over and over (a write loop names nobody).
             let mut named = named;
+            // ... and the persons of each human a failure names by token (a lost edit).
+            let tokens: BTreeSet<String> =
+                failures.iter().flat_map(|f| f.split([' ', ':']).filter_map(token_of)).collect();
+            for p in app.ledger().snapshot().expect("snapshot") {
+                let tok = p.fields.get(&Field::Email).and_then(|e| token_of(e));
+                if tok.is_some_and(|t| tokens.contains(&t)) {
+                    named.insert(p.id.clone());
+                }
+            }
             if let Ok(r) = reader.as_ref() {
                 for p in app.ledger().snapshot().expect("snapshot") {
                     let pushes = r

@@ -104,7 +104,15 @@ pub(super) fn merged_away(c: &Contact, fetched_at: DateTime<Utc>) -> Vec<Change>
 /// its last update); `None` without a usable time.
 pub(super) fn archived_change(c: &Contact, fetched_at: DateTime<Utc>) -> Option<Change> {
     let at = c.archived_at.as_deref().and_then(parse_time).or_else(|| modified_at(c))?;
-    Some(fate_change(&c.id, RecordFate::Deleted, at, fetched_at))
+    let mut change = fate_change(&c.id, RecordFate::Deleted, at, fetched_at);
+    // Only who it was: a contact archived before leadsync ever read it is found by its
+    // email, so that its person is not created there again (a tombstone).
+    if let Some(email) = c.properties.get(wire::EMAIL).cloned().flatten()
+        && !email.trim().is_empty()
+    {
+        change.fields.insert(crate::domain::Field::Email, email);
+    }
+    Some(change)
 }
 
 /// The properties to write for these canonical fields. `hs_email_optout` is read-only through

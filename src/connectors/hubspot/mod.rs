@@ -12,7 +12,9 @@
 //! read again with `archived=true`, and an archived contact gives a `Deleted` change dated
 //! `archivedAt`. Polls ask for `hs_merged_object_ids` and emit `MergedInto` for each listed id
 //! with the survivor's change (repeatedly: the ledger dedupes), and now and then sweep the
-//! archived list for `Deleted` changes (see `poll.rs`). Fate changes carry no fields.
+//! archived list for `Deleted` changes (see `poll.rs`). Fate changes carry no fields, except a
+//! `Deleted` one its email (who it was, so that a contact archived before leadsync read it still
+//! leaves its person a tombstone).
 //!
 //! Closed-loop data (deals with their contacts, form conversions as touches) is read by a
 //! separate poll with its own cursor (`closed_loop.rs`, `wire_closed_loop.rs`), through

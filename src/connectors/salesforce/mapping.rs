@@ -95,7 +95,15 @@ pub(super) fn record_to_change(
     // A record that is gone says nothing about the person any more: its last values must not
     // compete with live ones, so only a live or converted record carries fields.
     let fields = match fate {
-        RecordFate::Deleted | RecordFate::MergedInto { .. } => crate::domain::Fields::new(),
+        RecordFate::MergedInto { .. } => crate::domain::Fields::new(),
+        // Only who it was: a record deleted before leadsync ever read it is found by its
+        // email, so that its person is not created there again (a tombstone).
+        RecordFate::Deleted => {
+            let email = map.property(crate::domain::Field::Email).and_then(|p| {
+                get_ci(rec, p).and_then(json_to_string).filter(|v| !v.trim().is_empty())
+            });
+            email.map(|e| (crate::domain::Field::Email, e)).into_iter().collect()
+        }
         RecordFate::Live | RecordFate::ConvertedTo { .. } => {
             // The placeholder leadsync writes into required fields it has no value for reads
             // back as "no value", so it never travels to other systems as if someone had

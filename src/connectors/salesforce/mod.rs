@@ -13,8 +13,9 @@
 //! What happens to records as a whole comes from Salesforce's own fields, never from absence:
 //! `queryAll` returns rows in the recycle bin with `IsDeleted = true`, which become
 //! [`RecordFate::MergedInto`] the `MasterRecordId` when it is set (a merge) and
-//! [`RecordFate::Deleted`] otherwise, with no fields (a dead record's values must not compete
-//! with live ones). A Lead with `IsConverted` and a `ConvertedContactId` becomes
+//! [`RecordFate::Deleted`] otherwise, with no fields but the email (a dead record's values must
+//! not compete with live ones; its email finds the person of a record deleted before leadsync
+//! read it, who then gets a tombstone). A Lead with `IsConverted` and a `ConvertedContactId` becomes
 //! [`RecordFate::ConvertedTo`] that Contact, its fields still mapped. `fetch` reads by id
 //! through a Collections read, which (as in Salesforce) answers `null` for deleted records, and
 //! asks `queryAll … WHERE Id IN (…)` for the ids it did not return.

@@ -1,0 +1,369 @@
+//! Deterministic replays of push/read interleavings that lost writes in the convergence test
+//! under load (seed 106): each test drives the ledger through the exact order of events the
+//! engine's tasks produced, and fails without the fix it names.
+
+use super::*;
+use crate::domain::{Field, RecordFate};
+use chrono::TimeZone;
+
+fn t(s: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + s, 0).single().expect("valid")
+}
+
+fn read(object: &str, id: &str, f: &[(Field, &str)], modified: i64, fetched: i64) -> Change {
+    Change {
+        remote: RemoteId { object_type: object.into(), id: id.into() },
+        fields: f.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
+        ledger_key: None,
+        modified_at: t(modified),
+        fetched_at: t(fetched),
+        fate: RecordFate::Live,
+    }
+}
+
+fn open() -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    (dir, l)
+}
+
+fn mint() -> impl FnMut() -> String {
+    let mut n = 0;
+    move || {
+        n += 1;
+        format!("L{n}")
+    }
+}
+
+fn accepted(due: &DuePush) -> PushOutcome {
+    let PushOp::Update { remote } = &due.record.op else { panic!("an update: {due:?}") };
+    PushOutcome::Accepted {
+        outbox_id: due.record.outbox_id,
+        remote: remote.clone(),
+        created: false,
+    }
+}
+
+const CRM_LEAD: &str = "00Q1";
+
+/// A person with a CRM lead (status `new`) and a HubSpot contact (stage `lead`), linked.
+fn linked_person(l: &Ledger, r: &Rules) -> (SystemName, SystemName) {
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let lead = [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LeadStatus, "new")];
+    let contact =
+        [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LifecycleStage, "lead")];
+    l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &lead, 0, 0)], None, t(1)).expect("ingest");
+    l.ingest(&mkt, "poll", &[read("contact", "1", &contact, 0, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(r, 100, t(2), &mut mint()).expect("reconcile");
+    assert_eq!(l.snapshot().expect("snap").len(), 1, "one person");
+    (mkt, crm)
+}
+
+/// Seed 106: a push to a HubSpot contact is in flight when a read shows the contact holds its
+/// fields already, so the reconciler drops the (still pending) row; a CRM change then plans a
+/// new push to the same contact, which SQLite gives the freed rowid, with version 1 again.
+/// When the first push's answer is recorded, `id = ? AND version = ?` matched the new row and
+/// marked it done: the new status (and the stage it implies) never went out, and nothing was
+/// pending any more. The answer must mark done only the row that was sent.
+#[test]
+fn an_answer_for_a_dropped_row_does_not_mark_done_the_row_that_took_its_id() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+
+    // The contact has no status yet: leadsync writes the person's.
+    let sent = l.due_pushes(&mkt, 10, t(3)).expect("due");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].record.fields.get(&Field::LeadStatus).map(String::as_str), Some("new"));
+
+    // While it is in flight, a poll shows the contact with that status: nothing left to write.
+    let landed = [
+        (Field::Email, "a@x.test"),
+        (Field::LastName, "Doe"),
+        (Field::LifecycleStage, "lead"),
+        (Field::LeadStatus, "new"),
+    ];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &landed, 4, 4)], None, t(4)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+    assert!(l.due_pushes(&mkt, 10, t(4)).expect("due").is_empty(), "the row was dropped");
+
+    // Sales works the lead in the CRM: a new push to the same contact.
+    let working =
+        [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LeadStatus, "working")];
+    l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &working, 5, 5)], None, t(5)).expect("i");
+    l.reconcile_pending(&r, 100, t(5), &mut m).expect("reconcile");
+    let next = l.due_pushes(&mkt, 10, t(6)).expect("due");
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(
+        (next[0].record.outbox_id, next[0].version),
+        (sent[0].record.outbox_id, sent[0].version),
+        "the scenario: the new row took the dropped row's id and version"
+    );
+
+    // The first push's answer comes back.
+    let outcome = accepted(&sent[0]);
+    l.record_push_results(&mkt, &sent, &[outcome], &r, PushRetry::default(), t(7), t(7))
+        .expect("record");
+    let due = l.due_pushes(&mkt, 10, t(8)).expect("due");
+    assert_eq!(due.len(), 1, "the new status still has to go out: {due:?}");
+    assert_eq!(due[0].record.fields.get(&Field::LeadStatus).map(String::as_str), Some("working"));
+}
+
+/// A read that started before two pushes to a record ended is reconciled after both answers
+/// were recorded: its values of the first push's fields are as old as those of the second's.
+/// With only the last push's fields remembered, the old status was news and reverted the
+/// person (and was pushed to the CRM).
+#[test]
+fn a_read_older_than_two_pushes_is_not_news_for_the_fields_of_the_first() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+    let settle = |l: &Ledger, m: &mut dyn FnMut() -> String, ended: i64| {
+        let due = l.due_pushes(&mkt, 10, t(ended)).expect("due");
+        assert_eq!(due.len(), 1, "{due:?}");
+        let outcomes: Vec<_> = due.iter().map(accepted).collect();
+        l.record_push_results(&mkt, &due, &outcomes, &r, PushRetry::default(), t(ended), t(ended))
+            .expect("record");
+        let _ = m;
+    };
+    settle(&l, &mut m, 3);
+
+    // The CRM moves the status on: pushed to the contact, answered at t(10).
+    let working =
+        [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LeadStatus, "working")];
+    l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &working, 5, 5)], None, t(5)).expect("i");
+    l.reconcile_pending(&r, 100, t(5), &mut m).expect("reconcile");
+    settle(&l, &mut m, 10);
+    // Then a title: pushed, answered at t(20).
+    let titled = [
+        (Field::Email, "a@x.test"),
+        (Field::LastName, "Doe"),
+        (Field::LeadStatus, "working"),
+        (Field::Title, "CTO"),
+    ];
+    l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &titled, 12, 12)], None, t(12)).expect("i");
+    l.reconcile_pending(&r, 100, t(12), &mut m).expect("reconcile");
+    settle(&l, &mut m, 20);
+    assert!(l.due_pushes(&crm, 10, t(20)).expect("due").is_empty());
+
+    // A poll that started at t(8), before the status push had ended, is reconciled only now.
+    let old = [
+        (Field::Email, "a@x.test"),
+        (Field::LastName, "Doe"),
+        (Field::LifecycleStage, "lead"),
+        (Field::LeadStatus, "new"),
+    ];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &old, 4, 8)], None, t(21)).expect("ingest");
+    let s = l.reconcile_pending(&r, 100, t(21), &mut m).expect("reconcile");
+    let person = &l.snapshot().expect("snap")[0];
+    assert_eq!(person.fields.get(&Field::LeadStatus).map(String::as_str), Some("working"));
+    assert!(l.due_pushes(&crm, 10, t(22)).expect("due").is_empty(), "nothing reverted");
+    assert_eq!(s.rereads, 1, "the contact is read again to settle it");
+}
+
+/// A CRM lead deleted before leadsync ever read it (seed 139 with `delete`): the delete is
+/// the first and only thing leadsync sees of it. Its person (here from HubSpot, found by the
+/// email the deleted record still carries) gets the tombstone a read-then-deleted lead would
+/// have left, and the create queued for them in the CRM is dropped.
+#[test]
+fn a_record_deleted_before_leadsync_read_it_leaves_its_person_a_tombstone() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let mut m = mint();
+    let contact =
+        [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LifecycleStage, "mql")];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &contact, 0, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    let due = l.due_pushes(&crm, 10, t(3)).expect("due");
+    assert!(matches!(
+        due[..],
+        [DuePush { record: PushRecord { op: PushOp::Create { .. }, .. }, .. }]
+    ));
+
+    let gone = Change {
+        fate: RecordFate::Deleted,
+        ..read("Lead", CRM_LEAD, &[(Field::Email, "A@x.test")], 2, 3)
+    };
+    l.ingest(&crm, "poll", std::slice::from_ref(&gone), None, t(3)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+    assert!(l.due_pushes(&crm, 10, t(5)).expect("due").is_empty(), "not created again");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1);
+    assert!(snap[0].tombstoned.contains("crm"), "{:?}", snap[0]);
+    assert_eq!(snap[0].links.len(), 1, "only the contact is linked");
+
+    // A later change of the person plans no create there either.
+    let sql =
+        [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LifecycleStage, "sql")];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &sql, 6, 6)], None, t(6)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(7), &mut m).expect("reconcile");
+    assert!(l.due_pushes(&crm, 10, t(8)).expect("due").is_empty());
+    // The same delete read again concerns nobody new.
+    l.ingest(&crm, "poll", &[Change { fetched_at: t(9), ..gone }], None, t(9)).expect("ingest");
+    let s = l.reconcile_pending(&r, 100, t(9), &mut m).expect("reconcile");
+    assert_eq!((s.new_leads, s.new_links), (0, 0));
+}
+
+/// Seed 92 with `convert`: the lead is converted at the vendor, its person's email then
+/// changes in HubSpot, and the CRM poll returns the new contact (a person of its own, with the
+/// lead's old email) before the lead's conversion. Folding the two persons kept the contact
+/// person's values and pushed the old email back to HubSpot.
+#[test]
+fn a_conversion_read_after_an_email_change_does_not_revert_the_email() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+    let new_email = [(Field::Email, "a.new@x.test"), (Field::LastName, "Doe")];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &new_email, 10, 10)], None, t(10)).expect("i");
+    l.reconcile_pending(&r, 100, t(10), &mut m).expect("reconcile");
+
+    let old = [(Field::Email, "a@x.test"), (Field::LastName, "Doe")];
+    let contact = read("Contact", "003C", &old, 5, 12);
+    let converted = Change {
+        fate: RecordFate::ConvertedTo {
+            remote: RemoteId { object_type: "Contact".into(), id: "003C".into() },
+        },
+        ..read("Lead", CRM_LEAD, &old, 5, 12)
+    };
+    l.ingest(&crm, "poll", &[contact, converted], None, t(12)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(12), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "one human, one person: {snap:?}");
+    assert_eq!(snap[0].fields.get(&Field::Email).map(String::as_str), Some("a.new@x.test"));
+    let to_hubspot = l.due_pushes(&mkt, 10, t(13)).expect("due");
+    assert!(
+        to_hubspot.iter().all(|d| !d.record.fields.contains_key(&Field::Email)),
+        "{to_hubspot:?}"
+    );
+    let to_crm = l.due_pushes(&crm, 10, t(13)).expect("due");
+    assert!(
+        to_crm.iter().any(|d| d.record.fields.get(&Field::Email).map(String::as_str)
+            == Some("a.new@x.test")),
+        "the contact gets the new email: {to_crm:?}"
+    );
+}
+
+/// Seed 162 with `convert`: a lead converted before leadsync read it is first seen with its
+/// conversion. It belongs to the person with its email (here from HubSpot), not to a new
+/// person of its own: otherwise its contact has a person without the HubSpot contact, whose
+/// create there collides with it, and the HubSpot person gets a CRM lead made by leadsync.
+#[test]
+fn a_lead_first_read_converted_joins_the_person_with_its_email() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let mut m = mint();
+    let f = [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LifecycleStage, "mql")];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &f, 0, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+
+    let lead = [(Field::Email, "a@x.test"), (Field::LastName, "Doe")];
+    let converted = Change {
+        fate: RecordFate::ConvertedTo {
+            remote: RemoteId { object_type: "Contact".into(), id: "003C".into() },
+        },
+        ..read("Lead", CRM_LEAD, &lead, 3, 3)
+    };
+    let contact = read("Contact", "003C", &lead, 3, 4);
+    l.ingest(&crm, "poll", &[converted, contact], None, t(4)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(5), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "one human, one person: {snap:?}");
+    let links: Vec<&str> = snap[0].links.iter().map(|(_, r)| r.id.as_str()).collect();
+    assert_eq!(links, ["1", "003C"]);
+    assert!(l.due_pushes(&crm, 10, t(6)).expect("due").is_empty(), "no lead made by leadsync");
+}
+
+/// Seed 11 with `sf-merge`: a CRM lead linked to the person without a phone has its phone
+/// filled by a vendor merge (from the merged-away lead, an old value); the person's phone was
+/// edited in HubSpot after that merge. The lead never agreed with the person on the phone, so
+/// its value is not a change since an agreement, and being older it must not revert the edit.
+#[test]
+fn an_older_value_on_a_record_that_never_agreed_on_the_field_does_not_revert_it() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+    let phone = |p: &'static str| {
+        [
+            (Field::Email, "a@x.test"),
+            (Field::LastName, "Doe"),
+            (Field::LifecycleStage, "lead"),
+            (Field::Phone, p),
+        ]
+    };
+    l.ingest(
+        &mkt,
+        "poll",
+        &[read("contact", "1", &phone("+44 20 7946 0000"), 10, 10)],
+        None,
+        t(10),
+    )
+    .expect("ingest");
+    l.reconcile_pending(&r, 100, t(10), &mut m).expect("reconcile");
+
+    // The lead, modified at t(5) by the merge, read only now.
+    let merged = [
+        (Field::Email, "a@x.test"),
+        (Field::LastName, "Doe"),
+        (Field::LeadStatus, "new"),
+        (Field::Phone, "+1 865 533 1083"),
+    ];
+    l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &merged, 5, 11)], None, t(11)).expect("i");
+    l.reconcile_pending(&r, 100, t(11), &mut m).expect("reconcile");
+    let person = &l.snapshot().expect("snap")[0];
+    assert_eq!(person.fields.get(&Field::Phone).map(String::as_str), Some("+44 20 7946 0000"));
+    assert!(
+        l.due_pushes(&mkt, 10, t(12))
+            .expect("due")
+            .iter()
+            .all(|d| !d.record.fields.contains_key(&Field::Phone))
+    );
+    let to_crm = l.due_pushes(&crm, 10, t(12)).expect("due");
+    assert!(
+        to_crm
+            .iter()
+            .any(|d| d.record.fields.get(&Field::Phone).map(String::as_str)
+                == Some("+44 20 7946 0000")),
+        "{to_crm:?}"
+    );
+}
+
+/// Seed 156 with `sf-merge` and `convert`: a lead merged into another, which is then
+/// converted; leadsync reads the conversion first and the merge late. The late merge named
+/// the (now converted) survivor, and its link was reopened: the person kept an open link to a
+/// converted lead, and writes to it were refused.
+#[test]
+fn a_late_merge_into_a_converted_survivor_does_not_reopen_its_link() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let crm = SystemName("crm".into());
+    let mut m = mint();
+    let f = [(Field::Email, "a@x.test"), (Field::LastName, "Doe")];
+    let leads = [read("Lead", "00QA", &f, 0, 0), read("Lead", "00QB", &f, 0, 0)];
+    l.ingest(&crm, "poll", &leads, None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+
+    let contact = RemoteId { object_type: "Contact".into(), id: "003C".into() };
+    let converted = Change {
+        fate: RecordFate::ConvertedTo { remote: contact.clone() },
+        ..read("Lead", "00QA", &f, 5, 6)
+    };
+    l.ingest(&crm, "poll", &[converted, read("Contact", "003C", &f, 5, 6)], None, t(6))
+        .expect("ingest");
+    l.reconcile_pending(&r, 100, t(6), &mut m).expect("reconcile");
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "00QA".into() },
+        ..read("Lead", "00QB", &[], 3, 7)
+    };
+    l.ingest(&crm, "poll", &[merged], None, t(7)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(7), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "{snap:?}");
+    let links: Vec<&str> = snap[0].links.iter().map(|(_, r)| r.id.as_str()).collect();
+    assert_eq!(links, ["003C"], "only the contact stands for the person");
+}
