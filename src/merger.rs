@@ -68,10 +68,21 @@ impl VendorMerge for HubspotConnector {
     }
 }
 
-/// Salesforce's REST API has no merge (only the SOAP API's `merge()` call), and settings refuse
-/// `merge_at_vendor` for Salesforce systems; the default answer covers a ledger that still
-/// names one.
-impl VendorMerge for SalesforceConnector {}
+/// Salesforce's REST API has no merge: the SOAP API's `merge()` does it. Leads merge into leads
+/// and contacts into contacts (the caller never pairs a lead with a contact).
+impl VendorMerge for SalesforceConnector {
+    async fn merge_records(
+        &self,
+        object_type: &str,
+        primary: &str,
+        loser: &str,
+    ) -> Result<String, ConnectorError> {
+        if !matches!(object_type, "Lead" | "Contact") {
+            return Err(unsupported("only Salesforce leads and contacts are merged"));
+        }
+        SalesforceConnector::merge_records(self, object_type, primary, loser).await
+    }
+}
 
 impl VendorMerge for AnyConnector {
     async fn merge_records(

@@ -472,8 +472,8 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
 }
 
 /// `identity.merge_at_vendor`: each entry names a system, or a connector kind meaning every
-/// system of that kind (when no system has that name). Only vendors whose API can merge
-/// records are accepted.
+/// system of that kind (when no system has that name). Both vendors can merge (HubSpot's
+/// contacts merge, Salesforce's SOAP `merge()`).
 fn merge_at_vendor(
     names: &[String],
     systems: &[SystemSettings],
@@ -497,18 +497,6 @@ fn merge_at_vendor(
             ));
         }
         for s in chosen {
-            if s.kind == ConnectorKind::Salesforce {
-                return Err(KeyError::new(
-                    KEY,
-                    format!(
-                        "system {:?} is Salesforce, whose REST API cannot merge records (only \
-                         the SOAP API's merge() can, which leadsync does not speak); merge \
-                         Salesforce duplicates in Salesforce, and use `leadsync duplicates` to \
-                         list them",
-                        s.name.as_str()
-                    ),
-                ));
-            }
             if !out.contains(&s.name) {
                 out.push(s.name.clone());
             }

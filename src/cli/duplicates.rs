@@ -15,7 +15,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{exit, load_settings};
-use crate::domain::{ConnectorKind, SystemName};
+use crate::domain::SystemName;
 use crate::ledger::{DuplicateGroup, DuplicateLink, Ledger, LedgerReader, is_fuzzy};
 use crate::settings::Settings;
 
@@ -66,12 +66,8 @@ struct Group<'a> {
 /// The plan for `other` of `g` under these settings.
 pub fn plan(settings: &Settings, g: &DuplicateGroup, other: &DuplicateLink) -> Plan {
     let primary = format!("{}/{}", g.primary.object_type, g.primary.remote_id);
-    let kind = settings.systems.iter().find(|s| s.name.as_str() == g.system).map(|s| s.kind);
     let on = settings.identity.merge_at_vendor.iter().any(|s| s.as_str() == g.system);
     let not = |note: String| Plan { action: "not_mergeable", note };
-    if kind == Some(ConnectorKind::Salesforce) {
-        return not("Salesforce's REST API cannot merge: merge it in Salesforce".into());
-    }
     if other.object_type != g.primary.object_type {
         return not(format!("a {} cannot be merged into a {}", other.object_type, primary));
     }

@@ -17,6 +17,7 @@ use url::Url;
 
 use super::config::SalesforceConfig;
 use super::wire::{self, QueryResponse, Record, TokenError, TokenResponse};
+use super::wire_soap;
 use crate::connectors::{ApiCounters, ApiOutcome, ConnectorError, http};
 use crate::retry::{RetryPolicy, retry};
 
@@ -161,6 +162,91 @@ impl Client {
             records.append(&mut page.records);
         }
         Ok(records)
+    }
+
+    /// A SOAP API call (partner WSDL, `POST /services/Soap/u/<version>`) with retries; returns
+    /// the body of a 2xx reply. `envelope` builds the request around the session id. An
+    /// `INVALID_SESSION_ID` fault re-authenticates once, like a REST 401.
+    pub async fn soap(
+        &self,
+        envelope: &(dyn Fn(&str) -> String + Sync),
+    ) -> Result<Vec<u8>, ConnectorError> {
+        retry(self.policy, || self.soap_attempt(envelope)).await
+    }
+
+    async fn soap_attempt(
+        &self,
+        envelope: &(dyn Fn(&str) -> String + Sync),
+    ) -> Result<Vec<u8>, ConnectorError> {
+        let session = self.session().await?;
+        let mut reply = self.send_soap(&session, envelope).await?;
+        let expired =
+            |r: &Reply| wire_soap::fault_code(&r.body).as_deref() == Some("INVALID_SESSION_ID");
+        if expired(&reply) {
+            tracing::info!(connector = "salesforce", "soap session refused; re-authenticating");
+            let fresh = self.reauthenticate(session.generation).await?;
+            reply = self.send_soap(&fresh, envelope).await?;
+            if expired(&reply) {
+                return Err(ConnectorError::Auth(
+                    "soap session refused right after re-authentication: INVALID_SESSION_ID".into(),
+                ));
+            }
+        }
+        if reply.status.is_success() {
+            return Ok(reply.body);
+        }
+        Err(match wire_soap::fault_code(&reply.body) {
+            Some(code) if code == "REQUEST_LIMIT_EXCEEDED" => {
+                ConnectorError::RateLimited { retry_after: Some(REQUEST_LIMIT_BACKOFF) }
+            }
+            // A fault is the API's answer to this request (unsupported version, an operation
+            // or argument it refuses): retrying the same request cannot help.
+            Some(code) => ConnectorError::Rejected {
+                code: or_http(sanitize_code(&code), reply.status),
+                message: format!("soap fault (http {})", reply.status.as_u16()),
+            },
+            None => classify(reply.status, &reply.headers, &reply.body),
+        })
+    }
+
+    async fn send_soap(
+        &self,
+        session: &Session,
+        envelope: &(dyn Fn(&str) -> String + Sync),
+    ) -> Result<Reply, ConnectorError> {
+        let version = self.api_version.trim_start_matches('v');
+        let url = under(&session.instance_url, &format!("services/Soap/u/{version}"));
+        self.counters.write();
+        let resp = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "text/xml; charset=UTF-8")
+            // The partner WSDL's operations declare an empty SOAPAction.
+            .header("SOAPAction", "\"\"")
+            .body(envelope(session.token.expose_secret()))
+            .send()
+            .await
+            .map_err(|e| {
+                self.counters.outcome(ApiOutcome::Error);
+                http::transport(&e)
+            })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        self.note_usage(&headers);
+        let body = resp.bytes().await.map_err(|e| {
+            self.counters.outcome(ApiOutcome::Error);
+            http::transport(&e)
+        })?;
+        let limited = wire_soap::fault_code(&body).as_deref() == Some("REQUEST_LIMIT_EXCEEDED");
+        self.counters.outcome(if status.is_success() {
+            ApiOutcome::Ok
+        } else if limited {
+            ApiOutcome::RateLimited
+        } else {
+            ApiOutcome::Error
+        });
+        tracing::debug!(connector = "salesforce", status = status.as_u16(), "soap call");
+        Ok(Reply { status, headers, body: body.to_vec() })
     }
 
     /// One attempt: a session (cached or new), the request, and on 401 one re-authentication.

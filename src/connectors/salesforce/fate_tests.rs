@@ -305,3 +305,58 @@ async fn notifications_of_converted_leads_carry_the_conversion() {
     assert_eq!(c.fate, RecordFate::ConvertedTo { remote: rid("Contact", "0035g00000000AAAAA") });
     assert_eq!(c.fields.get(&Field::LastName).map(String::as_str), Some("L"));
 }
+
+#[tokio::test]
+async fn merge_records_goes_through_the_soap_api_and_reads_back_as_a_merge() {
+    let sim = sim().await;
+    let master = lead(&sim, 1, json!({}));
+    let loser = lead(&sim, 2, json!({"Title": "VP"}));
+    let sf = connector(&sim, None);
+    let (_, cursor) = poll_all(&sf, Cursor(None)).await;
+    // A session the org has since revoked: the SOAP fault re-authenticates once.
+    sim.revoke_tokens();
+    let writes = sim.stats().api_writes;
+    assert_eq!(sf.merge_records("Lead", &master, &loser).await.expect("merges"), master);
+    assert_eq!(
+        sim.stats().api_writes,
+        writes + 1,
+        "one SOAP call (the refused one is not counted)"
+    );
+    let bin = sim.get("Lead", &loser).expect("in the bin");
+    assert_eq!(
+        (bin["IsDeleted"].clone(), bin["MasterRecordId"].clone()),
+        (json!(true), json!(master))
+    );
+    let (changes, _) = poll_all(&sf, cursor).await;
+    let l = by_id(&changes, &loser);
+    assert_eq!(l[0].fate, RecordFate::MergedInto { survivor: master.clone() });
+    let m = by_id(&changes, &master);
+    assert_eq!(m[0].fields.get(&Field::Title).map(String::as_str), Some("VP"), "blank filled");
+
+    // Merging it again: refused for this record (final), with Salesforce's status code.
+    match sf.merge_records("Lead", &master, &loser).await {
+        Err(ConnectorError::Rejected { code, .. }) => assert_eq!(code, "ENTITY_IS_DELETED"),
+        other => panic!("expected a refusal: {other:?}"),
+    }
+    // A lead cannot be merged into a contact, nor an unknown id.
+    let contact =
+        sim.insert("Contact", obj(json!({"LastName": "C", "Email": "c@example.test"}))).expect("c");
+    let third = lead(&sim, 3, json!({}));
+    let err = sf.merge_records("Lead", &contact, &third).await.expect_err("wrong type");
+    assert!(
+        matches!(err, ConnectorError::Rejected { ref code, .. } if code == "INVALID_CROSS_REFERENCE_KEY"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_soap_outage_is_retried() {
+    use crate::sim::salesforce::Fault;
+    let sim = sim().await;
+    let master = lead(&sim, 1, json!({}));
+    let loser = lead(&sim, 2, json!({}));
+    let sf = connector(&sim, None);
+    sim.inject(Fault::ServerError { status: 503, count: 2 });
+    assert_eq!(sf.merge_records("Lead", &master, &loser).await.expect("retried"), master);
+    assert_eq!(sim.stats().api_writes, 1, "the refused attempts did nothing");
+}

@@ -45,6 +45,7 @@ mod mapping;
 mod tests;
 mod wire;
 mod wire_closed_loop;
+mod wire_soap;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +120,31 @@ impl SalesforceConnector {
                 page_size: cfg.page_size,
             }),
         })
+    }
+
+    /// Merge record `loser` into `master` (both Leads, or both Contacts) with the SOAP API's
+    /// `merge()`, and return the surviving record's id. The merged record goes to the recycle
+    /// bin with `MasterRecordId` = master, which the next poll reads as a merge.
+    ///
+    /// # Errors
+    /// `Rejected` with Salesforce's status code when it refuses this merge (a deleted or
+    /// converted record, another type); otherwise as any call (auth, rate limit, transient).
+    pub async fn merge_records(
+        &self,
+        object_type: &str,
+        master: &str,
+        loser: &str,
+    ) -> Result<String, ConnectorError> {
+        let build = |session: &str| wire_soap::merge_request(session, object_type, master, loser);
+        let body = self.inner.client.soap(&build).await?;
+        match wire_soap::parse_merge_response(&body) {
+            Ok(wire_soap::MergeResult::Merged(id)) => Ok(id),
+            Ok(wire_soap::MergeResult::Refused(code)) => Err(ConnectorError::Rejected {
+                code: if code.is_empty() { "merge_refused".into() } else { code },
+                message: "salesforce refused the merge".into(),
+            }),
+            Err(why) => Err(ConnectorError::Transient(format!("salesforce merge: {why}"))),
+        }
     }
 
     /// The mapping of the object creates go to (Lead), or of the first synced object when

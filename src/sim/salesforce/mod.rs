@@ -54,6 +54,7 @@ mod outbound;
 #[cfg(test)]
 mod outbound_tests;
 mod server;
+pub mod soap;
 mod soql;
 mod store;
 #[cfg(test)]

@@ -132,6 +132,7 @@ async fn route(
         ["services", "data", ver, rest @ ..] => {
             data(sim, method, ver, rest, &query_pairs(uri), headers, body).await
         }
+        ["services", "Soap", "u", ver] => super::soap::handle(sim, method, ver, body).await,
         _ => not_found(),
     }
 }
@@ -218,7 +219,7 @@ fn instance_url(sim: &Inner, headers: &HeaderMap) -> String {
     })
 }
 
-fn valid_version(ver: &str) -> bool {
+pub(super) fn valid_version(ver: &str) -> bool {
     let Some(num) = ver.strip_prefix('v') else {
         return false;
     };
@@ -256,14 +257,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The gate in front of every data call: says whether to go on, and what to wait first.
-enum Gate {
+pub(super) enum Gate {
     Go(Option<std::time::Duration>),
     Stop(Response),
 }
 
 fn gate(sim: &Inner, headers: &HeaderMap) -> Gate {
+    gate_token(sim, bearer(headers))
+}
+
+/// [`gate`] for a session token found elsewhere (the SOAP API's `SessionHeader`).
+pub(super) fn gate_token(sim: &Inner, token: Option<&str>) -> Gate {
     let mut st = sim.lock();
-    let Some(token) = bearer(headers) else {
+    let Some(token) = token else {
         return Gate::Stop(session_expired());
     };
     let now = Instant::now();
@@ -315,7 +321,7 @@ fn limit_exceeded(message: &str) -> Response {
     sf_error(StatusCode::FORBIDDEN, "REQUEST_LIMIT_EXCEEDED", message)
 }
 
-fn with_limit_info(sim: &Inner, mut resp: Response) -> Response {
+pub(super) fn with_limit_info(sim: &Inner, mut resp: Response) -> Response {
     let used = sim.lock().api_used;
     if let Ok(v) = HeaderValue::from_str(&format!("api-usage={used}/{}", sim.opts.daily_api_limit))
     {
