@@ -364,6 +364,13 @@ impl Ledger {
                             stats.pushes_planned += decision.pushes.len();
                             sla::on_decision(tx, rules, &system, &change, &decision, now)?;
                             apply_decision(tx, &system, &change, &decision, now)?;
+                            // The other person of a new duplicate review holds its creates
+                            // where this one has records (`LeadState::review_systems`).
+                            for r in &decision.reviews {
+                                if let reconcile::ReviewIntent::Duplicate { other, .. } = r {
+                                    replan(tx, other, rules, now)?;
+                                }
+                            }
                             let governed = decision.lifecycle.as_ref();
                             lifecycle::store(tx, &decision.lead_id, governed, now)?;
                             if reconcile::reread_needed(&ctx, &system, &change) {
@@ -396,8 +403,10 @@ impl Ledger {
         let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
         let mut stmt = conn.prepare_cached(
             "SELECT o.id, o.lead_id, o.object_type, o.remote_id, o.fields, o.version, o.attempts,
-                    l.fields, o.created_at
+                    l.fields, o.created_at, json_extract(r.state, '$.email')
              FROM outbox o INDEXED BY outbox_pending_id JOIN leads l ON l.id = o.lead_id
+             LEFT JOIN remote_records r ON r.system = o.system
+                AND r.object_type = o.object_type AND r.remote_id = o.remote_id
              WHERE o.system = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
              ORDER BY o.id LIMIT ?3",
         )?;
@@ -412,15 +421,33 @@ impl Ledger {
                 r.get::<_, i64>(6)?,
                 r.get::<_, String>(7)?,
                 r.get::<_, String>(8)?,
+                r.get::<_, Option<String>>(9)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, lead_id, object_type, remote_id, fields, version, attempts, person, planned) =
-                row?;
+            let (
+                id,
+                lead_id,
+                object_type,
+                remote_id,
+                fields,
+                version,
+                attempts,
+                person,
+                planned,
+                record_email,
+            ) = row?;
+            let mut person: Fields = from_json(&person)?;
             let op = if remote_id.is_empty() {
                 PushOp::Create { object_type }
             } else {
+                // Consent is per address at some vendors (HubSpot): an opt-out goes to the
+                // address this record holds, which for a second record of the person (or
+                // one whose email is held or not synced) is not the person's.
+                if let Some(e) = record_email.filter(|e| !e.trim().is_empty()) {
+                    person.insert(Field::Email, e);
+                }
                 PushOp::Update { remote: RemoteId { object_type, id: remote_id } }
             };
             out.push(DuePush {
@@ -429,7 +456,7 @@ impl Ledger {
                     ledger_key: lead_id,
                     op,
                     fields: from_json(&fields)?,
-                    person: from_json(&person)?,
+                    person,
                 },
                 version,
                 attempts,
@@ -546,7 +573,7 @@ impl Ledger {
                         // while it was in flight, the record's address now may not be opted
                         // out: it is not noted as known, and is planned again.
                         let mut noted = rec.fields.clone();
-                        let opt_out_moved = email_moved_under_opt_out(tx, lead_id, rec)?;
+                        let opt_out_moved = email_moved_under_opt_out(tx, system, lead_id, rec)?;
                         if opt_out_moved {
                             noted.remove(&Field::EmailOptOut);
                         }
@@ -1135,6 +1162,19 @@ fn write_plan(
             tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
         }
     }
+    // A queued create the plan no longer wants (held for a duplicate review, say) goes too.
+    let creates: Vec<(i64, String)> = tx
+        .prepare_cached(
+            "SELECT id, system FROM outbox
+             WHERE lead_id = ?1 AND state = 'pending' AND remote_id = ''",
+        )?
+        .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<std::result::Result<_, _>>()?;
+    for (id, system) in creates {
+        if !intents.iter().any(|i| i.system.as_str() == system && i.remote.is_none()) {
+            tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
+        }
+    }
     for intent in intents {
         let remote_id = intent.remote.as_ref().map(|r| r.id.as_str()).unwrap_or("");
         let fields = to_json(&intent.fields)?;
@@ -1169,10 +1209,13 @@ fn write_plan(
     Ok(())
 }
 
-/// Whether `rec` opted a record out by the person's email (it writes no email of its own)
-/// and the person's email is no longer the one it was read with.
+/// Whether `rec` opted a record out by an address it did not write (the record's own, see
+/// [`Ledger::due_pushes`], else the person's) and the record's address is no longer the one
+/// the push was read with: the record's known email when leadsync knows one, else the
+/// person's.
 fn email_moved_under_opt_out(
     tx: &Transaction<'_>,
+    system: &SystemName,
     lead_id: &str,
     rec: &PushRecord,
 ) -> Result<bool> {
@@ -1181,12 +1224,29 @@ fn email_moved_under_opt_out(
     {
         return Ok(false);
     }
+    let own: Option<String> = match &rec.op {
+        PushOp::Update { remote } => tx
+            .prepare_cached(
+                "SELECT json_extract(state, '$.email') FROM remote_records
+                 WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+            )?
+            .query_row(params![system.as_str(), remote.object_type, remote.id], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()?
+            .flatten()
+            .filter(|e| !e.trim().is_empty()),
+        PushOp::Create { .. } => None,
+    };
     let person: Option<String> = tx
         .prepare_cached("SELECT fields FROM leads WHERE id = ?1")?
         .query_row([lead_id], |r| r.get(0))
         .optional()?;
     let Some(person) = person else { return Ok(false) };
-    let person: Fields = from_json(&person)?;
+    let mut person: Fields = from_json(&person)?;
+    if let Some(own) = own {
+        person.insert(Field::Email, own);
+    }
     let (was, is) = (rec.person.get(&Field::Email), person.get(&Field::Email));
     Ok(match (was, is) {
         (Some(w), Some(i)) => !reconcile::same_value(Field::Email, Some(w), i),

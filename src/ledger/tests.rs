@@ -343,3 +343,93 @@ fn a_parked_conflict_waits_for_a_reviewer_and_accept_takes_the_incoming_value() 
         Err(ReviewError::NotOpen { .. })
     ));
 }
+
+#[test]
+fn an_opt_out_of_a_second_contact_goes_to_its_own_address_and_is_noted_once() {
+    let (_d, l) = open();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let r = rules();
+    let mut m = mint();
+    let who = [(Field::FirstName, "Ann"), (Field::LastName, "Lee"), (Field::Company, "Acme")];
+    let mut first = who.to_vec();
+    first.push((Field::Email, "a@x.test"));
+    l.ingest(&mkt, "poll", &[rec_change("contact", "1", &first, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    // A second contact of the same human under another address, stamped with the ledger id.
+    let mut second = who.to_vec();
+    second.push((Field::Email, "b@x.test"));
+    let c2 = Change { ledger_key: Some("L1".into()), ..rec_change("contact", "2", &second, 2) };
+    l.ingest(&mkt, "poll", &[c2], None, t(2)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    assert_eq!(l.snapshot().expect("snap")[0].links.len(), 2, "one person, two contacts");
+    // The CRM opts the person out: both contacts get it, each at its own address (HubSpot
+    // keeps consent per address).
+    let out = [(Field::Email, "a@x.test"), (Field::EmailOptOut, "true"), (Field::LastName, "Lee")];
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &out, 3)], None, t(3)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(3), &mut m).expect("reconcile");
+    let due = l.due_pushes(&mkt, 10, t(4)).expect("due");
+    let email_for = |id: &str| {
+        let rec = due
+            .iter()
+            .map(|d| &d.record)
+            .find(|rec| matches!(&rec.op, PushOp::Update { remote } if remote.id == id))
+            .unwrap_or_else(|| panic!("a push to contact {id}: {due:?}"));
+        assert_eq!(rec.fields.get(&Field::EmailOptOut).map(String::as_str), Some("true"));
+        rec.person.get(&Field::Email).cloned()
+    };
+    assert_eq!(email_for("1").as_deref(), Some("a@x.test"));
+    assert_eq!(email_for("2").as_deref(), Some("b@x.test"), "the second contact's own address");
+    // Accepted: the opt-out is noted for both (the second contact's address did not move),
+    // so nothing is planned again.
+    let outcomes: Vec<PushOutcome> = due
+        .iter()
+        .map(|d| PushOutcome::Accepted {
+            outbox_id: d.record.outbox_id,
+            remote: match &d.record.op {
+                PushOp::Update { remote } => remote.clone(),
+                PushOp::Create { .. } => panic!("no create expected"),
+            },
+            created: false,
+        })
+        .collect();
+    l.record_push_results(&mkt, &due, &outcomes, &r, PushRetry::default(), t(5), t(5))
+        .expect("record");
+    let again = l.due_pushes(&mkt, 10, t(6)).expect("due");
+    assert!(again.is_empty(), "no opt-out loop: {again:?}");
+}
+
+#[test]
+fn a_create_waits_while_a_record_there_may_be_the_same_person() {
+    let (_d, l) = open();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let r = rules();
+    let mut m = mint();
+    let who = [(Field::FirstName, "Levi"), (Field::LastName, "Clark"), (Field::Company, "Krusty")];
+    let mut lead = who.to_vec();
+    lead.extend([(Field::Email, "levi.clark@krusty.test"), (Field::LifecycleStage, "lead")]);
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &lead, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    let creates = |l: &Ledger, sys: &SystemName, at: i64| -> Vec<String> {
+        let due = l.due_pushes(sys, 10, t(at)).expect("due");
+        due.into_iter()
+            .filter(|d| matches!(d.record.op, PushOp::Create { .. }))
+            .map(|d| d.record.ledger_key)
+            .collect()
+    };
+    assert_eq!(creates(&l, &mkt, 2), ["L1"], "marketing creates every person");
+    // A contact made by hand: same name and company, another mailbox at the same domain.
+    // The matcher asks a reviewer (two mailboxes at one employer are often two people).
+    let mut contact = who.to_vec();
+    contact.extend([(Field::Email, "lc@krusty.test"), (Field::LifecycleStage, "mql")]);
+    l.ingest(&mkt, "poll", &[rec_change("contact", "7", &contact, 2)], None, t(3)).expect("i");
+    l.reconcile_pending(&r, 100, t(3), &mut m).expect("reconcile");
+    let reviews = l.open_reviews().expect("reviews");
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert_eq!(reviews[0].kind, "duplicate");
+    // Neither person is created where the other has a record until the review is decided.
+    assert!(creates(&l, &mkt, 4).is_empty(), "the contact may be L1's already");
+    assert!(creates(&l, &crm, 4).is_empty(), "the lead may be L2's already");
+    l.decide_review(reviews[0].id, ReviewVerdict::Reject, &r, t(5)).expect("decided");
+    assert_eq!(creates(&l, &mkt, 6), ["L1"], "different people: L1 gets its contact");
+    assert_eq!(creates(&l, &crm, 6), ["L2"], "and L2 (an MQL) its lead");
+}
