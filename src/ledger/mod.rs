@@ -134,6 +134,10 @@ pub struct DuePush {
     pub attempts: i64,
     /// When the row was first planned (a create keeps this while its fields are re-planned).
     pub planned_at: DateTime<Utc>,
+    /// For a create the pusher sends: when the read of the target system that cleared it
+    /// started (nothing that read found was this person). Audited, so that a duplicate made
+    /// at the vendor after that moment is told from one leadsync should have seen.
+    pub cleared_by_read: Option<DateTime<Utc>>,
 }
 
 /// Per-system operational state for `leadsync status`.
@@ -166,6 +170,9 @@ pub struct LeadSnapshot {
     /// Systems where one of the person's records was deleted (not created there again unless
     /// `identity.recreate_deleted`).
     pub tombstoned: BTreeSet<String>,
+    /// Systems where a person this one may be (an open duplicate review) has a record: not
+    /// created there until the review is decided.
+    pub awaiting_review: BTreeSet<String>,
 }
 
 /// How pushes are retried per record.
@@ -461,6 +468,7 @@ impl Ledger {
                 version,
                 attempts,
                 planned_at: parse_ts(&planned)?,
+                cleared_by_read: None,
             });
         }
         Ok(out)
@@ -579,18 +587,15 @@ impl Ledger {
                         }
                         let replan_needed = replan_needed || opt_out_moved;
                         note_pushed(tx, system, remote, &noted, ended_at)?;
-                        audit(
-                            tx,
-                            now,
-                            Some(lead_id),
-                            Some(system.as_str()),
-                            "pushed",
-                            &serde_json::json!({
-                                "remote": remote.to_string(),
-                                "created": created,
-                                "fields": rec.fields.keys().map(|f| f.as_str()).collect::<Vec<_>>(),
-                            }),
-                        )?;
+                        let mut detail = serde_json::json!({
+                            "remote": remote.to_string(),
+                            "created": created,
+                            "fields": rec.fields.keys().map(|f| f.as_str()).collect::<Vec<_>>(),
+                        });
+                        if let Some(at) = due.cleared_by_read {
+                            detail["cleared_by_read"] = ts(at).into();
+                        }
+                        audit(tx, now, Some(lead_id), Some(system.as_str()), "pushed", &detail)?;
                         if replan_needed {
                             replan(tx, lead_id, rules, now)?;
                         }
@@ -1037,6 +1042,31 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
             tombstones.entry(lead).or_default().insert(system);
         }
     }
+    let mut awaiting: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT lead_id, other_lead_id FROM reviews WHERE kind = 'duplicate'
+             AND state = 'open'",
+        )?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+        for row in rows {
+            let (a, b) = row?;
+            let (Some(a), Some(b)) = (
+                identity::surviving_lead(conn, &a)?,
+                b.map(|b| identity::surviving_lead(conn, &b)).transpose()?.flatten(),
+            ) else {
+                continue;
+            };
+            if a == b {
+                continue;
+            }
+            for (one, other) in [(&a, &b), (&b, &a)] {
+                let systems = links.get(other).into_iter().flatten().map(|(s, _)| s.clone());
+                awaiting.entry(one.clone()).or_default().extend(systems);
+            }
+        }
+    }
     let mut stmt =
         conn.prepare("SELECT id, fields FROM leads WHERE merged_into IS NULL ORDER BY id")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
@@ -1045,7 +1075,14 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
         let (id, fields) = row?;
         let l = links.remove(&id).unwrap_or_default();
         let tombstoned = tombstones.remove(&id).unwrap_or_default();
-        out.push(LeadSnapshot { id, fields: from_json(&fields)?, links: l, tombstoned });
+        let awaiting_review = awaiting.remove(&id).unwrap_or_default();
+        out.push(LeadSnapshot {
+            id,
+            fields: from_json(&fields)?,
+            links: l,
+            tombstoned,
+            awaiting_review,
+        });
     }
     Ok(out)
 }
