@@ -47,7 +47,9 @@
 //!   a merge of that human (the survivor keeps its own email), is not the human's last word;
 //! - an opt-out that lived only on a record deleted before the ledger had it is gone;
 //! - a duplicate (made from the human's current name and company) whose name, company or
-//!   email was edited before leadsync linked it may stay a person of its own ("blurred");
+//!   email was edited before leadsync linked it, or whose human's other records were edited
+//!   so meanwhile, may stay a person of its own ("blurred"): the two no longer look alike.
+//!   Such a human's records are checked per person for duplicates and opt-outs;
 //! - of several records of one human in one system only the primary (the person's oldest
 //!   link) must hold the person's fields, the others the opt-out (ARCHITECTURE.md);
 //! - a duplicate the driver made next to a record leadsync had made already is not a
@@ -726,8 +728,14 @@ impl Driver<'_> {
         };
         let (r, record) = r;
         let identity = ["FirstName", "LastName", "Company", "Email"].contains(&sf_field);
-        let is_dup = self.dups.iter().any(|x| record.ends_with(&format!(":{}", x.id)));
-        if identity && !settled && is_dup && (r == "ui ok" || r.starts_with("api 2")) {
+        // An edit on the duplicate itself, or on another record of its human while the
+        // duplicate is not linked yet: either way the two no longer look alike.
+        let has_dup = self.dups.iter().any(|x| {
+            record.ends_with(&format!(":{}", x.id))
+                || self.hs_contacts(human).contains(&x.id)
+                || self.sf_leads(human).contains(&x.id)
+        });
+        if identity && !settled && has_dup && (r == "ui ok" || r.starts_with("api 2")) {
             self.humans[human].blurred = true;
         }
         if r == "ui ok" || r.starts_with("api 2") {
@@ -1298,33 +1306,50 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
             let known = if system == "crm" { &d.known_sf } else { &d.known_hs };
             let created: Vec<&str> =
                 ids.iter().copied().filter(|id| !known.contains(*id)).collect();
-            // A duplicate the driver made on purpose next to a record leadsync had already
-            // made is not a record leadsync duplicated; nor is one made after the read that
-            // cleared leadsync's create had started (that read could not see it, and no
-            // engine can create without some last read before the create).
-            let after_ours = |id: &str| {
-                d.dups.iter().any(|x| {
-                    x.id == id
-                        && created.iter().any(|c| {
-                            x.leadsync_before.contains(*c)
-                                || create_cleared_at(app, system, c).is_some_and(|r| x.made_at > r)
-                        })
-                })
-            };
-            let theirs = ids.len() - created.len() - ids.iter().filter(|id| after_ours(id)).count();
-            if created.len() > 1 || (!created.is_empty() && theirs > 0) {
-                // Named as `lead ID`, so that a replay prints that person's trace.
-                let lead = snapshot
+            // A blurred human's duplicate may be a person of its own (see the identity check):
+            // then each person's records are checked on their own.
+            let mut groups: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+            for id in &ids {
+                let person = snapshot
                     .iter()
-                    .find(|p| p.links.iter().any(|(_, r)| ids.contains(&r.id.as_str())))
+                    .find(|p| p.links.iter().any(|(s, r)| s == system && r.id == *id))
                     .map_or("?", |p| p.id.as_str());
-                failures.push(format!(
-                    "duplicates: lead {lead}: {} has {} live record(s) at {system} made by hand and {} \
-                     made by leadsync: {ids:?}",
-                    human.token,
-                    theirs,
-                    created.len()
-                ));
+                let key = if human.blurred { person } else { "" };
+                groups.entry(key.to_string()).or_default().push(id);
+            }
+            for ids in groups.values() {
+                let created: Vec<&str> =
+                    ids.iter().copied().filter(|id| !known.contains(*id)).collect();
+                // A duplicate the driver made on purpose next to a record leadsync had
+                // already made is not a record leadsync duplicated; nor is one made after the
+                // read that cleared leadsync's create had started (that read could not see
+                // it, and no engine can create without some last read before the create).
+                let after_ours = |id: &str| {
+                    d.dups.iter().any(|x| {
+                        x.id == id
+                            && created.iter().any(|c| {
+                                x.leadsync_before.contains(*c)
+                                    || create_cleared_at(app, system, c)
+                                        .is_some_and(|r| x.made_at > r)
+                            })
+                    })
+                };
+                let theirs =
+                    ids.len() - created.len() - ids.iter().filter(|id| after_ours(id)).count();
+                if created.len() > 1 || (!created.is_empty() && theirs > 0) {
+                    // Named as `lead ID`, so that a replay prints that person's trace.
+                    let lead = snapshot
+                        .iter()
+                        .find(|p| p.links.iter().any(|(_, r)| ids.contains(&r.id.as_str())))
+                        .map_or("?", |p| p.id.as_str());
+                    failures.push(format!(
+                        "duplicates: lead {lead} - {} has {} live record(s) at {system} made by \
+                         hand and {} made by leadsync: {ids:?}",
+                        human.token,
+                        theirs,
+                        created.len()
+                    ));
+                }
             }
             for del in d.deleted.iter().filter(|x| x.human == i && x.system == system) {
                 let back: Vec<&str> =
@@ -1405,7 +1430,7 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
             ));
         }
     }
-    for human in d.humans.iter().filter(|x| x.opted_out) {
+    for human in d.humans.iter().filter(|x| x.opted_out && !x.blurred) {
         let tok = Some(&human.token);
         for r in sf.iter().filter(|r| r.token.as_ref() == tok && !r.converted && !r.opt_out) {
             failures.push(format!(
@@ -1426,6 +1451,43 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
             {
                 failures.push(format!(
                     "opt-out: {} opted out, but ledger person {p} is not",
+                    human.token
+                ));
+            }
+        }
+    }
+    // A blurred human's persons may be apart (see above): an opt-out holds per person. Every
+    // person with an opted-out live record is opted out in the ledger and on all its records.
+    for human in d.humans.iter().filter(|x| x.opted_out && x.blurred) {
+        let tok = Some(&human.token);
+        let records = sf
+            .iter()
+            .filter(|r| r.token.as_ref() == tok && !r.converted)
+            .map(|r| ("crm", r.id.as_str(), r.opt_out))
+            .chain(
+                hs.iter().filter(|c| c.1.as_ref() == tok).map(|c| ("marketing", c.0.as_str(), c.2)),
+            );
+        let mut persons: BTreeMap<&str, Vec<(&str, &str, bool)>> = BTreeMap::new();
+        for (system, id, out) in records {
+            if let Some(p) =
+                snapshot.iter().find(|p| p.links.iter().any(|(s, r)| s == system && r.id == id))
+            {
+                persons.entry(p.id.as_str()).or_default().push((system, id, out));
+            }
+        }
+        for (p, recs) in persons.iter().filter(|(_, recs)| recs.iter().any(|r| r.2)) {
+            for (system, id, _) in recs.iter().filter(|r| !r.2) {
+                failures.push(format!(
+                    "opt-out: {} opted out on a record of person {p}, but {system} {id} is not",
+                    human.token
+                ));
+            }
+            let ledger = snapshot.iter().find(|l| l.id == *p);
+            if ledger.and_then(|l| l.fields.get(&Field::EmailOptOut)).map(String::as_str)
+                != Some("true")
+            {
+                failures.push(format!(
+                    "opt-out: {} opted out on a record of person {p}, which is not",
                     human.token
                 ));
             }
