@@ -165,7 +165,8 @@ pub struct SystemStatus {
 pub struct LeadSnapshot {
     pub id: String,
     pub fields: Fields,
-    /// Open links, oldest first (per system, the first is the primary record).
+    /// Open links, oldest first and fuzzy-matched ones last (per system, the first is the
+    /// primary record).
     pub links: Vec<(String, RemoteId)>,
     /// Systems where one of the person's records was deleted (not created there again unless
     /// `identity.recreate_deleted`).
@@ -1023,7 +1024,7 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
     {
         let mut stmt = conn.prepare(
             "SELECT lead_id, system, object_type, remote_id FROM links WHERE closed_at IS NULL
-             ORDER BY id",
+             ORDER BY reason LIKE 'matched_rule:%', id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))

@@ -433,3 +433,47 @@ fn a_create_waits_while_a_record_there_may_be_the_same_person() {
     assert_eq!(creates(&l, &mkt, 6), ["L1"], "different people: L1 gets its contact");
     assert_eq!(creates(&l, &crm, 6), ["L2"], "and L2 (an MQL) its lead");
 }
+
+#[test]
+fn the_record_created_with_the_persons_address_is_primary_over_a_fuzzy_match() {
+    let (_d, l) = open();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let r = rules();
+    let mut m = mint();
+    let who = [(Field::FirstName, "Levi"), (Field::LastName, "Clark"), (Field::Company, "Krusty")];
+    let mut lead = who.to_vec();
+    lead.extend([(Field::Email, "levi.clark@krusty.test"), (Field::Title, "CTO")]);
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &lead, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    // The create goes out; meanwhile a contact made by hand under another address is read
+    // and linked by a fuzzy rule.
+    let create = l.due_pushes(&mkt, 10, t(2)).expect("due");
+    assert!(matches!(create[0].record.op, PushOp::Create { .. }));
+    let mut contact = who.to_vec();
+    contact.push((Field::Email, "lc@mail.test"));
+    l.ingest(&mkt, "poll", &[rec_change("contact", "7", &contact, 2)], None, t(3)).expect("i");
+    l.reconcile_pending(&r, 100, t(3), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "linked, not a new person");
+    let accepted = PushOutcome::Accepted {
+        outbox_id: create[0].record.outbox_id,
+        remote: RemoteId { object_type: "contact".into(), id: "8".into() },
+        created: true,
+    };
+    l.record_push_results(&mkt, &create, &[accepted], &r, PushRetry::default(), t(4), t(4))
+        .expect("record");
+    // The created contact holds the person's address: it is the primary. Writing the person's
+    // email to the hand-made one would be refused (HubSpot: another contact holds it).
+    let marketing: Vec<String> = l.snapshot().expect("snap")[0]
+        .links
+        .iter()
+        .filter(|(s, _)| s == "marketing")
+        .map(|(_, r)| r.id.clone())
+        .collect();
+    assert_eq!(marketing, ["8", "7"]);
+    let due = l.due_pushes(&mkt, 10, t(5)).expect("due");
+    assert!(
+        due.iter().all(|d| !d.record.fields.contains_key(&Field::Email)),
+        "no email written over the hand-made contact's: {due:?}"
+    );
+}

@@ -1263,7 +1263,7 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
             .collect();
         let hs_mine: Vec<&str> =
             hs.iter().filter(|c| c.1.as_ref() == Some(tok)).map(|c| c.0.as_str()).collect();
-        // Of several records of one human in one system, the primary (the oldest link) gets
+        // Of several records of one human in one system, the primary (its first link) gets
         // the person's fields, the others opt-outs only (ARCHITECTURE.md).
         let sf_mine = primary_only(&snapshot, "crm", sf_mine);
         let hs_mine = primary_only(&snapshot, "marketing", hs_mine);
