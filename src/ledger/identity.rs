@@ -70,7 +70,6 @@ pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadSta
         .into_iter()
         .map(SystemName)
         .collect();
-    let review_systems = review_systems(tx, id)?;
     Ok(Some(LeadState {
         id: id.to_string(),
         fields: from_json(&fields)?,
@@ -78,37 +77,7 @@ pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadSta
         links,
         held,
         tombstoned,
-        review_systems,
     }))
-}
-
-/// The systems where the persons of this one's open duplicate reviews have open links.
-fn review_systems(tx: &Transaction<'_>, id: &str) -> Result<BTreeSet<SystemName>> {
-    let others: Vec<String> = tx
-        .prepare_cached(
-            "SELECT other_lead_id FROM reviews WHERE kind = 'duplicate' AND state = 'open'
-               AND lead_id = ?1
-             UNION SELECT lead_id FROM reviews WHERE kind = 'duplicate' AND state = 'open'
-               AND other_lead_id = ?1",
-        )?
-        .query_map([id], |r| r.get::<_, Option<String>>(0))?
-        .filter_map(|o| o.transpose())
-        .collect::<std::result::Result<_, _>>()?;
-    let mut out = BTreeSet::new();
-    for other in others {
-        let Some(other) = surviving_lead(tx, &other)? else { continue };
-        if other == id {
-            continue;
-        }
-        let systems = tx
-            .prepare_cached(
-                "SELECT DISTINCT system FROM links WHERE lead_id = ?1 AND closed_at IS NULL",
-            )?
-            .query_map([&other], |r| r.get::<_, String>(0))?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        out.extend(systems.into_iter().map(SystemName));
-    }
-    Ok(out)
 }
 
 /// The person a link points to, open or closed: `(lead_id, closed_reason)`; a closed link has

@@ -171,9 +171,6 @@ pub struct LeadSnapshot {
     /// Systems where one of the person's records was deleted (not created there again unless
     /// `identity.recreate_deleted`).
     pub tombstoned: BTreeSet<String>,
-    /// Systems where a person this one may be (an open duplicate review) has a record: not
-    /// created there until the review is decided.
-    pub awaiting_review: BTreeSet<String>,
 }
 
 /// How pushes are retried per record.
@@ -372,13 +369,6 @@ impl Ledger {
                             stats.pushes_planned += decision.pushes.len();
                             sla::on_decision(tx, rules, &system, &change, &decision, now)?;
                             apply_decision(tx, &system, &change, &decision, now)?;
-                            // The other person of a new duplicate review holds its creates
-                            // where this one has records (`LeadState::review_systems`).
-                            for r in &decision.reviews {
-                                if let reconcile::ReviewIntent::Duplicate { other, .. } = r {
-                                    replan(tx, other, rules, now)?;
-                                }
-                            }
                             let governed = decision.lifecycle.as_ref();
                             lifecycle::store(tx, &decision.lead_id, governed, now)?;
                             if reconcile::reread_needed(&ctx, &system, &change) {
@@ -1043,31 +1033,6 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
             tombstones.entry(lead).or_default().insert(system);
         }
     }
-    let mut awaiting: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT lead_id, other_lead_id FROM reviews WHERE kind = 'duplicate'
-             AND state = 'open'",
-        )?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
-        for row in rows {
-            let (a, b) = row?;
-            let (Some(a), Some(b)) = (
-                identity::surviving_lead(conn, &a)?,
-                b.map(|b| identity::surviving_lead(conn, &b)).transpose()?.flatten(),
-            ) else {
-                continue;
-            };
-            if a == b {
-                continue;
-            }
-            for (one, other) in [(&a, &b), (&b, &a)] {
-                let systems = links.get(other).into_iter().flatten().map(|(s, _)| s.clone());
-                awaiting.entry(one.clone()).or_default().extend(systems);
-            }
-        }
-    }
     let mut stmt =
         conn.prepare("SELECT id, fields FROM leads WHERE merged_into IS NULL ORDER BY id")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
@@ -1076,14 +1041,7 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
         let (id, fields) = row?;
         let l = links.remove(&id).unwrap_or_default();
         let tombstoned = tombstones.remove(&id).unwrap_or_default();
-        let awaiting_review = awaiting.remove(&id).unwrap_or_default();
-        out.push(LeadSnapshot {
-            id,
-            fields: from_json(&fields)?,
-            links: l,
-            tombstoned,
-            awaiting_review,
-        });
+        out.push(LeadSnapshot { id, fields: from_json(&fields)?, links: l, tombstoned });
     }
     Ok(out)
 }
@@ -1197,19 +1155,6 @@ fn write_plan(
             i.system.as_str() == system && i.remote.as_ref().is_some_and(|r| r.id == remote_id)
         });
         if !still {
-            tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
-        }
-    }
-    // A queued create the plan no longer wants (held for a duplicate review, say) goes too.
-    let creates: Vec<(i64, String)> = tx
-        .prepare_cached(
-            "SELECT id, system FROM outbox
-             WHERE lead_id = ?1 AND state = 'pending' AND remote_id = ''",
-        )?
-        .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<std::result::Result<_, _>>()?;
-    for (id, system) in creates {
-        if !intents.iter().any(|i| i.system.as_str() == system && i.remote.is_none()) {
             tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
         }
     }

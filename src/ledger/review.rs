@@ -201,13 +201,6 @@ impl Ledger {
                 &serde_json::json!({ "review": id, "kind": item.kind, "state": state, "decision": decision }),
             )?;
             replan(tx, &item.lead_id, rules, now)?;
-            // Both persons of a rejected pair may have held creates for it.
-            if let Some(other) = &item.other_lead_id
-                && let Some(other) = super::identity::surviving_lead(tx, other)?
-                && other != item.lead_id
-            {
-                replan(tx, &other, rules, now)?;
-            }
             Ok(Ok(get(tx, id)?.unwrap_or(item)))
         })?
     }

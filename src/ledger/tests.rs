@@ -399,42 +399,6 @@ fn an_opt_out_of_a_second_contact_goes_to_its_own_address_and_is_noted_once() {
 }
 
 #[test]
-fn a_create_waits_while_a_record_there_may_be_the_same_person() {
-    let (_d, l) = open();
-    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
-    let r = rules();
-    let mut m = mint();
-    let who = [(Field::FirstName, "Levi"), (Field::LastName, "Clark"), (Field::Company, "Krusty")];
-    let mut lead = who.to_vec();
-    lead.extend([(Field::Email, "levi.clark@krusty.test"), (Field::LifecycleStage, "lead")]);
-    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &lead, 0)], None, t(1)).expect("ingest");
-    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
-    let creates = |l: &Ledger, sys: &SystemName, at: i64| -> Vec<String> {
-        let due = l.due_pushes(sys, 10, t(at)).expect("due");
-        due.into_iter()
-            .filter(|d| matches!(d.record.op, PushOp::Create { .. }))
-            .map(|d| d.record.ledger_key)
-            .collect()
-    };
-    assert_eq!(creates(&l, &mkt, 2), ["L1"], "marketing creates every person");
-    // A contact made by hand: same name and company, another mailbox at the same domain.
-    // The matcher asks a reviewer (two mailboxes at one employer are often two people).
-    let mut contact = who.to_vec();
-    contact.extend([(Field::Email, "lc@krusty.test"), (Field::LifecycleStage, "mql")]);
-    l.ingest(&mkt, "poll", &[rec_change("contact", "7", &contact, 2)], None, t(3)).expect("i");
-    l.reconcile_pending(&r, 100, t(3), &mut m).expect("reconcile");
-    let reviews = l.open_reviews().expect("reviews");
-    assert_eq!(reviews.len(), 1, "{reviews:?}");
-    assert_eq!(reviews[0].kind, "duplicate");
-    // Neither person is created where the other has a record until the review is decided.
-    assert!(creates(&l, &mkt, 4).is_empty(), "the contact may be L1's already");
-    assert!(creates(&l, &crm, 4).is_empty(), "the lead may be L2's already");
-    l.decide_review(reviews[0].id, ReviewVerdict::Reject, &r, t(5)).expect("decided");
-    assert_eq!(creates(&l, &mkt, 6), ["L1"], "different people: L1 gets its contact");
-    assert_eq!(creates(&l, &crm, 6), ["L2"], "and L2 (an MQL) its lead");
-}
-
-#[test]
 fn the_record_created_with_the_persons_address_is_primary_over_a_fuzzy_match() {
     let (_d, l) = open();
     let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));

@@ -24,7 +24,6 @@ pub fn merge_persons(
     }
     out.held.extend(loser.held.iter().copied());
     out.tombstoned.extend(loser.tombstoned.iter().cloned());
-    out.review_systems.extend(loser.review_systems.iter().cloned());
     for field in Field::ALL {
         let w = winner.fields.get(&field);
         let l = loser.fields.get(&field);

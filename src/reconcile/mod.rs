@@ -67,9 +67,6 @@ pub struct LeadState {
     pub held: BTreeSet<Field>,
     /// Systems where one of this person's records was deleted.
     pub tombstoned: BTreeSet<SystemName>,
-    /// Systems where a person this one may be (an open duplicate review) has a record: a
-    /// create there waits for the review, since that record may be this person's already.
-    pub review_systems: BTreeSet<SystemName>,
 }
 
 /// One linked remote record and what leadsync knows it holds.
@@ -622,9 +619,6 @@ fn reconcile_live(
     if restored {
         state.tombstoned.remove(system);
     }
-    if let Some((cand, _, _, Verdict::Review)) = &fuzzy {
-        state.review_systems.extend(cand.links.iter().map(|k| k.system.clone()));
-    }
     match state.links.iter_mut().find(|k| &k.system == system && k.remote == change.remote) {
         Some(k) => {
             k.known = record_known.clone();
@@ -897,11 +891,6 @@ pub fn plan_pushes(lead: &LeadState, rules: &Rules) -> Vec<PushIntent> {
             continue;
         }
         if lead.tombstoned.contains(&sys.name) && !rules.recreate_deleted {
-            continue;
-        }
-        // A record there may be this person's (an open duplicate review): creating another
-        // would make the duplicate the review is about. The reviewer's decision plans again.
-        if lead.review_systems.contains(&sys.name) {
             continue;
         }
         let stage = person.get(&Field::LifecycleStage).and_then(|s| Stage::parse(s));
