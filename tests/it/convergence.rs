@@ -60,8 +60,7 @@
 //! - one human may be two persons when their ledger emails are two mailboxes at one
 //!   domain and an open duplicate review ties them: the matcher sends such a pair to review
 //!   by design (two mailboxes at one employer are usually two people, and `mail.example`,
-//!   where the driver's duplicates live, is a domain a human's email may move to). Until a
-//!   reviewer decides, neither person is created where the other has a record.
+//!   where the driver's duplicates live, is a domain a human's email may move to).
 //!
 //! Without webhooks HubSpot archives are learnt from the archived-list sweep, which ends every
 //! poll pass here (`archived_sweep_every = 1`; hourly by default).
