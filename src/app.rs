@@ -841,6 +841,9 @@ async fn pusher(
             .map(|d| d.planned_at)
             .collect();
         creates.retain(|d| inbox_idle && read_from.is_some_and(|r| r > d.planned_at));
+        for d in &mut creates {
+            d.cleared_by_read = read_from;
+        }
         if let Some(newest) = held.iter().max().copied()
             && read_from.is_none_or(|r| r <= newest)
             && woke_for.is_none_or(|w| w < newest)

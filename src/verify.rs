@@ -34,7 +34,7 @@ impl std::fmt::Display for Disagreement {
 pub type Fetch<'a> = &'a dyn Fn(&SystemName, &RemoteId) -> Option<BTreeMap<String, Option<String>>>;
 
 /// Compare every person with every record linked to them, as the engine means them to be:
-/// the primary record of each system (its oldest open link) holds every field its object's
+/// the primary record of each system (its first open link in the ledger's order) holds every field its object's
 /// mapping writes (`don't sync` fields aside), other records of that system the opt-out; a
 /// person missing in a system where one of their records was deleted is fine unless
 /// `identity.recreate_deleted`. `fetch` returns a record's vendor properties (`None` when the

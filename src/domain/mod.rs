@@ -285,7 +285,8 @@ pub struct PushRecord {
     /// Only the canonical fields to write.
     pub fields: Fields,
     /// The person's full resolved fields, for creates that need required fields and for
-    /// side-channel writes (HubSpot opt-out is keyed by email).
+    /// side-channel writes (HubSpot opt-out is keyed by email). For an update, `Email` is the
+    /// record's own address as leadsync last knew it (consent is per address).
     pub person: Fields,
 }
 

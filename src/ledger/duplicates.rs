@@ -3,7 +3,8 @@
 //! `status` and the metrics endpoint, and, where `identity.merge_at_vendor` asks for it, merged
 //! at the vendor by the merger (`crate::merger`), whose attempts are recorded here.
 //!
-//! The primary record of a person in a system is its oldest open link (the lowest link id),
+//! The primary record of a person in a system is its oldest open link (the lowest link id;
+//! links made by a fuzzy rule come after the others, see `reconcile::is_primary`),
 //! the same rule the reconciler pushes by; a merge folds every other record of that system
 //! and object type into it. The ledger never closes a link because it asked for a merge: the
 //! vendor's merge comes back through ingest like any other (a `MergedInto` fate), and the
@@ -177,7 +178,7 @@ fn groups(conn: &Connection, systems: Option<&[SystemName]>) -> Result<Vec<Dupli
          WHERE l.closed_at IS NULL AND (l.system, l.lead_id) IN (
              SELECT system, lead_id FROM links WHERE closed_at IS NULL
              GROUP BY system, lead_id HAVING count(*) > 1)
-         ORDER BY l.system, l.lead_id, l.id",
+         ORDER BY l.system, l.lead_id, l.reason LIKE 'matched_rule:%', l.id",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -531,7 +532,8 @@ fn still_duplicate(
     let primary: Option<(String, String)> = tx
         .prepare_cached(
             "SELECT object_type, remote_id FROM links
-             WHERE lead_id = ?1 AND system = ?2 AND closed_at IS NULL ORDER BY id LIMIT 1",
+             WHERE lead_id = ?1 AND system = ?2 AND closed_at IS NULL
+             ORDER BY reason LIKE 'matched_rule:%', id LIMIT 1",
         )?
         .query_row(params![g.lead_id, g.system], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;

@@ -31,7 +31,7 @@ pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadSta
          FROM links l LEFT JOIN remote_records r
            ON r.system = l.system AND r.object_type = l.object_type AND r.remote_id = l.remote_id
          WHERE l.lead_id = ?1 AND l.closed_at IS NULL
-         ORDER BY l.id",
+         ORDER BY l.reason LIKE 'matched_rule:%', l.id",
     )?;
     let rows = stmt.query_map([id], |r| {
         Ok((

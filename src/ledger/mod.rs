@@ -135,6 +135,10 @@ pub struct DuePush {
     pub attempts: i64,
     /// When the row was first planned (a create keeps this while its fields are re-planned).
     pub planned_at: DateTime<Utc>,
+    /// For a create the pusher sends: when the read of the target system that cleared it
+    /// started (nothing that read found was this person). Audited, so that a duplicate made
+    /// at the vendor after that moment is told from one leadsync should have seen.
+    pub cleared_by_read: Option<DateTime<Utc>>,
 }
 
 /// Per-system operational state for `leadsync status`.
@@ -162,7 +166,8 @@ pub struct SystemStatus {
 pub struct LeadSnapshot {
     pub id: String,
     pub fields: Fields,
-    /// Open links, oldest first (per system, the first is the primary record).
+    /// Open links, oldest first and fuzzy-matched ones last (per system, the first is the
+    /// primary record).
     pub links: Vec<(String, RemoteId)>,
     /// Systems where one of the person's records was deleted (not created there again unless
     /// `identity.recreate_deleted`).
@@ -397,8 +402,10 @@ impl Ledger {
         let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
         let mut stmt = conn.prepare_cached(
             "SELECT o.id, o.lead_id, o.object_type, o.remote_id, o.fields, o.version, o.attempts,
-                    l.fields, o.created_at
+                    l.fields, o.created_at, json_extract(r.state, '$.email')
              FROM outbox o INDEXED BY outbox_pending_id JOIN leads l ON l.id = o.lead_id
+             LEFT JOIN remote_records r ON r.system = o.system
+                AND r.object_type = o.object_type AND r.remote_id = o.remote_id
              WHERE o.system = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
              ORDER BY o.id LIMIT ?3",
         )?;
@@ -413,15 +420,33 @@ impl Ledger {
                 r.get::<_, i64>(6)?,
                 r.get::<_, String>(7)?,
                 r.get::<_, String>(8)?,
+                r.get::<_, Option<String>>(9)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, lead_id, object_type, remote_id, fields, version, attempts, person, planned) =
-                row?;
+            let (
+                id,
+                lead_id,
+                object_type,
+                remote_id,
+                fields,
+                version,
+                attempts,
+                person,
+                planned,
+                record_email,
+            ) = row?;
+            let mut person: Fields = from_json(&person)?;
             let op = if remote_id.is_empty() {
                 PushOp::Create { object_type }
             } else {
+                // Consent is per address at some vendors (HubSpot): an opt-out goes to the
+                // address this record holds, which for a second record of the person (or
+                // one whose email is held or not synced) is not the person's.
+                if let Some(e) = record_email.filter(|e| !e.trim().is_empty()) {
+                    person.insert(Field::Email, e);
+                }
                 PushOp::Update { remote: RemoteId { object_type, id: remote_id } }
             };
             out.push(DuePush {
@@ -430,11 +455,12 @@ impl Ledger {
                     ledger_key: lead_id,
                     op,
                     fields: from_json(&fields)?,
-                    person: from_json(&person)?,
+                    person,
                 },
                 version,
                 attempts,
                 planned_at: parse_ts(&planned)?,
+                cleared_by_read: None,
             });
         }
         Ok(out)
@@ -552,24 +578,21 @@ impl Ledger {
                         // while it was in flight, the record's address now may not be opted
                         // out: it is not noted as known, and is planned again.
                         let mut noted = rec.fields.clone();
-                        let opt_out_moved = email_moved_under_opt_out(tx, lead_id, rec)?;
+                        let opt_out_moved = email_moved_under_opt_out(tx, system, lead_id, rec)?;
                         if opt_out_moved {
                             noted.remove(&Field::EmailOptOut);
                         }
                         let replan_needed = replan_needed || opt_out_moved;
                         note_pushed(tx, system, remote, &noted, ended_at)?;
-                        audit(
-                            tx,
-                            now,
-                            Some(lead_id),
-                            Some(system.as_str()),
-                            "pushed",
-                            &serde_json::json!({
-                                "remote": remote.to_string(),
-                                "created": created,
-                                "fields": rec.fields.keys().map(|f| f.as_str()).collect::<Vec<_>>(),
-                            }),
-                        )?;
+                        let mut detail = serde_json::json!({
+                            "remote": remote.to_string(),
+                            "created": created,
+                            "fields": rec.fields.keys().map(|f| f.as_str()).collect::<Vec<_>>(),
+                        });
+                        if let Some(at) = due.cleared_by_read {
+                            detail["cleared_by_read"] = ts(at).into();
+                        }
+                        audit(tx, now, Some(lead_id), Some(system.as_str()), "pushed", &detail)?;
                         if replan_needed {
                             replan(tx, lead_id, rules, now)?;
                         }
@@ -997,7 +1020,7 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
     {
         let mut stmt = conn.prepare(
             "SELECT lead_id, system, object_type, remote_id FROM links WHERE closed_at IS NULL
-             ORDER BY id",
+             ORDER BY reason LIKE 'matched_rule:%', id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
@@ -1206,10 +1229,13 @@ fn still_the_row_sent(tx: &Transaction<'_>, system: &SystemName, due: &DuePush) 
         )?)
 }
 
-/// Whether `rec` opted a record out by the person's email (it writes no email of its own)
-/// and the person's email is no longer the one it was read with.
+/// Whether `rec` opted a record out by an address it did not write (the record's own, see
+/// [`Ledger::due_pushes`], else the person's) and the record's address is no longer the one
+/// the push was read with: the record's known email when leadsync knows one, else the
+/// person's.
 fn email_moved_under_opt_out(
     tx: &Transaction<'_>,
+    system: &SystemName,
     lead_id: &str,
     rec: &PushRecord,
 ) -> Result<bool> {
@@ -1218,12 +1244,29 @@ fn email_moved_under_opt_out(
     {
         return Ok(false);
     }
+    let own: Option<String> = match &rec.op {
+        PushOp::Update { remote } => tx
+            .prepare_cached(
+                "SELECT json_extract(state, '$.email') FROM remote_records
+                 WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+            )?
+            .query_row(params![system.as_str(), remote.object_type, remote.id], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()?
+            .flatten()
+            .filter(|e| !e.trim().is_empty()),
+        PushOp::Create { .. } => None,
+    };
     let person: Option<String> = tx
         .prepare_cached("SELECT fields FROM leads WHERE id = ?1")?
         .query_row([lead_id], |r| r.get(0))
         .optional()?;
     let Some(person) = person else { return Ok(false) };
-    let person: Fields = from_json(&person)?;
+    let mut person: Fields = from_json(&person)?;
+    if let Some(own) = own {
+        person.insert(Field::Email, own);
+    }
     let (was, is) = (rec.person.get(&Field::Email), person.get(&Field::Email));
     Ok(match (was, is) {
         (Some(w), Some(i)) => !reconcile::same_value(Field::Email, Some(w), i),

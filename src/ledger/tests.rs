@@ -343,3 +343,101 @@ fn a_parked_conflict_waits_for_a_reviewer_and_accept_takes_the_incoming_value() 
         Err(ReviewError::NotOpen { .. })
     ));
 }
+
+#[test]
+fn an_opt_out_of_a_second_contact_goes_to_its_own_address_and_is_noted_once() {
+    let (_d, l) = open();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let r = rules();
+    let mut m = mint();
+    let who = [(Field::FirstName, "Ann"), (Field::LastName, "Lee"), (Field::Company, "Acme")];
+    let mut first = who.to_vec();
+    first.push((Field::Email, "a@x.test"));
+    l.ingest(&mkt, "poll", &[rec_change("contact", "1", &first, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    // A second contact of the same human under another address, stamped with the ledger id.
+    let mut second = who.to_vec();
+    second.push((Field::Email, "b@x.test"));
+    let c2 = Change { ledger_key: Some("L1".into()), ..rec_change("contact", "2", &second, 2) };
+    l.ingest(&mkt, "poll", &[c2], None, t(2)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    assert_eq!(l.snapshot().expect("snap")[0].links.len(), 2, "one person, two contacts");
+    // The CRM opts the person out: both contacts get it, each at its own address (HubSpot
+    // keeps consent per address).
+    let out = [(Field::Email, "a@x.test"), (Field::EmailOptOut, "true"), (Field::LastName, "Lee")];
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &out, 3)], None, t(3)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(3), &mut m).expect("reconcile");
+    let due = l.due_pushes(&mkt, 10, t(4)).expect("due");
+    let email_for = |id: &str| {
+        let rec = due
+            .iter()
+            .map(|d| &d.record)
+            .find(|rec| matches!(&rec.op, PushOp::Update { remote } if remote.id == id))
+            .unwrap_or_else(|| panic!("a push to contact {id}: {due:?}"));
+        assert_eq!(rec.fields.get(&Field::EmailOptOut).map(String::as_str), Some("true"));
+        rec.person.get(&Field::Email).cloned()
+    };
+    assert_eq!(email_for("1").as_deref(), Some("a@x.test"));
+    assert_eq!(email_for("2").as_deref(), Some("b@x.test"), "the second contact's own address");
+    // Accepted: the opt-out is noted for both (the second contact's address did not move),
+    // so nothing is planned again.
+    let outcomes: Vec<PushOutcome> = due
+        .iter()
+        .map(|d| PushOutcome::Accepted {
+            outbox_id: d.record.outbox_id,
+            remote: match &d.record.op {
+                PushOp::Update { remote } => remote.clone(),
+                PushOp::Create { .. } => panic!("no create expected"),
+            },
+            created: false,
+        })
+        .collect();
+    l.record_push_results(&mkt, &due, &outcomes, &r, PushRetry::default(), t(5), t(5))
+        .expect("record");
+    let again = l.due_pushes(&mkt, 10, t(6)).expect("due");
+    assert!(again.is_empty(), "no opt-out loop: {again:?}");
+}
+
+#[test]
+fn the_record_created_with_the_persons_address_is_primary_over_a_fuzzy_match() {
+    let (_d, l) = open();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let r = rules();
+    let mut m = mint();
+    let who = [(Field::FirstName, "Levi"), (Field::LastName, "Clark"), (Field::Company, "Krusty")];
+    let mut lead = who.to_vec();
+    lead.extend([(Field::Email, "levi.clark@krusty.test"), (Field::Title, "CTO")]);
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &lead, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    // The create goes out; meanwhile a contact made by hand under another address is read
+    // and linked by a fuzzy rule.
+    let create = l.due_pushes(&mkt, 10, t(2)).expect("due");
+    assert!(matches!(create[0].record.op, PushOp::Create { .. }));
+    let mut contact = who.to_vec();
+    contact.push((Field::Email, "lc@mail.test"));
+    l.ingest(&mkt, "poll", &[rec_change("contact", "7", &contact, 2)], None, t(3)).expect("i");
+    l.reconcile_pending(&r, 100, t(3), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "linked, not a new person");
+    let accepted = PushOutcome::Accepted {
+        outbox_id: create[0].record.outbox_id,
+        remote: RemoteId { object_type: "contact".into(), id: "8".into() },
+        created: true,
+    };
+    l.record_push_results(&mkt, &create, &[accepted], &r, PushRetry::default(), t(4), t(4))
+        .expect("record");
+    // The created contact holds the person's address: it is the primary. Writing the person's
+    // email to the hand-made one would be refused (HubSpot: another contact holds it).
+    let marketing: Vec<String> = l.snapshot().expect("snap")[0]
+        .links
+        .iter()
+        .filter(|(s, _)| s == "marketing")
+        .map(|(_, r)| r.id.clone())
+        .collect();
+    assert_eq!(marketing, ["8", "7"]);
+    let due = l.due_pushes(&mkt, 10, t(5)).expect("due");
+    assert!(
+        due.iter().all(|d| !d.record.fields.contains_key(&Field::Email)),
+        "no email written over the hand-made contact's: {due:?}"
+    );
+}

@@ -60,7 +60,8 @@ pub struct LeadState {
     pub id: String,
     pub fields: Fields,
     pub provenance: BTreeMap<Field, Provenance>,
-    /// Open links, oldest first.
+    /// Open links, oldest first, except that links made by a fuzzy rule come after the others
+    /// (per system, the first is the primary record; see [`is_primary`]).
     pub links: Vec<LinkState>,
     /// Fields with an open conflict in the review queue: not pushed until decided.
     pub held: BTreeSet<Field>,
@@ -705,6 +706,10 @@ fn identity_fields(f: &Fields) -> Vec<Option<&String>> {
 }
 
 /// Whether `remote` is the primary record of `system` for this person: its oldest open link.
+/// The ledger orders links made by a fuzzy rule after the others: such a record holds another
+/// address of the human, and the record with the person's own address (one leadsync created
+/// while a hand-made one was being linked, say) is the one to write, since HubSpot refuses an
+/// email that another contact holds.
 /// A record not linked yet is primary when the system has no other.
 fn is_primary(lead: &LeadState, system: &SystemName, remote: &RemoteId) -> bool {
     lead.links.iter().find(|k| &k.system == system).is_none_or(|k| &k.remote == remote)
