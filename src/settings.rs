@@ -428,6 +428,9 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
         Some(c) => Some(c.validate("contract")?),
         None => None,
     };
+    if let Some(c) = &contract {
+        contract_props(c, &mut systems)?;
+    }
     let merge_at_vendor = merge_at_vendor(&raw.identity.merge_at_vendor, &systems)?;
     if raw.identity.merge_every_secs == 0 {
         return Err(KeyError::new("identity.merge_every_secs", "must be at least 1").into());
@@ -504,6 +507,53 @@ fn merge_at_vendor(
         }
     }
     Ok(out)
+}
+
+/// `[contract.mapping.custom_fields.<key>]`: each key names a system, or a connector kind
+/// meaning every system of that kind (when no system has that name), as in
+/// `identity.merge_at_vendor`. The connectors of the systems named read those properties.
+fn contract_props(contract: &Contract, systems: &mut [SystemSettings]) -> Result<(), KeyError> {
+    use crate::connectors::contract_props::ContractProps;
+    let mut claimed: BTreeMap<SystemName, String> = BTreeMap::new();
+    for (name, fields) in &contract.mapping.custom_fields {
+        let key = format!("contract.mapping.custom_fields.{name}");
+        let by_name = systems.iter().any(|s| s.name.as_str() == name);
+        let mut found = false;
+        for s in systems.iter_mut() {
+            let hit =
+                if by_name { s.name.as_str() == name } else { s.kind.as_str() == name.as_str() };
+            if !hit {
+                continue;
+            }
+            found = true;
+            if let Some(other) = claimed.insert(s.name.clone(), name.clone()) {
+                return Err(KeyError::new(
+                    key,
+                    format!(
+                        "system {:?} is already mapped by contract.mapping.custom_fields.{other}",
+                        s.name.as_str()
+                    ),
+                ));
+            }
+            let props = ContractProps::new(fields.clone());
+            match &mut s.connector {
+                ConnectorSettings::Hubspot(c) => c.contract = props,
+                ConnectorSettings::Salesforce(c) => c.set_contract_props(props, &key)?,
+            }
+        }
+        if !found {
+            let known: Vec<&str> = systems.iter().map(|s| s.name.as_str()).collect();
+            return Err(KeyError::new(
+                key,
+                format!(
+                    "no system is named {name:?} (systems: {}; a kind such as \"hubspot\" \
+                     names every system of that kind)",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn take_str(

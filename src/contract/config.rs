@@ -64,6 +64,10 @@ pub struct MappingRaw {
     pub disqualified_stage: String,
     /// The canonical lead status written when a person is disqualified (`""`: none).
     pub disqualified_status: String,
+    /// System name (or connector kind: every system of that kind) -> declared custom field ->
+    /// the vendor property it is read from (`[contract.mapping.custom_fields.hubspot]
+    /// score = "hubspotscore"`). Read only: leadsync never writes these properties.
+    pub custom_fields: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Default for MappingRaw {
@@ -75,6 +79,7 @@ impl Default for MappingRaw {
             recycled_status: "nurture".into(),
             disqualified_stage: String::new(),
             disqualified_status: "unqualified".into(),
+            custom_fields: BTreeMap::new(),
         }
     }
 }
@@ -90,6 +95,9 @@ pub struct StageMapping {
     pub recycled_status: Option<String>,
     pub disqualified_stage: Option<Stage>,
     pub disqualified_status: Option<String>,
+    /// System name or connector kind -> declared custom field -> vendor property. Which
+    /// systems a key names is resolved by the settings, which know the systems.
+    pub custom_fields: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Default for StageMapping {
@@ -140,6 +148,32 @@ impl MappingRaw {
             })
         };
         let status = |v: &str| Some(v.trim().to_string()).filter(|s| !s.is_empty());
+        let mut custom_fields = BTreeMap::new();
+        for (system, map) in &self.custom_fields {
+            let mut fields = BTreeMap::new();
+            let mut props: BTreeMap<&str, &str> = BTreeMap::new();
+            for (name, prop) in map {
+                let key = format!("{prefix}.custom_fields.{system}.{name}");
+                if vocabulary.field(name).is_none() {
+                    return Err(KeyError::new(
+                        key,
+                        format!("unknown field {name:?}: declare it in contract.fields"),
+                    ));
+                }
+                let prop = prop.trim();
+                if prop.is_empty() {
+                    return Err(KeyError::new(key, "property name is empty"));
+                }
+                if let Some(other) = props.insert(prop, name) {
+                    return Err(KeyError::new(
+                        key,
+                        format!("property {prop:?} is already mapped to {other}"),
+                    ));
+                }
+                fields.insert(name.clone(), prop.to_string());
+            }
+            custom_fields.insert(system.clone(), fields);
+        }
         Ok(StageMapping {
             status_stages,
             status_events,
@@ -147,6 +181,7 @@ impl MappingRaw {
             recycled_status: status(&self.recycled_status),
             disqualified_stage: domain("disqualified_stage", &self.disqualified_stage)?,
             disqualified_status: status(&self.disqualified_status),
+            custom_fields,
         })
     }
 }

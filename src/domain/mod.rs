@@ -205,6 +205,11 @@ pub struct Change {
     /// What happened to the record itself: alive, deleted, merged away or converted.
     #[serde(default, skip_serializing_if = "RecordFate::is_live")]
     pub fate: RecordFate,
+    /// The lead contract's custom fields this system maps (`[contract.mapping.custom_fields]`),
+    /// by declared name, with the record's raw value (`None`: empty). Only mapped names appear:
+    /// a name missing here means "this system does not say".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom: BTreeMap<String, Option<String>>,
 }
 
 /// What a vendor says happened to a record as a whole. Deletes are never inferred from

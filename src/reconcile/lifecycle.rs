@@ -65,10 +65,14 @@ pub struct PersonLifecycle {
     /// Declared event -> the latest time it happened.
     #[serde(default)]
     pub events: BTreeMap<String, DateTime<Utc>>,
-    /// Declared custom field -> its value as text. Nothing fills this yet: the connectors
-    /// read canonical fields only (see the README's "The lead contract").
+    /// Declared custom field -> its value as text, from the systems that map it
+    /// (`[contract.mapping.custom_fields]`): the latest value read from any of them.
     #[serde(default)]
     pub custom: BTreeMap<String, String>,
+    /// Declared custom field -> the vendor's modification time of the record its value (or
+    /// its clearing) was read from, so an older state read later does not undo it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_at: BTreeMap<String, DateTime<Utc>>,
     /// Stages whose qualification rule held at the previous evaluation (edge triggering).
     #[serde(default)]
     pub held: BTreeSet<LifecycleStage>,
@@ -311,7 +315,34 @@ pub(super) struct Input<'a> {
     pub system: &'a SystemName,
     /// The vendor's modification time of the change.
     pub changed_at: DateTime<Utc>,
+    /// The change's custom field values (declared name -> raw value, `None`: empty).
+    pub custom: &'a BTreeMap<String, Option<String>>,
     pub now: DateTime<Utc>,
+}
+
+/// Take a change's custom field values: a value read from a state at least as recent as the
+/// one the stored value came from replaces it (whichever system it is from), and an empty one
+/// clears it. Undeclared names are ignored (a mapping is checked against the declarations,
+/// so only a ledger row from an older config can hold one).
+pub fn take_custom(
+    contract: &Contract,
+    state: &mut PersonLifecycle,
+    custom: &BTreeMap<String, Option<String>>,
+    changed_at: DateTime<Utc>,
+) {
+    for (name, value) in custom {
+        if contract.vocabulary.field(name).is_none() {
+            continue;
+        }
+        if state.custom_at.get(name).is_some_and(|at| *at > changed_at) {
+            continue;
+        }
+        match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            Some(v) => state.custom.insert(name.clone(), v.to_string()),
+            None => state.custom.remove(name),
+        };
+        state.custom_at.insert(name.clone(), changed_at);
+    }
 }
 
 /// Govern one person's stage during the reconciliation of one change: events, placement,
@@ -324,10 +355,12 @@ pub(super) fn govern(
     changed_detail: &mut Vec<serde_json::Value>,
     audit: &mut Vec<AuditEntry>,
 ) -> Governed {
-    let Input { contract, status_implies, prior, lead_id, incoming, system, changed_at, now } =
-        *input;
+    let Input {
+        contract, status_implies, prior, lead_id, incoming, system, changed_at, custom, now,
+    } = *input;
     let reported_at = changed_at.min(now);
     let mut state = prior.cloned().unwrap_or_default();
+    take_custom(contract, &mut state, custom, changed_at);
     let status = incoming.get(&Field::LeadStatus);
     if let Some(event) = status.and_then(|s| contract.mapping.status_events.get(s)) {
         let at = state.events.entry(event.clone()).or_insert(reported_at);

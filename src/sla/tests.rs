@@ -69,6 +69,7 @@ fn mkt_change(stage: &str, modified: DateTime<Utc>) -> Change {
         modified_at: modified,
         fetched_at: modified,
         fate: RecordFate::Live,
+        custom: Default::default(),
     }
 }
 
@@ -84,6 +85,7 @@ fn crm_change(status: &str, modified: DateTime<Utc>) -> Change {
         modified_at: modified,
         fetched_at: modified,
         fate: RecordFate::Live,
+        custom: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::wire::{self, Contact};
 use crate::connectors::FieldMap;
+use crate::connectors::contract_props::ContractProps;
 use crate::domain::{Change, Field, Fields, PushRecord, RecordFate, RemoteId};
 
 /// The object type leadsync uses for HubSpot contacts in [`RemoteId`]s.
@@ -19,9 +20,10 @@ pub const OBJECT_TYPE: &str = "contact";
 
 /// Properties to ask for on every read: the mapped ones plus what paging and change
 /// detection need.
-pub(super) fn read_properties(map: &FieldMap) -> Vec<String> {
+pub(super) fn read_properties(map: &FieldMap, contract: &ContractProps) -> Vec<String> {
     let mut props: Vec<String> = map.properties().map(str::to_string).collect();
-    for p in [wire::LAST_MODIFIED, wire::OBJECT_ID, wire::MERGED_IDS] {
+    let extra = [wire::LAST_MODIFIED, wire::OBJECT_ID, wire::MERGED_IDS];
+    for p in extra.into_iter().chain(contract.properties()) {
         if !props.iter().any(|q| q == p) {
             props.push(p.to_string());
         }
@@ -49,7 +51,14 @@ pub(super) fn modified_at(c: &Contact) -> Option<DateTime<Utc>> {
 }
 
 /// A wire contact as an observed [`Change`]; `None` when it carries no usable timestamp.
-pub(super) fn to_change(c: &Contact, map: &FieldMap, fetched_at: DateTime<Utc>) -> Option<Change> {
+/// HubSpot leaves a property it does not know out of the answer rather than failing, so a
+/// custom property the portal lacks reads as empty.
+pub(super) fn to_change(
+    c: &Contact,
+    map: &FieldMap,
+    contract: &ContractProps,
+    fetched_at: DateTime<Utc>,
+) -> Option<Change> {
     let modified_at = modified_at(c)?;
     Some(Change {
         remote: RemoteId { object_type: OBJECT_TYPE.into(), id: c.id.clone() },
@@ -58,6 +67,7 @@ pub(super) fn to_change(c: &Contact, map: &FieldMap, fetched_at: DateTime<Utc>) 
         modified_at,
         fetched_at,
         fate: RecordFate::Live,
+        custom: contract.values(|p| c.properties.get(p).cloned().flatten()),
     })
 }
 
@@ -87,6 +97,7 @@ pub(super) fn fate_change(
         modified_at: at,
         fetched_at,
         fate,
+        custom: Default::default(),
     }
 }
 
@@ -196,7 +207,7 @@ mod tests {
 
     #[test]
     fn read_properties_include_paging_keys_once() {
-        let p = read_properties(&map());
+        let p = read_properties(&map(), &ContractProps::default());
         assert_eq!(p.iter().filter(|x| *x == "lastmodifieddate").count(), 1);
         assert!(p.iter().any(|x| x == "hs_object_id"));
         assert!(p.iter().any(|x| x == "email"));

@@ -85,7 +85,7 @@ impl HubspotConnector {
     /// `Config` when the token cannot travel in a header or the HTTP client cannot start.
     pub fn new(cfg: HubspotConfig) -> Result<HubspotConnector, ConnectorError> {
         let client = client::Client::new(&cfg, Arc::new(ApiCounters::default()))?;
-        let read_props = mapping::read_properties(&cfg.map);
+        let read_props = mapping::read_properties(&cfg.map, &cfg.contract);
         Ok(HubspotConnector { inner: Arc::new(Inner { cfg, client, read_props }) })
     }
 
@@ -562,7 +562,7 @@ impl Connector for HubspotConnector {
                 }
                 continue;
             }
-            if let Some(ch) = mapping::to_change(c, &self.inner.cfg.map, fetched_at) {
+            if let Some(ch) = mapping::to_change(c, &self.inner.cfg.map, &self.inner.cfg.contract, fetched_at) {
                 // Merged-away ids first: the survivor's own state then comes last.
                 changes.extend(mapping::merged_away(c, fetched_at));
                 changes.push(ch);
@@ -632,7 +632,7 @@ impl Connector for HubspotConnector {
             for c in &live {
                 // Two asked ids can resolve to one survivor: one change for it.
                 if emitted.insert(c.id.as_str())
-                    && let Some(ch) = mapping::to_change(c, &self.inner.cfg.map, fetched_at)
+                    && let Some(ch) = mapping::to_change(c, &self.inner.cfg.map, &self.inner.cfg.contract, fetched_at)
                 {
                     out.push(ch);
                 }

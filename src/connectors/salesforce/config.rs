@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::connectors::contract_props::ContractProps;
 use crate::connectors::field_map::{FieldMap, FieldMapRaw};
 use crate::connectors::{KeyError, http, resolve_secret};
 use crate::retry::RetryPolicy;
@@ -108,6 +109,8 @@ pub struct SalesforceConfig {
     pub(super) page_size: u32,
     pub(super) request_timeout: Duration,
     pub(super) retry: RetryPolicy,
+    /// The lead contract's custom fields read from every synced object (empty without one).
+    pub(super) contract: ContractProps,
 }
 
 /// Fields the connector reads and writes itself; a mapping may not claim them.
@@ -199,7 +202,39 @@ impl SalesforceConfig {
             page_size: raw.page_size,
             request_timeout: Duration::from_secs(raw.request_timeout_secs),
             retry: RetryPolicy { max_attempts: raw.max_attempts, ..RetryPolicy::default() },
+            contract: ContractProps::default(),
         })
+    }
+
+    /// Read the lead contract's custom fields from every synced object, each from the field
+    /// `props` maps it to; `key` is where that mapping sits in config. The names are pasted
+    /// into SOQL, so only plain field API names are accepted, and never one the connector
+    /// manages. A field the org lacks is Salesforce's `INVALID_FIELD` on the first query
+    /// (`leadsync check` shows it), not a silent gap.
+    ///
+    /// # Errors
+    /// A [`KeyError`] naming `key.<field>` for a property that is not a plain API name or is
+    /// managed by the connector.
+    pub fn set_contract_props(&mut self, props: ContractProps, key: &str) -> Result<(), KeyError> {
+        for (field, prop) in props.custom() {
+            let k = format!("{key}.{field}");
+            if !is_identifier(prop) {
+                return Err(KeyError::new(
+                    k,
+                    "must be a field API name (letters, digits, underscores)",
+                ));
+            }
+            if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(prop))
+                || prop.eq_ignore_ascii_case(&self.external_id_field)
+            {
+                return Err(KeyError::new(
+                    k,
+                    format!("{prop} is managed by the connector and cannot be mapped"),
+                ));
+            }
+        }
+        self.contract = props;
+        Ok(())
     }
 
     /// Replace the retry policy (tests and simulators want short backoffs). `max_attempts`

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::wire::{self, Record, SaveResult};
 use crate::connectors::FieldMap;
+use crate::connectors::contract_props::ContractProps;
 use crate::domain::{Change, Field, PushOutcome, PushRecord, RecordFate, RemoteId};
 
 /// Placeholder Salesforce integrations write into required text fields they have no value for.
@@ -77,6 +78,7 @@ pub(super) struct BadRecord(pub &'static str);
 /// Turn one queried or fetched record into a [`Change`] and its keyset position.
 pub(super) fn record_to_change(
     map: &FieldMap,
+    contract: &ContractProps,
     object_type: &str,
     external_id_field: &str,
     rec: &Record,
@@ -94,6 +96,12 @@ pub(super) fn record_to_change(
     let fate = fate_of(rec);
     // A record that is gone says nothing about the person any more: its last values must not
     // compete with live ones, so only a live or converted record carries fields.
+    let custom = match fate {
+        RecordFate::Deleted | RecordFate::MergedInto { .. } => BTreeMap::new(),
+        RecordFate::Live | RecordFate::ConvertedTo { .. } => {
+            contract.values(|p| get_ci(rec, p).and_then(json_to_string))
+        }
+    };
     let fields = match fate {
         RecordFate::Deleted | RecordFate::MergedInto { .. } => crate::domain::Fields::new(),
         RecordFate::Live | RecordFate::ConvertedTo { .. } => {
@@ -119,6 +127,7 @@ pub(super) fn record_to_change(
         modified_at,
         fetched_at,
         fate,
+        custom,
     };
     Ok((change, Position { ts: modified_at, id }))
 }

@@ -57,6 +57,7 @@ use client::{Call, CallKind, Client, Target};
 use wire::{CollectionRead, CollectionWrite, SaveResult};
 
 use crate::connectors::{ApiCounters, Connector, ConnectorError, Cursor, FieldMap, Limits, Page};
+use crate::connectors::contract_props::ContractProps;
 #[cfg(doc)]
 use crate::domain::RecordFate;
 use crate::domain::{Change, ConnectorKind, PushOp, PushOutcome, PushRecord, RemoteId};
@@ -87,6 +88,8 @@ struct Inner {
     poll_interval: Duration,
     overlap: Duration,
     page_size: u32,
+    /// The lead contract's custom fields, read from every synced object.
+    contract: ContractProps,
 }
 
 /// One synced sObject and its field mapping.
@@ -116,6 +119,7 @@ impl SalesforceConnector {
                 poll_interval: cfg.poll_interval,
                 overlap: cfg.overlap,
                 page_size: cfg.page_size,
+                contract: cfg.contract,
             }),
         })
     }
@@ -203,7 +207,7 @@ impl Inner {
             out.extend([wire::IS_CONVERTED_FIELD, wire::CONVERTED_CONTACT_FIELD]);
         }
         out.push(self.external_id_field.as_str());
-        for p in spec.map.properties() {
+        for p in spec.map.properties().chain(self.contract.properties()) {
             if !out.iter().any(|o| o.eq_ignore_ascii_case(p)) {
                 out.push(p);
             }
@@ -217,7 +221,8 @@ impl Inner {
         rec: &wire::Record,
         fetched_at: chrono::DateTime<Utc>,
     ) -> Result<(Change, mapping::Position), ConnectorError> {
-        mapping::record_to_change(&spec.map, &spec.name, &self.external_id_field, rec, fetched_at)
+        let (map, ext) = (&spec.map, &self.external_id_field);
+        mapping::record_to_change(map, &self.contract, &spec.name, ext, rec, fetched_at)
             .map_err(|e| {
                 tracing::warn!(connector = "salesforce", error = %e, "unusable record in response");
                 ConnectorError::Transient(format!("salesforce {e}"))

@@ -894,7 +894,7 @@ fn placeholder_values_read_back_as_no_value() {
     }))
     .expect("record");
     let (change, _) =
-        super::mapping::record_to_change(&map, "Lead", "Leadsync_Id__c", &rec, Utc::now())
+        super::mapping::record_to_change(&map, &Default::default(), "Lead", "Leadsync_Id__c", &rec, Utc::now())
             .expect("change");
     assert!(!change.fields.contains_key(&Field::LastName));
     assert!(!change.fields.contains_key(&Field::Company));

@@ -39,6 +39,7 @@ fn change(n: usize, stage: Option<&str>, at: i64) -> Change {
         modified_at: t(at),
         fetched_at: t(at),
         fate: RecordFate::Live,
+        custom: Default::default(),
     }
 }
 

@@ -62,6 +62,7 @@ fn change(f: &[(Field, &str)], at: i64) -> Change {
         modified_at: t(at),
         fetched_at: t(at),
         fate: RecordFate::Live,
+        custom: Default::default(),
     }
 }
 
