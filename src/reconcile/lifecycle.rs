@@ -356,7 +356,15 @@ pub(super) fn govern(
     audit: &mut Vec<AuditEntry>,
 ) -> Governed {
     let Input {
-        contract, status_implies, prior, lead_id, incoming, system, changed_at, custom, now,
+        contract,
+        status_implies,
+        prior,
+        lead_id,
+        incoming,
+        system,
+        changed_at,
+        custom,
+        now,
     } = *input;
     let reported_at = changed_at.min(now);
     let mut state = prior.cloned().unwrap_or_default();

@@ -202,6 +202,55 @@ fn the_contract_is_off_unless_configured() {
     let sla = contract.sla.expect("sla on");
     assert_eq!(sla.first_touch, chrono::TimeDelta::hours(2), "environment overrides apply");
     assert_eq!(sla.grace, chrono::TimeDelta::hours(2));
+    // The custom fields reach the connectors of the systems their keys name (kinds here).
+    for sys in &s.systems {
+        let props: Vec<(&str, &str)> = match &sys.connector {
+            ConnectorSettings::Hubspot(c) => c.contract.custom().collect(),
+            ConnectorSettings::Salesforce(c) => c.contract_props().custom().collect(),
+        };
+        let want: &[(&str, &str)] = match sys.kind {
+            ConnectorKind::Hubspot => &[("country", "country"), ("score", "hubspotscore")],
+            ConnectorKind::Salesforce => &[("country", "Country__c")],
+        };
+        assert_eq!(props, want, "{}", sys.name);
+    }
+}
+
+#[test]
+fn contract_custom_fields_name_systems_or_kinds_and_errors_name_the_key() {
+    let e = example_env(&[]);
+    let with =
+        |t: &str| format!("{}\n[contract]\nfields = {{ score = \"number\" }}\n{t}", example());
+    let by_name = with("[contract.mapping.custom_fields.marketing]\nscore = \"lead_score\"\n");
+    let s = Settings::load(Source::Inline(&by_name), &e).expect("by name");
+    let hs = s.systems.iter().find(|s| s.kind == ConnectorKind::Hubspot).expect("hubspot");
+    let ConnectorSettings::Hubspot(c) = &hs.connector else { panic!("hubspot settings") };
+    assert_eq!(c.contract.custom().collect::<Vec<_>>(), [("score", "lead_score")]);
+    let cases = [
+        (
+            "[contract.mapping.custom_fields.erp]\nscore = \"x\"\n",
+            "contract.mapping.custom_fields.erp",
+        ),
+        (
+            "[contract.mapping.custom_fields.hubspot]\nregion = \"x\"\n",
+            "contract.mapping.custom_fields.hubspot.region",
+        ),
+        (
+            "[contract.mapping.custom_fields.crm]\nscore = \"Score; DROP\"\n",
+            "contract.mapping.custom_fields.crm.score",
+        ),
+        (
+            "[contract.mapping.custom_fields.crm]\nscore = \"SystemModstamp\"\n",
+            "contract.mapping.custom_fields.crm.score",
+        ),
+        (
+            "[contract.mapping.custom_fields.hubspot]\nscore = \"a\"\n[contract.mapping.custom_fields.marketing]\nscore = \"b\"\n",
+            "contract.mapping.custom_fields.marketing",
+        ),
+    ];
+    for (toml, key) in cases {
+        assert_eq!(key_of(Settings::load(Source::Inline(&with(toml)), &e)), key, "{toml}");
+    }
 }
 
 #[test]

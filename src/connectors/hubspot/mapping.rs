@@ -212,4 +212,25 @@ mod tests {
         assert!(p.iter().any(|x| x == "hs_object_id"));
         assert!(p.iter().any(|x| x == "email"));
     }
+
+    #[test]
+    fn custom_properties_are_asked_for_and_carried_by_declared_name() {
+        let props = ContractProps::new(
+            [("score", "hubspotscore"), ("country", "country"), ("tier", "tier")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .into(),
+        );
+        let asked = read_properties(&map(), &props);
+        assert!(asked.iter().any(|p| p == "hubspotscore") && asked.iter().any(|p| p == "tier"));
+        assert_eq!(asked.iter().filter(|p| *p == "country").count(), 1);
+        let c: Contact = serde_json::from_str(
+            r#"{"id":"7","properties":{"email":"a@b.test","hubspotscore":"55","country":"","lastmodifieddate":"2024-03-01T10:00:00Z"}}"#,
+        )
+        .expect("contact");
+        let ch = to_change(&c, &map(), &props, Utc::now()).expect("change");
+        assert_eq!(ch.custom.get("score"), Some(&Some("55".to_string())));
+        assert_eq!(ch.custom.get("country"), Some(&None), "blank reads as empty");
+        assert_eq!(ch.custom.get("tier"), Some(&None), "a property the portal lacks is left out");
+        assert!(!ch.fields.values().any(|v| v == "55"), "custom values are not canonical fields");
+    }
 }

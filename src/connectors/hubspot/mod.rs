@@ -562,7 +562,9 @@ impl Connector for HubspotConnector {
                 }
                 continue;
             }
-            if let Some(ch) = mapping::to_change(c, &self.inner.cfg.map, &self.inner.cfg.contract, fetched_at) {
+            if let Some(ch) =
+                mapping::to_change(c, &self.inner.cfg.map, &self.inner.cfg.contract, fetched_at)
+            {
                 // Merged-away ids first: the survivor's own state then comes last.
                 changes.extend(mapping::merged_away(c, fetched_at));
                 changes.push(ch);
@@ -632,7 +634,12 @@ impl Connector for HubspotConnector {
             for c in &live {
                 // Two asked ids can resolve to one survivor: one change for it.
                 if emitted.insert(c.id.as_str())
-                    && let Some(ch) = mapping::to_change(c, &self.inner.cfg.map, &self.inner.cfg.contract, fetched_at)
+                    && let Some(ch) = mapping::to_change(
+                        c,
+                        &self.inner.cfg.map,
+                        &self.inner.cfg.contract,
+                        fetched_at,
+                    )
                 {
                     out.push(ch);
                 }

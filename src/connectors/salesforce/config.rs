@@ -206,6 +206,11 @@ impl SalesforceConfig {
         })
     }
 
+    /// The lead contract's custom fields this system is read with.
+    pub fn contract_props(&self) -> &ContractProps {
+        &self.contract
+    }
+
     /// Read the lead contract's custom fields from every synced object, each from the field
     /// `props` maps it to; `key` is where that mapping sits in config. The names are pasted
     /// into SOQL, so only plain field API names are accepted, and never one the connector

@@ -56,8 +56,8 @@ pub use config::{SalesforceConfig, SalesforceConfigRaw};
 use client::{Call, CallKind, Client, Target};
 use wire::{CollectionRead, CollectionWrite, SaveResult};
 
-use crate::connectors::{ApiCounters, Connector, ConnectorError, Cursor, FieldMap, Limits, Page};
 use crate::connectors::contract_props::ContractProps;
+use crate::connectors::{ApiCounters, Connector, ConnectorError, Cursor, FieldMap, Limits, Page};
 #[cfg(doc)]
 use crate::domain::RecordFate;
 use crate::domain::{Change, ConnectorKind, PushOp, PushOutcome, PushRecord, RemoteId};
@@ -222,11 +222,12 @@ impl Inner {
         fetched_at: chrono::DateTime<Utc>,
     ) -> Result<(Change, mapping::Position), ConnectorError> {
         let (map, ext) = (&spec.map, &self.external_id_field);
-        mapping::record_to_change(map, &self.contract, &spec.name, ext, rec, fetched_at)
-            .map_err(|e| {
+        mapping::record_to_change(map, &self.contract, &spec.name, ext, rec, fetched_at).map_err(
+            |e| {
                 tracing::warn!(connector = "salesforce", error = %e, "unusable record in response");
                 ConnectorError::Transient(format!("salesforce {e}"))
-            })
+            },
+        )
     }
 
     /// One page of one object's keyset scan, from `state`; returns the changes not seen

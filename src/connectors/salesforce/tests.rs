@@ -893,10 +893,47 @@ fn placeholder_values_read_back_as_no_value() {
         "Company": "[not provided]"
     }))
     .expect("record");
-    let (change, _) =
-        super::mapping::record_to_change(&map, &Default::default(), "Lead", "Leadsync_Id__c", &rec, Utc::now())
-            .expect("change");
+    let (change, _) = super::mapping::record_to_change(
+        &map,
+        &Default::default(),
+        "Lead",
+        "Leadsync_Id__c",
+        &rec,
+        Utc::now(),
+    )
+    .expect("change");
     assert!(!change.fields.contains_key(&Field::LastName));
     assert!(!change.fields.contains_key(&Field::Company));
     assert_eq!(change.fields.get(&Field::Email).map(String::as_str), Some("a@b.test"));
+}
+
+#[test]
+fn contract_custom_fields_are_read_by_any_casing_and_only_from_live_records() {
+    let map = FieldMap::from_raw(&FieldMap::salesforce_lead_default(), "x").expect("valid");
+    let props = crate::connectors::contract_props::ContractProps::new(
+        [("score", "Score__c"), ("country", "Country"), ("tier", "Tier__c")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .into(),
+    );
+    let rec: super::wire::Record = serde_json::from_value(json!({
+        "Id": "00Q000000000001AAA",
+        "SystemModstamp": "2024-05-01T10:00:00.000+0000",
+        "Email": "a@b.test",
+        "score__c": 72.5,
+        "Country": "CA",
+        "Tier__c": null
+    }))
+    .expect("record");
+    let (change, _) =
+        super::mapping::record_to_change(&map, &props, "Lead", "X__c", &rec, Utc::now())
+            .expect("change");
+    assert_eq!(change.custom.get("score"), Some(&Some("72.5".to_string())));
+    assert_eq!(change.custom.get("country"), Some(&Some("CA".to_string())));
+    assert_eq!(change.custom.get("tier"), Some(&None), "null reads as empty");
+    let mut gone = rec.clone();
+    gone.insert("IsDeleted".into(), json!(true));
+    let (change, _) =
+        super::mapping::record_to_change(&map, &props, "Lead", "X__c", &gone, Utc::now())
+            .expect("change");
+    assert!(change.custom.is_empty(), "a deleted record says nothing about the person");
 }
