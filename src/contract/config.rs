@@ -45,6 +45,10 @@ pub struct ContractRaw {
     /// stages the six-stage vocabulary lacks.
     #[serde(default)]
     pub mapping: MappingRaw,
+    /// How often persons whose rules depend on time (`event ... within N days`) are
+    /// re-evaluated, in seconds (60..=86400; default 3600).
+    #[serde(default)]
+    pub reevaluate_every_secs: Option<u64>,
 }
 
 /// `[contract.mapping]`.
@@ -303,6 +307,42 @@ pub struct Contract {
     /// Alerting and touch recognition of `[contract.sla]` (default when absent).
     pub sla_ops: SlaOps,
     pub mapping: StageMapping,
+    /// How often the periodic re-evaluation runs (only when a rule has a time window).
+    pub reevaluate_every: std::time::Duration,
+}
+
+impl Contract {
+    /// A fingerprint of everything that decides a rule move: the declared vocabulary, the
+    /// rules and the transition table. The ledger keeps the one it last evaluated everyone
+    /// with; a different one at start means the rules changed and everyone is re-evaluated.
+    /// Built from `Debug` and `Display` text, so a leadsync upgrade that prints them
+    /// differently re-evaluates once, which changes nobody whose rules did not change.
+    pub fn rules_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(format!("{:?}\n{:?}\n", self.vocabulary, self.table).as_bytes());
+        for (stage, rule) in self.rules.iter() {
+            h.update(format!("{stage}\n").as_bytes());
+            for (list, conds) in [("all", &rule.all), ("any", &rule.any), ("none", &rule.none)] {
+                for c in conds {
+                    h.update(format!("{list}: {c}\n").as_bytes());
+                }
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// Whether any rule names an event window (`within N days`), so that time alone can
+    /// change whether it holds.
+    pub fn has_windows(&self) -> bool {
+        self.rules.iter().any(|(_, r)| {
+            r.all
+                .iter()
+                .chain(&r.any)
+                .chain(&r.none)
+                .any(|c| matches!(c, Condition::Event { within: Some(_), .. }))
+        })
+    }
 }
 
 /// Business hours as a duration, to the minute; at most ten years of them.
@@ -348,7 +388,15 @@ impl ContractRaw {
             None => None,
         };
         let mapping = self.mapping.validate(&format!("{prefix}.mapping"), &vocabulary)?;
-        Ok(Contract { vocabulary, table, rules, calendar, sla, sla_ops, mapping })
+        let secs = self.reevaluate_every_secs.unwrap_or(3600);
+        if !(60..=86_400).contains(&secs) {
+            return Err(KeyError::new(
+                format!("{prefix}.reevaluate_every_secs"),
+                "must be between 60 and 86400",
+            ));
+        }
+        let reevaluate_every = std::time::Duration::from_secs(secs);
+        Ok(Contract { vocabulary, table, rules, calendar, sla, sla_ops, mapping, reevaluate_every })
     }
 
     fn vocabulary(&self, prefix: &str) -> Result<Vocabulary, KeyError> {

@@ -19,6 +19,7 @@ use crate::contract::lifecycle::{LifecycleStage, NamedMove, Transition};
 use crate::domain::{Fields, Stage};
 use crate::reconcile::lifecycle::{
     Governed, PersonLifecycle, evaluate_rules, fill_facts, named_move, named_refusal, placement,
+    reevaluate,
 };
 use crate::reconcile::{Context, Rules};
 
@@ -173,6 +174,125 @@ pub(super) fn named_in_tx(
             audit(tx, now, Some(&lead_id), None, e.kind, &e.detail)?;
             Ok(NamedOutcome::Refused { lead_id, from, to, refusal: refusal.to_string() })
         }
+    }
+}
+
+/// What one batch of a re-evaluation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReevalBatch {
+    /// Persons looked at.
+    pub persons: usize,
+    /// Persons whose governed stage changed (placed or moved).
+    pub moved: usize,
+    /// The last person looked at, where the next batch starts; `None`: the sweep is done.
+    pub next: Option<String>,
+}
+
+/// Which persons a re-evaluation looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Everyone (the rules changed).
+    Everyone,
+    /// Only persons with a recorded event: with no event, an event window's condition
+    /// cannot change as time passes.
+    WithEvents,
+}
+
+const RULES_HASH: &str = "rules_hash";
+
+impl Ledger {
+    /// The fingerprint of the rules everyone was last re-evaluated with (`None`: never).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn rules_hash(&self) -> Result<Option<String>> {
+        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+        Ok(conn
+            .prepare_cached("SELECT value FROM contract_state WHERE key = ?1")?
+            .query_row([RULES_HASH], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Record that everyone was re-evaluated with the rules of this fingerprint.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn set_rules_hash(&self, hash: &str, now: DateTime<Utc>) -> Result<()> {
+        self.with_tx(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO contract_state(key, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value,
+                                                updated_at = excluded.updated_at",
+            )?
+            .execute(params![RULES_HASH, hash, ts(now)])?;
+            Ok(())
+        })
+    }
+
+    /// Re-evaluate up to `batch` persons after `after` (ledger id order) in one transaction,
+    /// with the same code a change runs ([`reevaluate`]): placement of persons not placed
+    /// yet, rule moves through the transition table, audit lines, the projected fields and
+    /// the pushes that take them to every system. Persons the rules leave as they were are
+    /// not written. Without a contract in `rules` nothing happens.
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row (nothing of the batch is committed then).
+    pub fn reevaluate_batch(
+        &self,
+        rules: &Rules,
+        sweep: Sweep,
+        after: Option<&str>,
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> Result<ReevalBatch> {
+        let Some(contract) = rules.contract.as_deref() else { return Ok(ReevalBatch::default()) };
+        self.with_tx(|tx| {
+            let sql = match sweep {
+                Sweep::Everyone => {
+                    "SELECT id FROM leads WHERE merged_into IS NULL AND id > ?1
+                     ORDER BY id LIMIT ?2"
+                }
+                Sweep::WithEvents => {
+                    "SELECT l.id FROM leads l JOIN lifecycle c ON c.lead_id = l.id
+                     WHERE l.merged_into IS NULL AND l.id > ?1
+                       AND json_extract(c.state, '$.events') != '{}'
+                     ORDER BY l.id LIMIT ?2"
+                }
+            };
+            let limit = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+            let ids: Vec<String> = tx
+                .prepare_cached(sql)?
+                .query_map(params![after.unwrap_or(""), limit], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?;
+            let mut out = ReevalBatch { persons: ids.len(), ..ReevalBatch::default() };
+            for id in &ids {
+                let Some(mut lead) = load_lead(tx, id)? else { continue };
+                let mut state = load(tx, id)?.unwrap_or_default();
+                let (fields_before, state_before) = (lead.fields.clone(), state.clone());
+                let entries = reevaluate(
+                    contract,
+                    &rules.status_implies_stage,
+                    &mut state,
+                    &mut lead.fields,
+                    &mut lead.provenance,
+                    now,
+                );
+                if state == state_before {
+                    continue;
+                }
+                out.moved += usize::from(state.stage != state_before.stage);
+                write(tx, id, &state, now)?;
+                for e in &entries {
+                    audit(tx, now, Some(id), None, e.kind, &e.detail)?;
+                }
+                if lead.fields != fields_before {
+                    write_lead(tx, id, false, &lead.fields, &lead.provenance, now)?;
+                    replan(tx, id, rules, now)?;
+                }
+            }
+            out.next = (ids.len() >= batch.max(1)).then(|| ids.last().cloned()).flatten();
+            Ok(out)
+        })
     }
 }
 

@@ -27,7 +27,7 @@ pub use duplicates::{
 };
 pub use erase::{Erasure, erasure_email};
 pub use figures::{MatchFigures, SeededDuplicate};
-pub use lifecycle::{NamedOutcome, PlannedMove, StagePlan};
+pub use lifecycle::{NamedOutcome, PlannedMove, ReevalBatch, StagePlan, Sweep};
 pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
 pub use seed::SeedPerson;

@@ -331,6 +331,15 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX sla_clocks_wakeup ON sla_clocks(next_wakeup) WHERE next_wakeup IS NOT NULL;
     "#,
+    // 10: the lead contract's own state, by key: `rules_hash` is the fingerprint of the
+    // qualification rules everyone was last re-evaluated with (see `Contract::rules_hash`).
+    r#"
+    CREATE TABLE contract_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

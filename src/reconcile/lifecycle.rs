@@ -414,14 +414,29 @@ pub(super) fn govern(
             }
         }
     }
+    run_rules(contract, &mut state, fields, provenance, audit, now);
+    changed_detail.retain(|c| c["field"] != Field::LifecycleStage.as_str());
+    Governed { lead_id: lead_id.to_string(), state }
+}
+
+/// Evaluate the rules for a placed person, apply every allowed move (stamped `now`), audit
+/// each move and refusal, remember which rules held, and project the stage onto `fields`.
+fn run_rules(
+    contract: &Contract,
+    state: &mut PersonLifecycle,
+    fields: &mut Fields,
+    provenance: &mut BTreeMap<Field, Provenance>,
+    audit: &mut Vec<AuditEntry>,
+    now: DateTime<Utc>,
+) {
     let stage = state.stage.unwrap_or(LifecycleStage::Lead);
     let mut facts = Facts::new(&contract.vocabulary, stage);
-    fill_facts(contract, &mut facts, stage, fields.clone(), &state);
+    fill_facts(contract, &mut facts, stage, fields.clone(), state);
     let (moves, held) = evaluate_rules(contract, &mut facts, &state.held, now);
     for m in moves {
         match m {
             Ok(t) => {
-                apply(contract, &mut state, fields, provenance, &t, now);
+                apply(contract, state, fields, provenance, &t, now);
                 audit.push(stage_event(&t, None));
             }
             Err(RuleRefusal { from, to, refusal }) => {
@@ -433,8 +448,37 @@ pub(super) fn govern(
     if let Some(stage) = state.stage {
         project(contract, stage, fields, provenance, now);
     }
-    changed_detail.retain(|c| c["field"] != Field::LifecycleStage.as_str());
-    Governed { lead_id: lead_id.to_string(), state }
+}
+
+/// Re-evaluate one person without a change from any system: after the rules changed, or
+/// when time alone may have changed what holds (a `within N days` window that closed). The
+/// same steps as on a change, minus the news: a person not placed yet is placed at the stage
+/// their fields say (dated `now`), then the rules run (edge triggered as always, so a rule
+/// that already held at the previous evaluation moves nobody) and the stage is projected.
+/// Returns the audit lines; `state`, `fields` and `provenance` are updated in place.
+pub fn reevaluate(
+    contract: &Contract,
+    status_implies: &BTreeMap<String, Stage>,
+    state: &mut PersonLifecycle,
+    fields: &mut Fields,
+    provenance: &mut BTreeMap<Field, Provenance>,
+    now: DateTime<Utc>,
+) -> Vec<AuditEntry> {
+    let mut audit = Vec::new();
+    if state.stage.is_none() {
+        let stage = placement(contract, status_implies, fields);
+        state.stage = Some(stage);
+        state.dates.enter(stage, now);
+        audit.push(AuditEntry {
+            kind: "stage",
+            detail: serde_json::json!({
+                "from": serde_json::Value::Null, "to": stage.as_str(), "via": "placed",
+                "reason": serde_json::Value::Null, "system": serde_json::Value::Null,
+            }),
+        });
+    }
+    run_rules(contract, state, fields, provenance, &mut audit, now);
+    audit
 }
 
 /// A named move asked for by an operator, applied to a person's fields and lifecycle. `to`
