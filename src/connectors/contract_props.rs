@@ -5,24 +5,76 @@
 //! They are read-only inputs to the qualification rules: a connector asks for them on every
 //! read and carries their raw values on [`Change::custom`](crate::domain::Change), and leadsync
 //! never writes them (they are not canonical fields, so no push can name them).
+//!
+//! The other way round, the date a person last entered a stage is written to the property
+//! `[contract.mapping.stage_dates.<system>]` names for it; leadsync never reads those back,
+//! so they cannot conflict with anything.
 
 use std::collections::BTreeMap;
 
-/// The custom properties one system is read with.
+/// How a stage-entry date is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DateKind {
+    /// The instant (HubSpot `datetime`, Salesforce `DateTime`).
+    #[default]
+    DateTime,
+    /// The UTC calendar date (HubSpot `date`, Salesforce `Date`).
+    Date,
+}
+
+/// The vendor property a stage's entry date is written to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageDateProp {
+    pub property: String,
+    pub kind: DateKind,
+}
+
+/// The contract properties one system is read and written with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContractProps {
     /// Declared custom field -> vendor property.
     custom: BTreeMap<String, String>,
+    /// Stage name -> the property its latest entry date is written to.
+    stage_dates: BTreeMap<String, StageDateProp>,
 }
 
 impl ContractProps {
     /// `custom`: declared field -> vendor property, as validated by the contract config.
     pub fn new(custom: BTreeMap<String, String>) -> ContractProps {
-        ContractProps { custom }
+        ContractProps { custom, stage_dates: BTreeMap::new() }
+    }
+
+    /// Write stage-entry dates: stage name (`mql`) -> property.
+    #[must_use]
+    pub fn with_stage_dates(mut self, stage_dates: BTreeMap<String, StageDateProp>) -> Self {
+        self.stage_dates = stage_dates;
+        self
+    }
+
+    /// Stage name -> the property its entry date is written to.
+    pub fn stage_dates(&self) -> impl Iterator<Item = (&str, &StageDateProp)> {
+        self.stage_dates.iter().map(|(s, p)| (s.as_str(), p))
+    }
+
+    /// The (property, value) pairs for the stage-entry dates of a push (stage name -> the
+    /// latest entry), each formatted by `format` for its kind; stages without a property are
+    /// left out.
+    pub fn stage_date_values(
+        &self,
+        dates: &BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+        format: impl Fn(chrono::DateTime<chrono::Utc>, DateKind) -> String,
+    ) -> Vec<(String, String)> {
+        dates
+            .iter()
+            .filter_map(|(stage, at)| {
+                let p = self.stage_dates.get(stage)?;
+                Some((p.property.clone(), format(*at, p.kind)))
+            })
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.custom.is_empty()
+        self.custom.is_empty() && self.stage_dates.is_empty()
     }
 
     /// Declared field -> vendor property.

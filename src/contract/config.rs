@@ -13,6 +13,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::connectors::KeyError;
+use crate::connectors::contract_props::{DateKind, StageDateProp};
 use crate::contract::calendar::{BusinessCalendar, WorkingHours};
 use crate::contract::conditions::{Condition, CustomKind, QualificationRules, Rule, Vocabulary};
 use crate::contract::lifecycle::{
@@ -72,6 +73,22 @@ pub struct MappingRaw {
     /// the vendor property it is read from (`[contract.mapping.custom_fields.hubspot]
     /// score = "hubspotscore"`). Read only: leadsync never writes these properties.
     pub custom_fields: BTreeMap<String, BTreeMap<String, String>>,
+    /// System name (or connector kind) -> stage -> the vendor property the date of the
+    /// person's latest entry into that stage is written to: a property name (written as a
+    /// datetime) or `{ property = "MQL_Date__c", type = "date" }`.
+    pub stage_dates: BTreeMap<String, BTreeMap<String, StageDateRaw>>,
+}
+
+/// One stage-date property as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StageDateRaw {
+    Property(String),
+    Typed {
+        property: String,
+        #[serde(rename = "type", default)]
+        kind: Option<String>,
+    },
 }
 
 impl Default for MappingRaw {
@@ -84,6 +101,7 @@ impl Default for MappingRaw {
             disqualified_stage: String::new(),
             disqualified_status: "unqualified".into(),
             custom_fields: BTreeMap::new(),
+            stage_dates: BTreeMap::new(),
         }
     }
 }
@@ -102,6 +120,9 @@ pub struct StageMapping {
     /// System name or connector kind -> declared custom field -> vendor property. Which
     /// systems a key names is resolved by the settings, which know the systems.
     pub custom_fields: BTreeMap<String, BTreeMap<String, String>>,
+    /// System name or connector kind (after the settings resolve them: system name) ->
+    /// stage -> where its latest entry date is written.
+    pub stage_dates: BTreeMap<String, BTreeMap<LifecycleStage, StageDateProp>>,
 }
 
 impl Default for StageMapping {
@@ -178,6 +199,42 @@ impl MappingRaw {
             }
             custom_fields.insert(system.clone(), fields);
         }
+        let mut stage_dates = BTreeMap::new();
+        for (system, map) in &self.stage_dates {
+            let mut out = BTreeMap::new();
+            let mut props: BTreeMap<&str, &str> = BTreeMap::new();
+            for (name, raw) in map {
+                let key = format!("{prefix}.stage_dates.{system}.{name}");
+                let st = stage(&key, name)?;
+                let (prop, kind) = match raw {
+                    StageDateRaw::Property(p) => (p.trim(), DateKind::DateTime),
+                    StageDateRaw::Typed { property, kind } => {
+                        let kind = match kind.as_deref().map(str::trim) {
+                            None | Some("datetime") => DateKind::DateTime,
+                            Some("date") => DateKind::Date,
+                            Some(other) => {
+                                return Err(KeyError::new(
+                                    format!("{key}.type"),
+                                    format!("unknown type {other:?} (expected date or datetime)"),
+                                ));
+                            }
+                        };
+                        (property.trim(), kind)
+                    }
+                };
+                if prop.is_empty() {
+                    return Err(KeyError::new(key, "property name is empty"));
+                }
+                if let Some(other) = props.insert(prop, name) {
+                    return Err(KeyError::new(
+                        key,
+                        format!("property {prop:?} already takes the {other} date"),
+                    ));
+                }
+                out.insert(st, StageDateProp { property: prop.to_string(), kind });
+            }
+            stage_dates.insert(system.clone(), out);
+        }
         Ok(StageMapping {
             status_stages,
             status_events,
@@ -186,6 +243,7 @@ impl MappingRaw {
             disqualified_stage: domain("disqualified_stage", &self.disqualified_stage)?,
             disqualified_status: status(&self.disqualified_status),
             custom_fields,
+            stage_dates,
         })
     }
 }
@@ -312,8 +370,8 @@ pub struct Contract {
 }
 
 impl Contract {
-    /// A fingerprint of everything that decides a rule move: the declared vocabulary, the
-    /// rules and the transition table. The ledger keeps the one it last evaluated everyone
+    /// A fingerprint of everything that decides a rule move (the declared vocabulary, the
+    /// rules and the transition table) and of where stage dates are written. The ledger keeps the one it last evaluated everyone
     /// with; a different one at start means the rules changed and everyone is re-evaluated.
     /// Built from `Debug` and `Display` text, so a leadsync upgrade that prints them
     /// differently re-evaluates once, which changes nobody whose rules did not change.
@@ -321,6 +379,8 @@ impl Contract {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(format!("{:?}\n{:?}\n", self.vocabulary, self.table).as_bytes());
+        // Stage-date properties too: a new one gets everyone's dates written once.
+        h.update(format!("{:?}\n", self.mapping.stage_dates).as_bytes());
         for (stage, rule) in self.rules.iter() {
             h.update(format!("{stage}\n").as_bytes());
             for (list, conds) in [("all", &rule.all), ("any", &rule.any), ("none", &rule.none)] {

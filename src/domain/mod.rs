@@ -292,6 +292,10 @@ pub struct PushRecord {
     /// The person's full resolved fields, for creates that need required fields and for
     /// side-channel writes (HubSpot opt-out is keyed by email).
     pub person: Fields,
+    /// The lead contract's stage-entry dates to write besides the fields: stage name (`mql`)
+    /// -> the person's latest entry into it. The connector writes each to the property its
+    /// `[contract.mapping.stage_dates]` names and leaves out stages it has none for.
+    pub stage_dates: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// The vendor's verdict on one pushed record.

@@ -19,7 +19,7 @@ use crate::contract::lifecycle::{LifecycleStage, NamedMove, Transition};
 use crate::domain::{Fields, Stage};
 use crate::reconcile::lifecycle::{
     Governed, PersonLifecycle, evaluate_rules, fill_facts, named_move, named_refusal, placement,
-    reevaluate,
+    reevaluate, unsent_dates,
 };
 use crate::reconcile::{Context, Rules};
 
@@ -70,17 +70,109 @@ fn write(
 }
 
 /// Store what a decision says about its person's lifecycle (nothing when the decision ended
-/// up about another person: a person folded into another keeps the survivor's stage).
+/// up about another person: a person folded into another keeps the survivor's stage), with
+/// the stage-entry dates it leaves to write queued.
 pub(super) fn store(
     tx: &Transaction<'_>,
     decision_lead: &str,
     governed: Option<&Governed>,
+    rules: &Rules,
     now: DateTime<Utc>,
 ) -> Result<()> {
     match governed {
-        Some(g) if g.lead_id == decision_lead => write(tx, &g.lead_id, &g.state, now),
+        Some(g) if g.lead_id == decision_lead => {
+            let mut state = g.state.clone();
+            if let Some(contract) = rules.contract.as_deref() {
+                queue_stage_dates(tx, contract, &g.lead_id, &mut state, now)?;
+            }
+            write(tx, &g.lead_id, &state, now)
+        }
         _ => Ok(()),
     }
+}
+
+/// Queue the stage-entry dates each system should get and has not had
+/// ([`unsent_dates`]): onto the pending outbox row of the person's primary record there (a
+/// row with no fields when none is pending), or onto the pending create of one. A system
+/// where the person has no record and none is being created gets them once one is linked,
+/// at the person's next change. What was queued is recorded in `state` (the caller writes
+/// it), so each date goes out once; the connector writes it, and nothing reads it back.
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn queue_stage_dates(
+    tx: &Transaction<'_>,
+    contract: &Contract,
+    lead_id: &str,
+    state: &mut PersonLifecycle,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut lead = None;
+    for system in contract.mapping.stage_dates.keys() {
+        let unsent = unsent_dates(contract, state, system);
+        if unsent.is_empty() {
+            continue;
+        }
+        if lead.is_none() {
+            lead = load_lead(tx, lead_id)?;
+        }
+        let Some(l) = &lead else { return Ok(()) };
+        let (object_type, remote_id) = match l.links.iter().find(|k| k.system.as_str() == system) {
+            Some(k) => (k.remote.object_type.clone(), k.remote.id.clone()),
+            None => {
+                let create: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT object_type FROM outbox WHERE lead_id = ?1 AND system = ?2
+                         AND remote_id = '' AND state = 'pending'",
+                    )?
+                    .query_row(params![lead_id, system], |r| r.get(0))
+                    .optional()?;
+                match create {
+                    Some(object_type) => (object_type, String::new()),
+                    None => continue,
+                }
+            }
+        };
+        let dates: BTreeMap<String, DateTime<Utc>> =
+            unsent.iter().map(|(st, at)| (st.as_str().to_string(), *at)).collect();
+        let row: Option<(i64, Option<String>)> = tx
+            .prepare_cached(
+                "SELECT id, stage_dates FROM outbox WHERE lead_id = ?1 AND system = ?2
+                 AND remote_id = ?3 AND state = 'pending'",
+            )?
+            .query_row(params![lead_id, system, remote_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match row {
+            Some((id, existing)) => {
+                let mut all: BTreeMap<String, DateTime<Utc>> =
+                    existing.as_deref().map(from_json).transpose()?.unwrap_or_default();
+                all.extend(dates);
+                tx.prepare_cached(
+                    "UPDATE outbox SET stage_dates = ?2, version = version + 1, updated_at = ?3
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, to_json(&all)?, ts(now)])?;
+            }
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields,
+                                        stage_dates, state, next_attempt_at, created_at,
+                                        updated_at)
+                     VALUES (?1, ?2, ?3, ?4, '{}', ?5, 'pending', ?6, ?6, ?6)",
+                )?
+                .execute(params![
+                    lead_id,
+                    system,
+                    object_type,
+                    remote_id,
+                    to_json(&dates)?,
+                    ts(now)
+                ])?;
+            }
+        }
+        state.dates_sent.entry(system.clone()).or_default().extend(unsent);
+    }
+    Ok(())
 }
 
 /// What `leadsync stage` did.
@@ -166,6 +258,8 @@ pub(super) fn named_in_tx(
                 audit(tx, now, Some(&lead_id), None, e.kind, &e.detail)?;
             }
             replan(tx, &lead_id, rules, now)?;
+            queue_stage_dates(tx, contract, &lead_id, &mut state, now)?;
+            write(tx, &lead_id, &state, now)?;
             super::sla::after_named(tx, &lead_id, transition.to, now)?;
             Ok(NamedOutcome::Applied { lead_id, transition })
         }
@@ -277,6 +371,12 @@ impl Ledger {
                     &mut lead.provenance,
                     now,
                 );
+                if lead.fields != fields_before {
+                    write_lead(tx, id, false, &lead.fields, &lead.provenance, now)?;
+                    replan(tx, id, rules, now)?;
+                }
+                // Also dates a system has not had yet (a stage-date mapping added since).
+                queue_stage_dates(tx, contract, id, &mut state, now)?;
                 if state == state_before {
                     continue;
                 }
@@ -284,10 +384,6 @@ impl Ledger {
                 write(tx, id, &state, now)?;
                 for e in &entries {
                     audit(tx, now, Some(id), None, e.kind, &e.detail)?;
-                }
-                if lead.fields != fields_before {
-                    write_lead(tx, id, false, &lead.fields, &lead.provenance, now)?;
-                    replan(tx, id, rules, now)?;
                 }
             }
             out.next = (ids.len() >= batch.max(1)).then(|| ids.last().cloned()).flatten();

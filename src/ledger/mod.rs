@@ -365,7 +365,7 @@ impl Ledger {
                             sla::on_decision(tx, rules, &system, &change, &decision, now)?;
                             apply_decision(tx, &system, &change, &decision, now)?;
                             let governed = decision.lifecycle.as_ref();
-                            lifecycle::store(tx, &decision.lead_id, governed, now)?;
+                            lifecycle::store(tx, &decision.lead_id, governed, rules, now)?;
                             if reconcile::reread_needed(&ctx, &system, &change) {
                                 stats.rereads += queue_reread(tx, &system, &change, now)?;
                             }
@@ -396,7 +396,7 @@ impl Ledger {
         let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
         let mut stmt = conn.prepare_cached(
             "SELECT o.id, o.lead_id, o.object_type, o.remote_id, o.fields, o.version, o.attempts,
-                    l.fields, o.created_at
+                    l.fields, o.created_at, o.stage_dates
              FROM outbox o INDEXED BY outbox_pending_id JOIN leads l ON l.id = o.lead_id
              WHERE o.system = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
              ORDER BY o.id LIMIT ?3",
@@ -412,12 +412,23 @@ impl Ledger {
                 r.get::<_, i64>(6)?,
                 r.get::<_, String>(7)?,
                 r.get::<_, String>(8)?,
+                r.get::<_, Option<String>>(9)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, lead_id, object_type, remote_id, fields, version, attempts, person, planned) =
-                row?;
+            let (
+                id,
+                lead_id,
+                object_type,
+                remote_id,
+                fields,
+                version,
+                attempts,
+                person,
+                planned,
+                dates,
+            ) = row?;
             let op = if remote_id.is_empty() {
                 PushOp::Create { object_type }
             } else {
@@ -430,6 +441,7 @@ impl Ledger {
                     op,
                     fields: from_json(&fields)?,
                     person: from_json(&person)?,
+                    stage_dates: dates.as_deref().map(from_json).transpose()?.unwrap_or_default(),
                 },
                 version,
                 attempts,
@@ -1119,19 +1131,29 @@ fn write_plan(
     intents: &[PushIntent],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    // Pending update rows of links that no longer need a write.
-    let pending: Vec<(i64, String, String)> = tx
+    // Pending update rows of links that no longer need a write. One that carries stage-entry
+    // dates still has work: only its fields go.
+    let pending: Vec<(i64, String, String, bool)> = tx
         .prepare_cached(
-            "SELECT id, system, remote_id FROM outbox
+            "SELECT id, system, remote_id, stage_dates IS NOT NULL FROM outbox
              WHERE lead_id = ?1 AND state = 'pending' AND remote_id != ''",
         )?
-        .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<std::result::Result<_, _>>()?;
-    for (id, system, remote_id) in pending {
+    for (id, system, remote_id, has_dates) in pending {
         let still = intents.iter().any(|i| {
             i.system.as_str() == system && i.remote.as_ref().is_some_and(|r| r.id == remote_id)
         });
-        if !still {
+        if still {
+            continue;
+        }
+        if has_dates {
+            tx.prepare_cached(
+                "UPDATE outbox SET fields = '{}', version = version + 1, updated_at = ?2
+                 WHERE id = ?1 AND fields != '{}'",
+            )?
+            .execute(params![id, ts(now)])?;
+        } else {
             tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
         }
     }

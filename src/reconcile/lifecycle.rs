@@ -76,6 +76,26 @@ pub struct PersonLifecycle {
     /// Stages whose qualification rule held at the previous evaluation (edge triggering).
     #[serde(default)]
     pub held: BTreeSet<LifecycleStage>,
+    /// System -> stage -> the entry date leadsync last queued for that system's
+    /// `[contract.mapping.stage_dates]` property, so a date is written only when it changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dates_sent: BTreeMap<String, BTreeMap<LifecycleStage, DateTime<Utc>>>,
+}
+
+/// The stage-entry dates a system should be sent and has not been: for every stage the
+/// system maps, the person's latest entry when it differs from the one last queued for it.
+pub fn unsent_dates(
+    contract: &Contract,
+    state: &PersonLifecycle,
+    system: &str,
+) -> BTreeMap<LifecycleStage, DateTime<Utc>> {
+    let Some(props) = contract.mapping.stage_dates.get(system) else { return BTreeMap::new() };
+    let sent = state.dates_sent.get(system);
+    props
+        .keys()
+        .filter_map(|st| state.dates.get(*st).map(|e| (*st, e.last)))
+        .filter(|(st, at)| sent.and_then(|m| m.get(st)) != Some(at))
+        .collect()
 }
 
 /// What the reconciler decided about a person's lifecycle; the ledger stores `state` for

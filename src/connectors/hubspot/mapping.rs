@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::wire::{self, Contact};
 use crate::connectors::FieldMap;
-use crate::connectors::contract_props::ContractProps;
+use crate::connectors::contract_props::{ContractProps, DateKind};
 use crate::domain::{Change, Field, Fields, PushRecord, RecordFate, RemoteId};
 
 /// The object type leadsync uses for HubSpot contacts in [`RemoteId`]s.
@@ -137,6 +137,22 @@ pub(super) fn write_properties(map: &FieldMap, fields: &Fields) -> BTreeMap<Stri
     props
 }
 
+/// The stage-entry date properties of a push (`[contract.mapping.stage_dates]`): epoch
+/// milliseconds as text, which HubSpot takes for both property types; a `date` property
+/// gets midnight UTC of the entry's UTC date, the only time it accepts.
+pub(super) fn stage_date_properties(
+    contract: &ContractProps,
+    rec: &PushRecord,
+) -> Vec<(String, String)> {
+    contract.stage_date_values(&rec.stage_dates, |at, kind| {
+        let at = match kind {
+            DateKind::DateTime => at,
+            DateKind::Date => at.date_naive().and_time(chrono::NaiveTime::MIN).and_utc(),
+        };
+        at.timestamp_millis().to_string()
+    })
+}
+
 /// Whether this push asks for an opt-out. `"false"` is never acted on: leadsync never
 /// re-subscribes anyone (consent only tightens).
 pub(super) fn wants_opt_out(fields: &Fields) -> bool {
@@ -211,6 +227,44 @@ mod tests {
         assert_eq!(p.iter().filter(|x| *x == "lastmodifieddate").count(), 1);
         assert!(p.iter().any(|x| x == "hs_object_id"));
         assert!(p.iter().any(|x| x == "email"));
+    }
+
+    #[test]
+    fn stage_dates_are_written_as_epoch_millis_and_dates_at_midnight_utc() {
+        use crate::connectors::contract_props::StageDateProp;
+        let props = ContractProps::default().with_stage_dates(
+            [
+                ("mql", StageDateProp { property: "ls_mql".into(), kind: DateKind::DateTime }),
+                ("sql", StageDateProp { property: "ls_sql".into(), kind: DateKind::Date }),
+            ]
+            .map(|(a, b)| (a.to_string(), b))
+            .into(),
+        );
+        let at = parse_time("2026-11-20T15:30:00.250Z").expect("time");
+        let rec = PushRecord {
+            outbox_id: 1,
+            ledger_key: "L1".into(),
+            op: crate::domain::PushOp::Create { object_type: OBJECT_TYPE.into() },
+            fields: Fields::new(),
+            person: Fields::new(),
+            stage_dates: [("mql", at), ("sql", at), ("lead", at)]
+                .map(|(s, t)| (s.to_string(), t))
+                .into(),
+        };
+        let mut got = stage_date_properties(&props, &rec);
+        got.sort();
+        let midnight = parse_time("2026-11-20T00:00:00Z").expect("midnight");
+        assert_eq!(
+            got,
+            [
+                ("ls_mql".to_string(), at.timestamp_millis().to_string()),
+                ("ls_sql".to_string(), midnight.timestamp_millis().to_string()),
+            ]
+        );
+        assert!(
+            read_properties(&map(), &props).iter().all(|p| !p.starts_with("ls_")),
+            "never read"
+        );
     }
 
     #[test]

@@ -661,7 +661,8 @@ impl Connector for HubspotConnector {
         let mut updates = Vec::new();
         let mut creates = Vec::new();
         for (idx, rec) in batch.iter().enumerate() {
-            let properties = mapping::write_properties(&self.inner.cfg.map, &rec.fields);
+            let mut properties = mapping::write_properties(&self.inner.cfg.map, &rec.fields);
+            properties.extend(mapping::stage_date_properties(&self.inner.cfg.contract, rec));
             match &rec.op {
                 PushOp::Update { remote } if remote.object_type != OBJECT_TYPE => {
                     outcomes[idx] = Some(PushOutcome::Rejected {

@@ -211,35 +211,28 @@ impl SalesforceConfig {
         &self.contract
     }
 
-    /// Read the lead contract's custom fields from every synced object, each from the field
-    /// `props` maps it to; `key` is where that mapping sits in config. The names are pasted
-    /// into SOQL, so only plain field API names are accepted, and never one the connector
-    /// manages. A field the org lacks is Salesforce's `INVALID_FIELD` on the first query
-    /// (`leadsync check` shows it), not a silent gap.
-    ///
-    /// # Errors
-    /// A [`KeyError`] naming `key.<field>` for a property that is not a plain API name or is
-    /// managed by the connector.
-    pub fn set_contract_props(&mut self, props: ContractProps, key: &str) -> Result<(), KeyError> {
-        for (field, prop) in props.custom() {
-            let k = format!("{key}.{field}");
-            if !is_identifier(prop) {
-                return Err(KeyError::new(
-                    k,
-                    "must be a field API name (letters, digits, underscores)",
-                ));
-            }
-            if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(prop))
-                || prop.eq_ignore_ascii_case(&self.external_id_field)
-            {
-                return Err(KeyError::new(
-                    k,
-                    format!("{prop} is managed by the connector and cannot be mapped"),
-                ));
-            }
-        }
+    /// Read the lead contract's custom fields from (and write its stage-entry dates to)
+    /// every synced object, each through the field `props` maps it to. Check each property
+    /// with [`SalesforceConfig::contract_property_problem`] first. A field the org lacks is
+    /// Salesforce's `INVALID_FIELD` on the first query or write (`leadsync check` shows it),
+    /// not a silent gap.
+    pub fn set_contract_props(&mut self, props: ContractProps) {
         self.contract = props;
-        Ok(())
+    }
+
+    /// Why `prop` cannot be a contract property of this system: the names are pasted into
+    /// SOQL and JSON, so only plain field API names are accepted, and never one the connector
+    /// manages.
+    pub fn contract_property_problem(&self, prop: &str) -> Option<String> {
+        if !is_identifier(prop) {
+            return Some("must be a field API name (letters, digits, underscores)".into());
+        }
+        if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(prop))
+            || prop.eq_ignore_ascii_case(&self.external_id_field)
+        {
+            return Some(format!("{prop} is managed by the connector and cannot be mapped"));
+        }
+        None
     }
 
     /// Replace the retry policy (tests and simulators want short backoffs). `max_attempts`

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::wire::{self, Record, SaveResult};
 use crate::connectors::FieldMap;
-use crate::connectors::contract_props::ContractProps;
+use crate::connectors::contract_props::{ContractProps, DateKind};
 use crate::domain::{Change, Field, PushOutcome, PushRecord, RecordFate, RemoteId};
 
 /// Placeholder Salesforce integrations write into required text fields they have no value for.
@@ -237,6 +237,19 @@ pub(super) fn update_record(
     let mut values = remote_values(map, &rec.fields);
     values.push((wire::UPDATE_ID_KEY.to_string(), Value::String(remote_id.to_string())));
     wire::write_record(object_type, values)
+}
+
+/// Add the stage-entry dates of a push (`[contract.mapping.stage_dates]`) to its write
+/// record: `DateTime` fields as `2026-11-20T10:00:00.000Z`, `Date` fields as `2026-11-20`
+/// (the entry's UTC date).
+pub(super) fn add_stage_dates(record: &mut Record, contract: &ContractProps, rec: &PushRecord) {
+    let values = contract.stage_date_values(&rec.stage_dates, |at, kind| match kind {
+        DateKind::DateTime => soql_datetime(at),
+        DateKind::Date => at.format("%Y-%m-%d").to_string(),
+    });
+    for (prop, v) in values {
+        record.insert(prop, Value::String(v));
+    }
 }
 
 /// One per-record save result as a [`PushOutcome`]. `known_id` is the record id we sent (for

@@ -470,12 +470,14 @@ impl Connector for SalesforceConnector {
                 let records = chunk
                     .iter()
                     .map(|&i| {
-                        mapping::create_record(
+                        let mut r = mapping::create_record(
                             &lead.map,
                             &lead.name,
                             &this.external_id_field,
                             &batch[i],
-                        )
+                        );
+                        mapping::add_stage_dates(&mut r, &this.contract, &batch[i]);
+                        r
                     })
                     .collect();
                 let results = this.write(&upsert_target, records).await?;
@@ -491,8 +493,10 @@ impl Connector for SalesforceConnector {
             let mut ids = Vec::with_capacity(chunk.len());
             for &(i, spec) in chunk {
                 if let PushOp::Update { remote } = &batch[i].op {
-                    records
-                        .push(mapping::update_record(&spec.map, &spec.name, &remote.id, &batch[i]));
+                    let mut r =
+                        mapping::update_record(&spec.map, &spec.name, &remote.id, &batch[i]);
+                    mapping::add_stage_dates(&mut r, &this.contract, &batch[i]);
+                    records.push(r);
                     ids.push(remote.id.as_str());
                 }
             }

@@ -101,7 +101,14 @@ fn utc(s: &str) -> DateTime<Utc> {
 }
 
 fn record(outbox_id: i64, op: PushOp, fields: Fields, person: Fields) -> PushRecord {
-    PushRecord { outbox_id, ledger_key: format!("L{outbox_id}"), op, fields, person }
+    PushRecord {
+        outbox_id,
+        ledger_key: format!("L{outbox_id}"),
+        op,
+        fields,
+        person,
+        stage_dates: Default::default(),
+    }
 }
 
 fn create() -> PushOp {
@@ -936,4 +943,32 @@ fn contract_custom_fields_are_read_by_any_casing_and_only_from_live_records() {
         super::mapping::record_to_change(&map, &props, "Lead", "X__c", &gone, Utc::now())
             .expect("change");
     assert!(change.custom.is_empty(), "a deleted record says nothing about the person");
+}
+
+#[test]
+fn stage_dates_go_into_the_write_record_as_datetime_or_date() {
+    use crate::connectors::contract_props::{ContractProps, DateKind, StageDateProp};
+    let map = FieldMap::from_raw(&FieldMap::salesforce_lead_default(), "x").expect("valid");
+    let props = ContractProps::default().with_stage_dates(
+        [
+            ("mql", StageDateProp { property: "MQL_Date__c".into(), kind: DateKind::Date }),
+            ("sql", StageDateProp { property: "SQL_At__c".into(), kind: DateKind::DateTime }),
+        ]
+        .map(|(a, b)| (a.to_string(), b))
+        .into(),
+    );
+    let at = super::mapping::parse_datetime("2026-11-20T23:30:00.000+0000").expect("time");
+    let rec = PushRecord {
+        outbox_id: 1,
+        ledger_key: "L1".into(),
+        op: PushOp::Update { remote: RemoteId { object_type: "Lead".into(), id: "00Q1".into() } },
+        fields: Fields::new(),
+        person: Fields::new(),
+        stage_dates: [("mql", at), ("sql", at)].map(|(s, t)| (s.to_string(), t)).into(),
+    };
+    let mut r = super::mapping::update_record(&map, "Lead", "00Q1", &rec);
+    super::mapping::add_stage_dates(&mut r, &props, &rec);
+    assert_eq!(r["MQL_Date__c"], "2026-11-20");
+    assert_eq!(r["SQL_At__c"], "2026-11-20T23:30:00.000Z");
+    assert_eq!(r["id"], "00Q1");
 }

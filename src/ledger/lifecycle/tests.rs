@@ -218,3 +218,39 @@ fn a_reason_outside_the_list_is_refused_and_audited() {
     let a = audits(&l, &lead, "stage_refused");
     assert_eq!(a[0]["reason"], "felt_like_it");
 }
+
+#[test]
+fn a_stage_entry_date_is_queued_once_for_the_systems_that_map_it() {
+    let mut raw = ContractRaw::default();
+    raw.mapping.stage_dates.insert(
+        "marketing".into(),
+        [(
+            "mql".to_string(),
+            crate::contract::config::StageDateRaw::Property("leadsync_mql_date".into()),
+        )]
+        .into(),
+    );
+    let mut r = Rules::salesforce_hubspot_defaults();
+    r.contract = Some(Arc::new(raw.validate("contract").expect("valid")));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    reconcile(&l, &r, change(1, Some("lead"), 0), 1, 1);
+    assert!(l.due_pushes(&mkt(), 10, t(2)).expect("outbox").is_empty(), "lead is not mapped");
+
+    // HubSpot itself reports MQL: no field goes back to it, the MQL date does.
+    reconcile(&l, &r, change(1, Some("mql"), 5), 1, 6);
+    let due = l.due_pushes(&mkt(), 10, t(7)).expect("outbox");
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert!(due[0].record.fields.is_empty());
+    assert_eq!(due[0].record.stage_dates, [("mql".to_string(), t(5))].into());
+    assert_eq!(state(&l, "P1").dates_sent["marketing"][&LifecycleStage::Mql], t(5));
+
+    // Another change of the person neither queues the date again nor drops the pending row.
+    let mut c = change(1, Some("mql"), 8);
+    c.fields.insert(Field::Title, "CTO".into());
+    reconcile(&l, &r, c, 1, 9);
+    let due = l.due_pushes(&mkt(), 10, t(10)).expect("outbox");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].record.stage_dates, [("mql".to_string(), t(5))].into());
+    assert!(due[0].record.fields.is_empty());
+}
