@@ -1,6 +1,6 @@
 //! The lead contract's custom fields end to end: a country read from a Salesforce custom field
-//! and a score read from a HubSpot custom property together qualify a person as MQL, and the
-//! stage reaches HubSpot.
+//! and a score read from a HubSpot custom property together qualify a person as MQL, the
+//! stage reaches HubSpot, and the MQL date reaches both systems' stage-date properties.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use leadsync::sim::population;
 use leadsync::sim::salesforce::{SalesforceSimOptions, SimFieldType};
 use serde_json::json;
 
-use crate::helpers::{fast_env, hs_by_email, start_harness_with};
+use crate::helpers::{fast_env, hs_by_email, sf_by_email, start_harness_with};
 
 fn config() -> String {
     format!(
@@ -29,6 +29,10 @@ all = ["score >= 50", "country in [CA, US]"]
 score = "lead_score"
 [contract.mapping.custom_fields.salesforce]
 country = "Country__c"
+[contract.mapping.stage_dates.marketing]
+mql = "leadsync_mql_date"
+[contract.mapping.stage_dates.crm]
+mql = {{ property = "MQL_Date__c", type = "date" }}
 "#
     )
 }
@@ -45,11 +49,14 @@ async fn until(what: &str, mut ok: impl FnMut() -> bool) {
 async fn a_salesforce_country_and_a_hubspot_score_qualify_a_person() {
     let people = population::generate(10, 23);
     let sf = SalesforceSimOptions {
-        custom_fields: vec![("Country__c".into(), SimFieldType::Text)],
+        custom_fields: vec![
+            ("Country__c".into(), SimFieldType::Text),
+            ("MQL_Date__c".into(), SimFieldType::Date),
+        ],
         ..SalesforceSimOptions::default()
     };
     let hs = HubspotSimOptions {
-        extra_properties: vec!["lead_score".into()],
+        extra_properties: vec!["lead_score".into(), "leadsync_mql_date".into()],
         ..HubspotSimOptions::default()
     };
     let harness = start_harness_with(&people, sf, hs).await;
@@ -115,6 +122,26 @@ async fn a_salesforce_country_and_a_hubspot_score_qualify_a_person() {
     // Read-only inputs: leadsync wrote neither custom property.
     let hs = hs_by_email(&harness);
     assert_eq!(hs[email][0]["lead_score"].as_deref(), Some("72"));
+    assert_eq!(sf_by_email(&harness)[email][0]["Country__c"], "CA");
+
+    // The MQL date reaches both systems, each in its property's format.
+    let entered = state.dates.get(LifecycleStage::Mql).expect("stamped").last;
+    let millis = entered.timestamp_millis().to_string();
+    let day = entered.format("%Y-%m-%d").to_string();
+    until("the MQL date to reach both vendors", || {
+        hs_by_email(&harness)[email][0]["leadsync_mql_date"].as_deref() == Some(millis.as_str())
+            && sf_by_email(&harness)[email][0]["MQL_Date__c"] == day.as_str()
+    })
+    .await;
+    assert!(wait_converged(&app, Duration::from_secs(60)).await);
+    let writes = (harness.salesforce.stats().api_writes, harness.hubspot.stats().api_writes);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(wait_converged(&app, Duration::from_secs(60)).await);
+    assert_eq!(
+        (harness.salesforce.stats().api_writes, harness.hubspot.stats().api_writes),
+        writes,
+        "a date is written once, and never read back as news"
+    );
 
     trigger.trigger();
     engine.await.expect("engine task").expect("engine stops cleanly");
