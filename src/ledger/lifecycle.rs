@@ -91,6 +91,58 @@ pub(super) fn store(
     }
 }
 
+/// Put stage-entry dates on the pending outbox row of (person, system, record), merged into
+/// the ones it carries already, or on a new row with no fields (`remote_id` `""`: a create,
+/// which always has a row when this is called for one).
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn add_dates(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    system: &str,
+    object_type: &str,
+    remote_id: &str,
+    dates: &BTreeMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let row: Option<(i64, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT id, stage_dates FROM outbox WHERE lead_id = ?1 AND system = ?2
+             AND remote_id = ?3 AND state = 'pending'",
+        )?
+        .query_row(params![lead_id, system, remote_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match row {
+        Some((id, existing)) => {
+            let mut all: BTreeMap<String, DateTime<Utc>> =
+                existing.as_deref().map(from_json).transpose()?.unwrap_or_default();
+            all.extend(dates.iter().map(|(k, v)| (k.clone(), *v)));
+            tx.prepare_cached(
+                "UPDATE outbox SET stage_dates = ?2, version = version + 1, updated_at = ?3
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, to_json(&all)?, ts(now)])?;
+        }
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields,
+                                    stage_dates, state, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, '{}', ?5, 'pending', ?6, ?6, ?6)",
+            )?
+            .execute(params![
+                lead_id,
+                system,
+                object_type,
+                remote_id,
+                to_json(dates)?,
+                ts(now)
+            ])?;
+        }
+    }
+    Ok(())
+}
+
 /// Queue the stage-entry dates each system should get and has not had
 /// ([`unsent_dates`]): onto the pending outbox row of the person's primary record there (a
 /// row with no fields when none is pending), or onto the pending create of one. A system
@@ -135,41 +187,7 @@ pub(super) fn queue_stage_dates(
         };
         let dates: BTreeMap<String, DateTime<Utc>> =
             unsent.iter().map(|(st, at)| (st.as_str().to_string(), *at)).collect();
-        let row: Option<(i64, Option<String>)> = tx
-            .prepare_cached(
-                "SELECT id, stage_dates FROM outbox WHERE lead_id = ?1 AND system = ?2
-                 AND remote_id = ?3 AND state = 'pending'",
-            )?
-            .query_row(params![lead_id, system, remote_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        match row {
-            Some((id, existing)) => {
-                let mut all: BTreeMap<String, DateTime<Utc>> =
-                    existing.as_deref().map(from_json).transpose()?.unwrap_or_default();
-                all.extend(dates);
-                tx.prepare_cached(
-                    "UPDATE outbox SET stage_dates = ?2, version = version + 1, updated_at = ?3
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, to_json(&all)?, ts(now)])?;
-            }
-            None => {
-                tx.prepare_cached(
-                    "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields,
-                                        stage_dates, state, next_attempt_at, created_at,
-                                        updated_at)
-                     VALUES (?1, ?2, ?3, ?4, '{}', ?5, 'pending', ?6, ?6, ?6)",
-                )?
-                .execute(params![
-                    lead_id,
-                    system,
-                    object_type,
-                    remote_id,
-                    to_json(&dates)?,
-                    ts(now)
-                ])?;
-            }
-        }
+        add_dates(tx, lead_id, system, &object_type, &remote_id, &dates, now)?;
         state.dates_sent.entry(system.clone()).or_default().extend(unsent);
     }
     Ok(())

@@ -493,6 +493,22 @@ impl Ledger {
                         let replan_needed;
                         if is_create {
                             tally.created += 1;
+                            // Stage dates queued onto the create while it was in flight did
+                            // not go out with it: they move to the new record (read first:
+                            // linking the record drops the pending create).
+                            let queued: Option<String> = tx
+                                .prepare_cached("SELECT stage_dates FROM outbox WHERE id = ?1")?
+                                .query_row([rec.outbox_id], |r| r.get(0))
+                                .optional()?
+                                .flatten();
+                            let mut late: BTreeMap<String, DateTime<Utc>> =
+                                queued.as_deref().map(from_json).transpose()?.unwrap_or_default();
+                            late.retain(|stage, at| rec.stage_dates.get(stage) != Some(at));
+                            // What went out must not be moved to the record again by the link.
+                            tx.prepare_cached(
+                                "UPDATE outbox SET stage_dates = NULL WHERE id = ?1",
+                            )?
+                            .execute([rec.outbox_id])?;
                             let owner: Option<String> = tx
                                 .query_row(
                                     "SELECT lead_id FROM links WHERE system = ?1
@@ -541,6 +557,17 @@ impl Ledger {
                                 .optional()?;
                             replan_needed = current != Some(due.version);
                             tx.execute("DELETE FROM outbox WHERE id = ?1", [rec.outbox_id])?;
+                            if !late.is_empty() {
+                                lifecycle::add_dates(
+                                    tx,
+                                    lead_id,
+                                    system.as_str(),
+                                    &remote.object_type,
+                                    &remote.id,
+                                    &late,
+                                    now,
+                                )?;
+                            }
                         } else {
                             tally.updated += 1;
                             let done = tx

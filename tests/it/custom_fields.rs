@@ -146,3 +146,40 @@ async fn a_salesforce_country_and_a_hubspot_score_qualify_a_person() {
     trigger.trigger();
     engine.await.expect("engine task").expect("engine stops cleanly");
 }
+
+/// `leadsync check`'s healthcheck asks Salesforce for the contract's fields on every synced
+/// object, so a field the org lacks is found before the first poll.
+#[tokio::test]
+async fn the_salesforce_healthcheck_names_a_missing_contract_field() {
+    use leadsync::connectors::Connector;
+    use leadsync::connectors::salesforce::SalesforceConnector;
+    use leadsync::settings::ConnectorSettings;
+    for (org_fields, healthy) in [(vec![], false), (vec!["Country__c", "MQL_Date__c"], true)] {
+        let sf = SalesforceSimOptions {
+            custom_fields: org_fields.iter().map(|f| (f.to_string(), SimFieldType::Text)).collect(),
+            ..SalesforceSimOptions::default()
+        };
+        let harness = start_harness_with(&[], sf, HubspotSimOptions::default()).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = config();
+        let settings = harness
+            .settings(Source::Inline(&toml), &dir.path().join("ledger.db"), &fast_env())
+            .expect("settings");
+        let cfg = settings
+            .systems
+            .iter()
+            .find_map(|s| match &s.connector {
+                ConnectorSettings::Salesforce(c) => Some(c.clone()),
+                ConnectorSettings::Hubspot(_) => None,
+            })
+            .expect("a salesforce system");
+        let conn = SalesforceConnector::new(cfg).expect("connector");
+        match conn.healthcheck().await {
+            Ok(()) => assert!(healthy, "a missing field must fail the check"),
+            Err(e) => {
+                assert!(!healthy, "{e}");
+                assert!(e.to_string().contains("INVALID_FIELD"), "{e}");
+            }
+        }
+    }
+}

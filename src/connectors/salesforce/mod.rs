@@ -525,6 +525,22 @@ impl Connector for SalesforceConnector {
         let mut call = Call::get(Target::Api("query"));
         call.query.push(("q", soql));
         let _: wire::QueryResponse = client::parse_json(&this.client.call(&call).await?, "query")?;
+        // The lead contract's properties, on every synced object: a field the org lacks is
+        // INVALID_FIELD here, at `leadsync check`, rather than at the first poll or push.
+        let props: Vec<&str> = this
+            .contract
+            .properties()
+            .chain(this.contract.stage_dates().map(|(_, p)| p.property.as_str()))
+            .collect();
+        if !props.is_empty() {
+            for spec in &this.objects {
+                let soql = format!("SELECT Id, {} FROM {} LIMIT 1", props.join(", "), spec.name);
+                let mut call = Call::get(Target::Api("query"));
+                call.query.push(("q", soql));
+                let _: wire::QueryResponse =
+                    client::parse_json(&this.client.call(&call).await?, "query")?;
+            }
+        }
         Ok(())
     }
 
