@@ -37,6 +37,7 @@ fn change(obj: &str, i: usize, stage: Option<&str>, status: Option<&str>) -> Cha
         modified_at: t,
         fetched_at: t,
         fate: RecordFate::Live,
+        custom: Default::default(),
     }
 }
 

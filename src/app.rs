@@ -381,6 +381,7 @@ impl App {
         );
         crate::merger::spawn(&mut tasks, &self.merger, &self.systems, &self.ledger, &shutdown);
         crate::sla::spawn(&mut tasks, &self.ledger, &self.rules, &shutdown);
+        crate::reevaluate::spawn(&mut tasks, &self.ledger, &self.rules, &shutdown);
         crate::closed_loop::spawn(
             &mut tasks,
             &self.closed_loop,

@@ -11,6 +11,8 @@
 //!   business calendar, SLA clocks.
 //! - `identity`: synthetic people with known duplicates, and matching-quality scores.
 //! - `ledger`: the SQLite ledger; the only module that runs SQL.
+//! - `reevaluate`: the contract's rules re-applied to everyone after a change of rules, and
+//!   to persons with event windows as time passes.
 //! - `merger`: vendor-side merges of a person's same-system duplicates (off by default).
 //! - `closed_loop`: polls opportunities and campaign touches into the ledger for reports.
 //! - `push`: drains the outbox to each vendor in batches, with retries and dead letters.
@@ -36,6 +38,7 @@ pub mod ledger;
 pub mod merger;
 pub mod metrics;
 pub mod reconcile;
+pub mod reevaluate;
 pub mod retry;
 pub mod settings;
 pub mod shutdown;

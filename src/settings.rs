@@ -434,10 +434,13 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
         }
         field_rules.insert(field, parsed);
     }
-    let contract = match &raw.contract {
+    let mut contract = match &raw.contract {
         Some(c) => Some(c.validate("contract")?),
         None => None,
     };
+    if let Some(c) = &mut contract {
+        contract_props(c, &mut systems)?;
+    }
     let merge_at_vendor = merge_at_vendor(&raw.identity.merge_at_vendor, &systems)?;
     if raw.identity.merge_every_secs == 0 {
         return Err(KeyError::new("identity.merge_every_secs", "must be at least 1").into());
@@ -499,6 +502,89 @@ fn merge_at_vendor(
         for s in chosen {
             if !out.contains(&s.name) {
                 out.push(s.name.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `[contract.mapping.custom_fields.<key>]` and `[contract.mapping.stage_dates.<key>]`: each
+/// key names a system, or a connector kind meaning every system of that kind (when no system
+/// has that name), as in `identity.merge_at_vendor`. The connectors of the systems named read
+/// (custom fields) and write (stage dates) those properties, and the contract's stage-date
+/// mapping is rewritten by system name for the ledger, which plans those writes.
+fn contract_props(contract: &mut Contract, systems: &mut [SystemSettings]) -> Result<(), KeyError> {
+    use crate::connectors::contract_props::ContractProps;
+    let custom = resolve_system_keys("custom_fields", &contract.mapping.custom_fields, systems)?;
+    let dates = resolve_system_keys("stage_dates", &contract.mapping.stage_dates, systems)?;
+    for s in systems.iter_mut() {
+        let (fields, stage_dates) = (custom.get(&s.name), dates.get(&s.name));
+        if let ConnectorSettings::Salesforce(c) = &s.connector {
+            let custom_props = fields.into_iter().flat_map(|(key, m)| {
+                m.iter().map(move |(f, p)| (format!("custom_fields.{key}.{f}"), p.as_str()))
+            });
+            let date_props = stage_dates.into_iter().flat_map(|(key, m)| {
+                m.iter().map(move |(st, p)| (format!("stage_dates.{key}.{st}"), &*p.property))
+            });
+            for (name, prop) in custom_props.chain(date_props) {
+                if let Some(problem) = c.contract_property_problem(prop) {
+                    return Err(KeyError::new(format!("contract.mapping.{name}"), problem));
+                }
+            }
+        }
+        let props = ContractProps::new(fields.map(|(_, m)| m.clone()).unwrap_or_default())
+            .with_stage_dates(
+                stage_dates
+                    .map(|(_, m)| {
+                        m.iter().map(|(st, p)| (st.as_str().to_string(), p.clone())).collect()
+                    })
+                    .unwrap_or_default(),
+            );
+        match &mut s.connector {
+            ConnectorSettings::Hubspot(c) => c.contract = props,
+            ConnectorSettings::Salesforce(c) => c.set_contract_props(props),
+        }
+    }
+    contract.mapping.stage_dates =
+        dates.into_iter().map(|(name, (_, m))| (name.as_str().to_string(), m)).collect();
+    Ok(())
+}
+
+/// The tables of `contract.mapping.<table>` by the system each key names (see
+/// [`contract_props`]), with the key that named it; a system named by two keys is an error.
+fn resolve_system_keys<T: Clone>(
+    table: &str,
+    by_key: &BTreeMap<String, T>,
+    systems: &[SystemSettings],
+) -> Result<BTreeMap<SystemName, (String, T)>, KeyError> {
+    let mut out: BTreeMap<SystemName, (String, T)> = BTreeMap::new();
+    for (name, value) in by_key {
+        let key = format!("contract.mapping.{table}.{name}");
+        let by_name = systems.iter().any(|s| s.name.as_str() == name);
+        let chosen: Vec<&SystemSettings> = systems
+            .iter()
+            .filter(|s| if by_name { s.name.as_str() == name } else { s.kind.as_str() == name })
+            .collect();
+        if chosen.is_empty() {
+            let known: Vec<&str> = systems.iter().map(|s| s.name.as_str()).collect();
+            return Err(KeyError::new(
+                key,
+                format!(
+                    "no system is named {name:?} (systems: {}; a kind such as \"hubspot\" \
+                     names every system of that kind)",
+                    known.join(", ")
+                ),
+            ));
+        }
+        for s in chosen {
+            if let Some((other, _)) = out.insert(s.name.clone(), (name.clone(), value.clone())) {
+                return Err(KeyError::new(
+                    key,
+                    format!(
+                        "system {:?} is already mapped by contract.mapping.{table}.{other}",
+                        s.name.as_str()
+                    ),
+                ));
             }
         }
     }

@@ -571,6 +571,7 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
         modified_at: Utc::now(),
         fetched_at: Utc::now(),
         fate: crate::domain::RecordFate::Live,
+        custom: Default::default(),
     };
     ledger.ingest(&mkt, "poll", &[change], None, Utc::now()).expect("ingest");
     let (_, _, text) = get(&app, "/metrics").await;

@@ -106,6 +106,7 @@ mod tests {
             op: PushOp::Update { remote: RemoteId { object_type: "Lead".into(), id: "x".into() } },
             fields: fields.clone(),
             person: fields,
+            stage_dates: Default::default(),
         }
     }
 

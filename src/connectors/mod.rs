@@ -6,6 +6,7 @@
 
 pub mod closed_loop;
 pub mod consent;
+pub mod contract_props;
 pub mod erase;
 pub mod field_map;
 pub mod http;

@@ -13,6 +13,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::connectors::KeyError;
+use crate::connectors::contract_props::{DateKind, StageDateProp};
 use crate::contract::calendar::{BusinessCalendar, WorkingHours};
 use crate::contract::conditions::{Condition, CustomKind, QualificationRules, Rule, Vocabulary};
 use crate::contract::lifecycle::{
@@ -45,6 +46,10 @@ pub struct ContractRaw {
     /// stages the six-stage vocabulary lacks.
     #[serde(default)]
     pub mapping: MappingRaw,
+    /// How often persons whose rules depend on time (`event ... within N days`) are
+    /// re-evaluated, in seconds (60..=86400; default 3600).
+    #[serde(default)]
+    pub reevaluate_every_secs: Option<u64>,
 }
 
 /// `[contract.mapping]`.
@@ -64,6 +69,26 @@ pub struct MappingRaw {
     pub disqualified_stage: String,
     /// The canonical lead status written when a person is disqualified (`""`: none).
     pub disqualified_status: String,
+    /// System name (or connector kind: every system of that kind) -> declared custom field ->
+    /// the vendor property it is read from (`[contract.mapping.custom_fields.hubspot]
+    /// score = "hubspotscore"`). Read only: leadsync never writes these properties.
+    pub custom_fields: BTreeMap<String, BTreeMap<String, String>>,
+    /// System name (or connector kind) -> stage -> the vendor property the date of the
+    /// person's latest entry into that stage is written to: a property name (written as a
+    /// datetime) or `{ property = "MQL_Date__c", type = "date" }`.
+    pub stage_dates: BTreeMap<String, BTreeMap<String, StageDateRaw>>,
+}
+
+/// One stage-date property as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StageDateRaw {
+    Property(String),
+    Typed {
+        property: String,
+        #[serde(rename = "type", default)]
+        kind: Option<String>,
+    },
 }
 
 impl Default for MappingRaw {
@@ -75,6 +100,8 @@ impl Default for MappingRaw {
             recycled_status: "nurture".into(),
             disqualified_stage: String::new(),
             disqualified_status: "unqualified".into(),
+            custom_fields: BTreeMap::new(),
+            stage_dates: BTreeMap::new(),
         }
     }
 }
@@ -90,6 +117,12 @@ pub struct StageMapping {
     pub recycled_status: Option<String>,
     pub disqualified_stage: Option<Stage>,
     pub disqualified_status: Option<String>,
+    /// System name or connector kind -> declared custom field -> vendor property. Which
+    /// systems a key names is resolved by the settings, which know the systems.
+    pub custom_fields: BTreeMap<String, BTreeMap<String, String>>,
+    /// System name or connector kind (after the settings resolve them: system name) ->
+    /// stage -> where its latest entry date is written.
+    pub stage_dates: BTreeMap<String, BTreeMap<LifecycleStage, StageDateProp>>,
 }
 
 impl Default for StageMapping {
@@ -140,6 +173,68 @@ impl MappingRaw {
             })
         };
         let status = |v: &str| Some(v.trim().to_string()).filter(|s| !s.is_empty());
+        let mut custom_fields = BTreeMap::new();
+        for (system, map) in &self.custom_fields {
+            let mut fields = BTreeMap::new();
+            let mut props: BTreeMap<&str, &str> = BTreeMap::new();
+            for (name, prop) in map {
+                let key = format!("{prefix}.custom_fields.{system}.{name}");
+                if vocabulary.field(name).is_none() {
+                    return Err(KeyError::new(
+                        key,
+                        format!("unknown field {name:?}: declare it in contract.fields"),
+                    ));
+                }
+                let prop = prop.trim();
+                if prop.is_empty() {
+                    return Err(KeyError::new(key, "property name is empty"));
+                }
+                if let Some(other) = props.insert(prop, name) {
+                    return Err(KeyError::new(
+                        key,
+                        format!("property {prop:?} is already mapped to {other}"),
+                    ));
+                }
+                fields.insert(name.clone(), prop.to_string());
+            }
+            custom_fields.insert(system.clone(), fields);
+        }
+        let mut stage_dates = BTreeMap::new();
+        for (system, map) in &self.stage_dates {
+            let mut out = BTreeMap::new();
+            let mut props: BTreeMap<&str, &str> = BTreeMap::new();
+            for (name, raw) in map {
+                let key = format!("{prefix}.stage_dates.{system}.{name}");
+                let st = stage(&key, name)?;
+                let (prop, kind) = match raw {
+                    StageDateRaw::Property(p) => (p.trim(), DateKind::DateTime),
+                    StageDateRaw::Typed { property, kind } => {
+                        let kind = match kind.as_deref().map(str::trim) {
+                            None | Some("datetime") => DateKind::DateTime,
+                            Some("date") => DateKind::Date,
+                            Some(other) => {
+                                return Err(KeyError::new(
+                                    format!("{key}.type"),
+                                    format!("unknown type {other:?} (expected date or datetime)"),
+                                ));
+                            }
+                        };
+                        (property.trim(), kind)
+                    }
+                };
+                if prop.is_empty() {
+                    return Err(KeyError::new(key, "property name is empty"));
+                }
+                if let Some(other) = props.insert(prop, name) {
+                    return Err(KeyError::new(
+                        key,
+                        format!("property {prop:?} already takes the {other} date"),
+                    ));
+                }
+                out.insert(st, StageDateProp { property: prop.to_string(), kind });
+            }
+            stage_dates.insert(system.clone(), out);
+        }
         Ok(StageMapping {
             status_stages,
             status_events,
@@ -147,6 +242,8 @@ impl MappingRaw {
             recycled_status: status(&self.recycled_status),
             disqualified_stage: domain("disqualified_stage", &self.disqualified_stage)?,
             disqualified_status: status(&self.disqualified_status),
+            custom_fields,
+            stage_dates,
         })
     }
 }
@@ -268,6 +365,44 @@ pub struct Contract {
     /// Alerting and touch recognition of `[contract.sla]` (default when absent).
     pub sla_ops: SlaOps,
     pub mapping: StageMapping,
+    /// How often the periodic re-evaluation runs (only when a rule has a time window).
+    pub reevaluate_every: std::time::Duration,
+}
+
+impl Contract {
+    /// A fingerprint of everything that decides a rule move (the declared vocabulary, the
+    /// rules and the transition table) and of where stage dates are written. The ledger keeps the one it last evaluated everyone
+    /// with; a different one at start means the rules changed and everyone is re-evaluated.
+    /// Built from `Debug` and `Display` text, so a leadsync upgrade that prints them
+    /// differently re-evaluates once, which changes nobody whose rules did not change.
+    pub fn rules_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(format!("{:?}\n{:?}\n", self.vocabulary, self.table).as_bytes());
+        // Stage-date properties too: a new one gets everyone's dates written once.
+        h.update(format!("{:?}\n", self.mapping.stage_dates).as_bytes());
+        for (stage, rule) in self.rules.iter() {
+            h.update(format!("{stage}\n").as_bytes());
+            for (list, conds) in [("all", &rule.all), ("any", &rule.any), ("none", &rule.none)] {
+                for c in conds {
+                    h.update(format!("{list}: {c}\n").as_bytes());
+                }
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// Whether any rule names an event window (`within N days`), so that time alone can
+    /// change whether it holds.
+    pub fn has_windows(&self) -> bool {
+        self.rules.iter().any(|(_, r)| {
+            r.all
+                .iter()
+                .chain(&r.any)
+                .chain(&r.none)
+                .any(|c| matches!(c, Condition::Event { within: Some(_), .. }))
+        })
+    }
 }
 
 /// Business hours as a duration, to the second; at most ten years of them. A value that must
@@ -319,7 +454,15 @@ impl ContractRaw {
             None => None,
         };
         let mapping = self.mapping.validate(&format!("{prefix}.mapping"), &vocabulary)?;
-        Ok(Contract { vocabulary, table, rules, calendar, sla, sla_ops, mapping })
+        let secs = self.reevaluate_every_secs.unwrap_or(3600);
+        if !(60..=86_400).contains(&secs) {
+            return Err(KeyError::new(
+                format!("{prefix}.reevaluate_every_secs"),
+                "must be between 60 and 86400",
+            ));
+        }
+        let reevaluate_every = std::time::Duration::from_secs(secs);
+        Ok(Contract { vocabulary, table, rules, calendar, sla, sla_ops, mapping, reevaluate_every })
     }
 
     fn vocabulary(&self, prefix: &str) -> Result<Vocabulary, KeyError> {

@@ -205,6 +205,11 @@ pub struct Change {
     /// What happened to the record itself: alive, deleted, merged away or converted.
     #[serde(default, skip_serializing_if = "RecordFate::is_live")]
     pub fate: RecordFate,
+    /// The lead contract's custom fields this system maps (`[contract.mapping.custom_fields]`),
+    /// by declared name, with the record's raw value (`None`: empty). Only mapped names appear:
+    /// a name missing here means "this system does not say".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom: BTreeMap<String, Option<String>>,
 }
 
 /// What a vendor says happened to a record as a whole. Deletes are never inferred from
@@ -288,6 +293,10 @@ pub struct PushRecord {
     /// side-channel writes (HubSpot opt-out is keyed by email). For an update, `Email` is the
     /// record's own address as leadsync last knew it (consent is per address).
     pub person: Fields,
+    /// The lead contract's stage-entry dates to write besides the fields: stage name (`mql`)
+    /// -> the person's latest entry into it. The connector writes each to the property its
+    /// `[contract.mapping.stage_dates]` names and leaves out stages it has none for.
+    pub stage_dates: BTreeMap<String, DateTime<Utc>>,
 }
 
 /// The vendor's verdict on one pushed record.

@@ -239,18 +239,47 @@ pub(super) fn insert_link(
         .execute(params![lead_id, system.as_str(), remote.object_type, remote.id, reason, ts(now)])?;
     if n == 1 {
         history(tx, tx.last_insert_rowid(), lead_id, "linked", reason, now)?;
-        drop_pending_create(tx, lead_id, system)?;
+        drop_pending_create(tx, lead_id, system, remote, now)?;
     }
     Ok(())
 }
 
-/// A record now exists there: a queued create for this person is obsolete.
-fn drop_pending_create(tx: &Transaction<'_>, lead_id: &str, system: &SystemName) -> Result<()> {
+/// A record now exists there: a queued create for this person is obsolete. The stage-entry
+/// dates it carried go to that record instead (they are recorded as queued).
+fn drop_pending_create(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    system: &SystemName,
+    remote: &RemoteId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let dates: Option<String> = tx
+        .prepare_cached(
+            "SELECT stage_dates FROM outbox WHERE lead_id = ?1 AND system = ?2 AND remote_id = ''
+             AND state = 'pending'",
+        )?
+        .query_row(params![lead_id, system.as_str()], |r| r.get(0))
+        .optional()?
+        .flatten();
     tx.prepare_cached(
         "DELETE FROM outbox WHERE lead_id = ?1 AND system = ?2 AND remote_id = ''
          AND state = 'pending'",
     )?
     .execute(params![lead_id, system.as_str()])?;
+    if let Some(dates) = dates {
+        let dates: BTreeMap<String, DateTime<Utc>> = from_json(&dates)?;
+        if !dates.is_empty() {
+            super::lifecycle::add_dates(
+                tx,
+                lead_id,
+                system.as_str(),
+                &remote.object_type,
+                &remote.id,
+                &dates,
+                now,
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -299,7 +328,7 @@ fn reopen_link(
         "DELETE FROM tombstones WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
     )?
     .execute(params![system.as_str(), remote.object_type, remote.id])?;
-    drop_pending_create(tx, lead_id, system)
+    drop_pending_create(tx, lead_id, system, remote, now)
 }
 
 fn close_link(

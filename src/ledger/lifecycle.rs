@@ -19,6 +19,7 @@ use crate::contract::lifecycle::{LifecycleStage, NamedMove, Transition};
 use crate::domain::{Fields, Stage};
 use crate::reconcile::lifecycle::{
     Governed, PersonLifecycle, evaluate_rules, fill_facts, named_move, named_refusal, placement,
+    reevaluate, unsent_dates,
 };
 use crate::reconcile::{Context, Rules};
 
@@ -69,17 +70,127 @@ fn write(
 }
 
 /// Store what a decision says about its person's lifecycle (nothing when the decision ended
-/// up about another person: a person folded into another keeps the survivor's stage).
+/// up about another person: a person folded into another keeps the survivor's stage), with
+/// the stage-entry dates it leaves to write queued.
 pub(super) fn store(
     tx: &Transaction<'_>,
     decision_lead: &str,
     governed: Option<&Governed>,
+    rules: &Rules,
     now: DateTime<Utc>,
 ) -> Result<()> {
     match governed {
-        Some(g) if g.lead_id == decision_lead => write(tx, &g.lead_id, &g.state, now),
+        Some(g) if g.lead_id == decision_lead => {
+            let mut state = g.state.clone();
+            if let Some(contract) = rules.contract.as_deref() {
+                queue_stage_dates(tx, contract, &g.lead_id, &mut state, now)?;
+            }
+            write(tx, &g.lead_id, &state, now)
+        }
         _ => Ok(()),
     }
+}
+
+/// Put stage-entry dates on the pending outbox row of (person, system, record), merged into
+/// the ones it carries already, or on a new row with no fields (`remote_id` `""`: a create,
+/// which always has a row when this is called for one).
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn add_dates(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    system: &str,
+    object_type: &str,
+    remote_id: &str,
+    dates: &BTreeMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let row: Option<(i64, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT id, stage_dates FROM outbox WHERE lead_id = ?1 AND system = ?2
+             AND remote_id = ?3 AND state = 'pending'",
+        )?
+        .query_row(params![lead_id, system, remote_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match row {
+        Some((id, existing)) => {
+            let mut all: BTreeMap<String, DateTime<Utc>> =
+                existing.as_deref().map(from_json).transpose()?.unwrap_or_default();
+            all.extend(dates.iter().map(|(k, v)| (k.clone(), *v)));
+            tx.prepare_cached(
+                "UPDATE outbox SET stage_dates = ?2, version = version + 1, updated_at = ?3
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, to_json(&all)?, ts(now)])?;
+        }
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields,
+                                    stage_dates, state, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, '{}', ?5, 'pending', ?6, ?6, ?6)",
+            )?
+            .execute(params![
+                lead_id,
+                system,
+                object_type,
+                remote_id,
+                to_json(dates)?,
+                ts(now)
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Queue the stage-entry dates each system should get and has not had
+/// ([`unsent_dates`]): onto the pending outbox row of the person's primary record there (a
+/// row with no fields when none is pending), or onto the pending create of one. A system
+/// where the person has no record and none is being created gets them once one is linked,
+/// at the person's next change. What was queued is recorded in `state` (the caller writes
+/// it), so each date goes out once; the connector writes it, and nothing reads it back.
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn queue_stage_dates(
+    tx: &Transaction<'_>,
+    contract: &Contract,
+    lead_id: &str,
+    state: &mut PersonLifecycle,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut lead = None;
+    for system in contract.mapping.stage_dates.keys() {
+        let unsent = unsent_dates(contract, state, system);
+        if unsent.is_empty() {
+            continue;
+        }
+        if lead.is_none() {
+            lead = load_lead(tx, lead_id)?;
+        }
+        let Some(l) = &lead else { return Ok(()) };
+        let (object_type, remote_id) = match l.links.iter().find(|k| k.system.as_str() == system) {
+            Some(k) => (k.remote.object_type.clone(), k.remote.id.clone()),
+            None => {
+                let create: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT object_type FROM outbox WHERE lead_id = ?1 AND system = ?2
+                         AND remote_id = '' AND state = 'pending'",
+                    )?
+                    .query_row(params![lead_id, system], |r| r.get(0))
+                    .optional()?;
+                match create {
+                    Some(object_type) => (object_type, String::new()),
+                    None => continue,
+                }
+            }
+        };
+        let dates: BTreeMap<String, DateTime<Utc>> =
+            unsent.iter().map(|(st, at)| (st.as_str().to_string(), *at)).collect();
+        add_dates(tx, lead_id, system, &object_type, &remote_id, &dates, now)?;
+        state.dates_sent.entry(system.clone()).or_default().extend(unsent);
+    }
+    Ok(())
 }
 
 /// What `leadsync stage` did.
@@ -165,6 +276,8 @@ pub(super) fn named_in_tx(
                 audit(tx, now, Some(&lead_id), None, e.kind, &e.detail)?;
             }
             replan(tx, &lead_id, rules, now)?;
+            queue_stage_dates(tx, contract, &lead_id, &mut state, now)?;
+            write(tx, &lead_id, &state, now)?;
             super::sla::after_named(tx, &lead_id, transition.to, now)?;
             Ok(NamedOutcome::Applied { lead_id, transition })
         }
@@ -173,6 +286,127 @@ pub(super) fn named_in_tx(
             audit(tx, now, Some(&lead_id), None, e.kind, &e.detail)?;
             Ok(NamedOutcome::Refused { lead_id, from, to, refusal: refusal.to_string() })
         }
+    }
+}
+
+/// What one batch of a re-evaluation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReevalBatch {
+    /// Persons looked at.
+    pub persons: usize,
+    /// Persons whose governed stage changed (placed or moved).
+    pub moved: usize,
+    /// The last person looked at, where the next batch starts; `None`: the sweep is done.
+    pub next: Option<String>,
+}
+
+/// Which persons a re-evaluation looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Everyone (the rules changed).
+    Everyone,
+    /// Only persons with a recorded event: with no event, an event window's condition
+    /// cannot change as time passes.
+    WithEvents,
+}
+
+const RULES_HASH: &str = "rules_hash";
+
+impl Ledger {
+    /// The fingerprint of the rules everyone was last re-evaluated with (`None`: never).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn rules_hash(&self) -> Result<Option<String>> {
+        let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
+        Ok(conn
+            .prepare_cached("SELECT value FROM contract_state WHERE key = ?1")?
+            .query_row([RULES_HASH], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Record that everyone was re-evaluated with the rules of this fingerprint.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn set_rules_hash(&self, hash: &str, now: DateTime<Utc>) -> Result<()> {
+        self.with_tx(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO contract_state(key, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value,
+                                                updated_at = excluded.updated_at",
+            )?
+            .execute(params![RULES_HASH, hash, ts(now)])?;
+            Ok(())
+        })
+    }
+
+    /// Re-evaluate up to `batch` persons after `after` (ledger id order) in one transaction,
+    /// with the same code a change runs ([`reevaluate`]): placement of persons not placed
+    /// yet, rule moves through the transition table, audit lines, the projected fields and
+    /// the pushes that take them to every system. Persons the rules leave as they were are
+    /// not written. Without a contract in `rules` nothing happens.
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row (nothing of the batch is committed then).
+    pub fn reevaluate_batch(
+        &self,
+        rules: &Rules,
+        sweep: Sweep,
+        after: Option<&str>,
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> Result<ReevalBatch> {
+        let Some(contract) = rules.contract.as_deref() else { return Ok(ReevalBatch::default()) };
+        self.with_tx(|tx| {
+            let sql = match sweep {
+                Sweep::Everyone => {
+                    "SELECT id FROM leads WHERE merged_into IS NULL AND id > ?1
+                     ORDER BY id LIMIT ?2"
+                }
+                Sweep::WithEvents => {
+                    "SELECT l.id FROM leads l JOIN lifecycle c ON c.lead_id = l.id
+                     WHERE l.merged_into IS NULL AND l.id > ?1
+                       AND json_extract(c.state, '$.events') != '{}'
+                     ORDER BY l.id LIMIT ?2"
+                }
+            };
+            let limit = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+            let ids: Vec<String> = tx
+                .prepare_cached(sql)?
+                .query_map(params![after.unwrap_or(""), limit], |r| r.get(0))?
+                .collect::<std::result::Result<_, _>>()?;
+            let mut out = ReevalBatch { persons: ids.len(), ..ReevalBatch::default() };
+            for id in &ids {
+                let Some(mut lead) = load_lead(tx, id)? else { continue };
+                let mut state = load(tx, id)?.unwrap_or_default();
+                let (fields_before, state_before) = (lead.fields.clone(), state.clone());
+                let entries = reevaluate(
+                    contract,
+                    &rules.status_implies_stage,
+                    &mut state,
+                    &mut lead.fields,
+                    &mut lead.provenance,
+                    now,
+                );
+                if lead.fields != fields_before {
+                    write_lead(tx, id, false, &lead.fields, &lead.provenance, now)?;
+                    replan(tx, id, rules, now)?;
+                }
+                // Also dates a system has not had yet (a stage-date mapping added since).
+                queue_stage_dates(tx, contract, id, &mut state, now)?;
+                if state == state_before {
+                    continue;
+                }
+                out.moved += usize::from(state.stage != state_before.stage);
+                write(tx, id, &state, now)?;
+                for e in &entries {
+                    audit(tx, now, Some(id), None, e.kind, &e.detail)?;
+                }
+            }
+            out.next = (ids.len() >= batch.max(1)).then(|| ids.last().cloned()).flatten();
+            Ok(out)
+        })
     }
 }
 

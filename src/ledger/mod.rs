@@ -28,7 +28,7 @@ pub use duplicates::{
 };
 pub use erase::{Erasure, erasure_email};
 pub use figures::{MatchFigures, SeededDuplicate};
-pub use lifecycle::{NamedOutcome, PlannedMove, StagePlan};
+pub use lifecycle::{NamedOutcome, PlannedMove, ReevalBatch, StagePlan, Sweep};
 pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
 pub use seed::SeedPerson;
@@ -371,7 +371,7 @@ impl Ledger {
                             sla::on_decision(tx, rules, &system, &change, &decision, now)?;
                             apply_decision(tx, &system, &change, &decision, now)?;
                             let governed = decision.lifecycle.as_ref();
-                            lifecycle::store(tx, &decision.lead_id, governed, now)?;
+                            lifecycle::store(tx, &decision.lead_id, governed, rules, now)?;
                             if reconcile::reread_needed(&ctx, &system, &change) {
                                 stats.rereads += queue_reread(tx, &system, &change, now)?;
                             }
@@ -402,7 +402,7 @@ impl Ledger {
         let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
         let mut stmt = conn.prepare_cached(
             "SELECT o.id, o.lead_id, o.object_type, o.remote_id, o.fields, o.version, o.attempts,
-                    l.fields, o.created_at, json_extract(r.state, '$.email')
+                    l.fields, o.created_at, json_extract(r.state, '$.email'), o.stage_dates
              FROM outbox o INDEXED BY outbox_pending_id JOIN leads l ON l.id = o.lead_id
              LEFT JOIN remote_records r ON r.system = o.system
                 AND r.object_type = o.object_type AND r.remote_id = o.remote_id
@@ -421,6 +421,7 @@ impl Ledger {
                 r.get::<_, String>(7)?,
                 r.get::<_, String>(8)?,
                 r.get::<_, Option<String>>(9)?,
+                r.get::<_, Option<String>>(10)?,
             ))
         })?;
         let mut out = Vec::new();
@@ -436,6 +437,7 @@ impl Ledger {
                 person,
                 planned,
                 record_email,
+                dates,
             ) = row?;
             let mut person: Fields = from_json(&person)?;
             let op = if remote_id.is_empty() {
@@ -456,6 +458,7 @@ impl Ledger {
                     op,
                     fields: from_json(&fields)?,
                     person,
+                    stage_dates: dates.as_deref().map(from_json).transpose()?.unwrap_or_default(),
                 },
                 version,
                 attempts,
@@ -508,6 +511,22 @@ impl Ledger {
                         let replan_needed;
                         if is_create {
                             tally.created += 1;
+                            // Stage dates queued onto the create while it was in flight did
+                            // not go out with it: they move to the new record (read first:
+                            // linking the record drops the pending create).
+                            let queued: Option<String> = tx
+                                .prepare_cached("SELECT stage_dates FROM outbox WHERE id = ?1")?
+                                .query_row([rec.outbox_id], |r| r.get(0))
+                                .optional()?
+                                .flatten();
+                            let mut late: BTreeMap<String, DateTime<Utc>> =
+                                queued.as_deref().map(from_json).transpose()?.unwrap_or_default();
+                            late.retain(|stage, at| rec.stage_dates.get(stage) != Some(at));
+                            // What went out must not be moved to the record again by the link.
+                            tx.prepare_cached(
+                                "UPDATE outbox SET stage_dates = NULL WHERE id = ?1",
+                            )?
+                            .execute([rec.outbox_id])?;
                             let owner: Option<String> = tx
                                 .query_row(
                                     "SELECT lead_id FROM links WHERE system = ?1
@@ -558,6 +577,17 @@ impl Ledger {
                                  AND system = ?3 AND remote_id = '' AND state = 'pending'",
                                 params![rec.outbox_id, lead_id, system.as_str()],
                             )?;
+                            if !late.is_empty() {
+                                lifecycle::add_dates(
+                                    tx,
+                                    lead_id,
+                                    system.as_str(),
+                                    &remote.object_type,
+                                    &remote.id,
+                                    &late,
+                                    now,
+                                )?;
+                            }
                         } else {
                             tally.updated += 1;
                             let done = still_the_row_sent(tx, system, due)?
@@ -1149,19 +1179,30 @@ fn write_plan(
     now: DateTime<Utc>,
 ) -> Result<()> {
     // Pending rows that no longer need a write: updates of links, and creates in a system
-    // where the person has a record by now (a person folded into this one brought it).
-    let pending: Vec<(i64, String, String)> = tx
+    // where the person has a record by now (a person folded into this one brought it). An
+    // update that carries stage-entry dates still has work: only its fields go.
+    let pending: Vec<(i64, String, String, bool)> = tx
         .prepare_cached(
-            "SELECT id, system, remote_id FROM outbox WHERE lead_id = ?1 AND state = 'pending'",
+            "SELECT id, system, remote_id, stage_dates IS NOT NULL FROM outbox
+             WHERE lead_id = ?1 AND state = 'pending'",
         )?
-        .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<std::result::Result<_, _>>()?;
-    for (id, system, remote_id) in pending {
+    for (id, system, remote_id, has_dates) in pending {
         let still = intents.iter().any(|i| {
             i.system.as_str() == system
                 && i.remote.as_ref().map_or(remote_id.is_empty(), |r| r.id == remote_id)
         });
-        if !still {
+        if still {
+            continue;
+        }
+        if has_dates && !remote_id.is_empty() {
+            tx.prepare_cached(
+                "UPDATE outbox SET fields = '{}', version = version + 1, updated_at = ?2
+                 WHERE id = ?1 AND fields != '{}'",
+            )?
+            .execute(params![id, ts(now)])?;
+        } else {
             tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
         }
     }

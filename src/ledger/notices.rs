@@ -207,6 +207,7 @@ mod tests {
             modified_at: Utc::now(),
             fetched_at: Utc::now(),
             fate: RecordFate::Live,
+            custom: Default::default(),
         };
         let new = l
             .complete_notices(&mkt, &[pending[0].id], &[pending[1].id], &[change], Utc::now())

@@ -18,6 +18,7 @@ fn read(object: &str, id: &str, f: &[(Field, &str)], modified: i64, fetched: i64
         modified_at: t(modified),
         fetched_at: t(fetched),
         fate: RecordFate::Live,
+        custom: Default::default(),
     }
 }
 

@@ -377,6 +377,18 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX activities_who ON activities(system, who_type, who_id);
     "#,
+    // 12: the lead contract's own state, by key: `rules_hash` is the fingerprint of the
+    // qualification rules everyone was last re-evaluated with (see `Contract::rules_hash`).
+    // Outbox rows may carry stage-entry dates to write besides their fields (JSON: stage ->
+    // RFC 3339 time; NULL: none); such a row stays when its fields are no longer needed.
+    r#"
+    CREATE TABLE contract_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    ALTER TABLE outbox ADD COLUMN stage_dates TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -21,6 +21,7 @@ fn change(id: &str, email: &str, stage: &str, at: i64) -> Change {
         modified_at: t(at),
         fetched_at: t(at),
         fate: crate::domain::RecordFate::Live,
+        custom: Default::default(),
     }
 }
 
@@ -263,6 +264,7 @@ fn rec_change(sys_obj: &str, id: &str, f: &[(Field, &str)], at: i64) -> Change {
         modified_at: t(at),
         fetched_at: t(at),
         fate: crate::domain::RecordFate::Live,
+        custom: Default::default(),
     }
 }
 

@@ -67,6 +67,7 @@ fn contact(id: &str, email: &str, at: i64) -> Change {
         modified_at: t(at),
         fetched_at: t(at),
         fate: RecordFate::Live,
+        custom: Default::default(),
     }
 }
 

@@ -65,13 +65,37 @@ pub struct PersonLifecycle {
     /// Declared event -> the latest time it happened.
     #[serde(default)]
     pub events: BTreeMap<String, DateTime<Utc>>,
-    /// Declared custom field -> its value as text. Nothing fills this yet: the connectors
-    /// read canonical fields only (see the README's "The lead contract").
+    /// Declared custom field -> its value as text, from the systems that map it
+    /// (`[contract.mapping.custom_fields]`): the latest value read from any of them.
     #[serde(default)]
     pub custom: BTreeMap<String, String>,
+    /// Declared custom field -> the vendor's modification time of the record its value (or
+    /// its clearing) was read from, so an older state read later does not undo it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_at: BTreeMap<String, DateTime<Utc>>,
     /// Stages whose qualification rule held at the previous evaluation (edge triggering).
     #[serde(default)]
     pub held: BTreeSet<LifecycleStage>,
+    /// System -> stage -> the entry date leadsync last queued for that system's
+    /// `[contract.mapping.stage_dates]` property, so a date is written only when it changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dates_sent: BTreeMap<String, BTreeMap<LifecycleStage, DateTime<Utc>>>,
+}
+
+/// The stage-entry dates a system should be sent and has not been: for every stage the
+/// system maps, the person's latest entry when it differs from the one last queued for it.
+pub fn unsent_dates(
+    contract: &Contract,
+    state: &PersonLifecycle,
+    system: &str,
+) -> BTreeMap<LifecycleStage, DateTime<Utc>> {
+    let Some(props) = contract.mapping.stage_dates.get(system) else { return BTreeMap::new() };
+    let sent = state.dates_sent.get(system);
+    props
+        .keys()
+        .filter_map(|st| state.dates.get(*st).map(|e| (*st, e.last)))
+        .filter(|(st, at)| sent.and_then(|m| m.get(st)) != Some(at))
+        .collect()
 }
 
 /// What the reconciler decided about a person's lifecycle; the ledger stores `state` for
@@ -311,7 +335,34 @@ pub(super) struct Input<'a> {
     pub system: &'a SystemName,
     /// The vendor's modification time of the change.
     pub changed_at: DateTime<Utc>,
+    /// The change's custom field values (declared name -> raw value, `None`: empty).
+    pub custom: &'a BTreeMap<String, Option<String>>,
     pub now: DateTime<Utc>,
+}
+
+/// Take a change's custom field values: a value read from a state at least as recent as the
+/// one the stored value came from replaces it (whichever system it is from), and an empty one
+/// clears it. Undeclared names are ignored (a mapping is checked against the declarations,
+/// so only a ledger row from an older config can hold one).
+pub fn take_custom(
+    contract: &Contract,
+    state: &mut PersonLifecycle,
+    custom: &BTreeMap<String, Option<String>>,
+    changed_at: DateTime<Utc>,
+) {
+    for (name, value) in custom {
+        if contract.vocabulary.field(name).is_none() {
+            continue;
+        }
+        if state.custom_at.get(name).is_some_and(|at| *at > changed_at) {
+            continue;
+        }
+        match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            Some(v) => state.custom.insert(name.clone(), v.to_string()),
+            None => state.custom.remove(name),
+        };
+        state.custom_at.insert(name.clone(), changed_at);
+    }
 }
 
 /// Govern one person's stage during the reconciliation of one change: events, placement,
@@ -324,10 +375,20 @@ pub(super) fn govern(
     changed_detail: &mut Vec<serde_json::Value>,
     audit: &mut Vec<AuditEntry>,
 ) -> Governed {
-    let Input { contract, status_implies, prior, lead_id, incoming, system, changed_at, now } =
-        *input;
+    let Input {
+        contract,
+        status_implies,
+        prior,
+        lead_id,
+        incoming,
+        system,
+        changed_at,
+        custom,
+        now,
+    } = *input;
     let reported_at = changed_at.min(now);
     let mut state = prior.cloned().unwrap_or_default();
+    take_custom(contract, &mut state, custom, changed_at);
     let status = incoming.get(&Field::LeadStatus);
     if let Some(event) = status.and_then(|s| contract.mapping.status_events.get(s)) {
         let at = state.events.entry(event.clone()).or_insert(reported_at);
@@ -373,14 +434,29 @@ pub(super) fn govern(
             }
         }
     }
+    run_rules(contract, &mut state, fields, provenance, audit, now);
+    changed_detail.retain(|c| c["field"] != Field::LifecycleStage.as_str());
+    Governed { lead_id: lead_id.to_string(), state }
+}
+
+/// Evaluate the rules for a placed person, apply every allowed move (stamped `now`), audit
+/// each move and refusal, remember which rules held, and project the stage onto `fields`.
+fn run_rules(
+    contract: &Contract,
+    state: &mut PersonLifecycle,
+    fields: &mut Fields,
+    provenance: &mut BTreeMap<Field, Provenance>,
+    audit: &mut Vec<AuditEntry>,
+    now: DateTime<Utc>,
+) {
     let stage = state.stage.unwrap_or(LifecycleStage::Lead);
     let mut facts = Facts::new(&contract.vocabulary, stage);
-    fill_facts(contract, &mut facts, stage, fields.clone(), &state);
+    fill_facts(contract, &mut facts, stage, fields.clone(), state);
     let (moves, held) = evaluate_rules(contract, &mut facts, &state.held, now);
     for m in moves {
         match m {
             Ok(t) => {
-                apply(contract, &mut state, fields, provenance, &t, now);
+                apply(contract, state, fields, provenance, &t, now);
                 audit.push(stage_event(&t, None));
             }
             Err(RuleRefusal { from, to, refusal }) => {
@@ -392,8 +468,37 @@ pub(super) fn govern(
     if let Some(stage) = state.stage {
         project(contract, stage, fields, provenance, now);
     }
-    changed_detail.retain(|c| c["field"] != Field::LifecycleStage.as_str());
-    Governed { lead_id: lead_id.to_string(), state }
+}
+
+/// Re-evaluate one person without a change from any system: after the rules changed, or
+/// when time alone may have changed what holds (a `within N days` window that closed). The
+/// same steps as on a change, minus the news: a person not placed yet is placed at the stage
+/// their fields say (dated `now`), then the rules run (edge triggered as always, so a rule
+/// that already held at the previous evaluation moves nobody) and the stage is projected.
+/// Returns the audit lines; `state`, `fields` and `provenance` are updated in place.
+pub fn reevaluate(
+    contract: &Contract,
+    status_implies: &BTreeMap<String, Stage>,
+    state: &mut PersonLifecycle,
+    fields: &mut Fields,
+    provenance: &mut BTreeMap<Field, Provenance>,
+    now: DateTime<Utc>,
+) -> Vec<AuditEntry> {
+    let mut audit = Vec::new();
+    if state.stage.is_none() {
+        let stage = placement(contract, status_implies, fields);
+        state.stage = Some(stage);
+        state.dates.enter(stage, now);
+        audit.push(AuditEntry {
+            kind: "stage",
+            detail: serde_json::json!({
+                "from": serde_json::Value::Null, "to": stage.as_str(), "via": "placed",
+                "reason": serde_json::Value::Null, "system": serde_json::Value::Null,
+            }),
+        });
+    }
+    run_rules(contract, state, fields, provenance, &mut audit, now);
+    audit
 }
 
 /// A named move asked for by an operator, applied to a person's fields and lifecycle. `to`

@@ -593,6 +593,7 @@ fn reconcile_live(
             incoming: &incoming,
             system,
             changed_at: change.modified_at,
+            custom: &change.custom,
             now,
         };
         lifecycle::govern(&input, &mut fields, &mut provenance, &mut changed_detail, &mut audit)

@@ -24,6 +24,7 @@ fn change(id: &str, obj: &str, f: Fields, at: i64) -> Change {
         modified_at: t(at),
         fetched_at: t(at),
         fate: crate::domain::RecordFate::Live,
+        custom: Default::default(),
     }
 }
 

@@ -202,6 +202,116 @@ fn the_contract_is_off_unless_configured() {
     let sla = contract.sla.expect("sla on");
     assert_eq!(sla.first_touch, chrono::TimeDelta::hours(2), "environment overrides apply");
     assert_eq!(sla.grace, chrono::TimeDelta::hours(2));
+    // The custom fields reach the connectors of the systems their keys name (kinds here).
+    for sys in &s.systems {
+        let props: Vec<(&str, &str)> = match &sys.connector {
+            ConnectorSettings::Hubspot(c) => c.contract.custom().collect(),
+            ConnectorSettings::Salesforce(c) => c.contract_props().custom().collect(),
+        };
+        let want: &[(&str, &str)] = match sys.kind {
+            ConnectorKind::Hubspot => &[("country", "country"), ("score", "hubspotscore")],
+            ConnectorKind::Salesforce => &[("country", "Country__c")],
+        };
+        assert_eq!(props, want, "{}", sys.name);
+    }
+}
+
+#[test]
+fn contract_custom_fields_name_systems_or_kinds_and_errors_name_the_key() {
+    let e = example_env(&[]);
+    let with =
+        |t: &str| format!("{}\n[contract]\nfields = {{ score = \"number\" }}\n{t}", example());
+    let by_name = with("[contract.mapping.custom_fields.marketing]\nscore = \"lead_score\"\n");
+    let s = Settings::load(Source::Inline(&by_name), &e).expect("by name");
+    let hs = s.systems.iter().find(|s| s.kind == ConnectorKind::Hubspot).expect("hubspot");
+    let ConnectorSettings::Hubspot(c) = &hs.connector else { panic!("hubspot settings") };
+    assert_eq!(c.contract.custom().collect::<Vec<_>>(), [("score", "lead_score")]);
+    let cases = [
+        (
+            "[contract.mapping.custom_fields.erp]\nscore = \"x\"\n",
+            "contract.mapping.custom_fields.erp",
+        ),
+        (
+            "[contract.mapping.custom_fields.hubspot]\nregion = \"x\"\n",
+            "contract.mapping.custom_fields.hubspot.region",
+        ),
+        (
+            "[contract.mapping.custom_fields.crm]\nscore = \"Score; DROP\"\n",
+            "contract.mapping.custom_fields.crm.score",
+        ),
+        (
+            "[contract.mapping.custom_fields.crm]\nscore = \"SystemModstamp\"\n",
+            "contract.mapping.custom_fields.crm.score",
+        ),
+        (
+            "[contract.mapping.custom_fields.hubspot]\nscore = \"a\"\n[contract.mapping.custom_fields.marketing]\nscore = \"b\"\n",
+            "contract.mapping.custom_fields.marketing",
+        ),
+    ];
+    for (toml, key) in cases {
+        assert_eq!(key_of(Settings::load(Source::Inline(&with(toml)), &e)), key, "{toml}");
+    }
+}
+
+#[test]
+fn contract_stage_dates_reach_the_connectors_by_system_name() {
+    use crate::connectors::contract_props::{DateKind, StageDateProp};
+    use crate::contract::lifecycle::LifecycleStage;
+    let e = example_env(&[]);
+    let with = |t: &str| format!("{}\n[contract]\n{t}", example());
+    let ok = with(
+        "[contract.mapping.stage_dates.hubspot]\nmql = \"leadsync_mql_date\"\n\
+         [contract.mapping.stage_dates.crm]\nmql = { property = \"MQL_Date__c\", type = \"date\" }\n\
+         sal = { property = \"SAL_At__c\" }\n",
+    );
+    let s = Settings::load(Source::Inline(&ok), &e).expect("valid");
+    let c = s.contract.as_ref().expect("contract");
+    let by_system: Vec<&str> = c.mapping.stage_dates.keys().map(String::as_str).collect();
+    assert_eq!(by_system, ["crm", "marketing"], "kinds are resolved to system names");
+    assert_eq!(
+        c.mapping.stage_dates["crm"][&LifecycleStage::Mql],
+        StageDateProp { property: "MQL_Date__c".into(), kind: DateKind::Date }
+    );
+    assert_eq!(c.mapping.stage_dates["crm"][&LifecycleStage::Sal].kind, DateKind::DateTime);
+    for sys in &s.systems {
+        let dates: Vec<(&str, String)> = match &sys.connector {
+            ConnectorSettings::Hubspot(c) => {
+                c.contract.stage_dates().map(|(s, p)| (s, p.property.clone())).collect()
+            }
+            ConnectorSettings::Salesforce(c) => {
+                c.contract_props().stage_dates().map(|(s, p)| (s, p.property.clone())).collect()
+            }
+        };
+        let want: Vec<(&str, String)> = match sys.kind {
+            ConnectorKind::Hubspot => vec![("mql", "leadsync_mql_date".into())],
+            ConnectorKind::Salesforce => {
+                vec![("mql", "MQL_Date__c".into()), ("sal", "SAL_At__c".into())]
+            }
+        };
+        assert_eq!(dates, want, "{}", sys.name);
+    }
+    let cases = [
+        (
+            "[contract.mapping.stage_dates.hubspot]\nmqll = \"x\"\n",
+            "contract.mapping.stage_dates.hubspot.mqll",
+        ),
+        (
+            "[contract.mapping.stage_dates.hubspot]\nmql = { property = \"x\", type = \"week\" }\n",
+            "contract.mapping.stage_dates.hubspot.mql.type",
+        ),
+        (
+            "[contract.mapping.stage_dates.hubspot]\nmql = \"x\"\nsql = \"x\"\n",
+            "contract.mapping.stage_dates.hubspot.sql",
+        ),
+        (
+            "[contract.mapping.stage_dates.crm]\nmql = \"Bad Name\"\n",
+            "contract.mapping.stage_dates.crm.mql",
+        ),
+        ("[contract.mapping.stage_dates.erp]\nmql = \"x\"\n", "contract.mapping.stage_dates.erp"),
+    ];
+    for (toml, key) in cases {
+        assert_eq!(key_of(Settings::load(Source::Inline(&with(toml)), &e)), key, "{toml}");
+    }
 }
 
 #[test]

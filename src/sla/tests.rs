@@ -74,6 +74,7 @@ fn mkt_change_of(n: u32, stage: &str, modified: DateTime<Utc>) -> Change {
         modified_at: modified,
         fetched_at: modified,
         fate: RecordFate::Live,
+        custom: Default::default(),
     }
 }
 
@@ -94,6 +95,7 @@ fn crm_change_of(n: u32, status: &str, modified: DateTime<Utc>) -> Change {
         modified_at: modified,
         fetched_at: modified,
         fate: RecordFate::Live,
+        custom: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@ mod closed_loop;
 mod config;
 mod connectors;
 mod convergence;
+mod custom_fields;
 mod duplicates;
 mod erase;
 mod helpers;

@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
+use crate::connectors::contract_props::ContractProps;
 use crate::connectors::field_map::{FieldMap, FieldMapRaw};
 use crate::connectors::{KeyError, http, resolve_secret};
 use crate::domain::Field;
@@ -126,6 +127,9 @@ pub struct HubspotConfig {
     pub map: FieldMap,
     /// Caught-up polls between sweeps of the archived list; 0: never.
     pub archived_sweep_every: u32,
+    /// The lead contract's custom fields read from this system (set by the settings from
+    /// `[contract.mapping.custom_fields]`; empty without a contract).
+    pub contract: ContractProps,
 }
 
 impl HubspotConfig {
@@ -195,6 +199,7 @@ impl HubspotConfig {
             retry: RetryPolicy { max_attempts: raw.max_attempts, ..RetryPolicy::default() },
             map,
             archived_sweep_every: raw.archived_sweep_every,
+            contract: ContractProps::default(),
         })
     }
 }

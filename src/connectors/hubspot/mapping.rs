@@ -12,6 +12,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::wire::{self, Contact};
 use crate::connectors::FieldMap;
+use crate::connectors::contract_props::{ContractProps, DateKind};
 use crate::domain::{Change, Field, Fields, PushRecord, RecordFate, RemoteId};
 
 /// The object type leadsync uses for HubSpot contacts in [`RemoteId`]s.
@@ -19,9 +20,10 @@ pub const OBJECT_TYPE: &str = "contact";
 
 /// Properties to ask for on every read: the mapped ones plus what paging and change
 /// detection need.
-pub(super) fn read_properties(map: &FieldMap) -> Vec<String> {
+pub(super) fn read_properties(map: &FieldMap, contract: &ContractProps) -> Vec<String> {
     let mut props: Vec<String> = map.properties().map(str::to_string).collect();
-    for p in [wire::LAST_MODIFIED, wire::OBJECT_ID, wire::MERGED_IDS] {
+    let extra = [wire::LAST_MODIFIED, wire::OBJECT_ID, wire::MERGED_IDS];
+    for p in extra.into_iter().chain(contract.properties()) {
         if !props.iter().any(|q| q == p) {
             props.push(p.to_string());
         }
@@ -49,7 +51,14 @@ pub(super) fn modified_at(c: &Contact) -> Option<DateTime<Utc>> {
 }
 
 /// A wire contact as an observed [`Change`]; `None` when it carries no usable timestamp.
-pub(super) fn to_change(c: &Contact, map: &FieldMap, fetched_at: DateTime<Utc>) -> Option<Change> {
+/// HubSpot leaves a property it does not know out of the answer rather than failing, so a
+/// custom property the portal lacks reads as empty.
+pub(super) fn to_change(
+    c: &Contact,
+    map: &FieldMap,
+    contract: &ContractProps,
+    fetched_at: DateTime<Utc>,
+) -> Option<Change> {
     let modified_at = modified_at(c)?;
     Some(Change {
         remote: RemoteId { object_type: OBJECT_TYPE.into(), id: c.id.clone() },
@@ -58,6 +67,7 @@ pub(super) fn to_change(c: &Contact, map: &FieldMap, fetched_at: DateTime<Utc>) 
         modified_at,
         fetched_at,
         fate: RecordFate::Live,
+        custom: contract.values(|p| c.properties.get(p).cloned().flatten()),
     })
 }
 
@@ -87,6 +97,7 @@ pub(super) fn fate_change(
         modified_at: at,
         fetched_at,
         fate,
+        custom: Default::default(),
     }
 }
 
@@ -132,6 +143,22 @@ pub(super) fn write_properties(map: &FieldMap, fields: &Fields) -> BTreeMap<Stri
         props.insert(prop.to_string(), String::new());
     }
     props
+}
+
+/// The stage-entry date properties of a push (`[contract.mapping.stage_dates]`): epoch
+/// milliseconds as text, which HubSpot takes for both property types; a `date` property
+/// gets midnight UTC of the entry's UTC date, the only time it accepts.
+pub(super) fn stage_date_properties(
+    contract: &ContractProps,
+    rec: &PushRecord,
+) -> Vec<(String, String)> {
+    contract.stage_date_values(&rec.stage_dates, |at, kind| {
+        let at = match kind {
+            DateKind::DateTime => at,
+            DateKind::Date => at.date_naive().and_time(chrono::NaiveTime::MIN).and_utc(),
+        };
+        at.timestamp_millis().to_string()
+    })
 }
 
 /// Whether this push asks for an opt-out. `"false"` is never acted on: leadsync never
@@ -204,9 +231,68 @@ mod tests {
 
     #[test]
     fn read_properties_include_paging_keys_once() {
-        let p = read_properties(&map());
+        let p = read_properties(&map(), &ContractProps::default());
         assert_eq!(p.iter().filter(|x| *x == "lastmodifieddate").count(), 1);
         assert!(p.iter().any(|x| x == "hs_object_id"));
         assert!(p.iter().any(|x| x == "email"));
+    }
+
+    #[test]
+    fn stage_dates_are_written_as_epoch_millis_and_dates_at_midnight_utc() {
+        use crate::connectors::contract_props::StageDateProp;
+        let props = ContractProps::default().with_stage_dates(
+            [
+                ("mql", StageDateProp { property: "ls_mql".into(), kind: DateKind::DateTime }),
+                ("sql", StageDateProp { property: "ls_sql".into(), kind: DateKind::Date }),
+            ]
+            .map(|(a, b)| (a.to_string(), b))
+            .into(),
+        );
+        let at = parse_time("2026-11-20T15:30:00.250Z").expect("time");
+        let rec = PushRecord {
+            outbox_id: 1,
+            ledger_key: "L1".into(),
+            op: crate::domain::PushOp::Create { object_type: OBJECT_TYPE.into() },
+            fields: Fields::new(),
+            person: Fields::new(),
+            stage_dates: [("mql", at), ("sql", at), ("lead", at)]
+                .map(|(s, t)| (s.to_string(), t))
+                .into(),
+        };
+        let mut got = stage_date_properties(&props, &rec);
+        got.sort();
+        let midnight = parse_time("2026-11-20T00:00:00Z").expect("midnight");
+        assert_eq!(
+            got,
+            [
+                ("ls_mql".to_string(), at.timestamp_millis().to_string()),
+                ("ls_sql".to_string(), midnight.timestamp_millis().to_string()),
+            ]
+        );
+        assert!(
+            read_properties(&map(), &props).iter().all(|p| !p.starts_with("ls_")),
+            "never read"
+        );
+    }
+
+    #[test]
+    fn custom_properties_are_asked_for_and_carried_by_declared_name() {
+        let props = ContractProps::new(
+            [("score", "hubspotscore"), ("country", "country"), ("tier", "tier")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .into(),
+        );
+        let asked = read_properties(&map(), &props);
+        assert!(asked.iter().any(|p| p == "hubspotscore") && asked.iter().any(|p| p == "tier"));
+        assert_eq!(asked.iter().filter(|p| *p == "country").count(), 1);
+        let c: Contact = serde_json::from_str(
+            r#"{"id":"7","properties":{"email":"a@b.test","hubspotscore":"55","country":"","lastmodifieddate":"2024-03-01T10:00:00Z"}}"#,
+        )
+        .expect("contact");
+        let ch = to_change(&c, &map(), &props, Utc::now()).expect("change");
+        assert_eq!(ch.custom.get("score"), Some(&Some("55".to_string())));
+        assert_eq!(ch.custom.get("country"), Some(&None), "blank reads as empty");
+        assert_eq!(ch.custom.get("tier"), Some(&None), "a property the portal lacks is left out");
+        assert!(!ch.fields.values().any(|v| v == "55"), "custom values are not canonical fields");
     }
 }

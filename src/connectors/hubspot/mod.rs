@@ -87,7 +87,7 @@ impl HubspotConnector {
     /// `Config` when the token cannot travel in a header or the HTTP client cannot start.
     pub fn new(cfg: HubspotConfig) -> Result<HubspotConnector, ConnectorError> {
         let client = client::Client::new(&cfg, Arc::new(ApiCounters::default()))?;
-        let read_props = mapping::read_properties(&cfg.map);
+        let read_props = mapping::read_properties(&cfg.map, &cfg.contract);
         Ok(HubspotConnector { inner: Arc::new(Inner { cfg, client, read_props }) })
     }
 
@@ -564,7 +564,9 @@ impl Connector for HubspotConnector {
                 }
                 continue;
             }
-            if let Some(ch) = mapping::to_change(c, &self.inner.cfg.map, fetched_at) {
+            if let Some(ch) =
+                mapping::to_change(c, &self.inner.cfg.map, &self.inner.cfg.contract, fetched_at)
+            {
                 // Merged-away ids first: the survivor's own state then comes last.
                 changes.extend(mapping::merged_away(c, fetched_at));
                 changes.push(ch);
@@ -634,7 +636,12 @@ impl Connector for HubspotConnector {
             for c in &live {
                 // Two asked ids can resolve to one survivor: one change for it.
                 if emitted.insert(c.id.as_str())
-                    && let Some(ch) = mapping::to_change(c, &self.inner.cfg.map, fetched_at)
+                    && let Some(ch) = mapping::to_change(
+                        c,
+                        &self.inner.cfg.map,
+                        &self.inner.cfg.contract,
+                        fetched_at,
+                    )
                 {
                     out.push(ch);
                 }
@@ -656,7 +663,8 @@ impl Connector for HubspotConnector {
         let mut updates = Vec::new();
         let mut creates = Vec::new();
         for (idx, rec) in batch.iter().enumerate() {
-            let properties = mapping::write_properties(&self.inner.cfg.map, &rec.fields);
+            let mut properties = mapping::write_properties(&self.inner.cfg.map, &rec.fields);
+            properties.extend(mapping::stage_date_properties(&self.inner.cfg.contract, rec));
             match &rec.op {
                 PushOp::Update { remote } if remote.object_type != OBJECT_TYPE => {
                     outcomes[idx] = Some(PushOutcome::Rejected {

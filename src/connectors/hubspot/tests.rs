@@ -84,6 +84,7 @@ fn update(outbox_id: i64, id: &str, f: Fields, person: Fields) -> PushRecord {
         op: PushOp::Update { remote: RemoteId { object_type: "contact".into(), id: id.into() } },
         fields: f,
         person,
+        stage_dates: Default::default(),
     }
 }
 
@@ -94,6 +95,7 @@ fn create(outbox_id: i64, f: Fields) -> PushRecord {
         op: PushOp::Create { object_type: "contact".into() },
         fields: f.clone(),
         person: f,
+        stage_dates: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::connectors::contract_props::ContractProps;
 use crate::connectors::field_map::{FieldMap, FieldMapRaw};
 use crate::connectors::{KeyError, http, resolve_secret};
 use crate::retry::RetryPolicy;
@@ -108,6 +109,8 @@ pub struct SalesforceConfig {
     pub(super) page_size: u32,
     pub(super) request_timeout: Duration,
     pub(super) retry: RetryPolicy,
+    /// The lead contract's custom fields read from every synced object (empty without one).
+    pub(super) contract: ContractProps,
 }
 
 /// Fields the connector reads and writes itself; a mapping may not claim them.
@@ -199,7 +202,37 @@ impl SalesforceConfig {
             page_size: raw.page_size,
             request_timeout: Duration::from_secs(raw.request_timeout_secs),
             retry: RetryPolicy { max_attempts: raw.max_attempts, ..RetryPolicy::default() },
+            contract: ContractProps::default(),
         })
+    }
+
+    /// The lead contract's custom fields this system is read with.
+    pub fn contract_props(&self) -> &ContractProps {
+        &self.contract
+    }
+
+    /// Read the lead contract's custom fields from (and write its stage-entry dates to)
+    /// every synced object, each through the field `props` maps it to. Check each property
+    /// with [`SalesforceConfig::contract_property_problem`] first. A field the org lacks is
+    /// Salesforce's `INVALID_FIELD` on the first query or write (`leadsync check` shows it),
+    /// not a silent gap.
+    pub fn set_contract_props(&mut self, props: ContractProps) {
+        self.contract = props;
+    }
+
+    /// Why `prop` cannot be a contract property of this system: the names are pasted into
+    /// SOQL and JSON, so only plain field API names are accepted, and never one the connector
+    /// manages.
+    pub fn contract_property_problem(&self, prop: &str) -> Option<String> {
+        if !is_identifier(prop) {
+            return Some("must be a field API name (letters, digits, underscores)".into());
+        }
+        if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(prop))
+            || prop.eq_ignore_ascii_case(&self.external_id_field)
+        {
+            return Some(format!("{prop} is managed by the connector and cannot be mapped"));
+        }
+        None
     }
 
     /// Replace the retry policy (tests and simulators want short backoffs). `max_attempts`

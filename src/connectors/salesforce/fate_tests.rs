@@ -213,6 +213,7 @@ async fn pushes_update_contacts_and_converted_leads_are_rejected() {
         op: PushOp::Update { remote: rid(object_type, id) },
         fields: title(t),
         person: Fields::new(),
+        stage_dates: Default::default(),
     };
     let batch = [
         update(1, "Contact", &contact, "Contact title"),
@@ -224,6 +225,7 @@ async fn pushes_update_contacts_and_converted_leads_are_rejected() {
             op: PushOp::Create { object_type: "Contact".into() },
             fields: title("x"),
             person: Fields::new(),
+            stage_dates: Default::default(),
         },
     ];
     let out = sf.push(&batch).await.expect("push");
@@ -267,6 +269,7 @@ async fn a_lead_only_connector_ignores_contacts() {
             op: PushOp::Update { remote: rid("Contact", &contact) },
             fields: Fields::new(),
             person: Fields::new(),
+            stage_dates: Default::default(),
         }])
         .await
         .expect("no call");

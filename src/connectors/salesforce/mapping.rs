@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::wire::{self, Record, SaveResult};
 use crate::connectors::FieldMap;
+use crate::connectors::contract_props::{ContractProps, DateKind};
 use crate::domain::{Change, Field, PushOutcome, PushRecord, RecordFate, RemoteId};
 
 /// Placeholder Salesforce integrations write into required text fields they have no value for.
@@ -77,6 +78,7 @@ pub(super) struct BadRecord(pub &'static str);
 /// Turn one queried or fetched record into a [`Change`] and its keyset position.
 pub(super) fn record_to_change(
     map: &FieldMap,
+    contract: &ContractProps,
     object_type: &str,
     external_id_field: &str,
     rec: &Record,
@@ -94,6 +96,12 @@ pub(super) fn record_to_change(
     let fate = fate_of(rec);
     // A record that is gone says nothing about the person any more: its last values must not
     // compete with live ones, so only a live or converted record carries fields.
+    let custom = match fate {
+        RecordFate::Deleted | RecordFate::MergedInto { .. } => BTreeMap::new(),
+        RecordFate::Live | RecordFate::ConvertedTo { .. } => {
+            contract.values(|p| get_ci(rec, p).and_then(json_to_string))
+        }
+    };
     let fields = match fate {
         RecordFate::MergedInto { .. } => crate::domain::Fields::new(),
         // Only who it was: a record deleted before leadsync ever read it is found by its
@@ -127,6 +135,7 @@ pub(super) fn record_to_change(
         modified_at,
         fetched_at,
         fate,
+        custom,
     };
     Ok((change, Position { ts: modified_at, id }))
 }
@@ -236,6 +245,19 @@ pub(super) fn update_record(
     let mut values = remote_values(map, &rec.fields);
     values.push((wire::UPDATE_ID_KEY.to_string(), Value::String(remote_id.to_string())));
     wire::write_record(object_type, values)
+}
+
+/// Add the stage-entry dates of a push (`[contract.mapping.stage_dates]`) to its write
+/// record: `DateTime` fields as `2026-11-20T10:00:00.000Z`, `Date` fields as `2026-11-20`
+/// (the entry's UTC date).
+pub(super) fn add_stage_dates(record: &mut Record, contract: &ContractProps, rec: &PushRecord) {
+    let values = contract.stage_date_values(&rec.stage_dates, |at, kind| match kind {
+        DateKind::DateTime => soql_datetime(at),
+        DateKind::Date => at.format("%Y-%m-%d").to_string(),
+    });
+    for (prop, v) in values {
+        record.insert(prop, Value::String(v));
+    }
 }
 
 /// One per-record save result as a [`PushOutcome`]. `known_id` is the record id we sent (for

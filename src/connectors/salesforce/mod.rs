@@ -58,6 +58,7 @@ pub use config::{SalesforceConfig, SalesforceConfigRaw};
 use client::{Call, CallKind, Client, Target};
 use wire::{CollectionRead, CollectionWrite, SaveResult};
 
+use crate::connectors::contract_props::ContractProps;
 use crate::connectors::{ApiCounters, Connector, ConnectorError, Cursor, FieldMap, Limits, Page};
 #[cfg(doc)]
 use crate::domain::RecordFate;
@@ -89,6 +90,8 @@ struct Inner {
     poll_interval: Duration,
     overlap: Duration,
     page_size: u32,
+    /// The lead contract's custom fields, read from every synced object.
+    contract: ContractProps,
 }
 
 /// One synced sObject and its field mapping.
@@ -118,6 +121,7 @@ impl SalesforceConnector {
                 poll_interval: cfg.poll_interval,
                 overlap: cfg.overlap,
                 page_size: cfg.page_size,
+                contract: cfg.contract,
             }),
         })
     }
@@ -230,7 +234,7 @@ impl Inner {
             out.extend([wire::IS_CONVERTED_FIELD, wire::CONVERTED_CONTACT_FIELD]);
         }
         out.push(self.external_id_field.as_str());
-        for p in spec.map.properties() {
+        for p in spec.map.properties().chain(self.contract.properties()) {
             if !out.iter().any(|o| o.eq_ignore_ascii_case(p)) {
                 out.push(p);
             }
@@ -244,11 +248,13 @@ impl Inner {
         rec: &wire::Record,
         fetched_at: chrono::DateTime<Utc>,
     ) -> Result<(Change, mapping::Position), ConnectorError> {
-        mapping::record_to_change(&spec.map, &spec.name, &self.external_id_field, rec, fetched_at)
-            .map_err(|e| {
+        let (map, ext) = (&spec.map, &self.external_id_field);
+        mapping::record_to_change(map, &self.contract, &spec.name, ext, rec, fetched_at).map_err(
+            |e| {
                 tracing::warn!(connector = "salesforce", error = %e, "unusable record in response");
                 ConnectorError::Transient(format!("salesforce {e}"))
-            })
+            },
+        )
     }
 
     /// One page of one object's keyset scan, from `state`; returns the changes not seen
@@ -491,12 +497,14 @@ impl Connector for SalesforceConnector {
                 let records = chunk
                     .iter()
                     .map(|&i| {
-                        mapping::create_record(
+                        let mut r = mapping::create_record(
                             &lead.map,
                             &lead.name,
                             &this.external_id_field,
                             &batch[i],
-                        )
+                        );
+                        mapping::add_stage_dates(&mut r, &this.contract, &batch[i]);
+                        r
                     })
                     .collect();
                 let results = this.write(&upsert_target, records).await?;
@@ -512,8 +520,10 @@ impl Connector for SalesforceConnector {
             let mut ids = Vec::with_capacity(chunk.len());
             for &(i, spec) in chunk {
                 if let PushOp::Update { remote } = &batch[i].op {
-                    records
-                        .push(mapping::update_record(&spec.map, &spec.name, &remote.id, &batch[i]));
+                    let mut r =
+                        mapping::update_record(&spec.map, &spec.name, &remote.id, &batch[i]);
+                    mapping::add_stage_dates(&mut r, &this.contract, &batch[i]);
+                    records.push(r);
                     ids.push(remote.id.as_str());
                 }
             }
@@ -542,6 +552,22 @@ impl Connector for SalesforceConnector {
         let mut call = Call::get(Target::Api("query"));
         call.query.push(("q", soql));
         let _: wire::QueryResponse = client::parse_json(&this.client.call(&call).await?, "query")?;
+        // The lead contract's properties, on every synced object: a field the org lacks is
+        // INVALID_FIELD here, at `leadsync check`, rather than at the first poll or push.
+        let props: Vec<&str> = this
+            .contract
+            .properties()
+            .chain(this.contract.stage_dates().map(|(_, p)| p.property.as_str()))
+            .collect();
+        if !props.is_empty() {
+            for spec in &this.objects {
+                let soql = format!("SELECT Id, {} FROM {} LIMIT 1", props.join(", "), spec.name);
+                let mut call = Call::get(Target::Api("query"));
+                call.query.push(("q", soql));
+                let _: wire::QueryResponse =
+                    client::parse_json(&this.client.call(&call).await?, "query")?;
+            }
+        }
         Ok(())
     }
 

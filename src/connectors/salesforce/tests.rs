@@ -101,7 +101,14 @@ fn utc(s: &str) -> DateTime<Utc> {
 }
 
 fn record(outbox_id: i64, op: PushOp, fields: Fields, person: Fields) -> PushRecord {
-    PushRecord { outbox_id, ledger_key: format!("L{outbox_id}"), op, fields, person }
+    PushRecord {
+        outbox_id,
+        ledger_key: format!("L{outbox_id}"),
+        op,
+        fields,
+        person,
+        stage_dates: Default::default(),
+    }
 }
 
 fn create() -> PushOp {
@@ -893,10 +900,75 @@ fn placeholder_values_read_back_as_no_value() {
         "Company": "[not provided]"
     }))
     .expect("record");
-    let (change, _) =
-        super::mapping::record_to_change(&map, "Lead", "Leadsync_Id__c", &rec, Utc::now())
-            .expect("change");
+    let (change, _) = super::mapping::record_to_change(
+        &map,
+        &Default::default(),
+        "Lead",
+        "Leadsync_Id__c",
+        &rec,
+        Utc::now(),
+    )
+    .expect("change");
     assert!(!change.fields.contains_key(&Field::LastName));
     assert!(!change.fields.contains_key(&Field::Company));
     assert_eq!(change.fields.get(&Field::Email).map(String::as_str), Some("a@b.test"));
+}
+
+#[test]
+fn contract_custom_fields_are_read_by_any_casing_and_only_from_live_records() {
+    let map = FieldMap::from_raw(&FieldMap::salesforce_lead_default(), "x").expect("valid");
+    let props = crate::connectors::contract_props::ContractProps::new(
+        [("score", "Score__c"), ("country", "Country"), ("tier", "Tier__c")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .into(),
+    );
+    let rec: super::wire::Record = serde_json::from_value(json!({
+        "Id": "00Q000000000001AAA",
+        "SystemModstamp": "2024-05-01T10:00:00.000+0000",
+        "Email": "a@b.test",
+        "score__c": 72.5,
+        "Country": "CA",
+        "Tier__c": null
+    }))
+    .expect("record");
+    let (change, _) =
+        super::mapping::record_to_change(&map, &props, "Lead", "X__c", &rec, Utc::now())
+            .expect("change");
+    assert_eq!(change.custom.get("score"), Some(&Some("72.5".to_string())));
+    assert_eq!(change.custom.get("country"), Some(&Some("CA".to_string())));
+    assert_eq!(change.custom.get("tier"), Some(&None), "null reads as empty");
+    let mut gone = rec.clone();
+    gone.insert("IsDeleted".into(), json!(true));
+    let (change, _) =
+        super::mapping::record_to_change(&map, &props, "Lead", "X__c", &gone, Utc::now())
+            .expect("change");
+    assert!(change.custom.is_empty(), "a deleted record says nothing about the person");
+}
+
+#[test]
+fn stage_dates_go_into_the_write_record_as_datetime_or_date() {
+    use crate::connectors::contract_props::{ContractProps, DateKind, StageDateProp};
+    let map = FieldMap::from_raw(&FieldMap::salesforce_lead_default(), "x").expect("valid");
+    let props = ContractProps::default().with_stage_dates(
+        [
+            ("mql", StageDateProp { property: "MQL_Date__c".into(), kind: DateKind::Date }),
+            ("sql", StageDateProp { property: "SQL_At__c".into(), kind: DateKind::DateTime }),
+        ]
+        .map(|(a, b)| (a.to_string(), b))
+        .into(),
+    );
+    let at = super::mapping::parse_datetime("2026-11-20T23:30:00.000+0000").expect("time");
+    let rec = PushRecord {
+        outbox_id: 1,
+        ledger_key: "L1".into(),
+        op: PushOp::Update { remote: RemoteId { object_type: "Lead".into(), id: "00Q1".into() } },
+        fields: Fields::new(),
+        person: Fields::new(),
+        stage_dates: [("mql", at), ("sql", at)].map(|(s, t)| (s.to_string(), t)).into(),
+    };
+    let mut r = super::mapping::update_record(&map, "Lead", "00Q1", &rec);
+    super::mapping::add_stage_dates(&mut r, &props, &rec);
+    assert_eq!(r["MQL_Date__c"], "2026-11-20");
+    assert_eq!(r["SQL_At__c"], "2026-11-20T23:30:00.000Z");
+    assert_eq!(r["id"], "00Q1");
 }

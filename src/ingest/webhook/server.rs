@@ -440,6 +440,7 @@ pub fn hubspot_notices(events: &[HubspotEvent]) -> Vec<Notice> {
             modified_at: occurred_at,
             fetched_at: occurred_at,
             fate: crate::domain::RecordFate::Deleted,
+            custom: Default::default(),
         });
         out.push(Notice {
             dedupe_key: e.dedupe_key(),

@@ -35,6 +35,7 @@ fn change(object_type: &str, id: &str, f: Fields, at: i64) -> Change {
         modified_at: t(at),
         fetched_at: t(at),
         fate: RecordFate::Live,
+        custom: Default::default(),
     }
 }
 

@@ -39,6 +39,7 @@ fn change(n: usize, stage: Option<&str>, at: i64) -> Change {
         modified_at: t(at),
         fetched_at: t(at),
         fate: RecordFate::Live,
+        custom: Default::default(),
     }
 }
 
@@ -216,4 +217,124 @@ fn a_reason_outside_the_list_is_refused_and_audited() {
     assert_eq!(state(&l, &lead).stage, Some(LifecycleStage::Mql));
     let a = audits(&l, &lead, "stage_refused");
     assert_eq!(a[0]["reason"], "felt_like_it");
+}
+
+#[test]
+fn a_stage_entry_date_is_queued_once_for_the_systems_that_map_it() {
+    let mut raw = ContractRaw::default();
+    raw.mapping.stage_dates.insert(
+        "marketing".into(),
+        [(
+            "mql".to_string(),
+            crate::contract::config::StageDateRaw::Property("leadsync_mql_date".into()),
+        )]
+        .into(),
+    );
+    let mut r = Rules::salesforce_hubspot_defaults();
+    r.contract = Some(Arc::new(raw.validate("contract").expect("valid")));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    reconcile(&l, &r, change(1, Some("lead"), 0), 1, 1);
+    assert!(l.due_pushes(&mkt(), 10, t(2)).expect("outbox").is_empty(), "lead is not mapped");
+
+    // HubSpot itself reports MQL: no field goes back to it, the MQL date does.
+    reconcile(&l, &r, change(1, Some("mql"), 5), 1, 6);
+    let due = l.due_pushes(&mkt(), 10, t(7)).expect("outbox");
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert!(due[0].record.fields.is_empty());
+    assert_eq!(due[0].record.stage_dates, [("mql".to_string(), t(5))].into());
+    assert_eq!(state(&l, "P1").dates_sent["marketing"][&LifecycleStage::Mql], t(5));
+
+    // Another change of the person neither queues the date again nor drops the pending row.
+    let mut c = change(1, Some("mql"), 8);
+    c.fields.insert(Field::Title, "CTO".into());
+    reconcile(&l, &r, c, 1, 9);
+    let due = l.due_pushes(&mkt(), 10, t(10)).expect("outbox");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].record.stage_dates, [("mql".to_string(), t(5))].into());
+    assert!(due[0].record.fields.is_empty());
+}
+
+#[test]
+fn dates_queued_onto_a_create_in_flight_move_to_the_created_record() {
+    use crate::contract::config::StageDateRaw;
+    use crate::domain::{PushOp, PushOutcome};
+    use crate::ledger::PushRetry;
+    let mut raw = ContractRaw::default();
+    raw.mapping.stage_dates.insert(
+        "crm".into(),
+        [
+            ("mql".to_string(), StageDateRaw::Property("MQL_At__c".into())),
+            ("sql".to_string(), StageDateRaw::Property("SQL_At__c".into())),
+        ]
+        .into(),
+    );
+    let mut r = Rules::salesforce_hubspot_defaults();
+    r.contract = Some(Arc::new(raw.validate("contract").expect("valid")));
+    let crm = SystemName("crm".into());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    // An MQL reported by marketing: the CRM create is planned with the MQL date on it.
+    reconcile(&l, &r, change(1, Some("mql"), 1), 1, 2);
+    let due = l.due_pushes(&crm, 10, t(3)).expect("outbox");
+    assert_eq!(due.len(), 1);
+    assert!(matches!(due[0].record.op, PushOp::Create { .. }));
+    assert_eq!(due[0].record.stage_dates, [("mql".to_string(), t(1))].into());
+
+    // While the create is in flight the person becomes SQL: its date joins the create row.
+    reconcile(&l, &r, change(1, Some("sql"), 4), 1, 5);
+    let created = RemoteId { object_type: "Lead".into(), id: "00Q000000000001AAA".into() };
+    let outcome = PushOutcome::Accepted {
+        outbox_id: due[0].record.outbox_id,
+        remote: created,
+        created: true,
+    };
+    l.record_push_results(&crm, &due, &[outcome], &r, PushRetry::default(), t(6), t(6))
+        .expect("results");
+    let next = l.due_pushes(&crm, 10, t(7)).expect("outbox");
+    let dated: Vec<_> = next.iter().filter(|d| !d.record.stage_dates.is_empty()).collect();
+    assert_eq!(dated.len(), 1, "{next:?}");
+    assert!(
+        matches!(&dated[0].record.op, PushOp::Update { remote } if remote.id == "00Q000000000001AAA")
+    );
+    assert_eq!(
+        dated[0].record.stage_dates,
+        [("sql".to_string(), t(4))].into(),
+        "only the late one"
+    );
+}
+
+#[test]
+fn dates_on_a_create_made_obsolete_by_a_found_record_go_to_that_record() {
+    use crate::contract::config::StageDateRaw;
+    use crate::domain::PushOp;
+    let mut raw = ContractRaw::default();
+    raw.mapping.stage_dates.insert(
+        "crm".into(),
+        [("mql".to_string(), StageDateRaw::Property("MQL_At__c".into()))].into(),
+    );
+    let mut r = Rules::salesforce_hubspot_defaults();
+    r.contract = Some(Arc::new(raw.validate("contract").expect("valid")));
+    let crm = SystemName("crm".into());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    reconcile(&l, &r, change(1, Some("mql"), 1), 1, 2);
+    let due = l.due_pushes(&crm, 10, t(3)).expect("outbox");
+    assert!(matches!(due[0].record.op, PushOp::Create { .. }));
+    assert_eq!(due[0].record.stage_dates, [("mql".to_string(), t(1))].into());
+
+    // Before the create goes out, a read of the CRM finds the person's lead there.
+    let mut lead = change(1, None, 4);
+    lead.remote = RemoteId { object_type: "Lead".into(), id: "00Q000000000007AAA".into() };
+    l.ingest(&crm, "poll", &[lead], None, t(5)).expect("ingest");
+    let mut mint = || "PX".to_string();
+    l.reconcile_pending(&r, 100, t(5), &mut mint).expect("reconcile");
+    let due = l.due_pushes(&crm, 10, t(6)).expect("outbox");
+    assert!(due.iter().all(|d| !matches!(d.record.op, PushOp::Create { .. })), "{due:?}");
+    let dated: Vec<_> = due.iter().filter(|d| !d.record.stage_dates.is_empty()).collect();
+    assert_eq!(dated.len(), 1, "{due:?}");
+    assert!(
+        matches!(&dated[0].record.op, PushOp::Update { remote } if remote.id == "00Q000000000007AAA")
+    );
+    assert_eq!(dated[0].record.stage_dates, [("mql".to_string(), t(1))].into());
 }

@@ -62,6 +62,7 @@ fn change(f: &[(Field, &str)], at: i64) -> Change {
         modified_at: t(at),
         fetched_at: t(at),
         fate: RecordFate::Live,
+        custom: Default::default(),
     }
 }
 
@@ -277,4 +278,64 @@ fn the_mapping_validates_its_names() {
     assert_eq!(c.mapping.status_stages.get("working"), Some(&LifecycleStage::Sal));
     assert_eq!(c.mapping.recycled_stage, Some(Stage::Lead));
     assert_eq!(c.mapping.disqualified_stage, None);
+}
+
+const SCORED: &str = r#"
+[contract]
+fields = { score = "number", country = "text" }
+[contract.qualification.mql]
+all = ["score >= 50", "country in [US, CA]"]
+"#;
+
+fn scored_rules() -> Rules {
+    let mut r = Rules::salesforce_hubspot_defaults();
+    r.contract = Some(Arc::new(raw(SCORED).validate("contract").expect("valid")));
+    r
+}
+
+fn with_custom(mut c: Change, custom: &[(&str, Option<&str>)]) -> Change {
+    c.custom = custom.iter().map(|(k, v)| ((*k).to_string(), v.map(str::to_string))).collect();
+    c
+}
+
+#[test]
+fn a_hubspot_score_fires_the_mql_rule_and_custom_values_follow_the_latest_state() {
+    let r = scored_rules();
+    let base = [(Field::Email, "s@x.test"), (Field::LifecycleStage, "lead")];
+    let c1 = with_custom(change(&base, 1), &[("score", Some("30")), ("country", Some(" US "))]);
+    let d1 = reconcile(&Context::default(), &mkt(), &c1, &r, "P1", t(2)).expect("decided");
+    assert_eq!(stage(&d1), Some(LifecycleStage::Lead), "a score of 30 is not enough");
+    let g1 = d1.lifecycle.as_ref().expect("governed");
+    assert_eq!(g1.state.custom.get("score").map(String::as_str), Some("30"));
+    assert_eq!(g1.state.custom.get("country").map(String::as_str), Some("US"), "trimmed");
+
+    // Only the score changes at HubSpot: no canonical field is news, the rule fires anyway.
+    let ctx = next(&Context::default(), &c1, &d1);
+    let c2 = with_custom(change(&base, 3), &[("score", Some("61")), ("country", Some("US"))]);
+    let d2 = reconcile(&ctx, &mkt(), &c2, &r, "P1", t(4)).expect("decided");
+    assert_eq!(stage(&d2), Some(LifecycleStage::Mql));
+    assert!(d2.audit.iter().any(|a| a.kind == "stage" && a.detail["via"] == "rule"));
+    assert_eq!(d2.lead_fields.get(&Field::LifecycleStage).map(String::as_str), Some("mql"));
+
+    // An older state of another system's record does not undo the newer score; a newer
+    // blank value clears the country.
+    let ctx = next(&ctx, &c2, &d2);
+    let crm = SystemName("crm".into());
+    let mut old = with_custom(change(&[(Field::Email, "s@x.test")], 2), &[("score", Some("10"))]);
+    old.remote = RemoteId { object_type: "Lead".into(), id: "00Q1".into() };
+    let d3 = reconcile(&ctx, &crm, &old, &r, "P1", t(5)).expect("decided");
+    let g3 = d3.lifecycle.as_ref().expect("governed");
+    assert_eq!(g3.state.custom.get("score").map(String::as_str), Some("61"));
+    let mut ctx = ctx;
+    ctx.lifecycles.insert("P1".into(), g3.state.clone());
+    let c4 = with_custom(change(&base, 6), &[("country", None), ("region", Some("EMEA"))]);
+    let d4 = reconcile(&ctx, &mkt(), &c4, &r, "P1", t(7)).expect("decided");
+    let g4 = d4.lifecycle.as_ref().expect("governed");
+    assert!(!g4.state.custom.contains_key("country"), "blank clears");
+    assert!(!g4.state.custom.contains_key("region"), "undeclared names are ignored");
+    assert_eq!(
+        g4.state.stage,
+        Some(LifecycleStage::Mql),
+        "a rule that stops holding moves nobody back"
+    );
 }

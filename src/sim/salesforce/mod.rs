@@ -107,6 +107,19 @@ pub struct SalesforceSimOptions {
     pub second_precision_dates: bool,
     /// The outbound message action on Lead (off unless `outbound.endpoint_url` is set).
     pub outbound: SalesforceOutboundOptions,
+    /// Custom fields an admin added to Lead and Contact (`("Country", Text)`); a query naming
+    /// a field the org lacks is `INVALID_FIELD`, as in Salesforce.
+    pub custom_fields: Vec<(String, SimFieldType)>,
+}
+
+/// The type of a custom field of the simulated org.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimFieldType {
+    Text,
+    Number,
+    /// `YYYY-MM-DD`.
+    Date,
+    DateTime,
 }
 
 impl Default for SalesforceSimOptions {
@@ -124,6 +137,7 @@ impl Default for SalesforceSimOptions {
             max_open_cursors: 10,
             second_precision_dates: false,
             outbound: SalesforceOutboundOptions::default(),
+            custom_fields: Vec::new(),
         }
     }
 }
@@ -304,7 +318,21 @@ impl fmt::Debug for SalesforceSim {
 
 impl SalesforceSim {
     pub fn new(opts: SalesforceSimOptions) -> SalesforceSim {
-        let store = Store::new(&opts.external_id_fields, opts.second_precision_dates);
+        let mut store = Store::new(&opts.external_id_fields, opts.second_precision_dates);
+        let custom: Vec<(String, store::Kind)> = opts
+            .custom_fields
+            .iter()
+            .map(|(name, ty)| {
+                let kind = match ty {
+                    SimFieldType::Text => store::Kind::Text,
+                    SimFieldType::Number => store::Kind::Number,
+                    SimFieldType::Date => store::Kind::Date,
+                    SimFieldType::DateTime => store::Kind::DateTime,
+                };
+                (name.clone(), kind)
+            })
+            .collect();
+        store.add_custom_fields(&custom);
         let outbound = outbound::Outbound::new(&opts.outbound);
         SalesforceSim {
             inner: Arc::new_cyclic(|me| Inner {

@@ -289,6 +289,16 @@ impl Schema {
         }
     }
 
+    /// Add a custom field (an org admin's `Country` or `MQL_Date__c`) at the end, before any
+    /// record exists; a name the object has already is left as it is.
+    fn add_custom(&mut self, name: &str, kind: Kind) {
+        if self.field(name).is_some() {
+            return;
+        }
+        self.by_lower.insert(name.to_ascii_lowercase(), self.fields.len());
+        self.fields.push(FieldDef::new(name, kind).len(255));
+    }
+
     /// Field names are case-insensitive, as in Salesforce.
     pub(crate) fn field(&self, name: &str) -> Option<usize> {
         self.by_lower.get(&name.to_ascii_lowercase()).copied()
@@ -720,6 +730,14 @@ impl Store {
             second_precision,
             lead_writes: Vec::new(),
             accounts: Vec::new(),
+        }
+    }
+
+    /// Give Lead and Contact the org's custom fields (called before any record exists).
+    pub(crate) fn add_custom_fields(&mut self, fields: &[(String, Kind)]) {
+        for (name, kind) in fields {
+            self.lead.schema.add_custom(name, *kind);
+            self.contact.schema.add_custom(name, *kind);
         }
     }
 

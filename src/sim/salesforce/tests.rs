@@ -7,7 +7,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Fault, SalesforceSim, SalesforceSimOptions};
+use super::{Fault, SalesforceSim, SalesforceSimOptions, SimFieldType};
 
 const V: &str = "/services/data/v62.0";
 
@@ -911,4 +911,40 @@ async fn replication_updated_and_deleted_windows() {
     let (status, body, _) = h.send(h.http.get(raw)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "INVALID_REPLICATION_DATE");
+}
+
+#[tokio::test]
+async fn custom_fields_exist_only_when_the_org_has_them() {
+    let plain = Harness::default().await;
+    let (status, body) = plain.query("SELECT Id, Country__c FROM Lead").await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "INVALID_FIELD"));
+
+    let h = Harness::new(SalesforceSimOptions {
+        custom_fields: vec![
+            ("Country__c".into(), SimFieldType::Text),
+            ("Score__c".into(), SimFieldType::Number),
+            ("MQL_Date__c".into(), SimFieldType::Date),
+        ],
+        ..SalesforceSimOptions::default()
+    })
+    .await;
+    let id = h.seed(
+        "Lead",
+        json!({"LastName": "Ng", "Company": "Acme", "Status": "Open - Not Contacted",
+               "Country__c": "CA", "Score__c": 61}),
+    );
+    let (status, body) =
+        h.query(&format!("SELECT Id, country__c, Score__c FROM Lead WHERE Id = '{id}'")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["records"][0]["Country__c"], "CA");
+    assert_eq!(body["records"][0]["Score__c"].as_f64(), Some(61.0));
+    let (status, body) = h.query("SELECT Id, Country__c FROM Contact").await;
+    assert_eq!(status, StatusCode::OK, "Contact has the fields too: {body}");
+    let path = format!("{V}/sobjects/Lead/{id}");
+    let (status, _) = h.call(reqwest::Method::PATCH, &path, json!({"MQL_Date__c": "soon"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a date field takes YYYY-MM-DD only");
+    let (status, _) =
+        h.call(reqwest::Method::PATCH, &path, json!({"MQL_Date__c": "2026-11-20"})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(h.sim.get("Lead", &id).expect("lead")["MQL_Date__c"], "2026-11-20");
 }
