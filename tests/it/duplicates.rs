@@ -115,14 +115,16 @@ async fn two_hubspot_contacts_of_one_person_are_reported_then_merged_at_hubspot_
     assert_eq!(g["primary"]["remote_id"], primary.as_str());
     let other = &g["others"][0];
     assert_eq!(other["remote_id"], loser.as_str());
-    assert_eq!(other["plan"]["action"], "would_merge", "{report:#}");
+    // A fuzzy rule linked it: merged at the vendor only with `merge_fuzzy_links`.
+    assert_eq!(other["plan"]["action"], "not_merged_fuzzy", "{report:#}");
     assert!(other["score"].as_f64().is_some_and(|s| s >= 0.92), "{report:#}");
     assert_eq!(h.hubspot.all().len(), 2, "nothing merged while the option is off");
 
     // Merging on: the other contact is merged into the primary at HubSpot; the merge comes
     // back through the poll and closes its link.
     let toml = format!(
-        "{DEMO_TOML}\n[identity]\nmerge_at_vendor = [\"marketing\"]\nmerge_every_secs = 1\n"
+        "{DEMO_TOML}\n[identity]\nmerge_at_vendor = [\"marketing\"]\nmerge_every_secs = 1\n\
+         merge_fuzzy_links = true\n"
     );
     assert_eq!(
         duplicates_cli(dir.path(), &toml, &env)["duplicates"][0]["others"][0]["plan"]["action"],
