@@ -210,6 +210,10 @@ fn set_pragmas(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Prepared statements kept per writer connection: more than the distinct statements of the
+/// hot paths together, so that none is evicted and prepared again.
+const STATEMENT_CACHE: usize = 256;
+
 impl Ledger {
     /// Open (creating if needed) and migrate the ledger at `path`.
     ///
@@ -218,6 +222,11 @@ impl Ledger {
     pub fn open(path: &Path) -> Result<Ledger> {
         let mut conn = Connection::open(path)?;
         set_pragmas(&conn)?;
+        // One reconcile or push-result transaction runs a few dozen distinct statements per
+        // record (link, identity, outbox, audit, lifecycle, SLA); rusqlite's default cache of
+        // 16 evicted them in turn, so every call parsed and planned its SQL again (14% of the
+        // fuzzy backfill's CPU in a profile).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn)?;
         Ok(Ledger { conn: Mutex::new(conn), path: path.to_path_buf() })
     }
@@ -482,9 +491,11 @@ impl Ledger {
                         if is_create {
                             tally.created += 1;
                             let owner: Option<String> = tx
-                                .query_row(
+                                .prepare_cached(
                                     "SELECT lead_id FROM links WHERE system = ?1
                                      AND object_type = ?2 AND remote_id = ?3",
+                                )?
+                                .query_row(
                                     params![system.as_str(), remote.object_type, remote.id],
                                     |r| r.get(0),
                                 )
@@ -528,7 +539,8 @@ impl Ledger {
                                 .query_row([rec.outbox_id], |r| r.get(0))
                                 .optional()?;
                             replan_needed = current != Some(due.version);
-                            tx.execute("DELETE FROM outbox WHERE id = ?1", [rec.outbox_id])?;
+                            tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+                                .execute([rec.outbox_id])?;
                         } else {
                             tally.updated += 1;
                             let done = tx
