@@ -373,7 +373,11 @@ impl App {
                 Arc::clone(&self.reconcile_wake),
                 Pace {
                     batch: self.sync.reconcile_batch,
-                    budget: committer.is_some().then_some(RECONCILE_BUDGET_WITH_WEBHOOKS),
+                    budget: Some(if committer.is_some() {
+                        RECONCILE_BUDGET_WITH_WEBHOOKS
+                    } else {
+                        RECONCILE_BUDGET
+                    }),
                 },
                 shutdown.clone(),
             )
@@ -595,8 +599,12 @@ async fn poller(
 
 /// While webhooks are served, one reconcile transaction holds the ledger's one writer for at
 /// most about this long, so that acknowledgements (which wait for their commit) stay fast.
-/// Without webhooks nobody waits on it, and full batches make a backfill quicker.
 const RECONCILE_BUDGET_WITH_WEBHOOKS: Duration = Duration::from_millis(5);
+/// Without webhooks the pollers still wait on the one writer, for their cursor and for each
+/// page's commit: reconcile transactions of a full batch (seconds in a fuzzy backfill) held
+/// the HubSpot poller to about one 100-record page per transaction. A quarter second keeps
+/// batches large and the readers moving.
+const RECONCILE_BUDGET: Duration = Duration::from_millis(250);
 
 /// Most webhook notices turned into changes per round; several notices often name the same
 /// record (HubSpot sends one event per changed property), so this is more than one fetch call.

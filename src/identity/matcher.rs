@@ -43,9 +43,10 @@
 //!   keys that survive transposed names and a typo in one of the names; blocks larger than
 //!   `max_block_size` are skipped and counted so the work stays near-linear.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
@@ -406,7 +407,8 @@ pub enum Verdict {
 /// The name of the built-in exact-email rule, rule index 0.
 pub const EXACT_EMAIL: &str = "exact_email";
 
-/// The configured matching engine. Cheap to share; holds no per-run state.
+/// The configured matching engine. Cheap to share; its only state is a memo of profiles
+/// (see [`Matcher::profile_of`]), which never changes a result.
 #[derive(Debug, Clone)]
 pub struct Matcher {
     auto_link: f64,
@@ -417,6 +419,57 @@ pub struct Matcher {
     rules: Vec<Rule>,
     /// Index 0 is [`EXACT_EMAIL`]; index `i + 1` is `rules[i]`.
     rule_names: Vec<String>,
+    memo: ProfileMemo,
+}
+
+/// Most raw value sets [`ProfileMemo`] keeps; when full it starts again empty (a few hundred
+/// bytes each, so a few tens of MiB at most).
+const PROFILE_MEMO_MAX: usize = 1 << 17;
+
+/// Profiles of the raw values `profile_of` saw last, keyed by those exact values. The
+/// reconciler profiles the same person many times: a changed record once for its blocking
+/// keys, once to score it and once for the new person's keys, and every person each time it
+/// is a candidate for another record; phone parsing alone was 13% of a fuzzy backfill's CPU.
+/// A profile is a pure function of the values and the matcher's fixed settings, so a
+/// remembered one is the one that would be computed. Clones of a matcher share it.
+#[derive(Clone, Default)]
+struct ProfileMemo(Arc<Mutex<HashMap<Box<str>, Profile>>>);
+
+impl fmt::Debug for ProfileMemo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys are personal data: the size only.
+        let len = self.0.lock().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("ProfileMemo").field("len", &len).finish()
+    }
+}
+
+impl ProfileMemo {
+    /// An unambiguous key of the values: each is absent (`-`) or its byte length and itself.
+    fn key(values: &[Option<&str>]) -> String {
+        use std::fmt::Write as _;
+        let mut key = String::with_capacity(values.iter().flatten().map(|v| v.len() + 4).sum());
+        for v in values {
+            match v {
+                None => key.push('-'),
+                // Writing to a String cannot fail.
+                Some(v) => drop(write!(key, "{}:{v}", v.len())),
+            }
+        }
+        key
+    }
+
+    fn get(&self, key: &str) -> Option<Profile> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    fn put(&self, key: String, profile: &Profile) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= PROFILE_MEMO_MAX {
+                m.clear();
+            }
+            m.insert(key.into_boxed_str(), profile.clone());
+        }
+    }
 }
 
 impl Default for Matcher {
@@ -546,6 +599,7 @@ impl Matcher {
             email_rules: raw.email,
             rules,
             rule_names,
+            memo: ProfileMemo::default(),
         })
     }
 
@@ -607,17 +661,32 @@ impl Matcher {
         ])
     }
 
-    /// Normalise a record's canonical fields (which have no address).
+    /// Normalise a record's canonical fields (which have no address). Remembers the profiles
+    /// of recently seen values (see `ProfileMemo`): the reconciler asks for the same person's
+    /// profile many times.
     pub fn profile_of(&self, fields: &Fields) -> Profile {
         let get = |f: Field| fields.get(&f).map(String::as_str);
-        self.profile(&Parts {
+        let parts = Parts {
             email: get(Field::Email),
             first_name: get(Field::FirstName),
             last_name: get(Field::LastName),
             company: get(Field::Company),
             phone: get(Field::Phone),
             ..Parts::default()
-        })
+        };
+        let key = ProfileMemo::key(&[
+            parts.email,
+            parts.first_name,
+            parts.last_name,
+            parts.company,
+            parts.phone,
+        ]);
+        if let Some(p) = self.memo.get(&key) {
+            return p;
+        }
+        let p = self.profile(&parts);
+        self.memo.put(key, &p);
+        p
     }
 
     /// The blocking keys of a profile: two profiles are only compared when they share one.

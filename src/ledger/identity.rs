@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Result, audit, from_json, parse_ts, to_json, ts, write_plan};
 use crate::domain::{Change, Field, Fields, RecordFate, RemoteId, SystemName, normalize_email};
+use crate::identity::matcher::Verdict;
 use crate::reconcile::{
     self, ClosedLink, Context, Decision, LeadState, LinkState, Provenance, ReviewIntent, Rules,
 };
@@ -193,9 +194,11 @@ pub(super) fn load_context(
     Ok(ctx)
 }
 
-/// Persons that share a blocking key with the record, most shared keys first.
+/// Persons that share a blocking key with the record, most shared keys first, less those the
+/// reconciler would pass over (no rule scores them at the review threshold or above).
 fn candidates(tx: &Transaction<'_>, change: &Change, rules: &Rules) -> Result<Vec<LeadState>> {
-    let keys = rules.matcher.blocking_keys(&rules.matcher.profile_of(&change.fields));
+    let profile = rules.matcher.profile_of(&change.fields);
+    let keys = rules.matcher.blocking_keys(&profile);
     if keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -216,6 +219,20 @@ fn candidates(tx: &Transaction<'_>, change: &Change, rules: &Rules) -> Result<Ve
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut out = Vec::new();
     for (id, _) in ranked.into_iter().take(MAX_CANDIDATES) {
+        // Most candidates score below review, and `reconcile` skips those: only the ones it
+        // may link or review are loaded whole (links, remote states, provenance), which was
+        // most of a fuzzy backfill's ledger reads. Same fields, same score, same order, so
+        // the same decision.
+        let fields: Option<String> = tx
+            .prepare_cached("SELECT fields FROM leads WHERE id = ?1 AND merged_into IS NULL")?
+            .query_row([&id], |r| r.get(0))
+            .optional()?;
+        let Some(fields) = fields else { continue };
+        let fields: Fields = from_json(&fields)?;
+        let scored = rules.matcher.score_index(&profile, &rules.matcher.profile_of(&fields));
+        if scored.is_none_or(|(value, _)| rules.matcher.verdict(value) == Verdict::NoMatch) {
+            continue;
+        }
         if let Some(lead) = load_lead(tx, &id)? {
             out.push(lead);
         }

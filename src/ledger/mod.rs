@@ -216,6 +216,10 @@ fn set_pragmas(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Prepared statements kept per writer connection: more than the distinct statements of the
+/// hot paths together, so that none is evicted and prepared again.
+const STATEMENT_CACHE: usize = 256;
+
 impl Ledger {
     /// Open (creating if needed) and migrate the ledger at `path`.
     ///
@@ -224,6 +228,11 @@ impl Ledger {
     pub fn open(path: &Path) -> Result<Ledger> {
         let mut conn = Connection::open(path)?;
         set_pragmas(&conn)?;
+        // One reconcile or push-result transaction runs a few dozen distinct statements per
+        // record (link, identity, outbox, audit, lifecycle, SLA); rusqlite's default cache of
+        // 16 evicted them in turn, so every call parsed and planned its SQL again (14% of the
+        // fuzzy backfill's CPU in a profile).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn)?;
         Ok(Ledger { conn: Mutex::new(conn), path: path.to_path_buf() })
     }
@@ -528,9 +537,11 @@ impl Ledger {
                             )?
                             .execute([rec.outbox_id])?;
                             let owner: Option<String> = tx
-                                .query_row(
+                                .prepare_cached(
                                     "SELECT lead_id FROM links WHERE system = ?1
                                      AND object_type = ?2 AND remote_id = ?3",
+                                )?
+                                .query_row(
                                     params![system.as_str(), remote.object_type, remote.id],
                                     |r| r.get(0),
                                 )
@@ -572,11 +583,15 @@ impl Ledger {
                             // This person's pending create row (with newer fields, perhaps)
                             // is done: the record exists now. A row that took its id is not.
                             replan_needed = !still_the_row_sent(tx, system, due)?;
-                            tx.execute(
+                            tx.prepare_cached(
                                 "DELETE FROM outbox WHERE id = ?1 AND lead_id = ?2
                                  AND system = ?3 AND remote_id = '' AND state = 'pending'",
-                                params![rec.outbox_id, lead_id, system.as_str()],
-                            )?;
+                            )?
+                            .execute(params![
+                                rec.outbox_id,
+                                lead_id,
+                                system.as_str()
+                            ])?;
                             if !late.is_empty() {
                                 lifecycle::add_dates(
                                     tx,

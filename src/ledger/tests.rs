@@ -443,3 +443,31 @@ fn the_record_created_with_the_persons_address_is_primary_over_a_fuzzy_match() {
         "no email written over the hand-made contact's: {due:?}"
     );
 }
+
+/// The bench's matching figures: a duplicate on its original's person counts as joined, one
+/// on another person does not, and a record nobody links is left out.
+#[test]
+fn match_figures_find_each_seeded_records_person() {
+    let (_d, l) = open();
+    let mkt = SystemName("marketing".into());
+    let changes = [
+        change("1", "a@x.test", "lead", 0),
+        change("2", "A@x.test", "lead", 0),
+        change("3", "b@x.test", "lead", 0),
+    ];
+    l.ingest(&mkt, "poll", &changes, None, t(1)).expect("ingest");
+    l.reconcile_pending(&rules(), 100, t(2), &mut mint()).expect("reconcile");
+    let reader = LedgerReader::open(l.path()).expect("reader");
+    let dup = |id: &'static str, original: &'static str| SeededDuplicate {
+        system: "marketing",
+        remote_id: id,
+        original_system: "marketing",
+        original_id: original,
+        within: true,
+    };
+    let m = reader
+        .match_figures([dup("2", "1"), dup("3", "1"), dup("9", "1"), dup("1", "9")])
+        .expect("figures");
+    assert_eq!((m.joined, m.joined_within, m.in_review), (1, 1, 0));
+    assert_eq!(m.links_by_reason.iter().map(|(_, n)| n).sum::<i64>(), 3);
+}

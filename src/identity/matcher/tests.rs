@@ -573,3 +573,56 @@ fn large_batches_split_over_threads_find_every_planted_pair_once() {
     assert_eq!(got, want);
     assert!(out.pairs.iter().all(|p| p.score == 1.0 && p.rule == 0));
 }
+
+/// The profile memo keys values unambiguously: values that concatenate alike, and an absent
+/// value beside an empty one, are different keys.
+#[test]
+fn profile_memo_keys_tell_values_apart() {
+    let k = ProfileMemo::key;
+    assert_ne!(k(&[Some("ab"), Some("c")]), k(&[Some("a"), Some("bc")]));
+    assert_ne!(k(&[None, Some("x")]), k(&[Some(""), Some("x")]));
+    assert_ne!(k(&[Some("1:a"), None]), k(&[Some("1"), Some("a")]));
+    assert_eq!(k(&[Some("ab"), None]), k(&[Some("ab"), None]));
+}
+
+/// `profile_of` answers from its memo exactly what a fresh profile is, for values seen before
+/// and for values that differ only where a naive key would join them; and the memo empties
+/// itself instead of growing past its bound.
+#[test]
+fn remembered_profiles_equal_fresh_ones() {
+    let matcher = m();
+    let fields = |pairs: &[(Field, &str)]| -> Fields {
+        pairs.iter().map(|(f, v)| (*f, (*v).to_string())).collect()
+    };
+    let sets = [
+        fields(&[
+            (Field::Email, "Ann.Lee+news@Example.com"),
+            (Field::FirstName, "Ann"),
+            (Field::LastName, "Lee"),
+            (Field::Company, "Acme Inc."),
+            (Field::Phone, "(415) 555-2671"),
+        ]),
+        fields(&[(Field::FirstName, "Annl"), (Field::LastName, "ee")]),
+        fields(&[(Field::FirstName, "Ann"), (Field::LastName, "Lee")]),
+        fields(&[(Field::LastName, "Lee"), (Field::Phone, "+44 20 7946 0958")]),
+    ];
+    for round in 0..2 {
+        for f in &sets {
+            let get = |x: Field| f.get(&x).map(String::as_str);
+            let fresh = matcher.profile(&Parts {
+                email: get(Field::Email),
+                first_name: get(Field::FirstName),
+                last_name: get(Field::LastName),
+                company: get(Field::Company),
+                phone: get(Field::Phone),
+                ..Parts::default()
+            });
+            assert_eq!(matcher.profile_of(f), fresh, "round {round}");
+        }
+    }
+    let memo = ProfileMemo::default();
+    for i in 0..=PROFILE_MEMO_MAX {
+        memo.put(i.to_string(), &Profile::default());
+    }
+    assert!(memo.0.lock().expect("memo lock").len() <= PROFILE_MEMO_MAX);
+}
