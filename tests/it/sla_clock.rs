@@ -23,7 +23,8 @@ use leadsync::sim::population;
 
 use crate::helpers::{fast_env, hs_by_email, sf_by_email, start_harness, until};
 
-/// First touch due 28.8 s after the handover, escalation 3.6 s later, recycle 3.6 s after that.
+/// First touch due 54 s after the handover (room for a loaded machine to create the lead and
+/// the test to touch it), escalation 3.6 s later, recycle 3.6 s after that.
 fn config(alert_url: &str) -> String {
     format!(
         r#"{DEMO_TOML}
@@ -40,7 +41,7 @@ working_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 working_hours = "00:00-24:00"
 
 [contract.sla]
-first_touch_business_hours = 0.008
+first_touch_business_hours = 0.015
 grace_business_hours = 0.001
 recycle_after_business_hours = 0.001
 touch_statuses = ["working"]
@@ -98,7 +99,7 @@ async fn an_untouched_mql_alerts_once_per_step_and_is_recycled_a_touched_one_mee
         [("Status".to_string(), Value::from("Working - Contacted"))].into_iter().collect();
     harness.salesforce.ui_update("Lead", &lead, status).expect("status");
 
-    until("the untouched MQL to be recycled at both vendors", 120, || {
+    until("the untouched MQL to be recycled at both vendors", 240, || {
         let (hs, sf) = (hs_by_email(&harness), sf_by_email(&harness));
         let c = &hs[ignored][0];
         c["lifecyclestage"].as_deref() == Some("lead")
