@@ -16,16 +16,14 @@ use leadsync::shutdown;
 use leadsync::sim::harness::{Harness, wait_converged};
 use leadsync::sim::population;
 
-use crate::helpers::{fast_env, sf_by_email, start_harness};
+use crate::helpers::{CRM_WITH_NURTURE, fast_env, sf_by_email, start_harness};
 
 /// The lifecycle test's systems and MQL rule, two attempts (no minimum of days) before a
 /// disqualification, and Salesforce tasks read every second.
 fn config() -> String {
     format!(
         r#"{DEMO_TOML}
-[systems.crm.mapping]
-fields = {{ email = "Email", first_name = "FirstName", last_name = "LastName", company = "Company", title = "Title", phone = "Phone", lead_source = "LeadSource", lead_status = "Status", email_opt_out = "HasOptedOutOfEmail" }}
-lead_status_values = {{ new = "Open - Not Contacted", working = "Working - Contacted", converted = "Closed - Converted", nurture = "Closed - Not Converted" }}
+{CRM_WITH_NURTURE}
 
 [closed_loop]
 enabled = true

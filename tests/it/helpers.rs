@@ -139,3 +139,10 @@ pub async fn until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The demo's Salesforce mapping with a Status value for leads handed back to marketing
+/// ("Closed - Not Converted", read and written as the canonical `nurture`), for tests that
+/// recycle people. Append to the demo config.
+pub const CRM_WITH_NURTURE: &str = r#"[systems.crm.mapping]
+fields = { email = "Email", first_name = "FirstName", last_name = "LastName", company = "Company", title = "Title", phone = "Phone", lead_source = "LeadSource", lead_status = "Status", email_opt_out = "HasOptedOutOfEmail" }
+lead_status_values = { new = "Open - Not Contacted", working = "Working - Contacted", converted = "Closed - Converted", nurture = "Closed - Not Converted" }"#;

@@ -15,7 +15,7 @@ use leadsync::shutdown;
 use leadsync::sim::harness::wait_converged;
 use leadsync::sim::population;
 
-use crate::helpers::{fast_env, hs_by_email, sf_by_email, start_harness, until};
+use crate::helpers::{CRM_WITH_NURTURE, fast_env, hs_by_email, sf_by_email, start_harness, until};
 
 /// The demo systems, a Salesforce org whose Status picklist value for leads handed back to
 /// marketing is "Closed - Not Converted" (read and written as the canonical `nurture`), and a
@@ -23,9 +23,7 @@ use crate::helpers::{fast_env, hs_by_email, sf_by_email, start_harness, until};
 fn config() -> String {
     format!(
         r#"{DEMO_TOML}
-[systems.crm.mapping]
-fields = {{ email = "Email", first_name = "FirstName", last_name = "LastName", company = "Company", title = "Title", phone = "Phone", lead_source = "LeadSource", lead_status = "Status", email_opt_out = "HasOptedOutOfEmail" }}
-lead_status_values = {{ new = "Open - Not Contacted", working = "Working - Contacted", converted = "Closed - Converted", nurture = "Closed - Not Converted" }}
+{CRM_WITH_NURTURE}
 
 [contract]
 [contract.qualification.mql]

@@ -21,16 +21,14 @@ use leadsync::shutdown;
 use leadsync::sim::harness::wait_converged;
 use leadsync::sim::population;
 
-use crate::helpers::{fast_env, hs_by_email, sf_by_email, start_harness, until};
+use crate::helpers::{CRM_WITH_NURTURE, fast_env, hs_by_email, sf_by_email, start_harness, until};
 
 /// First touch due 54 s after the handover (room for a loaded machine to create the lead and
 /// the test to touch it), escalation 3.6 s later, recycle 3.6 s after that.
 fn config(alert_url: &str) -> String {
     format!(
         r#"{DEMO_TOML}
-[systems.crm.mapping]
-fields = {{ email = "Email", first_name = "FirstName", last_name = "LastName", company = "Company", title = "Title", phone = "Phone", lead_source = "LeadSource", lead_status = "Status", email_opt_out = "HasOptedOutOfEmail" }}
-lead_status_values = {{ new = "Open - Not Contacted", working = "Working - Contacted", converted = "Closed - Converted", nurture = "Closed - Not Converted" }}
+{CRM_WITH_NURTURE}
 
 [contract]
 [contract.qualification.mql]

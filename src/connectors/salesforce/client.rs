@@ -217,27 +217,16 @@ impl Client {
         let version = self.api_version.trim_start_matches('v');
         let url = under(&session.instance_url, &format!("services/Soap/u/{version}"));
         self.counters.write();
-        let resp = self
+        let req = self
             .http
             .post(url)
             .header(CONTENT_TYPE, "text/xml; charset=UTF-8")
             // The partner WSDL's operations declare an empty SOAPAction.
             .header("SOAPAction", "\"\"")
-            .body(envelope(session.token.expose_secret()))
-            .send()
-            .await
-            .map_err(|e| {
-                self.counters.outcome(ApiOutcome::Error);
-                http::transport(&e)
-            })?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        self.note_usage(&headers);
-        let body = resp.bytes().await.map_err(|e| {
-            self.counters.outcome(ApiOutcome::Error);
-            http::transport(&e)
-        })?;
-        let limited = wire_soap::fault_code(&body).as_deref() == Some("REQUEST_LIMIT_EXCEEDED");
+            .body(envelope(session.token.expose_secret()));
+        let reply = self.exchange(req).await?;
+        let (status, body) = (reply.status, &reply.body);
+        let limited = wire_soap::fault_code(body).as_deref() == Some("REQUEST_LIMIT_EXCEEDED");
         self.counters.outcome(if status.is_success() {
             ApiOutcome::Ok
         } else if limited {
@@ -246,6 +235,23 @@ impl Client {
             ApiOutcome::Error
         });
         tracing::debug!(connector = "salesforce", status = status.as_u16(), "soap call");
+        Ok(reply)
+    }
+
+    /// Send a request and read its reply whole; a transport failure is counted as an error
+    /// outcome. API usage is noted from the reply's headers; the caller counts the outcome.
+    async fn exchange(&self, req: reqwest::RequestBuilder) -> Result<Reply, ConnectorError> {
+        let resp = req.send().await.map_err(|e| {
+            self.counters.outcome(ApiOutcome::Error);
+            http::transport(&e)
+        })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        self.note_usage(&headers);
+        let body = resp.bytes().await.map_err(|e| {
+            self.counters.outcome(ApiOutcome::Error);
+            http::transport(&e)
+        })?;
         Ok(Reply { status, headers, body: body.to_vec() })
     }
 
@@ -379,20 +385,10 @@ impl Client {
             CallKind::Read => self.counters.read(),
             CallKind::Write => self.counters.write(),
         }
-        let resp = req.send().await.map_err(|e| {
-            self.counters.outcome(ApiOutcome::Error);
-            http::transport(&e)
-        })?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        self.note_usage(&headers);
-        let body = resp.bytes().await.map_err(|e| {
-            self.counters.outcome(ApiOutcome::Error);
-            http::transport(&e)
-        })?;
-        self.counters.outcome(outcome(status, &body));
-        tracing::debug!(connector = "salesforce", method = %call.method, status = status.as_u16(), "api call");
-        Ok(Reply { status, headers, body: body.to_vec() })
+        let reply = self.exchange(req).await?;
+        self.counters.outcome(outcome(reply.status, &reply.body));
+        tracing::debug!(connector = "salesforce", method = %call.method, status = reply.status.as_u16(), "api call");
+        Ok(reply)
     }
 
     fn note_usage(&self, headers: &HeaderMap) {
