@@ -212,6 +212,12 @@ fn set_pragmas(conn: &Connection) -> Result<()> {
     // A 64 MiB page cache keeps the working set of a large initial sync in memory.
     conn.pragma_update(None, "cache_size", -65_536)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Plans fixed at prepare time. Without this, the bundled SQLite (STAT4 built in) marked
+    // some statements to be re-planned when a parameter is bound again, and cached
+    // statements such as `load_lead`'s link query were re-prepared on every run: about
+    // half the CPU of a re-evaluation sweep (BENCHMARKS.md). Our queries do not need
+    // value-dependent plans.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(())
 }
