@@ -471,3 +471,14 @@ fn match_figures_find_each_seeded_records_person() {
     assert_eq!((m.joined, m.joined_within, m.in_review), (1, 1, 0));
     assert_eq!(m.links_by_reason.iter().map(|(_, n)| n).sum::<i64>(), 3);
 }
+
+/// Plans are fixed at prepare time (`SQLITE_DBCONFIG_ENABLE_QPSG`): without it the bundled
+/// SQLite re-prepared `load_lead`'s link query on every run in a large ledger (BENCHMARKS.md,
+/// "The re-evaluation applied").
+#[test]
+fn connections_fix_query_plans_at_prepare_time() {
+    let (_d, l) = open();
+    let conn = l.conn.lock().expect("lock");
+    let qpsg = rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG;
+    assert!(conn.db_config(qpsg).expect("db config"));
+}
