@@ -121,22 +121,21 @@ fn a_read_older_than_two_pushes_is_not_news_for_the_fields_of_the_first() {
     let r = Rules::salesforce_hubspot_defaults();
     let (mkt, crm) = linked_person(&l, &r);
     let mut m = mint();
-    let settle = |l: &Ledger, m: &mut dyn FnMut() -> String, ended: i64| {
+    let settle = |l: &Ledger, ended: i64| {
         let due = l.due_pushes(&mkt, 10, t(ended)).expect("due");
         assert_eq!(due.len(), 1, "{due:?}");
         let outcomes: Vec<_> = due.iter().map(accepted).collect();
         l.record_push_results(&mkt, &due, &outcomes, &r, PushRetry::default(), t(ended), t(ended))
             .expect("record");
-        let _ = m;
     };
-    settle(&l, &mut m, 3);
+    settle(&l, 3);
 
     // The CRM moves the status on: pushed to the contact, answered at t(10).
     let working =
         [(Field::Email, "a@x.test"), (Field::LastName, "Doe"), (Field::LeadStatus, "working")];
     l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &working, 5, 5)], None, t(5)).expect("i");
     l.reconcile_pending(&r, 100, t(5), &mut m).expect("reconcile");
-    settle(&l, &mut m, 10);
+    settle(&l, 10);
     // Then a title: pushed, answered at t(20).
     let titled = [
         (Field::Email, "a@x.test"),
@@ -146,7 +145,7 @@ fn a_read_older_than_two_pushes_is_not_news_for_the_fields_of_the_first() {
     ];
     l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &titled, 12, 12)], None, t(12)).expect("i");
     l.reconcile_pending(&r, 100, t(12), &mut m).expect("reconcile");
-    settle(&l, &mut m, 20);
+    settle(&l, 20);
     assert!(l.due_pushes(&crm, 10, t(20)).expect("due").is_empty());
 
     // A poll that started at t(8), before the status push had ended, is reconciled only now.
