@@ -517,8 +517,16 @@ fn contract_props(contract: &mut Contract, systems: &mut [SystemSettings]) -> Re
     use crate::connectors::contract_props::ContractProps;
     let custom = resolve_system_keys("custom_fields", &contract.mapping.custom_fields, systems)?;
     let dates = resolve_system_keys("stage_dates", &contract.mapping.stage_dates, systems)?;
+    let reasons = resolve_system_keys("stage_reason", &contract.mapping.stage_reason, systems)?;
+    reassign_owner(contract, systems)?;
     for s in systems.iter_mut() {
         let (fields, stage_dates) = (custom.get(&s.name), dates.get(&s.name));
+        let reason = reasons.get(&s.name);
+        if let (ConnectorSettings::Salesforce(c), Some((key, prop))) = (&s.connector, reason)
+            && let Some(problem) = c.contract_property_problem(prop)
+        {
+            return Err(KeyError::new(format!("contract.mapping.stage_reason.{key}"), problem));
+        }
         if let ConnectorSettings::Salesforce(c) = &s.connector {
             let custom_props = fields.into_iter().flat_map(|(key, m)| {
                 m.iter().map(move |(f, p)| (format!("custom_fields.{key}.{f}"), p.as_str()))
@@ -539,7 +547,9 @@ fn contract_props(contract: &mut Contract, systems: &mut [SystemSettings]) -> Re
                         m.iter().map(|(st, p)| (st.as_str().to_string(), p.clone())).collect()
                     })
                     .unwrap_or_default(),
-            );
+            )
+            .with_stage_reason(reason.map(|(_, p)| p.clone()))
+            .with_owner(s.role == Role::Crm);
         match &mut s.connector {
             ConnectorSettings::Hubspot(c) => c.contract = props,
             ConnectorSettings::Salesforce(c) => c.set_contract_props(props),
@@ -547,6 +557,52 @@ fn contract_props(contract: &mut Contract, systems: &mut [SystemSettings]) -> Re
     }
     contract.mapping.stage_dates =
         dates.into_iter().map(|(name, (_, m))| (name.as_str().to_string(), m)).collect();
+    contract.mapping.stage_reason =
+        reasons.into_iter().map(|(name, (_, p))| (name.as_str().to_string(), p)).collect();
+    Ok(())
+}
+
+/// `[contract.sla] reassign_to` names an owner of the CRM-role system, in that vendor's id
+/// form: a Salesforce User (`005…`) or Queue (`00G…`) id of 15 or 18 characters, or a HubSpot
+/// owner id (digits, `GET /crm/v3/owners`). Checked here, where the systems are known, so a
+/// typo is a configuration error rather than a dead letter at the first escalation.
+fn reassign_owner(contract: &Contract, systems: &[SystemSettings]) -> Result<(), KeyError> {
+    const KEY: &str = "contract.sla.reassign_to";
+    let Some(owner) = contract.sla.as_ref().and_then(|p| p.reassign_to.as_deref()) else {
+        return Ok(());
+    };
+    let Some(crm) = systems.iter().find(|s| s.role == Role::Crm) else {
+        return Err(KeyError::new(KEY, "no system has role = \"crm\" to reassign the owner in"));
+    };
+    match crm.kind {
+        ConnectorKind::Salesforce => {
+            let ok = matches!(owner.len(), 15 | 18)
+                && owner.bytes().all(|b| b.is_ascii_alphanumeric())
+                && (owner.starts_with("005") || owner.starts_with("00G"));
+            if !ok {
+                return Err(KeyError::new(
+                    KEY,
+                    format!(
+                        "{owner:?} is not a Salesforce User (005...) or Queue (00G...) id of 15 \
+                         or 18 characters (system {:?})",
+                        crm.name.as_str()
+                    ),
+                ));
+            }
+        }
+        ConnectorKind::Hubspot => {
+            if owner.len() > 20 || !owner.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(KeyError::new(
+                    KEY,
+                    format!(
+                        "{owner:?} is not a HubSpot owner id (digits; GET /crm/v3/owners lists \
+                         them) (system {:?})",
+                        crm.name.as_str()
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -3,12 +3,15 @@
 //! ([`Ledger::sla_due`]) and delivers what they decided, once per state change:
 //! - breached / escalated: a webhook alert ([`crate::alerts`]), a warn log line and the
 //!   metric `leadsync_sla_alerts_total{kind}`, ids only;
+//! - escalated with `[contract.sla] reassign_to`: besides the alert, the owner is written to
+//!   the person's CRM record(s) ([`Ledger::sla_reassign`]: Salesforce `OwnerId`, HubSpot
+//!   `hubspot_owner_id` when HubSpot has the CRM role), once, audited as `owner_reassigned`.
+//!   The owner is no canonical field, so leadsync never writes it again and a later human
+//!   reassignment stands; a vendor that refuses the owner dead-letters the write with its
+//!   message (the alert has fired regardless);
 //! - recycle (untouched too long) and refused disqualifications: the named `recycle`
 //!   transition through [`Ledger::named_transition`], which reaches both systems;
 //! - met / touched late: an info log line.
-//!
-//! Owner reassignment on escalation is not written: the canonical field set has no owner
-//! field, so `reassign_to` only appears in the alert text.
 //!
 //! Time is injected: [`tick`] takes `now`, so tests drive the clock without sleeping.
 
@@ -118,7 +121,7 @@ async fn deliver(
                 kind,
                 lead_id: lead_id.to_string(),
                 due_at: *due_at,
-                reassign_to,
+                reassign_to: reassign_to.clone(),
                 links: links.to_vec(),
             };
             if alerter.enabled() {
@@ -129,6 +132,12 @@ async fn deliver(
                         tracing::warn!(lead_id, kind, error = %e.code(), "SLA alert webhook failed");
                     }
                 }
+            }
+            if let Some(owner) = reassign_to {
+                let (id, rules) = (lead_id.to_string(), Arc::clone(rules));
+                let records =
+                    blocking(ledger, move |l| l.sla_reassign(&id, &owner, &rules, now)).await?;
+                tracing::info!(lead_id, records = records.len(), "SLA owner reassignment queued");
             }
         }
         Fired::Recycle { reason } | Fired::DisqualifyRefused { refusal: reason } => {

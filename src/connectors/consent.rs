@@ -107,6 +107,8 @@ mod tests {
             fields: fields.clone(),
             person: fields,
             stage_dates: Default::default(),
+            stage_reason: None,
+            owner: None,
         }
     }
 

@@ -9,6 +9,14 @@
 //! The other way round, the date a person last entered a stage is written to the property
 //! `[contract.mapping.stage_dates.<system>]` names for it; leadsync never reads those back,
 //! so they cannot conflict with anything.
+//!
+//! Two more writes ride on a push the same way, never read back either: the reason code of
+//! the person's latest named transition, to the property `[contract.mapping.stage_reason]`
+//! names for the system (`""` clears it once the person moved on), and, at the CRM-role
+//! system only, the owner an SLA escalation reassigns the record to
+//! (`[contract.sla] reassign_to`). The vendor's own owner field carries it (Salesforce
+//! `OwnerId`, HubSpot `hubspot_owner_id`): leadsync writes it once per escalation and never
+//! again, so a later human reassignment stands.
 
 use std::collections::BTreeMap;
 
@@ -36,12 +44,46 @@ pub struct ContractProps {
     custom: BTreeMap<String, String>,
     /// Stage name -> the property its latest entry date is written to.
     stage_dates: BTreeMap<String, StageDateProp>,
+    /// The property the latest named transition's reason code is written to.
+    stage_reason: Option<String>,
+    /// Whether this system takes owner reassignments (the CRM-role system).
+    owner: bool,
 }
 
 impl ContractProps {
     /// `custom`: declared field -> vendor property, as validated by the contract config.
     pub fn new(custom: BTreeMap<String, String>) -> ContractProps {
-        ContractProps { custom, stage_dates: BTreeMap::new() }
+        ContractProps { custom, stage_dates: BTreeMap::new(), stage_reason: None, owner: false }
+    }
+
+    /// Write the latest named transition's reason code to this property.
+    #[must_use]
+    pub fn with_stage_reason(mut self, property: Option<String>) -> Self {
+        self.stage_reason = property;
+        self
+    }
+
+    /// Take SLA owner reassignments (set for the CRM-role system).
+    #[must_use]
+    pub fn with_owner(mut self, owner: bool) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// The property the latest named transition's reason code is written to.
+    pub fn stage_reason(&self) -> Option<&str> {
+        self.stage_reason.as_deref()
+    }
+
+    /// The (property, value) pair for the reason code a push carries (`""`: clear it), when
+    /// this system maps one; `None` otherwise.
+    pub fn stage_reason_value(&self, reason: Option<&str>) -> Option<(String, String)> {
+        Some((self.stage_reason.clone()?, reason?.to_string()))
+    }
+
+    /// The owner id a push reassigns the record to, when this system takes reassignments.
+    pub fn owner_value<'a>(&self, owner: Option<&'a str>) -> Option<&'a str> {
+        owner.filter(|_| self.owner)
     }
 
     /// Write stage-entry dates: stage name (`mql`) -> property.
@@ -74,7 +116,7 @@ impl ContractProps {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.custom.is_empty() && self.stage_dates.is_empty()
+        self.custom.is_empty() && self.stage_dates.is_empty() && self.stage_reason.is_none()
     }
 
     /// Declared field -> vendor property.
@@ -121,5 +163,28 @@ mod tests {
         let mut props: Vec<&str> = p.properties().collect();
         props.sort_unstable();
         assert_eq!(props, ["country", "hubspotscore", "region"]);
+    }
+
+    #[test]
+    fn the_reason_and_the_owner_are_written_only_where_configured() {
+        let none = ContractProps::default();
+        assert_eq!(none.stage_reason_value(Some("sla_expired")), None);
+        assert_eq!(none.owner_value(Some("0051")), None, "only the CRM takes owners");
+        let p = ContractProps::default()
+            .with_stage_reason(Some("LeadSync_Reason__c".into()))
+            .with_owner(true);
+        assert!(!p.is_empty());
+        assert_eq!(
+            p.stage_reason_value(Some("sla_expired")),
+            Some(("LeadSync_Reason__c".into(), "sla_expired".into()))
+        );
+        assert_eq!(
+            p.stage_reason_value(Some("")),
+            Some(("LeadSync_Reason__c".into(), String::new())),
+            "an empty reason clears the property"
+        );
+        assert_eq!(p.stage_reason_value(None), None, "a push without a reason leaves it alone");
+        assert_eq!(p.owner_value(Some("0051")), Some("0051"));
+        assert_eq!(p.owner_value(None), None);
     }
 }

@@ -77,6 +77,10 @@ pub struct MappingRaw {
     /// person's latest entry into that stage is written to: a property name (written as a
     /// datetime) or `{ property = "MQL_Date__c", type = "date" }`.
     pub stage_dates: BTreeMap<String, BTreeMap<String, StageDateRaw>>,
+    /// System name (or connector kind) -> the vendor property the reason code of the person's
+    /// latest named transition (recycle, disqualify, reopen) is written to; cleared (`""`)
+    /// once the person moves on from the stage that transition put them in.
+    pub stage_reason: BTreeMap<String, String>,
 }
 
 /// One stage-date property as written.
@@ -102,6 +106,7 @@ impl Default for MappingRaw {
             disqualified_status: "unqualified".into(),
             custom_fields: BTreeMap::new(),
             stage_dates: BTreeMap::new(),
+            stage_reason: BTreeMap::new(),
         }
     }
 }
@@ -123,6 +128,9 @@ pub struct StageMapping {
     /// System name or connector kind (after the settings resolve them: system name) ->
     /// stage -> where its latest entry date is written.
     pub stage_dates: BTreeMap<String, BTreeMap<LifecycleStage, StageDateProp>>,
+    /// System name or connector kind (after the settings resolve them: system name) -> the
+    /// property the latest named transition's reason code is written to.
+    pub stage_reason: BTreeMap<String, String>,
 }
 
 impl Default for StageMapping {
@@ -235,6 +243,28 @@ impl MappingRaw {
             }
             stage_dates.insert(system.clone(), out);
         }
+        let mut stage_reason = BTreeMap::new();
+        for (system, prop) in &self.stage_reason {
+            let prop = prop.trim();
+            if prop.is_empty() {
+                return Err(KeyError::new(
+                    format!("{prefix}.stage_reason.{system}"),
+                    "property name is empty",
+                ));
+            }
+            let taken_by_date = stage_dates
+                .get(system)
+                .is_some_and(|m: &BTreeMap<LifecycleStage, StageDateProp>| {
+                    m.values().any(|p| p.property == prop)
+                });
+            if taken_by_date {
+                return Err(KeyError::new(
+                    format!("{prefix}.stage_reason.{system}"),
+                    format!("property {prop:?} already takes a stage date"),
+                ));
+            }
+            stage_reason.insert(system.clone(), prop.to_string());
+        }
         Ok(StageMapping {
             status_stages,
             status_events,
@@ -244,6 +274,7 @@ impl MappingRaw {
             disqualified_status: status(&self.disqualified_status),
             custom_fields,
             stage_dates,
+            stage_reason,
         })
     }
 }
@@ -381,6 +412,11 @@ impl Contract {
         h.update(format!("{:?}\n{:?}\n", self.vocabulary, self.table).as_bytes());
         // Stage-date properties too: a new one gets everyone's dates written once.
         h.update(format!("{:?}\n", self.mapping.stage_dates).as_bytes());
+        // And a new reason property gets everyone's current reason written once (left out
+        // when there is none, so an upgrade alone re-evaluates nobody).
+        if !self.mapping.stage_reason.is_empty() {
+            h.update(format!("{:?}\n", self.mapping.stage_reason).as_bytes());
+        }
         for (stage, rule) in self.rules.iter() {
             h.update(format!("{stage}\n").as_bytes());
             for (list, conds) in [("all", &rule.all), ("any", &rule.any), ("none", &rule.none)] {

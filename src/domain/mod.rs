@@ -297,6 +297,12 @@ pub struct PushRecord {
     /// -> the person's latest entry into it. The connector writes each to the property its
     /// `[contract.mapping.stage_dates]` names and leaves out stages it has none for.
     pub stage_dates: BTreeMap<String, DateTime<Utc>>,
+    /// The reason code of the person's latest named transition, for the property
+    /// `[contract.mapping.stage_reason]` names (`Some("")`: clear it; `None`: leave it).
+    pub stage_reason: Option<String>,
+    /// The owner an SLA escalation reassigns this record to (`[contract.sla] reassign_to`),
+    /// written by the CRM-role system's connector only.
+    pub owner: Option<String>,
 }
 
 /// The vendor's verdict on one pushed record.

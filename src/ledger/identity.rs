@@ -278,11 +278,21 @@ fn drop_pending_create(
         .query_row(params![lead_id, system.as_str()], |r| r.get(0))
         .optional()?
         .flatten();
+    let writes = super::vendor_writes::pending_create(tx, lead_id, system.as_str())?;
     tx.prepare_cached(
         "DELETE FROM outbox WHERE lead_id = ?1 AND system = ?2 AND remote_id = ''
          AND state = 'pending'",
     )?
     .execute(params![lead_id, system.as_str()])?;
+    super::vendor_writes::add_writes(
+        tx,
+        lead_id,
+        system.as_str(),
+        &remote.object_type,
+        &remote.id,
+        &writes,
+        now,
+    )?;
     if let Some(dates) = dates {
         let dates: BTreeMap<String, DateTime<Utc>> = from_json(&dates)?;
         if !dates.is_empty() {

@@ -159,6 +159,8 @@ pub(super) fn queue_stage_dates(
     state: &mut PersonLifecycle,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    // The reason code travels the same way (and is as cheap when nothing changed).
+    super::vendor_writes::queue_stage_reason(tx, contract, lead_id, state, now)?;
     let mut lead = None;
     for system in contract.mapping.stage_dates.keys() {
         let unsent = unsent_dates(contract, state, system);

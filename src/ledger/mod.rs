@@ -22,6 +22,7 @@ mod seed;
 mod sla;
 pub mod sla_report;
 mod trace;
+mod vendor_writes;
 
 pub use duplicates::{
     DuplicateGroup, DuplicateLink, MergeOutcome, MergeRecord, MergeRetry, MergeTask, is_fuzzy,
@@ -417,7 +418,8 @@ impl Ledger {
         let conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
         let mut stmt = conn.prepare_cached(
             "SELECT o.id, o.lead_id, o.object_type, o.remote_id, o.fields, o.version, o.attempts,
-                    l.fields, o.created_at, json_extract(r.state, '$.email'), o.stage_dates
+                    l.fields, o.created_at, json_extract(r.state, '$.email'), o.stage_dates,
+                    o.vendor_writes
              FROM outbox o INDEXED BY outbox_pending_id JOIN leads l ON l.id = o.lead_id
              LEFT JOIN remote_records r ON r.system = o.system
                 AND r.object_type = o.object_type AND r.remote_id = o.remote_id
@@ -437,6 +439,7 @@ impl Ledger {
                 r.get::<_, String>(8)?,
                 r.get::<_, Option<String>>(9)?,
                 r.get::<_, Option<String>>(10)?,
+                r.get::<_, Option<String>>(11)?,
             ))
         })?;
         let mut out = Vec::new();
@@ -453,7 +456,9 @@ impl Ledger {
                 planned,
                 record_email,
                 dates,
+                writes,
             ) = row?;
+            let writes = vendor_writes::VendorWrites::from_column(writes.as_deref())?;
             let mut person: Fields = from_json(&person)?;
             let op = if remote_id.is_empty() {
                 PushOp::Create { object_type }
@@ -474,6 +479,8 @@ impl Ledger {
                     fields: from_json(&fields)?,
                     person,
                     stage_dates: dates.as_deref().map(from_json).transpose()?.unwrap_or_default(),
+                    stage_reason: writes.stage_reason,
+                    owner: writes.owner,
                 },
                 version,
                 attempts,
@@ -542,6 +549,7 @@ impl Ledger {
                                 "UPDATE outbox SET stage_dates = NULL WHERE id = ?1",
                             )?
                             .execute([rec.outbox_id])?;
+                            let late_writes = vendor_writes::take_late(tx, rec)?;
                             let owner: Option<String> = tx
                                 .prepare_cached(
                                     "SELECT lead_id FROM links WHERE system = ?1
@@ -609,6 +617,15 @@ impl Ledger {
                                     now,
                                 )?;
                             }
+                            vendor_writes::add_writes(
+                                tx,
+                                lead_id,
+                                system.as_str(),
+                                &remote.object_type,
+                                &remote.id,
+                                &late_writes,
+                                now,
+                            )?;
                         } else {
                             tally.updated += 1;
                             let done = still_the_row_sent(tx, system, due)?
@@ -1204,8 +1221,8 @@ fn write_plan(
     // update that carries stage-entry dates still has work: only its fields go.
     let pending: Vec<(i64, String, String, bool)> = tx
         .prepare_cached(
-            "SELECT id, system, remote_id, stage_dates IS NOT NULL FROM outbox
-             WHERE lead_id = ?1 AND state = 'pending'",
+            "SELECT id, system, remote_id, stage_dates IS NOT NULL OR vendor_writes IS NOT NULL
+             FROM outbox WHERE lead_id = ?1 AND state = 'pending'",
         )?
         .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<std::result::Result<_, _>>()?;

@@ -389,6 +389,13 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     ALTER TABLE outbox ADD COLUMN stage_dates TEXT;
     "#,
+    // 13: outbox rows may carry contract writes besides their fields and stage dates (JSON
+    // `{stage_reason?, owner?}`; NULL: none): the latest named transition's reason code and an
+    // SLA escalation's owner reassignment (see `ledger/vendor_writes.rs`). Such a row stays
+    // when its fields are no longer needed, as one with stage dates does.
+    r#"
+    ALTER TABLE outbox ADD COLUMN vendor_writes TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -80,6 +80,27 @@ pub struct PersonLifecycle {
     /// `[contract.mapping.stage_dates]` property, so a date is written only when it changed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dates_sent: BTreeMap<String, BTreeMap<LifecycleStage, DateTime<Utc>>>,
+    /// The reason code of the named transition that put the person in their current stage
+    /// (`None`: the latest move was not a named one, so no reason stands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// System -> the reason code leadsync last queued for its `[contract.mapping.stage_reason]`
+    /// property (`""`: cleared), so the property is written only when it changes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reason_sent: BTreeMap<String, String>,
+}
+
+/// The value a system's `[contract.mapping.stage_reason]` property should get and has not
+/// been sent: the standing reason code, or `""` once the person moved on from the named
+/// transition's stage (a property never written counts as `""`, so nothing is cleared that
+/// was never set). `None`: nothing to write (or the system maps no reason property).
+pub fn unsent_reason(contract: &Contract, state: &PersonLifecycle, system: &str) -> Option<String> {
+    if !contract.mapping.stage_reason.contains_key(system) {
+        return None;
+    }
+    let want = state.reason.as_deref().unwrap_or("");
+    let sent = state.reason_sent.get(system).map_or("", String::as_str);
+    (want != sent).then(|| want.to_string())
 }
 
 /// The stage-entry dates a system should be sent and has not been: for every stage the
@@ -271,6 +292,9 @@ fn apply(
 ) {
     state.stage = Some(t.to);
     state.dates.apply(t, at);
+    // A named move's reason stands until the next move of any kind: a person who moved on
+    // (re-qualified, reopened, advanced) no longer carries a recycle or disqualify reason.
+    state.reason = t.reason.as_ref().map(|r| r.as_str().to_string());
     let status = match t.to {
         LifecycleStage::Recycled => contract.mapping.recycled_status.as_ref(),
         LifecycleStage::Disqualified => contract.mapping.disqualified_status.as_ref(),

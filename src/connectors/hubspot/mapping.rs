@@ -161,6 +161,24 @@ pub(super) fn stage_date_properties(
     })
 }
 
+/// The property of the owner field HubSpot assigns a contact with.
+pub(super) const OWNER_PROPERTY: &str = "hubspot_owner_id";
+
+/// The other contract writes of a push: the latest named transition's reason code (`""`
+/// clears the property) and, when this is the CRM-role system, the owner an SLA escalation
+/// reassigns the contact to (`hubspot_owner_id`, an owner id from `GET /crm/v3/owners`).
+pub(super) fn contract_write_properties(
+    contract: &ContractProps,
+    rec: &PushRecord,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> =
+        contract.stage_reason_value(rec.stage_reason.as_deref()).into_iter().collect();
+    if let Some(owner) = contract.owner_value(rec.owner.as_deref()) {
+        out.push((OWNER_PROPERTY.to_string(), owner.to_string()));
+    }
+    out
+}
+
 /// Whether this push asks for an opt-out. `"false"` is never acted on: leadsync never
 /// re-subscribes anyone (consent only tightens).
 pub(super) fn wants_opt_out(fields: &Fields) -> bool {
@@ -258,6 +276,8 @@ mod tests {
             stage_dates: [("mql", at), ("sql", at), ("lead", at)]
                 .map(|(s, t)| (s.to_string(), t))
                 .into(),
+            stage_reason: None,
+            owner: None,
         };
         let mut got = stage_date_properties(&props, &rec);
         got.sort();

@@ -665,6 +665,7 @@ impl Connector for HubspotConnector {
         for (idx, rec) in batch.iter().enumerate() {
             let mut properties = mapping::write_properties(&self.inner.cfg.map, &rec.fields);
             properties.extend(mapping::stage_date_properties(&self.inner.cfg.contract, rec));
+            properties.extend(mapping::contract_write_properties(&self.inner.cfg.contract, rec));
             match &rec.op {
                 PushOp::Update { remote } if remote.object_type != OBJECT_TYPE => {
                     outcomes[idx] = Some(PushOutcome::Rejected {

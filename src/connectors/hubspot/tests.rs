@@ -85,6 +85,8 @@ fn update(outbox_id: i64, id: &str, f: Fields, person: Fields) -> PushRecord {
         fields: f,
         person,
         stage_dates: Default::default(),
+        stage_reason: None,
+        owner: None,
     }
 }
 
@@ -96,6 +98,8 @@ fn create(outbox_id: i64, f: Fields) -> PushRecord {
         fields: f.clone(),
         person: f,
         stage_dates: Default::default(),
+        stage_reason: None,
+        owner: None,
     }
 }
 

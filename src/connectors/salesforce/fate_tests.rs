@@ -214,6 +214,8 @@ async fn pushes_update_contacts_and_converted_leads_are_rejected() {
         fields: title(t),
         person: Fields::new(),
         stage_dates: Default::default(),
+        stage_reason: None,
+        owner: None,
     };
     let batch = [
         update(1, "Contact", &contact, "Contact title"),
@@ -226,6 +228,8 @@ async fn pushes_update_contacts_and_converted_leads_are_rejected() {
             fields: title("x"),
             person: Fields::new(),
             stage_dates: Default::default(),
+            stage_reason: None,
+            owner: None,
         },
     ];
     let out = sf.push(&batch).await.expect("push");
@@ -270,6 +274,8 @@ async fn a_lead_only_connector_ignores_contacts() {
             fields: Fields::new(),
             person: Fields::new(),
             stage_dates: Default::default(),
+            stage_reason: None,
+            owner: None,
         }])
         .await
         .expect("no call");

@@ -247,9 +247,14 @@ pub(super) fn update_record(
     wire::write_record(object_type, values)
 }
 
-/// Add the stage-entry dates of a push (`[contract.mapping.stage_dates]`) to its write
-/// record: `DateTime` fields as `2026-11-20T10:00:00.000Z`, `Date` fields as `2026-11-20`
-/// (the entry's UTC date).
+/// The owner field of Leads and Contacts (a User id, or for Leads also a Queue id).
+pub(super) const OWNER_FIELD: &str = "OwnerId";
+
+/// Add the contract writes of a push to its write record: the stage-entry dates
+/// (`[contract.mapping.stage_dates]`; `DateTime` fields as `2026-11-20T10:00:00.000Z`, `Date`
+/// fields as `2026-11-20`, the entry's UTC date), the latest named transition's reason code
+/// (`[contract.mapping.stage_reason]`; `""` is sent as null, which clears the field), and on
+/// the CRM-role system the owner an SLA escalation reassigns the record to (`OwnerId`).
 pub(super) fn add_stage_dates(record: &mut Record, contract: &ContractProps, rec: &PushRecord) {
     let values = contract.stage_date_values(&rec.stage_dates, |at, kind| match kind {
         DateKind::DateTime => soql_datetime(at),
@@ -257,6 +262,13 @@ pub(super) fn add_stage_dates(record: &mut Record, contract: &ContractProps, rec
     });
     for (prop, v) in values {
         record.insert(prop, Value::String(v));
+    }
+    if let Some((prop, reason)) = contract.stage_reason_value(rec.stage_reason.as_deref()) {
+        let v = if reason.is_empty() { Value::Null } else { Value::String(reason) };
+        record.insert(prop, v);
+    }
+    if let Some(owner) = contract.owner_value(rec.owner.as_deref()) {
+        record.insert(OWNER_FIELD.to_string(), Value::String(owner.to_string()));
     }
 }
 

@@ -558,6 +558,7 @@ impl Connector for SalesforceConnector {
             .contract
             .properties()
             .chain(this.contract.stage_dates().map(|(_, p)| p.property.as_str()))
+            .chain(this.contract.stage_reason())
             .collect();
         if !props.is_empty() {
             for spec in &this.objects {

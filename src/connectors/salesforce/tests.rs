@@ -108,6 +108,8 @@ fn record(outbox_id: i64, op: PushOp, fields: Fields, person: Fields) -> PushRec
         fields,
         person,
         stage_dates: Default::default(),
+        stage_reason: None,
+        owner: None,
     }
 }
 
@@ -965,6 +967,8 @@ fn stage_dates_go_into_the_write_record_as_datetime_or_date() {
         fields: Fields::new(),
         person: Fields::new(),
         stage_dates: [("mql", at), ("sql", at)].map(|(s, t)| (s.to_string(), t)).into(),
+        stage_reason: None,
+        owner: None,
     };
     let mut r = super::mapping::update_record(&map, "Lead", "00Q1", &rec);
     super::mapping::add_stage_dates(&mut r, &props, &rec);

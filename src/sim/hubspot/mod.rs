@@ -31,6 +31,9 @@
 //! - **A property validation error anywhere in a batch fails the whole batch** with 400
 //!   `VALIDATION_ERROR` (message `Property values were not valid: [...]` as HubSpot words it,
 //!   plus `errors[]` with `code` and `context.propertyName`); nothing is written.
+//! - **Owners**: `GET /crm/v3/owners` lists the portal's three owners ([`OWNERS`]), paged like
+//!   the other v3 lists; writing `hubspot_owner_id` with any other id is a property validation
+//!   error (code `INVALID_OWNER_ID`, so a whole batch gets 400 `VALIDATION_ERROR`).
 //! - **`hs_email_optout` is read-only** for the contacts API and for `ui_update`: writing it gives
 //!   400 `VALIDATION_ERROR` with code `READ_ONLY_VALUE` and the message "hs_email_optout is a read
 //!   only property; its value cannot be set." (wording reported on the HubSpot forum). So are
@@ -122,6 +125,7 @@ mod hooks;
 mod search;
 mod server;
 mod store;
+pub use store::OWNERS;
 
 #[cfg(test)]
 mod tests;

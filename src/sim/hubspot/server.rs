@@ -275,6 +275,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route(&format!("{base}/batch/upsert"), post(batch_upsert))
         .route(&format!("{base}/batch/archive"), post(batch_archive))
         .route(&format!("{base}/{{id}}"), get(get_one).patch(patch_one).delete(delete_one))
+        .route("/crm/v3/owners", get(owners))
         .route(&format!("/crm/{}/objects/deals", inner.opts.api_version), get(super::deals::list))
         .route(
             &format!("/crm/{}/objects/deals/batch/read", inner.opts.api_version),
@@ -599,6 +600,49 @@ async fn list(
         obj.insert(
             "paging".into(),
             json!({ "next": { "after": next.to_string(), "link": host_link(&headers, &path, &next.to_string()) } }),
+        );
+    }
+    Ok(json_response(StatusCode::OK, body))
+}
+
+/// `GET /crm/v3/owners`: the portal's owners ([`super::store::OWNERS`]), paged like the other
+/// v3 lists (`limit` default 100, at most 500; `after` from `paging.next`).
+async fn owners(RawQuery(raw): RawQuery, headers: HeaderMap) -> ApiResult {
+    let pairs = query_pairs(&raw);
+    let limit = match query_get(&pairs, "limit") {
+        None | Some("") => 100,
+        Some(v) => v.parse::<usize>().map_err(|_| ApiError::validation("limit must be a number"))?,
+    };
+    if limit > 500 {
+        return Err(ApiError::validation("limit must be at most 500"));
+    }
+    let after = match query_get(&pairs, "after") {
+        None | Some("") => 0,
+        Some(v) => v.parse::<usize>().map_err(|_| ApiError::validation("after must be a cursor"))?,
+    };
+    let all = super::store::OWNERS;
+    let results: Vec<Value> = all
+        .iter()
+        .skip(after)
+        .take(limit)
+        .map(|(id, email, first, last, user)| {
+            json!({
+                "id": id, "email": email, "firstName": first, "lastName": last, "userId": user,
+                "createdAt": "2024-01-01T00:00:00Z", "updatedAt": "2024-01-01T00:00:00Z",
+                "archived": false, "type": "PERSON",
+            })
+        })
+        .collect();
+    let mut body = json!({ "results": results });
+    let next = after.saturating_add(limit);
+    if limit > 0
+        && next < all.len()
+        && let Some(obj) = body.as_object_mut()
+    {
+        let after = next.to_string();
+        obj.insert(
+            "paging".into(),
+            json!({ "next": { "after": after, "link": host_link(&headers, "/crm/v3/owners", &after) } }),
         );
     }
     Ok(json_response(StatusCode::OK, body))

@@ -93,6 +93,14 @@ pub(crate) const BUILTIN_PROPERTIES: &[PropDef] = &[
     PropDef { name: "hs_analytics_source", ty: PropType::Text, read_only: true },
 ];
 
+/// The portal's owners (`GET /crm/v3/owners`): id, email, first name, last name, user id.
+/// `hubspot_owner_id` accepts these ids only.
+pub const OWNERS: &[(&str, &str, &str, &str, u64)] = &[
+    ("70000001", "ada.owner@sim.invalid", "Ada", "Owner", 9_000_001),
+    ("70000002", "ben.owner@sim.invalid", "Ben", "Owner", 9_000_002),
+    ("70000003", "cy.owner@sim.invalid", "Cy", "Owner", 9_000_003),
+];
+
 /// Returned when no properties are requested (HubSpot's documented contact defaults).
 pub(crate) const DEFAULT_PROPERTIES: &[&str] =
     &["createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname"];
@@ -361,6 +369,16 @@ impl Store {
             }
             if value.is_empty() {
                 out.insert(name.clone(), value);
+                continue;
+            }
+            // Decision (api-facts is silent on the wording): an owner id the portal does not
+            // have is a property validation error like any other, code INVALID_OWNER_ID.
+            if name == "hubspot_owner_id" && !OWNERS.iter().any(|o| o.0 == value.trim()) {
+                errors.push(PropError {
+                    name: name.clone(),
+                    code: "INVALID_OWNER_ID",
+                    message: format!("{value} is not a valid owner id"),
+                });
                 continue;
             }
             let checked = match ty {

@@ -13,6 +13,9 @@
 //! deserialising); an unknown but well-formed id in an update or delete is
 //! `INVALID_CROSS_REFERENCE_KEY`; surrounding whitespace on `Email` is trimmed; picklist values
 //! match exactly; a query record carries `Id` only when it was selected, as in Salesforce.
+//! `OwnerId` must name one of the org's users ([`owner_user_ids`]) or, on a Lead, its queue
+//! ([`owner_queue_id`]): a well-formed id of anything else is `FIELD_INTEGRITY_EXCEPTION`
+//! naming `OwnerId`, a malformed one (or a queue on a Contact) `MALFORMED_ID`.
 //!
 //! Identity changes: [`SalesforceSim::merge_records`] models a UI merge (losers to the recycle
 //! bin with `MasterRecordId`, master's blank fields filled from the losers; External ID and
@@ -73,6 +76,7 @@ use tokio::time::Instant;
 
 pub use closed_loop::{ClosedLoopSeed, ClosedLoopSeeded};
 pub use outbound::{DEFAULT_OUTBOUND_FIELDS, SalesforceOutboundOptions, salesforce_retry_schedule};
+pub use store::{owner_queue_id, owner_user_ids};
 use store::{Obj, Store, decode};
 
 /// Knobs of the simulated org. Numbers Salesforce changes over time are settings here.

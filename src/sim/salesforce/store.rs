@@ -417,6 +417,22 @@ pub(crate) fn default_owner_id() -> String {
     make_id("005", 1)
 }
 
+/// The org's active users (the first is the API user, [`default_owner_id`]); an `OwnerId`
+/// must name one of them or [`owner_queue_id`].
+pub fn owner_user_ids() -> Vec<String> {
+    (1..=3).map(|n| make_id("005", n)).collect()
+}
+
+/// The org's one lead queue: a Lead may be owned by it, a Contact may not (`MALFORMED_ID`).
+pub fn owner_queue_id() -> String {
+    make_id("00G", 1)
+}
+
+/// Whether an `OwnerId` (normalised to 18 characters) names a user or queue of the org.
+fn is_org_owner(id: &str) -> bool {
+    id == owner_queue_id() || owner_user_ids().iter().any(|u| u == id)
+}
+
 /// A per-record failure, as Salesforce reports it inside a 200.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct RecError {
@@ -1400,6 +1416,22 @@ fn apply_fields(
                     ));
                 }
                 Kind::Reference(prefixes) => match normalize_id(s) {
+                    // Well formed, but no user or queue of this org: Salesforce says so with
+                    // FIELD_INTEGRITY_EXCEPTION naming the field.
+                    Some(id)
+                        if Some(i) == schema.owner
+                            && prefixes.iter().any(|p| id.starts_with(p))
+                            && !is_org_owner(&id) =>
+                    {
+                        return Err(RecError::new(
+                            "FIELD_INTEGRITY_EXCEPTION",
+                            format!(
+                                "field integrity exception: unknown ({name}: no active user or \
+                                 queue has id {s})"
+                            ),
+                            &[name],
+                        ));
+                    }
                     Some(id) if prefixes.iter().any(|p| id.starts_with(p)) => {
                         val = Val::Str(id);
                     }

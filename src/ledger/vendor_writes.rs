@@ -1,0 +1,268 @@
+//! Contract writes that ride on outbox rows besides the canonical fields (column
+//! `outbox.vendor_writes`, migration 13), the way stage-entry dates do (`outbox.stage_dates`):
+//!
+//! - **The reason code** of the person's latest named transition (recycle, disqualify,
+//!   reopen), for the property `[contract.mapping.stage_reason]` names per system. Queued only
+//!   when it changes ([`unsent_reason`]); `""` once the person moved on, so a vendor never
+//!   shows a stale reason. Never read back.
+//! - **The owner** an SLA escalation reassigns the person's CRM record(s) to
+//!   (`[contract.sla] reassign_to`), queued once per escalation by [`Ledger::sla_reassign`]
+//!   and audited as `owner_reassigned`. The owner is not a canonical field, so nothing
+//!   plans it again: a later human reassignment stands. A vendor that refuses the owner
+//!   dead-letters the row with its message, like any rejected write.
+//!
+//! A row that carries writes stays when its fields are no longer needed (only its fields
+//! go), and writes queued onto a pending create move to the record once it exists.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+
+use super::identity::load_lead;
+use super::{Ledger, Result, audit, from_json, to_json, ts};
+use crate::contract::config::Contract;
+use crate::domain::{PushRecord, Role, SystemName};
+use crate::reconcile::Rules;
+use crate::reconcile::lifecycle::{PersonLifecycle, unsent_reason};
+
+/// What one outbox row writes besides its fields (JSON in `outbox.vendor_writes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct VendorWrites {
+    /// The reason code to write (`""`: clear the property).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_reason: Option<String>,
+    /// The owner to reassign the record to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl VendorWrites {
+    pub(super) fn is_empty(&self) -> bool {
+        self.stage_reason.is_none() && self.owner.is_none()
+    }
+
+    /// Decode the column (`NULL`: nothing).
+    pub(super) fn from_column(raw: Option<&str>) -> Result<VendorWrites> {
+        Ok(raw.map(from_json).transpose()?.unwrap_or_default())
+    }
+
+    /// Newer writes win over older ones of the same kind.
+    fn merge(&mut self, newer: &VendorWrites) {
+        if newer.stage_reason.is_some() {
+            self.stage_reason.clone_from(&newer.stage_reason);
+        }
+        if newer.owner.is_some() {
+            self.owner.clone_from(&newer.owner);
+        }
+    }
+
+    /// What is left to write after `sent` went out: the writes it did not carry as they are.
+    fn after_sent(mut self, sent: &PushRecord) -> VendorWrites {
+        if self.stage_reason == sent.stage_reason {
+            self.stage_reason = None;
+        }
+        if self.owner == sent.owner {
+            self.owner = None;
+        }
+        self
+    }
+}
+
+/// Put writes on the pending outbox row of (person, system, record), merged into the ones it
+/// carries already, or on a new row with no fields (`remote_id` `""`: a create, which always
+/// has a row when this is called for one). Nothing happens for empty writes.
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn add_writes(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    system: &str,
+    object_type: &str,
+    remote_id: &str,
+    writes: &VendorWrites,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let row: Option<(i64, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT id, vendor_writes FROM outbox WHERE lead_id = ?1 AND system = ?2
+             AND remote_id = ?3 AND state = 'pending'",
+        )?
+        .query_row(params![lead_id, system, remote_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match row {
+        Some((id, existing)) => {
+            let mut all = VendorWrites::from_column(existing.as_deref())?;
+            all.merge(writes);
+            tx.prepare_cached(
+                "UPDATE outbox SET vendor_writes = ?2, version = version + 1, updated_at = ?3
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, to_json(&all)?, ts(now)])?;
+        }
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields,
+                                    vendor_writes, state, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, '{}', ?5, 'pending', ?6, ?6, ?6)",
+            )?
+            .execute(params![lead_id, system, object_type, remote_id, to_json(writes)?, ts(now)])?;
+        }
+    }
+    Ok(())
+}
+
+/// The writes the person's pending create at `system` carries (read before the create row
+/// is dropped because a record exists now; the caller moves them to that record).
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn pending_create(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    system: &str,
+) -> Result<VendorWrites> {
+    let raw: Option<String> = tx
+        .prepare_cached(
+            "SELECT vendor_writes FROM outbox WHERE lead_id = ?1 AND system = ?2
+             AND remote_id = '' AND state = 'pending'",
+        )?
+        .query_row(params![lead_id, system], |r| r.get(0))
+        .optional()?
+        .flatten();
+    VendorWrites::from_column(raw.as_deref())
+}
+
+/// A create was accepted: the writes queued onto its row while it was in flight did not go
+/// out with it. Returns them (for the new record) and empties the row's, so linking the
+/// record does not move them a second time.
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn take_late(tx: &Transaction<'_>, sent: &PushRecord) -> Result<VendorWrites> {
+    let raw: Option<String> = tx
+        .prepare_cached("SELECT vendor_writes FROM outbox WHERE id = ?1")?
+        .query_row([sent.outbox_id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let late = VendorWrites::from_column(raw.as_deref())?.after_sent(sent);
+    if raw.is_some() {
+        tx.prepare_cached("UPDATE outbox SET vendor_writes = NULL WHERE id = ?1")?
+            .execute([sent.outbox_id])?;
+    }
+    Ok(late)
+}
+
+/// Where a write for the person at `system` goes: the person's primary record there, else
+/// their pending create; `None`: neither (the write waits for the person's next change).
+fn target(
+    tx: &Transaction<'_>,
+    links: &[(String, String, String)],
+    lead_id: &str,
+    system: &str,
+) -> Result<Option<(String, String)>> {
+    if let Some((_, object_type, remote_id)) = links.iter().find(|(s, _, _)| s == system) {
+        return Ok(Some((object_type.clone(), remote_id.clone())));
+    }
+    let create: Option<String> = tx
+        .prepare_cached(
+            "SELECT object_type FROM outbox WHERE lead_id = ?1 AND system = ?2
+             AND remote_id = '' AND state = 'pending'",
+        )?
+        .query_row(params![lead_id, system], |r| r.get(0))
+        .optional()?;
+    Ok(create.map(|object_type| (object_type, String::new())))
+}
+
+/// Queue the reason code each system's `[contract.mapping.stage_reason]` property should get
+/// and has not had ([`unsent_reason`]) onto the person's primary record there (or pending
+/// create), and record it in `state` (the caller writes it) so it goes out once.
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn queue_stage_reason(
+    tx: &Transaction<'_>,
+    contract: &Contract,
+    lead_id: &str,
+    state: &mut PersonLifecycle,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut links = None;
+    for system in contract.mapping.stage_reason.keys() {
+        let Some(reason) = unsent_reason(contract, state, system) else { continue };
+        if links.is_none() {
+            let Some(lead) = load_lead(tx, lead_id)? else { return Ok(()) };
+            links = Some(
+                lead.links
+                    .iter()
+                    .map(|k| {
+                        let r = &k.remote;
+                        (k.system.as_str().to_string(), r.object_type.clone(), r.id.clone())
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let Some((object_type, remote_id)) =
+            target(tx, links.as_deref().unwrap_or_default(), lead_id, system)?
+        else {
+            continue;
+        };
+        let writes = VendorWrites { stage_reason: Some(reason.clone()), owner: None };
+        add_writes(tx, lead_id, system, &object_type, &remote_id, &writes, now)?;
+        state.reason_sent.insert(system.clone(), reason);
+    }
+    Ok(())
+}
+
+impl Ledger {
+    /// Reassign the person's open CRM-role records to `owner` (an SLA escalation with
+    /// `[contract.sla] reassign_to`): the owner is queued onto each record's outbox row and
+    /// each reassignment audited as `owner_reassigned` (`owner_reassign_skipped` when the
+    /// person has no CRM record). Returns the records as `system:object_type/remote_id`.
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row; nothing is committed then.
+    pub fn sla_reassign(
+        &self,
+        lead_id: &str,
+        owner: &str,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        self.with_tx(|tx| {
+            let records: Vec<(String, String, String)> = tx
+                .prepare_cached(
+                    "SELECT system, object_type, remote_id FROM links
+                     WHERE lead_id = ?1 AND closed_at IS NULL ORDER BY id",
+                )?
+                .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<std::result::Result<_, _>>()?;
+            let writes = VendorWrites { stage_reason: None, owner: Some(owner.to_string()) };
+            let mut out = Vec::new();
+            for (system, object_type, remote_id) in records {
+                let crm = rules
+                    .system(&SystemName(system.clone()))
+                    .is_some_and(|s| s.role == Role::Crm);
+                if !crm {
+                    continue;
+                }
+                add_writes(tx, lead_id, &system, &object_type, &remote_id, &writes, now)?;
+                let remote = format!("{object_type}/{remote_id}");
+                let detail = serde_json::json!({ "owner": owner, "remote": remote, "via": "sla" });
+                audit(tx, now, Some(lead_id), Some(&system), "owner_reassigned", &detail)?;
+                out.push(format!("{system}:{remote}"));
+            }
+            if out.is_empty() {
+                let detail = serde_json::json!({ "owner": owner, "reason": "no_crm_record" });
+                audit(tx, now, Some(lead_id), None, "owner_reassign_skipped", &detail)?;
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

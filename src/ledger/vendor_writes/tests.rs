@@ -1,0 +1,218 @@
+//! Contract writes through the ledger: a named transition's reason code is queued once per
+//! system that maps it and cleared once the person moves on; an SLA owner reassignment goes to
+//! the CRM records only, audited; writes queued onto a create in flight reach the new record.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::*;
+use crate::contract::config::ContractRaw;
+use crate::contract::lifecycle::{LifecycleStage, NamedMove};
+use crate::domain::{Change, Field, Fields, PushOp, PushOutcome, RecordFate, RemoteId};
+use crate::ledger::{NamedOutcome, PushRetry};
+
+fn t(s: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + s, 0).single().expect("valid")
+}
+
+fn rules() -> Rules {
+    let mut raw = ContractRaw::default();
+    raw.mapping.stage_reason.insert("marketing".into(), "leadsync_reason".into());
+    raw.mapping.stage_reason.insert("crm".into(), "LeadSync_Reason__c".into());
+    let mut r = Rules::salesforce_hubspot_defaults();
+    r.contract = Some(Arc::new(raw.validate("contract").expect("valid")));
+    r
+}
+
+fn mkt() -> SystemName {
+    SystemName("marketing".into())
+}
+
+fn crm() -> SystemName {
+    SystemName("crm".into())
+}
+
+fn change(object_type: &str, id: &str, stage: Option<&str>, at: i64) -> Change {
+    let mut fields: Fields = [(Field::Email, "p1@x.test".to_string())].into();
+    fields.insert(Field::LastName, "Person".into());
+    fields.insert(Field::Company, "Co".into());
+    if let Some(s) = stage {
+        fields.insert(Field::LifecycleStage, s.to_string());
+    }
+    Change {
+        remote: RemoteId { object_type: object_type.into(), id: id.into() },
+        fields,
+        ledger_key: None,
+        modified_at: t(at),
+        fetched_at: t(at),
+        fate: RecordFate::Live,
+        custom: Default::default(),
+    }
+}
+
+fn reconcile(l: &Ledger, r: &Rules, system: &SystemName, c: Change, now: i64) {
+    l.ingest(system, "poll", &[c], None, t(now)).expect("ingest");
+    let mut mint = || "P1".to_string();
+    l.reconcile_pending(r, 100, t(now), &mut mint).expect("reconcile");
+}
+
+/// Push everything due for `system` and have the vendor accept it (creates get `new_id`).
+fn accept_all(l: &Ledger, r: &Rules, system: &SystemName, new_id: &str, now: i64) {
+    let due = l.due_pushes(system, 10, t(now)).expect("outbox");
+    let outcomes: Vec<PushOutcome> = due
+        .iter()
+        .map(|d| match &d.record.op {
+            PushOp::Create { object_type } => PushOutcome::Accepted {
+                outbox_id: d.record.outbox_id,
+                remote: RemoteId { object_type: object_type.clone(), id: new_id.into() },
+                created: true,
+            },
+            PushOp::Update { remote } => PushOutcome::Accepted {
+                outbox_id: d.record.outbox_id,
+                remote: remote.clone(),
+                created: false,
+            },
+        })
+        .collect();
+    l.record_push_results(system, &due, &outcomes, r, PushRetry::default(), t(now), t(now))
+        .expect("results");
+}
+
+fn reasons_due(l: &Ledger, system: &SystemName, now: i64) -> Vec<Option<String>> {
+    l.due_pushes(system, 10, t(now))
+        .expect("outbox")
+        .into_iter()
+        .map(|d| d.record.stage_reason)
+        .collect()
+}
+
+fn audits(l: &Ledger, kind: &str) -> Vec<serde_json::Value> {
+    let conn = l.conn.lock().expect("lock");
+    let mut stmt =
+        conn.prepare("SELECT detail FROM audit WHERE kind = ?1 ORDER BY id").expect("sql");
+    stmt.query_map([kind], |r| r.get::<_, String>(0))
+        .expect("query")
+        .map(|d| serde_json::from_str(&d.expect("row")).expect("json"))
+        .collect()
+}
+
+#[test]
+fn a_reason_is_written_once_and_cleared_when_the_person_moves_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let r = rules();
+    // An MQL in HubSpot, created in Salesforce: no reason anywhere yet.
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("marketingqualifiedlead"), 1), 2);
+    accept_all(&l, &r, &crm(), "00Q000000000001AAA", 3);
+    accept_all(&l, &r, &mkt(), "", 3);
+    assert!(reasons_due(&l, &crm(), 4).is_empty());
+    assert_eq!(l.lifecycle("P1").expect("read").expect("placed").stage, Some(LifecycleStage::Mql));
+
+    let got = l
+        .named_transition("P1", NamedMove::Recycle, "not_ready", None, &r, t(5))
+        .expect("named");
+    assert!(matches!(got, NamedOutcome::Applied { .. }), "{got:?}");
+    assert_eq!(reasons_due(&l, &crm(), 6), [Some("not_ready".to_string())]);
+    assert_eq!(reasons_due(&l, &mkt(), 6), [Some("not_ready".to_string())]);
+    accept_all(&l, &r, &crm(), "", 6);
+    accept_all(&l, &r, &mkt(), "", 6);
+
+    // A change that does not move the stage writes no reason again.
+    let mut c = change("contact", "1", None, 7);
+    c.fields.insert(Field::Title, "CTO".into());
+    reconcile(&l, &r, &mkt(), c, 8);
+    assert!(reasons_due(&l, &mkt(), 9).iter().all(Option::is_none));
+    assert!(reasons_due(&l, &crm(), 9).iter().all(Option::is_none));
+    accept_all(&l, &r, &crm(), "", 9);
+    accept_all(&l, &r, &mkt(), "", 9);
+
+    // The person qualifies again (reported SQL): the reason no longer stands and is cleared.
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("salesqualifiedlead"), 10), 11);
+    let s = l.lifecycle("P1").expect("read").expect("placed");
+    assert_eq!((s.stage, s.reason.as_deref()), (Some(LifecycleStage::Sql), None));
+    assert_eq!(reasons_due(&l, &crm(), 12), [Some(String::new())]);
+    assert_eq!(reasons_due(&l, &mkt(), 12), [Some(String::new())]);
+    assert_eq!(s.reason_sent["crm"], "");
+}
+
+#[test]
+fn an_owner_reassignment_goes_to_the_crm_records_only_and_is_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let r = rules();
+    let owner = "005000000000002AAA";
+    // No CRM record yet: nothing is queued, and the trail says why.
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("lead"), 1), 2);
+    accept_all(&l, &r, &mkt(), "", 3);
+    assert!(l.sla_reassign("P1", owner, &r, t(3)).expect("reassign").is_empty());
+    assert_eq!(audits(&l, "owner_reassign_skipped").len(), 1);
+    // Delete the pending Salesforce create, if the defaults planned one, to see the link alone.
+    reconcile(&l, &r, &crm(), change("Lead", "00Q000000000009AAA", None, 4), 5);
+    accept_all(&l, &r, &crm(), "", 6);
+    accept_all(&l, &r, &mkt(), "", 6);
+
+    let got = l.sla_reassign("P1", owner, &r, t(7)).expect("reassign");
+    assert_eq!(got, ["crm:Lead/00Q000000000009AAA"]);
+    let due = l.due_pushes(&crm(), 10, t(8)).expect("outbox");
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].record.owner.as_deref(), Some(owner));
+    assert!(l.due_pushes(&mkt(), 10, t(8)).expect("outbox").iter().all(|d| d.record.owner.is_none()));
+    let a = audits(&l, "owner_reassigned");
+    assert_eq!(a.len(), 1);
+    assert_eq!((a[0]["owner"].as_str(), a[0]["remote"].as_str()), (Some(owner), Some("Lead/00Q000000000009AAA")));
+
+    // Refused by the vendor: a dead letter with its message, and nothing queued again.
+    let outcome = PushOutcome::Rejected {
+        outbox_id: due[0].record.outbox_id,
+        code: "FIELD_INTEGRITY_EXCEPTION".into(),
+        message: "field integrity exception: unknown (OwnerId)".into(),
+    };
+    l.record_push_results(&crm(), &due, &[outcome], &r, PushRetry::default(), t(9), t(9))
+        .expect("results");
+    assert!(l.due_pushes(&crm(), 10, t(10)).expect("outbox").is_empty());
+    // A later change of the person never writes the owner again.
+    let mut c = change("contact", "1", None, 11);
+    c.fields.insert(Field::Title, "CTO".into());
+    reconcile(&l, &r, &mkt(), c, 12);
+    assert!(l.due_pushes(&crm(), 10, t(13)).expect("outbox").iter().all(|d| d.record.owner.is_none()));
+}
+
+#[test]
+fn writes_queued_onto_a_create_in_flight_reach_the_created_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let r = rules();
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("marketingqualifiedlead"), 1), 2);
+    accept_all(&l, &r, &mkt(), "", 3);
+    let due = l.due_pushes(&crm(), 10, t(3)).expect("outbox");
+    assert_eq!(due.len(), 1, "one create: {due:?}");
+    assert!(matches!(due[0].record.op, PushOp::Create { .. }));
+    assert_eq!(due[0].record.stage_reason, None);
+
+    // Recycled while the create is in flight: the reason joins the create row.
+    l.named_transition("P1", NamedMove::Recycle, "bad_timing", None, &r, t(4)).expect("named");
+    let created = RemoteId { object_type: "Lead".into(), id: "00Q000000000001AAA".into() };
+    let outcome =
+        PushOutcome::Accepted { outbox_id: due[0].record.outbox_id, remote: created, created: true };
+    l.record_push_results(&crm(), &due, &[outcome], &r, PushRetry::default(), t(5), t(5))
+        .expect("results");
+    let next = l.due_pushes(&crm(), 10, t(6)).expect("outbox");
+    let with_reason: Vec<_> = next.iter().filter(|d| d.record.stage_reason.is_some()).collect();
+    assert_eq!(with_reason.len(), 1, "{next:?}");
+    assert!(
+        matches!(&with_reason[0].record.op, PushOp::Update { remote } if remote.id == "00Q000000000001AAA")
+    );
+    assert_eq!(with_reason[0].record.stage_reason.as_deref(), Some("bad_timing"));
+}
+
+#[test]
+fn newer_writes_win_and_what_went_out_is_not_sent_again() {
+    let mut w = VendorWrites { stage_reason: Some("not_ready".into()), owner: None };
+    w.merge(&VendorWrites { stage_reason: None, owner: Some("0051".into()) });
+    w.merge(&VendorWrites { stage_reason: Some(String::new()), owner: None });
+    assert_eq!(w, VendorWrites { stage_reason: Some(String::new()), owner: Some("0051".into()) });
+    let json = to_json(&VendorWrites::default()).expect("json");
+    assert_eq!(json, "{}");
+    assert!(VendorWrites::from_column(None).expect("null").is_empty());
+}
