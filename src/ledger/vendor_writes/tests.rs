@@ -103,7 +103,7 @@ fn a_reason_is_written_once_and_cleared_when_the_person_moves_on() {
     let l = Ledger::open(&dir.path().join("l.db")).expect("open");
     let r = rules();
     // An MQL in HubSpot, created in Salesforce: no reason anywhere yet.
-    reconcile(&l, &r, &mkt(), change("contact", "1", Some("marketingqualifiedlead"), 1), 2);
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("mql"), 1), 2);
     accept_all(&l, &r, &crm(), "00Q000000000001AAA", 3);
     accept_all(&l, &r, &mkt(), "", 3);
     assert!(reasons_due(&l, &crm(), 4).is_empty());
@@ -128,7 +128,7 @@ fn a_reason_is_written_once_and_cleared_when_the_person_moves_on() {
     accept_all(&l, &r, &mkt(), "", 9);
 
     // The person qualifies again (reported SQL): the reason no longer stands and is cleared.
-    reconcile(&l, &r, &mkt(), change("contact", "1", Some("salesqualifiedlead"), 10), 11);
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("sql"), 10), 11);
     let s = l.lifecycle("P1").expect("read").expect("placed");
     assert_eq!((s.stage, s.reason.as_deref()), (Some(LifecycleStage::Sql), None));
     assert_eq!(reasons_due(&l, &crm(), 12), [Some(String::new())]);
@@ -147,7 +147,7 @@ fn an_owner_reassignment_goes_to_the_crm_records_only_and_is_audited() {
     accept_all(&l, &r, &mkt(), "", 3);
     assert!(l.sla_reassign("P1", owner, &r, t(3)).expect("reassign").is_empty());
     assert_eq!(audits(&l, "owner_reassign_skipped").len(), 1);
-    // Delete the pending Salesforce create, if the defaults planned one, to see the link alone.
+    // Sales enters the same person as a Salesforce lead: linked by email.
     reconcile(&l, &r, &crm(), change("Lead", "00Q000000000009AAA", None, 4), 5);
     accept_all(&l, &r, &crm(), "", 6);
     accept_all(&l, &r, &mkt(), "", 6);
@@ -183,7 +183,7 @@ fn writes_queued_onto_a_create_in_flight_reach_the_created_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let l = Ledger::open(&dir.path().join("l.db")).expect("open");
     let r = rules();
-    reconcile(&l, &r, &mkt(), change("contact", "1", Some("marketingqualifiedlead"), 1), 2);
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("mql"), 1), 2);
     accept_all(&l, &r, &mkt(), "", 3);
     let due = l.due_pushes(&crm(), 10, t(3)).expect("outbox");
     assert_eq!(due.len(), 1, "one create: {due:?}");
