@@ -345,3 +345,58 @@ fn merge_at_vendor_is_off_by_default_takes_names_or_kinds_and_refuses_salesforce
     let zero = example().replace("merge_every_secs = 60", "merge_every_secs = 0");
     assert_eq!(key_of(Settings::load(Source::Inline(&zero), &e)), "identity.merge_every_secs");
 }
+
+#[test]
+fn contract_stage_reason_reaches_the_connectors_and_reassign_to_fits_the_crm() {
+    let e = example_env(&[]);
+    let with = |t: &str| format!("{}\n[contract]\n{t}", example());
+    let ok = with(
+        "[contract.mapping.stage_reason]\nhubspot = \"leadsync_reason\"\ncrm = \"LeadSync_Reason__c\"\n\
+         [contract.sla]\nfirst_touch_business_hours = 4\nreassign_to = \"00G000000000001\"\n",
+    );
+    let s = Settings::load(Source::Inline(&ok), &e).expect("valid");
+    let c = s.contract.as_ref().expect("contract");
+    let by_system: Vec<(&str, &str)> =
+        c.mapping.stage_reason.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        by_system,
+        [("crm", "LeadSync_Reason__c"), ("marketing", "leadsync_reason")],
+        "kinds are resolved to system names"
+    );
+    for sys in &s.systems {
+        let (reason, owner) = match &sys.connector {
+            ConnectorSettings::Hubspot(c) => {
+                (c.contract.stage_reason(), c.contract.owner_value(Some("1")).is_some())
+            }
+            ConnectorSettings::Salesforce(c) => (
+                c.contract_props().stage_reason(),
+                c.contract_props().owner_value(Some("1")).is_some(),
+            ),
+        };
+        match sys.kind {
+            ConnectorKind::Hubspot => assert_eq!((reason, owner), (Some("leadsync_reason"), false)),
+            ConnectorKind::Salesforce => {
+                assert_eq!((reason, owner), (Some("LeadSync_Reason__c"), true), "the CRM owns");
+            }
+        }
+    }
+    let sla = |owner: &str| {
+        format!("[contract.sla]\nfirst_touch_business_hours = 4\nreassign_to = \"{owner}\"\n")
+    };
+    for good in ["005000000000001", "005000000000001AAA", "00G5g0000000001XYZ"] {
+        let toml = with(&sla(good));
+        assert!(Settings::load(Source::Inline(&toml), &e).is_ok(), "{good}");
+    }
+    let cases = [
+        ("[contract.mapping.stage_reason]\ncrm = \"Bad Name\"\n".to_string(), "contract.mapping.stage_reason.crm"),
+        ("[contract.mapping.stage_reason]\nhubspot = \"  \"\n".to_string(), "contract.mapping.stage_reason.hubspot"),
+        ("[contract.mapping.stage_reason]\nerp = \"x\"\n".to_string(), "contract.mapping.stage_reason.erp"),
+        (sla("70000001"), "contract.sla.reassign_to"),
+        (sla("001000000000001"), "contract.sla.reassign_to"),
+        (sla("00500000000001"), "contract.sla.reassign_to"),
+        (sla("005000000000-01"), "contract.sla.reassign_to"),
+    ];
+    for (toml, key) in cases {
+        assert_eq!(key_of(Settings::load(Source::Inline(&with(&toml)), &e)), key, "{toml}");
+    }
+}

@@ -632,3 +632,43 @@ async fn activities_read_before_the_clock_starts_count_when_it_starts() {
     assert_eq!(store(&l, &[again], at(20, 17, 0)).attempts, 0);
     assert_eq!(l.sla_clock("P1").expect("read").expect("clock").clock.attempts, 1);
 }
+
+#[tokio::test]
+async fn an_escalation_with_reassign_to_queues_the_owner_on_the_crm_record_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = "005000000000002AAA";
+    let r = rules_with(Some(SlaRaw { reassign_to: Some(owner.into()), ..sla_raw() }));
+    let alerter = Alerter::new(None, fast()).expect("client");
+    let l = open(dir.path());
+    mql_at(&l, &r, at(20, 16, 0));
+    // The CRM create went through: P1's Salesforce lead is 00Q1.
+    feed(&l, &r, "crm", crm_change("new", at(20, 16, 1)), at(20, 16, 1));
+    let crm = SystemName("crm".into());
+    let owners = |l: &Ledger, now| -> Vec<Option<String>> {
+        l.due_pushes(&crm, 10, now).expect("outbox").into_iter().map(|d| d.record.owner).collect()
+    };
+    assert!(owners(&l, at(20, 16, 2)).iter().all(Option::is_none));
+
+    // The breach alerts only.
+    tick(&l, &r, &alerter, at(23, 12, 1)).await.expect("breach");
+    assert!(owners(&l, at(23, 12, 2)).iter().all(Option::is_none));
+    assert!(audit_kinds(dir.path(), "owner_reassigned").is_empty());
+    // The escalation reassigns the Salesforce lead, once, and says so in the trail.
+    let report = tick(&l, &r, &alerter, at(23, 14, 1)).await.expect("escalate");
+    assert_eq!(report.delivered, 1);
+    let queued = owners(&l, at(23, 14, 2));
+    assert_eq!(queued.iter().flatten().collect::<Vec<_>>(), [owner]);
+    let trail = audit_kinds(dir.path(), "owner_reassigned");
+    assert_eq!(trail.len(), 1);
+    assert_eq!((trail[0]["owner"].as_str(), trail[0]["remote"].as_str()), (Some(owner), Some("Lead/00Q1")));
+    assert_eq!(tick(&l, &r, &alerter, at(23, 15, 0)).await.expect("quiet").delivered, 0);
+    assert_eq!(audit_kinds(dir.path(), "owner_reassigned").len(), 1, "once per escalation");
+    // The marketing record never gets an owner.
+    let mkt = SystemName("marketing".into());
+    assert!(
+        l.due_pushes(&mkt, 10, at(23, 15, 1))
+            .expect("outbox")
+            .iter()
+            .all(|d| d.record.owner.is_none())
+    );
+}

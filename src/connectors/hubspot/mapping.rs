@@ -293,6 +293,25 @@ mod tests {
             read_properties(&map(), &props).iter().all(|p| !p.starts_with("ls_")),
             "never read"
         );
+        assert!(contract_write_properties(&props, &rec).is_empty());
+        let props = props.with_stage_reason(Some("ls_reason".into())).with_owner(true);
+        let rec = PushRecord {
+            stage_reason: Some(String::new()),
+            owner: Some("70000002".into()),
+            ..rec
+        };
+        assert_eq!(
+            contract_write_properties(&props, &rec),
+            [
+                ("ls_reason".to_string(), String::new()),
+                (OWNER_PROPERTY.to_string(), "70000002".to_string())
+            ],
+            "an empty reason clears the property"
+        );
+        assert!(
+            read_properties(&map(), &props).iter().all(|p| p != "ls_reason"),
+            "never read"
+        );
     }
 
     #[test]

@@ -975,4 +975,26 @@ fn stage_dates_go_into_the_write_record_as_datetime_or_date() {
     assert_eq!(r["MQL_Date__c"], "2026-11-20");
     assert_eq!(r["SQL_At__c"], "2026-11-20T23:30:00.000Z");
     assert_eq!(r["id"], "00Q1");
+    assert!(r.get("OwnerId").is_none() && r.get("LeadSync_Reason__c").is_none());
+
+    // The reason code and the escalation owner ride along; an empty reason is a null.
+    let props = props.with_stage_reason(Some("LeadSync_Reason__c".into())).with_owner(true);
+    let owner = "005000000000002AAA";
+    let rec = PushRecord {
+        stage_reason: Some("sla_expired".into()),
+        owner: Some(owner.into()),
+        ..rec
+    };
+    let mut r = super::mapping::update_record(&map, "Lead", "00Q1", &rec);
+    super::mapping::add_stage_dates(&mut r, &props, &rec);
+    assert_eq!((&r["LeadSync_Reason__c"], &r["OwnerId"]), (&json!("sla_expired"), &json!(owner)));
+    let cleared = PushRecord { stage_reason: Some(String::new()), owner: None, ..rec.clone() };
+    let mut r = super::mapping::update_record(&map, "Lead", "00Q1", &cleared);
+    super::mapping::add_stage_dates(&mut r, &props, &cleared);
+    assert_eq!(r["LeadSync_Reason__c"], Value::Null, "cleared");
+    assert!(r.get("OwnerId").is_none());
+    // A system that is not the CRM never writes an owner.
+    let mut r = super::mapping::update_record(&map, "Lead", "00Q1", &rec);
+    super::mapping::add_stage_dates(&mut r, &props.with_owner(false), &rec);
+    assert!(r.get("OwnerId").is_none());
 }

@@ -924,3 +924,35 @@ async fn archived_contacts_are_listed_read_restored_and_erased() {
     assert_eq!(read["results"], json!([]));
     assert_eq!(api.get(&format!("/{b}?archived=true")).await.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn owners_are_listed_in_pages_and_only_they_can_own_a_contact() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let owners = |q: &str| {
+        let url = format!("{}/crm/v3/owners{q}", api.base);
+        let client = api.client.clone();
+        async move { client.get(url).bearer_auth(TOKEN).send().await.expect("owners") }
+    };
+    let first = body(owners("?limit=2").await).await;
+    assert_eq!(first["results"].as_array().map(Vec::len), Some(2));
+    assert_eq!(first["results"][0]["id"], super::OWNERS[0].0);
+    let after = first["paging"]["next"]["after"].as_str().expect("a next page").to_string();
+    let second = body(owners(&format!("?limit=2&after={after}")).await).await;
+    assert_eq!(second["results"].as_array().map(Vec::len), Some(1));
+    assert_eq!(second["results"][0]["id"], super::OWNERS[2].0);
+    assert!(second.get("paging").is_none(), "the last page has no paging: {second}");
+    assert_eq!(owners("?limit=501").await.status(), StatusCode::BAD_REQUEST);
+
+    let id = sim.insert(props(&[("email", "o@x.test")])).unwrap();
+    let owner = super::OWNERS[1].0;
+    let resp = api.patch(&format!("/{id}"), json!({"properties": {"hubspot_owner_id": owner}})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(sim.get(&id).unwrap()["hubspot_owner_id"].as_deref(), Some(owner));
+    let resp =
+        api.patch(&format!("/{id}"), json!({"properties": {"hubspot_owner_id": "123"}})).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let b = body(resp).await;
+    assert_eq!(b["category"], "VALIDATION_ERROR");
+    assert_eq!(b["errors"][0]["code"], "INVALID_OWNER_ID");
+    assert_eq!(sim.get(&id).unwrap()["hubspot_owner_id"].as_deref(), Some(owner), "unchanged");
+}

@@ -948,3 +948,35 @@ async fn custom_fields_exist_only_when_the_org_has_them() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(h.sim.get("Lead", &id).expect("lead")["MQL_Date__c"], "2026-11-20");
 }
+
+#[tokio::test]
+async fn owner_ids_must_name_a_user_or_queue_of_the_org() {
+    let h = Harness::default().await;
+    let lead = h.seed("Lead", json!({"LastName": "Ng", "Company": "Acme"}));
+    let contact = h.seed("Contact", json!({"LastName": "Ng"}));
+    let users = super::owner_user_ids();
+    let queue = super::owner_queue_id();
+    let patch = |obj: &str, id: &str| format!("{V}/sobjects/{obj}/{id}");
+    // A user (as a 15-character id), and the queue, own a lead.
+    let (status, body) =
+        h.call(reqwest::Method::PATCH, &patch("Lead", &lead), json!({"OwnerId": &users[1][..15]})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(h.sim.get("Lead", &lead).expect("lead")["OwnerId"], users[1].as_str());
+    let (status, _) =
+        h.call(reqwest::Method::PATCH, &patch("Lead", &lead), json!({"OwnerId": queue})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // A queue cannot own a contact; a malformed id is malformed; an unknown user is an
+    // integrity error naming OwnerId.
+    let (status, body) =
+        h.call(reqwest::Method::PATCH, &patch("Contact", &contact), json!({"OwnerId": queue})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "MALFORMED_ID"));
+    let (status, body) =
+        h.call(reqwest::Method::PATCH, &patch("Lead", &lead), json!({"OwnerId": "005xyz"})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "MALFORMED_ID"));
+    let unknown = super::store::make_id("005", 99);
+    let (status, body) =
+        h.call(reqwest::Method::PATCH, &patch("Lead", &lead), json!({"OwnerId": unknown})).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "FIELD_INTEGRITY_EXCEPTION"));
+    assert!(body[0]["message"].as_str().is_some_and(|m| m.contains("OwnerId")), "{body}");
+    assert_eq!(h.sim.get("Lead", &lead).expect("lead")["OwnerId"], queue.as_str(), "unchanged");
+}
