@@ -252,11 +252,11 @@ impl MappingRaw {
                     "property name is empty",
                 ));
             }
-            let taken_by_date = stage_dates
-                .get(system)
-                .is_some_and(|m: &BTreeMap<LifecycleStage, StageDateProp>| {
+            let taken_by_date = stage_dates.get(system).is_some_and(
+                |m: &BTreeMap<LifecycleStage, StageDateProp>| {
                     m.values().any(|p| p.property == prop)
-                });
+                },
+            );
             if taken_by_date {
                 return Err(KeyError::new(
                     format!("{prefix}.stage_reason.{system}"),

@@ -136,7 +136,7 @@ pub(super) fn trace(conn: &Connection, query: &str) -> Result<Option<Trace>> {
         }
         let mut stmt = conn.prepare(
             "SELECT updated_at, state, system, object_type, remote_id, fields, attempts, error_code,
-                    last_error
+                    last_error, vendor_writes
              FROM outbox WHERE lead_id = ?1 AND state != 'done' ORDER BY id",
         )?;
         let rows = stmt.query_map([id], |r| {
@@ -153,6 +153,10 @@ pub(super) fn trace(conn: &Connection, query: &str) -> Result<Option<Trace>> {
                     "attempts": r.get::<_, i64>(6)?,
                     "error_code": r.get::<_, Option<String>>(7)?,
                     "error": r.get::<_, Option<String>>(8)?,
+                    // Contract writes besides the fields (reason code, owner), if any.
+                    "writes": r
+                        .get::<_, Option<String>>(9)?
+                        .and_then(|w| serde_json::from_str::<serde_json::Value>(&w).ok()),
                 }),
             })
         })?;

@@ -109,7 +109,14 @@ pub(super) fn add_writes(
                                     vendor_writes, state, next_attempt_at, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, '{}', ?5, 'pending', ?6, ?6, ?6)",
             )?
-            .execute(params![lead_id, system, object_type, remote_id, to_json(writes)?, ts(now)])?;
+            .execute(params![
+                lead_id,
+                system,
+                object_type,
+                remote_id,
+                to_json(writes)?,
+                ts(now)
+            ])?;
         }
     }
     Ok(())
@@ -243,9 +250,8 @@ impl Ledger {
             let writes = VendorWrites { stage_reason: None, owner: Some(owner.to_string()) };
             let mut out = Vec::new();
             for (system, object_type, remote_id) in records {
-                let crm = rules
-                    .system(&SystemName(system.clone()))
-                    .is_some_and(|s| s.role == Role::Crm);
+                let crm =
+                    rules.system(&SystemName(system.clone())).is_some_and(|s| s.role == Role::Crm);
                 if !crm {
                     continue;
                 }

@@ -388,9 +388,18 @@ fn contract_stage_reason_reaches_the_connectors_and_reassign_to_fits_the_crm() {
         assert!(Settings::load(Source::Inline(&toml), &e).is_ok(), "{good}");
     }
     let cases = [
-        ("[contract.mapping.stage_reason]\ncrm = \"Bad Name\"\n".to_string(), "contract.mapping.stage_reason.crm"),
-        ("[contract.mapping.stage_reason]\nhubspot = \"  \"\n".to_string(), "contract.mapping.stage_reason.hubspot"),
-        ("[contract.mapping.stage_reason]\nerp = \"x\"\n".to_string(), "contract.mapping.stage_reason.erp"),
+        (
+            "[contract.mapping.stage_reason]\ncrm = \"Bad Name\"\n".to_string(),
+            "contract.mapping.stage_reason.crm",
+        ),
+        (
+            "[contract.mapping.stage_reason]\nhubspot = \"  \"\n".to_string(),
+            "contract.mapping.stage_reason.hubspot",
+        ),
+        (
+            "[contract.mapping.stage_reason]\nerp = \"x\"\n".to_string(),
+            "contract.mapping.stage_reason.erp",
+        ),
         (sla("70000001"), "contract.sla.reassign_to"),
         (sla("001000000000001"), "contract.sla.reassign_to"),
         (sla("00500000000001"), "contract.sla.reassign_to"),

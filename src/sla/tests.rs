@@ -660,7 +660,10 @@ async fn an_escalation_with_reassign_to_queues_the_owner_on_the_crm_record_once(
     assert_eq!(queued.iter().flatten().collect::<Vec<_>>(), [owner]);
     let trail = audit_kinds(dir.path(), "owner_reassigned");
     assert_eq!(trail.len(), 1);
-    assert_eq!((trail[0]["owner"].as_str(), trail[0]["remote"].as_str()), (Some(owner), Some("Lead/00Q1")));
+    assert_eq!(
+        (trail[0]["owner"].as_str(), trail[0]["remote"].as_str()),
+        (Some(owner), Some("Lead/00Q1"))
+    );
     assert_eq!(tick(&l, &r, &alerter, at(23, 15, 0)).await.expect("quiet").delivered, 0);
     assert_eq!(audit_kinds(dir.path(), "owner_reassigned").len(), 1, "once per escalation");
     // The marketing record never gets an owner.

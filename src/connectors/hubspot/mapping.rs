@@ -295,11 +295,8 @@ mod tests {
         );
         assert!(contract_write_properties(&props, &rec).is_empty());
         let props = props.with_stage_reason(Some("ls_reason".into())).with_owner(true);
-        let rec = PushRecord {
-            stage_reason: Some(String::new()),
-            owner: Some("70000002".into()),
-            ..rec
-        };
+        let rec =
+            PushRecord { stage_reason: Some(String::new()), owner: Some("70000002".into()), ..rec };
         assert_eq!(
             contract_write_properties(&props, &rec),
             [
@@ -308,10 +305,7 @@ mod tests {
             ],
             "an empty reason clears the property"
         );
-        assert!(
-            read_properties(&map(), &props).iter().all(|p| p != "ls_reason"),
-            "never read"
-        );
+        assert!(read_properties(&map(), &props).iter().all(|p| p != "ls_reason"), "never read");
     }
 
     #[test]

@@ -980,11 +980,8 @@ fn stage_dates_go_into_the_write_record_as_datetime_or_date() {
     // The reason code and the escalation owner ride along; an empty reason is a null.
     let props = props.with_stage_reason(Some("LeadSync_Reason__c".into())).with_owner(true);
     let owner = "005000000000002AAA";
-    let rec = PushRecord {
-        stage_reason: Some("sla_expired".into()),
-        owner: Some(owner.into()),
-        ..rec
-    };
+    let rec =
+        PushRecord { stage_reason: Some("sla_expired".into()), owner: Some(owner.into()), ..rec };
     let mut r = super::mapping::update_record(&map, "Lead", "00Q1", &rec);
     super::mapping::add_stage_dates(&mut r, &props, &rec);
     assert_eq!((&r["LeadSync_Reason__c"], &r["OwnerId"]), (&json!("sla_expired"), &json!(owner)));

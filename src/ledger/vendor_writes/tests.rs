@@ -109,9 +109,8 @@ fn a_reason_is_written_once_and_cleared_when_the_person_moves_on() {
     assert!(reasons_due(&l, &crm(), 4).is_empty());
     assert_eq!(l.lifecycle("P1").expect("read").expect("placed").stage, Some(LifecycleStage::Mql));
 
-    let got = l
-        .named_transition("P1", NamedMove::Recycle, "not_ready", None, &r, t(5))
-        .expect("named");
+    let got =
+        l.named_transition("P1", NamedMove::Recycle, "not_ready", None, &r, t(5)).expect("named");
     assert!(matches!(got, NamedOutcome::Applied { .. }), "{got:?}");
     assert_eq!(reasons_due(&l, &crm(), 6), [Some("not_ready".to_string())]);
     assert_eq!(reasons_due(&l, &mkt(), 6), [Some("not_ready".to_string())]);
@@ -157,10 +156,15 @@ fn an_owner_reassignment_goes_to_the_crm_records_only_and_is_audited() {
     let due = l.due_pushes(&crm(), 10, t(8)).expect("outbox");
     assert_eq!(due.len(), 1, "{due:?}");
     assert_eq!(due[0].record.owner.as_deref(), Some(owner));
-    assert!(l.due_pushes(&mkt(), 10, t(8)).expect("outbox").iter().all(|d| d.record.owner.is_none()));
+    assert!(
+        l.due_pushes(&mkt(), 10, t(8)).expect("outbox").iter().all(|d| d.record.owner.is_none())
+    );
     let a = audits(&l, "owner_reassigned");
     assert_eq!(a.len(), 1);
-    assert_eq!((a[0]["owner"].as_str(), a[0]["remote"].as_str()), (Some(owner), Some("Lead/00Q000000000009AAA")));
+    assert_eq!(
+        (a[0]["owner"].as_str(), a[0]["remote"].as_str()),
+        (Some(owner), Some("Lead/00Q000000000009AAA"))
+    );
 
     // Refused by the vendor: a dead letter with its message, and nothing queued again.
     let outcome = PushOutcome::Rejected {
@@ -175,7 +179,9 @@ fn an_owner_reassignment_goes_to_the_crm_records_only_and_is_audited() {
     let mut c = change("contact", "1", None, 11);
     c.fields.insert(Field::Title, "CTO".into());
     reconcile(&l, &r, &mkt(), c, 12);
-    assert!(l.due_pushes(&crm(), 10, t(13)).expect("outbox").iter().all(|d| d.record.owner.is_none()));
+    assert!(
+        l.due_pushes(&crm(), 10, t(13)).expect("outbox").iter().all(|d| d.record.owner.is_none())
+    );
 }
 
 #[test]
@@ -193,8 +199,11 @@ fn writes_queued_onto_a_create_in_flight_reach_the_created_record() {
     // Recycled while the create is in flight: the reason joins the create row.
     l.named_transition("P1", NamedMove::Recycle, "bad_timing", None, &r, t(4)).expect("named");
     let created = RemoteId { object_type: "Lead".into(), id: "00Q000000000001AAA".into() };
-    let outcome =
-        PushOutcome::Accepted { outbox_id: due[0].record.outbox_id, remote: created, created: true };
+    let outcome = PushOutcome::Accepted {
+        outbox_id: due[0].record.outbox_id,
+        remote: created,
+        created: true,
+    };
     l.record_push_results(&crm(), &due, &[outcome], &r, PushRetry::default(), t(5), t(5))
         .expect("results");
     let next = l.due_pushes(&crm(), 10, t(6)).expect("outbox");

@@ -611,14 +611,18 @@ async fn owners(RawQuery(raw): RawQuery, headers: HeaderMap) -> ApiResult {
     let pairs = query_pairs(&raw);
     let limit = match query_get(&pairs, "limit") {
         None | Some("") => 100,
-        Some(v) => v.parse::<usize>().map_err(|_| ApiError::validation("limit must be a number"))?,
+        Some(v) => {
+            v.parse::<usize>().map_err(|_| ApiError::validation("limit must be a number"))?
+        }
     };
     if limit > 500 {
         return Err(ApiError::validation("limit must be at most 500"));
     }
     let after = match query_get(&pairs, "after") {
         None | Some("") => 0,
-        Some(v) => v.parse::<usize>().map_err(|_| ApiError::validation("after must be a cursor"))?,
+        Some(v) => {
+            v.parse::<usize>().map_err(|_| ApiError::validation("after must be a cursor"))?
+        }
     };
     let all = super::store::OWNERS;
     let results: Vec<Value> = all

@@ -945,7 +945,8 @@ async fn owners_are_listed_in_pages_and_only_they_can_own_a_contact() {
 
     let id = sim.insert(props(&[("email", "o@x.test")])).unwrap();
     let owner = super::OWNERS[1].0;
-    let resp = api.patch(&format!("/{id}"), json!({"properties": {"hubspot_owner_id": owner}})).await;
+    let resp =
+        api.patch(&format!("/{id}"), json!({"properties": {"hubspot_owner_id": owner}})).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(sim.get(&id).unwrap()["hubspot_owner_id"].as_deref(), Some(owner));
     let resp =

@@ -76,8 +76,8 @@ use tokio::time::Instant;
 
 pub use closed_loop::{ClosedLoopSeed, ClosedLoopSeeded};
 pub use outbound::{DEFAULT_OUTBOUND_FIELDS, SalesforceOutboundOptions, salesforce_retry_schedule};
-pub use store::{owner_queue_id, owner_user_ids};
 use store::{Obj, Store, decode};
+pub use store::{owner_queue_id, owner_user_ids};
 
 /// Knobs of the simulated org. Numbers Salesforce changes over time are settings here.
 #[derive(Debug, Clone)]

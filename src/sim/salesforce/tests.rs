@@ -958,8 +958,9 @@ async fn owner_ids_must_name_a_user_or_queue_of_the_org() {
     let queue = super::owner_queue_id();
     let patch = |obj: &str, id: &str| format!("{V}/sobjects/{obj}/{id}");
     // A user (as a 15-character id), and the queue, own a lead.
-    let (status, body) =
-        h.call(reqwest::Method::PATCH, &patch("Lead", &lead), json!({"OwnerId": &users[1][..15]})).await;
+    let (status, body) = h
+        .call(reqwest::Method::PATCH, &patch("Lead", &lead), json!({"OwnerId": &users[1][..15]}))
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_eq!(h.sim.get("Lead", &lead).expect("lead")["OwnerId"], users[1].as_str());
     let (status, _) =
@@ -967,8 +968,9 @@ async fn owner_ids_must_name_a_user_or_queue_of_the_org() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     // A queue cannot own a contact; a malformed id is malformed; an unknown user is an
     // integrity error naming OwnerId.
-    let (status, body) =
-        h.call(reqwest::Method::PATCH, &patch("Contact", &contact), json!({"OwnerId": queue})).await;
+    let (status, body) = h
+        .call(reqwest::Method::PATCH, &patch("Contact", &contact), json!({"OwnerId": queue}))
+        .await;
     assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "MALFORMED_ID"));
     let (status, body) =
         h.call(reqwest::Method::PATCH, &patch("Lead", &lead), json!({"OwnerId": "005xyz"})).await;
