@@ -574,36 +574,33 @@ fn reassign_owner(contract: &Contract, systems: &[SystemSettings]) -> Result<(),
     let Some(crm) = systems.iter().find(|s| s.role == Role::Crm) else {
         return Err(KeyError::new(KEY, "no system has role = \"crm\" to reassign the owner in"));
     };
-    match crm.kind {
+    match owner_id_problem(crm.kind, owner) {
+        Some(problem) => Err(KeyError::new(
+            KEY,
+            format!("{owner:?} is not {problem} (system {:?})", crm.name.as_str()),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What an owner id is not, for a CRM of this kind (`None`: it has the vendor's id form).
+fn owner_id_problem(kind: ConnectorKind, owner: &str) -> Option<&'static str> {
+    let ok = match kind {
         ConnectorKind::Salesforce => {
-            let ok = matches!(owner.len(), 15 | 18)
+            matches!(owner.len(), 15 | 18)
                 && owner.bytes().all(|b| b.is_ascii_alphanumeric())
-                && (owner.starts_with("005") || owner.starts_with("00G"));
-            if !ok {
-                return Err(KeyError::new(
-                    KEY,
-                    format!(
-                        "{owner:?} is not a Salesforce User (005...) or Queue (00G...) id of 15 \
-                         or 18 characters (system {:?})",
-                        crm.name.as_str()
-                    ),
-                ));
-            }
+                && (owner.starts_with("005") || owner.starts_with("00G"))
         }
         ConnectorKind::Hubspot => {
-            if owner.len() > 20 || !owner.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(KeyError::new(
-                    KEY,
-                    format!(
-                        "{owner:?} is not a HubSpot owner id (digits; GET /crm/v3/owners lists \
-                         them) (system {:?})",
-                        crm.name.as_str()
-                    ),
-                ));
-            }
+            !owner.is_empty() && owner.len() <= 20 && owner.bytes().all(|b| b.is_ascii_digit())
         }
-    }
-    Ok(())
+    };
+    (!ok).then_some(match kind {
+        ConnectorKind::Salesforce => {
+            "a Salesforce User (005...) or Queue (00G...) id of 15 or 18 characters"
+        }
+        ConnectorKind::Hubspot => "a HubSpot owner id (digits; GET /crm/v3/owners lists them)",
+    })
 }
 
 /// The tables of `contract.mapping.<table>` by the system each key names (see

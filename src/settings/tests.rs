@@ -409,3 +409,14 @@ fn contract_stage_reason_reaches_the_connectors_and_reassign_to_fits_the_crm() {
         assert_eq!(key_of(Settings::load(Source::Inline(&with(&toml)), &e)), key, "{toml}");
     }
 }
+
+#[test]
+fn owner_ids_have_the_form_of_the_crm_vendor() {
+    let sf = |o: &str| owner_id_problem(ConnectorKind::Salesforce, o).is_none();
+    let hs = |o: &str| owner_id_problem(ConnectorKind::Hubspot, o).is_none();
+    assert!(sf("005000000000001") && sf("005000000000001AAA") && sf("00G000000000001"));
+    assert!(!sf("70000001") && !sf("003000000000001") && !sf("00500000000001"));
+    assert!(!sf("005000000000001A") && !sf("005 00000000001"));
+    assert!(hs("70000001") && hs("1"));
+    assert!(!hs("") && !hs("005000000000001") && !hs("7000-0001") && !hs(&"9".repeat(21)));
+}
