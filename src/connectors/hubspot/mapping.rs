@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use super::wire::{self, Contact};
 use crate::connectors::FieldMap;
 use crate::connectors::contract_props::{ContractProps, DateKind};
-use crate::domain::{Change, Field, Fields, PushRecord, RecordFate, RemoteId};
+use crate::domain::{Change, Field, Fields, LastActivity, PushRecord, RecordFate, RemoteId};
 
 /// The object type leadsync uses for HubSpot contacts in [`RemoteId`]s.
 pub const OBJECT_TYPE: &str = "contact";
@@ -23,7 +23,8 @@ pub const OBJECT_TYPE: &str = "contact";
 pub(super) fn read_properties(map: &FieldMap, contract: &ContractProps) -> Vec<String> {
     let mut props: Vec<String> = map.properties().map(str::to_string).collect();
     let extra = [wire::LAST_MODIFIED, wire::OBJECT_ID, wire::MERGED_IDS];
-    for p in extra.into_iter().chain(contract.properties()) {
+    let last_contacted = contract.reads_last_activity().then_some(wire::LAST_CONTACTED);
+    for p in extra.into_iter().chain(contract.properties()).chain(last_contacted) {
         if !props.iter().any(|q| q == p) {
             props.push(p.to_string());
         }
@@ -68,7 +69,18 @@ pub(super) fn to_change(
         fetched_at,
         fate: RecordFate::Live,
         custom: contract.values(|p| c.properties.get(p).cloned().flatten()),
+        last_activity: contract.reads_last_activity().then(|| last_contacted(c)).flatten(),
     })
+}
+
+/// `notes_last_contacted` as the contact carries it: absent from the answer says nothing;
+/// `null` or blank is [`LastActivity::Never`]; an unparseable value says nothing.
+pub(super) fn last_contacted(c: &Contact) -> Option<LastActivity> {
+    match c.properties.get(wire::LAST_CONTACTED)? {
+        None => Some(LastActivity::Never),
+        Some(v) if v.trim().is_empty() => Some(LastActivity::Never),
+        Some(v) => parse_time(v).map(LastActivity::At),
+    }
 }
 
 /// The ids merged into this contact (`hs_merged_object_ids`), in the order HubSpot lists them.
@@ -98,6 +110,7 @@ pub(super) fn fate_change(
         fetched_at,
         fate,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 
