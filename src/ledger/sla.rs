@@ -385,7 +385,12 @@ pub(super) fn on_decision(
             let key = format!("{system}:{}", change.remote);
             let before = s.activity_seen.get(&key).copied();
             let at = if open {
-                s.clock.last_activity_touch(&contract.calendar, before.as_ref(), value, change.modified_at)
+                s.clock.last_activity_touch(
+                    &contract.calendar,
+                    before.as_ref(),
+                    value,
+                    change.modified_at,
+                )
             } else {
                 None
             };
@@ -714,3 +719,6 @@ impl Ledger {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -308,4 +308,34 @@ mod tests {
         assert_eq!(ch.custom.get("tier"), Some(&None), "a property the portal lacks is left out");
         assert!(!ch.fields.values().any(|v| v == "55"), "custom values are not canonical fields");
     }
+
+    #[test]
+    fn last_contacted_is_read_only_when_asked_and_empty_is_never() {
+        let off = ContractProps::default();
+        assert!(!read_properties(&map(), &off).iter().any(|p| p == wire::LAST_CONTACTED));
+        let on = ContractProps::default().with_last_activity(true);
+        assert_eq!(
+            read_properties(&map(), &on).iter().filter(|p| *p == wire::LAST_CONTACTED).count(),
+            1
+        );
+        let contact = |props: &str| -> Contact {
+            serde_json::from_str(&format!(
+                r#"{{"id":"7","properties":{{"lastmodifieddate":"2024-03-01T10:00:00Z"{props}}}}}"#
+            ))
+            .expect("contact")
+        };
+        let read = |c: &Contact, p: &ContractProps| {
+            to_change(c, &map(), p, Utc::now()).expect("change").last_activity
+        };
+        let logged = contact(r#","notes_last_contacted":"2024-02-29T15:04:05.123Z""#);
+        let at = parse_time("2024-02-29T15:04:05.123Z").expect("time");
+        assert_eq!(read(&logged, &on), Some(LastActivity::At(at)));
+        assert_eq!(read(&logged, &off), None, "not asked: says nothing");
+        assert_eq!(
+            read(&contact(r#","notes_last_contacted":null"#), &on),
+            Some(LastActivity::Never)
+        );
+        assert_eq!(read(&contact(""), &on), None, "left out of the answer: says nothing");
+        assert_eq!(read(&contact(r#","notes_last_contacted":"soon""#), &on), None);
+    }
 }

@@ -153,9 +153,9 @@ pub(super) fn record_to_change(
 pub(super) fn last_activity_of(rec: &Record) -> Option<LastActivity> {
     match get_ci(rec, wire::LAST_ACTIVITY_FIELD)? {
         Value::Null => Some(LastActivity::Never),
-        Value::String(s) => chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-            .ok()
-            .map(LastActivity::Date),
+        Value::String(s) => {
+            chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok().map(LastActivity::Date)
+        }
         _ => None,
     }
 }

@@ -234,7 +234,8 @@ impl Inner {
             out.extend([wire::IS_CONVERTED_FIELD, wire::CONVERTED_CONTACT_FIELD]);
         }
         out.push(self.external_id_field.as_str());
-        let last_activity = self.contract.reads_last_activity().then_some(wire::LAST_ACTIVITY_FIELD);
+        let last_activity =
+            self.contract.reads_last_activity().then_some(wire::LAST_ACTIVITY_FIELD);
         for p in spec.map.properties().chain(self.contract.properties()).chain(last_activity) {
             if !out.iter().any(|o| o.eq_ignore_ascii_case(p)) {
                 out.push(p);
