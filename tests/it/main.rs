@@ -14,4 +14,5 @@ mod lifecycle;
 mod sla_clock;
 mod sync;
 mod tidy;
+mod touches;
 mod webhooks;
