@@ -9,6 +9,7 @@ mod convergence;
 mod custom_fields;
 mod duplicates;
 mod erase;
+mod funnel;
 mod helpers;
 mod lifecycle;
 mod sla_clock;
