@@ -540,6 +540,10 @@ fn contract_props(contract: &mut Contract, systems: &mut [SystemSettings]) -> Re
                     })
                     .unwrap_or_default(),
             );
+        // The SLA's last-activity touch is what a CRM reports (see `ledger/sla.rs`).
+        let props = props.with_last_activity(
+            s.role == Role::Crm && contract.sla.is_some() && contract.sla_ops.last_activity_touches,
+        );
         match &mut s.connector {
             ConnectorSettings::Hubspot(c) => c.contract = props,
             ConnectorSettings::Salesforce(c) => c.set_contract_props(props),

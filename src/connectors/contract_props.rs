@@ -9,6 +9,10 @@
 //! The other way round, the date a person last entered a stage is written to the property
 //! `[contract.mapping.stage_dates.<system>]` names for it; leadsync never reads those back,
 //! so they cannot conflict with anything.
+//!
+//! A CRM-role system under `[contract.sla]` also reads the record's own last-activity
+//! property (Salesforce `LastActivityDate`, HubSpot `notes_last_contacted`; each connector
+//! knows its name) onto [`Change::last_activity`](crate::domain::Change): an SLA touch.
 
 use std::collections::BTreeMap;
 
@@ -36,12 +40,26 @@ pub struct ContractProps {
     custom: BTreeMap<String, String>,
     /// Stage name -> the property its latest entry date is written to.
     stage_dates: BTreeMap<String, StageDateProp>,
+    /// Read the vendor's last-activity property (`[contract.sla] last_activity_touches`).
+    last_activity: bool,
 }
 
 impl ContractProps {
     /// `custom`: declared field -> vendor property, as validated by the contract config.
     pub fn new(custom: BTreeMap<String, String>) -> ContractProps {
-        ContractProps { custom, stage_dates: BTreeMap::new() }
+        ContractProps { custom, stage_dates: BTreeMap::new(), last_activity: false }
+    }
+
+    /// Read the record's last-activity property too (an SLA touch).
+    #[must_use]
+    pub fn with_last_activity(mut self, on: bool) -> Self {
+        self.last_activity = on;
+        self
+    }
+
+    /// Whether the connector reads the record's last-activity property.
+    pub fn reads_last_activity(&self) -> bool {
+        self.last_activity
     }
 
     /// Write stage-entry dates: stage name (`mql`) -> property.
@@ -74,7 +92,7 @@ impl ContractProps {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.custom.is_empty() && self.stage_dates.is_empty()
+        self.custom.is_empty() && self.stage_dates.is_empty() && !self.last_activity
     }
 
     /// Declared field -> vendor property.

@@ -22,6 +22,7 @@ fn change(id: &str, email: &str, stage: &str, at: i64) -> Change {
         fetched_at: t(at),
         fate: crate::domain::RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 
@@ -265,6 +266,7 @@ fn rec_change(sys_obj: &str, id: &str, f: &[(Field, &str)], at: i64) -> Change {
         fetched_at: t(at),
         fate: crate::domain::RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 

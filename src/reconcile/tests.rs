@@ -25,6 +25,7 @@ fn change(id: &str, obj: &str, f: Fields, at: i64) -> Change {
         fetched_at: t(at),
         fate: crate::domain::RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 
