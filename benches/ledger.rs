@@ -38,6 +38,7 @@ fn change(obj: &str, i: usize, stage: Option<&str>, status: Option<&str>) -> Cha
         fetched_at: t,
         fate: RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 

@@ -550,6 +550,10 @@ fn contract_props(contract: &mut Contract, systems: &mut [SystemSettings]) -> Re
             )
             .with_stage_reason(reason.map(|(_, p)| p.clone()))
             .with_owner(s.role == Role::Crm);
+        // The SLA's last-activity touch is what a CRM reports (see `ledger/sla.rs`).
+        let props = props.with_last_activity(
+            s.role == Role::Crm && contract.sla.is_some() && contract.sla_ops.last_activity_touches,
+        );
         match &mut s.connector {
             ConnectorSettings::Hubspot(c) => c.contract = props,
             ConnectorSettings::Salesforce(c) => c.set_contract_props(props),

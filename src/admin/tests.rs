@@ -572,6 +572,7 @@ async fn metrics_render_every_name_as_prometheus_text_with_fresh_ledger_gauges()
         fetched_at: Utc::now(),
         fate: crate::domain::RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     };
     ledger.ingest(&mkt, "poll", &[change], None, Utc::now()).expect("ingest");
     let (_, _, text) = get(&app, "/metrics").await;

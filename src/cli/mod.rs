@@ -96,7 +96,9 @@ pub enum Command {
     /// Persons with more than one record in one system: how each was linked, since when, and
     /// what vendor-side merging (identity.merge_at_vendor) does or would do with them.
     Duplicates(duplicates::DuplicatesArgs),
-    /// Reports computed from the ledger: `attribution` (won revenue and pipeline by campaign).
+    /// Reports computed from the ledger: `funnel` (stages, conversion, time in stage), `sla`
+    /// (handovers, first touch, breaches) and `attribution` (won revenue and pipeline by
+    /// campaign).
     Report(report::ReportArgs),
     /// Run a vendor simulator standalone.
     Sim(sim::SimArgs),

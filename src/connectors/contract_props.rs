@@ -10,6 +10,10 @@
 //! `[contract.mapping.stage_dates.<system>]` names for it; leadsync never reads those back,
 //! so they cannot conflict with anything.
 //!
+//! A CRM-role system under `[contract.sla]` also reads the record's own last-activity
+//! property (Salesforce `LastActivityDate`, HubSpot `notes_last_contacted`; each connector
+//! knows its name) onto [`Change::last_activity`](crate::domain::Change): an SLA touch.
+//!
 //! Two more writes ride on a push the same way, never read back either: the reason code of
 //! the person's latest named transition, to the property `[contract.mapping.stage_reason]`
 //! names for the system (`""` clears it once the person moved on), and, at the CRM-role
@@ -48,12 +52,20 @@ pub struct ContractProps {
     stage_reason: Option<String>,
     /// Whether this system takes owner reassignments (the CRM-role system).
     owner: bool,
+    /// Read the vendor's last-activity property (`[contract.sla] last_activity_touches`).
+    last_activity: bool,
 }
 
 impl ContractProps {
     /// `custom`: declared field -> vendor property, as validated by the contract config.
     pub fn new(custom: BTreeMap<String, String>) -> ContractProps {
-        ContractProps { custom, stage_dates: BTreeMap::new(), stage_reason: None, owner: false }
+        ContractProps {
+            custom,
+            stage_dates: BTreeMap::new(),
+            stage_reason: None,
+            owner: false,
+            last_activity: false,
+        }
     }
 
     /// Write the latest named transition's reason code to this property.
@@ -86,6 +98,18 @@ impl ContractProps {
         owner.filter(|_| self.owner)
     }
 
+    /// Read the record's last-activity property too (an SLA touch).
+    #[must_use]
+    pub fn with_last_activity(mut self, on: bool) -> Self {
+        self.last_activity = on;
+        self
+    }
+
+    /// Whether the connector reads the record's last-activity property.
+    pub fn reads_last_activity(&self) -> bool {
+        self.last_activity
+    }
+
     /// Write stage-entry dates: stage name (`mql`) -> property.
     #[must_use]
     pub fn with_stage_dates(mut self, stage_dates: BTreeMap<String, StageDateProp>) -> Self {
@@ -116,7 +140,10 @@ impl ContractProps {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.custom.is_empty() && self.stage_dates.is_empty() && self.stage_reason.is_none()
+        self.custom.is_empty()
+            && self.stage_dates.is_empty()
+            && self.stage_reason.is_none()
+            && !self.last_activity
     }
 
     /// Declared field -> vendor property.

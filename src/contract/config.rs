@@ -359,6 +359,10 @@ pub struct SlaRaw {
     /// CRM lead statuses that count as a first touch ("status moved to working/contacted").
     #[serde(default)]
     pub touch_statuses: Vec<String>,
+    /// Read the CRM record's own last-activity property (Salesforce `LastActivityDate`,
+    /// HubSpot `notes_last_contacted`) as a touch (default on). See `ledger/sla.rs`.
+    #[serde(default = "yes")]
+    pub last_activity_touches: bool,
     /// Longest sleep of the SLA task between evaluations, in seconds (default 60).
     #[serde(default = "sixty")]
     pub check_interval_seconds: u64,
@@ -374,6 +378,8 @@ pub struct SlaOps {
     pub alert_webhook: Option<url::Url>,
     pub touch_statuses: std::collections::BTreeSet<String>,
     pub check_interval: std::time::Duration,
+    /// Whether CRM connectors read the record's last-activity property as a touch.
+    pub last_activity_touches: bool,
 }
 
 fn yes() -> bool {
@@ -668,6 +674,7 @@ impl SlaRaw {
             alert_webhook,
             touch_statuses: self.touch_statuses.iter().map(|s| s.trim().to_string()).collect(),
             check_interval: std::time::Duration::from_secs(self.check_interval_seconds),
+            last_activity_touches: self.last_activity_touches,
         })
     }
 

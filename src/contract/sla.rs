@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::calendar::BusinessCalendar;
 use crate::contract::lifecycle::{ReasonCode, Refusal};
+use crate::domain::LastActivity;
 
 /// The SLA terms, from config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,11 +81,10 @@ pub enum TouchKind {
     StatusWorking,
     /// An activity or task (call, email, meeting) was logged: a contact attempt.
     Activity,
-    /// The record's last activity date moved: an attempt, unless an attempt at or after that
-    /// instant is already counted (the same activity is often seen both ways). Salesforce's
-    /// `LastActivityDate` is a date only: pass the instant the move was seen (the record's
-    /// modification time), never the date's midnight, which would date the touch too early
-    /// and could turn a late touch into a timely one.
+    /// The record's own last-activity property moved (Salesforce `LastActivityDate`, HubSpot
+    /// `notes_last_contacted`): a touch, not an attempt. Attempts are the activities read one
+    /// by one; the property only says that some activity exists, and is often the same call
+    /// seen a second way. Stamp it with [`SlaClock::last_activity_touch`].
     LastActivity,
     /// Sales moved the stage forward (accepted, qualified): a touch, not an attempt.
     StageAdvanced,
@@ -92,8 +92,16 @@ pub enum TouchKind {
 
 impl TouchKind {
     fn is_attempt(self) -> bool {
-        matches!(self, TouchKind::Activity | TouchKind::LastActivity)
+        matches!(self, TouchKind::Activity)
     }
+}
+
+/// What the ledger last saw of one record's last-activity property during a clock's cycle:
+/// the value, and when the read that showed it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivitySeen {
+    pub value: LastActivity,
+    pub seen_at: DateTime<Utc>,
 }
 
 /// Where a clock stands.
@@ -198,9 +206,9 @@ impl SlaClock {
     /// Record a touch the CRM reported. Returns whether the clock changed.
     ///
     /// Touches before the start (work on an earlier cycle), touches on a closed clock, and
-    /// touches after an untouched clock's recycle point are ignored. An attempt counts only when it is later than every attempt
-    /// already counted, so the same activity polled twice, or seen both as an activity and as
-    /// the last activity date, counts once; attempts reported out of order are undercounted.
+    /// touches after an untouched clock's recycle point are ignored. An attempt counts only
+    /// when it is later than every attempt already counted, so the same activity polled twice
+    /// counts once; attempts reported out of order are undercounted.
     pub fn touch(&mut self, kind: TouchKind, at: DateTime<Utc>) -> bool {
         if at < self.started_at || matches!(self.phase, SlaPhase::Recycled | SlaPhase::Closed) {
             return false;
@@ -225,6 +233,49 @@ impl SlaClock {
             changed = true;
         }
         changed
+    }
+
+    /// The instant at which a record's last-activity value proves a touch on this clock, or
+    /// `None` when it proves none. `before` is the value the same record showed in an earlier
+    /// read of this cycle, `modified_at` the vendor's modification time of the state that
+    /// shows `value`. Pass the result to [`SlaClock::touch`] with [`TouchKind::LastActivity`]
+    /// (which also drops instants before the start).
+    ///
+    /// Conservative on purpose, since a touch dated too early could turn a breach into a met
+    /// deadline:
+    /// - Only news counts: a value that is not later than `before` (the same, or earlier after
+    ///   an activity was deleted) proves nothing.
+    /// - **An instant** (HubSpot) counts when it is at or after the start; it is taken as
+    ///   stamped, but never earlier than `before`'s read (a contact logged after that read
+    ///   and dated before it was entered late) nor later than `modified_at` (a meeting dated
+    ///   in the future was booked by then).
+    /// - **A date** (Salesforce, no time, read in the calendar's time zone) is stamped at
+    ///   `modified_at`, the latest instant by which the record said so, never the date's
+    ///   midnight. It counts when the date is after the start's date, or on the start's date
+    ///   when `before` was read at or after the start, which proves that the date moved after
+    ///   the clock started. A date before the start's date says the activity came before this
+    ///   cycle, and a first read on the start's date cannot tell.
+    pub fn last_activity_touch(
+        &self,
+        calendar: &BusinessCalendar,
+        before: Option<&ActivitySeen>,
+        value: LastActivity,
+        modified_at: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if before.is_some_and(|b| value <= b.value) {
+            return None;
+        }
+        let read_before = before.map(|b| b.seen_at);
+        match value {
+            LastActivity::Never => None,
+            LastActivity::At(t) if t < self.started_at => None,
+            LastActivity::At(t) => Some(read_before.map_or(t, |r| t.max(r)).min(modified_at)),
+            LastActivity::Date(d) => {
+                let start_day = self.started_at.with_timezone(&calendar.time_zone()).date_naive();
+                let moved_since_start = read_before.is_some_and(|r| r >= self.started_at);
+                (d > start_day || (d == start_day && moved_since_start)).then_some(modified_at)
+            }
+        }
     }
 
     /// Stop the clock without any action (the person was disqualified, recycled by hand,

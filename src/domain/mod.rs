@@ -9,7 +9,7 @@ pub mod closed_loop;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The kind of platform a configured system talks to.
@@ -210,6 +210,26 @@ pub struct Change {
     /// a name missing here means "this system does not say".
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom: BTreeMap<String, Option<String>>,
+    /// The record's own word on its latest sales activity (Salesforce `LastActivityDate`,
+    /// HubSpot `notes_last_contacted`), when the connector reads it: `None` means "not read",
+    /// `Some(LastActivity::Never)` "read, and empty". An SLA touch, see `ledger/sla.rs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<LastActivity>,
+}
+
+/// A record's last-activity property as the vendor keeps it (read-only at both vendors).
+/// Ordered: `Never` first, then by time (a `Date` and an `At` of one record never meet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LastActivity {
+    /// The record has no activity.
+    Never,
+    /// A calendar date with no time or zone (Salesforce `LastActivityDate`: the latest due
+    /// date of the record's closed tasks and events).
+    Date(NaiveDate),
+    /// An instant (HubSpot `notes_last_contacted`: when the latest call, meeting, sales email
+    /// or other contact was logged as having happened).
+    At(DateTime<Utc>),
 }
 
 /// What a vendor says happened to a record as a whole. Deletes are never inferred from

@@ -28,7 +28,8 @@ pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadSta
         .optional()?;
     let Some((fields, provenance)) = row else { return Ok(None) };
     let mut stmt = tx.prepare_cached(
-        "SELECT l.system, l.object_type, l.remote_id, r.state, r.pushed, r.pushed_at, r.agreed
+        "SELECT l.system, l.object_type, l.remote_id, r.state, r.pushed, r.pushed_at, r.agreed,
+                l.reason LIKE 'matched_rule:%'
          FROM links l LEFT JOIN remote_records r
            ON r.system = l.system AND r.object_type = l.object_type AND r.remote_id = l.remote_id
          WHERE l.lead_id = ?1 AND l.closed_at IS NULL
@@ -43,11 +44,12 @@ pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadSta
             r.get::<_, Option<String>>(4)?,
             r.get::<_, Option<String>>(5)?,
             r.get::<_, Option<String>>(6)?,
+            r.get::<_, bool>(7)?,
         ))
     })?;
     let mut links = Vec::new();
     for row in rows {
-        let (system, object_type, remote_id, state, pushed, pushed_at, agreed) = row?;
+        let (system, object_type, remote_id, state, pushed, pushed_at, agreed, by_rule) = row?;
         links.push(LinkState {
             system: SystemName(system),
             remote: RemoteId { object_type, id: remote_id },
@@ -55,6 +57,7 @@ pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadSta
             agreed: agreed.as_deref().map(from_json).transpose()?.unwrap_or_default(),
             pushed: pushed.as_deref().map(from_json).transpose()?.unwrap_or_default(),
             pushed_at: pushed_at.as_deref().map(parse_ts).transpose()?,
+            by_rule,
         });
     }
     let held: BTreeSet<Field> = tx

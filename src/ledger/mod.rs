@@ -419,7 +419,7 @@ impl Ledger {
         let mut stmt = conn.prepare_cached(
             "SELECT o.id, o.lead_id, o.object_type, o.remote_id, o.fields, o.version, o.attempts,
                     l.fields, o.created_at, json_extract(r.state, '$.email'), o.stage_dates,
-                    o.vendor_writes
+                    r.state IS NOT NULL, o.vendor_writes
              FROM outbox o INDEXED BY outbox_pending_id JOIN leads l ON l.id = o.lead_id
              LEFT JOIN remote_records r ON r.system = o.system
                 AND r.object_type = o.object_type AND r.remote_id = o.remote_id
@@ -439,7 +439,8 @@ impl Ledger {
                 r.get::<_, String>(8)?,
                 r.get::<_, Option<String>>(9)?,
                 r.get::<_, Option<String>>(10)?,
-                r.get::<_, Option<String>>(11)?,
+                r.get::<_, bool>(11)?,
+                r.get::<_, Option<String>>(12)?,
             ))
         })?;
         let mut out = Vec::new();
@@ -456,6 +457,7 @@ impl Ledger {
                 planned,
                 record_email,
                 dates,
+                record_read,
                 writes,
             ) = row?;
             let writes = vendor_writes::VendorWrites::from_column(writes.as_deref())?;
@@ -466,8 +468,17 @@ impl Ledger {
                 // Consent is per address at some vendors (HubSpot): an opt-out goes to the
                 // address this record holds, which for a second record of the person (or
                 // one whose email is held or not synced) is not the person's.
-                if let Some(e) = record_email.filter(|e| !e.trim().is_empty()) {
-                    person.insert(Field::Email, e);
+                // A record read without an address holds none: the person's would be another
+                // contact's (an opt-out sent there changes nothing on this record), so none
+                // is given and the connector says so. Unread, the person's is the best guess.
+                match record_email.filter(|e| !e.trim().is_empty()) {
+                    Some(e) => {
+                        person.insert(Field::Email, e);
+                    }
+                    None if record_read => {
+                        person.remove(&Field::Email);
+                    }
+                    None => {}
                 }
                 PushOp::Update { remote: RemoteId { object_type, id: remote_id } }
             };

@@ -208,6 +208,7 @@ mod tests {
             fetched_at: Utc::now(),
             fate: RecordFate::Live,
             custom: Default::default(),
+            last_activity: None,
         };
         let new = l
             .complete_notices(&mkt, &[pending[0].id], &[pending[1].id], &[change], Utc::now())

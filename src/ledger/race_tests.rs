@@ -19,6 +19,7 @@ fn read(object: &str, id: &str, f: &[(Field, &str)], modified: i64, fetched: i64
         fetched_at: t(fetched),
         fate: RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 

@@ -14,8 +14,22 @@
 //!   on one of the person's records is [`TouchKind::Activity`] at its logged time, counted
 //!   once per activity ([`count_attempt`], called where the activity is stored, in the
 //!   closed-loop transaction). A clock that starts takes the done activities already stored
-//!   for the person at or after its start, oldest first. The record's last activity date is
-//!   not read: with every task read directly it could only count the same call twice.
+//!   for the person at or after its start, oldest first.
+//! - **Last activity**: a CRM record's own last-activity property, read by its connector
+//!   under `[contract.sla] last_activity_touches` (default on) onto `Change::last_activity`:
+//!   Salesforce `LastActivityDate` (a date: the latest due date of the record's closed tasks
+//!   and events) and HubSpot `notes_last_contacted` (an instant: the latest call, meeting,
+//!   sales email or other contact logged). A [`TouchKind::LastActivity`] touch, never an
+//!   attempt (the activities read one by one are the attempts, and the property is often the
+//!   same call seen again), so it cannot count anything twice. The clock keeps the value each
+//!   record showed in its latest read of the cycle (`activity_seen`); only a move forward
+//!   counts, dated by [`SlaClock::last_activity_touch`]: an instant as stamped (at or after
+//!   the start, not before the previous read, not after the record's modification time); a
+//!   date at the record's modification time (the time a date lacks is never guessed),
+//!   counted when the date is after the start's date in the calendar's time zone, or on that
+//!   date when the previous read of the record came after the start (the date moved during
+//!   the cycle). So a call logged on the day the clock starts counts once the record was read
+//!   after the start, and a first read on that day does not (it may predate the clock).
 //! - **Close**: the person leaves the MQL path (any stage but MQL and SAL: recycled,
 //!   disqualified, SQL and beyond, reopened). The clock is evaluated at now first, so a
 //!   stage advance is recorded as met or touched late, then closed.
@@ -32,6 +46,8 @@
 //! [`Ledger::sla_delivered`]. A crash between the two re-delivers those actions once on
 //! restart; a restart after delivery does not (the phase is stored).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
@@ -41,7 +57,7 @@ use super::identity::load_lead;
 use super::{Ledger, LedgerError, Result, audit, from_json, to_json, ts};
 use crate::contract::config::Contract;
 use crate::contract::lifecycle::{LifecycleStage, NamedMove};
-use crate::contract::sla::{SlaAction, SlaClock, SlaPhase, SlaPolicy, TouchKind};
+use crate::contract::sla::{ActivitySeen, SlaAction, SlaClock, SlaPhase, SlaPolicy, TouchKind};
 use crate::domain::{Change, Field, Role, SystemName};
 use crate::reconcile::{Decision, Rules};
 
@@ -107,6 +123,10 @@ pub struct StoredClock {
     /// Decided, not yet delivered, oldest first.
     #[serde(default)]
     pub pending: Vec<Fired>,
+    /// The last-activity value each of the person's CRM records (`system:type/id`) showed in
+    /// the latest read of this cycle: what tells a move of the property from old news.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub activity_seen: BTreeMap<String, ActivitySeen>,
 }
 
 /// A person's undelivered SLA actions and where their records live (for alerts: ids only).
@@ -329,7 +349,7 @@ pub(super) fn on_decision(
             }
             // Notices of the previous cycle not delivered yet still go out.
             let pending = stored.take().map(|s| s.pending).unwrap_or_default();
-            stored = Some(StoredClock { clock, pending });
+            stored = Some(StoredClock { clock, pending, activity_seen: BTreeMap::new() });
         }
     }
 
@@ -359,6 +379,33 @@ pub(super) fn on_decision(
                                         "refusal": refusal }),
                 ));
                 s.pending.push(Fired::DisqualifyRefused { refusal });
+            }
+        }
+        if crm && let Some(value) = change.last_activity {
+            let key = format!("{system}:{}", change.remote);
+            let before = s.activity_seen.get(&key).copied();
+            let at = if open {
+                s.clock.last_activity_touch(
+                    &contract.calendar,
+                    before.as_ref(),
+                    value,
+                    change.modified_at,
+                )
+            } else {
+                None
+            };
+            // A vendor clock ahead of ours: known now, not later.
+            if let Some(at) = at.map(|a| a.min(now))
+                && s.clock.touch(TouchKind::LastActivity, at)
+            {
+                entries.push((
+                    "sla_touch",
+                    serde_json::json!({ "via": "last_activity", "system": system.as_str(),
+                                        "record": change.remote.to_string(), "at": ts(at) }),
+                ));
+            }
+            if before.is_none_or(|b| b.seen_at <= change.fetched_at) {
+                s.activity_seen.insert(key, ActivitySeen { value, seen_at: change.fetched_at });
             }
         }
         let advanced = open
@@ -672,3 +719,6 @@ impl Ledger {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,6 +22,7 @@ fn change(id: &str, email: &str, stage: &str, at: i64) -> Change {
         fetched_at: t(at),
         fate: crate::domain::RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 
@@ -265,6 +266,7 @@ fn rec_change(sys_obj: &str, id: &str, f: &[(Field, &str)], at: i64) -> Change {
         fetched_at: t(at),
         fate: crate::domain::RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 
@@ -481,4 +483,36 @@ fn connections_fix_query_plans_at_prepare_time() {
     let conn = l.conn.lock().expect("lock");
     let qpsg = rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG;
     assert!(conn.db_config(qpsg).expect("db config"));
+}
+
+/// A contact read without an email address holds none: an opt-out planned for it carries no
+/// address (the connector answers `missing_email`), never the person's address, which belongs
+/// to another contact (unsubscribing that one leaves this record as it was).
+#[test]
+fn an_opt_out_of_a_contact_without_an_address_carries_none() {
+    let (_d, l) = open();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let r = rules();
+    let mut m = mint();
+    let who = [(Field::FirstName, "Ann"), (Field::LastName, "Lee"), (Field::Company, "Acme")];
+    let mut first = who.to_vec();
+    first.push((Field::Email, "a@x.test"));
+    l.ingest(&mkt, "poll", &[rec_change("contact", "1", &first, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    let c2 = Change { ledger_key: Some("L1".into()), ..rec_change("contact", "2", &who, 2) };
+    l.ingest(&mkt, "poll", &[c2], None, t(2)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    let out = [(Field::Email, "a@x.test"), (Field::EmailOptOut, "true"), (Field::LastName, "Lee")];
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &out, 3)], None, t(3)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(3), &mut m).expect("reconcile");
+    let due = l.due_pushes(&mkt, 10, t(4)).expect("due");
+    let to = |id: &str| {
+        due.iter()
+            .map(|d| &d.record)
+            .find(|rec| matches!(&rec.op, PushOp::Update { remote } if remote.id == id))
+            .unwrap_or_else(|| panic!("a push to contact {id}: {due:?}"))
+    };
+    assert_eq!(to("1").person.get(&Field::Email).map(String::as_str), Some("a@x.test"));
+    assert_eq!(to("2").fields.get(&Field::EmailOptOut).map(String::as_str), Some("true"));
+    assert_eq!(to("2").person.get(&Field::Email), None, "contact 2 holds no address");
 }

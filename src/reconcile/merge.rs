@@ -19,7 +19,7 @@ pub fn merge_persons(
     let mut out = winner.clone();
     for link in &loser.links {
         if !out.links.iter().any(|k| k.system == link.system && k.remote == link.remote) {
-            out.links.push(link.clone());
+            super::add_link(&mut out.links, link.clone());
         }
     }
     out.held.extend(loser.held.iter().copied());

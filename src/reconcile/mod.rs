@@ -81,6 +81,9 @@ pub struct LinkState {
     /// the vendor's answer): a read that started before then may predate the push.
     pub pushed: Fields,
     pub pushed_at: Option<DateTime<Utc>>,
+    /// A fuzzy matching rule made this link. The ledger lists such links after the others
+    /// (see [`is_primary`]); [`add_link`] keeps a person's links in that order in memory too.
+    pub by_rule: bool,
 }
 
 impl LinkState {
@@ -92,8 +95,20 @@ impl LinkState {
             agreed: Fields::new(),
             pushed: Fields::new(),
             pushed_at: None,
+            by_rule: false,
         }
     }
+}
+
+/// Add a link where the ledger will list it when the person is next loaded: after the links
+/// made by exact keys when a fuzzy rule made it, else after the other exact ones (the ledger
+/// orders by `reason LIKE 'matched_rule:%', id`). Planning pushes against another order would
+/// pick another primary record than the one every later load sees: a record linked by email in
+/// the same batch as a fuzzy-linked one would lose its primacy for one plan, and that plan
+/// writes the person's email onto the fuzzy-linked contact (HubSpot: 409, a dead letter).
+pub(crate) fn add_link(links: &mut Vec<LinkState>, link: LinkState) {
+    let at = if link.by_rule { links.len() } else { links.partition_point(|k| !k.by_rule) };
+    links.insert(at, link);
 }
 
 /// A closed link of the changed record (its record was deleted, merged away or converted).
@@ -362,7 +377,8 @@ fn decided_state(ctx: &Context, d: &Decision, system: &SystemName, change: &Chan
     if !lead.links.iter().any(|k| &k.system == system && k.remote == change.remote) {
         let mut link = LinkState::new(system.clone(), change.remote.clone());
         link.known = d.record_known.clone();
-        lead.links.push(link);
+        link.by_rule = matches!(d.new_link, Some(LinkReason::MatchedRule { .. }));
+        add_link(&mut lead.links, link);
     }
     lead
 }
@@ -418,7 +434,7 @@ fn fold_related(
             d.link_other = Some((other.clone(), reason));
             d.audit.push(link_event("link", system, &other, reason));
             let mut with = remaining;
-            with.links.push(LinkState::new(system.clone(), other));
+            add_link(&mut with.links, LinkState::new(system.clone(), other));
             d.pushes = plan_pushes(&with, rules);
         }
         None => {
@@ -670,7 +686,8 @@ fn reconcile_live(
             let mut link = LinkState::new(system.clone(), change.remote.clone());
             link.known = record_known.clone();
             link.agreed = record_agreed.clone();
-            state.links.push(link);
+            link.by_rule = matches!(reason, LinkReason::MatchedRule { .. });
+            add_link(&mut state.links, link);
         }
     }
     let pushes = plan_pushes(&state, rules);

@@ -25,6 +25,7 @@ fn change(id: &str, obj: &str, f: Fields, at: i64) -> Change {
         fetched_at: t(at),
         fate: crate::domain::RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 
@@ -170,6 +171,7 @@ fn stale_snapshot_does_not_undo_our_push() {
         agreed: Fields::new(),
         pushed: fields(&[(Field::LeadStatus, "working")]),
         pushed_at: Some(t(10)),
+        by_rule: false,
     };
     let lead = LeadState {
         id: "L1".into(),
@@ -570,4 +572,36 @@ fn an_email_that_is_not_written_does_not_resend_the_opt_out() {
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].fields.get(&Field::Email).map(String::as_str), Some("new@x.test"));
     assert_eq!(p[0].fields.get(&Field::EmailOptOut).map(String::as_str), Some("true"));
+}
+
+/// A contact linked by email in the same batch as one a fuzzy rule linked is the primary in
+/// the plan as in every later load of the ledger (which lists rule-made links last): the
+/// person's email goes to the contact that holds it, never onto the fuzzy-linked one, which
+/// HubSpot would refuse (409: another contact has that email). Seen in `bench --fuzzy 5`
+/// as CONFLICT dead letters.
+#[test]
+fn an_email_link_in_the_same_batch_outranks_a_fuzzy_one_as_primary() {
+    let r = rules();
+    let mut lead = linked_pair(&[(Field::Email, "a@x.test"), (Field::FirstName, "Ann")]);
+    let fuzzy = lead.links.iter_mut().find(|k| k.system == mkt()).expect("the contact link");
+    fuzzy.by_rule = true;
+    fuzzy.known.insert(Field::Email, "ann.other@y.test".into());
+    fuzzy.agreed.remove(&Field::Email);
+    let c = change(
+        "2",
+        "contact",
+        fields(&[(Field::Email, "a@x.test"), (Field::FirstName, "Anne")]),
+        5,
+    );
+    let ctx = Context { by_email: Some(lead), ..Context::default() };
+    let d = rec(&ctx, &mkt(), &c, &r, "unused", t(6));
+    let to_fuzzy = |p: &&PushIntent| p.remote.as_ref().is_some_and(|id| id.id == "1");
+    assert!(
+        d.pushes.iter().filter(to_fuzzy).all(|p| !p.fields.contains_key(&Field::Email)),
+        "the person's email must not be written onto the fuzzy-linked contact: {:?}",
+        d.pushes
+    );
+    let mut links = vec![LinkState { by_rule: true, ..LinkState::new(mkt(), c.remote.clone()) }];
+    add_link(&mut links, LinkState::new(crm(), c.remote.clone()));
+    assert!(!links[0].by_rule, "exact links go before rule-made ones, as the ledger orders them");
 }

@@ -44,6 +44,7 @@ fn person(id: &str, email: &str, f: &[(Field, &str)], at: DateTime<Utc>) -> Chan
         fetched_at: at,
         fate: RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 

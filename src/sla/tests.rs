@@ -35,6 +35,7 @@ fn sla_raw() -> SlaRaw {
         disqualify_min_days: 5,
         alert_webhook: None,
         touch_statuses: vec!["contacted".into()],
+        last_activity_touches: true,
         check_interval_seconds: 60,
     }
 }
@@ -75,6 +76,7 @@ fn mkt_change_of(n: u32, stage: &str, modified: DateTime<Utc>) -> Change {
         fetched_at: modified,
         fate: RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 
@@ -96,6 +98,7 @@ fn crm_change_of(n: u32, status: &str, modified: DateTime<Utc>) -> Change {
         fetched_at: modified,
         fate: RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 

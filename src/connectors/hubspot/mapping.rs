@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use super::wire::{self, Contact};
 use crate::connectors::FieldMap;
 use crate::connectors::contract_props::{ContractProps, DateKind};
-use crate::domain::{Change, Field, Fields, PushRecord, RecordFate, RemoteId};
+use crate::domain::{Change, Field, Fields, LastActivity, PushRecord, RecordFate, RemoteId};
 
 /// The object type leadsync uses for HubSpot contacts in [`RemoteId`]s.
 pub const OBJECT_TYPE: &str = "contact";
@@ -23,7 +23,8 @@ pub const OBJECT_TYPE: &str = "contact";
 pub(super) fn read_properties(map: &FieldMap, contract: &ContractProps) -> Vec<String> {
     let mut props: Vec<String> = map.properties().map(str::to_string).collect();
     let extra = [wire::LAST_MODIFIED, wire::OBJECT_ID, wire::MERGED_IDS];
-    for p in extra.into_iter().chain(contract.properties()) {
+    let last_contacted = contract.reads_last_activity().then_some(wire::LAST_CONTACTED);
+    for p in extra.into_iter().chain(contract.properties()).chain(last_contacted) {
         if !props.iter().any(|q| q == p) {
             props.push(p.to_string());
         }
@@ -68,7 +69,18 @@ pub(super) fn to_change(
         fetched_at,
         fate: RecordFate::Live,
         custom: contract.values(|p| c.properties.get(p).cloned().flatten()),
+        last_activity: contract.reads_last_activity().then(|| last_contacted(c)).flatten(),
     })
+}
+
+/// `notes_last_contacted` as the contact carries it: absent from the answer says nothing;
+/// `null` or blank is [`LastActivity::Never`]; an unparseable value says nothing.
+pub(super) fn last_contacted(c: &Contact) -> Option<LastActivity> {
+    match c.properties.get(wire::LAST_CONTACTED)? {
+        None => Some(LastActivity::Never),
+        Some(v) if v.trim().is_empty() => Some(LastActivity::Never),
+        Some(v) => parse_time(v).map(LastActivity::At),
+    }
 }
 
 /// The ids merged into this contact (`hs_merged_object_ids`), in the order HubSpot lists them.
@@ -98,6 +110,7 @@ pub(super) fn fate_change(
         fetched_at,
         fate,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 
@@ -327,5 +340,35 @@ mod tests {
         assert_eq!(ch.custom.get("country"), Some(&None), "blank reads as empty");
         assert_eq!(ch.custom.get("tier"), Some(&None), "a property the portal lacks is left out");
         assert!(!ch.fields.values().any(|v| v == "55"), "custom values are not canonical fields");
+    }
+
+    #[test]
+    fn last_contacted_is_read_only_when_asked_and_empty_is_never() {
+        let off = ContractProps::default();
+        assert!(!read_properties(&map(), &off).iter().any(|p| p == wire::LAST_CONTACTED));
+        let on = ContractProps::default().with_last_activity(true);
+        assert_eq!(
+            read_properties(&map(), &on).iter().filter(|p| *p == wire::LAST_CONTACTED).count(),
+            1
+        );
+        let contact = |props: &str| -> Contact {
+            serde_json::from_str(&format!(
+                r#"{{"id":"7","properties":{{"lastmodifieddate":"2024-03-01T10:00:00Z"{props}}}}}"#
+            ))
+            .expect("contact")
+        };
+        let read = |c: &Contact, p: &ContractProps| {
+            to_change(c, &map(), p, Utc::now()).expect("change").last_activity
+        };
+        let logged = contact(r#","notes_last_contacted":"2024-02-29T15:04:05.123Z""#);
+        let at = parse_time("2024-02-29T15:04:05.123Z").expect("time");
+        assert_eq!(read(&logged, &on), Some(LastActivity::At(at)));
+        assert_eq!(read(&logged, &off), None, "not asked: says nothing");
+        assert_eq!(
+            read(&contact(r#","notes_last_contacted":null"#), &on),
+            Some(LastActivity::Never)
+        );
+        assert_eq!(read(&contact(""), &on), None, "left out of the answer: says nothing");
+        assert_eq!(read(&contact(r#","notes_last_contacted":"soon""#), &on), None);
     }
 }

@@ -18,6 +18,9 @@ pub(super) const EMAIL_OPTOUT: &str = "hs_email_optout";
 pub(super) const EMAIL: &str = "email";
 /// On a merge survivor: the ids merged into it, `;`-separated (read-only).
 pub(super) const MERGED_IDS: &str = "hs_merged_object_ids";
+/// "Last contacted": when the latest call, meeting, sales email (or other contact logged as
+/// one) happened; HubSpot computes it, the API cannot write it.
+pub(super) const LAST_CONTACTED: &str = "notes_last_contacted";
 
 // ---------------------------------------------------------------------------------------------
 // Requests

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::wire::{self, Record, SaveResult};
 use crate::connectors::FieldMap;
 use crate::connectors::contract_props::{ContractProps, DateKind};
-use crate::domain::{Change, Field, PushOutcome, PushRecord, RecordFate, RemoteId};
+use crate::domain::{Change, Field, LastActivity, PushOutcome, PushRecord, RecordFate, RemoteId};
 
 /// Placeholder Salesforce integrations write into required text fields they have no value for.
 pub(super) const NOT_PROVIDED: &str = "[not provided]";
@@ -126,6 +126,12 @@ pub(super) fn record_to_change(
             map.to_canonical(&props)
         }
     };
+    let last_activity = match fate {
+        RecordFate::Live | RecordFate::ConvertedTo { .. } if contract.reads_last_activity() => {
+            last_activity_of(rec)
+        }
+        _ => None,
+    };
     let ledger_key =
         get_ci(rec, external_id_field).and_then(json_to_string).filter(|s| !s.trim().is_empty());
     let change = Change {
@@ -136,8 +142,22 @@ pub(super) fn record_to_change(
         fetched_at,
         fate,
         custom,
+        last_activity,
     };
     Ok((change, Position { ts: modified_at, id }))
+}
+
+/// `LastActivityDate` as the record carries it: `null` is [`LastActivity::Never`]; a record
+/// without the field (an outbound message that does not carry it) or with a value that is
+/// not a date says nothing.
+pub(super) fn last_activity_of(rec: &Record) -> Option<LastActivity> {
+    match get_ci(rec, wire::LAST_ACTIVITY_FIELD)? {
+        Value::Null => Some(LastActivity::Never),
+        Value::String(s) => {
+            chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok().map(LastActivity::Date)
+        }
+        _ => None,
+    }
 }
 
 /// What the record's system fields say happened to it: `IsDeleted` with a `MasterRecordId`

@@ -222,7 +222,7 @@ impl Inner {
     }
 
     /// Fields read on every query and fetch: the keyset pair, the fate fields, the external
-    /// id, the mapping.
+    /// id, the mapping, the contract's properties (and `LastActivityDate` when asked).
     fn select_fields<'a>(&'a self, spec: &'a ObjectSpec) -> Vec<&'a str> {
         let mut out = vec![
             wire::ID_FIELD,
@@ -234,7 +234,9 @@ impl Inner {
             out.extend([wire::IS_CONVERTED_FIELD, wire::CONVERTED_CONTACT_FIELD]);
         }
         out.push(self.external_id_field.as_str());
-        for p in spec.map.properties().chain(self.contract.properties()) {
+        let last_activity =
+            self.contract.reads_last_activity().then_some(wire::LAST_ACTIVITY_FIELD);
+        for p in spec.map.properties().chain(self.contract.properties()).chain(last_activity) {
             if !out.iter().any(|o| o.eq_ignore_ascii_case(p)) {
                 out.push(p);
             }

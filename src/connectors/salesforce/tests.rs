@@ -948,6 +948,40 @@ fn contract_custom_fields_are_read_by_any_casing_and_only_from_live_records() {
 }
 
 #[test]
+fn last_activity_date_is_read_only_when_asked_and_only_from_live_records() {
+    use crate::domain::LastActivity;
+    let map = FieldMap::from_raw(&FieldMap::salesforce_lead_default(), "x").expect("valid");
+    let on = crate::connectors::contract_props::ContractProps::default().with_last_activity(true);
+    let off = crate::connectors::contract_props::ContractProps::default();
+    let rec = |extra: serde_json::Value| -> super::wire::Record {
+        let mut r = json!({
+            "Id": "00Q000000000001AAA",
+            "SystemModstamp": "2024-05-01T10:00:00.000+0000",
+            "Email": "a@b.test",
+        });
+        if let (Some(r), Some(e)) = (r.as_object_mut(), extra.as_object()) {
+            r.extend(e.clone());
+        }
+        serde_json::from_value(r).expect("record")
+    };
+    let read = |r: &super::wire::Record, p| {
+        super::mapping::record_to_change(&map, p, "Lead", "X__c", r, Utc::now())
+            .expect("change")
+            .0
+            .last_activity
+    };
+    let dated = rec(json!({"LastActivityDate": "2024-04-30"}));
+    let day = chrono::NaiveDate::from_ymd_opt(2024, 4, 30).expect("date");
+    assert_eq!(read(&dated, &on), Some(LastActivity::Date(day)));
+    assert_eq!(read(&dated, &off), None, "not asked: says nothing");
+    assert_eq!(read(&rec(json!({"lastactivitydate": null})), &on), Some(LastActivity::Never));
+    assert_eq!(read(&rec(json!({})), &on), None, "not carried (an outbound message)");
+    assert_eq!(read(&rec(json!({"LastActivityDate": "30/04/2024"})), &on), None);
+    let deleted = rec(json!({"LastActivityDate": "2024-04-30", "IsDeleted": true}));
+    assert_eq!(read(&deleted, &on), None, "a deleted record says nothing about the person");
+}
+
+#[test]
 fn stage_dates_go_into_the_write_record_as_datetime_or_date() {
     use crate::connectors::contract_props::{ContractProps, DateKind, StageDateProp};
     let map = FieldMap::from_raw(&FieldMap::salesforce_lead_default(), "x").expect("valid");

@@ -110,6 +110,9 @@ pub(super) const UPDATE_ID_KEY: &str = "id";
 /// Field names every synced object has that the connector reads itself.
 pub(super) const ID_FIELD: &str = "Id";
 pub(super) const MODSTAMP_FIELD: &str = "SystemModstamp";
+/// Lead and Contact: the latest due date of the record's closed tasks and events (a `Date`,
+/// `YYYY-MM-DD`, read-only; `null` without any).
+pub(super) const LAST_ACTIVITY_FIELD: &str = "LastActivityDate";
 pub(super) const IS_DELETED_FIELD: &str = "IsDeleted";
 /// On a record merged away: the surviving record's id.
 pub(super) const MASTER_RECORD_FIELD: &str = "MasterRecordId";

@@ -190,7 +190,8 @@ fn attempts_are_counted_once_each() {
         "the same activity, seen by its date"
     );
     assert!(!c.touch(TouchKind::StatusWorking, utc(6, 9, 9, 0)), "not an attempt, not earlier");
-    assert!(c.touch(TouchKind::LastActivity, utc(6, 10, 0, 0)));
+    assert!(!c.touch(TouchKind::LastActivity, utc(6, 9, 20, 0)), "a touch, not an attempt");
+    assert!(c.touch(TouchKind::Activity, utc(6, 10, 0, 0)));
     assert!(c.touch(TouchKind::StageAdvanced, utc(6, 6, 14, 0)), "an earlier first touch");
     assert_eq!(c.attempts, 2);
     assert_eq!(c.first_touch_at, Some(utc(6, 6, 14, 0)));
@@ -301,4 +302,121 @@ proptest! {
             prop_assert!(!kinds[i + 1..].contains(k), "an action repeats: {:?}", all);
         }
     }
+}
+
+fn seen(value: LastActivity, seen_at: DateTime<Utc>) -> ActivitySeen {
+    ActivitySeen { value, seen_at }
+}
+
+/// A `LastActivityDate` in June 2025.
+fn june(d: u32) -> LastActivity {
+    LastActivity::Date(chrono::NaiveDate::from_ymd_opt(2025, 6, d).expect("valid"))
+}
+
+#[test]
+fn a_last_activity_date_counts_only_when_it_provably_moved_after_the_start() {
+    // Started Friday 6 June 15:00 in Berlin (13:00 UTC).
+    let (c, cal) = (friday_clock(), berlin());
+    let never = LastActivity::Never;
+    let modified = utc(6, 6, 14, 0);
+    assert_eq!(
+        c.last_activity_touch(&cal, None, june(6), modified),
+        None,
+        "a first read on the start's date may show an activity from before the start"
+    );
+    assert_eq!(
+        c.last_activity_touch(&cal, Some(&seen(never, utc(6, 6, 13, 0))), june(6), modified),
+        Some(modified),
+        "read empty at the start, dated that day later: it moved during the cycle"
+    );
+    assert_eq!(
+        c.last_activity_touch(&cal, Some(&seen(never, utc(6, 6, 12, 59))), june(6), modified),
+        None,
+        "read empty just before the start proves nothing about the start's day"
+    );
+    assert_eq!(
+        c.last_activity_touch(&cal, None, june(9), utc(6, 9, 7, 0)),
+        Some(utc(6, 9, 7, 0)),
+        "a date after the start's date counts, stamped when the record said so, not at midnight"
+    );
+    assert_eq!(
+        c.last_activity_touch(&cal, Some(&seen(never, utc(6, 6, 14, 0))), june(5), modified),
+        None,
+        "dated before the start's date: an activity of an earlier cycle, logged late"
+    );
+    let held = seen(june(9), utc(6, 9, 7, 0));
+    assert_eq!(
+        c.last_activity_touch(&cal, Some(&held), june(9), utc(6, 9, 8, 0)),
+        None,
+        "old news"
+    );
+    assert_eq!(
+        c.last_activity_touch(&cal, Some(&held), june(6), utc(6, 9, 8, 0)),
+        None,
+        "moved back: a task was deleted or reopened"
+    );
+    assert_eq!(c.last_activity_touch(&cal, Some(&held), never, utc(6, 9, 8, 0)), None);
+    assert_eq!(c.last_activity_touch(&cal, None, never, utc(6, 9, 8, 0)), None);
+}
+
+#[test]
+fn the_start_date_is_read_in_the_calendar_time_zone() {
+    // 23:30 UTC on Thursday 5 June is 01:30 on Friday 6 June in Berlin.
+    let started = utc(6, 5, 23, 30);
+    let c = SlaClock::start(started, &policy(), &berlin());
+    assert_eq!(c.last_activity_touch(&berlin(), None, june(6), utc(6, 6, 9, 0)), None);
+    let in_utc = BusinessCalendar::default();
+    let c = SlaClock::start(started, &policy(), &in_utc);
+    assert_eq!(
+        c.last_activity_touch(&in_utc, None, june(6), utc(6, 6, 9, 0)),
+        Some(utc(6, 6, 9, 0)),
+        "in UTC the clock started on the 5th"
+    );
+}
+
+#[test]
+fn a_last_contacted_instant_is_taken_as_stamped_within_what_the_reads_prove() {
+    let (c, cal) = (friday_clock(), berlin());
+    let at = LastActivity::At;
+    assert_eq!(
+        c.last_activity_touch(&cal, None, at(utc(6, 6, 14, 0)), utc(6, 6, 14, 5)),
+        Some(utc(6, 6, 14, 0))
+    );
+    assert_eq!(
+        c.last_activity_touch(&cal, None, at(utc(6, 6, 12, 0)), utc(6, 6, 14, 5)),
+        None,
+        "before the start"
+    );
+    assert_eq!(
+        c.last_activity_touch(
+            &cal,
+            Some(&seen(LastActivity::Never, utc(6, 6, 15, 0))),
+            at(utc(6, 6, 14, 0)),
+            utc(6, 6, 16, 0)
+        ),
+        Some(utc(6, 6, 15, 0)),
+        "logged after a read that did not show it: no earlier than that read"
+    );
+    assert_eq!(
+        c.last_activity_touch(&cal, None, at(utc(6, 10, 9, 0)), utc(6, 6, 16, 0)),
+        Some(utc(6, 6, 16, 0)),
+        "a meeting dated in the future was booked by the record's modification"
+    );
+    let held = seen(at(utc(6, 6, 14, 0)), utc(6, 6, 14, 5));
+    assert_eq!(
+        c.last_activity_touch(&cal, Some(&held), at(utc(6, 6, 14, 0)), utc(6, 6, 17, 0)),
+        None
+    );
+}
+
+#[test]
+fn a_last_activity_touch_meets_the_deadline_without_counting_an_attempt() {
+    let (mut c, p) = (friday_clock(), policy());
+    assert!(c.touch(TouchKind::LastActivity, utc(6, 9, 8, 0)));
+    assert_eq!((c.attempts, c.first_attempt_at), (0, None));
+    assert!(c.may_disqualify(utc(6, 20, 0, 0), &p).is_err(), "no attempts were made");
+    assert_eq!(
+        c.evaluate(utc(6, 9, 8, 1), &p),
+        vec![SlaAction::Met { first_touch_at: utc(6, 9, 8, 0) }]
+    );
 }

@@ -441,6 +441,7 @@ pub fn hubspot_notices(events: &[HubspotEvent]) -> Vec<Notice> {
             fetched_at: occurred_at,
             fate: crate::domain::RecordFate::Deleted,
             custom: Default::default(),
+            last_activity: None,
         });
         out.push(Notice {
             dedupe_key: e.dedupe_key(),

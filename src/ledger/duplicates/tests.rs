@@ -33,6 +33,7 @@ fn contact(id: &str, email: &str, at: i64) -> Change {
         fetched_at: t(at),
         fate: RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 

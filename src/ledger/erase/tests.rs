@@ -36,6 +36,7 @@ fn change(object_type: &str, id: &str, f: Fields, at: i64) -> Change {
         fetched_at: t(at),
         fate: RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 

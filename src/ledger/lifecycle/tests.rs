@@ -40,6 +40,7 @@ fn change(n: usize, stage: Option<&str>, at: i64) -> Change {
         fetched_at: t(at),
         fate: RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 

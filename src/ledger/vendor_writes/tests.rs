@@ -48,6 +48,7 @@ fn change(object_type: &str, id: &str, stage: Option<&str>, at: i64) -> Change {
         fetched_at: t(at),
         fate: RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 

@@ -63,6 +63,7 @@ fn change(f: &[(Field, &str)], at: i64) -> Change {
         fetched_at: t(at),
         fate: RecordFate::Live,
         custom: Default::default(),
+        last_activity: None,
     }
 }
 

@@ -37,8 +37,13 @@
 //! - **`hs_email_optout` is read-only** for the contacts API and for `ui_update`: writing it gives
 //!   400 `VALIDATION_ERROR` with code `READ_ONLY_VALUE` and the message "hs_email_optout is a read
 //!   only property; its value cannot be set." (wording reported on the HubSpot forum). So are
-//!   `hs_object_id`, `createdate`, `lastmodifieddate`, `hs_merged_object_ids` and
-//!   `hs_additional_emails`.
+//!   `hs_object_id`, `createdate`, `lastmodifieddate`, `hs_merged_object_ids`,
+//!   `hs_additional_emails` and `notes_last_contacted`.
+//! - **`notes_last_contacted` ("Last contacted")** is HubSpot's own: the time of the latest
+//!   call, meeting, sales email (or other contact) logged on the contact, never lowered by an
+//!   older one. Notes do not move it (they move "last activity", which is not modelled).
+//!   Engagement objects are not modelled: [`HubspotSim::log_engagement`] stands for a rep
+//!   logging one, and moves `lastmodifieddate` like any other change.
 //! - **Opt-out is per email address**, as HubSpot documents for subscription status. `POST
 //!   /communication-preferences/v4/statuses/{email}/unsubscribe-all?channel=EMAIL` records the
 //!   address as unsubscribed from all email, and sets `hs_email_optout="true"` (moving
@@ -511,6 +516,20 @@ impl HubspotSim {
             now,
         );
         Ok(())
+    }
+
+    /// A rep logging a call, meeting or sales email on a contact in the UI, as having
+    /// happened at `at` (epoch ms; now when `None`): HubSpot moves the contact's read-only
+    /// `notes_last_contacted` to it when it is later than the value held (a note does not:
+    /// "last contacted" counts contacts, not notes). Returns whether it moved.
+    ///
+    /// # Errors
+    /// Unknown contact.
+    pub fn log_engagement(&self, contact_id: &str, at: Option<i64>) -> Result<bool, String> {
+        let mut store = self.inner.store_as(ChangeSource::CrmUi);
+        let id = store.resolve(contact_id, false).ok_or_else(|| WriteError::NotFound.describe())?;
+        let now = store::now_ms();
+        Ok(store.record_contact(id, at.unwrap_or(now), now))
     }
 
     /// HubSpot updating a contact on its own (e.g. a recalculated internal property): moves

@@ -91,6 +91,9 @@ pub(crate) const BUILTIN_PROPERTIES: &[PropDef] = &[
     PropDef { name: "recent_conversion_date", ty: PropType::Datetime, read_only: true },
     PropDef { name: "num_conversion_events", ty: PropType::Number, read_only: true },
     PropDef { name: "hs_analytics_source", ty: PropType::Text, read_only: true },
+    // "Last contacted": HubSpot's own, from logged calls, meetings, sales emails (see
+    // `record_contact`).
+    PropDef { name: "notes_last_contacted", ty: PropType::Datetime, read_only: true },
 ];
 
 /// The portal's owners (`GET /crm/v3/owners`): id, email, first name, last name, user id.
@@ -830,6 +833,27 @@ impl Store {
         contact.updated_ms = now;
         self.changes.push(ContactChange::Changed { id, at: now, props: set });
         self.publish(id);
+    }
+
+    /// A sales contact (call, meeting, sales email, ...) logged on a contact as having
+    /// happened at `at`: `notes_last_contacted` becomes `at` when that is later than what it
+    /// holds (HubSpot keeps the latest), moving `lastmodifieddate` and firing a
+    /// propertyChange. Returns whether the property moved.
+    pub fn record_contact(&mut self, id: u64, at: i64, now: i64) -> bool {
+        let Some(entry) = self.contacts.get_mut(&id) else { return false };
+        let held = entry.props.get("notes_last_contacted").and_then(|v| parse_instant_ms(v));
+        if held.is_some_and(|h| h >= at) {
+            return false;
+        }
+        let contact = Arc::make_mut(entry);
+        let set = vec![("notes_last_contacted".to_owned(), iso_ms(at))];
+        for (k, v) in &set {
+            contact.props.insert(k.clone(), v.clone());
+        }
+        contact.updated_ms = now;
+        self.changes.push(ContactChange::Changed { id, at: now, props: set });
+        self.publish(id);
+        true
     }
 
     pub fn opt_state(&self, email: &str) -> OptState {

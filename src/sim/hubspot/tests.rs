@@ -325,6 +325,41 @@ async fn read_only_and_unknown_properties_are_rejected() {
     assert!(sim.insert(props(&[("email", "not-an-email")])).is_err());
 }
 
+#[tokio::test]
+async fn last_contacted_moves_only_with_a_logged_contact_and_cannot_be_written() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let id = sim.insert(props(&[("email", "lc@x.test")])).unwrap();
+    let resp = api
+        .patch(
+            &format!("/{id}"),
+            json!({"properties": {"notes_last_contacted": "2026-11-20T10:00:00.000Z"}}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(resp).await["errors"][0]["code"], "READ_ONLY_VALUE");
+    let ui = props(&[("notes_last_contacted", "2026-11-20T10:00:00.000Z")]);
+    assert!(sim.ui_update(&id, ui).is_err(), "not in the UI either: HubSpot computes it");
+    assert_eq!(sim.get(&id).unwrap()["notes_last_contacted"], None);
+
+    let before = sim.get(&id).unwrap()["lastmodifieddate"].clone();
+    let call = 1_795_000_000_000; // 2026-11-18
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert_eq!(sim.log_engagement(&id, Some(call)), Ok(true));
+    let after = sim.get(&id).unwrap();
+    assert_eq!(after["notes_last_contacted"].as_deref(), Some(super::store::iso_ms(call).as_str()));
+    assert_ne!(after["lastmodifieddate"], before, "a computed change still moves the record");
+    // An older contact logged later does not lower it; a newer one raises it.
+    assert_eq!(sim.log_engagement(&id, Some(call - 60_000)), Ok(false));
+    assert_eq!(sim.log_engagement(&id, Some(call + 60_000)), Ok(true));
+    let held = sim.get(&id).unwrap()["notes_last_contacted"].clone();
+    assert_eq!(held.as_deref(), Some(super::store::iso_ms(call + 60_000).as_str()));
+    assert!(sim.log_engagement("999999", None).is_err());
+    // Read through the API like any property.
+    let resp = api.get(&format!("/{id}?properties=notes_last_contacted")).await;
+    let b = body(resp).await;
+    assert_eq!(b["properties"]["notes_last_contacted"], json!(super::store::iso_ms(call + 60_000)));
+}
+
 /// Pages a `lastmodifieddate GTE watermark` search sorted ascending, as the connector will.
 #[tokio::test]
 async fn search_by_lastmodifieddate_pages_in_order() {
