@@ -111,6 +111,25 @@ pub(super) fn merged_away(c: &Contact, fetched_at: DateTime<Utc>) -> Vec<Change>
         .collect()
 }
 
+/// An archived contact as [`archived_change`], after a `MergedInto` change for each id merged
+/// into it: a contact merged into one that was archived before leadsync read the survivor is
+/// known gone only from the survivor's `hs_merged_object_ids` (HubSpot does not resolve
+/// merged-away ids to an archived contact). Its person then follows the survivor, whose
+/// delete closes the link with a tombstone.
+pub(super) fn archived_changes(c: &Contact, fetched_at: DateTime<Utc>) -> Vec<Change> {
+    let Some(deleted) = archived_change(c, fetched_at) else { return Vec::new() };
+    let mut out: Vec<Change> = merged_ids(c)
+        .into_iter()
+        .filter(|m| *m != c.id)
+        .map(|m| {
+            let fate = RecordFate::MergedInto { survivor: c.id.clone() };
+            fate_change(&m, fate, deleted.modified_at, fetched_at)
+        })
+        .collect();
+    out.push(deleted);
+    out
+}
+
 /// An archived contact as a `Deleted` change, dated when it was archived (`archivedAt`, else
 /// its last update); `None` without a usable time.
 pub(super) fn archived_change(c: &Contact, fetched_at: DateTime<Utc>) -> Option<Change> {

@@ -501,7 +501,7 @@ impl HubspotConnector {
         let fetched_at = Utc::now();
         let resp = self.inner.client.list_archived(ARCHIVED_PAGE, after).await?;
         let changes: Vec<Change> =
-            resp.results.iter().filter_map(|c| mapping::archived_change(c, fetched_at)).collect();
+            resp.results.iter().flat_map(|c| mapping::archived_changes(c, fetched_at)).collect();
         let next = resp.next_after().map(str::to_string);
         tracing::debug!(
             archived = changes.len(),
@@ -648,7 +648,7 @@ impl Connector for HubspotConnector {
             }
             if !missing.is_empty() {
                 let archived = self.read_batch(&missing, true).await?;
-                out.extend(archived.iter().filter_map(|c| mapping::archived_change(c, fetched_at)));
+                out.extend(archived.iter().flat_map(|c| mapping::archived_changes(c, fetched_at)));
             }
         }
         Ok(out)
