@@ -17,6 +17,10 @@
 //!   conflict, settled by the field's [`FieldRule`] and written to the audit trail, or parked in
 //!   the review queue under `review`. A record seen for the first time by an existing person
 //!   only fills blanks, except from a preferred system.
+//! - **Email of a second record**: of several records of one person in one system, only the
+//!   primary's email is the person's; an email edited on another is that record's own
+//!   address (kept in its link), so the primary is never asked to take an address another
+//!   record of the same system holds.
 //! - **Identity lifecycle**: a deleted record's link closes with a tombstone (the person is not
 //!   created there again unless configured); a record merged away at the vendor closes its link
 //!   and the survivor's person absorbs its person; a converted lead closes its link and the
@@ -516,7 +520,24 @@ fn reconcile_live(
     let first_sight = this_link.is_none_or(|k| k.known.is_empty() && k.pushed_at.is_none());
     let existing_person = lead.is_some();
     let mut changed_detail = Vec::new();
+    let from_primary = lead.is_none_or(|l| is_primary(l, system, &change.remote));
     for (field, value) in &incoming {
+        // A second record of the person in one system holds an address of its own: an email
+        // typed there changes only what that record holds (its link), never the person's
+        // email, which follows the primary records. Taking it would write it to the primary
+        // of the same system, which HubSpot refuses while the second contact holds it (409).
+        if *field == Field::Email && existing_person && !from_primary {
+            if this_link.and_then(|k| k.known.get(field)) != Some(value) {
+                audit.push(AuditEntry {
+                    kind: "record_email",
+                    detail: serde_json::json!({
+                        "system": system.as_str(), "remote": change.remote.to_string(),
+                        "reason": "not_primary",
+                    }),
+                });
+            }
+            continue;
+        }
         let rule = rules.rule(*field);
         let current = fields.get(field).cloned();
         let base = this_link.and_then(|k| k.agreed.get(field));
@@ -527,7 +548,7 @@ fn reconcile_live(
             base: base.map(String::as_str),
             first_sight: first_sight && existing_person,
             from: system,
-            from_primary: lead.is_none_or(|l| is_primary(l, system, &change.remote)),
+            from_primary,
             preferred_value: lead.and_then(|l| preferred_value(l, &rule, field)),
             changed_at: change.modified_at,
             current_at: provenance.get(field).map(|p| p.at),

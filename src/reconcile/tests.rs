@@ -571,3 +571,41 @@ fn an_email_that_is_not_written_does_not_resend_the_opt_out() {
     assert_eq!(p[0].fields.get(&Field::Email).map(String::as_str), Some("new@x.test"));
     assert_eq!(p[0].fields.get(&Field::EmailOptOut).map(String::as_str), Some("true"));
 }
+
+/// Convergence seed 146: an email typed on a person's second HubSpot contact became the
+/// person's email, which HubSpot then refused on the primary contact (409, dead-lettered).
+/// It stays that record's own address; an email edited on the primary still moves the person.
+#[test]
+fn an_email_edited_on_a_second_record_of_a_system_stays_that_records_own() {
+    let r = rules();
+    let mut lead = linked_pair(&base());
+    let alt = fields(&[(Field::Email, "alt@mail.test"), (Field::Company, "Acme")]);
+    lead.links.push(LinkState {
+        known: alt.clone(),
+        agreed: fields(&[(Field::Company, "Acme")]),
+        ..LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: "2".into() })
+    });
+    let ctx = Context { linked: Some(lead.clone()), ..Context::default() };
+    let c = change(
+        "2",
+        "contact",
+        fields(&[(Field::Email, "v7@x.test"), (Field::Company, "Acme"), (Field::Title, "CFO")]),
+        5,
+    );
+    let d = rec(&ctx, &mkt(), &c, &r, "x", t(6));
+    assert_eq!(d.lead_fields[&Field::Email], "a@x.test", "the person keeps the primary's email");
+    assert_eq!(d.record_known[&Field::Email], "v7@x.test", "the record's link knows its own");
+    assert!(
+        d.pushes.iter().all(|p| !p.fields.contains_key(&Field::Email)),
+        "no email is pushed anywhere: {:?}",
+        d.pushes
+    );
+    assert!(d.audit.iter().any(|a| a.kind == "record_email"), "{:?}", d.audit);
+
+    // The same edit on the primary contact is the person's new email, written to the CRM.
+    let c = change("1", "contact", fields(&[(Field::Email, "v8@x.test")]), 7);
+    let d = rec(&ctx, &mkt(), &c, &r, "x", t(8));
+    assert_eq!(d.lead_fields[&Field::Email], "v8@x.test");
+    let to_crm: Vec<_> = d.pushes.iter().filter(|p| p.system == crm()).collect();
+    assert_eq!(to_crm[0].fields.get(&Field::Email).map(String::as_str), Some("v8@x.test"));
+}

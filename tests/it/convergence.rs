@@ -737,7 +737,10 @@ impl Driver<'_> {
             self.humans[human].blurred = true;
         }
         if r == "ui ok" || r.starts_with("api 2") {
-            let superseded = false;
+            // An email typed on a second record of the human in one system is that record's
+            // own address: the person's email follows the primary record (HubSpot refuses one
+            // address on two contacts; `src/reconcile/mod.rs`), so it is not the human's.
+            let superseded = sf_field == "Email" && !self.is_primary_record(human, &record);
             self.edits.push(Edit {
                 human,
                 record,
@@ -749,6 +752,18 @@ impl Driver<'_> {
                 superseded,
             });
         }
+    }
+
+    /// Whether a record (`sf:ID`, `hs:ID`) is its human's primary record in its system: the
+    /// only live one there, or the first link of the person linking it.
+    fn is_primary_record(&self, human: usize, record: &str) -> bool {
+        let (system, ids) = match record.split_once(':') {
+            Some(("sf", _)) => ("crm", self.sf_leads(human)),
+            _ => ("marketing", self.hs_contacts(human)),
+        };
+        let id = record.split_once(':').map_or(record, |(_, id)| id);
+        let snapshot = self.app.ledger().snapshot().expect("snapshot");
+        primary_only(&snapshot, system, ids.iter().map(String::as_str).collect()).contains(&id)
     }
 
     /// The human's live records that are opted out (`sf:ID`, `hs:ID`).
