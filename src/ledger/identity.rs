@@ -187,11 +187,73 @@ pub(super) fn load_context(
             return Ok(ctx);
         }
     }
+    if let Some(email) = change.fields.get(&Field::Email).and_then(|e| normalize_email(e)) {
+        ctx.deleted_by_email = email_tombstones(tx, &email)?;
+    }
     if deleted {
         return Ok(ctx);
     }
     ctx.candidates = candidates(tx, change, rules)?;
     Ok(ctx)
+}
+
+/// Systems with an email tombstone for this normalised address.
+fn email_tombstones(tx: &Transaction<'_>, email: &str) -> Result<BTreeSet<SystemName>> {
+    let systems: Vec<String> = tx
+        .prepare_cached("SELECT DISTINCT system FROM email_tombstones WHERE email_norm = ?1")?
+        .query_map([email], |r| r.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(systems.into_iter().map(SystemName).collect())
+}
+
+/// A deleted record no person was found for (never linked, no ledger id or email any person
+/// holds): keep a tombstone by the email it held, for the person later made from that address
+/// (`reconcile` tombstones such a new person where the record was deleted). Nothing without
+/// an email.
+pub(super) fn note_unmatched_delete(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    ctx: &Context,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let unmatched = ctx.linked.is_none()
+        && ctx.closed.is_none()
+        && ctx.by_key.is_none()
+        && ctx.by_email.is_none();
+    if change.fate != RecordFate::Deleted || !unmatched {
+        return Ok(());
+    }
+    let Some(email) = change.fields.get(&Field::Email).and_then(|e| normalize_email(e)) else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO email_tombstones(system, object_type, remote_id, email_norm, at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![system.as_str(), change.remote.object_type, change.remote.id, email, ts(now)])?;
+    Ok(())
+}
+
+/// A new person made from this change takes the email tombstones of its address (see
+/// [`note_unmatched_delete`]) as its own.
+fn claim_email_tombstones(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(email) = change.fields.get(&Field::Email).and_then(|e| normalize_email(e)) else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO tombstones(system, object_type, remote_id, lead_id, reason, at)
+         SELECT system, object_type, remote_id, ?2, 'deleted', ?3
+         FROM email_tombstones WHERE email_norm = ?1",
+    )?
+    .execute(params![email, lead_id, ts(now)])?;
+    tx.prepare_cached("DELETE FROM email_tombstones WHERE email_norm = ?1")?.execute([email])?;
+    Ok(())
 }
 
 /// Persons that share a blocking key with the record, most shared keys first, less those the
@@ -539,6 +601,9 @@ pub(super) fn apply_decision(
 ) -> Result<()> {
     if d.is_new_lead || d.lead_changed {
         write_lead(tx, &d.lead_id, d.is_new_lead, &d.lead_fields, &d.provenance, now)?;
+    }
+    if d.is_new_lead {
+        claim_email_tombstones(tx, &d.lead_id, change, now)?;
     }
     if let Some(loser) = &d.absorb {
         absorb(tx, &d.lead_id, loser, "vendor", now)?;

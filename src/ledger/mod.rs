@@ -391,7 +391,10 @@ impl Ledger {
                                 stats.rereads += queue_reread(tx, &system, &change, now)?;
                             }
                         }
-                        None => stats.unrelated += 1,
+                        None => {
+                            identity::note_unmatched_delete(tx, &system, &ctx, &change, now)?;
+                            stats.unrelated += 1;
+                        }
                     }
                 } else {
                     tracing::warn!(system = %system, inbox_id, "change from an unconfigured system skipped");

@@ -308,6 +308,38 @@ fn a_delete_closes_the_link_leaves_a_tombstone_and_a_restore_reopens_it() {
     assert_eq!(snap[0].links.len(), 2, "reopened");
 }
 
+/// Cause (a) of the convergence notes: a contact deleted before any person held its email
+/// was forgotten, and the person later made from a lead with that email was created at
+/// HubSpot again. Its email tombstone goes to that person.
+#[test]
+fn a_record_deleted_before_its_person_existed_keeps_the_person_from_being_created_there() {
+    let (_d, l) = open();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let r = rules();
+    let mut m = mint();
+    let gone = Change {
+        fate: crate::domain::RecordFate::Deleted,
+        ..rec_change("contact", "7", &[(Field::Email, "A@x.test")], 0)
+    };
+    l.ingest(&mkt, "poll", &[gone], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    assert!(l.snapshot().expect("snap").is_empty(), "a delete makes nobody");
+
+    let f = [(Field::Email, "a@x.test"), (Field::LifecycleStage, "mql"), (Field::LastName, "Doe")];
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &f, 2)], None, t(3)).expect("ingest");
+    // Another address is no business of that tombstone.
+    let g = [(Field::Email, "b@x.test"), (Field::LifecycleStage, "mql"), (Field::LastName, "Roe")];
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q2", &g, 2)], None, t(3)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    let a = snap.iter().find(|p| p.fields.get(&Field::Email).map(String::as_str) == Some("a@x.test"));
+    let a = a.expect("the lead's person");
+    assert!(a.tombstoned.contains("marketing"), "{:?}", a.tombstoned);
+    let due = l.due_pushes(&mkt, 10, t(5)).expect("due");
+    assert_eq!(due.len(), 1, "only b is created at HubSpot: {due:?}");
+    assert_ne!(due[0].record.ledger_key, a.id);
+}
+
 #[test]
 fn a_parked_conflict_waits_for_a_reviewer_and_accept_takes_the_incoming_value() {
     let (_d, l) = open();

@@ -22,7 +22,9 @@
 //!   address (kept in its link), so the primary is never asked to take an address another
 //!   record of the same system holds.
 //! - **Identity lifecycle**: a deleted record's link closes with a tombstone (the person is not
-//!   created there again unless configured); a record merged away at the vendor closes its link
+//!   created there again unless configured; one deleted before any person held its email
+//!   leaves a tombstone by that email, which the person later made from it takes); a record
+//!   merged away at the vendor closes its link
 //!   and the survivor's person absorbs its person; a converted lead closes its link and the
 //!   contact takes over.
 //! - **Pushes** are diffs against what leadsync knows each record holds, to the primary record
@@ -128,6 +130,9 @@ pub struct Context {
     /// With a contract: the governed lifecycle of the persons above, by ledger id (a person
     /// missing here has none yet).
     pub lifecycles: BTreeMap<String, lifecycle::PersonLifecycle>,
+    /// Systems where a record holding this change's email was deleted before any person
+    /// held that email: a person made from this change is tombstoned there.
+    pub deleted_by_email: BTreeSet<SystemName>,
 }
 
 /// How a record came to be linked.
@@ -681,6 +686,11 @@ fn reconcile_live(
     }
     if restored {
         state.tombstoned.remove(system);
+    }
+    if lead.is_none() && !restored {
+        // A human deleted a record with this address before leadsync knew anyone by it: the
+        // person made now is not created there (the ledger turns those into its tombstones).
+        state.tombstoned.extend(ctx.deleted_by_email.iter().cloned());
     }
     match state.links.iter_mut().find(|k| &k.system == system && k.remote == change.remote) {
         Some(k) => {
