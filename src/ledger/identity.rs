@@ -235,6 +235,82 @@ pub(super) fn note_unmatched_delete(
     Ok(())
 }
 
+/// A write of a person's email to one of their records was refused because another record
+/// of that system holds the address (HubSpot's 409 `CONFLICT`, emails being unique there): a
+/// real conflict a human settles. It becomes an open `conflict` review item on the email
+/// (rule `email_taken`) naming the record that holds the address (`held_by`, from the
+/// connector's `existing_id=` note) and its person when the ledger links it, so the email is
+/// held (written nowhere) until decided and nothing retries in a loop; the push's other
+/// fields are planned again. As for any parked conflict, `current` is the person's value (the
+/// new email) and `incoming` the competing one (the address the refusing record keeps):
+/// accept makes the record's address the person's again; reject keeps the new email, which
+/// is then written again (after the operator merged the records or freed the address).
+pub(super) fn park_taken_email(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    remote: &RemoteId,
+    rec: &crate::domain::PushRecord,
+    message: &str,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let lead_id = rec.ledger_key.as_str();
+    let Some(lead) = load_lead(tx, lead_id)? else { return Ok(()) };
+    let current = rec.fields.get(&Field::Email).cloned();
+    // The record's own address as leadsync last knew it (what an accept takes).
+    let incoming = lead
+        .links
+        .iter()
+        .find(|k| &k.system == system && &k.remote == remote)
+        .and_then(|k| k.known.get(&Field::Email).cloned())
+        .or_else(|| rec.person.get(&Field::Email).cloned())
+        .unwrap_or_default();
+    let held_by = message
+        .split("existing_id=")
+        .nth(1)
+        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+        .filter(|id| !id.is_empty())
+        .map(|id| RemoteId { object_type: remote.object_type.clone(), id });
+    let holder = match &held_by {
+        Some(r) => match link_of(tx, system, r)? {
+            Some((id, _)) => Some(surviving_lead(tx, &id)?.unwrap_or(id)),
+            None => None,
+        },
+        None => None,
+    };
+    let detail = serde_json::json!({
+        "current": current, "incoming": incoming, "system": system.as_str(),
+        "remote": remote.to_string(),
+        "held_by": held_by.as_ref().map(ToString::to_string),
+        "held_by_person": holder,
+    });
+    tx.prepare_cached(
+        "INSERT INTO reviews(kind, lead_id, other_lead_id, field, score, rule, detail, state, created_at)
+         VALUES ('conflict', ?1, ?2, 'email', NULL, 'email_taken', ?3, 'open', ?4)
+         ON CONFLICT(kind, lead_id, other_lead_id, field) WHERE state = 'open'
+         DO UPDATE SET detail = excluded.detail, rule = excluded.rule",
+    )?
+    .execute(params![
+        lead_id,
+        holder.as_deref().filter(|h| *h != lead_id).unwrap_or(""),
+        detail.to_string(),
+        ts(now)
+    ])?;
+    audit(
+        tx,
+        now,
+        Some(lead_id),
+        Some(system.as_str()),
+        "email_taken",
+        &serde_json::json!({
+            "remote": remote.to_string(),
+            "held_by": held_by.as_ref().map(ToString::to_string),
+            "held_by_person": holder,
+        }),
+    )?;
+    replan(tx, lead_id, rules, now)
+}
+
 /// A new person made from this change takes the email tombstones of its address (see
 /// [`note_unmatched_delete`]) as its own.
 fn claim_email_tombstones(

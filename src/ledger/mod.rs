@@ -662,6 +662,12 @@ impl Ledger {
                             &serde_json::json!({"code": code}),
                         )?;
                         tally.dead += 1;
+                        if code == "CONFLICT"
+                            && let PushOp::Update { remote } = &rec.op
+                            && rec.fields.contains_key(&Field::Email)
+                        {
+                            identity::park_taken_email(tx, system, remote, rec, message, rules, now)?;
+                        }
                     }
                     Some(PushOutcome::Retry { code, .. }) => {
                         tally.retried += 1;
