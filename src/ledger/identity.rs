@@ -231,7 +231,13 @@ pub(super) fn note_unmatched_delete(
         "INSERT OR REPLACE INTO email_tombstones(system, object_type, remote_id, email_norm, at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![system.as_str(), change.remote.object_type, change.remote.id, email, ts(now)])?;
+    .execute(params![
+        system.as_str(),
+        change.remote.object_type,
+        change.remote.id,
+        email,
+        ts(now)
+    ])?;
     Ok(())
 }
 

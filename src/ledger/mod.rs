@@ -666,7 +666,9 @@ impl Ledger {
                             && let PushOp::Update { remote } = &rec.op
                             && rec.fields.contains_key(&Field::Email)
                         {
-                            identity::park_taken_email(tx, system, remote, rec, message, rules, now)?;
+                            identity::park_taken_email(
+                                tx, system, remote, rec, message, rules, now,
+                            )?;
                         }
                     }
                     Some(PushOutcome::Retry { code, .. }) => {

@@ -332,7 +332,8 @@ fn a_record_deleted_before_its_person_existed_keeps_the_person_from_being_create
     l.ingest(&crm, "poll", &[rec_change("Lead", "00Q2", &g, 2)], None, t(3)).expect("ingest");
     l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
     let snap = l.snapshot().expect("snap");
-    let a = snap.iter().find(|p| p.fields.get(&Field::Email).map(String::as_str) == Some("a@x.test"));
+    let a =
+        snap.iter().find(|p| p.fields.get(&Field::Email).map(String::as_str) == Some("a@x.test"));
     let a = a.expect("the lead's person");
     assert!(a.tombstoned.contains("marketing"), "{:?}", a.tombstoned);
     let due = l.due_pushes(&mkt, 10, t(5)).expect("due");
@@ -393,8 +394,9 @@ fn an_email_another_record_holds_becomes_a_review_item_naming_that_record() {
     l.decide_review(item.id, ReviewVerdict::Accept, &r, t(8)).expect("decide");
     let crm_due = l.due_pushes(&crm, 10, t(9)).expect("due");
     assert!(
-        crm_due.iter().any(|d| d.record.fields.get(&Field::Email).map(String::as_str)
-            == Some("a@x.test")),
+        crm_due
+            .iter()
+            .any(|d| d.record.fields.get(&Field::Email).map(String::as_str) == Some("a@x.test")),
         "{crm_due:?}"
     );
 }
