@@ -17,10 +17,10 @@
 //!   conflict, settled by the field's [`FieldRule`] and written to the audit trail, or parked in
 //!   the review queue under `review`. A record seen for the first time by an existing person
 //!   only fills blanks, except from a preferred system.
-//! - **Email of a second record**: of several records of one person in one system, only the
-//!   primary's email is the person's; an email edited on another is that record's own
-//!   address (kept in its link), so the primary is never asked to take an address another
-//!   record of the same system holds.
+//! - **Email of a second record**: of several records of one person in a system with unique
+//!   emails (HubSpot), only the primary's email is the person's; an email edited on another
+//!   is that record's own address (kept in its link), so the primary is never asked to take
+//!   an address another record of the same system holds.
 //! - **Identity lifecycle**: a deleted record's link closes with a tombstone (the person is not
 //!   created there again unless configured; one deleted before any person held its email
 //!   leaves a tombstone by that email, which the person later made from it takes); a record
@@ -526,13 +526,16 @@ fn reconcile_live(
     let existing_person = lead.is_some();
     let mut changed_detail = Vec::new();
     let from_primary = lead.is_none_or(|l| is_primary(l, system, &change.remote));
+    let unique_email = rules.system(system).is_some_and(|s| s.unique_email);
     for (field, value) in &incoming {
-        // A second record of the person in one system holds an address of its own: an email
-        // typed there changes only what that record holds (its link), never the person's
-        // email, which follows the primary records. Taking it would write it to the primary
-        // of the same system, which HubSpot refuses while the second contact holds it (409).
-        if *field == Field::Email && existing_person && !from_primary {
-            if this_link.and_then(|k| k.known.get(field)) != Some(value) {
+        // In a system with unique emails, a second record of the person holds an address of
+        // its own: an email typed there changes only what that record holds (its link), never
+        // the person's email. Taking it would write it to the primary record of the same
+        // system, which HubSpot refuses while the second contact holds it (409). Elsewhere
+        // (Salesforce) the edit moves the person as on any record.
+        if *field == Field::Email && existing_person && !from_primary && unique_email {
+            // Audited when the record's own address changed, not when it is first seen.
+            if this_link.and_then(|k| k.known.get(field)).is_some_and(|k| k != value) {
                 audit.push(AuditEntry {
                     kind: "record_email",
                     detail: serde_json::json!({

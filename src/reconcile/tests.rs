@@ -608,4 +608,17 @@ fn an_email_edited_on_a_second_record_of_a_system_stays_that_records_own() {
     assert_eq!(d.lead_fields[&Field::Email], "v8@x.test");
     let to_crm: Vec<_> = d.pushes.iter().filter(|p| p.system == crm()).collect();
     assert_eq!(to_crm[0].fields.get(&Field::Email).map(String::as_str), Some("v8@x.test"));
+
+    // Salesforce does not refuse one email on two records: there a second lead's new email
+    // is the person's (convergence seed 160: a lead next to the converted contact).
+    let mut lead = linked_pair(&base());
+    lead.links.push(LinkState {
+        known: fields(&base()),
+        agreed: fields(&base()),
+        ..LinkState::new(crm(), RemoteId { object_type: "Lead".into(), id: "00Q2".into() })
+    });
+    let ctx = Context { linked: Some(lead), ..Context::default() };
+    let c = change("00Q2", "Lead", fields(&[(Field::Email, "v9@x.test")]), 9);
+    let d = rec(&ctx, &crm(), &c, &r, "x", t(10));
+    assert_eq!(d.lead_fields[&Field::Email], "v9@x.test");
 }

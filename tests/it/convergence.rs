@@ -737,10 +737,12 @@ impl Driver<'_> {
             self.humans[human].blurred = true;
         }
         if r == "ui ok" || r.starts_with("api 2") {
-            // An email typed on a second record of the human in one system is that record's
-            // own address: the person's email follows the primary record (HubSpot refuses one
+            // An email typed on a second HubSpot contact of the human is that contact's own
+            // address: the person's email follows the primary contact (HubSpot refuses one
             // address on two contacts; `src/reconcile/mod.rs`), so it is not the human's.
-            let superseded = sf_field == "Email" && !self.is_primary_record(human, &record);
+            let superseded = sf_field == "Email"
+                && record.starts_with("hs:")
+                && !self.is_primary_record(human, &record);
             self.edits.push(Edit {
                 human,
                 record,
@@ -754,16 +756,13 @@ impl Driver<'_> {
         }
     }
 
-    /// Whether a record (`sf:ID`, `hs:ID`) is its human's primary record in its system: the
-    /// only live one there, or the first link of the person linking it.
+    /// Whether a HubSpot record (`hs:ID`) is its human's primary contact: the only live one,
+    /// or the first link of the person linking it.
     fn is_primary_record(&self, human: usize, record: &str) -> bool {
-        let (system, ids) = match record.split_once(':') {
-            Some(("sf", _)) => ("crm", self.sf_leads(human)),
-            _ => ("marketing", self.hs_contacts(human)),
-        };
-        let id = record.split_once(':').map_or(record, |(_, id)| id);
+        let ids = self.hs_contacts(human);
+        let id = record.strip_prefix("hs:").unwrap_or(record);
         let snapshot = self.app.ledger().snapshot().expect("snapshot");
-        primary_only(&snapshot, system, ids.iter().map(String::as_str).collect()).contains(&id)
+        primary_only(&snapshot, "marketing", ids.iter().map(String::as_str).collect()).contains(&id)
     }
 
     /// The human's live records that are opted out (`sf:ID`, `hs:ID`).
