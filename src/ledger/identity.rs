@@ -159,9 +159,8 @@ pub(super) fn load_context(
         }
     }
     // A live record may match a person, and so may a lead first read converted (its last
-    // state counts) or deleted (its tombstone, by its ledger id or email only); a record
+    // state counts) or deleted (its tombstone, by its ledger id, email or a fuzzy rule); a record
     // first read merged away concerns only the survivor's person.
-    let deleted = change.fate == RecordFate::Deleted;
     let merged = matches!(change.fate, RecordFate::MergedInto { .. });
     if ctx.linked.is_some() || ctx.closed.is_some() || merged {
         return Ok(ctx);
@@ -190,9 +189,7 @@ pub(super) fn load_context(
     if let Some(email) = change.fields.get(&Field::Email).and_then(|e| normalize_email(e)) {
         ctx.deleted_by_email = email_tombstones(tx, &email)?;
     }
-    if deleted {
-        return Ok(ctx);
-    }
+    // A deleted record too: one the fuzzy rules link is its person's, tombstone and all.
     ctx.candidates = candidates(tx, change, rules)?;
     Ok(ctx)
 }

@@ -259,10 +259,20 @@ pub fn reconcile(
             // A record deleted before leadsync ever read it still was its person's (found by
             // the ledger id it carries or its email): its link opens and closes at once, with
             // the tombstone, so the person is not created there again, as if it had been read.
+            // Failing those, a fuzzy rule at or above the auto-link threshold (a second
+            // contact made under another address and deleted before leadsync read it): the
+            // same link the live record would have had.
+            let fuzzy = || match best_fuzzy(ctx, change, rules) {
+                Some((l, score, rule, Verdict::AutoLink)) => {
+                    Some((l, Some(LinkReason::MatchedRule { rule, score })))
+                }
+                _ => None,
+            };
             let (lead, opened) = match (&ctx.linked, &ctx.closed, &ctx.by_key, &ctx.by_email) {
                 (Some(l), ..) => (l, None),
                 (None, None, Some(l), _) => (l, Some(LinkReason::MatchedLedgerKey)),
                 (None, None, None, Some(l)) => (l, Some(LinkReason::MatchedEmail)),
+                (None, None, None, None) => fuzzy()?,
                 _ => return None,
             };
             let mut d = unchanged(lead, change);
@@ -460,6 +470,34 @@ fn newer_values_carry_on(
     }
 }
 
+/// The candidate the fuzzy rules score best for this record (at the review threshold or
+/// above), with its score, rule and verdict. Ties go to the older person id for determinism.
+fn best_fuzzy<'a>(
+    ctx: &'a Context,
+    change: &Change,
+    rules: &Rules,
+) -> Option<(&'a LeadState, f64, String, Verdict)> {
+    let profile = rules.matcher.profile_of(&change.fields);
+    let mut fuzzy: Option<(&LeadState, f64, String, Verdict)> = None;
+    for cand in &ctx.candidates {
+        let Some(score) = rules.matcher.score(&profile, &rules.matcher.profile_of(&cand.fields))
+        else {
+            continue;
+        };
+        let verdict = rules.matcher.verdict(score.value);
+        if verdict == Verdict::NoMatch {
+            continue;
+        }
+        let better = fuzzy
+            .as_ref()
+            .is_none_or(|(l, s, _, _)| score.value > *s || (score.value == *s && cand.id < l.id));
+        if better {
+            fuzzy = Some((cand, score.value, score.rule, verdict));
+        }
+    }
+    fuzzy
+}
+
 fn reconcile_live(
     ctx: &Context,
     system: &SystemName,
@@ -472,28 +510,12 @@ fn reconcile_live(
     let mut reviews = Vec::new();
     let restored =
         ctx.linked.is_none() && ctx.closed.as_ref().is_some_and(|c| c.reason == "deleted");
-    let profile = rules.matcher.profile_of(&change.fields);
-    let mut fuzzy: Option<(&LeadState, f64, String, Verdict)> = None;
-    if ctx.linked.is_none() && ctx.by_key.is_none() && ctx.by_email.is_none() && !restored {
-        for cand in &ctx.candidates {
-            let Some(score) =
-                rules.matcher.score(&profile, &rules.matcher.profile_of(&cand.fields))
-            else {
-                continue;
-            };
-            let verdict = rules.matcher.verdict(score.value);
-            if verdict == Verdict::NoMatch {
-                continue;
-            }
-            // Best score wins; ties go to the older person id for determinism.
-            let better = fuzzy.as_ref().is_none_or(|(l, s, _, _)| {
-                score.value > *s || (score.value == *s && cand.id < l.id)
-            });
-            if better {
-                fuzzy = Some((cand, score.value, score.rule, verdict));
-            }
-        }
-    }
+    let fuzzy =
+        if ctx.linked.is_none() && ctx.by_key.is_none() && ctx.by_email.is_none() && !restored {
+            best_fuzzy(ctx, change, rules)
+        } else {
+            None
+        };
     let (lead, reason) = match (&ctx.linked, &ctx.by_key, &ctx.by_email, &fuzzy) {
         (Some(l), _, _, _) => (Some(l), LinkReason::Existing),
         (None, Some(l), _, _) => (Some(l), LinkReason::MatchedLedgerKey),

@@ -622,3 +622,44 @@ fn an_email_edited_on_a_second_record_of_a_system_stays_that_records_own() {
     let d = rec(&ctx, &crm(), &c, &r, "x", t(10));
     assert_eq!(d.lead_fields[&Field::Email], "v9@x.test");
 }
+
+/// Convergence seed 113: a second contact made under another address and archived before
+/// leadsync read it was unknown by its email, and the person (until then only in the CRM)
+/// was then created at HubSpot. A fuzzy rule at the auto-link threshold ties it to its
+/// person as the live record would have been tied: link opened and closed, tombstone.
+#[test]
+fn a_deleted_record_the_fuzzy_rules_link_tombstones_its_person() {
+    let r = rules();
+    let who = [
+        (Field::FirstName, "Esther"),
+        (Field::LastName, "Lewis"),
+        (Field::Company, "Blue Sun Pty Ltd"),
+    ];
+    let mut person = fields(&who);
+    person.insert(Field::Email, "esther.lewis@bluesun.test".into());
+    let lead = LeadState {
+        id: "L1".into(),
+        fields: person.clone(),
+        links: vec![LinkState {
+            known: person.clone(),
+            agreed: person,
+            ..LinkState::new(crm(), RemoteId { object_type: "Lead".into(), id: "00Q1".into() })
+        }],
+        ..LeadState::default()
+    };
+    let mut gone = fields(&who);
+    gone.insert(Field::Email, "esther.alt@mail.test".into());
+    let c = Change { fate: RecordFate::Deleted, ..change("13", "contact", gone, 5) };
+    let ctx = Context { candidates: vec![lead], ..Context::default() };
+    let d = reconcile(&ctx, &mkt(), &c, &r, "x", t(6)).expect("the fuzzy rules link it");
+    assert_eq!(d.lead_id, "L1");
+    assert!(matches!(d.new_link, Some(LinkReason::MatchedRule { .. })), "{:?}", d.new_link);
+    assert_eq!(d.close_link, Some(CloseLink { reason: "deleted", tombstone: true }));
+    assert!(!d.lead_changed, "a deleted record's values are not taken");
+    assert!(d.pushes.iter().all(|p| p.system != mkt()), "not created at HubSpot: {:?}", d.pushes);
+    // Below the auto-link threshold it concerns nobody (no review for a deleted record).
+    let mut other = fields(&[(Field::FirstName, "Esther"), (Field::LastName, "Lewis")]);
+    other.insert(Field::Email, "esther.alt@mail.test".into());
+    let c = Change { fate: RecordFate::Deleted, ..change("13", "contact", other, 5) };
+    assert!(reconcile(&ctx, &mkt(), &c, &r, "x", t(6)).is_none());
+}
