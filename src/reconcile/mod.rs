@@ -305,6 +305,7 @@ pub fn reconcile(
                 "merge_survivor",
                 rules,
                 now,
+                change.modified_at,
             );
             Some(d)
         }
@@ -327,6 +328,7 @@ pub fn reconcile(
                 "converted_from_lead",
                 rules,
                 now,
+                change.modified_at,
             );
             Some(d)
         }
@@ -399,6 +401,7 @@ fn fold_related(
     reason: &'static str,
     rules: &Rules,
     now: DateTime<Utc>,
+    changed_at: DateTime<Utc>,
 ) {
     let mut remaining = lead.clone();
     remaining.links.retain(|k| !(&k.system == system && &k.remote == closing));
@@ -431,6 +434,9 @@ fn fold_related(
             d.pushes = plan_pushes(&merged, rules);
         }
         Some(_) => {
+            if reason == "merge_survivor" {
+                survivor_address_carries_on(d, &mut remaining, system, &other, rules, changed_at);
+            }
             d.pushes = plan_pushes(&remaining, rules);
         }
         None if !ctx.related_linked => {
@@ -444,6 +450,59 @@ fn fold_related(
             d.pushes = plan_pushes(&remaining, rules);
         }
     }
+}
+
+/// A vendor merge in a system with unique emails keeps the survivor's own address (HubSpot
+/// lists the other as an additional email). When the survivor, another record of the same
+/// person, is now the system's primary record, its address is the person's: writing the
+/// person's old one over it would undo what the vendor kept, and an email a human typed on
+/// the survivor while it was a second record (kept as its own) would be lost.
+fn survivor_address_carries_on(
+    d: &mut Decision,
+    remaining: &mut LeadState,
+    system: &SystemName,
+    survivor: &RemoteId,
+    rules: &Rules,
+    at: DateTime<Utc>,
+) {
+    if !rules.system(system).is_some_and(|s| s.unique_email)
+        || !is_primary(remaining, system, survivor)
+    {
+        return;
+    }
+    let Some(link) = remaining.links.iter().find(|k| &k.system == system && &k.remote == survivor)
+    else {
+        return;
+    };
+    let Some(address) = link.known.get(&Field::Email).filter(|e| !e.trim().is_empty()).cloned()
+    else {
+        return;
+    };
+    let current = remaining.fields.get(&Field::Email).cloned();
+    if same_value(Field::Email, current.as_ref(), &address) {
+        return;
+    }
+    remaining.fields.insert(Field::Email, address.clone());
+    d.lead_fields.insert(Field::Email, address.clone());
+    let prov = Provenance {
+        system: system.to_string(),
+        value: Some(address.clone()),
+        at,
+        rule: "merge_survivor".into(),
+    };
+    remaining.provenance.insert(Field::Email, prov.clone());
+    d.provenance.insert(Field::Email, prov);
+    d.lead_changed = true;
+    d.match_keys = Some(rules.matcher.blocking_keys(&rules.matcher.profile_of(&d.lead_fields)));
+    d.audit.push(AuditEntry {
+        kind: "fields",
+        detail: serde_json::json!({
+            "system": system.as_str(),
+            "changes": [{
+                "field": "email", "from": current, "to": address, "rule": "merge_survivor",
+            }],
+        }),
+    });
 }
 
 /// A converted contact read before its lead's conversion became a person of its own, from

@@ -663,3 +663,56 @@ fn a_deleted_record_the_fuzzy_rules_link_tombstones_its_person() {
     let c = Change { fate: RecordFate::Deleted, ..change("13", "contact", other, 5) };
     assert!(reconcile(&ctx, &mkt(), &c, &r, "x", t(6)).is_none());
 }
+
+/// Convergence seed 109 (all ops): an email typed on a second HubSpot contact (kept as its
+/// own) was overwritten with the person's old one once HubSpot merged the primary into it:
+/// the survivor keeps its address at HubSpot, and so the person takes it.
+#[test]
+fn a_merge_survivor_in_a_unique_email_system_gives_the_person_its_address() {
+    let r = rules();
+    let mut lead = linked_pair(&base());
+    let second = fields(&[(Field::Email, "v3@x.test"), (Field::Company, "Acme")]);
+    lead.links.push(LinkState {
+        known: second.clone(),
+        agreed: fields(&[(Field::Company, "Acme")]),
+        ..LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: "2".into() })
+    });
+    let ctx = Context {
+        linked: Some(lead.clone()),
+        related: Some(lead.clone()),
+        related_linked: true,
+        ..Context::default()
+    };
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "2".into() },
+        ..change("1", "contact", Fields::new(), 5)
+    };
+    let d = reconcile(&ctx, &mkt(), &merged, &r, "x", t(6)).expect("linked");
+    assert_eq!(d.lead_fields[&Field::Email], "v3@x.test");
+    assert_eq!(d.provenance[&Field::Email].rule, "merge_survivor");
+    let to_crm: Vec<_> = d.pushes.iter().filter(|p| p.system == crm()).collect();
+    assert_eq!(to_crm[0].fields.get(&Field::Email).map(String::as_str), Some("v3@x.test"));
+    assert!(
+        d.pushes.iter().all(|p| p.system != mkt() || !p.fields.contains_key(&Field::Email)),
+        "the survivor is not given the old address: {:?}",
+        d.pushes
+    );
+    // A Salesforce merge (emails not unique there) leaves the person's email alone.
+    let mut lead = linked_pair(&base());
+    lead.links.push(LinkState {
+        known: fields(&[(Field::Email, "v4@x.test")]),
+        ..LinkState::new(crm(), RemoteId { object_type: "Lead".into(), id: "00Q2".into() })
+    });
+    let ctx = Context {
+        linked: Some(lead.clone()),
+        related: Some(lead),
+        related_linked: true,
+        ..Context::default()
+    };
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "00Q2".into() },
+        ..change("00Q1", "Lead", Fields::new(), 5)
+    };
+    let d = reconcile(&ctx, &crm(), &merged, &r, "x", t(6)).expect("linked");
+    assert_eq!(d.lead_fields[&Field::Email], "a@x.test");
+}
