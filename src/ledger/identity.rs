@@ -314,6 +314,36 @@ pub(super) fn park_taken_email(
     replan(tx, lead_id, rules, now)
 }
 
+/// A record merged away or converted that concerns nobody (never linked) is still gone for
+/// good: its state is noted (no fields, the time of its fate) so that a live snapshot of it
+/// read earlier and delivered later (a webhook fetch racing the poll) is skipped as older
+/// than what is known, instead of linking the dead record by its email.
+pub(super) fn note_gone_unlinked(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    change: &Change,
+) -> Result<()> {
+    if !matches!(change.fate, RecordFate::MergedInto { .. } | RecordFate::ConvertedTo { .. }) {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO remote_records(system, object_type, remote_id, state, modified_at, seen_at)
+         VALUES (?1, ?2, ?3, '{}', ?4, ?5)
+         ON CONFLICT(system, object_type, remote_id) DO UPDATE SET
+            modified_at = CASE WHEN modified_at IS NULL OR modified_at < excluded.modified_at
+                               THEN excluded.modified_at ELSE modified_at END,
+            seen_at = excluded.seen_at",
+    )?
+    .execute(params![
+        system.as_str(),
+        change.remote.object_type,
+        change.remote.id,
+        ts(change.modified_at),
+        ts(change.fetched_at)
+    ])?;
+    Ok(())
+}
+
 /// A new person made from this change takes the email tombstones of its address (see
 /// [`note_unmatched_delete`]) as its own.
 fn claim_email_tombstones(

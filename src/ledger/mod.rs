@@ -393,6 +393,7 @@ impl Ledger {
                         }
                         None => {
                             identity::note_unmatched_delete(tx, &system, &ctx, &change, now)?;
+                            identity::note_gone_unlinked(tx, &system, &change)?;
                             stats.unrelated += 1;
                         }
                     }

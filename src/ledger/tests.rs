@@ -401,6 +401,33 @@ fn an_email_another_record_holds_becomes_a_review_item_naming_that_record() {
     );
 }
 
+/// Convergence seed 177 (all ops): a lead merged away before leadsync linked it concerned
+/// nobody, and a live state of it read before the merge (a webhook fetch) then linked the
+/// dead lead by its email. The merge is noted, so that older state is skipped.
+#[test]
+fn a_live_state_older_than_an_unlinked_records_merge_does_not_link_it() {
+    let (_d, l) = open();
+    let crm = SystemName("crm".into());
+    let r = rules();
+    let mut m = mint();
+    let f = [(Field::Email, "a@x.test"), (Field::LastName, "Doe")];
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &f, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    let merged = Change {
+        fate: crate::domain::RecordFate::MergedInto { survivor: "00Q1".into() },
+        ..rec_change("Lead", "00Q2", &[], 5)
+    };
+    l.ingest(&crm, "poll", &[merged], None, t(6)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(6), &mut m).expect("reconcile");
+    let stale = rec_change("Lead", "00Q2", &f, 4);
+    l.ingest(&crm, "webhook", &[stale], None, t(7)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(7), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1);
+    let links: Vec<&str> = snap[0].links.iter().map(|(_, r)| r.id.as_str()).collect();
+    assert_eq!(links, ["00Q1"], "the merged-away lead is not linked");
+}
+
 #[test]
 fn a_parked_conflict_waits_for_a_reviewer_and_accept_takes_the_incoming_value() {
     let (_d, l) = open();
