@@ -70,6 +70,7 @@ fn rules_with(settings: &Settings, systems: Vec<SystemRules>) -> Rules {
 }
 
 fn system_rules(s: &crate::settings::SystemSettings, connector: &AnyConnector) -> SystemRules {
+    let unique_email = matches!(connector, AnyConnector::Hubspot(_));
     let (map, object_type, other_maps) = match connector {
         AnyConnector::Salesforce(c) => (
             c.field_map().clone(),
@@ -87,6 +88,7 @@ fn system_rules(s: &crate::settings::SystemSettings, connector: &AnyConnector) -
         create: s.create,
         map,
         other_maps,
+        unique_email,
     }
 }
 

@@ -162,9 +162,8 @@ pub(super) fn load_context(
         }
     }
     // A live record may match a person, and so may a lead first read converted (its last
-    // state counts) or deleted (its tombstone, by its ledger id or email only); a record
+    // state counts) or deleted (its tombstone, by its ledger id, email or a fuzzy rule); a record
     // first read merged away concerns only the survivor's person.
-    let deleted = change.fate == RecordFate::Deleted;
     let merged = matches!(change.fate, RecordFate::MergedInto { .. });
     if ctx.linked.is_some() || ctx.closed.is_some() || merged {
         return Ok(ctx);
@@ -190,11 +189,183 @@ pub(super) fn load_context(
             return Ok(ctx);
         }
     }
-    if deleted {
-        return Ok(ctx);
+    if let Some(email) = change.fields.get(&Field::Email).and_then(|e| normalize_email(e)) {
+        ctx.deleted_by_email = email_tombstones(tx, &email)?;
     }
+    // A deleted record too: one the fuzzy rules link is its person's, tombstone and all.
     ctx.candidates = candidates(tx, change, rules)?;
     Ok(ctx)
+}
+
+/// Systems with an email tombstone for this normalised address.
+fn email_tombstones(tx: &Transaction<'_>, email: &str) -> Result<BTreeSet<SystemName>> {
+    let systems: Vec<String> = tx
+        .prepare_cached("SELECT DISTINCT system FROM email_tombstones WHERE email_norm = ?1")?
+        .query_map([email], |r| r.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(systems.into_iter().map(SystemName).collect())
+}
+
+/// A deleted record no person was found for (never linked, no ledger id or email any person
+/// holds): keep a tombstone by the email it held, for the person later made from that address
+/// (`reconcile` tombstones such a new person where the record was deleted). Nothing without
+/// an email.
+pub(super) fn note_unmatched_delete(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    ctx: &Context,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let unmatched = ctx.linked.is_none()
+        && ctx.closed.is_none()
+        && ctx.by_key.is_none()
+        && ctx.by_email.is_none();
+    if change.fate != RecordFate::Deleted || !unmatched {
+        return Ok(());
+    }
+    let Some(email) = change.fields.get(&Field::Email).and_then(|e| normalize_email(e)) else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO email_tombstones(system, object_type, remote_id, email_norm, at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        system.as_str(),
+        change.remote.object_type,
+        change.remote.id,
+        email,
+        ts(now)
+    ])?;
+    Ok(())
+}
+
+/// A write of a person's email to one of their records was refused because another record
+/// of that system holds the address (HubSpot's 409 `CONFLICT`, emails being unique there): a
+/// real conflict a human settles. It becomes an open `conflict` review item on the email
+/// (rule `email_taken`) naming the record that holds the address (`held_by`, from the
+/// connector's `existing_id=` note) and its person when the ledger links it, so the email is
+/// held (written nowhere) until decided and nothing retries in a loop; the push's other
+/// fields are planned again. As for any parked conflict, `current` is the person's value (the
+/// new email) and `incoming` the competing one (the address the refusing record keeps):
+/// accept makes the record's address the person's again; reject keeps the new email, which
+/// is then written again (after the operator merged the records or freed the address).
+pub(super) fn park_taken_email(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    remote: &RemoteId,
+    rec: &crate::domain::PushRecord,
+    message: &str,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let lead_id = rec.ledger_key.as_str();
+    let Some(lead) = load_lead(tx, lead_id)? else { return Ok(()) };
+    let current = rec.fields.get(&Field::Email).cloned();
+    // The record's own address as leadsync last knew it (what an accept takes).
+    let incoming = lead
+        .links
+        .iter()
+        .find(|k| &k.system == system && &k.remote == remote)
+        .and_then(|k| k.known.get(&Field::Email).cloned())
+        .or_else(|| rec.person.get(&Field::Email).cloned())
+        .unwrap_or_default();
+    let held_by = message
+        .split("existing_id=")
+        .nth(1)
+        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+        .filter(|id| !id.is_empty())
+        .map(|id| RemoteId { object_type: remote.object_type.clone(), id });
+    let holder = match &held_by {
+        Some(r) => match link_of(tx, system, r)? {
+            Some((id, _)) => Some(surviving_lead(tx, &id)?.unwrap_or(id)),
+            None => None,
+        },
+        None => None,
+    };
+    let detail = serde_json::json!({
+        "current": current, "incoming": incoming, "system": system.as_str(),
+        "remote": remote.to_string(),
+        "held_by": held_by.as_ref().map(ToString::to_string),
+        "held_by_person": holder,
+    });
+    tx.prepare_cached(
+        "INSERT INTO reviews(kind, lead_id, other_lead_id, field, score, rule, detail, state, created_at)
+         VALUES ('conflict', ?1, ?2, 'email', NULL, 'email_taken', ?3, 'open', ?4)
+         ON CONFLICT(kind, lead_id, other_lead_id, field) WHERE state = 'open'
+         DO UPDATE SET detail = excluded.detail, rule = excluded.rule",
+    )?
+    .execute(params![
+        lead_id,
+        holder.as_deref().filter(|h| *h != lead_id).unwrap_or(""),
+        detail.to_string(),
+        ts(now)
+    ])?;
+    audit(
+        tx,
+        now,
+        Some(lead_id),
+        Some(system.as_str()),
+        "email_taken",
+        &serde_json::json!({
+            "remote": remote.to_string(),
+            "held_by": held_by.as_ref().map(ToString::to_string),
+            "held_by_person": holder,
+        }),
+    )?;
+    replan(tx, lead_id, rules, now)
+}
+
+/// A record merged away or converted that concerns nobody (never linked) is still gone for
+/// good: its state is noted (no fields, the time of its fate) so that a live snapshot of it
+/// read earlier and delivered later (a webhook fetch racing the poll) is skipped as older
+/// than what is known, instead of linking the dead record by its email.
+pub(super) fn note_gone_unlinked(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    change: &Change,
+) -> Result<()> {
+    if !matches!(change.fate, RecordFate::MergedInto { .. } | RecordFate::ConvertedTo { .. }) {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO remote_records(system, object_type, remote_id, state, modified_at, seen_at)
+         VALUES (?1, ?2, ?3, '{}', ?4, ?5)
+         ON CONFLICT(system, object_type, remote_id) DO UPDATE SET
+            modified_at = CASE WHEN modified_at IS NULL OR modified_at < excluded.modified_at
+                               THEN excluded.modified_at ELSE modified_at END,
+            seen_at = excluded.seen_at",
+    )?
+    .execute(params![
+        system.as_str(),
+        change.remote.object_type,
+        change.remote.id,
+        ts(change.modified_at),
+        ts(change.fetched_at)
+    ])?;
+    Ok(())
+}
+
+/// A new person made from this change takes the email tombstones of its address (see
+/// [`note_unmatched_delete`]) as its own.
+fn claim_email_tombstones(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(email) = change.fields.get(&Field::Email).and_then(|e| normalize_email(e)) else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO tombstones(system, object_type, remote_id, lead_id, reason, at)
+         SELECT system, object_type, remote_id, ?2, 'deleted', ?3
+         FROM email_tombstones WHERE email_norm = ?1",
+    )?
+    .execute(params![email, lead_id, ts(now)])?;
+    tx.prepare_cached("DELETE FROM email_tombstones WHERE email_norm = ?1")?.execute([email])?;
+    Ok(())
 }
 
 /// Persons that share a blocking key with the record, most shared keys first, less those the
@@ -552,6 +723,9 @@ pub(super) fn apply_decision(
 ) -> Result<()> {
     if d.is_new_lead || d.lead_changed {
         write_lead(tx, &d.lead_id, d.is_new_lead, &d.lead_fields, &d.provenance, now)?;
+    }
+    if d.is_new_lead {
+        claim_email_tombstones(tx, &d.lead_id, change, now)?;
     }
     if let Some(loser) = &d.absorb {
         absorb(tx, &d.lead_id, loser, "vendor", now)?;

@@ -392,7 +392,11 @@ impl Ledger {
                                 stats.rereads += queue_reread(tx, &system, &change, now)?;
                             }
                         }
-                        None => stats.unrelated += 1,
+                        None => {
+                            identity::note_unmatched_delete(tx, &system, &ctx, &change, now)?;
+                            identity::note_gone_unlinked(tx, &system, &change)?;
+                            stats.unrelated += 1;
+                        }
                     }
                 } else {
                     tracing::warn!(system = %system, inbox_id, "change from an unconfigured system skipped");
@@ -687,6 +691,14 @@ impl Ledger {
                             &serde_json::json!({"code": code}),
                         )?;
                         tally.dead += 1;
+                        if code == "CONFLICT"
+                            && let PushOp::Update { remote } = &rec.op
+                            && rec.fields.contains_key(&Field::Email)
+                        {
+                            identity::park_taken_email(
+                                tx, system, remote, rec, message, rules, now,
+                            )?;
+                        }
                     }
                     Some(PushOutcome::Retry { code, .. }) => {
                         tally.retried += 1;

@@ -396,6 +396,21 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE outbox ADD COLUMN vendor_writes TEXT;
     "#,
+    // 14: records deleted at a vendor
+    // before any person held their email, by the normalised email they held: the person
+    // later made from that address takes them as tombstones, so that leadsync does not
+    // create it again where a human deleted it.
+    r#"
+    CREATE TABLE email_tombstones (
+        system TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        email_norm TEXT NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (system, object_type, remote_id)
+    ) STRICT;
+    CREATE INDEX email_tombstones_email ON email_tombstones(email_norm);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -310,6 +310,126 @@ fn a_delete_closes_the_link_leaves_a_tombstone_and_a_restore_reopens_it() {
     assert_eq!(snap[0].links.len(), 2, "reopened");
 }
 
+/// Cause (a) of the convergence notes: a contact deleted before any person held its email
+/// was forgotten, and the person later made from a lead with that email was created at
+/// HubSpot again. Its email tombstone goes to that person.
+#[test]
+fn a_record_deleted_before_its_person_existed_keeps_the_person_from_being_created_there() {
+    let (_d, l) = open();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let r = rules();
+    let mut m = mint();
+    let gone = Change {
+        fate: crate::domain::RecordFate::Deleted,
+        ..rec_change("contact", "7", &[(Field::Email, "A@x.test")], 0)
+    };
+    l.ingest(&mkt, "poll", &[gone], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    assert!(l.snapshot().expect("snap").is_empty(), "a delete makes nobody");
+
+    let f = [(Field::Email, "a@x.test"), (Field::LifecycleStage, "mql"), (Field::LastName, "Doe")];
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &f, 2)], None, t(3)).expect("ingest");
+    // Another address is no business of that tombstone.
+    let g = [(Field::Email, "b@x.test"), (Field::LifecycleStage, "mql"), (Field::LastName, "Roe")];
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q2", &g, 2)], None, t(3)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    let a =
+        snap.iter().find(|p| p.fields.get(&Field::Email).map(String::as_str) == Some("a@x.test"));
+    let a = a.expect("the lead's person");
+    assert!(a.tombstoned.contains("marketing"), "{:?}", a.tombstoned);
+    let due = l.due_pushes(&mkt, 10, t(5)).expect("due");
+    assert_eq!(due.len(), 1, "only b is created at HubSpot: {due:?}");
+    assert_ne!(due[0].record.ledger_key, a.id);
+}
+
+/// Cause (c) of the convergence notes: an email HubSpot refused because another contact holds
+/// it was a dead letter and nothing more. It is a review item naming the contact that holds
+/// the address; the email is held (no loop), the push's other fields still go out, and a
+/// reviewer's accept gives the person the address the record keeps.
+#[test]
+fn an_email_another_record_holds_becomes_a_review_item_naming_that_record() {
+    let (_d, l) = open();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let r = rules();
+    let mut m = mint();
+    let f = [(Field::Email, "a@x.test"), (Field::LifecycleStage, "mql"), (Field::LastName, "Doe")];
+    l.ingest(&mkt, "poll", &[rec_change("contact", "1", &f, 0)], None, t(1)).expect("ingest");
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &f, 0)], None, t(1)).expect("ingest");
+    let other = [(Field::Email, "b@x.test"), (Field::LastName, "Roe")];
+    l.ingest(&mkt, "poll", &[rec_change("contact", "9", &other, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    // The lead's email and title change; the new email is one contact 9 holds.
+    let g = [(Field::Email, "b@x.test"), (Field::LastName, "Doe"), (Field::Title, "CTO")];
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &g, 3)], None, t(4)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+    let due = l.due_pushes(&mkt, 10, t(5)).expect("due");
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert!(due[0].record.fields.contains_key(&Field::Email));
+    let outcome = PushOutcome::Rejected {
+        outbox_id: due[0].record.outbox_id,
+        code: "CONFLICT".into(),
+        message: "http 409: CONFLICT, existing_id=9 (correlation id c)".into(),
+    };
+    let tally = l
+        .record_push_results(&mkt, &due, &[outcome], &r, PushRetry::default(), t(5), t(6))
+        .expect("record");
+    assert_eq!(tally.dead, 1, "the refused row stays, with the vendor's code");
+
+    let open_items = l.open_reviews().expect("reviews");
+    assert_eq!(open_items.len(), 1, "{open_items:?}");
+    let item = &open_items[0];
+    assert_eq!((item.kind.as_str(), item.field.as_deref()), ("conflict", Some("email")));
+    assert_eq!(item.rule.as_deref(), Some("email_taken"));
+    assert_eq!(item.detail["held_by"], "contact/9");
+    assert_eq!(item.detail["current"], "b@x.test");
+    assert_eq!(item.detail["incoming"], "a@x.test");
+    let holder = item.detail["held_by_person"].as_str().expect("contact 9 is a person's");
+    assert_eq!(item.other_lead_id.as_deref(), Some(holder));
+
+    // No email goes out again while the item is open; the title still does.
+    let due = l.due_pushes(&mkt, 10, t(7)).expect("due");
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].record.fields.keys().copied().collect::<Vec<_>>(), vec![Field::Title]);
+
+    // Accept: the person takes the address the record keeps; it goes to the CRM.
+    l.decide_review(item.id, ReviewVerdict::Accept, &r, t(8)).expect("decide");
+    let crm_due = l.due_pushes(&crm, 10, t(9)).expect("due");
+    assert!(
+        crm_due
+            .iter()
+            .any(|d| d.record.fields.get(&Field::Email).map(String::as_str) == Some("a@x.test")),
+        "{crm_due:?}"
+    );
+}
+
+/// Convergence seed 177 (all ops): a lead merged away before leadsync linked it concerned
+/// nobody, and a live state of it read before the merge (a webhook fetch) then linked the
+/// dead lead by its email. The merge is noted, so that older state is skipped.
+#[test]
+fn a_live_state_older_than_an_unlinked_records_merge_does_not_link_it() {
+    let (_d, l) = open();
+    let crm = SystemName("crm".into());
+    let r = rules();
+    let mut m = mint();
+    let f = [(Field::Email, "a@x.test"), (Field::LastName, "Doe")];
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &f, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    let merged = Change {
+        fate: crate::domain::RecordFate::MergedInto { survivor: "00Q1".into() },
+        ..rec_change("Lead", "00Q2", &[], 5)
+    };
+    l.ingest(&crm, "poll", &[merged], None, t(6)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(6), &mut m).expect("reconcile");
+    let stale = rec_change("Lead", "00Q2", &f, 4);
+    l.ingest(&crm, "webhook", &[stale], None, t(7)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(7), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1);
+    let links: Vec<&str> = snap[0].links.iter().map(|(_, r)| r.id.as_str()).collect();
+    assert_eq!(links, ["00Q1"], "the merged-away lead is not linked");
+}
+
 #[test]
 fn a_parked_conflict_waits_for_a_reviewer_and_accept_takes_the_incoming_value() {
     let (_d, l) = open();

@@ -17,8 +17,14 @@
 //!   conflict, settled by the field's [`FieldRule`] and written to the audit trail, or parked in
 //!   the review queue under `review`. A record seen for the first time by an existing person
 //!   only fills blanks, except from a preferred system.
+//! - **Email of a second record**: of several records of one person in a system with unique
+//!   emails (HubSpot), only the primary's email is the person's; an email edited on another
+//!   is that record's own address (kept in its link), so the primary is never asked to take
+//!   an address another record of the same system holds.
 //! - **Identity lifecycle**: a deleted record's link closes with a tombstone (the person is not
-//!   created there again unless configured); a record merged away at the vendor closes its link
+//!   created there again unless configured; one deleted before any person held its email
+//!   leaves a tombstone by that email, which the person later made from it takes); a record
+//!   merged away at the vendor closes its link
 //!   and the survivor's person absorbs its person; a converted lead closes its link and the
 //!   contact takes over.
 //! - **Pushes** are diffs against what leadsync knows each record holds, to the primary record
@@ -139,6 +145,9 @@ pub struct Context {
     /// With a contract: the governed lifecycle of the persons above, by ledger id (a person
     /// missing here has none yet).
     pub lifecycles: BTreeMap<String, lifecycle::PersonLifecycle>,
+    /// Systems where a record holding this change's email was deleted before any person
+    /// held that email: a person made from this change is tombstoned there.
+    pub deleted_by_email: BTreeSet<SystemName>,
 }
 
 /// How a record came to be linked.
@@ -265,10 +274,20 @@ pub fn reconcile(
             // A record deleted before leadsync ever read it still was its person's (found by
             // the ledger id it carries or its email): its link opens and closes at once, with
             // the tombstone, so the person is not created there again, as if it had been read.
+            // Failing those, a fuzzy rule at or above the auto-link threshold (a second
+            // contact made under another address and deleted before leadsync read it): the
+            // same link the live record would have had.
+            let fuzzy = || match best_fuzzy(ctx, change, rules) {
+                Some((l, score, rule, Verdict::AutoLink)) => {
+                    Some((l, Some(LinkReason::MatchedRule { rule, score })))
+                }
+                _ => None,
+            };
             let (lead, opened) = match (&ctx.linked, &ctx.closed, &ctx.by_key, &ctx.by_email) {
                 (Some(l), ..) => (l, None),
                 (None, None, Some(l), _) => (l, Some(LinkReason::MatchedLedgerKey)),
                 (None, None, None, Some(l)) => (l, Some(LinkReason::MatchedEmail)),
+                (None, None, None, None) => fuzzy()?,
                 _ => return None,
             };
             let mut d = unchanged(lead, change);
@@ -301,6 +320,7 @@ pub fn reconcile(
                 "merge_survivor",
                 rules,
                 now,
+                change.modified_at,
             );
             Some(d)
         }
@@ -323,6 +343,7 @@ pub fn reconcile(
                 "converted_from_lead",
                 rules,
                 now,
+                change.modified_at,
             );
             Some(d)
         }
@@ -396,6 +417,7 @@ fn fold_related(
     reason: &'static str,
     rules: &Rules,
     now: DateTime<Utc>,
+    changed_at: DateTime<Utc>,
 ) {
     let mut remaining = lead.clone();
     remaining.links.retain(|k| !(&k.system == system && &k.remote == closing));
@@ -428,6 +450,9 @@ fn fold_related(
             d.pushes = plan_pushes(&merged, rules);
         }
         Some(_) => {
+            if reason == "merge_survivor" {
+                survivor_address_carries_on(d, &mut remaining, system, &other, rules, changed_at);
+            }
             d.pushes = plan_pushes(&remaining, rules);
         }
         None if !ctx.related_linked => {
@@ -441,6 +466,59 @@ fn fold_related(
             d.pushes = plan_pushes(&remaining, rules);
         }
     }
+}
+
+/// A vendor merge in a system with unique emails keeps the survivor's own address (HubSpot
+/// lists the other as an additional email). When the survivor, another record of the same
+/// person, is now the system's primary record, its address is the person's: writing the
+/// person's old one over it would undo what the vendor kept, and an email a human typed on
+/// the survivor while it was a second record (kept as its own) would be lost.
+fn survivor_address_carries_on(
+    d: &mut Decision,
+    remaining: &mut LeadState,
+    system: &SystemName,
+    survivor: &RemoteId,
+    rules: &Rules,
+    at: DateTime<Utc>,
+) {
+    if !rules.system(system).is_some_and(|s| s.unique_email)
+        || !is_primary(remaining, system, survivor)
+    {
+        return;
+    }
+    let Some(link) = remaining.links.iter().find(|k| &k.system == system && &k.remote == survivor)
+    else {
+        return;
+    };
+    let Some(address) = link.known.get(&Field::Email).filter(|e| !e.trim().is_empty()).cloned()
+    else {
+        return;
+    };
+    let current = remaining.fields.get(&Field::Email).cloned();
+    if same_value(Field::Email, current.as_ref(), &address) {
+        return;
+    }
+    remaining.fields.insert(Field::Email, address.clone());
+    d.lead_fields.insert(Field::Email, address.clone());
+    let prov = Provenance {
+        system: system.to_string(),
+        value: Some(address.clone()),
+        at,
+        rule: "merge_survivor".into(),
+    };
+    remaining.provenance.insert(Field::Email, prov.clone());
+    d.provenance.insert(Field::Email, prov);
+    d.lead_changed = true;
+    d.match_keys = Some(rules.matcher.blocking_keys(&rules.matcher.profile_of(&d.lead_fields)));
+    d.audit.push(AuditEntry {
+        kind: "fields",
+        detail: serde_json::json!({
+            "system": system.as_str(),
+            "changes": [{
+                "field": "email", "from": current, "to": address, "rule": "merge_survivor",
+            }],
+        }),
+    });
 }
 
 /// A converted contact read before its lead's conversion became a person of its own, from
@@ -467,6 +545,34 @@ fn newer_values_carry_on(
     }
 }
 
+/// The candidate the fuzzy rules score best for this record (at the review threshold or
+/// above), with its score, rule and verdict. Ties go to the older person id for determinism.
+fn best_fuzzy<'a>(
+    ctx: &'a Context,
+    change: &Change,
+    rules: &Rules,
+) -> Option<(&'a LeadState, f64, String, Verdict)> {
+    let profile = rules.matcher.profile_of(&change.fields);
+    let mut fuzzy: Option<(&LeadState, f64, String, Verdict)> = None;
+    for cand in &ctx.candidates {
+        let Some(score) = rules.matcher.score(&profile, &rules.matcher.profile_of(&cand.fields))
+        else {
+            continue;
+        };
+        let verdict = rules.matcher.verdict(score.value);
+        if verdict == Verdict::NoMatch {
+            continue;
+        }
+        let better = fuzzy
+            .as_ref()
+            .is_none_or(|(l, s, _, _)| score.value > *s || (score.value == *s && cand.id < l.id));
+        if better {
+            fuzzy = Some((cand, score.value, score.rule, verdict));
+        }
+    }
+    fuzzy
+}
+
 fn reconcile_live(
     ctx: &Context,
     system: &SystemName,
@@ -479,28 +585,12 @@ fn reconcile_live(
     let mut reviews = Vec::new();
     let restored =
         ctx.linked.is_none() && ctx.closed.as_ref().is_some_and(|c| c.reason == "deleted");
-    let profile = rules.matcher.profile_of(&change.fields);
-    let mut fuzzy: Option<(&LeadState, f64, String, Verdict)> = None;
-    if ctx.linked.is_none() && ctx.by_key.is_none() && ctx.by_email.is_none() && !restored {
-        for cand in &ctx.candidates {
-            let Some(score) =
-                rules.matcher.score(&profile, &rules.matcher.profile_of(&cand.fields))
-            else {
-                continue;
-            };
-            let verdict = rules.matcher.verdict(score.value);
-            if verdict == Verdict::NoMatch {
-                continue;
-            }
-            // Best score wins; ties go to the older person id for determinism.
-            let better = fuzzy.as_ref().is_none_or(|(l, s, _, _)| {
-                score.value > *s || (score.value == *s && cand.id < l.id)
-            });
-            if better {
-                fuzzy = Some((cand, score.value, score.rule, verdict));
-            }
-        }
-    }
+    let fuzzy =
+        if ctx.linked.is_none() && ctx.by_key.is_none() && ctx.by_email.is_none() && !restored {
+            best_fuzzy(ctx, change, rules)
+        } else {
+            None
+        };
     let (lead, reason) = match (&ctx.linked, &ctx.by_key, &ctx.by_email, &fuzzy) {
         (Some(l), _, _, _) => (Some(l), LinkReason::Existing),
         (None, Some(l), _, _) => (Some(l), LinkReason::MatchedLedgerKey),
@@ -532,7 +622,27 @@ fn reconcile_live(
     let first_sight = this_link.is_none_or(|k| k.known.is_empty() && k.pushed_at.is_none());
     let existing_person = lead.is_some();
     let mut changed_detail = Vec::new();
+    let from_primary = lead.is_none_or(|l| is_primary(l, system, &change.remote));
+    let unique_email = rules.system(system).is_some_and(|s| s.unique_email);
     for (field, value) in &incoming {
+        // In a system with unique emails, a second record of the person holds an address of
+        // its own: an email typed there changes only what that record holds (its link), never
+        // the person's email. Taking it would write it to the primary record of the same
+        // system, which HubSpot refuses while the second contact holds it (409). Elsewhere
+        // (Salesforce) the edit moves the person as on any record.
+        if *field == Field::Email && existing_person && !from_primary && unique_email {
+            // Audited when the record's own address changed, not when it is first seen.
+            if this_link.and_then(|k| k.known.get(field)).is_some_and(|k| k != value) {
+                audit.push(AuditEntry {
+                    kind: "record_email",
+                    detail: serde_json::json!({
+                        "system": system.as_str(), "remote": change.remote.to_string(),
+                        "reason": "not_primary",
+                    }),
+                });
+            }
+            continue;
+        }
         let rule = rules.rule(*field);
         let current = fields.get(field).cloned();
         let base = this_link.and_then(|k| k.agreed.get(field));
@@ -543,7 +653,7 @@ fn reconcile_live(
             base: base.map(String::as_str),
             first_sight: first_sight && existing_person,
             from: system,
-            from_primary: lead.is_none_or(|l| is_primary(l, system, &change.remote)),
+            from_primary,
             preferred_value: lead.and_then(|l| preferred_value(l, &rule, field)),
             changed_at: change.modified_at,
             current_at: provenance.get(field).map(|p| p.at),
@@ -676,6 +786,11 @@ fn reconcile_live(
     }
     if restored {
         state.tombstoned.remove(system);
+    }
+    if lead.is_none() && !restored {
+        // A human deleted a record with this address before leadsync knew anyone by it: the
+        // person made now is not created there (the ledger turns those into its tombstones).
+        state.tombstoned.extend(ctx.deleted_by_email.iter().cloned());
     }
     match state.links.iter_mut().find(|k| &k.system == system && k.remote == change.remote) {
         Some(k) => {

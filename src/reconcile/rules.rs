@@ -31,6 +31,9 @@ pub struct SystemRules {
     pub map: FieldMap,
     /// Field maps of the system's other object types (a Salesforce Contact has no Company).
     pub other_maps: BTreeMap<String, FieldMap>,
+    /// The vendor refuses one email on two of its records (HubSpot contacts): an email edited
+    /// on a person's second record there stays that record's own.
+    pub unique_email: bool,
 }
 
 impl SystemRules {
@@ -161,6 +164,7 @@ impl Rules {
                     create: CreatePolicy::FromStage(Stage::Mql),
                     map: map(FieldMap::salesforce_lead_default()),
                     other_maps: BTreeMap::new(),
+                    unique_email: false,
                 },
                 SystemRules {
                     name: SystemName("marketing".into()),
@@ -169,6 +173,7 @@ impl Rules {
                     create: CreatePolicy::Always,
                     map: map(FieldMap::hubspot_contact_default()),
                     other_maps: BTreeMap::new(),
+                    unique_email: true,
                 },
             ],
             status_implies_stage: [

@@ -605,3 +605,148 @@ fn an_email_link_in_the_same_batch_outranks_a_fuzzy_one_as_primary() {
     add_link(&mut links, LinkState::new(crm(), c.remote.clone()));
     assert!(!links[0].by_rule, "exact links go before rule-made ones, as the ledger orders them");
 }
+
+/// Convergence seed 146: an email typed on a person's second HubSpot contact became the
+/// person's email, which HubSpot then refused on the primary contact (409, dead-lettered).
+/// It stays that record's own address; an email edited on the primary still moves the person.
+#[test]
+fn an_email_edited_on_a_second_record_of_a_system_stays_that_records_own() {
+    let r = rules();
+    let mut lead = linked_pair(&base());
+    let alt = fields(&[(Field::Email, "alt@mail.test"), (Field::Company, "Acme")]);
+    lead.links.push(LinkState {
+        known: alt.clone(),
+        agreed: fields(&[(Field::Company, "Acme")]),
+        ..LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: "2".into() })
+    });
+    let ctx = Context { linked: Some(lead.clone()), ..Context::default() };
+    let c = change(
+        "2",
+        "contact",
+        fields(&[(Field::Email, "v7@x.test"), (Field::Company, "Acme"), (Field::Title, "CFO")]),
+        5,
+    );
+    let d = rec(&ctx, &mkt(), &c, &r, "x", t(6));
+    assert_eq!(d.lead_fields[&Field::Email], "a@x.test", "the person keeps the primary's email");
+    assert_eq!(d.record_known[&Field::Email], "v7@x.test", "the record's link knows its own");
+    assert!(
+        d.pushes.iter().all(|p| !p.fields.contains_key(&Field::Email)),
+        "no email is pushed anywhere: {:?}",
+        d.pushes
+    );
+    assert!(d.audit.iter().any(|a| a.kind == "record_email"), "{:?}", d.audit);
+
+    // The same edit on the primary contact is the person's new email, written to the CRM.
+    let c = change("1", "contact", fields(&[(Field::Email, "v8@x.test")]), 7);
+    let d = rec(&ctx, &mkt(), &c, &r, "x", t(8));
+    assert_eq!(d.lead_fields[&Field::Email], "v8@x.test");
+    let to_crm: Vec<_> = d.pushes.iter().filter(|p| p.system == crm()).collect();
+    assert_eq!(to_crm[0].fields.get(&Field::Email).map(String::as_str), Some("v8@x.test"));
+
+    // Salesforce does not refuse one email on two records: there a second lead's new email
+    // is the person's (convergence seed 160: a lead next to the converted contact).
+    let mut lead = linked_pair(&base());
+    lead.links.push(LinkState {
+        known: fields(&base()),
+        agreed: fields(&base()),
+        ..LinkState::new(crm(), RemoteId { object_type: "Lead".into(), id: "00Q2".into() })
+    });
+    let ctx = Context { linked: Some(lead), ..Context::default() };
+    let c = change("00Q2", "Lead", fields(&[(Field::Email, "v9@x.test")]), 9);
+    let d = rec(&ctx, &crm(), &c, &r, "x", t(10));
+    assert_eq!(d.lead_fields[&Field::Email], "v9@x.test");
+}
+
+/// Convergence seed 113: a second contact made under another address and archived before
+/// leadsync read it was unknown by its email, and the person (until then only in the CRM)
+/// was then created at HubSpot. A fuzzy rule at the auto-link threshold ties it to its
+/// person as the live record would have been tied: link opened and closed, tombstone.
+#[test]
+fn a_deleted_record_the_fuzzy_rules_link_tombstones_its_person() {
+    let r = rules();
+    let who = [
+        (Field::FirstName, "Esther"),
+        (Field::LastName, "Lewis"),
+        (Field::Company, "Blue Sun Pty Ltd"),
+    ];
+    let mut person = fields(&who);
+    person.insert(Field::Email, "esther.lewis@bluesun.test".into());
+    let lead = LeadState {
+        id: "L1".into(),
+        fields: person.clone(),
+        links: vec![LinkState {
+            known: person.clone(),
+            agreed: person,
+            ..LinkState::new(crm(), RemoteId { object_type: "Lead".into(), id: "00Q1".into() })
+        }],
+        ..LeadState::default()
+    };
+    let mut gone = fields(&who);
+    gone.insert(Field::Email, "esther.alt@mail.test".into());
+    let c = Change { fate: RecordFate::Deleted, ..change("13", "contact", gone, 5) };
+    let ctx = Context { candidates: vec![lead], ..Context::default() };
+    let d = reconcile(&ctx, &mkt(), &c, &r, "x", t(6)).expect("the fuzzy rules link it");
+    assert_eq!(d.lead_id, "L1");
+    assert!(matches!(d.new_link, Some(LinkReason::MatchedRule { .. })), "{:?}", d.new_link);
+    assert_eq!(d.close_link, Some(CloseLink { reason: "deleted", tombstone: true }));
+    assert!(!d.lead_changed, "a deleted record's values are not taken");
+    assert!(d.pushes.iter().all(|p| p.system != mkt()), "not created at HubSpot: {:?}", d.pushes);
+    // Below the auto-link threshold it concerns nobody (no review for a deleted record).
+    let mut other = fields(&[(Field::FirstName, "Esther"), (Field::LastName, "Lewis")]);
+    other.insert(Field::Email, "esther.alt@mail.test".into());
+    let c = Change { fate: RecordFate::Deleted, ..change("13", "contact", other, 5) };
+    assert!(reconcile(&ctx, &mkt(), &c, &r, "x", t(6)).is_none());
+}
+
+/// Convergence seed 109 (all ops): an email typed on a second HubSpot contact (kept as its
+/// own) was overwritten with the person's old one once HubSpot merged the primary into it:
+/// the survivor keeps its address at HubSpot, and so the person takes it.
+#[test]
+fn a_merge_survivor_in_a_unique_email_system_gives_the_person_its_address() {
+    let r = rules();
+    let mut lead = linked_pair(&base());
+    let second = fields(&[(Field::Email, "v3@x.test"), (Field::Company, "Acme")]);
+    lead.links.push(LinkState {
+        known: second.clone(),
+        agreed: fields(&[(Field::Company, "Acme")]),
+        ..LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: "2".into() })
+    });
+    let ctx = Context {
+        linked: Some(lead.clone()),
+        related: Some(lead.clone()),
+        related_linked: true,
+        ..Context::default()
+    };
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "2".into() },
+        ..change("1", "contact", Fields::new(), 5)
+    };
+    let d = reconcile(&ctx, &mkt(), &merged, &r, "x", t(6)).expect("linked");
+    assert_eq!(d.lead_fields[&Field::Email], "v3@x.test");
+    assert_eq!(d.provenance[&Field::Email].rule, "merge_survivor");
+    let to_crm: Vec<_> = d.pushes.iter().filter(|p| p.system == crm()).collect();
+    assert_eq!(to_crm[0].fields.get(&Field::Email).map(String::as_str), Some("v3@x.test"));
+    assert!(
+        d.pushes.iter().all(|p| p.system != mkt() || !p.fields.contains_key(&Field::Email)),
+        "the survivor is not given the old address: {:?}",
+        d.pushes
+    );
+    // A Salesforce merge (emails not unique there) leaves the person's email alone.
+    let mut lead = linked_pair(&base());
+    lead.links.push(LinkState {
+        known: fields(&[(Field::Email, "v4@x.test")]),
+        ..LinkState::new(crm(), RemoteId { object_type: "Lead".into(), id: "00Q2".into() })
+    });
+    let ctx = Context {
+        linked: Some(lead.clone()),
+        related: Some(lead),
+        related_linked: true,
+        ..Context::default()
+    };
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "00Q2".into() },
+        ..change("00Q1", "Lead", Fields::new(), 5)
+    };
+    let d = reconcile(&ctx, &crm(), &merged, &r, "x", t(6)).expect("linked");
+    assert_eq!(d.lead_fields[&Field::Email], "a@x.test");
+}

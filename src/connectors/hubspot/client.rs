@@ -209,17 +209,20 @@ impl Client {
     }
 
     /// `GET /crm/{v}/objects/contacts?archived=true&limit=…&after=…`: one page of archived
-    /// contacts, in id order. Only ids and dates are needed, so no properties are asked for.
+    /// contacts, in id order, with `properties` (who each was, its dates, the ids merged into
+    /// it: a contact merged into one archived before leadsync read the survivor is gone too).
     pub(super) async fn list_archived(
         &self,
         limit: u32,
         after: Option<&str>,
+        properties: &[&str],
     ) -> Result<wire::ListResponse, ConnectorError> {
         let mut url = self.contacts_url(&[]);
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("archived", "true");
             q.append_pair("limit", &limit.to_string());
+            q.append_pair("properties", &properties.join(","));
             if let Some(after) = after {
                 q.append_pair("after", after);
             }

@@ -241,3 +241,34 @@ async fn merge_contacts_merges_once_and_a_repeat_after_success_is_not_an_error()
     assert!(matches!(err, ConnectorError::Rejected { .. }), "{err:?}");
     assert!(!err.is_retryable());
 }
+
+/// A contact merged into one that is archived before leadsync read the survivor: HubSpot no
+/// longer resolves the merged id, so only the archived survivor's merged ids tell that the
+/// contact is gone (convergence seeds 49 and 115 kept a link open to such a contact).
+#[tokio::test]
+async fn an_archived_survivor_names_the_ids_merged_into_it_in_sweeps_and_fetches() {
+    let sim = sim().await;
+    let linked = contact(&sim, "l@example.test", &[]);
+    let survivor = contact(&sim, "s@example.test", &[]);
+    sim.ui_merge(&survivor, &linked).expect("merge");
+    assert!(sim.ui_archive(&survivor));
+    let into = RecordFate::MergedInto { survivor: survivor.clone() };
+    let fates = |changes: &[Change]| -> Vec<(String, RecordFate)> {
+        changes.iter().map(|ch| (ch.remote.id.clone(), ch.fate.clone())).collect()
+    };
+    let want = vec![(linked.clone(), into.clone()), (survivor.clone(), RecordFate::Deleted)];
+
+    let c = connector(&sim, 1);
+    let page = c.poll_changes(&Cursor(None)).await.expect("poll");
+    assert!(page.changes.is_empty(), "nothing live: {:?}", page.changes);
+    let sweep = c.poll_changes(&page.next_cursor).await.expect("sweep");
+    assert_eq!(fates(&sweep.changes), want, "merged ids first, then the survivor's delete");
+    assert_eq!(
+        sweep.changes[1].fields,
+        [(Field::Email, "s@example.test".to_string())].into(),
+        "the survivor's email still says who it was"
+    );
+
+    let got = c.fetch(&[rid(&survivor)]).await.expect("fetch");
+    assert_eq!(fates(&got), want);
+}

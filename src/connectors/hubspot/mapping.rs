@@ -124,17 +124,62 @@ pub(super) fn merged_away(c: &Contact, fetched_at: DateTime<Utc>) -> Vec<Change>
         .collect()
 }
 
+/// An archived contact as [`archived_change`], after a `MergedInto` change for each id merged
+/// into it: a contact merged into one that was archived before leadsync read the survivor is
+/// known gone only from the survivor's `hs_merged_object_ids` (HubSpot does not resolve
+/// merged-away ids to an archived contact). Its person then follows the survivor, whose
+/// delete closes the link with a tombstone.
+pub(super) fn archived_changes(
+    c: &Contact,
+    map: &FieldMap,
+    fetched_at: DateTime<Utc>,
+) -> Vec<Change> {
+    let Some(deleted) = archived_change(c, map, fetched_at) else { return Vec::new() };
+    let mut out: Vec<Change> = merged_ids(c)
+        .into_iter()
+        .filter(|m| *m != c.id)
+        .map(|m| {
+            let fate = RecordFate::MergedInto { survivor: c.id.clone() };
+            fate_change(&m, fate, deleted.modified_at, fetched_at)
+        })
+        .collect();
+    out.push(deleted);
+    out
+}
+
+/// The canonical fields that say who a deleted record was: what matching needs (its email,
+/// or the names, company and phone the fuzzy rules score).
+pub(super) const WHO_IT_WAS: [Field; 5] =
+    [Field::Email, Field::FirstName, Field::LastName, Field::Company, Field::Phone];
+
+/// The HubSpot properties of [`WHO_IT_WAS`] under this mapping.
+pub(super) fn who_it_was_properties(map: &FieldMap) -> Vec<&str> {
+    let mut props: Vec<&str> = WHO_IT_WAS.iter().filter_map(|f| map.property(*f)).collect();
+    if !props.contains(&wire::EMAIL) {
+        props.push(wire::EMAIL);
+    }
+    props
+}
+
 /// An archived contact as a `Deleted` change, dated when it was archived (`archivedAt`, else
 /// its last update); `None` without a usable time.
-pub(super) fn archived_change(c: &Contact, fetched_at: DateTime<Utc>) -> Option<Change> {
+pub(super) fn archived_change(
+    c: &Contact,
+    map: &FieldMap,
+    fetched_at: DateTime<Utc>,
+) -> Option<Change> {
     let at = c.archived_at.as_deref().and_then(parse_time).or_else(|| modified_at(c))?;
     let mut change = fate_change(&c.id, RecordFate::Deleted, at, fetched_at);
-    // Only who it was: a contact archived before leadsync ever read it is found by its
-    // email, so that its person is not created there again (a tombstone).
-    if let Some(email) = c.properties.get(wire::EMAIL).cloned().flatten()
-        && !email.trim().is_empty()
-    {
-        change.fields.insert(crate::domain::Field::Email, email);
+    // Only who it was: a contact archived before leadsync ever read it is found by its email
+    // or, failing that, by the fuzzy rules, so that its person is not created there again (a
+    // tombstone). The reconciler takes no value from a deleted record.
+    for field in WHO_IT_WAS {
+        let prop = map.property(field).or((field == Field::Email).then_some(wire::EMAIL));
+        if let Some(v) = prop.and_then(|p| c.properties.get(p).cloned().flatten())
+            && !v.trim().is_empty()
+        {
+            change.fields.insert(field, v);
+        }
     }
     Some(change)
 }

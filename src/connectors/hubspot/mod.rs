@@ -499,9 +499,15 @@ impl HubspotConnector {
     ) -> Result<Page, ConnectorError> {
         // Before the call (and its retries): the state read may be as old as this.
         let fetched_at = Utc::now();
-        let resp = self.inner.client.list_archived(ARCHIVED_PAGE, after).await?;
-        let changes: Vec<Change> =
-            resp.results.iter().filter_map(|c| mapping::archived_change(c, fetched_at)).collect();
+        let map = &self.inner.cfg.map;
+        let mut props = mapping::who_it_was_properties(map);
+        props.extend([wire::LAST_MODIFIED, wire::MERGED_IDS]);
+        let resp = self.inner.client.list_archived(ARCHIVED_PAGE, after, &props).await?;
+        let changes: Vec<Change> = resp
+            .results
+            .iter()
+            .flat_map(|c| mapping::archived_changes(c, map, fetched_at))
+            .collect();
         let next = resp.next_after().map(str::to_string);
         tracing::debug!(
             archived = changes.len(),
@@ -648,7 +654,10 @@ impl Connector for HubspotConnector {
             }
             if !missing.is_empty() {
                 let archived = self.read_batch(&missing, true).await?;
-                out.extend(archived.iter().filter_map(|c| mapping::archived_change(c, fetched_at)));
+                let map = &self.inner.cfg.map;
+                out.extend(
+                    archived.iter().flat_map(|c| mapping::archived_changes(c, map, fetched_at)),
+                );
             }
         }
         Ok(out)

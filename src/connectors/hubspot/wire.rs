@@ -326,6 +326,11 @@ pub(super) fn safe_description(
             parts.push(p);
         }
     }
+    // A 409 names the contact that holds the address ("... already exists. Existing ID:
+    // 123"): its id (never the address) lets the ledger say which record holds it.
+    if let Some(id) = message.and_then(existing_id) {
+        parts.push(format!("existing_id={id}"));
+    }
     if let Some(items) = message.and_then(embedded_validations) {
         for it in items {
             parts.push(format!(
@@ -336,6 +341,13 @@ pub(super) fn safe_description(
         }
     }
     if parts.is_empty() { "no details given".into() } else { parts.join(", ") }
+}
+
+/// The digits after `Existing ID:` in a 409 message.
+fn existing_id(message: &str) -> Option<&str> {
+    let rest = message.split("Existing ID:").nth(1)?.trim_start();
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
 }
 
 fn embedded_validations(message: &str) -> Option<Vec<PropertyValidation>> {
@@ -396,6 +408,15 @@ mod tests {
         let e = parse_error_body(br#"{"policyName":"DAILY","subCategory":{"a":1}}"#);
         assert_eq!(e.policy_name.as_deref(), Some("DAILY"));
         assert!(e.sub_category.is_none());
+    }
+
+    #[test]
+    fn safe_description_names_the_contact_holding_an_address_but_not_the_address() {
+        let msg = "A contact with the email 'jane@x.test' already exists. Existing ID: 4711";
+        let d = safe_description(Some("CONFLICT"), None, Some(msg), &[]);
+        assert_eq!(d, "CONFLICT, existing_id=4711");
+        let d = safe_description(Some("CONFLICT"), None, Some("Contact already exists"), &[]);
+        assert_eq!(d, "CONFLICT");
     }
 
     #[test]

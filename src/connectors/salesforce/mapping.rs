@@ -105,12 +105,18 @@ pub(super) fn record_to_change(
     let fields = match fate {
         RecordFate::MergedInto { .. } => crate::domain::Fields::new(),
         // Only who it was: a record deleted before leadsync ever read it is found by its
-        // email, so that its person is not created there again (a tombstone).
+        // email or, failing that, by the fuzzy rules (names, company, phone), so that its
+        // person is not created there again (a tombstone). The reconciler takes no value from
+        // a deleted record.
         RecordFate::Deleted => {
-            let email = map.property(crate::domain::Field::Email).and_then(|p| {
-                get_ci(rec, p).and_then(json_to_string).filter(|v| !v.trim().is_empty())
-            });
-            email.map(|e| (crate::domain::Field::Email, e)).into_iter().collect()
+            use crate::domain::Field;
+            [Field::Email, Field::FirstName, Field::LastName, Field::Company, Field::Phone]
+                .into_iter()
+                .filter_map(|f| {
+                    let v = get_ci(rec, map.property(f)?).and_then(json_to_string)?;
+                    (!v.trim().is_empty() && v != NOT_PROVIDED).then_some((f, v))
+                })
+                .collect()
         }
         RecordFate::Live | RecordFate::ConvertedTo { .. } => {
             // The placeholder leadsync writes into required fields it has no value for reads
