@@ -339,6 +339,12 @@ impl Ledger {
             }
 
             scrub(tx, &persons, &records, norm.as_deref())?;
+            // Records deleted before any person held the address are kept by the address
+            // (`email_tombstones`): the erasure's salted hash takes over that job.
+            for e in [norm.clone(), normalize_email(email)].into_iter().flatten() {
+                tx.prepare_cached("DELETE FROM email_tombstones WHERE email_norm = ?1")?
+                    .execute([e])?;
+            }
 
             let mut tombstones: Vec<(String, &str)> = Vec::new();
             if let Some(e) = &norm {
@@ -420,6 +426,10 @@ fn scrub(
         .execute(params![system, object_type, id])?;
         tx.prepare_cached(
             "DELETE FROM tombstones WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+        )?
+        .execute(params![system, object_type, id])?;
+        tx.prepare_cached(
+            "DELETE FROM email_tombstones WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
         )?
         .execute(params![system, object_type, id])?;
         // Closed-loop rows name remote records, not persons: the person's campaign touches

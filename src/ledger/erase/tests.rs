@@ -397,3 +397,24 @@ fn erasing_removes_the_persons_closed_loop_rows_lifecycle_and_sla_clocks() {
         );
     }
 }
+
+/// A record deleted before any person held its address leaves an email-keyed tombstone
+/// (`email_tombstones`, the normalised address): erasing the address removes it too, the
+/// erasure's salted hash doing its job from then on.
+#[test]
+fn erasing_removes_the_tombstone_of_a_record_deleted_before_it_was_linked() {
+    let (_d, l) = open();
+    let rules = Rules::salesforce_hubspot_defaults();
+    let gone = Change {
+        fate: crate::domain::RecordFate::Deleted,
+        ..change("contact", "909", fields(EMAIL, "Zelda", "Quixote", "", "lead"), 0)
+    };
+    l.ingest(&mkt(), "poll", &[gone], None, t(1)).expect("ingest");
+    reconcile(&l, &rules, 2);
+    assert!(
+        every_value(&l).iter().any(|(t, _, v)| t == "email_tombstones" && v.contains("zelda")),
+        "the delete must leave an email tombstone for this test to mean anything"
+    );
+    l.erase_person(EMAIL, &[], t(3)).expect("erase");
+    assert_eq!(leaks(&l), Vec::<String>::new(), "no value of the person is left");
+}
