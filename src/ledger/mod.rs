@@ -680,6 +680,24 @@ impl Ledger {
                             replan(tx, lead_id, rules, now)?;
                         }
                     }
+                    Some(PushOutcome::Rejected { code, message, .. })
+                        if vendor_writes::owner_rode_along(rec) =>
+                    {
+                        // An owner reassignment rode on a row with other writes: the refusal
+                        // may be the owner's (an id the org does not know), and dead-lettering
+                        // would take the person's fields with it. The rest goes again without
+                        // the owner; a refusal of its own then dead-letters it as usual.
+                        vendor_writes::drop_owner(tx, rec, code, message, now)?;
+                        audit(
+                            tx,
+                            now,
+                            Some(lead_id),
+                            Some(system.as_str()),
+                            "owner_dropped",
+                            &serde_json::json!({"code": code, "owner": rec.owner}),
+                        )?;
+                        tally.retried += 1;
+                    }
                     Some(PushOutcome::Rejected { code, message, .. }) => {
                         mark_dead(tx, rec.outbox_id, code, message, now)?;
                         audit(

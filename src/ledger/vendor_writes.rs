@@ -8,8 +8,10 @@
 //! - **The owner** an SLA escalation reassigns the person's CRM record(s) to
 //!   (`[contract.sla] reassign_to`), queued once per escalation by [`Ledger::sla_reassign`]
 //!   and audited as `owner_reassigned`. The owner is not a canonical field, so nothing
-//!   plans it again: a later human reassignment stands. A vendor that refuses the owner
-//!   dead-letters the row with its message, like any rejected write.
+//!   plans it again: a later human reassignment stands. A vendor that refuses a row holding
+//!   only the owner dead-letters it with its message, like any rejected write; a refused row
+//!   where the owner rode along with fields or other writes goes again without the owner
+//!   (audited `owner_dropped`), so a wrong owner id never takes a person's fields with it.
 //!
 //! A row that carries writes stays when its fields are no longer needed (only its fields
 //! go), and writes queued onto a pending create move to the record once it exists.
@@ -127,6 +129,41 @@ pub(super) fn add_writes(
 ///
 /// # Errors
 /// SQLite failures or a corrupt row.
+/// Whether a sent row carried an owner reassignment besides other writes.
+pub(super) fn owner_rode_along(sent: &PushRecord) -> bool {
+    sent.owner.is_some()
+        && (!sent.fields.is_empty() || sent.stage_reason.is_some() || !sent.stage_dates.is_empty())
+}
+
+/// A refused row that carried an owner besides other writes: keep it pending without the
+/// owner it carried (a newer owner queued meanwhile stays), due again now, with the refusal
+/// noted on the row.
+pub(super) fn drop_owner(
+    tx: &Transaction<'_>,
+    sent: &PushRecord,
+    code: &str,
+    message: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let raw: Option<String> = tx
+        .prepare_cached("SELECT vendor_writes FROM outbox WHERE id = ?1 AND state = 'pending'")?
+        .query_row([sent.outbox_id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let mut writes = VendorWrites::from_column(raw.as_deref())?;
+    if writes.owner == sent.owner {
+        writes.owner = None;
+    }
+    let column = if writes.is_empty() { None } else { Some(to_json(&writes)?) };
+    tx.prepare_cached(
+        "UPDATE outbox SET vendor_writes = ?2, attempts = attempts + 1, next_attempt_at = ?3,
+                error_code = ?4, last_error = ?5, updated_at = ?3
+         WHERE id = ?1 AND state = 'pending'",
+    )?
+    .execute(params![sent.outbox_id, column, ts(now), code, message])?;
+    Ok(())
+}
+
 pub(super) fn pending_create(
     tx: &Transaction<'_>,
     lead_id: &str,

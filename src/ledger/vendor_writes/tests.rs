@@ -226,3 +226,41 @@ fn newer_writes_win_and_what_went_out_is_not_sent_again() {
     assert_eq!(json, "{}");
     assert!(VendorWrites::from_column(None).expect("null").is_empty());
 }
+
+/// An owner reassignment merged onto a row with field changes: a refusal does not take the
+/// fields with it into a dead letter. The row goes again without the owner (audited as
+/// `owner_dropped`) and its fields land.
+#[test]
+fn a_refused_owner_does_not_dead_letter_the_fields_it_rode_with() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let r = rules();
+    let owner = "005000000000002AAA";
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("lead"), 1), 2);
+    reconcile(&l, &r, &crm(), change("Lead", "00Q000000000009AAA", None, 3), 4);
+    accept_all(&l, &r, &crm(), "", 5);
+    accept_all(&l, &r, &mkt(), "", 5);
+    // Marketing changes the title (a field push to the CRM is pending) and the SLA escalates.
+    let mut c = change("contact", "1", Some("lead"), 6);
+    c.fields.insert(Field::Title, "CTO".into());
+    reconcile(&l, &r, &mkt(), c, 7);
+    l.sla_reassign("P1", owner, &r, t(8)).expect("reassign");
+    let due = l.due_pushes(&crm(), 10, t(9)).expect("outbox");
+    assert_eq!(due.len(), 1, "one row: {due:?}");
+    assert_eq!(due[0].record.owner.as_deref(), Some(owner));
+    assert_eq!(due[0].record.fields.get(&Field::Title).map(String::as_str), Some("CTO"));
+    let outcome = PushOutcome::Rejected {
+        outbox_id: due[0].record.outbox_id,
+        code: "FIELD_INTEGRITY_EXCEPTION".into(),
+        message: "field integrity exception: unknown (OwnerId)".into(),
+    };
+    l.record_push_results(&crm(), &due, &[outcome], &r, PushRetry::default(), t(10), t(10))
+        .expect("results");
+    let again = l.due_pushes(&crm(), 10, t(11)).expect("outbox");
+    assert_eq!(again.len(), 1, "the fields go again: {again:?}");
+    assert_eq!(again[0].record.owner, None, "without the owner");
+    assert_eq!(again[0].record.fields.get(&Field::Title).map(String::as_str), Some("CTO"));
+    assert_eq!(audits(&l, "owner_dropped").len(), 1);
+    accept_all(&l, &r, &crm(), "", 12);
+    assert!(l.due_pushes(&crm(), 10, t(13)).expect("outbox").is_empty());
+}
