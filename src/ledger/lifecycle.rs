@@ -524,3 +524,5 @@ fn plan(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod sweep_tests;
