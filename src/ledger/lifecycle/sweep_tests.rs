@@ -256,7 +256,8 @@ fn dump(l: &Ledger) -> Vec<String> {
     out
 }
 
-type Batcher = dyn Fn(&Ledger, &Rules, Sweep, Option<&str>, usize, DateTime<Utc>) -> Result<ReevalBatch>;
+type Batcher =
+    dyn Fn(&Ledger, &Rules, Sweep, Option<&str>, usize, DateTime<Utc>) -> Result<ReevalBatch>;
 
 fn run(l: &Ledger, r: &Rules, sweep: Sweep, now: DateTime<Utc>, f: &Batcher) -> Vec<ReevalBatch> {
     let (mut out, mut after) = (Vec::new(), None::<String>);
@@ -303,6 +304,8 @@ fn the_sweep_writes_what_the_reference_sweep_writes() {
     assert!(count("SELECT COUNT(*) FROM outbox WHERE stage_dates IS NOT NULL") > 5);
     assert!(count("SELECT COUNT(*) FROM outbox WHERE remote_id = ''") > 5);
     assert!(count("SELECT COUNT(*) FROM outbox WHERE remote_id != ''") > 5);
-    assert!(count("SELECT COUNT(*) FROM audit WHERE kind = 'stage' AND detail LIKE '%placed%'") > 3);
+    assert!(
+        count("SELECT COUNT(*) FROM audit WHERE kind = 'stage' AND detail LIKE '%placed%'") > 3
+    );
     assert!(count("SELECT COUNT(*) FROM audit WHERE kind = 'stage_refused'") > 0);
 }
