@@ -30,7 +30,7 @@ use crate::contract::lifecycle::LifecycleStage;
 use crate::contract::sla::{SlaAction, SlaClock, TouchKind};
 use crate::domain::{Field, Fields};
 use crate::ledger::{Ledger, LedgerReader, SeedPerson};
-use crate::reconcile::lifecycle::{PersonLifecycle, evaluate_rules, fill_facts};
+use crate::reconcile::lifecycle::{PersonLifecycle, evaluate_rules, fill_facts, projected_stage};
 
 const EXAMPLE: &str = include_str!("../../config/contract.example.toml");
 const MQL_RULE: &str = r#"all = ["score >= 50", "title is set", "country in [US, CA, GB]"]"#;
@@ -137,6 +137,12 @@ fn person(
     }
     state.stage = Some(facts.stage);
     state.held = held;
+    // The stage's projection onto `lifecycle_stage`, as the reconciler stores it with every
+    // evaluation: without it every person's fields would change at the first evaluation,
+    // under the old rules too, and the sweep would rewrite and re-plan everyone.
+    if let Some(st) = projected_stage(old, facts.stage) {
+        fields.insert(Field::LifecycleStage, st.as_str().to_string());
+    }
     SeedPerson { id: format!("P{i:08}"), fields, lifecycle: Some(state) }
 }
 
@@ -150,6 +156,20 @@ fn cpu_secs() -> f64 {
     let ticks: Vec<f64> =
         rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
     ticks.iter().sum::<f64>() / 100.0
+}
+
+/// What the sweep left in the ledger (seeding writes no outbox or audit rows), so that runs
+/// of different builds can be compared.
+fn written(path: &std::path::Path) -> rusqlite::Result<String> {
+    let conn = rusqlite::Connection::open(path)?;
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+    Ok(format!(
+        "{} outbox rows ({} with stage dates), {} audit rows ({} stage)",
+        count("SELECT COUNT(*) FROM outbox")?,
+        count("SELECT COUNT(*) FROM outbox WHERE stage_dates IS NOT NULL")?,
+        count("SELECT COUNT(*) FROM audit")?,
+        count("SELECT COUNT(*) FROM audit WHERE kind = 'stage'")?,
+    ))
 }
 
 fn rate(n: usize, secs: f64) -> u64 {
@@ -308,6 +328,10 @@ fn bench(
         mib(peak_rss_kib())
     );
     drop(ledger);
+    match written(&path) {
+        Ok(w) => eprintln!("  written by the sweep: {w}"),
+        Err(e) => eprintln!("leadsync: cannot count what the sweep wrote: {e}"),
+    }
 
     // SLA clocks: handovers spread over the last 10 days, 60% touched at some point within
     // 48 hours of the handover (a touch after `now` is not yet known and is left out).
