@@ -30,7 +30,7 @@ use crate::contract::lifecycle::LifecycleStage;
 use crate::contract::sla::{SlaAction, SlaClock, TouchKind};
 use crate::domain::{Field, Fields};
 use crate::ledger::{Ledger, LedgerReader, SeedPerson};
-use crate::reconcile::lifecycle::{PersonLifecycle, evaluate_rules, fill_facts};
+use crate::reconcile::lifecycle::{PersonLifecycle, evaluate_rules, fill_facts, projected_stage};
 
 const EXAMPLE: &str = include_str!("../../config/contract.example.toml");
 const MQL_RULE: &str = r#"all = ["score >= 50", "title is set", "country in [US, CA, GB]"]"#;
@@ -137,7 +137,39 @@ fn person(
     }
     state.stage = Some(facts.stage);
     state.held = held;
+    // The stage's projection onto `lifecycle_stage`, as the reconciler stores it with every
+    // evaluation: without it every person's fields would change at the first evaluation,
+    // under the old rules too, and the sweep would rewrite and re-plan everyone.
+    if let Some(st) = projected_stage(old, facts.stage) {
+        fields.insert(Field::LifecycleStage, st.as_str().to_string());
+    }
     SeedPerson { id: format!("P{i:08}"), fields, lifecycle: Some(state) }
+}
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (clock ticks
+/// of 10 ms): the machine a bench runs on is often shared, and wall time then says little.
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which may hold spaces, hence the last ')'): utime and
+    // stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: Vec<f64> =
+        rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    ticks.iter().sum::<f64>() / 100.0
+}
+
+/// What the sweep left in the ledger (seeding writes no outbox or audit rows), so that runs
+/// of different builds can be compared.
+fn written(path: &std::path::Path) -> rusqlite::Result<String> {
+    let conn = rusqlite::Connection::open(path)?;
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+    Ok(format!(
+        "{} outbox rows ({} with stage dates), {} audit rows ({} stage)",
+        count("SELECT COUNT(*) FROM outbox")?,
+        count("SELECT COUNT(*) FROM outbox WHERE stage_dates IS NOT NULL")?,
+        count("SELECT COUNT(*) FROM audit")?,
+        count("SELECT COUNT(*) FROM audit WHERE kind = 'stage'")?,
+    ))
 }
 
 fn rate(n: usize, secs: f64) -> u64 {
@@ -225,7 +257,7 @@ fn bench(
         }
     };
     let t_same = started.elapsed().as_secs_f64();
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu_secs());
     let plan = match reader.plan_stages(new, &status_implies, 10, now) {
         Ok(p) => p,
         Err(e) => {
@@ -233,7 +265,7 @@ fn bench(
             return exit::IOERR;
         }
     };
-    let t_plan = started.elapsed().as_secs_f64();
+    let (t_plan, c_plan) = (started.elapsed().as_secs_f64(), cpu_secs() - cpu);
     eprintln!(
         "plan, unchanged rules: {} persons, {} changing, in {t_same:.2} s ({} persons/s)",
         unchanged.persons,
@@ -242,7 +274,7 @@ fn bench(
     );
     eprintln!(
         "plan, changed MQL rule (full re-evaluation): {} persons, {} changing ({} refused \
-         moves), in {t_plan:.2} s ({} persons/s); peak RSS {} MiB",
+         moves), in {t_plan:.2} s, {c_plan:.2} s CPU ({} persons/s); peak RSS {} MiB",
         plan.persons,
         plan.changing,
         plan.refused.values().sum::<u64>(),
@@ -265,7 +297,7 @@ fn bench(
     };
     let mut rules = crate::reconcile::Rules::salesforce_hubspot_defaults();
     rules.contract = Some(std::sync::Arc::new(new.clone()));
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu_secs());
     let (mut looked, mut moved, mut after) = (0usize, 0usize, None::<String>);
     loop {
         let batch = match ledger.reevaluate_batch(
@@ -288,14 +320,18 @@ fn bench(
             None => break,
         }
     }
-    let t_apply = started.elapsed().as_secs_f64();
+    let (t_apply, c_apply) = (started.elapsed().as_secs_f64(), cpu_secs() - cpu);
     eprintln!(
         "re-evaluation applied (the daemon's sweep after a rule change): {looked} persons, \
-         {moved} moved, in {t_apply:.2} s ({} persons/s); peak RSS {} MiB",
+         {moved} moved, in {t_apply:.2} s, {c_apply:.2} s CPU ({} persons/s); peak RSS {} MiB",
         rate(looked, t_apply),
         mib(peak_rss_kib())
     );
     drop(ledger);
+    match written(&path) {
+        Ok(w) => eprintln!("  written by the sweep: {w}"),
+        Err(e) => eprintln!("leadsync: cannot count what the sweep wrote: {e}"),
+    }
 
     // SLA clocks: handovers spread over the last 10 days, 60% touched at some point within
     // 48 hours of the handover (a touch after `now` is not yet known and is left out).

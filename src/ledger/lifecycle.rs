@@ -12,11 +12,11 @@ use serde::Serialize;
 
 use super::identity::{load_lead, replan, write_lead};
 use super::trace::find_lead;
-use super::{Ledger, LedgerError, LedgerReader, Result, audit, from_json, to_json, ts};
+use super::{Ledger, LedgerError, LedgerReader, Result, audit, from_json, to_json, ts, write_plan};
 use crate::contract::conditions::Facts;
 use crate::contract::config::Contract;
 use crate::contract::lifecycle::{LifecycleStage, NamedMove, Transition};
-use crate::domain::{Fields, Stage};
+use crate::domain::{Fields, RemoteId, Stage};
 use crate::reconcile::lifecycle::{
     Governed, PersonLifecycle, evaluate_rules, fill_facts, named_move, named_refusal, placement,
     reevaluate, unsent_dates,
@@ -161,18 +161,53 @@ pub(super) fn queue_stage_dates(
 ) -> Result<()> {
     // The reason code travels the same way (and is as cheap when nothing changed).
     super::vendor_writes::queue_stage_reason(tx, contract, lead_id, state, now)?;
-    let mut lead = None;
+    queue_dates(tx, contract, lead_id, &mut None, state, now)
+}
+
+/// A person's open links as (system, record), in [`load_lead`]'s order (so the first of a
+/// system is the primary record there), without what the records hold; `None`: no such
+/// person, or one merged into another.
+fn open_links(tx: &Transaction<'_>, lead_id: &str) -> Result<Option<Vec<(String, RemoteId)>>> {
+    let live: bool = tx
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM leads WHERE id = ?1 AND merged_into IS NULL)")?
+        .query_row([lead_id], |r| r.get(0))?;
+    if !live {
+        return Ok(None);
+    }
+    let links = tx
+        .prepare_cached(
+            "SELECT system, object_type, remote_id FROM links
+             WHERE lead_id = ?1 AND closed_at IS NULL
+             ORDER BY reason LIKE 'matched_rule:%', id",
+        )?
+        .query_map([lead_id], |r| {
+            Ok((r.get(0)?, RemoteId { object_type: r.get(1)?, id: r.get(2)? }))
+        })?
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(Some(links))
+}
+
+/// [`queue_stage_dates`] with the person's [`open_links`] when the caller has them already
+/// (`Some`); they are read at the first system with a date to send otherwise.
+fn queue_dates(
+    tx: &Transaction<'_>,
+    contract: &Contract,
+    lead_id: &str,
+    links: &mut Option<Vec<(String, RemoteId)>>,
+    state: &mut PersonLifecycle,
+    now: DateTime<Utc>,
+) -> Result<()> {
     for system in contract.mapping.stage_dates.keys() {
         let unsent = unsent_dates(contract, state, system);
         if unsent.is_empty() {
             continue;
         }
-        if lead.is_none() {
-            lead = load_lead(tx, lead_id)?;
+        if links.is_none() {
+            *links = open_links(tx, lead_id)?;
         }
-        let Some(l) = &lead else { return Ok(()) };
-        let (object_type, remote_id) = match l.links.iter().find(|k| k.system.as_str() == system) {
-            Some(k) => (k.remote.object_type.clone(), k.remote.id.clone()),
+        let Some(l) = links.as_deref() else { return Ok(()) };
+        let (object_type, remote_id) = match l.iter().find(|(s, _)| s == system) {
+            Some((_, r)) => (r.object_type.clone(), r.id.clone()),
             None => {
                 let create: Option<String> = tx
                     .prepare_cached(
@@ -360,56 +395,94 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<ReevalBatch> {
         let Some(contract) = rules.contract.as_deref() else { return Ok(ReevalBatch::default()) };
-        self.with_tx(|tx| {
-            let sql = match sweep {
-                Sweep::Everyone => {
-                    "SELECT id FROM leads WHERE merged_into IS NULL AND id > ?1
-                     ORDER BY id LIMIT ?2"
-                }
-                Sweep::WithEvents => {
-                    "SELECT l.id FROM leads l JOIN lifecycle c ON c.lead_id = l.id
-                     WHERE l.merged_into IS NULL AND l.id > ?1
-                       AND json_extract(c.state, '$.events') != '{}'
-                     ORDER BY l.id LIMIT ?2"
-                }
-            };
-            let limit = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
-            let ids: Vec<String> = tx
-                .prepare_cached(sql)?
-                .query_map(params![after.unwrap_or(""), limit], |r| r.get(0))?
-                .collect::<std::result::Result<_, _>>()?;
-            let mut out = ReevalBatch { persons: ids.len(), ..ReevalBatch::default() };
-            for id in &ids {
-                let Some(mut lead) = load_lead(tx, id)? else { continue };
-                let mut state = load(tx, id)?.unwrap_or_default();
-                let (fields_before, state_before) = (lead.fields.clone(), state.clone());
-                let entries = reevaluate(
-                    contract,
-                    &rules.status_implies_stage,
-                    &mut state,
-                    &mut lead.fields,
-                    &mut lead.provenance,
-                    now,
-                );
-                if lead.fields != fields_before {
-                    write_lead(tx, id, false, &lead.fields, &lead.provenance, now)?;
-                    replan(tx, id, rules, now)?;
-                }
-                // Also dates a system has not had yet (a stage-date mapping added since).
-                queue_stage_dates(tx, contract, id, &mut state, now)?;
-                if state == state_before {
-                    continue;
-                }
-                out.moved += usize::from(state.stage != state_before.stage);
-                write(tx, id, &state, now)?;
-                for e in &entries {
-                    audit(tx, now, Some(id), None, e.kind, &e.detail)?;
-                }
-            }
-            out.next = (ids.len() >= batch.max(1)).then(|| ids.last().cloned()).flatten();
-            Ok(out)
-        })
+        self.with_tx(|tx| sweep_batch(tx, contract, rules, sweep, after, batch, now))
     }
+}
+
+/// [`Ledger::reevaluate_batch`] inside its transaction. Each person's fields and lifecycle
+/// come with the batch's one query, and the rules run on them alone: most persons of a
+/// sweep change nothing, and for them nothing else is read or written. Only a person whose
+/// fields change (a move projected onto `lifecycle_stage`, a status written) is loaded whole
+/// (provenance, links, what the records hold) to store the fields and plan the pushes; only
+/// one with a stage date to send has their links read.
+fn sweep_batch(
+    tx: &Transaction<'_>,
+    contract: &Contract,
+    rules: &Rules,
+    sweep: Sweep,
+    after: Option<&str>,
+    batch: usize,
+    now: DateTime<Utc>,
+) -> Result<ReevalBatch> {
+    let sql = match sweep {
+        Sweep::Everyone => {
+            "SELECT l.id, l.fields, c.state FROM leads l LEFT JOIN lifecycle c ON c.lead_id = l.id
+             WHERE l.merged_into IS NULL AND l.id > ?1
+             ORDER BY l.id LIMIT ?2"
+        }
+        Sweep::WithEvents => {
+            "SELECT l.id, l.fields, c.state FROM leads l JOIN lifecycle c ON c.lead_id = l.id
+             WHERE l.merged_into IS NULL AND l.id > ?1
+               AND json_extract(c.state, '$.events') != '{}'
+             ORDER BY l.id LIMIT ?2"
+        }
+    };
+    let limit = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+    let rows: Vec<(String, String, Option<String>)> = tx
+        .prepare_cached(sql)?
+        .query_map(params![after.unwrap_or(""), limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<std::result::Result<_, _>>()?;
+    let mut out = ReevalBatch { persons: rows.len(), ..ReevalBatch::default() };
+    let status_implies = &rules.status_implies_stage;
+    for (id, fields, state) in &rows {
+        let fields_before: Fields = from_json(fields)?;
+        let state_before: PersonLifecycle =
+            state.as_deref().map(from_json).transpose()?.unwrap_or_default();
+        let (mut fields, mut state) = (fields_before.clone(), state_before.clone());
+        // The rules never read provenance, and it is stored only along with changed fields
+        // (each field `reevaluate` writes gets its provenance with it): a scratch map will do
+        // until the fields turn out to change.
+        let mut entries = reevaluate(
+            contract,
+            status_implies,
+            &mut state,
+            &mut fields,
+            &mut BTreeMap::new(),
+            now,
+        );
+        let mut links = None;
+        if fields != fields_before {
+            let Some(mut lead) = load_lead(tx, id)? else { continue };
+            // The same evaluation again, on the stored provenance (the result is the same:
+            // the fields and stage are those just computed).
+            state.clone_from(&state_before);
+            entries = reevaluate(
+                contract,
+                status_implies,
+                &mut state,
+                &mut lead.fields,
+                &mut lead.provenance,
+                now,
+            );
+            write_lead(tx, id, false, &lead.fields, &lead.provenance, now)?;
+            // `lead` is what `replan` would load again: only fields and provenance changed.
+            write_plan(tx, id, &crate::reconcile::plan_pushes(&lead, rules), now)?;
+            links = Some(lead.links.into_iter().map(|k| (k.system.0, k.remote)).collect());
+        }
+        // Also dates and a reason a system has not had yet (a mapping added since).
+        super::vendor_writes::queue_stage_reason(tx, contract, id, &mut state, now)?;
+        queue_dates(tx, contract, id, &mut links, &mut state, now)?;
+        if state == state_before {
+            continue;
+        }
+        out.moved += usize::from(state.stage != state_before.stage);
+        write(tx, id, &state, now)?;
+        for e in &entries {
+            audit(tx, now, Some(id), None, e.kind, &e.detail)?;
+        }
+    }
+    out.next = (rows.len() >= batch.max(1)).then(|| rows.last().map(|r| r.0.clone())).flatten();
+    Ok(out)
 }
 
 /// One person `plan` would move.
@@ -524,5 +597,7 @@ fn plan(
     Ok(out)
 }
 
+#[cfg(test)]
+mod sweep_tests;
 #[cfg(test)]
 mod tests;
