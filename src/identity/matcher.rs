@@ -41,7 +41,7 @@
 //!   wrong or swapped digit (fuzzy), not by North-American sections.
 //! - Blocking uses several small keys per person (see [`Matcher::blocking_keys`]), including
 //!   keys that survive transposed names and a typo in one of the names. Batch matching splits
-//!   the two coarsest keys finer so the work stays near-linear; blocks larger than
+//!   the two coarsest keys finer so blocks grow less with the file; blocks larger than
 //!   `max_block_size` are skipped and counted, or, with `oversized_window`, compared by sorted
 //!   neighbourhood (each row with the next few by name).
 
