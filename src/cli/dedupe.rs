@@ -91,6 +91,8 @@ pub struct Summary {
     pub auto_link: u64,
     pub review: u64,
     pub oversized_blocks: u64,
+    /// Whether oversized blocks were compared in windows rather than skipped.
+    pub windowed: bool,
     pub comparisons: u64,
     pub elapsed_secs: f64,
     /// Reading the files and building profiles (normalisation, phone parsing).
@@ -105,13 +107,14 @@ impl std::fmt::Display for Summary {
         write!(
             f,
             "dedupe: {} rows, {} pairs ({} auto-link, {} review), {} comparisons, \
-             {} oversized blocks skipped, {:.1} s",
+             {} oversized blocks {}, {:.1} s",
             self.rows,
             self.pairs,
             self.auto_link,
             self.review,
             self.comparisons,
             self.oversized_blocks,
+            if self.windowed { "windowed" } else { "skipped" },
             self.elapsed_secs
         )?;
         if let Some(rss) = self.peak_rss_mib {
@@ -121,12 +124,13 @@ impl std::fmt::Display for Summary {
         write!(
             f,
             "\ndedupe: reading and profiling {:.1} s, blocking and scoring {:.1} s; \
-             {} pairs met in blocks, largest block {} rows; per key kind \
-             (comparisons/largest block/oversized):",
+             {} pairs met in blocks, largest block {} rows, {} comparisons in oversized \
+             blocks' windows; per key kind (comparisons/largest block/oversized):",
             self.read_secs,
             self.elapsed_secs - self.read_secs,
             b.pairs_in_blocks,
-            b.largest_block
+            b.largest_block,
+            b.window_comparisons
         )?;
         for (kind, k) in KEY_KINDS.chars().zip(b.by_kind) {
             write!(f, " {kind}: {}/{}/{}", k.comparisons, k.largest_block, k.oversized_blocks)?;
@@ -312,6 +316,7 @@ pub fn dedupe(
         auto_link: 0,
         review: 0,
         oversized_blocks: 0,
+        windowed: matcher.oversized_window() > 0,
         comparisons: 0,
         elapsed_secs: 0.0,
         read_secs: started.elapsed().as_secs_f64(),

@@ -129,11 +129,34 @@ pub fn phone(raw: &str, default_region: Option<phonenumber::country::Id>) -> Opt
         }
         _ => s,
     };
+    widen_phone_regex_cache();
     let n = phonenumber::parse(default_region, s).ok()?;
     if !phonenumber::is_valid(&n) {
         return None;
     }
     Some(n.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+/// How many compiled regular expressions `phonenumber` keeps. Its database compiles its
+/// patterns lazily into one shared LRU cache of 100, which parsing and validating numbers of a
+/// few countries overflows: the evicted patterns were compiled again and again (regex
+/// compilation was about a tenth of `leadsync dedupe`'s CPU on 100,000 rows). The patterns
+/// any one region needs are a few dozen, so this holds every region's in practice; a
+/// compiled pattern is a few KiB.
+const PHONE_REGEX_CACHE: usize = 4_096;
+
+/// Widen `phonenumber`'s regex cache once per process (see [`PHONE_REGEX_CACHE`]).
+fn widen_phone_regex_cache() {
+    static WIDEN: std::sync::Once = std::sync::Once::new();
+    WIDEN.call_once(|| {
+        let cache = phonenumber::metadata::DATABASE.cache();
+        // A poisoned lock only means another thread panicked while parsing: the cache itself
+        // is still a valid LRU map, so widen it anyway.
+        let mut cache = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.capacity() < PHONE_REGEX_CACHE {
+            cache.set_capacity(PHONE_REGEX_CACHE);
+        }
+    });
 }
 
 /// Parse a CLDR region code (`US`, `GB`, `de`) for [`phone`].

@@ -74,6 +74,7 @@ fn config_parses_from_toml_and_errors_name_the_key() {
         review_threshold = 0.7
         default_region = "GB"
         max_block_size = 50
+        oversized_window = 8
         [email]
         gmail_dots = true
         [[rules]]
@@ -95,6 +96,7 @@ fn config_parses_from_toml_and_errors_name_the_key() {
     assert_eq!(m.rule_name(2), "name_phone");
     assert_eq!(m.default_region(), Some(phonenumber::country::Id::GB));
     assert_eq!(m.max_block_size(), 50);
+    assert_eq!(m.oversized_window(), 8);
 
     let err = |f: &dyn Fn(&mut MatchingRaw)| {
         let mut r = raw.clone();
@@ -478,10 +480,25 @@ fn candidate_pairs_find_duplicates_once_each() {
 fn oversized_blocks_are_skipped_and_counted() {
     let raw = MatchingRaw { max_block_size: 3, ..MatchingRaw::default() };
     let m = Matcher::from_raw(&raw, "matching").unwrap();
-    // Five records with one shared company: the c: block (5 rows) is too big; the names
-    // differ so nothing else brings them together.
+    assert_eq!(m.oversized_window(), 0, "skipping is the default");
+    let all_same_email: Vec<Profile> = (0..5)
+        .map(|_| m.profile(&Parts { email: Some("info@acme.com"), ..Parts::default() }))
+        .collect();
+    let out = m.candidate_pairs(&all_same_email);
+    assert_eq!(out.stats.oversized_blocks, 1);
+    assert_eq!(out.stats.oversized_rows, 5);
+    assert_eq!(out.stats.comparisons, 0);
+    assert!(out.pairs.is_empty(), "an oversized block is skipped, not compared");
+}
+
+#[test]
+fn oversized_blocks_are_compared_in_a_window_when_asked() {
+    let raw = MatchingRaw { max_block_size: 3, oversized_window: 10, ..MatchingRaw::default() };
+    let m = Matcher::from_raw(&raw, "matching").unwrap();
+    // Five records with one shared company and last names from a to s: the `c:acme|a.s`
+    // block (5 rows) is too big and is windowed; the names differ, so no pair scores.
     let names =
-        [("Ann", "Adams"), ("Ben", "Brown"), ("Cat", "Clark"), ("Dan", "Dixon"), ("Eve", "Evans")];
+        [("Ann", "Adams"), ("Ben", "Abbots"), ("Cat", "Akins"), ("Dan", "Ayres"), ("Eve", "Ames")];
     let rows: Vec<Profile> = names
         .iter()
         .map(|(f, l)| {
@@ -494,15 +511,108 @@ fn oversized_blocks_are_skipped_and_counted() {
         })
         .collect();
     let out = m.candidate_pairs(&rows);
-    assert_eq!(out.stats.comparisons, 0);
+    assert!(out.stats.oversized_blocks >= 1, "{:?}", out.stats);
+    assert_eq!(out.stats.comparisons, out.stats.window_comparisons);
     assert!(out.pairs.is_empty());
-    let all_same_email: Vec<Profile> = (0..5)
+
+    // Thirty records with one email: one oversized block of 30 rows. Each row meets the next
+    // 10 rows only: 10 * 20 + (9 + 8 + ... + 0) = 245 of the 435 pairs.
+    let all_same_email: Vec<Profile> = (0..30)
         .map(|_| m.profile(&Parts { email: Some("info@acme.com"), ..Parts::default() }))
         .collect();
     let out = m.candidate_pairs(&all_same_email);
     assert_eq!(out.stats.oversized_blocks, 1);
-    assert_eq!(out.stats.oversized_rows, 5);
-    assert!(out.pairs.is_empty(), "an oversized block is skipped, not compared");
+    assert_eq!(out.stats.oversized_rows, 30);
+    assert_eq!(out.stats.comparisons, 245);
+    assert_eq!(out.pairs.len(), 245, "every windowed pair is scored, once");
+    assert!(out.pairs.windows(2).all(|w| (w[0].a, w[0].b) < (w[1].a, w[1].b)));
+    assert!(out.pairs.iter().all(|p| p.a < p.b && p.score == 1.0));
+}
+
+/// Two rows that share two oversized blocks, and meet in both windows, come out once.
+#[test]
+fn a_pair_in_two_windows_is_reported_once() {
+    let raw = MatchingRaw { max_block_size: 2, oversized_window: 10, ..MatchingRaw::default() };
+    let m = Matcher::from_raw(&raw, "matching").unwrap();
+    // Same email and same phone, three rows each: the e: and p: blocks are both oversized.
+    let rows: Vec<Profile> = (0..3)
+        .map(|_| {
+            m.profile(&Parts {
+                email: Some("info@acme.com"),
+                phone: Some("+1 415 555 2671"),
+                ..Parts::default()
+            })
+        })
+        .collect();
+    let out = m.candidate_pairs(&rows);
+    assert_eq!(out.stats.oversized_blocks, 2);
+    assert_eq!(out.stats.comparisons, 6, "three pairs, met in two windows");
+    let got: Vec<(u32, u32)> = out.pairs.iter().map(|p| (p.a, p.b)).collect();
+    assert_eq!(got, vec![(0, 1), (0, 2), (1, 2)]);
+}
+
+/// Batch matching splits `l:` and `c:` by two letters of a name; a typo after the first
+/// letter keeps one of the two codes, and the daemon's keys stay as they were.
+#[test]
+fn batch_keys_split_coarse_blocks_and_survive_one_typo() {
+    assert_eq!(letter_pairs("smith"), ["sm".to_string(), "s.h".to_string()]);
+    assert_eq!(letter_pairs("van dijk"), ["va".to_string(), "v.k".to_string()]);
+    assert_eq!(letter_pairs("j"), ["j".to_string(), "j.".to_string()]);
+    assert_eq!(first_two_tokens("silver lake marketing group"), "silver lake");
+    assert_eq!(
+        (first_two_tokens("acme widgets"), first_two_tokens("acme")),
+        ("acme widgets", "acme")
+    );
+    let keys = |p: &Profile| {
+        let mut v = Vec::new();
+        let mut buf = String::new();
+        for_each_batch_key(p, &mut buf, |k| v.push(k.to_string()));
+        v
+    };
+    let bob = prof(P {
+        email: Some("j.smith+x@acme.com"),
+        phone: Some("415 555 2671"),
+        company: Some("Acme Widgets"),
+        ..person("Bob", "Smith")
+    });
+    assert_eq!(
+        keys(&bob),
+        [
+            "e:jsmith@acme.com",
+            "p:+14155552671",
+            "n:R163|S530",
+            "m:R163|smi",
+            "d:acme.com|s",
+            "l:smith|bo",
+            "l:smith|b.b",
+            "l:smith|ro",
+            "l:smith|r.t",
+            "c:acme widgets|sm",
+            "c:acme widgets|s.h"
+        ]
+    );
+    // A typo in the first name's second letter keeps `x.y`; in its last letter, `xy`.
+    let shared = |a: &Profile, b: &Profile, kind: &str| {
+        let kb = keys(b);
+        keys(a).into_iter().any(|k| k.starts_with(kind) && kb.contains(&k))
+    };
+    let nancy = prof(P { company: Some("Ivory"), ..person("Nancy", "Martin") });
+    for typo in ["Nzncy", "Nancu", "Nanct"] {
+        assert!(shared(&nancy, &prof(person(typo, "Martin")), "l:"), "{typo}");
+    }
+    // A nickname the table does not know still meets its full name through `c:`.
+    let drew = prof(P { company: Some("Coastal Organics"), ..person("Drew", "Jansen") });
+    let andrew = prof(P { company: Some("Coastal Organics Inc"), ..person("Andrew", "Jansen") });
+    assert!(shared(&drew, &andrew, "c:"));
+    for typo in ["Jamsen", "Jansem"] {
+        let t = prof(P { company: Some("Coastal Organics"), ..person("Drew", typo) });
+        assert!(shared(&drew, &t, "c:"), "{typo}");
+    }
+    // No first name: the last name alone.
+    assert!(keys(&prof(P { last: Some("Lee"), ..P::default() })).contains(&"l:lee|".into()));
+    // The daemon's keys are unchanged (the ledger stores them).
+    assert!(m().blocking_keys(&bob).contains(&"l:smith|r".to_string()));
+    assert!(m().blocking_keys(&bob).contains(&"c:acme|s".to_string()));
 }
 
 #[test]
