@@ -57,7 +57,23 @@ fn contract(toml: &str) -> Result<Contract, String> {
         .build()
         .and_then(|c| c.try_deserialize::<Wrapper>())
         .map_err(|e| e.to_string())?;
-    raw.contract.validate("contract").map_err(|e| e.to_string())
+    raw.contract.validate("contract").map_err(|e| e.to_string()).map(by_system_name)
+}
+
+/// The example maps stage dates (and reasons) by connector kind; the daemon's settings rewrite
+/// such keys by system name (`settings::contract_props`), which the bench, building its rules
+/// without settings, does here for its two systems (crm: Salesforce, marketing: HubSpot).
+/// Without it no date or reason would ever be queued and the sweep would skip that work.
+fn by_system_name(mut c: Contract) -> Contract {
+    for (kind, name) in [("salesforce", "crm"), ("hubspot", "marketing")] {
+        if let Some(v) = c.mapping.stage_dates.remove(kind) {
+            c.mapping.stage_dates.insert(name.to_string(), v);
+        }
+        if let Some(v) = c.mapping.stage_reason.remove(kind) {
+            c.mapping.stage_reason.insert(name.to_string(), v);
+        }
+    }
+    c
 }
 
 /// The stages a person at `stage` passed through, in order (recycled and disqualified after
@@ -384,4 +400,20 @@ fn bench(
         t_apply + t_start + t_eval
     );
     exit::OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bench's systems are named crm and marketing: the example's kind-keyed stage dates
+    /// and reasons must reach them, or the sweep never queues a date.
+    #[test]
+    fn the_examples_mappings_name_the_benchs_systems() {
+        let c = contract(EXAMPLE).expect("the example is valid");
+        let dates: Vec<&str> = c.mapping.stage_dates.keys().map(String::as_str).collect();
+        assert_eq!(dates, ["crm", "marketing"]);
+        assert!(c.mapping.stage_reason.keys().all(|k| k == "crm" || k == "marketing"));
+        assert!(!c.mapping.stage_reason.is_empty());
+    }
 }
