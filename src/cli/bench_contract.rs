@@ -174,20 +174,6 @@ fn cpu_secs() -> f64 {
     ticks.iter().sum::<f64>() / 100.0
 }
 
-/// What the sweep left in the ledger (seeding writes no outbox or audit rows), so that runs
-/// of different builds can be compared.
-fn written(path: &std::path::Path) -> rusqlite::Result<String> {
-    let conn = rusqlite::Connection::open(path)?;
-    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
-    Ok(format!(
-        "{} outbox rows ({} with stage dates), {} audit rows ({} stage)",
-        count("SELECT COUNT(*) FROM outbox")?,
-        count("SELECT COUNT(*) FROM outbox WHERE stage_dates IS NOT NULL")?,
-        count("SELECT COUNT(*) FROM audit")?,
-        count("SELECT COUNT(*) FROM audit WHERE kind = 'stage'")?,
-    ))
-}
-
 fn rate(n: usize, secs: f64) -> u64 {
     if secs > 0.0 { (n as f64 / secs) as u64 } else { 0 }
 }
@@ -344,8 +330,12 @@ fn bench(
         mib(peak_rss_kib())
     );
     drop(ledger);
-    match written(&path) {
-        Ok(w) => eprintln!("  written by the sweep: {w}"),
+    match LedgerReader::open(&path).and_then(|r| r.sweep_written()) {
+        Ok(w) => eprintln!(
+            "  written by the sweep: {} outbox rows ({} with stage dates), {} audit rows \
+             ({} stage)",
+            w.outbox, w.outbox_dated, w.audit, w.audit_stage
+        ),
         Err(e) => eprintln!("leadsync: cannot count what the sweep wrote: {e}"),
     }
 

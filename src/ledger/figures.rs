@@ -1,5 +1,6 @@
 //! Matching figures for `leadsync bench`: how links were made, the review queue by state, and
-//! where seeded duplicates ended up. Read-only; here because only the ledger runs SQL.
+//! where seeded duplicates ended up; and what `bench contract`'s sweep wrote. Read-only; here
+//! because only the ledger runs SQL.
 
 use std::collections::{HashMap, HashSet};
 
@@ -33,7 +34,31 @@ pub struct MatchFigures {
     pub in_review: usize,
 }
 
+/// What a re-evaluation sweep left in the ledger (`bench contract` seeds no outbox or audit
+/// rows), so that runs of different builds can be compared.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepWritten {
+    pub outbox: i64,
+    /// Outbox rows carrying stage dates.
+    pub outbox_dated: i64,
+    pub audit: i64,
+    /// Audit rows of kind `stage` (moves).
+    pub audit_stage: i64,
+}
+
 impl LedgerReader {
+    /// # Errors
+    /// SQLite failures.
+    pub fn sweep_written(&self) -> Result<SweepWritten> {
+        let count = |sql: &str| self.conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        Ok(SweepWritten {
+            outbox: count("SELECT COUNT(*) FROM outbox")?,
+            outbox_dated: count("SELECT COUNT(*) FROM outbox WHERE stage_dates IS NOT NULL")?,
+            audit: count("SELECT COUNT(*) FROM audit")?,
+            audit_stage: count("SELECT COUNT(*) FROM audit WHERE kind = 'stage'")?,
+        })
+    }
+
     /// # Errors
     /// SQLite failures.
     pub fn match_figures<'a>(

@@ -28,7 +28,7 @@ pub use duplicates::{
     DuplicateGroup, DuplicateLink, MergeOutcome, MergeRecord, MergeRetry, MergeTask, is_fuzzy,
 };
 pub use erase::{Erasure, erasure_email};
-pub use figures::{MatchFigures, SeededDuplicate};
+pub use figures::{MatchFigures, SeededDuplicate, SweepWritten};
 pub use lifecycle::{NamedOutcome, PlannedMove, ReevalBatch, StagePlan, Sweep};
 pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
