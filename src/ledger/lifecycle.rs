@@ -106,41 +106,21 @@ pub(super) fn add_dates(
     dates: &BTreeMap<String, DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let row: Option<(i64, Option<String>)> = tx
-        .prepare_cached(
-            "SELECT id, stage_dates FROM outbox WHERE lead_id = ?1 AND system = ?2
-             AND remote_id = ?3 AND state = 'pending'",
-        )?
-        .query_row(params![lead_id, system, remote_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    match row {
-        Some((id, existing)) => {
+    super::ride_along(
+        tx,
+        super::RideAlong::StageDates,
+        lead_id,
+        system,
+        object_type,
+        remote_id,
+        now,
+        |existing| {
             let mut all: BTreeMap<String, DateTime<Utc>> =
-                existing.as_deref().map(from_json).transpose()?.unwrap_or_default();
+                existing.map(from_json).transpose()?.unwrap_or_default();
             all.extend(dates.iter().map(|(k, v)| (k.clone(), *v)));
-            tx.prepare_cached(
-                "UPDATE outbox SET stage_dates = ?2, version = version + 1, updated_at = ?3
-                 WHERE id = ?1",
-            )?
-            .execute(params![id, to_json(&all)?, ts(now)])?;
-        }
-        None => {
-            tx.prepare_cached(
-                "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields,
-                                    stage_dates, state, next_attempt_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, '{}', ?5, 'pending', ?6, ?6, ?6)",
-            )?
-            .execute(params![
-                lead_id,
-                system,
-                object_type,
-                remote_id,
-                to_json(dates)?,
-                ts(now)
-            ])?;
-        }
-    }
-    Ok(())
+            to_json(&all)
+        },
+    )
 }
 
 /// Queue the stage-entry dates each system should get and has not had

@@ -1452,6 +1452,73 @@ fn note_pushed(
     Ok(())
 }
 
+/// A JSON column of outbox rows that travels beside the fields to write: stage-entry dates
+/// (migration 12) and the contract's other writes (migration 13).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RideAlong {
+    StageDates,
+    VendorWrites,
+}
+
+/// Put something on the pending outbox row of (person, system, record), in `what`'s column:
+/// `merge` gets what the row carries there already (`None` for none, or when a new row with
+/// no fields is made because none is pending; `remote_id` `""` names a create) and returns the
+/// column's new JSON. The row's version moves, so a push in flight does not settle it.
+///
+/// # Errors
+/// SQLite failures, or what `merge` returns (a corrupt column).
+#[allow(clippy::too_many_arguments, reason = "the row's key, and what to put on it")]
+pub(super) fn ride_along(
+    tx: &Transaction<'_>,
+    what: RideAlong,
+    lead_id: &str,
+    system: &str,
+    object_type: &str,
+    remote_id: &str,
+    now: DateTime<Utc>,
+    merge: impl FnOnce(Option<&str>) -> Result<String>,
+) -> Result<()> {
+    // One of two fixed column names: each statement is cached by its text.
+    let column = match what {
+        RideAlong::StageDates => "stage_dates",
+        RideAlong::VendorWrites => "vendor_writes",
+    };
+    let select = format!(
+        "SELECT id, {column} FROM outbox WHERE lead_id = ?1 AND system = ?2
+         AND remote_id = ?3 AND state = 'pending'"
+    );
+    let update = format!(
+        "UPDATE outbox SET {column} = ?2, version = version + 1, updated_at = ?3 WHERE id = ?1"
+    );
+    let insert = format!(
+        "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields, {column},
+                            state, next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, '{{}}', ?5, 'pending', ?6, ?6, ?6)"
+    );
+    let row: Option<(i64, Option<String>)> = tx
+        .prepare_cached(&select)?
+        .query_row(params![lead_id, system, remote_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match row {
+        Some((id, existing)) => {
+            let json = merge(existing.as_deref())?;
+            tx.prepare_cached(&update)?.execute(params![id, json, ts(now)])?;
+        }
+        None => {
+            let json = merge(None)?;
+            tx.prepare_cached(&insert)?.execute(params![
+                lead_id,
+                system,
+                object_type,
+                remote_id,
+                json,
+                ts(now)
+            ])?;
+        }
+    }
+    Ok(())
+}
+
 fn mark_dead(
     tx: &Transaction<'_>,
     outbox_id: i64,

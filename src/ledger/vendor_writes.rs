@@ -88,40 +88,20 @@ pub(super) fn add_writes(
     if writes.is_empty() {
         return Ok(());
     }
-    let row: Option<(i64, Option<String>)> = tx
-        .prepare_cached(
-            "SELECT id, vendor_writes FROM outbox WHERE lead_id = ?1 AND system = ?2
-             AND remote_id = ?3 AND state = 'pending'",
-        )?
-        .query_row(params![lead_id, system, remote_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    match row {
-        Some((id, existing)) => {
-            let mut all = VendorWrites::from_column(existing.as_deref())?;
+    super::ride_along(
+        tx,
+        super::RideAlong::VendorWrites,
+        lead_id,
+        system,
+        object_type,
+        remote_id,
+        now,
+        |existing| {
+            let mut all = VendorWrites::from_column(existing)?;
             all.merge(writes);
-            tx.prepare_cached(
-                "UPDATE outbox SET vendor_writes = ?2, version = version + 1, updated_at = ?3
-                 WHERE id = ?1",
-            )?
-            .execute(params![id, to_json(&all)?, ts(now)])?;
-        }
-        None => {
-            tx.prepare_cached(
-                "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields,
-                                    vendor_writes, state, next_attempt_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, '{}', ?5, 'pending', ?6, ?6, ?6)",
-            )?
-            .execute(params![
-                lead_id,
-                system,
-                object_type,
-                remote_id,
-                to_json(writes)?,
-                ts(now)
-            ])?;
-        }
-    }
-    Ok(())
+            to_json(&all)
+        },
+    )
 }
 
 /// The writes the person's pending create at `system` carries (read before the create row
