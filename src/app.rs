@@ -64,6 +64,7 @@ fn rules_with(settings: &Settings, systems: Vec<SystemRules>) -> Rules {
         status_implies_stage: settings.sync.status_implies_stage.clone(),
         field_rules: settings.identity.field_rules.clone(),
         recreate_deleted: settings.identity.recreate_deleted,
+        review_holds_creates: settings.identity.review_holds_creates,
         matcher: settings.identity.matcher.clone(),
         contract: settings.contract.clone().map(Arc::new),
     }

@@ -60,6 +60,7 @@ struct SettingsRaw {
 #[serde(deny_unknown_fields, default)]
 struct IdentityRaw {
     recreate_deleted: bool,
+    review_holds_creates: bool,
     merge_at_vendor: Vec<String>,
     merge_every_secs: u64,
     merge_fuzzy_links: bool,
@@ -69,6 +70,7 @@ impl Default for IdentityRaw {
     fn default() -> Self {
         IdentityRaw {
             recreate_deleted: false,
+            review_holds_creates: false,
             merge_at_vendor: Vec::new(),
             merge_every_secs: 60,
             merge_fuzzy_links: false,
@@ -242,6 +244,9 @@ pub struct IdentitySettings {
     pub field_rules: BTreeMap<Field, FieldRule>,
     /// Create a person again in a system where their record was deleted.
     pub recreate_deleted: bool,
+    /// Hold a person's create in a system while an open duplicate review pairs them with a
+    /// person who has a record there.
+    pub review_holds_creates: bool,
     pub matcher: Matcher,
     /// Systems where a person's several records are merged at the vendor into the primary
     /// one (empty by default: link and report only). Only systems whose API can merge.
@@ -258,6 +263,7 @@ impl Default for IdentitySettings {
         IdentitySettings {
             field_rules: BTreeMap::new(),
             recreate_deleted: false,
+            review_holds_creates: false,
             matcher: Matcher::default(),
             merge_at_vendor: Vec::new(),
             merge_every: Duration::from_secs(60),
@@ -466,6 +472,7 @@ fn validate(raw: SettingsRaw, env: &HashMap<String, String>) -> Result<Settings,
         identity: IdentitySettings {
             field_rules,
             recreate_deleted: raw.identity.recreate_deleted,
+            review_holds_creates: raw.identity.review_holds_creates,
             matcher: Matcher::from_raw(&raw.matching, "matching")?,
             merge_at_vendor,
             merge_every: Duration::from_secs(raw.identity.merge_every_secs),

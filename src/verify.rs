@@ -37,7 +37,7 @@ pub type Fetch<'a> = &'a dyn Fn(&SystemName, &RemoteId) -> Option<BTreeMap<Strin
 /// the primary record of each system (its first open link in the ledger's order) holds every field its object's
 /// mapping writes (`don't sync` fields aside), other records of that system the opt-out; a
 /// person missing in a system where one of their records was deleted is fine unless
-/// `identity.recreate_deleted`. `fetch` returns a record's vendor properties (`None` when the
+/// `identity.recreate_deleted`, and so is one whose create waits for a duplicate review. `fetch` returns a record's vendor properties (`None` when the
 /// vendor does not have it).
 pub fn compare(snapshot: &[LeadSnapshot], rules: &Rules, fetch: Fetch<'_>) -> Vec<Disagreement> {
     let mut out = Vec::new();
@@ -47,8 +47,10 @@ pub fn compare(snapshot: &[LeadSnapshot], rules: &Rules, fetch: Fetch<'_>) -> Ve
             let records: Vec<&RemoteId> =
                 lead.links.iter().filter(|(s, _)| s == sys.name.as_str()).map(|(_, r)| r).collect();
             let tombstoned = lead.tombstoned.contains(sys.name.as_str()) && !rules.recreate_deleted;
+            let held = rules.review_holds_creates && lead.review_held.contains(sys.name.as_str());
             let should_exist = lead.fields.contains_key(&Field::Email)
                 && !tombstoned
+                && !held
                 && match sys.create {
                     CreatePolicy::Always => true,
                     CreatePolicy::Never => false,

@@ -74,6 +74,7 @@ pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadSta
         .into_iter()
         .map(SystemName)
         .collect();
+    let review_holds = review_holds(tx, id)?;
     Ok(Some(LeadState {
         id: id.to_string(),
         fields: from_json(&fields)?,
@@ -81,7 +82,28 @@ pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadSta
         links,
         held,
         tombstoned,
+        review_holds,
     }))
+}
+
+/// Systems where the other person of an open duplicate review of `id` has a record: `id` is
+/// not created there until the review is decided (see `Rules::review_holds_creates`).
+pub(super) fn review_holds(conn: &Connection, id: &str) -> Result<BTreeSet<SystemName>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT l.system FROM reviews r JOIN links l ON l.lead_id = r.other_lead_id
+             WHERE r.lead_id = ?1 AND r.kind = 'duplicate' AND r.state = 'open'
+               AND l.closed_at IS NULL
+             UNION
+             SELECT l.system FROM reviews r JOIN links l ON l.lead_id = r.lead_id
+             WHERE r.other_lead_id = ?1 AND r.other_lead_id != '' AND r.kind = 'duplicate'
+               AND r.state = 'open' AND l.closed_at IS NULL",
+        )?
+        .query_map([id], |r| r.get::<_, String>(0))?
+        .collect::<std::result::Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(SystemName)
+        .collect())
 }
 
 /// The person a link points to, open or closed: `(lead_id, closed_reason)`; a closed link has
@@ -768,6 +790,29 @@ pub(super) fn apply_decision(
     write_plan(tx, &d.lead_id, &d.pushes, now)?;
     for a in &d.audit {
         audit(tx, now, Some(&d.lead_id), Some(system.as_str()), a.kind, &a.detail)?;
+    }
+    Ok(())
+}
+
+/// The other person of a duplicate review just opened may have a create queued in the
+/// system of the new person's record: planned again, it waits for the review too.
+pub(super) fn hold_reviewed_creates(
+    tx: &Transaction<'_>,
+    d: &Decision,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for r in &d.reviews {
+        let ReviewIntent::Duplicate { other, .. } = r else { continue };
+        let queued: bool = tx
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM outbox WHERE lead_id = ?1 AND state = 'pending'
+                 AND remote_id = '')",
+            )?
+            .query_row([other], |r| r.get(0))?;
+        if queued {
+            replan(tx, other, rules, now)?;
+        }
     }
     Ok(())
 }

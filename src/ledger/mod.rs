@@ -173,6 +173,9 @@ pub struct LeadSnapshot {
     /// Systems where one of the person's records was deleted (not created there again unless
     /// `identity.recreate_deleted`).
     pub tombstoned: BTreeSet<String>,
+    /// Systems where the person is not created while a duplicate review is open (the other
+    /// person has a record there; `identity.review_holds_creates`).
+    pub review_held: BTreeSet<String>,
 }
 
 /// How pushes are retried per record.
@@ -386,6 +389,9 @@ impl Ledger {
                             stats.pushes_planned += decision.pushes.len();
                             sla::on_decision(tx, rules, &system, &change, &decision, now)?;
                             apply_decision(tx, &system, &change, &decision, now)?;
+                            if rules.review_holds_creates {
+                                identity::hold_reviewed_creates(tx, &decision, rules, now)?;
+                            }
                             let governed = decision.lifecycle.as_ref();
                             lifecycle::store(tx, &decision.lead_id, governed, rules, now)?;
                             if reconcile::reread_needed(&ctx, &system, &change) {
@@ -1148,6 +1154,23 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
             tombstones.entry(lead).or_default().insert(system);
         }
     }
+    let mut holds: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    {
+        // Each side of an open duplicate review is held in the systems of the other's records.
+        let mut stmt = conn.prepare(
+            "SELECT r.lead_id, l.system FROM reviews r JOIN links l ON l.lead_id = r.other_lead_id
+             WHERE r.kind = 'duplicate' AND r.state = 'open' AND l.closed_at IS NULL
+             UNION
+             SELECT r.other_lead_id, l.system FROM reviews r JOIN links l ON l.lead_id = r.lead_id
+             WHERE r.kind = 'duplicate' AND r.state = 'open' AND r.other_lead_id != ''
+               AND l.closed_at IS NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (lead, system) = row?;
+            holds.entry(lead).or_default().insert(system);
+        }
+    }
     let mut stmt =
         conn.prepare("SELECT id, fields FROM leads WHERE merged_into IS NULL ORDER BY id")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
@@ -1156,7 +1179,14 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
         let (id, fields) = row?;
         let l = links.remove(&id).unwrap_or_default();
         let tombstoned = tombstones.remove(&id).unwrap_or_default();
-        out.push(LeadSnapshot { id, fields: from_json(&fields)?, links: l, tombstoned });
+        let review_held = holds.remove(&id).unwrap_or_default();
+        out.push(LeadSnapshot {
+            id,
+            fields: from_json(&fields)?,
+            links: l,
+            tombstoned,
+            review_held,
+        });
     }
     Ok(out)
 }

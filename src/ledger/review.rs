@@ -201,6 +201,10 @@ impl Ledger {
                 &serde_json::json!({ "review": id, "kind": item.kind, "state": state, "decision": decision }),
             )?;
             replan(tx, &item.lead_id, rules, now)?;
+            if let Some(other) = item.other_lead_id.as_deref().filter(|o| !o.is_empty()) {
+                // A duplicate review held both persons' creates; decided, they go out.
+                replan(tx, other, rules, now)?;
+            }
             Ok(Ok(get(tx, id)?.unwrap_or(item)))
         })?
     }

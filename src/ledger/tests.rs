@@ -636,3 +636,105 @@ fn an_opt_out_of_a_contact_without_an_address_carries_none() {
     assert_eq!(to("2").fields.get(&Field::EmailOptOut).map(String::as_str), Some("true"));
     assert_eq!(to("2").person.get(&Field::Email), None, "contact 2 holds no address");
 }
+
+/// Persons due a create in `sys` (by ledger key).
+fn creates_due(l: &Ledger, sys: &SystemName, at: i64) -> Vec<String> {
+    l.due_pushes(sys, 100, t(at))
+        .expect("due")
+        .into_iter()
+        .filter(|d| matches!(d.record.op, crate::domain::PushOp::Create { .. }))
+        .map(|d| d.record.ledger_key)
+        .collect()
+}
+
+/// A record in the matcher's review band becomes a new person, and neither person is created
+/// where the other has a record while the review is open: if they are one human, that create
+/// would be a second record of them at the vendor. A reject sends both creates out.
+#[test]
+fn a_duplicate_review_holds_creates_where_the_other_person_has_a_record_until_rejected() {
+    for verdict in [ReviewVerdict::Reject, ReviewVerdict::Accept] {
+        let (_d, l) = open();
+        let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+        let mut r = rules();
+        r.review_holds_creates = true;
+        let mut m = mint();
+        // L1: a HubSpot contact, MQL, so a Salesforce lead is queued for them.
+        let gibbons = [
+            (Field::Email, "peter@initech.test"),
+            (Field::FirstName, "Peter"),
+            (Field::LastName, "Gibbons"),
+            (Field::Company, "Initech"),
+            (Field::Phone, "212 555 0143"),
+            (Field::LifecycleStage, "mql"),
+        ];
+        l.ingest(&mkt, "poll", &[rec_change("contact", "1", &gibbons, 0)], None, t(1)).expect("i");
+        l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+        assert_eq!(creates_due(&l, &crm, 2), ["L1"]);
+        // L2: a Salesforce lead that may be the same human (typo in the last name's first
+        // letter, another address): the review band.
+        let hibbons = [
+            (Field::Email, "p.hibbons@elsewhere.test"),
+            (Field::FirstName, "Peter"),
+            (Field::LastName, "Hibbons"),
+            (Field::Company, "Initech LLC"),
+            (Field::Phone, "+1 (212) 555-0143"),
+            (Field::LifecycleStage, "mql"),
+        ];
+        l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &hibbons, 2)], None, t(3)).expect("i");
+        l.reconcile_pending(&r, 100, t(3), &mut m).expect("reconcile");
+        let open_items = l.open_reviews().expect("reviews");
+        assert_eq!(open_items.len(), 1, "{open_items:?}");
+        assert_eq!(open_items[0].kind, "duplicate");
+        assert!(creates_due(&l, &crm, 4).is_empty(), "L1's queued lead waits for the review");
+        assert!(creates_due(&l, &mkt, 4).is_empty(), "L2 is not created in HubSpot meanwhile");
+        let snap = l.snapshot().expect("snapshot");
+        let held = |id: &str| snap.iter().find(|p| p.id == id).map(|p| p.review_held.clone());
+        assert_eq!(held("L1"), Some(["crm".to_string()].into()));
+        assert_eq!(held("L2"), Some(["marketing".to_string()].into()));
+        // Verification does not count a held create as a person missing there.
+        let fetch = |_: &SystemName, _: &RemoteId| None;
+        let missing: Vec<_> = crate::verify::compare(&snap, &r, &fetch)
+            .into_iter()
+            .filter(|d| d.problem == "person missing in this system")
+            .collect();
+        assert!(missing.is_empty(), "{missing:?}");
+
+        l.decide_review(open_items[0].id, verdict, &r, t(5)).expect("decided");
+        if verdict == ReviewVerdict::Reject {
+            assert_eq!(creates_due(&l, &crm, 6), ["L1"], "different people: created after all");
+            assert_eq!(creates_due(&l, &mkt, 6), ["L2"]);
+        } else {
+            assert!(creates_due(&l, &crm, 6).is_empty(), "one human: their lead exists");
+            assert!(creates_due(&l, &mkt, 6).is_empty(), "and so does their contact");
+        }
+    }
+}
+
+/// `identity.review_holds_creates = false` (the default): the same review leaves creates alone.
+#[test]
+fn without_review_holds_a_duplicate_review_leaves_creates_alone() {
+    let (_d, l) = open();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let r = rules();
+    assert!(!r.review_holds_creates);
+    let mut m = mint();
+    let who = |email, last, company, phone| {
+        vec![
+            (Field::Email, email),
+            (Field::FirstName, "Peter"),
+            (Field::LastName, last),
+            (Field::Company, company),
+            (Field::Phone, phone),
+            (Field::LifecycleStage, "mql"),
+        ]
+    };
+    let a = who("peter@initech.test", "Gibbons", "Initech", "212 555 0143");
+    let b = who("p.hibbons@elsewhere.test", "Hibbons", "Initech LLC", "+1 (212) 555-0143");
+    l.ingest(&mkt, "poll", &[rec_change("contact", "1", &a, 0)], None, t(1)).expect("i");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    l.ingest(&crm, "poll", &[rec_change("Lead", "00Q1", &b, 2)], None, t(3)).expect("i");
+    l.reconcile_pending(&r, 100, t(3), &mut m).expect("reconcile");
+    assert_eq!(l.open_reviews().expect("reviews").len(), 1);
+    assert_eq!(creates_due(&l, &crm, 4), ["L1"]);
+    assert_eq!(creates_due(&l, &mkt, 4), ["L2"]);
+}

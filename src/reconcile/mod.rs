@@ -73,6 +73,10 @@ pub struct LeadState {
     pub held: BTreeSet<Field>,
     /// Systems where one of this person's records was deleted.
     pub tombstoned: BTreeSet<SystemName>,
+    /// Systems where the other person of an open duplicate review has a record: if the two
+    /// are one human, a create there would be a second record of them (see
+    /// [`Rules::review_holds_creates`]).
+    pub review_holds: BTreeSet<SystemName>,
 }
 
 /// One linked remote record and what leadsync knows it holds.
@@ -787,6 +791,11 @@ fn reconcile_live(
     if restored {
         state.tombstoned.remove(system);
     }
+    for r in &reviews {
+        if let (ReviewIntent::Duplicate { .. }, Some((cand, ..))) = (r, &fuzzy) {
+            state.review_holds.extend(cand.links.iter().map(|k| k.system.clone()));
+        }
+    }
     if lead.is_none() && !restored {
         // A human deleted a record with this address before leadsync knew anyone by it: the
         // person made now is not created there (the ledger turns those into its tombstones).
@@ -1073,6 +1082,11 @@ pub fn plan_pushes(lead: &LeadState, rules: &Rules) -> Vec<PushIntent> {
             continue;
         }
         if lead.tombstoned.contains(&sys.name) && !rules.recreate_deleted {
+            continue;
+        }
+        // Possibly the same human as a person who has a record there: a create now could be
+        // their second record. The create waits for the review (reject plans it again).
+        if rules.review_holds_creates && lead.review_holds.contains(&sys.name) {
             continue;
         }
         let stage = person.get(&Field::LifecycleStage).and_then(|s| Stage::parse(s));

@@ -139,6 +139,10 @@ pub struct Rules {
     pub field_rules: BTreeMap<Field, FieldRule>,
     /// Create a person again in a system where their record was deleted.
     pub recreate_deleted: bool,
+    /// Hold a person's create in a system while an open duplicate review pairs them with a
+    /// person who has a record there (`identity.review_holds_creates`, default off: link
+    /// and report, like merging at the vendor).
+    pub review_holds_creates: bool,
     /// The fuzzy matching engine (exact keys are matched before it is asked).
     pub matcher: Matcher,
     /// The lead contract (`[contract]`): when set, the governed lifecycle decides the stage
@@ -183,6 +187,7 @@ impl Rules {
             .into(),
             field_rules: BTreeMap::new(),
             recreate_deleted: false,
+            review_holds_creates: false,
             matcher: Matcher::default(),
             contract: None,
         }

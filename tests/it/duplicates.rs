@@ -220,3 +220,66 @@ async fn a_hubspot_gdpr_delete_closes_the_link_for_good() {
     assert_eq!(link.closed_reason.as_deref(), Some("deleted"));
     stop(e).await;
 }
+
+/// `identity.review_holds_creates = true`: a person in an open duplicate review is not created
+/// where the other person has a record (it could be their second record there); rejecting the
+/// reviews sends those creates out, and nobody is created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_holds_keep_possible_duplicates_uncreated_until_a_reviewer_rejects() {
+    use leadsync::ledger::ReviewVerdict;
+    let people = leadsync::sim::population::generate(1000, 11);
+    let h =
+        start_harness_with(&people, SalesforceSimOptions::default(), HubspotSimOptions::default())
+            .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = format!("{DEMO_TOML}\n[identity]\nreview_holds_creates = true\n");
+    let e = engine(&h, &toml, &dir.path().join("ledger.db"), &fast_env()).await;
+    let app = Arc::clone(&e.0);
+    assert!(wait_converged(&app, Duration::from_secs(60)).await, "converged");
+
+    let ledger = app.ledger();
+    let open_dups: Vec<_> = ledger
+        .open_reviews()
+        .expect("reviews")
+        .into_iter()
+        .filter(|r| r.kind == "duplicate")
+        .collect();
+    assert!(!open_dups.is_empty(), "this population has namesakes in the review band");
+    let snapshot = ledger.snapshot().expect("snapshot");
+    // Held creates: a held person without a record in the system the hold names.
+    let waiting: Vec<_> = snapshot
+        .iter()
+        .filter(|p| p.review_held.iter().any(|sys| p.links.iter().all(|(s, _)| s != sys)))
+        .collect();
+    assert!(!waiting.is_empty(), "some review holds a create");
+    let hs = crate::helpers::hs_by_email(&h);
+    let missing_in_hs = people.iter().filter(|p| !hs.contains_key(&p.email.to_lowercase())).count();
+    let waiting_in_hs = waiting
+        .iter()
+        .filter(|p| {
+            p.review_held.contains("marketing") && p.links.iter().all(|(s, _)| s != "marketing")
+        })
+        .count();
+    assert_eq!(missing_in_hs, waiting_in_hs, "only held persons are missing in HubSpot");
+    assert!(hs.values().all(|v| v.len() == 1), "nobody is in HubSpot twice");
+    let bad = leadsync::verify::compare(&snapshot, &app.rules(), &|s, r| h.fetch(s, r));
+    assert!(bad.is_empty(), "{} disagreements, first: {}", bad.len(), bad[0]);
+
+    // Different people after all: their creates go out, once.
+    for r in &open_dups {
+        ledger
+            .decide_review(r.id, ReviewVerdict::Reject, &app.rules(), chrono::Utc::now())
+            .expect("reject");
+    }
+    assert!(wait_converged(&app, Duration::from_secs(60)).await, "converged after the rejects");
+    let snapshot = ledger.snapshot().expect("snapshot");
+    assert!(snapshot.iter().all(|p| p.review_held.is_empty()));
+    let hs = crate::helpers::hs_by_email(&h);
+    for p in &people {
+        let e = p.email.to_lowercase();
+        assert_eq!(hs.get(&e).map_or(0, Vec::len), 1, "everyone is in marketing exactly once");
+    }
+    let bad = leadsync::verify::compare(&snapshot, &app.rules(), &|s, r| h.fetch(s, r));
+    assert!(bad.is_empty(), "{} disagreements, first: {}", bad.len(), bad[0]);
+    stop(e).await;
+}
