@@ -29,9 +29,17 @@ pub fn run(config: &Path, env: &HashMap<String, String>, json: bool) -> u8 {
     let duplicates = reader.duplicate_counts().unwrap_or_default();
     let merges = reader.vendor_merge_counts().unwrap_or_default();
     let closed_loop = reader.closed_loop_status().unwrap_or_default();
+    let reviews = reader.open_review_counts().unwrap_or_default();
+    let held = if settings.identity.review_holds_creates {
+        reader.review_hold_counts().unwrap_or_default()
+    } else {
+        Default::default()
+    };
     if json {
         let v = serde_json::json!({
             "persons": totals.persons,
+            "open_reviews": reviews,
+            "creates_held_for_review": held,
             "systems": status,
             "same_system_duplicates": duplicates,
             "vendor_merges": merges,
@@ -41,6 +49,12 @@ pub fn run(config: &Path, env: &HashMap<String, String>, json: bool) -> u8 {
         return exit::OK;
     }
     println!("ledger: {} ({} persons)", settings.ledger_path.display(), totals.persons);
+    let open = |kind: &str| reviews.get(kind).copied().unwrap_or(0);
+    println!(
+        "open reviews: {} possible duplicates, {} conflicts (leadsync review list)",
+        open("duplicate"),
+        open("conflict")
+    );
     for s in status {
         println!("{} ({}, {})", s.system, s.kind, s.role);
         println!("  linked records:   {}", s.linked_records);
@@ -57,6 +71,12 @@ pub fn run(config: &Path, env: &HashMap<String, String>, json: bool) -> u8 {
             "  same-system dups: {} persons (leadsync duplicates)",
             duplicates.get(&s.system).copied().unwrap_or(0)
         );
+        if settings.identity.review_holds_creates {
+            println!(
+                "  held for review:  {} persons not created here while a review is open",
+                held.get(&s.system).copied().unwrap_or(0)
+            );
+        }
         if let Some(m) = merges.get(&s.system) {
             let n = |state: &str| m.get(state).copied().unwrap_or(0);
             println!(

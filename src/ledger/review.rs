@@ -1,6 +1,8 @@
 //! The review queue: possible duplicates and parked field conflicts, and the decisions a
 //! person takes on them (`leadsync review`).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
@@ -107,6 +109,41 @@ impl LedgerReader {
     /// SQLite failures.
     pub fn review(&self, id: i64) -> Result<Option<Review>> {
         get(&self.conn, id)
+    }
+
+    /// Open review items per kind (`duplicate`, `conflict`).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn open_review_counts(&self) -> Result<BTreeMap<String, i64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, count(*) FROM reviews WHERE state = 'open' GROUP BY kind")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Per system, the persons an open duplicate review keeps from being created there
+    /// (`identity.review_holds_creates`): the other person has a record there, they have none.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub fn review_hold_counts(&self) -> Result<BTreeMap<String, i64>> {
+        let mut stmt = self.conn.prepare(
+            "WITH pairs(lead, other) AS (
+                SELECT lead_id, other_lead_id FROM reviews
+                WHERE kind = 'duplicate' AND state = 'open' AND other_lead_id != ''
+                UNION ALL
+                SELECT other_lead_id, lead_id FROM reviews
+                WHERE kind = 'duplicate' AND state = 'open' AND other_lead_id != '')
+             SELECT l.system, count(DISTINCT p.lead) FROM pairs p
+             JOIN links l ON l.lead_id = p.other AND l.closed_at IS NULL
+             WHERE NOT EXISTS (SELECT 1 FROM links m WHERE m.lead_id = p.lead
+                               AND m.system = l.system AND m.closed_at IS NULL)
+             GROUP BY l.system",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 }
 

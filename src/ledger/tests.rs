@@ -698,6 +698,13 @@ fn a_duplicate_review_holds_creates_where_the_other_person_has_a_record_until_re
             .filter(|d| d.problem == "person missing in this system")
             .collect();
         assert!(missing.is_empty(), "{missing:?}");
+        let reader = LedgerReader::open(&_d.path().join("l.db")).expect("reader");
+        let held_counts = reader.review_hold_counts().expect("counts");
+        assert_eq!(held_counts, [("crm".to_string(), 1), ("marketing".to_string(), 1)].into());
+        assert_eq!(
+            reader.open_review_counts().expect("counts"),
+            [("duplicate".to_string(), 1)].into()
+        );
 
         l.decide_review(open_items[0].id, verdict, &r, t(5)).expect("decided");
         if verdict == ReviewVerdict::Reject {

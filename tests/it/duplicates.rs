@@ -262,6 +262,24 @@ async fn review_holds_keep_possible_duplicates_uncreated_until_a_reviewer_reject
         .count();
     assert_eq!(missing_in_hs, waiting_in_hs, "only held persons are missing in HubSpot");
     assert!(hs.values().all(|v| v.len() == 1), "nobody is in HubSpot twice");
+    // `leadsync status` tells the operator how many wait, per system.
+    let config = dir.path().join("leadsync.toml");
+    std::fs::write(&config, &toml).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadsync"))
+        .args(["status", "--json", "--config"])
+        .arg(&config)
+        .env_clear()
+        .envs(h.env(&dir.path().join("ledger.db")))
+        .output()
+        .expect("run leadsync status");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        status["creates_held_for_review"]["marketing"].as_u64(),
+        Some(waiting_in_hs as u64),
+        "{status}"
+    );
+    assert_eq!(status["open_reviews"]["duplicate"].as_u64(), Some(open_dups.len() as u64));
     let bad = leadsync::verify::compare(&snapshot, &app.rules(), &|s, r| h.fetch(s, r));
     assert!(bad.is_empty(), "{} disagreements, first: {}", bad.len(), bad[0]);
 
