@@ -396,6 +396,14 @@ impl Ledger {
                             if let Some((other, _)) = &decision.link_other {
                                 stats.rereads += queue_reread(tx, &system, other, now)?;
                             }
+                            // An edit of a linked record that changed who the person looks
+                            // like (not a first sight: a backfill does not pay for this).
+                            if decision.match_keys.is_some()
+                                && !decision.is_new_lead
+                                && decision.new_link.is_none()
+                            {
+                                identity::rescore_duplicates(tx, &decision.lead_id, rules, now)?;
+                            }
                         }
                         None => {
                             identity::note_unmatched_delete(tx, &system, &ctx, &change, now)?;

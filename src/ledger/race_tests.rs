@@ -421,3 +421,43 @@ fn a_merge_survivor_linked_unread_is_read_before_anything_is_written_to_it() {
         "the CRM follows: {to_crm:?}"
     );
 }
+
+/// Convergence seeds 213 and 320 (all ops): a first name edited on a Salesforce lead, then a
+/// HubSpot contact of the same human made by hand under another address with the new name.
+/// The contact was read first: the person still had the old name, so it became a person of its
+/// own. When the edit is read, the person looks like the contact's person to the fuzzy rules,
+/// as it would have had the edit been read first: the two are one.
+#[test]
+fn an_edit_that_makes_two_persons_match_folds_them() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let mut m = mint();
+    let lead = |first: &'static str| {
+        [
+            (Field::Email, "chloe@globex.example"),
+            (Field::FirstName, first),
+            (Field::LastName, "Brown"),
+            (Field::Company, "Globex Inc."),
+        ]
+    };
+    l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &lead("Chloe"), 0, 0)], None, t(1))
+        .expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    let contact = [
+        (Field::Email, "alt@mail.example"),
+        (Field::FirstName, "Mei"),
+        (Field::LastName, "Brown"),
+        (Field::Company, "Globex Inc."),
+    ];
+    l.ingest(&mkt, "poll", &[read("contact", "5", &contact, 2, 2)], None, t(2)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    assert_eq!(l.snapshot().expect("snap").len(), 2, "not alike yet: two persons");
+
+    l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &lead("Mei"), 3, 3)], None, t(3))
+        .expect("ingest");
+    l.reconcile_pending(&r, 100, t(3), &mut m).expect("reconcile");
+    let persons = l.snapshot().expect("snap");
+    assert_eq!(persons.len(), 1, "one human, one person: {persons:?}");
+    assert_eq!(persons[0].fields.get(&Field::FirstName).map(String::as_str), Some("Mei"));
+}

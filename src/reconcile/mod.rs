@@ -1070,19 +1070,15 @@ pub fn plan_pushes(lead: &LeadState, rules: &Rules) -> Vec<PushIntent> {
     for sys in &rules.systems {
         let mut linked = false;
         for link in lead.links.iter().filter(|k| k.system == sys.name) {
-            // A record linked without being read (a merge survivor, a converted contact):
-            // leadsync does not know what it holds, so a diff against nothing would write
-            // every field blind, over whatever a human typed there meanwhile. The ledger asks
-            // the fetch stage to read it (`Decision::link_other`); its first read plans the
-            // writes. It still counts as the system's record, so nothing is created.
-            if is_unread(link) {
-                linked = true;
-                continue;
-            }
             let desired = sys.map_for(&link.remote.object_type).writable(person);
             let mut diff = diff_for_push(&desired, &link.known);
             diff.retain(|f, _| !lead.held.contains(f) && rules.rule(*f) != FieldRule::DontSync);
-            if linked {
+            // A record linked without being read (a merge survivor, a converted contact):
+            // leadsync does not know what it holds, so a diff against nothing would write
+            // every field blind, over whatever a human typed there meanwhile. The ledger asks
+            // the fetch stage to read it (`Decision::link_other`) and its first read plans the
+            // writes; only an opt-out, which nothing a human types there can undo, goes now.
+            if linked || is_unread(link) {
                 diff.retain(|f, _| *f == Field::EmailOptOut);
             }
             // Consent can be per address (HubSpot subscribes a contact's new email): a new
