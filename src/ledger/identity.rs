@@ -846,7 +846,26 @@ pub(super) fn rescore_duplicates(
             )?
             .query_row(params![lead_id, other], |r| r.get(0))?;
         let loser = if winner == lead_id { other.as_str() } else { lead_id };
-        return merge_leads(tx, &winner, loser, "rescored", rules, now);
+        let (w, l) = if winner == lead_id { (&person, &q) } else { (&q, &person) };
+        // As a review accepted would, except that under `most recent` the newer value stands
+        // whichever person held it: an edit made on the younger person's record before the
+        // two were seen to be one is not reverted by the fold.
+        let mut merged = reconcile::merge_persons(w, l, rules, now);
+        reconcile::newer_values_carry_on(&mut merged, l, w, rules);
+        write_lead(tx, &winner, false, &merged.fields, &merged.provenance, now)?;
+        absorb(tx, &winner, loser, "rescored", now)?;
+        let keys = rules.matcher.blocking_keys(&rules.matcher.profile_of(&merged.fields));
+        write_match_keys(tx, &winner, &keys)?;
+        audit(
+            tx,
+            now,
+            Some(&winner),
+            None,
+            "persons_merged",
+            &serde_json::json!({ "from": loser, "reason": "rescored" }),
+        )?;
+        replan(tx, &winner, rules, now)?;
+        return Ok(true);
     }
     Ok(false)
 }

@@ -426,7 +426,8 @@ fn a_merge_survivor_linked_unread_is_read_before_anything_is_written_to_it() {
 /// HubSpot contact of the same human made by hand under another address with the new name.
 /// The contact was read first: the person still had the old name, so it became a person of its
 /// own. When the edit is read, the person looks like the contact's person to the fuzzy rules,
-/// as it would have had the edit been read first: the two are one.
+/// as it would have had the edit been read first: the two are one, and under `most recent`
+/// the newer value of either stands.
 #[test]
 fn an_edit_that_makes_two_persons_match_folds_them() {
     let (_d, l) = open();
@@ -439,6 +440,7 @@ fn an_edit_that_makes_two_persons_match_folds_them() {
             (Field::FirstName, first),
             (Field::LastName, "Brown"),
             (Field::Company, "Globex Inc."),
+            (Field::Title, "CTO"),
         ]
     };
     l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &lead("Chloe"), 0, 0)], None, t(1))
@@ -449,6 +451,7 @@ fn an_edit_that_makes_two_persons_match_folds_them() {
         (Field::FirstName, "Mei"),
         (Field::LastName, "Brown"),
         (Field::Company, "Globex Inc."),
+        (Field::Title, "Head of Growth"),
     ];
     l.ingest(&mkt, "poll", &[read("contact", "5", &contact, 2, 2)], None, t(2)).expect("ingest");
     l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
@@ -460,4 +463,9 @@ fn an_edit_that_makes_two_persons_match_folds_them() {
     let persons = l.snapshot().expect("snap");
     assert_eq!(persons.len(), 1, "one human, one person: {persons:?}");
     assert_eq!(persons[0].fields.get(&Field::FirstName).map(String::as_str), Some("Mei"));
+    assert_eq!(
+        persons[0].fields.get(&Field::Title).map(String::as_str),
+        Some("Head of Growth"),
+        "the newer title, though the younger person's, stands (convergence seed 119)"
+    );
 }

@@ -525,7 +525,7 @@ fn survivor_address_carries_on(
 /// the lead's values at conversion; the lead's person may have moved on since (an email
 /// changed in another system). Under `most recent` the newer value stands, whichever person
 /// held it, so that folding the two does not revert an edit.
-fn newer_values_carry_on(
+pub(crate) fn newer_values_carry_on(
     merged: &mut LeadState,
     lead_person: &LeadState,
     contact_person: &LeadState,
