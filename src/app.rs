@@ -524,6 +524,29 @@ async fn idle(shutdown: &mut Shutdown, d: Duration, wake: Option<&Notify>) -> bo
     }
 }
 
+/// When the poll pass under way started: its first page's request. A pass is complete back to
+/// then only: its last page may be of another list (HubSpot ends a pass with the archived
+/// sweep), started after a record that the pass's search had already gone past was made, so
+/// the last page's start would clear a create over a hand-made record not read yet
+/// (convergence seeds 270, 367: a duplicate made in the search's wake). A failed page keeps
+/// the start: the pass resumes from its cursor.
+#[derive(Debug, Default)]
+struct Pass {
+    started: Option<(Instant, chrono::DateTime<Utc>)>,
+}
+
+impl Pass {
+    /// A page's request is about to go out at `now`.
+    fn page(&mut self, now: (Instant, chrono::DateTime<Utc>)) {
+        self.started.get_or_insert(now);
+    }
+
+    /// The page just read ended the pass: when the pass started.
+    fn complete(&mut self) -> Option<(Instant, chrono::DateTime<Utc>)> {
+        self.started.take()
+    }
+}
+
 async fn poller(
     sys: Arc<SystemHandle>,
     ledger: Arc<Ledger>,
@@ -534,11 +557,11 @@ async fn poller(
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let name = sys.name.clone();
+    let mut pass = Pass::default();
     while !shutdown.is_triggered() {
         let n = name.clone();
         let cursor = blocking(&ledger, move |l| l.cursor(&n)).await?;
-        let started = Instant::now();
-        let started_wall = Utc::now();
+        pass.page((Instant::now(), Utc::now()));
         match sys.connector.poll_changes(&cursor).await {
             Ok(page) => {
                 let n = name.clone();
@@ -564,11 +587,13 @@ async fn poller(
                 }
                 // Nothing more to read: note when this complete pass started, once the
                 // reconciler has taken everything it produced.
-                if let Ok(mut g) = progress.caught_up_at.lock() {
-                    g.insert(name.clone(), started);
-                }
-                if let Ok(mut g) = progress.caught_up_wall.lock() {
-                    g.insert(name.clone(), started_wall);
+                if let Some((started, started_wall)) = pass.complete() {
+                    if let Ok(mut g) = progress.caught_up_at.lock() {
+                        g.insert(name.clone(), started);
+                    }
+                    if let Ok(mut g) = progress.caught_up_wall.lock() {
+                        g.insert(name.clone(), started_wall);
+                    }
                 }
                 // Creates held for this read may go now.
                 sys.push_wake.notify_one();
@@ -953,5 +978,29 @@ async fn push_group(
             .await?;
             Ok(!matches!(e, ConnectorError::Auth(_) | ConnectorError::Config(_)))
         }
+    }
+}
+
+#[cfg(test)]
+mod pass_tests {
+    use super::*;
+
+    /// Convergence seeds 270 and 367: the archived sweep that ends a HubSpot pass started
+    /// after a contact was made by hand, and the search before it had not seen that contact;
+    /// the pass must count from its first page.
+    #[test]
+    fn a_pass_is_complete_back_to_its_first_page_only() {
+        let t0 = Instant::now();
+        let w0 = Utc::now();
+        let at = |ms: u64| {
+            (t0 + Duration::from_millis(ms), w0 + chrono::Duration::milliseconds(ms as i64))
+        };
+        let mut pass = Pass::default();
+        pass.page(at(0)); // the search
+        pass.page(at(60)); // the archived sweep
+        assert_eq!(pass.complete(), Some(at(0)));
+        assert_eq!(pass.complete(), None, "a pass is reported once");
+        pass.page(at(1000));
+        assert_eq!(pass.complete(), Some(at(1000)), "the next pass starts anew");
     }
 }

@@ -829,6 +829,92 @@ pub(super) fn replan(
     write_plan(tx, lead_id, &intents, now)
 }
 
+/// Score a person whose identity fields changed (an edit of a linked record) again against
+/// each person an open duplicate review ties them to and each person sharing a blocking key.
+/// A pair that now scores at or above the auto-link threshold is the link the fuzzy rules
+/// would have made had the edit been read first (convergence seeds 213 and 320: a first name
+/// edited in Salesforce, read after the hand-made HubSpot duplicate that already held the new
+/// name had become a person of its own), so the two fold into one as an accepted review
+/// would, the older surviving. A pair a reviewer rejected stays apart, and so does a pair
+/// holding one address. Returns whether a fold happened (at most one per call).
+pub(super) fn rescore_duplicates(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let others: Vec<String> = tx
+        .prepare_cached(
+            "SELECT CASE WHEN lead_id = ?1 THEN other_lead_id ELSE lead_id END FROM reviews
+             WHERE kind = 'duplicate' AND state = 'open' AND (lead_id = ?1 OR other_lead_id = ?1)
+             ORDER BY id",
+        )?
+        .query_map([lead_id], |r| r.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    let Some(person) = load_lead(tx, lead_id)? else { return Ok(false) };
+    let profile = rules.matcher.profile_of(&person.fields);
+    let probe = Change {
+        remote: RemoteId { object_type: String::new(), id: String::new() },
+        fields: person.fields.clone(),
+        ledger_key: None,
+        modified_at: now,
+        fetched_at: now,
+        fate: RecordFate::Live,
+        custom: BTreeMap::new(),
+        last_activity: None,
+    };
+    let near = candidates(tx, &probe, rules)?.into_iter().map(|q| q.id);
+    let mut rejected = tx.prepare_cached(
+        "SELECT EXISTS(SELECT 1 FROM reviews WHERE kind = 'duplicate' AND state = 'rejected'
+         AND ((lead_id = ?1 AND other_lead_id = ?2) OR (lead_id = ?2 AND other_lead_id = ?1)))",
+    )?;
+    for other in others.into_iter().chain(near) {
+        if other == lead_id
+            || rejected.query_row(params![lead_id, other], |r| r.get::<_, bool>(0))?
+        {
+            continue;
+        }
+        let Some(q) = load_lead(tx, &other)? else { continue };
+        // One address on two persons is not a likeness but a taken email, which has its own
+        // review (`park_taken_email`): only the fuzzy rules fold here.
+        let email = |p: &LeadState| p.fields.get(&Field::Email).and_then(|e| normalize_email(e));
+        if email(&person).is_some() && email(&person) == email(&q) {
+            continue;
+        }
+        let score = rules.matcher.score(&profile, &rules.matcher.profile_of(&q.fields));
+        if !score.is_some_and(|s| rules.matcher.verdict(s.value) == Verdict::AutoLink) {
+            continue;
+        }
+        let winner: String = tx
+            .prepare_cached(
+                "SELECT id FROM leads WHERE id IN (?1, ?2) ORDER BY created_at, id LIMIT 1",
+            )?
+            .query_row(params![lead_id, other], |r| r.get(0))?;
+        let loser = if winner == lead_id { other.as_str() } else { lead_id };
+        let (w, l) = if winner == lead_id { (&person, &q) } else { (&q, &person) };
+        // As a review accepted would, except that under `most recent` the newer value stands
+        // whichever person held it: an edit made on the younger person's record before the
+        // two were seen to be one is not reverted by the fold.
+        let mut merged = reconcile::merge_persons(w, l, rules, now);
+        reconcile::newer_values_carry_on(&mut merged, l, w, rules);
+        write_lead(tx, &winner, false, &merged.fields, &merged.provenance, now)?;
+        absorb(tx, &winner, loser, "rescored", now)?;
+        let keys = rules.matcher.blocking_keys(&rules.matcher.profile_of(&merged.fields));
+        write_match_keys(tx, &winner, &keys)?;
+        audit(
+            tx,
+            now,
+            Some(&winner),
+            None,
+            "persons_merged",
+            &serde_json::json!({ "from": loser, "reason": "rescored" }),
+        )?;
+        replan(tx, &winner, rules, now)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Fold two persons into one by the reconciler's merge rule, in this transaction.
 pub(super) fn merge_leads(
     tx: &Transaction<'_>,

@@ -395,7 +395,20 @@ impl Ledger {
                             let governed = decision.lifecycle.as_ref();
                             lifecycle::store(tx, &decision.lead_id, governed, rules, now)?;
                             if reconcile::reread_needed(&ctx, &system, &change) {
-                                stats.rereads += queue_reread(tx, &system, &change, now)?;
+                                stats.rereads += queue_reread(tx, &system, &change.remote, now)?;
+                            }
+                            // A record linked unread gets no writes until it is read
+                            // (`reconcile::plan_pushes`): read it now, not at the next poll.
+                            if let Some((other, _)) = &decision.link_other {
+                                stats.rereads += queue_reread(tx, &system, other, now)?;
+                            }
+                            // An edit of a linked record that changed who the person looks
+                            // like (not a first sight: a backfill does not pay for this).
+                            if decision.match_keys.is_some()
+                                && !decision.is_new_lead
+                                && decision.new_link.is_none()
+                            {
+                                identity::rescore_duplicates(tx, &decision.lead_id, rules, now)?;
                             }
                         }
                         None => {
@@ -1228,7 +1241,7 @@ pub(crate) const REREAD_KEY_PREFIX: &str = "leadsync-reread:";
 fn queue_reread(
     tx: &Transaction<'_>,
     system: &SystemName,
-    change: &Change,
+    remote: &RemoteId,
     now: DateTime<Utc>,
 ) -> Result<usize> {
     let pushed_at: Option<Option<String>> = tx
@@ -1236,17 +1249,15 @@ fn queue_reread(
             "SELECT pushed_at FROM remote_records
              WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
         )?
-        .query_row(params![system.as_str(), change.remote.object_type, change.remote.id], |r| {
-            r.get(0)
-        })
+        .query_row(params![system.as_str(), remote.object_type, remote.id], |r| r.get(0))
         .optional()?;
     let notice = crate::domain::Notice {
         dedupe_key: format!(
             "{REREAD_KEY_PREFIX}{}:{}",
-            change.remote,
+            remote,
             pushed_at.flatten().unwrap_or_default()
         ),
-        remote: change.remote.clone(),
+        remote: remote.clone(),
         kind: crate::domain::NoticeKind::Changed,
         occurred_at: now,
         related: Vec::new(),

@@ -368,3 +368,104 @@ fn a_late_merge_into_a_converted_survivor_does_not_reopen_its_link() {
     let links: Vec<&str> = snap[0].links.iter().map(|(_, r)| r.id.as_str()).collect();
     assert_eq!(links, ["003C"], "only the contact stands for the person");
 }
+
+/// Convergence seed 99 (all ops): HubSpot merged the person's contact into a second contact of
+/// the same human that leadsync had not read yet, and a human typed a new email on the
+/// survivor at once. The merge linked the survivor and planned every field of the person onto
+/// it (a diff against nothing known), so the person's old email went out over the human's
+/// edit. A record linked unread gets no writes and is read at once; its first read gives the
+/// person the survivor's address, which HubSpot kept.
+#[test]
+fn a_merge_survivor_linked_unread_is_read_before_anything_is_written_to_it() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+    for sys in [&mkt, &crm] {
+        let due = l.due_pushes(sys, 10, t(3)).expect("due");
+        let outcomes: Vec<_> = due.iter().map(accepted).collect();
+        l.record_push_results(sys, &due, &outcomes, &r, PushRetry::default(), t(3), t(3))
+            .expect("record");
+    }
+
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "2".into() },
+        ..read("contact", "1", &[], 5, 5)
+    };
+    l.ingest(&mkt, "webhook", &[merged], None, t(5)).expect("ingest");
+    let s = l.reconcile_pending(&r, 100, t(6), &mut m).expect("reconcile");
+    let due = l.due_pushes(&mkt, 10, t(6)).expect("due");
+    assert!(due.is_empty(), "nothing is written blind to the unread survivor: {due:?}");
+    assert_eq!(s.rereads, 1, "the survivor is read at once");
+    let notices = l.pending_notices(&mkt, 10).expect("notices");
+    assert!(
+        notices.iter().any(|n| n.notice.remote.id == "2" && n.notice.snapshot.is_none()),
+        "a re-read of contact 2 is queued: {notices:?}"
+    );
+
+    // Its first read: the address a human typed there after the merge.
+    let survivor = [(Field::Email, "v7@mail.test"), (Field::LastName, "Doe")];
+    l.ingest(&mkt, "reread", &[read("contact", "2", &survivor, 7, 8)], None, t(8)).expect("i");
+    l.reconcile_pending(&r, 100, t(8), &mut m).expect("reconcile");
+    let person = &l.snapshot().expect("snap")[0];
+    assert_eq!(person.fields.get(&Field::Email).map(String::as_str), Some("v7@mail.test"));
+    let to_mkt = l.due_pushes(&mkt, 10, t(9)).expect("due");
+    assert!(
+        to_mkt.iter().all(|p| !p.record.fields.contains_key(&Field::Email)),
+        "the survivor keeps its address: {to_mkt:?}"
+    );
+    let to_crm = l.due_pushes(&crm, 10, t(9)).expect("due");
+    assert_eq!(
+        to_crm.first().and_then(|p| p.record.fields.get(&Field::Email)).map(String::as_str),
+        Some("v7@mail.test"),
+        "the CRM follows: {to_crm:?}"
+    );
+}
+
+/// Convergence seeds 213 and 320 (all ops): a first name edited on a Salesforce lead, then a
+/// HubSpot contact of the same human made by hand under another address with the new name.
+/// The contact was read first: the person still had the old name, so it became a person of its
+/// own. When the edit is read, the person looks like the contact's person to the fuzzy rules,
+/// as it would have had the edit been read first: the two are one, and under `most recent`
+/// the newer value of either stands.
+#[test]
+fn an_edit_that_makes_two_persons_match_folds_them() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let mut m = mint();
+    let lead = |first: &'static str| {
+        [
+            (Field::Email, "chloe@globex.example"),
+            (Field::FirstName, first),
+            (Field::LastName, "Brown"),
+            (Field::Company, "Globex Inc."),
+            (Field::Title, "CTO"),
+        ]
+    };
+    l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &lead("Chloe"), 0, 0)], None, t(1))
+        .expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut m).expect("reconcile");
+    let contact = [
+        (Field::Email, "alt@mail.example"),
+        (Field::FirstName, "Mei"),
+        (Field::LastName, "Brown"),
+        (Field::Company, "Globex Inc."),
+        (Field::Title, "Head of Growth"),
+    ];
+    l.ingest(&mkt, "poll", &[read("contact", "5", &contact, 2, 2)], None, t(2)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    assert_eq!(l.snapshot().expect("snap").len(), 2, "not alike yet: two persons");
+
+    l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &lead("Mei"), 3, 3)], None, t(3))
+        .expect("ingest");
+    l.reconcile_pending(&r, 100, t(3), &mut m).expect("reconcile");
+    let persons = l.snapshot().expect("snap");
+    assert_eq!(persons.len(), 1, "one human, one person: {persons:?}");
+    assert_eq!(persons[0].fields.get(&Field::FirstName).map(String::as_str), Some("Mei"));
+    assert_eq!(
+        persons[0].fields.get(&Field::Title).map(String::as_str),
+        Some("Head of Growth"),
+        "the newer title, though the younger person's, stands (convergence seed 119)"
+    );
+}

@@ -529,7 +529,7 @@ fn survivor_address_carries_on(
 /// the lead's values at conversion; the lead's person may have moved on since (an email
 /// changed in another system). Under `most recent` the newer value stands, whichever person
 /// held it, so that folding the two does not revert an edit.
-fn newer_values_carry_on(
+pub(crate) fn newer_values_carry_on(
     merged: &mut LeadState,
     lead_person: &LeadState,
     contact_person: &LeadState,
@@ -623,12 +623,36 @@ fn reconcile_live(
     let mut provenance = lead.map(|l| l.provenance.clone()).unwrap_or_default();
     // A record linked without ever being read (a converted contact, a merge survivor) is
     // seen for the first time too.
-    let first_sight = this_link.is_none_or(|k| k.known.is_empty() && k.pushed_at.is_none());
+    let first_sight = this_link.is_none_or(is_unread);
     let existing_person = lead.is_some();
     let mut changed_detail = Vec::new();
     let from_primary = lead.is_none_or(|l| is_primary(l, system, &change.remote));
     let unique_email = rules.system(system).is_some_and(|s| s.unique_email);
+    // The first read of a record linked unread as a vendor merge's survivor (the only such
+    // records in a system with unique emails): the vendor kept the survivor's own address, so
+    // it is the person's, as when the survivor was read before the merge
+    // ([`survivor_address_carries_on`]); leadsync had not written it (see [`plan_pushes`]).
+    let survivor_first_read = unique_email && from_primary && this_link.is_some_and(is_unread);
     for (field, value) in &incoming {
+        if *field == Field::Email && survivor_first_read {
+            let current = fields.get(field).cloned();
+            if !value.trim().is_empty() && !same_value(*field, current.as_ref(), value) {
+                provenance.insert(
+                    *field,
+                    Provenance {
+                        system: system.to_string(),
+                        value: Some(value.clone()),
+                        at: change.modified_at,
+                        rule: "merge_survivor".into(),
+                    },
+                );
+                changed_detail.push(serde_json::json!({
+                    "field": field.as_str(), "from": current, "to": value, "rule": "merge_survivor",
+                }));
+                fields.insert(*field, value.clone());
+            }
+            continue;
+        }
         // In a system with unique emails, a second record of the person holds an address of
         // its own: an email typed there changes only what that record holds (its link), never
         // the person's email. Taking it would write it to the primary record of the same
@@ -847,6 +871,12 @@ fn identity_fields(f: &Fields) -> Vec<Option<&String>> {
         .collect()
 }
 
+/// Whether leadsync linked this record without ever reading it or writing to it (a merge
+/// survivor or converted contact that no person held yet).
+fn is_unread(link: &LinkState) -> bool {
+    link.known.is_empty() && link.pushed_at.is_none()
+}
+
 /// Whether `remote` is the primary record of `system` for this person: its oldest open link.
 /// The ledger orders links made by a fuzzy rule after the others: such a record holds another
 /// address of the human, and the record with the person's own address (one leadsync created
@@ -1052,7 +1082,12 @@ pub fn plan_pushes(lead: &LeadState, rules: &Rules) -> Vec<PushIntent> {
             let desired = sys.map_for(&link.remote.object_type).writable(person);
             let mut diff = diff_for_push(&desired, &link.known);
             diff.retain(|f, _| !lead.held.contains(f) && rules.rule(*f) != FieldRule::DontSync);
-            if linked {
+            // A record linked without being read (a merge survivor, a converted contact):
+            // leadsync does not know what it holds, so a diff against nothing would write
+            // every field blind, over whatever a human typed there meanwhile. The ledger asks
+            // the fetch stage to read it (`Decision::link_other`) and its first read plans the
+            // writes; only an opt-out, which nothing a human types there can undo, goes now.
+            if linked || is_unread(link) {
                 diff.retain(|f, _| *f == Field::EmailOptOut);
             }
             // Consent can be per address (HubSpot subscribes a contact's new email): a new

@@ -953,6 +953,27 @@ impl Driver<'_> {
     fn hs_duplicate(&mut self, human: usize) {
         self.seq += 1;
         let (first, last, company) = self.current_identity(human);
+        // The duplicate copies the human's first HubSpot contact. When their Salesforce lead
+        // holds another name or company (an edit not synced yet), the person may settle on the
+        // lead's, and then the duplicate no longer looks like them, as if the lead had been
+        // edited after it was made (seed 28: the lead's first name "Ada", the contact's and so
+        // the duplicate's still "Amelia"; no rule ties "Amelia" to "Ada").
+        let lead_differs = !self.hs_contacts(human).is_empty()
+            && self.sf_leads(human).iter().any(|id| {
+                self.h.salesforce.get("Lead", id).is_some_and(|r| {
+                    let differs = |k: &str, copied: &str| {
+                        r.get(k)
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| !v.is_empty() && v != copied)
+                    };
+                    differs("FirstName", &first)
+                        || differs("LastName", &last)
+                        || differs("Company", &company)
+                })
+            });
+        if lead_differs {
+            self.humans[human].blurred = true;
+        }
         let h = &self.humans[human];
         let email = format!("{}.alt{}.{}@mail.example", h.token, self.seq, ascii(&h.first));
         let props: BTreeMap<String, String> = [
