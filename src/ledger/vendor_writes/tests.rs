@@ -264,3 +264,76 @@ fn a_refused_owner_does_not_dead_letter_the_fields_it_rode_with() {
     accept_all(&l, &r, &crm(), "", 12);
     assert!(l.due_pushes(&crm(), 10, t(13)).expect("outbox").is_empty());
 }
+
+/// The pending rows of `system` as (record id, reason, owner).
+fn writes_due(
+    l: &Ledger,
+    system: &SystemName,
+    now: i64,
+) -> Vec<(String, Option<String>, Option<String>)> {
+    l.due_pushes(system, 10, t(now))
+        .expect("outbox")
+        .into_iter()
+        .map(|d| {
+            let id = match &d.record.op {
+                PushOp::Create { .. } => String::new(),
+                PushOp::Update { remote } => remote.id.clone(),
+            };
+            (id, d.record.stage_reason, d.record.owner)
+        })
+        .collect()
+}
+
+fn deleted(object_type: &str, id: &str, at: i64) -> Change {
+    Change { fate: RecordFate::Deleted, ..change(object_type, id, None, at) }
+}
+
+/// A reason and an owner queued onto the row of a CRM lead that is then deleted (its pending
+/// row dropped before it went out): the owner has no record left and is dropped, audited; the
+/// reason is not lost but queued onto the next record the person gets there.
+#[test]
+fn a_reason_on_a_dropped_row_is_queued_again_for_the_next_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let r = rules();
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("mql"), 1), 2);
+    accept_all(&l, &r, &crm(), "00Q000000000001AAA", 3);
+    accept_all(&l, &r, &mkt(), "", 3);
+    l.named_transition("P1", NamedMove::Recycle, "not_ready", None, &r, t(4)).expect("named");
+    l.sla_reassign("P1", "005000000000002AAA", &r, t(4)).expect("reassign");
+    let queued = writes_due(&l, &crm(), 5);
+    assert_eq!(
+        queued,
+        [(
+            "00Q000000000001AAA".to_string(),
+            Some("not_ready".to_string()),
+            Some("005000000000002AAA".to_string())
+        )]
+    );
+    accept_all(&l, &r, &mkt(), "", 5);
+
+    // The lead is deleted in Salesforce before the push: its pending row goes.
+    reconcile(&l, &r, &crm(), deleted("Lead", "00Q000000000001AAA", 6), 7);
+    assert!(
+        writes_due(&l, &crm(), 8).iter().all(|(id, _, _)| id.is_empty()),
+        "nothing for the deleted lead"
+    );
+    let dropped = audits(&l, "owner_dropped");
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0]["reason"], "no_record");
+
+    // A rep makes a new lead for the person: the reason goes to it.
+    reconcile(&l, &r, &crm(), change("Lead", "00Q000000000002AAA", None, 9), 10);
+    let due = writes_due(&l, &crm(), 11);
+    let with_reason: Vec<_> = due.iter().filter(|(_, reason, _)| reason.is_some()).collect();
+    assert_eq!(with_reason.len(), 1, "{due:?}");
+    assert_eq!(with_reason[0].1.as_deref(), Some("not_ready"));
+    assert!(with_reason[0].0 == "00Q000000000002AAA" || with_reason[0].0.is_empty(), "{due:?}");
+    assert_eq!(with_reason[0].2, None, "the owner is not carried to a record it was not for");
+    // Sent once: it does not come back after it went out.
+    accept_all(&l, &r, &crm(), "00Q000000000003AAA", 12);
+    let mut again = change("Lead", "00Q000000000002AAA", None, 13);
+    again.fields.insert(Field::FirstName, "Pat".into());
+    reconcile(&l, &r, &crm(), again, 14);
+    assert!(writes_due(&l, &crm(), 15).iter().all(|(_, reason, _)| reason.is_none()));
+}
