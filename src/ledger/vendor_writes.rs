@@ -297,6 +297,54 @@ pub(super) fn rehome(
     Ok(())
 }
 
+/// For the re-evaluation sweep after a rule change (a `[contract.mapping.stage_reason]` added
+/// or changed is one: it is in [`Contract::rules_hash`]): a person recycled or disqualified
+/// before their lifecycle kept the standing reason (`reason` is empty, nothing was ever
+/// queued) gets it from the audit trail, so the sweep writes it once. Only when the person's
+/// latest `stage` audit line is the named move into the stage they are still in; otherwise
+/// no reason stands. Bounded: one indexed read, only for such persons, only in the sweep.
+/// A reopen's reason is not recovered (a reopened person is at an ordinary stage, and looking
+/// up everyone there would make the sweep read the audit for nearly every person).
+///
+/// Owners are not backfilled: a reassignment is a one-time act of an escalation, and writing
+/// it again later would undo a person's reassignment since.
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn backfill_reason(
+    tx: &Transaction<'_>,
+    contract: &Contract,
+    lead_id: &str,
+    state: &mut PersonLifecycle,
+) -> Result<()> {
+    use crate::contract::lifecycle::LifecycleStage;
+    let Some(stage) = state.stage else { return Ok(()) };
+    if contract.mapping.stage_reason.is_empty()
+        || state.reason.is_some()
+        || !state.reason_sent.is_empty()
+        || !matches!(stage, LifecycleStage::Recycled | LifecycleStage::Disqualified)
+    {
+        return Ok(());
+    }
+    let latest: Option<String> = tx
+        .prepare_cached(
+            "SELECT detail FROM audit WHERE lead_id = ?1 AND kind = 'stage'
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row([lead_id], |r| r.get(0))
+        .optional()?;
+    let Some(latest) = latest else { return Ok(()) };
+    let detail: serde_json::Value = from_json(&latest)?;
+    let named = matches!(detail["via"].as_str(), Some("recycle" | "disqualify"));
+    if named
+        && detail["to"].as_str() == Some(stage.as_str())
+        && let Some(reason) = detail["reason"].as_str().filter(|r| !r.is_empty())
+    {
+        state.reason = Some(reason.to_string());
+    }
+    Ok(())
+}
+
 /// Queue the reason code each system's `[contract.mapping.stage_reason]` property should get
 /// and has not had ([`unsent_reason`]) onto the person's primary record there (or pending
 /// create), and record it in `state` (the caller writes it) so it goes out once.

@@ -10,7 +10,7 @@ use super::*;
 use crate::contract::config::ContractRaw;
 use crate::contract::lifecycle::{LifecycleStage, NamedMove};
 use crate::domain::{Change, Field, Fields, PushOp, PushOutcome, RecordFate, RemoteId};
-use crate::ledger::{NamedOutcome, PushRetry};
+use crate::ledger::{NamedOutcome, PushRetry, Sweep};
 
 fn t(s: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + s, 0).single().expect("valid")
@@ -336,4 +336,73 @@ fn a_reason_on_a_dropped_row_is_queued_again_for_the_next_record() {
     again.fields.insert(Field::FirstName, "Pat".into());
     reconcile(&l, &r, &crm(), again, 14);
     assert!(writes_due(&l, &crm(), 15).iter().all(|(_, reason, _)| reason.is_none()));
+}
+
+/// `[contract.mapping.stage_reason]` added to a config after a person was recycled by a
+/// version whose lifecycle did not keep the standing reason: the re-evaluation sweep the
+/// changed rules fingerprint triggers writes it once, to both systems; an owner an old
+/// escalation wrote is not written again.
+#[test]
+fn the_sweep_after_the_mapping_is_added_writes_a_reason_recorded_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let mut without = Rules::salesforce_hubspot_defaults();
+    without.contract = Some(Arc::new(ContractRaw::default().validate("contract").expect("valid")));
+    let with = rules();
+    let hashes = |r: &Rules| r.contract.as_deref().map(Contract::rules_hash);
+    assert_ne!(hashes(&without), hashes(&with), "adding the mapping triggers the sweep");
+
+    reconcile(&l, &without, &mkt(), change("contact", "1", Some("mql"), 1), 2);
+    accept_all(&l, &without, &crm(), "00Q000000000001AAA", 3);
+    accept_all(&l, &without, &mkt(), "", 3);
+    l.named_transition("P1", NamedMove::Recycle, "sla_expired", None, &without, t(4))
+        .expect("named");
+    l.sla_reassign("P1", "005000000000002AAA", &without, t(4)).expect("reassign");
+    accept_all(&l, &without, &crm(), "", 5);
+    accept_all(&l, &without, &mkt(), "", 5);
+    assert!(writes_due(&l, &crm(), 6).is_empty());
+    // What the older version stored: the stage, no standing reason.
+    {
+        let conn = l.conn.lock().expect("lock");
+        conn.execute("UPDATE lifecycle SET state = json_remove(state, '$.reason')", [])
+            .expect("old state");
+    }
+
+    let batch = l.reevaluate_batch(&with, Sweep::Everyone, None, 500, t(7)).expect("sweep");
+    assert_eq!(batch.persons, 1);
+    let expect = [("00Q000000000001AAA".to_string(), Some("sla_expired".to_string()), None)];
+    assert_eq!(writes_due(&l, &crm(), 8), expect, "the reason, and no owner again");
+    let mkt_due = writes_due(&l, &mkt(), 8);
+    assert_eq!(mkt_due.len(), 1, "{mkt_due:?}");
+    assert_eq!(mkt_due[0].1.as_deref(), Some("sla_expired"));
+    accept_all(&l, &with, &crm(), "", 9);
+    accept_all(&l, &with, &mkt(), "", 9);
+    // Once: a second sweep finds it sent.
+    l.reevaluate_batch(&with, Sweep::Everyone, None, 500, t(10)).expect("sweep");
+    assert!(writes_due(&l, &crm(), 11).is_empty());
+    assert!(writes_due(&l, &mkt(), 11).is_empty());
+}
+
+/// A person recycled by a report (not a named move) has no reason to backfill.
+#[test]
+fn the_backfill_takes_only_a_named_move_into_the_current_stage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let r = rules();
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("mql"), 1), 2);
+    l.named_transition("P1", NamedMove::Recycle, "not_ready", None, &r, t(3)).expect("named");
+    let contract = r.contract.as_deref().expect("contract");
+    let conn = l.conn.lock().expect("lock");
+    let tx = conn.unchecked_transaction().expect("tx");
+    let mut state = crate::ledger::lifecycle::load(&tx, "P1").expect("load").expect("state");
+    let stored = state.clone();
+    state.reason = None;
+    state.reason_sent.clear();
+    backfill_reason(&tx, contract, "P1", &mut state).expect("backfill");
+    assert_eq!(state.reason, stored.reason, "the named recycle's reason");
+    // The same audit, but the person is somewhere else now: no reason stands.
+    state.reason = None;
+    state.stage = Some(LifecycleStage::Disqualified);
+    backfill_reason(&tx, contract, "P1", &mut state).expect("backfill");
+    assert_eq!(state.reason, None);
 }
