@@ -1282,10 +1282,7 @@ fn write_plan(
             )?
             .execute(params![id, ts(now)])?;
         } else {
-            // A create no longer wanted hands its contract writes on (see `vendor_writes`).
-            let carried = vendor_writes::carried(tx, lead_id, &system, &remote_id)?;
             tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
-            vendor_writes::rehome(tx, carried, now)?;
         }
     }
     for intent in intents {

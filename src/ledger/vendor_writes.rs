@@ -15,12 +15,14 @@
 //!
 //! A row that carries writes stays when its fields are no longer needed (only its fields
 //! go), and writes queued onto a pending create move to the record once it exists. A pending
-//! row that is dropped for another reason (a create the plan no longer wants, a record that
-//! was deleted or merged away) hands its writes on ([`carried`], then [`rehome`]): to the
+//! row dropped because its record was closed (deleted or merged away at the vendor) hands
+//! its writes on ([`carried`], then [`rehome`]): to the
 //! person's primary record at that system or their pending create there, so they ride on the
 //! next row pushed. With neither, the reason is marked unsent again, so it is queued onto the
 //! next record the person gets there; an owner with no CRM record left is dropped (audited
-//! `owner_dropped`, nothing to reassign).
+//! `owner_dropped`, nothing to reassign). Not yet handed on: a pending create the plan drops
+//! (`write_plan`); calling [`rehome`] there correlated with convergence failures (not
+//! understood), so it was left out.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
