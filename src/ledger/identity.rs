@@ -569,12 +569,15 @@ fn close_link(
     )?
     .execute(params![id, ts(now), reason])?;
     history(tx, id, lead_id, "closed", reason, now)?;
-    // Pending writes to a record that is gone would only fail.
+    // Pending writes to a record that is gone would only fail; the contract's writes it
+    // carried go to the person's other record there, or are queued again.
+    let carried = super::vendor_writes::carried(tx, lead_id, system.as_str(), &remote.id)?;
     tx.prepare_cached(
         "DELETE FROM outbox WHERE lead_id = ?1 AND system = ?2 AND remote_id = ?3
          AND state = 'pending'",
     )?
     .execute(params![lead_id, system.as_str(), remote.id])?;
+    super::vendor_writes::rehome(tx, carried, now)?;
     if tombstone {
         tx.prepare_cached(
             "INSERT OR REPLACE INTO tombstones(system, object_type, remote_id, lead_id, reason, at)

@@ -450,6 +450,7 @@ fn sweep_batch(
             links = Some(lead.links.into_iter().map(|k| (k.system.0, k.remote)).collect());
         }
         // Also dates and a reason a system has not had yet (a mapping added since).
+        super::vendor_writes::backfill_reason(tx, contract, id, &mut state)?;
         super::vendor_writes::queue_stage_reason(tx, contract, id, &mut state, now)?;
         queue_dates(tx, contract, id, &mut links, &mut state, now)?;
         if state == state_before {

@@ -29,7 +29,11 @@
 //!   counted when the date is after the start's date in the calendar's time zone, or on that
 //!   date when the previous read of the record came after the start (the date moved during
 //!   the cycle). So a call logged on the day the clock starts counts once the record was read
-//!   after the start, and a first read on that day does not (it may predate the clock).
+//!   after the start, and a first read on that day does not (it may predate the clock: the
+//!   morning's call that made them MQL must not meet the SLA). One proof needs no read: a
+//!   record leadsync created at or after the start held no activity when created
+//!   ([`created_since`]), so its first read showing the start's date counts (the rep who
+//!   calls the new lead before the first poll is not missed).
 //! - **Close**: the person leaves the MQL path (any stage but MQL and SAL: recycled,
 //!   disqualified, SQL and beyond, reopened). The clock is evaluated at now first, so a
 //!   stage advance is recorded as met or touched late, then closed.
@@ -58,7 +62,7 @@ use super::{Ledger, LedgerError, Result, audit, from_json, to_json, ts};
 use crate::contract::config::Contract;
 use crate::contract::lifecycle::{LifecycleStage, NamedMove};
 use crate::contract::sla::{ActivitySeen, SlaAction, SlaClock, SlaPhase, SlaPolicy, TouchKind};
-use crate::domain::{Change, Field, Role, SystemName};
+use crate::domain::{Change, Field, LastActivity, Role, SystemName};
 use crate::reconcile::{Decision, Rules};
 
 /// The reason code a refused disqualification is recycled with.
@@ -383,7 +387,11 @@ pub(super) fn on_decision(
         }
         if crm && let Some(value) = change.last_activity {
             let key = format!("{system}:{}", change.remote);
-            let before = s.activity_seen.get(&key).copied();
+            let before = match s.activity_seen.get(&key).copied() {
+                Some(seen) => Some(seen),
+                None if open => created_since(tx, system, &change.remote, s.clock.started_at)?,
+                None => None,
+            };
             let at = if open {
                 s.clock.last_activity_touch(
                     &contract.calendar,
@@ -458,6 +466,30 @@ pub(super) fn on_decision(
         audit(tx, now, Some(lead_id), None, kind, detail)?;
     }
     Ok(())
+}
+
+/// A record leadsync itself created at or after `since` (the clock's start) had no activity
+/// then: its create is a read, taken after the handover, that showed none. So a
+/// `LastActivityDate` on the start's own day on that record was logged after the handover
+/// (the record did not exist before), even when the first poll of it already shows the date.
+/// `None` for any other record (linked by matching, or created before the start).
+fn created_since(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    remote: &crate::domain::RemoteId,
+    since: DateTime<Utc>,
+) -> Result<Option<ActivitySeen>> {
+    let created: Option<String> = tx
+        .prepare_cached(
+            "SELECT created_at FROM links WHERE system = ?1 AND object_type = ?2
+             AND remote_id = ?3 AND reason = 'created_by_leadsync' AND closed_at IS NULL",
+        )?
+        .query_row(params![system.as_str(), remote.object_type, remote.id], |r| r.get(0))
+        .optional()?;
+    let Some(created) = created.as_deref().map(super::parse_ts).transpose()? else {
+        return Ok(None);
+    };
+    Ok((created >= since).then_some(ActivitySeen { value: LastActivity::Never, seen_at: created }))
 }
 
 /// Offer a done activity to a clock; whether it counted as an attempt. An activity stamped

@@ -14,7 +14,15 @@
 //!   (audited `owner_dropped`), so a wrong owner id never takes a person's fields with it.
 //!
 //! A row that carries writes stays when its fields are no longer needed (only its fields
-//! go), and writes queued onto a pending create move to the record once it exists.
+//! go), and writes queued onto a pending create move to the record once it exists. A pending
+//! row dropped because its record was closed (deleted or merged away at the vendor) hands
+//! its writes on ([`carried`], then [`rehome`]): to the
+//! person's primary record at that system or their pending create there, so they ride on the
+//! next row pushed. With neither, the reason is marked unsent again, so it is queued onto the
+//! next record the person gets there; an owner with no CRM record left is dropped (audited
+//! `owner_dropped`, nothing to reassign). Not yet handed on: a pending create the plan drops
+//! (`write_plan`); calling [`rehome`] there correlated with convergence failures (not
+//! understood), so it was left out.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -201,6 +209,144 @@ fn target(
     Ok(create.map(|object_type| (object_type, String::new())))
 }
 
+/// What a pending row carried when it was dropped, until [`rehome`] gives it a new row.
+#[derive(Debug)]
+pub(super) struct Carried {
+    lead_id: String,
+    system: String,
+    /// The dropped row's record (`object_type/remote_id`, `remote_id` `""` for a create).
+    from: String,
+    writes: VendorWrites,
+}
+
+/// The writes the pending row of (person, system, record) carries, read before the caller
+/// deletes the row (`remote_id` `""`: the pending create). `None`: no such row, or none.
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn carried(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    system: &str,
+    remote_id: &str,
+) -> Result<Option<Carried>> {
+    let row: Option<(String, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT object_type, vendor_writes FROM outbox WHERE lead_id = ?1 AND system = ?2
+             AND remote_id = ?3 AND state = 'pending'",
+        )?
+        .query_row(params![lead_id, system, remote_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((object_type, Some(raw))) = row else { return Ok(None) };
+    let writes = VendorWrites::from_column(Some(&raw))?;
+    Ok((!writes.is_empty()).then(|| Carried {
+        lead_id: lead_id.to_string(),
+        system: system.to_string(),
+        from: format!("{object_type}/{remote_id}"),
+        writes,
+    }))
+}
+
+/// Give the writes of a dropped row (see [`carried`]; call after the row is gone) to the
+/// person's primary record at that system or their pending create there (audited
+/// `vendor_writes_moved`). With neither: the reason is marked unsent in the person's
+/// lifecycle, so [`queue_stage_reason`] queues it onto their next record there (audited
+/// `stage_reason_requeued`), and an owner is dropped (`owner_dropped`: no CRM record left to
+/// reassign).
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn rehome(
+    tx: &Transaction<'_>,
+    carried: Option<Carried>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(Carried { lead_id, system, from, writes }) = carried else { return Ok(()) };
+    let links: Vec<(String, String, String)> = match load_lead(tx, &lead_id)? {
+        Some(lead) => lead
+            .links
+            .iter()
+            .map(|k| {
+                (k.system.as_str().to_string(), k.remote.object_type.clone(), k.remote.id.clone())
+            })
+            .collect(),
+        // Merged into another person or erased: nobody to write for.
+        None => return Ok(()),
+    };
+    let lead = Some(lead_id.as_str());
+    if let Some((object_type, remote_id)) = target(tx, &links, &lead_id, &system)? {
+        add_writes(tx, &lead_id, &system, &object_type, &remote_id, &writes, now)?;
+        let detail = serde_json::json!({
+            "from": from, "to": format!("{object_type}/{remote_id}"),
+            "stage_reason": writes.stage_reason, "owner": writes.owner,
+        });
+        return audit(tx, now, lead, Some(&system), "vendor_writes_moved", &detail);
+    }
+    if let Some(reason) = &writes.stage_reason
+        && let Some(mut state) = super::lifecycle::load(tx, &lead_id)?
+        && state.reason_sent.get(&system) == Some(reason)
+    {
+        state.reason_sent.remove(&system);
+        tx.prepare_cached("UPDATE lifecycle SET state = ?2, updated_at = ?3 WHERE lead_id = ?1")?
+            .execute(params![lead_id, to_json(&state)?, ts(now)])?;
+        let detail = serde_json::json!({ "from": from, "stage_reason": reason });
+        audit(tx, now, lead, Some(&system), "stage_reason_requeued", &detail)?;
+    }
+    if let Some(owner) = &writes.owner {
+        let detail = serde_json::json!({ "from": from, "owner": owner, "reason": "no_record" });
+        audit(tx, now, lead, Some(&system), "owner_dropped", &detail)?;
+    }
+    Ok(())
+}
+
+/// For the re-evaluation sweep after a rule change (a `[contract.mapping.stage_reason]` added
+/// or changed is one: it is in [`Contract::rules_hash`]): a person recycled or disqualified
+/// before their lifecycle kept the standing reason (`reason` is empty, nothing was ever
+/// queued) gets it from the audit trail, so the sweep writes it once. Only when the person's
+/// latest `stage` audit line is the named move into the stage they are still in; otherwise
+/// no reason stands. Bounded: one indexed read, only for such persons, only in the sweep.
+/// A reopen's reason is not recovered (a reopened person is at an ordinary stage, and looking
+/// up everyone there would make the sweep read the audit for nearly every person).
+///
+/// Owners are not backfilled: a reassignment is a one-time act of an escalation, and writing
+/// it again later would undo a person's reassignment since.
+///
+/// # Errors
+/// SQLite failures or a corrupt row.
+pub(super) fn backfill_reason(
+    tx: &Transaction<'_>,
+    contract: &Contract,
+    lead_id: &str,
+    state: &mut PersonLifecycle,
+) -> Result<()> {
+    use crate::contract::lifecycle::LifecycleStage;
+    let Some(stage) = state.stage else { return Ok(()) };
+    if contract.mapping.stage_reason.is_empty()
+        || state.reason.is_some()
+        || !state.reason_sent.is_empty()
+        || !matches!(stage, LifecycleStage::Recycled | LifecycleStage::Disqualified)
+    {
+        return Ok(());
+    }
+    let latest: Option<String> = tx
+        .prepare_cached(
+            "SELECT detail FROM audit WHERE lead_id = ?1 AND kind = 'stage'
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row([lead_id], |r| r.get(0))
+        .optional()?;
+    let Some(latest) = latest else { return Ok(()) };
+    let detail: serde_json::Value = from_json(&latest)?;
+    let named = matches!(detail["via"].as_str(), Some("recycle" | "disqualify"));
+    if named
+        && detail["to"].as_str() == Some(stage.as_str())
+        && let Some(reason) = detail["reason"].as_str().filter(|r| !r.is_empty())
+    {
+        state.reason = Some(reason.to_string());
+    }
+    Ok(())
+}
+
 /// Queue the reason code each system's `[contract.mapping.stage_reason]` property should get
 /// and has not had ([`unsent_reason`]) onto the person's primary record there (or pending
 /// create), and record it in `state` (the caller writes it) so it goes out once.
@@ -214,6 +360,14 @@ pub(super) fn queue_stage_reason(
     state: &mut PersonLifecycle,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    // A reason [`rehome`] marked unsent during this transaction (its row was dropped) is
+    // unsent here too: `state` was read before that, and is what the caller writes back.
+    // Only a person who has been sent a reason can have one marked unsent.
+    if !state.reason_sent.is_empty()
+        && let Some(stored) = super::lifecycle::load(tx, lead_id)?
+    {
+        state.reason_sent.retain(|system, _| stored.reason_sent.contains_key(system));
+    }
     let mut links = None;
     for system in contract.mapping.stage_reason.keys() {
         let Some(reason) = unsent_reason(contract, state, system) else { continue };

@@ -6,6 +6,10 @@
 //!   no contact attempt counted.
 //! - HubSpot as the CRM: a call logged on the contact moves HubSpot's read-only
 //!   `notes_last_contacted`; the clock is met at that instant.
+//! - The handover's own day, both edges: a call on the lead leadsync created at the handover,
+//!   logged before leadsync first reads it, meets the clock (the lead did not exist before);
+//!   the morning's call on a lead that existed before the handover (the call that made them
+//!   MQL) is no touch, however often the lead is read after.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -183,5 +187,84 @@ async fn hubspot_as_the_crm_is_touched_by_notes_last_contacted() {
         ledger.sla_clock(&person).expect("read").is_some_and(|c| c.clock.phase == SlaPhase::Met)
     })
     .await;
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_on_the_new_lead_before_its_first_poll_meets_the_clock() {
+    let harness = start_harness(&population::generate(10, 41)).await;
+    // Salesforce polled every 5 s: the rep's call lands before leadsync reads the lead it
+    // created, so the first read already shows today's date.
+    let mut env = fast_env();
+    env.insert("LEADSYNC__SYSTEMS__CRM__POLL_INTERVAL_SECS".into(), "5".into());
+    let engine = start(&harness, &env).await;
+    let email = "quick.call@touches.test";
+    sign_up(&harness, email);
+    until("the MQL's lead in Salesforce", 30, || {
+        sf_by_email(&harness).get(email).is_some_and(|l| l.len() == 1)
+    })
+    .await;
+    let id = sf_by_email(&harness)[email][0]["Id"].as_str().expect("id").to_string();
+    let today = Utc::now().date_naive();
+    harness.salesforce.log_task(&id, "Call", today).expect("task");
+    let (ledger, person) = (engine.app.ledger(), engine.person(email));
+    let clock = ledger.sla_clock(&person).expect("read").expect("a clock runs for the MQL");
+    assert!(clock.activity_seen.is_empty(), "no read of the new lead came before the call");
+
+    until("the call to touch the clock", 30, || first_touch(&ledger, &person).is_some()).await;
+    let clock = ledger.sla_clock(&person).expect("read").expect("clock").clock;
+    assert_eq!(clock.attempts, 0, "a touch, not an attempt");
+    until("the clock to be met", 30, || {
+        ledger.sla_clock(&person).expect("read").is_some_and(|c| c.clock.phase == SlaPhase::Met)
+    })
+    .await;
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mornings_call_on_a_lead_that_existed_before_the_handover_is_no_touch() {
+    let harness = start_harness(&population::generate(10, 43)).await;
+    let engine = start(&harness, &fast_env()).await;
+    let email = "early.call@touches.test";
+    let fields: serde_json::Map<String, serde_json::Value> = serde_json::json!({
+        "Email": email, "FirstName": "Ed", "LastName": "Early", "Company": "Early Ltd",
+        "Title": "Head of Ops",
+    })
+    .as_object()
+    .expect("object")
+    .clone();
+    let id = harness.salesforce.insert("Lead", fields).expect("lead");
+    // This morning's call, before anyone qualified the lead.
+    harness.salesforce.log_task(&id, "Call", Utc::now().date_naive()).expect("task");
+    until("the lead to reach the ledger", 30, || {
+        LedgerReader::open(&engine.db).expect("reader").trace(email).ok().flatten().is_some()
+    })
+    .await;
+    assert!(wait_converged(&engine.app, Duration::from_secs(60)).await);
+    let (ledger, person) = (engine.app.ledger(), engine.person(email));
+    assert!(ledger.sla_clock(&person).expect("read").is_none(), "not an MQL yet");
+
+    // The call made them MQL: the lead source that qualifies them is set on the lead.
+    let source: serde_json::Map<String, serde_json::Value> =
+        [("LeadSource".to_string(), serde_json::Value::from("Webinar-LC"))].into_iter().collect();
+    harness.salesforce.ui_update("Lead", &id, source).expect("qualify");
+    until("the MQL's clock", 30, || ledger.sla_clock(&person).expect("read").is_some()).await;
+    let started = ledger.sla_clock(&person).expect("read").expect("clock").clock.started_at;
+    // A later edit: a read well after the handover still shows the morning's date.
+    let name: serde_json::Map<String, serde_json::Value> =
+        [("FirstName".to_string(), serde_json::Value::from("Eddie"))].into_iter().collect();
+    harness.salesforce.ui_update("Lead", &id, name).expect("edit");
+    let edited = Utc::now();
+    assert!(edited > started);
+    until("a read after the edit", 30, || {
+        ledger
+            .sla_clock(&person)
+            .expect("read")
+            .is_some_and(|c| c.activity_seen.values().any(|s| s.seen_at >= edited))
+    })
+    .await;
+    assert!(wait_converged(&engine.app, Duration::from_secs(60)).await);
+    let clock = ledger.sla_clock(&person).expect("read").expect("clock").clock;
+    assert_eq!((clock.first_touch_at, clock.phase), (None, SlaPhase::Waiting), "no SLA touch");
     engine.stop().await;
 }

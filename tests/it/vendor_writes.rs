@@ -3,7 +3,9 @@
 //! configured owner (`OwnerId`, audited, shown by `trace`); recycled for the SLA, both systems'
 //! reason properties read `sla_expired`; moved forward again, both are cleared. An owner the
 //! org does not have is refused by Salesforce: a dead letter with the vendor's message, no
-//! retry loop, and the escalation alert still fires. Deadlines are seconds long on a
+//! retry loop, and the escalation alert still fires. With HubSpot as the CRM, the escalation
+//! writes `hubspot_owner_id` on the contact instead (an owner `GET /crm/v3/owners` lists), and
+//! Salesforce, the marketing side then, keeps its owner. Deadlines are seconds long on a
 //! round-the-clock calendar; every wait is on a condition with a generous deadline.
 
 use std::collections::BTreeMap;
@@ -78,6 +80,15 @@ async fn start(
     toml: &str,
     ledger: &Path,
 ) -> (Harness, Arc<App>, shutdown::Trigger, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    start_with_env(toml, ledger, fast_env()).await
+}
+
+/// [`start`] with the daemon's environment given (e.g. the roles swapped).
+async fn start_with_env(
+    toml: &str,
+    ledger: &Path,
+    env: std::collections::HashMap<String, String>,
+) -> (Harness, Arc<App>, shutdown::Trigger, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let sf = SalesforceSimOptions {
         custom_fields: vec![("LeadSync_Reason__c".into(), SimFieldType::Text)],
         ..SalesforceSimOptions::default()
@@ -87,7 +98,7 @@ async fn start(
         ..HubspotSimOptions::default()
     };
     let harness = start_harness_with(&population::generate(6, 13), sf, hs).await;
-    let settings = harness.settings(Source::Inline(toml), ledger, &fast_env()).expect("settings");
+    let settings = harness.settings(Source::Inline(toml), ledger, &env).expect("settings");
     let app = Arc::new(App::build(&settings).expect("app builds"));
     let (trigger, stop) = shutdown::channel();
     let a = Arc::clone(&app);
@@ -240,6 +251,78 @@ async fn an_owner_the_org_lacks_is_a_dead_letter_and_the_alert_still_fires() {
     let t = trace(&ledger, email);
     assert_eq!(t.events.iter().filter(|e| e.kind == "push_dead").count(), 1);
     assert_eq!(sf_field(&harness, email, "OwnerId"), first_owner);
+
+    trigger.trigger();
+    engine.await.expect("engine task").expect("engine stops cleanly");
+}
+
+/// The portal's owners as HubSpot lists them (`GET /crm/v3/owners`, first page).
+async fn hubspot_owner_ids(h: &Harness) -> Vec<String> {
+    let url = format!("{}/crm/v3/owners?limit=100", h.hubspot.base_url());
+    let body: Value = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(h.hubspot_token())
+        .send()
+        .await
+        .expect("owners answered")
+        .json()
+        .await
+        .expect("json");
+    body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|o| o["id"].as_str().expect("owner id").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_hubspot_as_the_crm_the_escalation_reassigns_the_contact() {
+    let hook = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&hook).await;
+    // HubSpot is where sales works here; Salesforce plays the marketing side.
+    let mut env = fast_env();
+    env.insert("LEADSYNC__SYSTEMS__MARKETING__ROLE".into(), "crm".into());
+    env.insert("LEADSYNC__SYSTEMS__CRM__ROLE".into(), "marketing".into());
+    let owner = leadsync::sim::hubspot::OWNERS[1].0;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger.db");
+    let toml = config(owner, &format!("{}/hook", hook.uri()));
+    let (harness, app, trigger, engine) = start_with_env(&toml, &ledger, env).await;
+    assert!(hubspot_owner_ids(&harness).await.iter().any(|o| o == owner), "a listed owner");
+
+    let email = "owen.hubspot@owner.test";
+    harness.hubspot.insert(contact(email)).expect("contact");
+    until("the MQL's clock", 60, || {
+        LedgerReader::open(&ledger)
+            .expect("reader")
+            .trace(email)
+            .ok()
+            .flatten()
+            .is_some_and(|t| app.ledger().sla_clock(&t.lead_id).expect("read").is_some())
+    })
+    .await;
+    assert_eq!(hs_prop(&harness, email, "hubspot_owner_id"), None, "nobody owns it yet");
+
+    // Nobody touches it: escalated, the HubSpot contact goes to the configured owner.
+    until("the escalation to reassign the HubSpot contact", 120, || {
+        hs_prop(&harness, email, "hubspot_owner_id").as_deref() == Some(owner)
+    })
+    .await;
+    let t = trace(&ledger, email);
+    let reassigned: Vec<_> = t.events.iter().filter(|e| e.kind == "owner_reassigned").collect();
+    assert_eq!(reassigned.len(), 1, "once per escalation: {:?}", t.events);
+    assert_eq!(reassigned[0].detail["owner"], owner);
+    assert_eq!(reassigned[0].system.as_deref(), Some("marketing"), "the HubSpot system");
+    assert!(!t.events.iter().any(|e| e.kind == "push_dead"), "{:?}", t.events);
+    // Salesforce is not the CRM here: its lead (if the person has one) keeps its owner.
+    if sf_by_email(&harness).contains_key(email) {
+        let sf_owner = sf_field(&harness, email, "OwnerId");
+        assert!(sf_owner.as_str().is_some_and(|o| o != owner && !o.is_empty()), "{sf_owner}");
+    }
+    let alerts: Vec<String> =
+        alert_texts(&hook).await.into_iter().filter(|a| a.contains(&t.lead_id)).collect();
+    assert!(alerts.iter().any(|a| a.contains("escalated") && a.contains(owner)), "{alerts:?}");
 
     trigger.trigger();
     engine.await.expect("engine task").expect("engine stops cleanly");

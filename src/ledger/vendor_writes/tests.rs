@@ -10,7 +10,7 @@ use super::*;
 use crate::contract::config::ContractRaw;
 use crate::contract::lifecycle::{LifecycleStage, NamedMove};
 use crate::domain::{Change, Field, Fields, PushOp, PushOutcome, RecordFate, RemoteId};
-use crate::ledger::{NamedOutcome, PushRetry};
+use crate::ledger::{NamedOutcome, PushRetry, Sweep};
 
 fn t(s: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + s, 0).single().expect("valid")
@@ -263,4 +263,146 @@ fn a_refused_owner_does_not_dead_letter_the_fields_it_rode_with() {
     assert_eq!(audits(&l, "owner_dropped").len(), 1);
     accept_all(&l, &r, &crm(), "", 12);
     assert!(l.due_pushes(&crm(), 10, t(13)).expect("outbox").is_empty());
+}
+
+/// The pending rows of `system` as (record id, reason, owner).
+fn writes_due(
+    l: &Ledger,
+    system: &SystemName,
+    now: i64,
+) -> Vec<(String, Option<String>, Option<String>)> {
+    l.due_pushes(system, 10, t(now))
+        .expect("outbox")
+        .into_iter()
+        .map(|d| {
+            let id = match &d.record.op {
+                PushOp::Create { .. } => String::new(),
+                PushOp::Update { remote } => remote.id.clone(),
+            };
+            (id, d.record.stage_reason, d.record.owner)
+        })
+        .collect()
+}
+
+fn deleted(object_type: &str, id: &str, at: i64) -> Change {
+    Change { fate: RecordFate::Deleted, ..change(object_type, id, None, at) }
+}
+
+/// A reason and an owner queued onto the row of a CRM lead that is then deleted (its pending
+/// row dropped before it went out): the owner has no record left and is dropped, audited; the
+/// reason is not lost but queued onto the next record the person gets there.
+#[test]
+fn a_reason_on_a_dropped_row_is_queued_again_for_the_next_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let r = rules();
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("mql"), 1), 2);
+    accept_all(&l, &r, &crm(), "00Q000000000001AAA", 3);
+    accept_all(&l, &r, &mkt(), "", 3);
+    l.named_transition("P1", NamedMove::Recycle, "not_ready", None, &r, t(4)).expect("named");
+    l.sla_reassign("P1", "005000000000002AAA", &r, t(4)).expect("reassign");
+    let queued = writes_due(&l, &crm(), 5);
+    assert_eq!(
+        queued,
+        [(
+            "00Q000000000001AAA".to_string(),
+            Some("not_ready".to_string()),
+            Some("005000000000002AAA".to_string())
+        )]
+    );
+    accept_all(&l, &r, &mkt(), "", 5);
+
+    // The lead is deleted in Salesforce before the push: its pending row goes.
+    reconcile(&l, &r, &crm(), deleted("Lead", "00Q000000000001AAA", 6), 7);
+    assert!(
+        writes_due(&l, &crm(), 8).iter().all(|(id, _, _)| id.is_empty()),
+        "nothing for the deleted lead"
+    );
+    let dropped = audits(&l, "owner_dropped");
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0]["reason"], "no_record");
+
+    // A rep makes a new lead for the person: the reason goes to it.
+    reconcile(&l, &r, &crm(), change("Lead", "00Q000000000002AAA", None, 9), 10);
+    let due = writes_due(&l, &crm(), 11);
+    let with_reason: Vec<_> = due.iter().filter(|(_, reason, _)| reason.is_some()).collect();
+    assert_eq!(with_reason.len(), 1, "{due:?}");
+    assert_eq!(with_reason[0].1.as_deref(), Some("not_ready"));
+    assert!(with_reason[0].0 == "00Q000000000002AAA" || with_reason[0].0.is_empty(), "{due:?}");
+    assert_eq!(with_reason[0].2, None, "the owner is not carried to a record it was not for");
+    // Sent once: it does not come back after it went out.
+    accept_all(&l, &r, &crm(), "00Q000000000003AAA", 12);
+    let mut again = change("Lead", "00Q000000000002AAA", None, 13);
+    again.fields.insert(Field::FirstName, "Pat".into());
+    reconcile(&l, &r, &crm(), again, 14);
+    assert!(writes_due(&l, &crm(), 15).iter().all(|(_, reason, _)| reason.is_none()));
+}
+
+/// `[contract.mapping.stage_reason]` added to a config after a person was recycled by a
+/// version whose lifecycle did not keep the standing reason: the re-evaluation sweep the
+/// changed rules fingerprint triggers writes it once, to both systems; an owner an old
+/// escalation wrote is not written again.
+#[test]
+fn the_sweep_after_the_mapping_is_added_writes_a_reason_recorded_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let mut without = Rules::salesforce_hubspot_defaults();
+    without.contract = Some(Arc::new(ContractRaw::default().validate("contract").expect("valid")));
+    let with = rules();
+    let hashes = |r: &Rules| r.contract.as_deref().map(Contract::rules_hash);
+    assert_ne!(hashes(&without), hashes(&with), "adding the mapping triggers the sweep");
+
+    reconcile(&l, &without, &mkt(), change("contact", "1", Some("mql"), 1), 2);
+    accept_all(&l, &without, &crm(), "00Q000000000001AAA", 3);
+    accept_all(&l, &without, &mkt(), "", 3);
+    l.named_transition("P1", NamedMove::Recycle, "sla_expired", None, &without, t(4))
+        .expect("named");
+    l.sla_reassign("P1", "005000000000002AAA", &without, t(4)).expect("reassign");
+    accept_all(&l, &without, &crm(), "", 5);
+    accept_all(&l, &without, &mkt(), "", 5);
+    assert!(writes_due(&l, &crm(), 6).is_empty());
+    // What the older version stored: the stage, no standing reason.
+    {
+        let conn = l.conn.lock().expect("lock");
+        conn.execute("UPDATE lifecycle SET state = json_remove(state, '$.reason')", [])
+            .expect("old state");
+    }
+
+    let batch = l.reevaluate_batch(&with, Sweep::Everyone, None, 500, t(7)).expect("sweep");
+    assert_eq!(batch.persons, 1);
+    let expect = [("00Q000000000001AAA".to_string(), Some("sla_expired".to_string()), None)];
+    assert_eq!(writes_due(&l, &crm(), 8), expect, "the reason, and no owner again");
+    let mkt_due = writes_due(&l, &mkt(), 8);
+    assert_eq!(mkt_due.len(), 1, "{mkt_due:?}");
+    assert_eq!(mkt_due[0].1.as_deref(), Some("sla_expired"));
+    accept_all(&l, &with, &crm(), "", 9);
+    accept_all(&l, &with, &mkt(), "", 9);
+    // Once: a second sweep finds it sent.
+    l.reevaluate_batch(&with, Sweep::Everyone, None, 500, t(10)).expect("sweep");
+    assert!(writes_due(&l, &crm(), 11).is_empty());
+    assert!(writes_due(&l, &mkt(), 11).is_empty());
+}
+
+/// A person recycled by a report (not a named move) has no reason to backfill.
+#[test]
+fn the_backfill_takes_only_a_named_move_into_the_current_stage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let r = rules();
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("mql"), 1), 2);
+    l.named_transition("P1", NamedMove::Recycle, "not_ready", None, &r, t(3)).expect("named");
+    let contract = r.contract.as_deref().expect("contract");
+    let conn = l.conn.lock().expect("lock");
+    let tx = conn.unchecked_transaction().expect("tx");
+    let mut state = crate::ledger::lifecycle::load(&tx, "P1").expect("load").expect("state");
+    let stored = state.clone();
+    state.reason = None;
+    state.reason_sent.clear();
+    backfill_reason(&tx, contract, "P1", &mut state).expect("backfill");
+    assert_eq!(state.reason, stored.reason, "the named recycle's reason");
+    // The same audit, but the person is somewhere else now: no reason stands.
+    state.reason = None;
+    state.stage = Some(LifecycleStage::Disqualified);
+    backfill_reason(&tx, contract, "P1", &mut state).expect("backfill");
+    assert_eq!(state.reason, None);
 }
