@@ -23,13 +23,19 @@ use tracing::Instrument;
 
 use crate::app::blocking;
 use crate::contract::config::Contract;
-use crate::ledger::{Ledger, LedgerError, Sweep};
+use crate::ledger::{Ledger, LedgerError, LedgerReader, Sweep};
 use crate::reconcile::Rules;
 use crate::shutdown::Shutdown;
 
-/// Persons re-evaluated per ledger transaction: short enough that webhook acknowledgements
-/// and the reconciler, which share the one writer, do not wait long.
+/// Persons read and evaluated per read transaction of the scan, and at most written per
+/// ledger transaction (see [`WRITE_BUDGET`]).
 pub const BATCH: usize = 500;
+
+/// A write transaction of the sweep ends after the first person that brings it past this
+/// long, so that webhook acknowledgements and the reconciler, which share the one writer, do
+/// not wait long: about what a transaction of 500 persons took when every person of it was
+/// evaluated inside it.
+pub const WRITE_BUDGET: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What one sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,11 +45,109 @@ pub struct SweepReport {
     pub moved: usize,
 }
 
-/// Re-evaluate the persons `which` names, batch by batch, at `now`.
+/// Persons the scan found something to write for, with how many it looked at to find them.
+struct Found {
+    persons: usize,
+    ids: Vec<String>,
+}
+
+/// Re-evaluate the persons `which` names at `now`, on both cores: a read connection reads
+/// and evaluates everyone in batches ([`LedgerReader::sweep_scan`], pure apart from the
+/// reads) and hands on only the persons something is to be written for; the writer stores
+/// them ([`Ledger::reevaluate_persons`]), up to [`BATCH`] persons or [`WRITE_BUDGET`] per
+/// transaction, while the reader goes on. Most persons of a sweep change nothing, so most
+/// of the work never takes the one writer.
+///
+/// Nothing a concurrent change writes is lost: the writer reads each person again inside its
+/// own transaction and evaluates them on that, never on what the scan saw. A person the scan
+/// found nothing to do for, on one consistent snapshot, is left alone; a change committed
+/// after that snapshot is evaluated with the same rules by whoever committed it (the
+/// reconciler runs the rules on every change), so the result is that of the sweep having
+/// looked at the person just before the change.
+///
+/// Without a read connection (a ledger that is not a file) the sweep runs in the writer
+/// alone, batch by batch ([`Ledger::reevaluate_batch`]).
 ///
 /// # Errors
-/// Ledger failures; batches committed before one fails stay committed.
+/// Ledger failures; transactions committed before one fails stay committed.
 pub async fn sweep(
+    ledger: &Arc<Ledger>,
+    rules: &Arc<Rules>,
+    which: Sweep,
+    now: DateTime<Utc>,
+) -> Result<SweepReport, LedgerError> {
+    let reader = match LedgerReader::open(ledger.path()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "no read connection; re-evaluating in the writer alone");
+            return sweep_in_writer(ledger, rules, which, now).await;
+        }
+    };
+    let (found_tx, mut found) = tokio::sync::mpsc::channel::<Result<Found, LedgerError>>(2);
+    let r = Arc::clone(rules);
+    let scanner = tokio::task::spawn_blocking(move || scan(&reader, &r, which, now, &found_tx));
+    let mut report = SweepReport::default();
+    while let Some(f) = found.recv().await {
+        let f = f?;
+        report.persons += f.persons;
+        let mut ids = f.ids;
+        while !ids.is_empty() {
+            let (r, chunk) = (Arc::clone(rules), ids.clone());
+            let done = blocking(ledger, move |l| {
+                l.reevaluate_persons(&r, which, &chunk, WRITE_BUDGET, now)
+            })
+            .await?;
+            report.moved += done.moved;
+            ids.drain(..done.persons.clamp(1, ids.len()));
+        }
+    }
+    // The channel closes when the scan ends or fails; a failure was sent before that.
+    scanner.await.map_err(|e| LedgerError::Corrupt(format!("re-evaluation scan failed: {e}")))?;
+    Ok(report)
+}
+
+/// The read half of [`sweep`]: scan everyone in batches and send the persons to write, at
+/// most [`BATCH`] at a time, until the end or until the writer stops listening.
+fn scan(
+    reader: &LedgerReader,
+    rules: &Rules,
+    which: Sweep,
+    now: DateTime<Utc>,
+    out: &tokio::sync::mpsc::Sender<Result<Found, LedgerError>>,
+) {
+    let mut pending = Found { persons: 0, ids: Vec::new() };
+    let mut after: Option<String> = None;
+    loop {
+        let (batch, ids) = match reader.sweep_scan(rules, which, after.as_deref(), BATCH, now) {
+            Ok(b) => b,
+            Err(e) => {
+                // The writer stops at the error; if it is gone already, so is the sweep.
+                let _ = out.blocking_send(Err(e));
+                return;
+            }
+        };
+        pending.persons += batch.persons;
+        pending.ids.extend(ids);
+        let last = batch.next.is_none();
+        while pending.ids.len() >= BATCH
+            || (last && (pending.persons > 0 || !pending.ids.is_empty()))
+        {
+            let rest = pending.ids.split_off(pending.ids.len().min(BATCH));
+            let send = std::mem::replace(&mut pending, Found { persons: 0, ids: rest });
+            if out.blocking_send(Ok(send)).is_err() {
+                return;
+            }
+        }
+        match batch.next {
+            Some(next) => after = Some(next),
+            None => return,
+        }
+    }
+}
+
+/// [`sweep`] in the writer alone, batch by batch: each batch reads, evaluates and writes
+/// [`BATCH`] persons in one transaction.
+async fn sweep_in_writer(
     ledger: &Arc<Ledger>,
     rules: &Arc<Rules>,
     which: Sweep,

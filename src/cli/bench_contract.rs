@@ -4,8 +4,8 @@
 //! (a) a full re-evaluation after a rule change: `LedgerReader::plan_stages` with the MQL rule
 //!     loosened (`score >= 40` and one more country), the same work `leadsync plan` does,
 //!     rows read and decoded from SQLite included;
-//! (a') the same re-evaluation applied through `Ledger::reevaluate_batch`, as the daemon's
-//!     sweep at start does after a rule change (moves stored and audited); and
+//! (a') the same re-evaluation applied by the daemon's sweep (`reevaluate::sweep`, as it runs
+//!     at start after a rule change: moves stored and audited, pushes planned); and
 //! (b) N SLA clocks: built with `SlaClock::start` (deadlines in business time) and evaluated
 //!     with `SlaClock::evaluate`, a share of them touched first.
 //!
@@ -289,7 +289,8 @@ fn bench(
     drop(reader);
 
     // (a') The same re-evaluation applied, as the daemon does at start after a rule change:
-    // batches of `reevaluate::BATCH` persons per transaction, moves audited and stored.
+    // scanned on a read connection, the persons to write written in transactions of at most
+    // `reevaluate::BATCH` persons, moves audited and stored.
     let ledger = match Ledger::open(&path) {
         Ok(l) => l,
         Err(e) => {
@@ -299,29 +300,28 @@ fn bench(
     };
     let mut rules = crate::reconcile::Rules::salesforce_hubspot_defaults();
     rules.contract = Some(std::sync::Arc::new(new.clone()));
+    let (ledger, rules) = (std::sync::Arc::new(ledger), std::sync::Arc::new(rules));
     let (started, cpu) = (Instant::now(), cpu_secs());
-    let (mut looked, mut moved, mut after) = (0usize, 0usize, None::<String>);
-    loop {
-        let batch = match ledger.reevaluate_batch(
-            &rules,
-            crate::ledger::Sweep::Everyone,
-            after.as_deref(),
-            crate::reevaluate::BATCH,
-            now,
-        ) {
-            Ok(b) => b,
+    // The daemon's own sweep (`reevaluate::sweep`), as it runs at start after a rule change;
+    // the CLI runs on a multi-threaded runtime already (a runtime of its own otherwise).
+    let sweep = crate::reevaluate::sweep(&ledger, &rules, crate::ledger::Sweep::Everyone, now);
+    let swept = match tokio::runtime::Handle::try_current() {
+        Ok(h) => tokio::task::block_in_place(|| h.block_on(sweep)),
+        Err(_) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => r.block_on(sweep),
             Err(e) => {
-                eprintln!("leadsync: re-evaluation failed: {e}");
-                return exit::IOERR;
+                eprintln!("leadsync: cannot start a runtime: {e}");
+                return exit::SOFTWARE;
             }
-        };
-        looked += batch.persons;
-        moved += batch.moved;
-        match batch.next {
-            Some(next) => after = Some(next),
-            None => break,
+        },
+    };
+    let (looked, moved) = match swept {
+        Ok(r) => (r.persons, r.moved),
+        Err(e) => {
+            eprintln!("leadsync: re-evaluation failed: {e}");
+            return exit::IOERR;
         }
-    }
+    };
     let (t_apply, c_apply) = (started.elapsed().as_secs_f64(), cpu_secs() - cpu);
     eprintln!(
         "re-evaluation applied (the daemon's sweep after a rule change): {looked} persons, \

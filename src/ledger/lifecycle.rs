@@ -19,7 +19,7 @@ use crate::contract::lifecycle::{LifecycleStage, NamedMove, Transition};
 use crate::domain::{Fields, RemoteId, Stage};
 use crate::reconcile::lifecycle::{
     Governed, PersonLifecycle, evaluate_rules, fill_facts, named_move, named_refusal, placement,
-    reevaluate, unsent_dates,
+    reevaluate, unsent_dates, unsent_reason,
 };
 use crate::reconcile::{Context, Rules};
 
@@ -379,22 +379,9 @@ impl Ledger {
     }
 }
 
-/// [`Ledger::reevaluate_batch`] inside its transaction. Each person's fields and lifecycle
-/// come with the batch's one query, and the rules run on them alone: most persons of a
-/// sweep change nothing, and for them nothing else is read or written. Only a person whose
-/// fields change (a move projected onto `lifecycle_stage`, a status written) is loaded whole
-/// (provenance, links, what the records hold) to store the fields and plan the pushes; only
-/// one with a stage date to send has their links read.
-fn sweep_batch(
-    tx: &Transaction<'_>,
-    contract: &Contract,
-    rules: &Rules,
-    sweep: Sweep,
-    after: Option<&str>,
-    batch: usize,
-    now: DateTime<Utc>,
-) -> Result<ReevalBatch> {
-    let sql = match sweep {
+/// The batch query of a sweep: each person's id, fields and lifecycle JSON, in id order.
+fn sweep_sql(sweep: Sweep) -> &'static str {
+    match sweep {
         Sweep::Everyone => {
             "SELECT l.id, l.fields, c.state FROM leads l LEFT JOIN lifecycle c ON c.lead_id = l.id
              WHERE l.merged_into IS NULL AND l.id > ?1
@@ -406,64 +393,254 @@ fn sweep_batch(
                AND json_extract(c.state, '$.events') != '{}'
              ORDER BY l.id LIMIT ?2"
         }
+    }
+}
+
+/// One person's row as [`sweep_sql`] reads it, by id (`None`: gone, merged into another,
+/// or, for [`Sweep::WithEvents`], no longer with an event).
+fn sweep_row(
+    conn: &Connection,
+    sweep: Sweep,
+    id: &str,
+) -> Result<Option<(String, Option<String>)>> {
+    let sql = match sweep {
+        Sweep::Everyone => {
+            "SELECT l.fields, c.state FROM leads l LEFT JOIN lifecycle c ON c.lead_id = l.id
+             WHERE l.id = ?1 AND l.merged_into IS NULL"
+        }
+        Sweep::WithEvents => {
+            "SELECT l.fields, c.state FROM leads l JOIN lifecycle c ON c.lead_id = l.id
+             WHERE l.id = ?1 AND l.merged_into IS NULL
+               AND json_extract(c.state, '$.events') != '{}'"
+        }
     };
+    Ok(conn.prepare_cached(sql)?.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+}
+
+type SweepRows = Vec<(String, String, Option<String>)>;
+
+fn sweep_rows(
+    conn: &Connection,
+    sweep: Sweep,
+    after: Option<&str>,
+    batch: usize,
+) -> Result<SweepRows> {
     let limit = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
-    let rows: Vec<(String, String, Option<String>)> = tx
-        .prepare_cached(sql)?
+    Ok(conn
+        .prepare_cached(sweep_sql(sweep))?
         .query_map(params![after.unwrap_or(""), limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<std::result::Result<_, _>>()?;
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+/// [`Ledger::reevaluate_batch`] inside its transaction. Each person's fields and lifecycle
+/// come with the batch's one query, and the rules run on them alone ([`sweep_person`]).
+fn sweep_batch(
+    tx: &Transaction<'_>,
+    contract: &Contract,
+    rules: &Rules,
+    sweep: Sweep,
+    after: Option<&str>,
+    batch: usize,
+    now: DateTime<Utc>,
+) -> Result<ReevalBatch> {
+    let rows = sweep_rows(tx, sweep, after, batch)?;
     let mut out = ReevalBatch { persons: rows.len(), ..ReevalBatch::default() };
-    let status_implies = &rules.status_implies_stage;
     for (id, fields, state) in &rows {
-        let fields_before: Fields = from_json(fields)?;
-        let state_before: PersonLifecycle =
-            state.as_deref().map(from_json).transpose()?.unwrap_or_default();
-        let (mut fields, mut state) = (fields_before.clone(), state_before.clone());
-        // The rules never read provenance, and it is stored only along with changed fields
-        // (each field `reevaluate` writes gets its provenance with it): a scratch map will do
-        // until the fields turn out to change.
-        let mut entries = reevaluate(
-            contract,
-            status_implies,
-            &mut state,
-            &mut fields,
-            &mut BTreeMap::new(),
-            now,
-        );
-        let mut links = None;
-        if fields != fields_before {
-            let Some(mut lead) = load_lead(tx, id)? else { continue };
-            // The same evaluation again, on the stored provenance (the result is the same:
-            // the fields and stage are those just computed).
-            state.clone_from(&state_before);
-            entries = reevaluate(
-                contract,
-                status_implies,
-                &mut state,
-                &mut lead.fields,
-                &mut lead.provenance,
-                now,
-            );
-            write_lead(tx, id, false, &lead.fields, &lead.provenance, now)?;
-            // `lead` is what `replan` would load again: only fields and provenance changed.
-            write_plan(tx, id, &crate::reconcile::plan_pushes(&lead, rules), now)?;
-            links = Some(lead.links.into_iter().map(|k| (k.system.0, k.remote)).collect());
-        }
-        // Also dates and a reason a system has not had yet (a mapping added since).
-        super::vendor_writes::backfill_reason(tx, contract, id, &mut state)?;
-        super::vendor_writes::queue_stage_reason(tx, contract, id, &mut state, now)?;
-        queue_dates(tx, contract, id, &mut links, &mut state, now)?;
-        if state == state_before {
-            continue;
-        }
-        out.moved += usize::from(state.stage != state_before.stage);
-        write(tx, id, &state, now)?;
-        for e in &entries {
-            audit(tx, now, Some(id), None, e.kind, &e.detail)?;
-        }
+        out.moved +=
+            usize::from(sweep_person(tx, contract, rules, id, fields, state.as_deref(), now)?);
     }
     out.next = (rows.len() >= batch.max(1)).then(|| rows.last().map(|r| r.0.clone())).flatten();
     Ok(out)
+}
+
+/// One person of a sweep, from their stored fields and lifecycle JSON: most persons of a
+/// sweep change nothing, and for them nothing else is read or written. Only a person whose
+/// fields change (a move projected onto `lifecycle_stage`, a status written) is loaded whole
+/// (provenance, links, what the records hold) to store the fields and plan the pushes; only
+/// one with a stage date to send has their links read. Returns whether the stage changed.
+fn sweep_person(
+    tx: &Transaction<'_>,
+    contract: &Contract,
+    rules: &Rules,
+    id: &str,
+    fields: &str,
+    state: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let status_implies = &rules.status_implies_stage;
+    let fields_before: Fields = from_json(fields)?;
+    let state_before: PersonLifecycle = state.map(from_json).transpose()?.unwrap_or_default();
+    let (mut fields, mut state) = (fields_before.clone(), state_before.clone());
+    // The rules never read provenance, and it is stored only along with changed fields
+    // (each field `reevaluate` writes gets its provenance with it): a scratch map will do
+    // until the fields turn out to change.
+    let mut entries =
+        reevaluate(contract, status_implies, &mut state, &mut fields, &mut BTreeMap::new(), now);
+    let mut links = None;
+    if fields != fields_before {
+        let Some(mut lead) = load_lead(tx, id)? else { return Ok(false) };
+        // The same evaluation again, on the stored provenance (the result is the same:
+        // the fields and stage are those just computed).
+        state.clone_from(&state_before);
+        entries = reevaluate(
+            contract,
+            status_implies,
+            &mut state,
+            &mut lead.fields,
+            &mut lead.provenance,
+            now,
+        );
+        write_lead(tx, id, false, &lead.fields, &lead.provenance, now)?;
+        // `lead` is what `replan` would load again: only fields and provenance changed.
+        write_plan(tx, id, &crate::reconcile::plan_pushes(&lead, rules), now)?;
+        links = Some(lead.links.into_iter().map(|k| (k.system.0, k.remote)).collect());
+    }
+    // Also dates and a reason a system has not had yet (a mapping added since).
+    super::vendor_writes::backfill_reason(tx, contract, id, &mut state)?;
+    super::vendor_writes::queue_stage_reason(tx, contract, id, &mut state, now)?;
+    queue_dates(tx, contract, id, &mut links, &mut state, now)?;
+    if state == state_before {
+        return Ok(false);
+    }
+    write(tx, id, &state, now)?;
+    for e in &entries {
+        audit(tx, now, Some(id), None, e.kind, &e.detail)?;
+    }
+    Ok(state.stage != state_before.stage)
+}
+
+/// Whether [`sweep_person`] would write anything for this person, decided on a read
+/// connection from their stored rows (no writes): the fields or the lifecycle change, or a
+/// stage date or reason code is due to a system where the person has somewhere to send it
+/// (an open link or a pending create there, as `queue_dates` and `queue_stage_reason`
+/// look it up). When it says no, [`sweep_person`] writes nothing either, on the same rows.
+#[allow(clippy::too_many_arguments, reason = "the person's rows, the rules and the time")]
+fn sweep_would_write(
+    conn: &Connection,
+    contract: &Contract,
+    status_implies: &BTreeMap<String, Stage>,
+    id: &str,
+    fields: &str,
+    state: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let fields_before: Fields = from_json(fields)?;
+    let state_before: PersonLifecycle = state.map(from_json).transpose()?.unwrap_or_default();
+    let (mut fields, mut state) = (fields_before.clone(), state_before.clone());
+    reevaluate(contract, status_implies, &mut state, &mut fields, &mut BTreeMap::new(), now);
+    // A standing reason recovered from the audit trail is a lifecycle change to write.
+    super::vendor_writes::backfill_reason(conn, contract, id, &mut state)?;
+    if fields != fields_before || state != state_before {
+        return Ok(true);
+    }
+    for system in contract.mapping.stage_reason.keys() {
+        if unsent_reason(contract, &state, system).is_some() && has_target(conn, id, system)? {
+            return Ok(true);
+        }
+    }
+    for system in contract.mapping.stage_dates.keys() {
+        if !unsent_dates(contract, &state, system).is_empty() && has_target(conn, id, system)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether a write for the person at `system` has somewhere to go: an open link there or a
+/// pending create (where `queue_dates` and `vendor_writes::target` put it).
+fn has_target(conn: &Connection, lead_id: &str, system: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM links
+                           WHERE lead_id = ?1 AND system = ?2 AND closed_at IS NULL)
+                 OR EXISTS(SELECT 1 FROM outbox WHERE lead_id = ?1 AND system = ?2
+                           AND remote_id = '' AND state = 'pending')",
+        )?
+        .query_row(params![lead_id, system], |r| r.get(0))?)
+}
+
+impl LedgerReader {
+    /// The read half of a pipelined sweep: evaluate up to `batch` persons after `after`
+    /// (ledger id order) with `rules` on this read connection, and return the batch (persons
+    /// looked at, where the next one starts; `moved` is 0) with the persons a sweep would
+    /// write something for, to hand to [`Ledger::reevaluate_persons`]. Writes nothing. Each
+    /// batch is read in one read transaction of its own: what it decides about a person is
+    /// decided on one consistent snapshot, and a long sweep does not hold one (the WAL can be
+    /// checkpointed between batches).
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row.
+    pub fn sweep_scan(
+        &self,
+        rules: &Rules,
+        sweep: Sweep,
+        after: Option<&str>,
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> Result<(ReevalBatch, Vec<String>)> {
+        let Some(contract) = rules.contract.as_deref() else {
+            return Ok((ReevalBatch::default(), Vec::new()));
+        };
+        // Plans fixed at prepare time, as on the writer (`set_pragmas`): with the bundled
+        // SQLite's STAT4 the per-person lookups would otherwise be planned again at each run.
+        self.conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        let tx = self.conn.unchecked_transaction()?;
+        let rows = sweep_rows(&tx, sweep, after, batch)?;
+        let mut out = ReevalBatch { persons: rows.len(), ..ReevalBatch::default() };
+        let mut write = Vec::new();
+        let implies = &rules.status_implies_stage;
+        for (id, fields, state) in &rows {
+            if sweep_would_write(&tx, contract, implies, id, fields, state.as_deref(), now)? {
+                write.push(id.clone());
+            }
+        }
+        tx.commit()?;
+        out.next = (rows.len() >= batch.max(1)).then(|| rows.last().map(|r| r.0.clone())).flatten();
+        Ok((out, write))
+    }
+}
+
+impl Ledger {
+    /// The write half of a pipelined sweep: re-evaluate the persons `ids` names (from
+    /// [`LedgerReader::sweep_scan`]) in one transaction, exactly as
+    /// [`Ledger::reevaluate_batch`] does, each from their rows as they are now, read again
+    /// inside this transaction: a person changed since the scan is evaluated on what they
+    /// hold now, never on what the scan saw, so no concurrent change is lost. A person gone,
+    /// merged away, or (for [`Sweep::WithEvents`]) without events since is skipped, as the
+    /// batch query would skip them. The transaction ends after the first person that brings
+    /// it past `budget`: the returned batch says how many of `ids` were done (`persons`) and
+    /// how many of them moved; the caller passes the rest again.
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row (nothing is committed then).
+    pub fn reevaluate_persons(
+        &self,
+        rules: &Rules,
+        sweep: Sweep,
+        ids: &[String],
+        budget: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<ReevalBatch> {
+        let Some(contract) = rules.contract.as_deref() else {
+            return Ok(ReevalBatch { persons: ids.len(), ..ReevalBatch::default() });
+        };
+        let started = std::time::Instant::now();
+        self.with_tx(|tx| {
+            let mut out = ReevalBatch::default();
+            for id in ids {
+                out.persons += 1;
+                if let Some((fields, state)) = sweep_row(tx, sweep, id)? {
+                    let moved =
+                        sweep_person(tx, contract, rules, id, &fields, state.as_deref(), now)?;
+                    out.moved += usize::from(moved);
+                }
+                if started.elapsed() >= budget {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
 }
 
 /// One person `plan` would move.

@@ -25,7 +25,7 @@
 //! understood), so it was left out.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 use super::identity::load_lead;
@@ -314,7 +314,7 @@ pub(super) fn rehome(
 /// # Errors
 /// SQLite failures or a corrupt row.
 pub(super) fn backfill_reason(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     contract: &Contract,
     lead_id: &str,
     state: &mut PersonLifecycle,

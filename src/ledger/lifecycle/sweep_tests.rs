@@ -3,7 +3,9 @@
 //! their fields changed, stage dates queued, state written when it changed), row for row, on
 //! a mixed population: persons reconciled from both systems (links, pending creates and
 //! updates, dates already sent), persons seeded without their stage projected, persons not
-//! placed yet, persons with events, recycled and disqualified persons.
+//! placed yet, persons with events, recycled and disqualified persons. The pipelined sweep
+//! (scan on a read connection, then write the persons it names) must write the same, and
+//! must not lose a change committed between its scan and its write.
 
 use std::sync::Arc;
 
@@ -322,6 +324,29 @@ fn dump(l: &Ledger) -> Vec<String> {
     out
 }
 
+/// The pipelined sweep, one batch: the scan on a read connection, then the persons it found
+/// written in transactions as small as one person (a zero budget), as the daemon's sweep
+/// does when its transactions run out of time.
+fn pipelined_batch(
+    l: &Ledger,
+    rules: &Rules,
+    sweep: Sweep,
+    after: Option<&str>,
+    batch: usize,
+    now: DateTime<Utc>,
+) -> Result<ReevalBatch> {
+    let reader = LedgerReader::open(l.path())?;
+    let (mut out, ids) = reader.sweep_scan(rules, sweep, after, batch, now)?;
+    let mut rest = &ids[..];
+    while !rest.is_empty() {
+        let b = l.reevaluate_persons(rules, sweep, rest, std::time::Duration::ZERO, now)?;
+        assert_eq!(b.persons, 1, "a zero budget ends the transaction after one person");
+        out.moved += b.moved;
+        rest = &rest[b.persons..];
+    }
+    Ok(out)
+}
+
 type Batcher =
     dyn Fn(&Ledger, &Rules, Sweep, Option<&str>, usize, DateTime<Utc>) -> Result<ReevalBatch>;
 
@@ -341,8 +366,10 @@ fn run(l: &Ledger, r: &Rules, sweep: Sweep, now: DateTime<Utc>, f: &Batcher) -> 
 fn the_sweep_writes_what_the_reference_sweep_writes() {
     let (old, new) = (rules(OLD), rules(NEW));
     let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
-    let (a, b) = (population(da.path()), population(db.path()));
+    let dc = tempfile::tempdir().expect("tempdir");
+    let (a, b, c) = (population(da.path()), population(db.path()), population(dc.path()));
     assert_eq!(dump(&a), dump(&b), "the population is deterministic");
+    assert_eq!(dump(&a), dump(&c), "the population is deterministic");
     // Persons with a create in flight and a stage date it has not carried (the sweep puts the
     // date on the create).
     let creates: Vec<(String, String)> = {
@@ -368,6 +395,7 @@ fn the_sweep_writes_what_the_reference_sweep_writes() {
     assert!(undated_creates > 2, "{undated_creates} of {} creates", creates.len());
     let fast: &Batcher = &|l, r, s, after, n, now| l.reevaluate_batch(r, s, after, n, now);
     let slow: &Batcher = &reference_batch;
+    let piped: &Batcher = &pipelined_batch;
     let mut moved = 0;
     // The rule change, the same rules again a day later (nobody moves, windows may close),
     // the periodic sweep of persons with events, and a change back.
@@ -378,12 +406,16 @@ fn the_sweep_writes_what_the_reference_sweep_writes() {
     {
         let now = t0() + Duration::days(days);
         let (ra, rb) = (run(&a, r, sweep, now, slow), run(&b, r, sweep, now, fast));
+        let rc = run(&c, r, sweep, now, piped);
         assert_eq!(ra, rb, "{sweep:?} at +{days} d");
+        assert_eq!(ra, rc, "pipelined, {sweep:?} at +{days} d");
         moved += rb.iter().map(|b| b.moved).sum::<usize>();
-        let (x, y) = (dump(&a), dump(&b));
+        let (x, y, z) = (dump(&a), dump(&b), dump(&c));
         assert_eq!(x.len(), y.len(), "{sweep:?} at +{days} d");
-        for (p, q) in x.iter().zip(&y) {
+        assert_eq!(x.len(), z.len(), "pipelined, {sweep:?} at +{days} d");
+        for ((p, q), o) in x.iter().zip(&y).zip(&z) {
             assert_eq!(p, q, "{sweep:?} at +{days} d");
+            assert_eq!(p, o, "pipelined, {sweep:?} at +{days} d");
         }
     }
     // The population exercises what the sweep can write.
@@ -397,4 +429,75 @@ fn the_sweep_writes_what_the_reference_sweep_writes() {
         count("SELECT COUNT(*) FROM audit WHERE kind = 'stage' AND detail LIKE '%placed%'") > 3
     );
     assert!(count("SELECT COUNT(*) FROM audit WHERE kind = 'stage_refused'") > 0);
+}
+
+/// A change committed between the pipelined sweep's scan and its write is not lost: the
+/// persons the scan named are read again in the write transaction, so the result is what
+/// the sweep writes after the change (reference: the change, then the reference sweep); and
+/// a person the scan found nothing to do for, changed in between, is left as the change left
+/// them. (After a first sweep with the new rules, so that the change back to the old ones
+/// leaves persons alone; the first sweep writes for nearly everyone.)
+#[test]
+fn a_change_between_scan_and_write_is_not_lost() {
+    let (old, new) = (rules(OLD), rules(NEW));
+    let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let (a, b) = (population(da.path()), population(db.path()));
+    let slow: &Batcher = &reference_batch;
+    for l in [&a, &b] {
+        run(l, &new, Sweep::Everyone, t0(), slow);
+    }
+    let now = t0() + Duration::days(1);
+    let reader = LedgerReader::open(b.path()).expect("reader");
+    let (scanned, ids) = reader.sweep_scan(&old, Sweep::Everyone, None, 1000, now).expect("scan");
+    assert!(scanned.next.is_none() && ids.len() >= 3, "one batch: {} to write", ids.len());
+    // Between scan and write: persons the scan named are recycled by hand, and so is a person
+    // the scan left alone.
+    let all: Vec<String> = {
+        let conn = b.conn.lock().expect("lock");
+        let mut stmt = conn.prepare("SELECT id FROM leads ORDER BY id").expect("sql");
+        stmt.query_map([], |r| r.get(0)).expect("query").map(|r| r.expect("row")).collect()
+    };
+    // Recycling is allowed from these stages.
+    let recyclable = |id: &String| {
+        matches!(
+            b.lifecycle(id).expect("read").and_then(|s| s.stage),
+            Some(LifecycleStage::Mql | LifecycleStage::Sal | LifecycleStage::Sql)
+        )
+    };
+    let changed: Vec<&String> = ids.iter().filter(|id| recyclable(id)).take(3).collect();
+    let untouched = all
+        .iter()
+        .find(|id| !ids.contains(id) && recyclable(id))
+        .expect("a person at mql, sal or sql the scan leaves alone");
+    let later = now + Duration::minutes(1);
+    let change = |l: &Ledger| {
+        let mut applied = 0;
+        for id in &changed {
+            let out = l
+                .named_transition(id, NamedMove::Recycle, "no_response", None, &old, later)
+                .expect("recycle");
+            applied += usize::from(matches!(out, NamedOutcome::Applied { .. }));
+        }
+        assert!(applied > 0, "a change to lose");
+        let out = l
+            .named_transition(untouched, NamedMove::Recycle, "no_response", None, &old, later)
+            .expect("recycle");
+        assert!(matches!(out, NamedOutcome::Applied { .. }), "{untouched}: {out:?}");
+    };
+    change(&b);
+    let after_change = b.lifecycle(untouched).expect("read");
+    let mut rest = &ids[..];
+    while !rest.is_empty() {
+        let budget = std::time::Duration::from_secs(60);
+        let done = b.reevaluate_persons(&old, Sweep::Everyone, rest, budget, now).expect("write");
+        rest = &rest[done.persons..];
+    }
+    assert_eq!(b.lifecycle(untouched).expect("read"), after_change, "left as the change left it");
+    change(&a);
+    reference_batch(&a, &old, Sweep::Everyone, None, 1000, now).expect("reference");
+    let (x, y) = (dump(&a), dump(&b));
+    assert_eq!(x.len(), y.len());
+    for (p, q) in x.iter().zip(&y) {
+        assert_eq!(p, q);
+    }
 }

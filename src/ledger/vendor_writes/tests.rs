@@ -344,6 +344,17 @@ fn a_reason_on_a_dropped_row_is_queued_again_for_the_next_record() {
 /// escalation wrote is not written again.
 #[test]
 fn the_sweep_after_the_mapping_is_added_writes_a_reason_recorded_before_it() {
+    the_sweep_writes_an_old_reason(false);
+}
+
+/// The same through the pipelined sweep: its read-only scan must see the recovered reason
+/// as something to write.
+#[test]
+fn the_pipelined_sweep_writes_a_reason_recorded_before_the_mapping() {
+    the_sweep_writes_an_old_reason(true);
+}
+
+fn the_sweep_writes_an_old_reason(pipelined: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let l = Ledger::open(&dir.path().join("l.db")).expect("open");
     let mut without = Rules::salesforce_hubspot_defaults();
@@ -368,8 +379,18 @@ fn the_sweep_after_the_mapping_is_added_writes_a_reason_recorded_before_it() {
             .expect("old state");
     }
 
-    let batch = l.reevaluate_batch(&with, Sweep::Everyone, None, 500, t(7)).expect("sweep");
-    assert_eq!(batch.persons, 1);
+    if pipelined {
+        let reader = crate::ledger::LedgerReader::open(&dir.path().join("l.db")).expect("reader");
+        let (scanned, ids) =
+            reader.sweep_scan(&with, Sweep::Everyone, None, 500, t(7)).expect("scan");
+        assert_eq!((scanned.persons, ids.as_slice()), (1, ["P1".to_string()].as_slice()));
+        let budget = std::time::Duration::from_secs(60);
+        let done = l.reevaluate_persons(&with, Sweep::Everyone, &ids, budget, t(7)).expect("write");
+        assert_eq!(done.persons, 1);
+    } else {
+        let batch = l.reevaluate_batch(&with, Sweep::Everyone, None, 500, t(7)).expect("sweep");
+        assert_eq!(batch.persons, 1);
+    }
     let expect = [("00Q000000000001AAA".to_string(), Some("sla_expired".to_string()), None)];
     assert_eq!(writes_due(&l, &crm(), 8), expect, "the reason, and no owner again");
     let mkt_due = writes_due(&l, &mkt(), 8);
