@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::connectors::hubspot::HubspotConnector;
 use crate::connectors::salesforce::SalesforceConnector;
-use crate::connectors::{AnyConnector, ApiCallCounts, Connector, ConnectorError};
+use crate::connectors::{AnyConnector, ApiCallCounts, Connector, ConnectorError, Cursor};
 use crate::domain::{PushOp, SystemName};
 use crate::ingest::sink::NoticeSink;
 use crate::ingest::webhook::server::{
@@ -557,10 +557,20 @@ async fn poller(
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let name = sys.name.clone();
+    // The cursor as committed. The poller is its only writer (`ingest` stores a page's next
+    // cursor with the page), so after a commit it knows the value without asking the ledger:
+    // reading it took the one writer's lock, which a reconcile transaction holds for up to
+    // `RECONCILE_BUDGET`, once per page. Read from the ledger at start and after a failure.
+    let mut known: Option<Cursor> = None;
     let mut pass = Pass::default();
     while !shutdown.is_triggered() {
-        let n = name.clone();
-        let cursor = blocking(&ledger, move |l| l.cursor(&n)).await?;
+        let cursor = match known.take() {
+            Some(c) => c,
+            None => {
+                let n = name.clone();
+                blocking(&ledger, move |l| l.cursor(&n)).await?
+            }
+        };
         pass.page((Instant::now(), Utc::now()));
         match sys.connector.poll_changes(&cursor).await {
             Ok(page) => {
@@ -568,6 +578,7 @@ async fn poller(
                 let count = page.changes.len();
                 let next = page.next_cursor.clone();
                 let changes = page.changes;
+                let committed = if next.0.is_some() { next.clone() } else { cursor };
                 let inserted = blocking(&ledger, move |l| {
                     let now = Utc::now();
                     let inserted = l.ingest(&n, "poll", &changes, Some(&next), now)?;
@@ -575,6 +586,8 @@ async fn poller(
                     Ok(inserted)
                 })
                 .await?;
+                // `ingest` stores the next cursor only when there is one.
+                known = Some(committed);
                 bump(&progress.polled, &name, count as u64);
                 crate::metrics::records_polled(name.as_str(), count as u64);
                 tracing::debug!(records = count, new = inserted, "poll page committed");

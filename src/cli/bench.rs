@@ -3,22 +3,25 @@
 //! the floor ceil(records / batch max), peak RSS, and (with `--fuzzy`) what matching made of
 //! fuzzy duplicates placed within one system and across the two.
 //!
-//! The simulators run in this process, so the process's peak RSS includes their records. The
-//! bench reports the resident size right after seeding (simulators plus the generated people,
-//! before the engine starts) beside the peak, so the engine's share can be told apart.
+//! By default the simulators run in this process, so the process's peak RSS includes their
+//! records; the bench reports the resident size right after seeding (simulators plus the
+//! generated people, before the engine starts) beside the peak. With `--sims external` they
+//! run in a child process (see `bench_sims`), and the bench's own peak is the engine's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::bench_sims::{ExternalSims, SimCounts};
 use super::exit;
 use crate::app::{App, count};
 use crate::domain::SystemName;
 use crate::ledger::{LedgerError, LedgerReader, MatchFigures, SeededDuplicate};
-use crate::settings::{DEMO_TOML, Source};
+use crate::settings::{DEMO_TOML, Settings, Source};
 use crate::sim::harness::{Harness, wait_converged};
 use crate::sim::hubspot::HubspotSimOptions;
 use crate::sim::population::{self, Presence};
@@ -55,6 +58,20 @@ pub struct BenchArgs {
     /// none.
     #[arg(long, default_value_t = 10)]
     pub progress_secs: u64,
+    /// Where the simulators run: in this process (their records count in its RSS), or in a
+    /// child process, so that this process's peak RSS is the engine's and the simulators'
+    /// is reported apart.
+    #[arg(long, value_enum, default_value_t = SimsMode::InProcess)]
+    pub sims: SimsMode,
+    /// Internal: be the simulator child of `--sims external` (seed, serve, answer on stdin).
+    #[arg(long, hide = true)]
+    pub sims_child: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SimsMode {
+    InProcess,
+    External,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -69,7 +86,7 @@ pub enum BenchKind {
 
 /// A line of /proc/self/status in KiB (Linux): `VmHWM` is the peak resident set size,
 /// `VmRSS` the current one.
-fn status_kib(key: &str) -> Option<u64> {
+pub(super) fn status_kib(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
@@ -88,8 +105,8 @@ pub(super) fn mib(kib: Option<u64>) -> u64 {
 
 /// Where the bench put each record, and the remote ids needed to check what matching did
 /// with the fuzzy duplicates.
-#[derive(Debug, Default)]
-struct Placed {
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct Placed {
     salesforce: usize,
     hubspot: usize,
     /// Fuzzy duplicates seeded: (system, remote id) of the duplicate and of one record of its
@@ -102,7 +119,7 @@ struct Placed {
     refused: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Side {
     Crm,
     Marketing,
@@ -215,46 +232,10 @@ fn seed_population(harness: &Harness, args: &BenchArgs) -> Result<Placed, String
     Ok(placed)
 }
 
-/// What matching made of the run, read from the ledger file.
-fn match_figures(path: &std::path::Path, placed: &Placed) -> Result<MatchFigures, LedgerError> {
-    let reader = LedgerReader::open(path)?;
-    reader.match_figures(placed.duplicates.iter().map(|(side, id, home, original, within)| {
-        SeededDuplicate {
-            system: side.system(),
-            remote_id: id,
-            original_system: home.system(),
-            original_id: original,
-            within: *within,
-        }
-    }))
-}
-
-#[allow(clippy::too_many_lines, reason = "a linear script")]
-pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
-    match args.what {
-        Some(BenchKind::Webhooks(w)) => return super::bench_webhooks::run(w, env).await,
-        Some(BenchKind::Contract(c)) => return super::bench_contract::run(&c, env),
-        None => {}
-    }
-    telemetry::init(
-        crate::settings::LogFormat::Auto,
-        "warn",
-        env.get("RUST_LOG").map(String::as_str),
-    );
-    let harness = match Harness::start(
-        SalesforceSimOptions { daily_api_limit: u64::MAX, ..SalesforceSimOptions::default() },
-        HubspotSimOptions::unlimited(),
-    )
-    .await
-    {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("leadsync: cannot start simulators: {e}");
-            return exit::IOERR;
-        }
-    };
-    let seed_start = Instant::now();
-    let seeded = if args.fuzzy == 0 {
+/// Seed the bench population (both modes, and the simulator child, call this with the same
+/// arguments, so they seed the same records).
+pub(super) fn seed_any(harness: &Harness, args: &BenchArgs) -> Result<Placed, String> {
+    if args.fuzzy == 0 {
         // The population of earlier runs, so their figures stay comparable.
         let both = args.leads * args.overlap.min(100) / 100;
         let one_side = args.leads - both;
@@ -276,20 +257,135 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
             ..Placed::default()
         })
     } else {
-        seed_population(&harness, &args)
-    };
-    let seeded = match seeded {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("leadsync: seeding failed: {e}");
-            return exit::SOFTWARE;
+        seed_population(harness, args)
+    }
+}
+
+/// The simulators the bench syncs between: in this process, or in a child process.
+enum Sims {
+    InProcess(Harness),
+    External { child: ExternalSims, env: HashMap<String, String> },
+}
+
+impl Sims {
+    fn settings(
+        &self,
+        ledger: &std::path::Path,
+        extra: &HashMap<String, String>,
+    ) -> Result<Settings, crate::settings::SettingsError> {
+        match self {
+            Sims::InProcess(h) => h.settings(Source::Inline(DEMO_TOML), ledger, extra),
+            Sims::External { env, .. } => {
+                // As `Harness::settings` does with the child's harness's environment.
+                let mut all = env.clone();
+                all.insert("LEADSYNC__LEDGER__PATH".into(), ledger.display().to_string());
+                all.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Settings::load(Source::Inline(DEMO_TOML), &all)
+            }
+        }
+    }
+
+    fn counts(&mut self) -> std::io::Result<SimCounts> {
+        match self {
+            Sims::InProcess(h) => Ok(SimCounts::of(h)),
+            Sims::External { child, .. } => child.stats(),
+        }
+    }
+
+    fn compare(
+        &mut self,
+        snapshot: &[crate::ledger::LeadSnapshot],
+        rules: &crate::reconcile::Rules,
+    ) -> std::io::Result<Vec<verify::Disagreement>> {
+        match self {
+            Sims::InProcess(h) => Ok(verify::compare(snapshot, rules, &|s, r| h.fetch(s, r))),
+            Sims::External { child, .. } => child.compare(snapshot, rules),
+        }
+    }
+}
+
+/// What matching made of the run, read from the ledger file.
+fn match_figures(path: &std::path::Path, placed: &Placed) -> Result<MatchFigures, LedgerError> {
+    let reader = LedgerReader::open(path)?;
+    reader.match_figures(placed.duplicates.iter().map(|(side, id, home, original, within)| {
+        SeededDuplicate {
+            system: side.system(),
+            remote_id: id,
+            original_system: home.system(),
+            original_id: original,
+            within: *within,
+        }
+    }))
+}
+
+#[allow(clippy::too_many_lines, reason = "a linear script")]
+pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
+    match args.what {
+        Some(BenchKind::Webhooks(w)) => return super::bench_webhooks::run(w, env).await,
+        Some(BenchKind::Contract(c)) => return super::bench_contract::run(&c, env),
+        None => {}
+    }
+    if args.sims_child {
+        return super::bench_sims::serve_child(&args).await;
+    }
+    telemetry::init(
+        crate::settings::LogFormat::Auto,
+        "warn",
+        env.get("RUST_LOG").map(String::as_str),
+    );
+    let seed_start = Instant::now();
+    let (mut sims, seeded, rss_seeded) = match args.sims {
+        SimsMode::InProcess => {
+            let harness = match Harness::start(
+                SalesforceSimOptions {
+                    daily_api_limit: u64::MAX,
+                    ..SalesforceSimOptions::default()
+                },
+                HubspotSimOptions::unlimited(),
+            )
+            .await
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("leadsync: cannot start simulators: {e}");
+                    return exit::IOERR;
+                }
+            };
+            let seeded = match seed_any(&harness, &args) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("leadsync: seeding failed: {e}");
+                    return exit::SOFTWARE;
+                }
+            };
+            (Sims::InProcess(harness), seeded, status_kib("VmRSS:"))
+        }
+        SimsMode::External => {
+            // Blocks this worker while the child seeds: nothing else runs yet.
+            match ExternalSims::spawn(&args) {
+                Ok((child, ready)) => {
+                    eprintln!(
+                        "simulators in process {} (seeded there in {:.1} s)",
+                        child.pid(),
+                        ready.seed_secs
+                    );
+                    (
+                        Sims::External { child, env: ready.env },
+                        ready.placed,
+                        Some(ready.rss_seeded_kib),
+                    )
+                }
+                Err(e) => {
+                    eprintln!("leadsync: cannot start the simulator process: {e}");
+                    return exit::IOERR;
+                }
+            }
         }
     };
-    let rss_seeded = status_kib("VmRSS:");
     eprintln!(
         "seeded {} Salesforce leads and {} HubSpot contacts ({}% overlap, {} fuzzy duplicates: \
          {} within one system, {} across; {} refused by HubSpot as email taken) in {:.1} s; \
-         RSS {} MiB",
+         RSS {} MiB ({})",
         seeded.salesforce,
         seeded.hubspot,
         args.overlap,
@@ -299,6 +395,7 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
         seeded.refused,
         seed_start.elapsed().as_secs_f64(),
         mib(rss_seeded),
+        if args.sims == SimsMode::External { "the simulators' process" } else { "this process" },
     );
     let dir =
         std::env::temp_dir().join(format!("leadsync-bench-{}", uuid::Uuid::new_v4().simple()));
@@ -312,7 +409,7 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
     extra.insert("LEADSYNC__SYSTEMS__CRM__POLL_INTERVAL_SECS".into(), "1".into());
     extra.insert("LEADSYNC__SYSTEMS__MARKETING__POLL_INTERVAL_SECS".into(), "1".into());
     extra.insert("LEADSYNC__SYSTEMS__MARKETING__SEARCH_MIN_INTERVAL_MS".into(), "0".into());
-    let settings = match harness.settings(Source::Inline(DEMO_TOML), &ledger_path, &extra) {
+    let settings = match sims.settings(&ledger_path, &extra) {
         Ok(s) => s,
         Err(e) => {
             super::report_settings_error(&e);
@@ -326,14 +423,20 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
             return exit::IOERR;
         }
     };
-    let sf_before = harness.salesforce.stats();
-    let hs_before = harness.hubspot.stats();
+    let before = match sims.counts() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("leadsync: cannot read the simulators' counters: {e}");
+            return exit::IOERR;
+        }
+    };
     let (trigger, shutdown) = shutdown::channel();
     let start = Instant::now();
     let engine = {
         let app = Arc::clone(&app);
         tokio::spawn(async move { app.run_until_stopped(shutdown).await })
     };
+    let external = args.sims == SimsMode::External;
     let ticker = (args.progress_secs > 0).then(|| {
         let p = app.progress();
         let every = Duration::from_secs(args.progress_secs);
@@ -346,7 +449,7 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
                     |n: &SystemName| count(&p.pushed_created, n) + count(&p.pushed_updated, n);
                 eprintln!(
                     "  {:>6.0} s  polled crm {} marketing {}  reconciled {}  pushed crm {} \
-                     marketing {}  RSS {} MiB",
+                     marketing {}  RSS {} MiB{}",
                     start.elapsed().as_secs_f64(),
                     count(&p.polled, &crm),
                     count(&p.polled, &mkt),
@@ -354,6 +457,7 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
                     pushed(&crm),
                     pushed(&mkt),
                     mib(status_kib("VmRSS:")),
+                    if external { " (engine)" } else { "" },
                 );
             }
         })
@@ -363,6 +467,8 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
         t.abort();
     }
     let elapsed = start.elapsed();
+    // The engine's peak: taken before verification reads every record into this process.
+    let peak_converged = peak_rss_kib();
     trigger.trigger();
     let engine_ok = matches!(engine.await, Ok(Ok(())));
 
@@ -373,9 +479,13 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
             return exit::IOERR;
         }
     };
-    let disagreements = verify::compare(&snapshot, &app.rules(), &|s, r| harness.fetch(s, r));
-    let sf = harness.salesforce.stats();
-    let hs = harness.hubspot.stats();
+    let (disagreements, after) = match (sims.compare(&snapshot, &app.rules()), sims.counts()) {
+        (Ok(d), Ok(c)) => (d, c),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("leadsync: cannot read the simulators: {e}");
+            return exit::IOERR;
+        }
+    };
     let p = app.progress();
     let crm = SystemName("crm".into());
     let mkt = SystemName("marketing".into());
@@ -385,8 +495,8 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
         let max = limits.get(n.as_str()).copied().unwrap_or(1) as u64;
         written(n).div_ceil(max)
     };
-    let sf_writes = sf.api_writes - sf_before.api_writes;
-    let hs_writes = hs.api_writes - hs_before.api_writes;
+    let sf_writes = after.sf_writes - before.sf_writes;
+    let hs_writes = after.hs_writes - before.hs_writes;
     let secs = elapsed.as_secs_f64();
     println!(
         "leadsync bench: initial sync, {} leads per side, {}% overlap",
@@ -412,20 +522,50 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
     );
     println!(
         "  reads                      salesforce {}  hubspot {} ({} searches)",
-        sf.api_reads - sf_before.api_reads,
-        hs.api_reads - hs_before.api_reads,
-        hs.search_calls - hs_before.search_calls
+        after.sf_reads - before.sf_reads,
+        after.hs_reads - before.hs_reads,
+        after.hs_searches - before.hs_searches
     );
+    if external {
+        println!(
+            "  peak RSS (engine)          {} MiB at convergence (this process; simulators apart); \
+             {} MiB after verification",
+            mib(peak_converged),
+            mib(peak_rss_kib())
+        );
+        println!(
+            "  simulators RSS             {} MiB after seeding {} records, peak {} MiB, {} MiB \
+             at the end (their own process)",
+            mib(rss_seeded),
+            seeded.salesforce + seeded.hubspot,
+            after.hwm_kib / 1024,
+            after.rss_kib / 1024
+        );
+    } else {
+        println!(
+            "  peak RSS                   {} MiB (whole process: simulators and their {} records included)",
+            mib(peak_rss_kib()),
+            seeded.salesforce + seeded.hubspot
+        );
+        println!(
+            "  RSS after seeding          {} MiB (simulators + generated people, before the engine); \
+             peak minus this: {} MiB",
+            mib(rss_seeded),
+            mib(peak_rss_kib()).saturating_sub(mib(rss_seeded))
+        );
+    }
+    let c = crate::ledger::candidate_stats();
+    let per = |n: u64| n as f64 / (c.searches.max(1)) as f64;
     println!(
-        "  peak RSS                   {} MiB (whole process: simulators and their {} records included)",
-        mib(peak_rss_kib()),
-        seeded.salesforce + seeded.hubspot
-    );
-    println!(
-        "  RSS after seeding          {} MiB (simulators + generated people, before the engine); \
-         peak minus this: {} MiB",
-        mib(rss_seeded),
-        mib(peak_rss_kib()).saturating_sub(mib(rss_seeded))
+        "  fuzzy candidate search     {} searches for {} changes reconciled; per search: {:.1} keys \
+         ({:.1} too common), {:.1} persons found, {:.1} scored, {:.2} loaded whole",
+        c.searches,
+        p.reconciled.load(std::sync::atomic::Ordering::Relaxed),
+        per(c.keys),
+        per(c.keys_too_common),
+        per(c.found),
+        per(c.scored),
+        per(c.loaded)
     );
     match match_figures(&ledger_path, &seeded) {
         Ok(m) => {
@@ -467,6 +607,7 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
     for d in disagreements.iter().take(10) {
         println!("    {d}");
     }
+    drop(sims);
     if args.keep_ledger {
         println!("  ledger kept                {}", ledger_path.display());
     } else {

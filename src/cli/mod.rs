@@ -10,6 +10,7 @@
 
 mod bench;
 mod bench_contract;
+mod bench_sims;
 mod bench_webhooks;
 mod check;
 mod dedupe;

@@ -19,6 +19,50 @@ use crate::reconcile::{
 const MAX_CANDIDATES: usize = 16;
 const MAX_BLOCK: i64 = 64;
 
+/// How much fuzzy candidate search the process has done, for the bench: the work per change
+/// grows with the population (blocks fill up), which is what makes a backfill's CPU grow
+/// faster than its size. Process-wide counters, relaxed: figures, not logic.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CandidateStats {
+    /// Changes that looked for fuzzy candidates (no link, ledger id or email matched).
+    pub searches: u64,
+    /// Blocking keys looked up, and those skipped as shared by more than `MAX_BLOCK` persons.
+    pub keys: u64,
+    pub keys_too_common: u64,
+    /// Persons found through the keys (distinct per search), scored on their fields (at most
+    /// `MAX_CANDIDATES` per search), and loaded whole (scored at review or above).
+    pub found: u64,
+    pub scored: u64,
+    pub loaded: u64,
+}
+
+mod counters {
+    use std::sync::atomic::AtomicU64;
+    pub(super) static SEARCHES: AtomicU64 = AtomicU64::new(0);
+    pub(super) static KEYS: AtomicU64 = AtomicU64::new(0);
+    pub(super) static KEYS_TOO_COMMON: AtomicU64 = AtomicU64::new(0);
+    pub(super) static FOUND: AtomicU64 = AtomicU64::new(0);
+    pub(super) static SCORED: AtomicU64 = AtomicU64::new(0);
+    pub(super) static LOADED: AtomicU64 = AtomicU64::new(0);
+}
+
+/// The process's [`CandidateStats`] so far.
+pub fn candidate_stats() -> CandidateStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    CandidateStats {
+        searches: counters::SEARCHES.load(Relaxed),
+        keys: counters::KEYS.load(Relaxed),
+        keys_too_common: counters::KEYS_TOO_COMMON.load(Relaxed),
+        found: counters::FOUND.load(Relaxed),
+        scored: counters::SCORED.load(Relaxed),
+        loaded: counters::LOADED.load(Relaxed),
+    }
+}
+
+fn bump(counter: &std::sync::atomic::AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadState>> {
     let row: Option<(String, String)> = tx
         .prepare_cached(
@@ -398,6 +442,8 @@ fn candidates(tx: &Transaction<'_>, change: &Change, rules: &Rules) -> Result<Ve
     if keys.is_empty() {
         return Ok(Vec::new());
     }
+    bump(&counters::SEARCHES, 1);
+    bump(&counters::KEYS, keys.len());
     let mut hits: BTreeMap<String, usize> = BTreeMap::new();
     let mut stmt = tx.prepare_cached("SELECT lead_id FROM match_keys WHERE key = ?1 LIMIT ?2")?;
     for key in &keys {
@@ -405,12 +451,14 @@ fn candidates(tx: &Transaction<'_>, change: &Change, rules: &Rules) -> Result<Ve
             .query_map(params![key, MAX_BLOCK + 1], |r| r.get(0))?
             .collect::<std::result::Result<_, _>>()?;
         if ids.len() as i64 > MAX_BLOCK {
+            bump(&counters::KEYS_TOO_COMMON, 1);
             continue;
         }
         for id in ids {
             *hits.entry(id).or_default() += 1;
         }
     }
+    bump(&counters::FOUND, hits.len());
     let mut ranked: Vec<(String, usize)> = hits.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut out = Vec::new();
@@ -424,12 +472,14 @@ fn candidates(tx: &Transaction<'_>, change: &Change, rules: &Rules) -> Result<Ve
             .query_row([&id], |r| r.get(0))
             .optional()?;
         let Some(fields) = fields else { continue };
+        bump(&counters::SCORED, 1);
         let fields: Fields = from_json(&fields)?;
         let scored = rules.matcher.score_index(&profile, &rules.matcher.profile_of(&fields));
         if scored.is_none_or(|(value, _)| rules.matcher.verdict(value) == Verdict::NoMatch) {
             continue;
         }
         if let Some(lead) = load_lead(tx, &id)? {
+            bump(&counters::LOADED, 1);
             out.push(lead);
         }
     }

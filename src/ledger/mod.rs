@@ -29,6 +29,7 @@ pub use duplicates::{
 };
 pub use erase::{Erasure, erasure_email};
 pub use figures::{MatchFigures, SeededDuplicate, SweepWritten};
+pub use identity::{CandidateStats, candidate_stats};
 pub use lifecycle::{NamedOutcome, PlannedMove, ReevalBatch, StagePlan, Sweep};
 pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
@@ -216,6 +217,14 @@ fn set_pragmas(conn: &Connection) -> Result<()> {
     // A 64 MiB page cache keeps the working set of a large initial sync in memory.
     conn.pragma_update(None, "cache_size", -65_536)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Checkpoint the WAL every 16,384 pages (64 MiB) instead of SQLite's 1,000: the
+    // checkpoint runs inside the commit that crosses the mark, on the one writer, and copies
+    // every page changed since the last one into the database file (and syncs it). The same
+    // hot pages (inbox, outbox, index interiors) are changed by nearly every transaction, so
+    // a longer interval copies each of them once for many commits: 10% of a fuzzy backfill's
+    // CPU was checkpointing (BENCHMARKS.md, session 7). Durability is the WAL's (each
+    // commit is synced there), not the checkpoint's.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     // Plans fixed at prepare time. Without this, the bundled SQLite (STAT4 built in) marked
     // some statements to be re-planned when a parameter is bound again, and cached
     // statements such as `load_lead`'s link query were re-prepared on every run: about
@@ -225,6 +234,9 @@ fn set_pragmas(conn: &Connection) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(())
 }
+
+/// See `set_pragmas`.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 
 /// Prepared statements kept per writer connection: more than the distinct statements of the
 /// hot paths together, so that none is evicted and prepared again.
