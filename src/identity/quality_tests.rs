@@ -67,9 +67,9 @@ fn assert_floors(m: &Measured, seed: u64) {
     let (a, r) = (&m.auto, &m.review);
     assert!(a.precision >= 0.995, "seed {seed}: auto-link precision {:.4}", a.precision);
     assert!(a.recall >= 0.84, "seed {seed}: auto-link recall {:.4}", a.recall);
-    assert!(r.precision >= 0.95, "seed {seed}: auto+review precision {:.4}", r.precision);
+    assert!(r.precision >= 0.99, "seed {seed}: auto+review precision {:.4}", r.precision);
     assert!(r.recall >= 0.95, "seed {seed}: auto+review recall {:.4}", r.recall);
-    assert!(r.f1 >= 0.95, "seed {seed}: auto+review F1 {:.4}", r.f1);
+    assert!(r.f1 >= 0.97, "seed {seed}: auto+review F1 {:.4}", r.f1);
 }
 
 /// One system, three seeds. Measured when written (2026-11-22; 1,500 people, 20% with
@@ -77,6 +77,10 @@ fn assert_floors(m: &Measured, seed: u64) {
 /// - seed 7:  auto P 1.0000, R 0.8621; auto+review P 0.9763, R 0.9847, F1 0.9804
 /// - seed 11: auto P 1.0000, R 0.8687; auto+review P 0.9738, R 0.9821, F1 0.9779
 /// - seed 23: auto P 1.0000, R 0.8739; auto+review P 0.9752, R 0.9697, F1 0.9724
+///
+/// After the evidence-of-two-people changes (2026-11-23; floors raised to auto+review
+/// P ≥ 0.99, F1 ≥ 0.97): same auto-link figures and recall; auto+review P 0.9990 / 1.0000 /
+/// 0.9990, F1 0.9918 / 0.9909 / 0.9841 on seeds 7 / 11 / 23.
 ///
 /// (With 3,000 people the same seeds gave auto P 0.9989–1.0, R 0.8623–0.8833; auto+review
 /// P 0.9680–0.9782, R 0.9646–0.9748, F1 0.9663–0.9763.) Raising the auto-link threshold
@@ -92,7 +96,8 @@ fn matching_quality_on_generated_people_stays_above_the_floors() {
 
 /// Two systems with 40% of people in both (each shared person has a record on each side,
 /// drawn as a variant), matched as one set. Measured when written (1,500 people, 2,990
-/// records): auto P 1.0000, R 0.8675; auto+review P 0.9943, R 0.9741, F1 0.9841.
+/// records): auto P 1.0000, R 0.8675; auto+review P 0.9943, R 0.9741, F1 0.9841. After the
+/// evidence-of-two-people changes (2026-11-23): auto+review P 1.0000, R 0.9741, F1 0.9869.
 #[test]
 fn matching_quality_across_two_systems_stays_above_the_floors() {
     let m = Matcher::default();

@@ -736,3 +736,87 @@ fn remembered_profiles_equal_fresh_ones() {
     }
     assert!(memo.0.lock().expect("memo lock").len() <= PROFILE_MEMO_MAX);
 }
+
+#[test]
+fn namesakes_with_name_made_mailboxes_at_two_employers_do_not_match() {
+    // What any two John Smiths get: the local part says nothing beyond the names.
+    let a = P {
+        email: Some("j.smith@legacytech.example"),
+        company: Some("Legacy Technologies Partners Inc."),
+        phone: Some("842 555 0127"),
+        ..person("John", "Smith")
+    };
+    let b = P {
+        email: Some("JSMITH@KEYSTONEFOODS.EXAMPLE"),
+        company: Some("Keystone Foods Services Corp"),
+        phone: Some("987 555 0187"),
+        ..person("John", "Smith")
+    };
+    assert!(shares_block(a, b));
+    assert_eq!(verdict(a, b), Verdict::NoMatch, "{:?}", scored(a, b));
+    // German transliteration is still made of the names.
+    let a = P { email: Some("thomas.mueller@gmail.com"), ..person("Thomas", "Müller") };
+    let b = P { email: Some("thomas.mueller@web.de"), ..person("Thomas", "Müller") };
+    assert_eq!(verdict(a, b), Verdict::NoMatch, "{:?}", scored(a, b));
+    // Squashed as a whole: `emmaevans` is Emma Evans, not a German `ä`.
+    let a = P { email: Some("emmaevans@meridian.example"), ..person("Emma", "Evans") };
+    let b = P { email: Some("emma.evans@lunar.example"), ..person("Emma", "Evans") };
+    assert_eq!(verdict(a, b), Verdict::NoMatch, "{:?}", scored(a, b));
+    // A local part with more than the names in it still counts across providers.
+    let a = P { email: Some("jsmith1984@gmail.com"), ..person("John", "Smith") };
+    let b = P { email: Some("jsmith1984@yahoo.com"), ..person("John", "Smith") };
+    assert_eq!(verdict(a, b), Verdict::Review, "{:?}", scored(a, b));
+}
+
+#[test]
+fn numbered_mailboxes_are_two_people() {
+    let a = P { email: Some("priya.patel@googlemail.com"), ..person("Priya", "Patel") };
+    let b = P { email: Some("priya.patel2@gmail.com"), ..person("Priya", "Patel") };
+    assert_eq!(verdict(a, b), Verdict::NoMatch, "{:?}", scored(a, b));
+    let a = P { email: Some("stella.smith269@gmail.com"), ..person("Stella", "Smith") };
+    let b = P { email: Some("stella.smith589@gmail.com"), ..person("Stella", "Smith") };
+    assert_eq!(verdict(a, b), Verdict::NoMatch, "{:?}", scored(a, b));
+    let a = P { email: Some("donna.dabrowski@gmail.com"), ..person("Donna", "Dąbrowski") };
+    let b = P { email: Some("donna_dabrowski65@gmail.com"), ..person("Donna", "Dabrowski") };
+    assert_eq!(verdict(a, b), Verdict::NoMatch, "{:?}", scored(a, b));
+    // A typo in a mailbox is still close.
+    let a = P { email: Some("priya.patel@acme.example"), ..person("Priya", "Patel") };
+    let b = P { email: Some("priya.patle@acme.example"), ..person("Priya", "Patel") };
+    assert!(verdict(a, b) != Verdict::NoMatch, "{:?}", scored(a, b));
+}
+
+#[test]
+fn companies_that_share_only_generic_words_are_two_companies() {
+    for (x, y) in [
+        ("Ruby Construction Associates", "Hawk Construction Associates"),
+        ("Riverside Telecom Partners", "Riverside Software Services"),
+        ("Stark Solutions Partners", "Stark Logistics"),
+        ("Acme Brewing Associates", "Scarlet Media Associates AG"),
+    ] {
+        let a = P { company: Some(x), ..person("James", "Williams") };
+        let b = P { company: Some(y), ..person("James", "Williams") };
+        assert_eq!(verdict(a, b), Verdict::NoMatch, "{x} / {y}: {:?}", scored(a, b));
+    }
+    // Suffixes, a dropped word and a typo still match.
+    for (x, y) in [
+        ("Riverside Telecom Partners LLP", "RIVERSIDE TELECOM PARTNERS"),
+        ("Riverside Telecom Partners", "Riverside Telecom"),
+        ("Riverside Telecom Partners", "Riverside Telecomm Partners"),
+    ] {
+        let a = P { company: Some(x), ..person("James", "Williams") };
+        let b = P { company: Some(y), ..person("James", "Williams") };
+        assert_eq!(verdict(a, b), Verdict::AutoLink, "{x} / {y}: {:?}", scored(a, b));
+    }
+}
+
+#[test]
+fn streets_with_different_house_numbers_are_two_addresses() {
+    let a =
+        P { street: Some("86 Kings Cl"), city: Some("London"), ..person("Jessica", "Williams") };
+    let b =
+        P { street: Some("62 Kings Close"), city: Some("London"), ..person("Jessica", "Williams") };
+    assert_eq!(verdict(a, b), Verdict::NoMatch, "{:?}", scored(a, b));
+    let b =
+        P { street: Some("86 Kings Close"), city: Some("London"), ..person("Jessica", "Williams") };
+    assert!(verdict(a, b) != Verdict::NoMatch, "{:?}", scored(a, b));
+}
