@@ -1182,14 +1182,11 @@ fn snapshot(conn: &Connection) -> Result<Vec<LeadSnapshot>> {
     let mut holds: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     {
         // Each side of an open duplicate review is held in the systems of the other's records.
-        let mut stmt = conn.prepare(
-            "SELECT r.lead_id, l.system FROM reviews r JOIN links l ON l.lead_id = r.other_lead_id
-             WHERE r.kind = 'duplicate' AND r.state = 'open' AND l.closed_at IS NULL
-             UNION
-             SELECT r.other_lead_id, l.system FROM reviews r JOIN links l ON l.lead_id = r.lead_id
-             WHERE r.kind = 'duplicate' AND r.state = 'open' AND r.other_lead_id != ''
-               AND l.closed_at IS NULL",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "{} SELECT DISTINCT p.lead, l.system FROM pairs p
+             JOIN links l ON l.lead_id = p.other AND l.closed_at IS NULL",
+            review::OPEN_DUPLICATE_PAIRS
+        ))?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         for row in rows {
             let (lead, system) = row?;

@@ -94,6 +94,16 @@ pub(super) fn get(conn: &Connection, id: i64) -> Result<Option<Review>> {
         .optional()?)
 }
 
+/// Both sides of every open duplicate review, as `pairs(lead, other)`: a `WITH` clause for
+/// the queries that ask where a review holds a person's create (`identity.review_holds_creates`;
+/// `load_lead` asks the same of one person through the indexes).
+pub(super) const OPEN_DUPLICATE_PAIRS: &str = "WITH pairs(lead, other) AS (
+    SELECT lead_id, other_lead_id FROM reviews
+    WHERE kind = 'duplicate' AND state = 'open' AND other_lead_id != ''
+    UNION ALL
+    SELECT other_lead_id, lead_id FROM reviews
+    WHERE kind = 'duplicate' AND state = 'open' AND other_lead_id != '')";
+
 impl LedgerReader {
     /// Open review items (or all of them).
     ///
@@ -129,19 +139,14 @@ impl LedgerReader {
     /// # Errors
     /// SQLite failures.
     pub fn review_hold_counts(&self) -> Result<BTreeMap<String, i64>> {
-        let mut stmt = self.conn.prepare(
-            "WITH pairs(lead, other) AS (
-                SELECT lead_id, other_lead_id FROM reviews
-                WHERE kind = 'duplicate' AND state = 'open' AND other_lead_id != ''
-                UNION ALL
-                SELECT other_lead_id, lead_id FROM reviews
-                WHERE kind = 'duplicate' AND state = 'open' AND other_lead_id != '')
+        let mut stmt = self.conn.prepare(&format!(
+            "{OPEN_DUPLICATE_PAIRS}
              SELECT l.system, count(DISTINCT p.lead) FROM pairs p
              JOIN links l ON l.lead_id = p.other AND l.closed_at IS NULL
              WHERE NOT EXISTS (SELECT 1 FROM links m WHERE m.lead_id = p.lead
                                AND m.system = l.system AND m.closed_at IS NULL)
-             GROUP BY l.system",
-        )?;
+             GROUP BY l.system"
+        ))?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
