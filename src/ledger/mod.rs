@@ -157,7 +157,8 @@ pub struct SystemStatus {
     pub linked_records: i64,
     /// Webhook notices acknowledged and not turned into changes yet.
     pub notices_pending: i64,
-    /// Webhook notices received in all (kept for seven days after processing).
+    /// Webhook notices received in all (kept for seven days after processing); the engine's
+    /// own re-reads, queued as notices, are not counted (`notices_pending` includes them).
     pub notices_received: i64,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
@@ -1116,7 +1117,8 @@ impl LedgerReader {
                     (SELECT count(*) FROM outbox o WHERE o.system = s.name AND o.state = 'dead'),
                     (SELECT count(*) FROM links l WHERE l.system = s.name AND l.closed_at IS NULL),
                     (SELECT count(*) FROM notices n WHERE n.system = s.name AND n.processed_at IS NULL),
-                    (SELECT count(*) FROM notices n WHERE n.system = s.name)
+                    (SELECT count(*) FROM notices n WHERE n.system = s.name
+                     AND n.dedupe_key NOT LIKE 'leadsync-reread:%') -- REREAD_KEY_PREFIX
              FROM systems s
              LEFT JOIN cursors c ON c.system = s.name
              LEFT JOIN system_status st ON st.system = s.name

@@ -745,3 +745,18 @@ fn without_review_holds_a_duplicate_review_leaves_creates_alone() {
     assert_eq!(creates_due(&l, &crm, 4), ["L1"]);
     assert_eq!(creates_due(&l, &mkt, 4), ["L2"]);
 }
+
+/// `status` counts the vendor's webhook notices as received, not the engine's own re-reads
+/// (which wait in the same table and do count as pending).
+#[test]
+fn status_counts_rereads_as_pending_but_not_as_received() {
+    let (d, l) = open();
+    let crm = SystemName("crm".into());
+    assert!(REREAD_KEY_PREFIX.starts_with("leadsync-reread:"), "status's SQL spells it out");
+    l.register_systems(&[("crm".into(), "salesforce".into(), "crm".into())]).expect("systems");
+    let remote = RemoteId { object_type: "Lead".into(), id: "00Q1".into() };
+    l.with_tx(|tx| queue_reread(tx, &crm, &remote, t(1))).expect("reread");
+    let reader = LedgerReader::open(&d.path().join("l.db")).expect("reader");
+    let s = reader.status().expect("status").into_iter().find(|s| s.system == "crm").expect("crm");
+    assert_eq!((s.notices_received, s.notices_pending), (0, 1));
+}
