@@ -698,6 +698,16 @@ impl Matcher {
         self.profile_of_values(PROFILE_FIELDS.map(|f| fields.get(&f).map(String::as_str)))
     }
 
+    /// How many profiles `profile_of` remembers now (at most `PROFILE_MEMO_MAX`, shared by
+    /// clones), and the bytes of their keys and values (the map's own table not counted): for
+    /// the bench's account of what the engine's memory holds.
+    pub fn remembered_profiles(&self) -> (usize, usize) {
+        self.memo
+            .0
+            .lock()
+            .map_or((0, 0), |m| (m.len(), m.iter().map(|(k, p)| k.len() + p.buf.len()).sum()))
+    }
+
     /// [`Matcher::profile_of`] of the values of [`PROFILE_FIELDS`] (in that order), for a
     /// caller that has them without a whole [`Fields`] map (the ledger scoring candidates reads
     /// these five from a stored person and skips the rest).

@@ -490,15 +490,16 @@ fn candidates(tx: &Transaction<'_>, change: &Change, rules: &Rules) -> Result<Ve
     let mut ranked: Vec<(String, usize)> = hits.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut out = Vec::new();
+    // Prepared (looked up in the statement cache, which hashes the SQL) once per search, not
+    // once per candidate.
+    let mut read_fields =
+        tx.prepare_cached("SELECT fields FROM leads WHERE id = ?1 AND merged_into IS NULL")?;
     for (id, _) in ranked.into_iter().take(MAX_CANDIDATES) {
         // Most candidates score below review, and `reconcile` skips those: only the ones it
         // may link or review are loaded whole (links, remote states, provenance), which was
         // most of a fuzzy backfill's ledger reads. Same fields, same score, same order, so
         // the same decision.
-        let fields: Option<String> = tx
-            .prepare_cached("SELECT fields FROM leads WHERE id = ?1 AND merged_into IS NULL")?
-            .query_row([&id], |r| r.get(0))
-            .optional()?;
+        let fields: Option<String> = read_fields.query_row([&id], |r| r.get(0)).optional()?;
         let Some(fields) = fields else { continue };
         bump(&counters::SCORED, 1);
         let scored =
@@ -576,14 +577,16 @@ fn drop_pending_create(
     remote: &RemoteId,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let dates: Option<String> = tx
+    let row: Option<Option<String>> = tx
         .prepare_cached(
             "SELECT stage_dates FROM outbox WHERE lead_id = ?1 AND system = ?2 AND remote_id = ''
              AND state = 'pending'",
         )?
         .query_row(params![lead_id, system.as_str()], |r| r.get(0))
-        .optional()?
-        .flatten();
+        .optional()?;
+    // No create queued (a person's first record, most links of a backfill): nothing to drop
+    // and nothing it carried, so the reads and the delete below would find nothing.
+    let Some(dates) = row else { return Ok(()) };
     let writes = super::vendor_writes::pending_create(tx, lead_id, system.as_str())?;
     tx.prepare_cached(
         "DELETE FROM outbox WHERE lead_id = ?1 AND system = ?2 AND remote_id = ''
@@ -744,6 +747,10 @@ pub(super) fn write_lead(
 
 pub(super) fn write_match_keys(tx: &Transaction<'_>, lead_id: &str, keys: &[String]) -> Result<()> {
     tx.prepare_cached("DELETE FROM match_keys WHERE lead_id = ?1")?.execute([lead_id])?;
+    insert_match_keys(tx, lead_id, keys)
+}
+
+fn insert_match_keys(tx: &Transaction<'_>, lead_id: &str, keys: &[String]) -> Result<()> {
     let mut stmt =
         tx.prepare_cached("INSERT OR IGNORE INTO match_keys(key, lead_id) VALUES (?1, ?2)")?;
     for k in keys {
@@ -879,7 +886,12 @@ pub(super) fn apply_decision(
         reopen_link(tx, &d.lead_id, system, other, reason, now)?;
     }
     if let Some(keys) = &d.match_keys {
-        write_match_keys(tx, &d.lead_id, keys)?;
+        if d.is_new_lead {
+            // A person just minted has no keys yet: only the inserts.
+            insert_match_keys(tx, &d.lead_id, keys)?;
+        } else {
+            write_match_keys(tx, &d.lead_id, keys)?;
+        }
     }
     tx.prepare_cached(
         "INSERT INTO remote_records(system, object_type, remote_id, state, modified_at, seen_at, agreed)
