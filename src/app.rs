@@ -214,6 +214,7 @@ impl App {
     pub fn build(settings: &Settings) -> anyhow::Result<App> {
         let ledger = Ledger::open(&settings.ledger_path)
             .with_context(|| format!("cannot open ledger {}", settings.ledger_path.display()))?;
+        ledger.set_review_holds_creates(settings.identity.review_holds_creates);
         let mut systems = Vec::new();
         let mut rules = Vec::new();
         for s in &settings.systems {

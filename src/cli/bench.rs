@@ -567,6 +567,11 @@ pub async fn run(args: BenchArgs, env: &HashMap<String, String>) -> u8 {
         per(c.scored),
         per(c.loaded)
     );
+    let (profiles, bytes) = app.rules().matcher.remembered_profiles();
+    println!(
+        "  profiles remembered        {profiles} (matcher memo; {} MiB of keys and values)",
+        bytes / (1 << 20)
+    );
     match match_figures(&ledger_path, &seeded) {
         Ok(m) => {
             let links: Vec<String> =

@@ -441,6 +441,11 @@ pub struct Matcher {
     memo: ProfileMemo,
 }
 
+/// The canonical fields a record's profile is made of ([`Matcher::profile_of`]); the order of
+/// [`Matcher::profile_of_values`]'s values.
+pub const PROFILE_FIELDS: [Field; 5] =
+    [Field::Email, Field::FirstName, Field::LastName, Field::Company, Field::Phone];
+
 /// Most raw value sets [`ProfileMemo`] keeps; when full it starts again empty (a few hundred
 /// bytes each, so a few tens of MiB at most).
 const PROFILE_MEMO_MAX: usize = 1 << 17;
@@ -690,22 +695,26 @@ impl Matcher {
     /// of recently seen values (see `ProfileMemo`): the reconciler asks for the same person's
     /// profile many times.
     pub fn profile_of(&self, fields: &Fields) -> Profile {
-        let get = |f: Field| fields.get(&f).map(String::as_str);
-        let parts = Parts {
-            email: get(Field::Email),
-            first_name: get(Field::FirstName),
-            last_name: get(Field::LastName),
-            company: get(Field::Company),
-            phone: get(Field::Phone),
-            ..Parts::default()
-        };
-        let key = ProfileMemo::key(&[
-            parts.email,
-            parts.first_name,
-            parts.last_name,
-            parts.company,
-            parts.phone,
-        ]);
+        self.profile_of_values(PROFILE_FIELDS.map(|f| fields.get(&f).map(String::as_str)))
+    }
+
+    /// How many profiles `profile_of` remembers now (at most `PROFILE_MEMO_MAX`, shared by
+    /// clones), and the bytes of their keys and values (the map's own table not counted): for
+    /// the bench's account of what the engine's memory holds.
+    pub fn remembered_profiles(&self) -> (usize, usize) {
+        self.memo
+            .0
+            .lock()
+            .map_or((0, 0), |m| (m.len(), m.iter().map(|(k, p)| k.len() + p.buf.len()).sum()))
+    }
+
+    /// [`Matcher::profile_of`] of the values of [`PROFILE_FIELDS`] (in that order), for a
+    /// caller that has them without a whole [`Fields`] map (the ledger scoring candidates reads
+    /// these five from a stored person and skips the rest).
+    pub fn profile_of_values(&self, values: [Option<&str>; 5]) -> Profile {
+        let key = ProfileMemo::key(&values);
+        let [email, first_name, last_name, company, phone] = values;
+        let parts = Parts { email, first_name, last_name, company, phone, ..Parts::default() };
         if let Some(p) = self.memo.get(&key) {
             return p;
         }

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Result, audit, from_json, parse_ts, to_json, ts, write_plan};
 use crate::domain::{Change, Field, Fields, RecordFate, RemoteId, SystemName, normalize_email};
-use crate::identity::matcher::Verdict;
+use crate::identity::matcher::{Matcher, Verdict};
 use crate::reconcile::{
     self, ClosedLink, Context, Decision, LeadState, LinkState, Provenance, ReviewIntent, Rules,
 };
@@ -61,6 +61,30 @@ pub fn candidate_stats() -> CandidateStats {
 
 fn bump(counter: &std::sync::atomic::AtomicU64, n: usize) {
     counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+thread_local! {
+    /// Whether `load_lead` reads review holds, for the transaction running on this thread;
+    /// set by `Ledger::with_tx` from `Ledger::set_review_holds_creates`. A thread-local and
+    /// not a parameter: `load_lead` has callers all over the ledger, and a transaction runs
+    /// on one thread. Outside such a scope: read (the behaviour before the setting existed).
+    static READ_REVIEW_HOLDS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Restores the thread's previous [`READ_REVIEW_HOLDS`] when dropped.
+pub(super) struct ReviewHoldsScope(bool);
+
+impl Drop for ReviewHoldsScope {
+    fn drop(&mut self) {
+        READ_REVIEW_HOLDS.with(|c| c.set(self.0));
+    }
+}
+
+/// Make `load_lead` read review holds (`on`) or leave them empty, until the scope is dropped.
+/// Off is only for a ledger whose rules have `review_holds_creates` off: then nothing looks
+/// at a loaded person's holds (`reconcile::plan_pushes` checks them only under that setting).
+pub(super) fn read_review_holds(on: bool) -> ReviewHoldsScope {
+    ReviewHoldsScope(READ_REVIEW_HOLDS.with(|c| c.replace(on)))
 }
 
 pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadState>> {
@@ -118,7 +142,11 @@ pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadSta
         .into_iter()
         .map(SystemName)
         .collect();
-    let review_holds = review_holds(tx, id)?;
+    let review_holds = if READ_REVIEW_HOLDS.with(std::cell::Cell::get) {
+        review_holds(tx, id)?
+    } else {
+        BTreeSet::new()
+    };
     Ok(Some(LeadState {
         id: id.to_string(),
         fields: from_json(&fields)?,
@@ -462,19 +490,20 @@ fn candidates(tx: &Transaction<'_>, change: &Change, rules: &Rules) -> Result<Ve
     let mut ranked: Vec<(String, usize)> = hits.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut out = Vec::new();
+    // Prepared (looked up in the statement cache, which hashes the SQL) once per search, not
+    // once per candidate.
+    let mut read_fields =
+        tx.prepare_cached("SELECT fields FROM leads WHERE id = ?1 AND merged_into IS NULL")?;
     for (id, _) in ranked.into_iter().take(MAX_CANDIDATES) {
         // Most candidates score below review, and `reconcile` skips those: only the ones it
         // may link or review are loaded whole (links, remote states, provenance), which was
         // most of a fuzzy backfill's ledger reads. Same fields, same score, same order, so
         // the same decision.
-        let fields: Option<String> = tx
-            .prepare_cached("SELECT fields FROM leads WHERE id = ?1 AND merged_into IS NULL")?
-            .query_row([&id], |r| r.get(0))
-            .optional()?;
+        let fields: Option<String> = read_fields.query_row([&id], |r| r.get(0)).optional()?;
         let Some(fields) = fields else { continue };
         bump(&counters::SCORED, 1);
-        let fields: Fields = from_json(&fields)?;
-        let scored = rules.matcher.score_index(&profile, &rules.matcher.profile_of(&fields));
+        let scored =
+            rules.matcher.score_index(&profile, &profile_of_stored(&rules.matcher, &fields)?);
         if scored.is_none_or(|(value, _)| rules.matcher.verdict(value) == Verdict::NoMatch) {
             continue;
         }
@@ -484,6 +513,38 @@ fn candidates(tx: &Transaction<'_>, change: &Change, rules: &Rules) -> Result<Ve
         }
     }
     Ok(out)
+}
+
+/// A stored person's five identity fields (`matcher::PROFILE_FIELDS`), borrowed from the
+/// `leads.fields` JSON where no escape forces a copy; the other fields are skipped unread.
+#[derive(serde::Deserialize)]
+struct IdentityFields<'a> {
+    #[serde(borrow, default)]
+    email: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    first_name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    last_name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    company: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    phone: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// `rules.matcher.profile_of` of a stored person's fields (`leads.fields`), without decoding
+/// the whole map: each candidate of a fuzzy search is profiled (up to `MAX_CANDIDATES` per
+/// change), and most are then passed over. The same values, so the same profile.
+fn profile_of_stored(matcher: &Matcher, fields: &str) -> Result<crate::identity::matcher::Profile> {
+    let f: IdentityFields<'_> = serde_json::from_str(fields)
+        .map_err(|e| super::LedgerError::Corrupt(format!("decode: {e}")))?;
+    // The names of `Field`'s serde form, in `PROFILE_FIELDS` order (a test checks both).
+    Ok(matcher.profile_of_values([
+        f.email.as_deref(),
+        f.first_name.as_deref(),
+        f.last_name.as_deref(),
+        f.company.as_deref(),
+        f.phone.as_deref(),
+    ]))
 }
 
 pub(super) fn insert_link(
@@ -516,14 +577,16 @@ fn drop_pending_create(
     remote: &RemoteId,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let dates: Option<String> = tx
+    let row: Option<Option<String>> = tx
         .prepare_cached(
             "SELECT stage_dates FROM outbox WHERE lead_id = ?1 AND system = ?2 AND remote_id = ''
              AND state = 'pending'",
         )?
         .query_row(params![lead_id, system.as_str()], |r| r.get(0))
-        .optional()?
-        .flatten();
+        .optional()?;
+    // No create queued (a person's first record, most links of a backfill): nothing to drop
+    // and nothing it carried, so the reads and the delete below would find nothing.
+    let Some(dates) = row else { return Ok(()) };
     let writes = super::vendor_writes::pending_create(tx, lead_id, system.as_str())?;
     tx.prepare_cached(
         "DELETE FROM outbox WHERE lead_id = ?1 AND system = ?2 AND remote_id = ''
@@ -684,6 +747,10 @@ pub(super) fn write_lead(
 
 pub(super) fn write_match_keys(tx: &Transaction<'_>, lead_id: &str, keys: &[String]) -> Result<()> {
     tx.prepare_cached("DELETE FROM match_keys WHERE lead_id = ?1")?.execute([lead_id])?;
+    insert_match_keys(tx, lead_id, keys)
+}
+
+fn insert_match_keys(tx: &Transaction<'_>, lead_id: &str, keys: &[String]) -> Result<()> {
     let mut stmt =
         tx.prepare_cached("INSERT OR IGNORE INTO match_keys(key, lead_id) VALUES (?1, ?2)")?;
     for k in keys {
@@ -819,7 +886,12 @@ pub(super) fn apply_decision(
         reopen_link(tx, &d.lead_id, system, other, reason, now)?;
     }
     if let Some(keys) = &d.match_keys {
-        write_match_keys(tx, &d.lead_id, keys)?;
+        if d.is_new_lead {
+            // A person just minted has no keys yet: only the inserts.
+            insert_match_keys(tx, &d.lead_id, keys)?;
+        } else {
+            write_match_keys(tx, &d.lead_id, keys)?;
+        }
     }
     tx.prepare_cached(
         "INSERT INTO remote_records(system, object_type, remote_id, state, modified_at, seen_at, agreed)
@@ -998,4 +1070,35 @@ pub(super) fn merge_leads(
     )?;
     replan(tx, winner, rules, now)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod profile_tests {
+    use super::*;
+    use crate::identity::matcher::PROFILE_FIELDS;
+
+    /// The borrowed decode reads the same five values `profile_of` takes from the whole map:
+    /// `IdentityFields`' names are `Field`'s serde names, and escaped values decode alike.
+    #[test]
+    fn a_stored_persons_profile_is_the_one_of_its_decoded_fields() {
+        let matcher = Matcher::default();
+        let mut fields = Fields::new();
+        for (i, f) in Field::ALL.iter().enumerate() {
+            fields.insert(*f, format!("Value \"{i}\" \u{e9}t\u{e9} +49 30 1234567{i}"));
+        }
+        fields.insert(Field::Email, "Ann.Lee+x@Example.com".into());
+        fields.insert(Field::Phone, "+49 30 12345678".into());
+        for f in PROFILE_FIELDS {
+            let mut one = fields.clone();
+            one.remove(&f);
+            let json = to_json(&one).expect("encode");
+            let stored = profile_of_stored(&matcher, &json).expect("decode");
+            assert_eq!(stored, matcher.profile_of(&one), "without {f:?}");
+        }
+        let json = to_json(&fields).expect("encode");
+        let stored = profile_of_stored(&matcher, &json).expect("decode");
+        assert_eq!(stored, matcher.profile_of(&fields));
+        assert!(stored.email().is_some() && stored.phone().is_some() && stored.company().is_some());
+        assert!(profile_of_stored(&matcher, "{").is_err());
+    }
 }

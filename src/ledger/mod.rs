@@ -201,6 +201,8 @@ impl Default for PushRetry {
 pub struct Ledger {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Whether loaded persons carry their review holds (see [`Ledger::set_review_holds_creates`]).
+    review_holds: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -257,7 +259,19 @@ impl Ledger {
         // fuzzy backfill's CPU in a profile).
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn)?;
-        Ok(Ledger { conn: Mutex::new(conn), path: path.to_path_buf() })
+        Ok(Ledger {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            review_holds: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+
+    /// Whether `identity.review_holds_creates` is on (default: as if it were). Off, the persons
+    /// this ledger's transactions load leave their review holds unread: only the plan of a
+    /// create under that setting reads them, and the query ran for every person loaded (a
+    /// backfill loads several per change).
+    pub fn set_review_holds_creates(&self, on: bool) {
+        self.review_holds.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn path(&self) -> &Path {
@@ -275,6 +289,9 @@ impl Ledger {
     fn with_tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().map_err(|_| LedgerError::Poisoned)?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let _holds = identity::read_review_holds(
+            self.review_holds.load(std::sync::atomic::Ordering::Relaxed),
+        );
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
