@@ -79,6 +79,8 @@
 //!   fails, the engine's trace of every person a failure names);
 //! - `LEADSYNC_CONVERGENCE_OPS`: `default`, `all`, or a comma list of op names and `default`
 //!   (`default,delete`);
+//! - `LEADSYNC_CONVERGENCE_TRACE`: print the engine's traces of a failing seed in a many-seed
+//!   run too (as a replay does), for failures that only show under load;
 //! - `LEADSYNC_CONVERGENCE_JOBS`: seeds run at once (default 16; a seed takes 5 to 10 s but
 //!   mostly waits on one-second poll intervals, so 200 seeds take 90 to 125 s on 2 cores
 //!   shared with other work).
@@ -1179,7 +1181,9 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
             ));
         }
         // On a replay, the engine's own timeline of each person a failure names.
-        if std::env::var_os("LEADSYNC_CONVERGENCE_SEED").is_some() {
+        if std::env::var_os("LEADSYNC_CONVERGENCE_SEED").is_some()
+            || std::env::var_os("LEADSYNC_CONVERGENCE_TRACE").is_some()
+        {
             let named: BTreeSet<String> = failures
                 .iter()
                 .flat_map(|f| f.split(' ').skip_while(|w| *w != "lead").nth(1).map(str::to_string))
