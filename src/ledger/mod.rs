@@ -730,6 +730,28 @@ impl Ledger {
                         )?;
                         tally.retried += 1;
                     }
+                    // The row sent is gone or replanned (the record's link closed, a read
+                    // showed it holds the fields already) and its id may be another row's by
+                    // now, even another system's (convergence seed 394: a refused write to a
+                    // converted lead dead-lettered the HubSpot row that took its id). What the
+                    // vendor said is kept in the trail; the row there now goes out on its own.
+                    Some(PushOutcome::Rejected { code, .. })
+                        if !still_the_row_sent(tx, system, due)? =>
+                    {
+                        audit(
+                            tx,
+                            now,
+                            Some(lead_id),
+                            Some(system.as_str()),
+                            "push_rejected",
+                            &serde_json::json!({"code": code, "superseded": true}),
+                        )?;
+                    }
+                    Some(PushOutcome::Retry { .. }) | None
+                        if !still_the_row_sent(tx, system, due)? =>
+                    {
+                        tally.retried += 1;
+                    }
                     Some(PushOutcome::Rejected { code, message, .. }) => {
                         mark_dead(tx, rec.outbox_id, code, message, now)?;
                         audit(
@@ -771,6 +793,7 @@ impl Ledger {
     /// SQLite failures.
     pub fn defer_pushes(
         &self,
+        system: &SystemName,
         sent: &[DuePush],
         code: &str,
         message: &str,
@@ -780,6 +803,11 @@ impl Ledger {
     ) -> Result<()> {
         self.with_tx(|tx| {
             for due in sent {
+                // Only the row sent: its id may be another row's by now (see
+                // `record_push_results`).
+                if !still_the_row_sent(tx, system, due)? {
+                    continue;
+                }
                 if dead {
                     mark_dead(tx, due.record.outbox_id, code, message, now)?;
                 } else {

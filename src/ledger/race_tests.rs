@@ -469,3 +469,66 @@ fn an_edit_that_makes_two_persons_match_folds_them() {
         "the newer title, though the younger person's, stands (convergence seed 119)"
     );
 }
+
+/// Convergence seed 394 (all ops): a new email from HubSpot went out to the person's
+/// Salesforce lead while a human converted the lead. The conversion, read meanwhile, dropped
+/// the pending row and planned the stage it implies for HubSpot in a row that got the freed
+/// id. Salesforce refused the write to the converted lead, and the refusal dead-lettered the
+/// HubSpot row by that id: the contact never got the stage. Here the row is dropped by a
+/// read showing the lead holds the email already, then a status that HubSpot must get takes
+/// the id (the same reuse): an outcome settles only the row that was sent.
+#[test]
+fn a_refusal_for_a_dropped_row_does_not_dead_letter_the_row_that_took_its_id() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+    for sys in [&mkt, &crm] {
+        let due = l.due_pushes(sys, 10, t(3)).expect("due");
+        let outcomes: Vec<_> = due.iter().map(accepted).collect();
+        l.record_push_results(sys, &due, &outcomes, &r, PushRetry::default(), t(3), t(3))
+            .expect("record");
+    }
+    let contact = [
+        (Field::Email, "new@x.test"),
+        (Field::LastName, "Doe"),
+        (Field::LifecycleStage, "lead"),
+        (Field::LeadStatus, "new"),
+    ];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &contact, 4, 4)], None, t(4)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+    let sent = l.due_pushes(&crm, 10, t(5)).expect("due");
+    assert_eq!(sent.len(), 1, "the new email goes to the lead: {sent:?}");
+    assert!(l.due_pushes(&mkt, 10, t(5)).expect("due").is_empty());
+
+    for (status, at) in [("new", 5), ("working", 6)] {
+        let lead =
+            [(Field::Email, "new@x.test"), (Field::LastName, "Doe"), (Field::LeadStatus, status)];
+        let c = read("Lead", CRM_LEAD, &lead, at, at);
+        l.ingest(&crm, "poll", &[c], None, t(at)).expect("ingest");
+        l.reconcile_pending(&r, 100, t(at), &mut m).expect("reconcile");
+    }
+    let to_mkt = l.due_pushes(&mkt, 10, t(6)).expect("due");
+    assert_eq!(to_mkt.len(), 1, "the status and the stage it implies: {to_mkt:?}");
+    assert_eq!(
+        to_mkt[0].record.outbox_id, sent[0].record.outbox_id,
+        "the scenario: the HubSpot row took the freed id"
+    );
+
+    let refused = PushOutcome::Rejected {
+        outbox_id: sent[0].record.outbox_id,
+        code: "CANNOT_UPDATE_CONVERTED_LEAD".into(),
+        message: "cannot reference converted lead".into(),
+    };
+    l.record_push_results(&crm, &sent, &[refused], &r, PushRetry::default(), t(6), t(6))
+        .expect("record");
+    let still = l.due_pushes(&mkt, 10, t(7)).expect("due");
+    assert_eq!(still.len(), 1, "the HubSpot row is still to go: {still:?}");
+    assert_eq!(l.gauges().expect("gauges").systems["marketing"].dead, 0);
+    // A retry (or a failed call) of the row sent does not defer the row that took its id.
+    let retry = PushOutcome::Retry { outbox_id: sent[0].record.outbox_id, code: "x".into() };
+    l.record_push_results(&crm, &sent, &[retry], &r, PushRetry::default(), t(7), t(7))
+        .expect("record");
+    l.defer_pushes(&crm, &sent, "x", "failed", true, PushRetry::default(), t(7)).expect("defer");
+    assert_eq!(l.due_pushes(&mkt, 10, t(7)).expect("due").len(), 1, "due at once");
+}
