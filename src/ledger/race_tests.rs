@@ -470,6 +470,59 @@ fn an_edit_that_makes_two_persons_match_folds_them() {
     );
 }
 
+/// Convergence seed 63 (all ops): the person's contact `1` (linked by email: the primary),
+/// then two hand-made duplicates `2` and `3` linked by a fuzzy rule. HubSpot merged `1` into
+/// `3`, which now holds the person's address too. The next in line, `2`, became the primary
+/// and was sent that address: 409, a dead letter, and `2` kept another email. The survivor
+/// takes the merged record's place, in the ledger's order of links as in the plan.
+#[test]
+fn a_merge_survivor_takes_the_primarys_place_in_the_ledger() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+    for sys in [&mkt, &crm] {
+        let due = l.due_pushes(sys, 10, t(3)).expect("due");
+        let outcomes: Vec<_> = due.iter().map(accepted).collect();
+        l.record_push_results(sys, &due, &outcomes, &r, PushRetry::default(), t(3), t(3))
+            .expect("record");
+    }
+    let lead_id = l.snapshot().expect("snap")[0].id.clone();
+    let contact = |id: &str| RemoteId { object_type: "contact".into(), id: id.into() };
+    l.with_tx(|tx| {
+        for id in ["2", "3"] {
+            identity::insert_link(tx, &lead_id, &mkt, &contact(id), "matched_rule:x", t(4))?;
+        }
+        Ok(())
+    })
+    .expect("links");
+    let dup = |email: &'static str| {
+        [(Field::Email, email), (Field::LastName, "Doe"), (Field::LeadStatus, "new")]
+    };
+    let dups = [
+        read("contact", "2", &dup("alt2@mail.test"), 4, 4),
+        read("contact", "3", &dup("alt3@mail.test"), 4, 4),
+    ];
+    l.ingest(&mkt, "poll", &dups, None, t(4)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "3".into() },
+        ..read("contact", "1", &[], 5, 5)
+    };
+    l.ingest(&mkt, "webhook", &[merged], None, t(5)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(6), &mut m).expect("reconcile");
+    let person = l.with_tx(|tx| identity::load_lead(tx, &lead_id)).expect("load").expect("lead");
+    let first = person.links.iter().find(|k| k.system == mkt).map(|k| k.remote.id.as_str());
+    assert_eq!(first, Some("3"), "the survivor is the primary: {:?}", person.links);
+    assert_eq!(person.fields.get(&Field::Email).map(String::as_str), Some("alt3@mail.test"));
+    let due = l.due_pushes(&mkt, 10, t(7)).expect("due");
+    assert!(
+        due.iter().all(|p| !p.record.fields.contains_key(&Field::Email)),
+        "no contact is sent an address another holds: {due:?}"
+    );
+}
+
 /// Convergence seed 394 (all ops): a new email from HubSpot went out to the person's
 /// Salesforce lead while a human converted the lead. The conversion, read meanwhile, dropped
 /// the pending row and planned the stage it implies for HubSpot in a row that got the freed
