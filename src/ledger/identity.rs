@@ -997,7 +997,7 @@ pub(super) fn rescore_duplicates(
         // whichever person held it: an edit made on the younger person's record before the
         // two were seen to be one is not reverted by the fold.
         let mut merged = reconcile::merge_persons(w, l, rules, now);
-        reconcile::newer_values_carry_on(&mut merged, l, w, rules);
+        reconcile::newer_values_carry_on(&mut merged, l, w, rules, None);
         write_lead(tx, &winner, false, &merged.fields, &merged.provenance, now)?;
         absorb(tx, &winner, loser, "rescored", now)?;
         let keys = rules.matcher.blocking_keys(&rules.matcher.profile_of(&merged.fields));

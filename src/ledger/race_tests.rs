@@ -585,3 +585,40 @@ fn a_refusal_for_a_dropped_row_does_not_dead_letter_the_row_that_took_its_id() {
     l.defer_pushes(&crm, &sent, "x", "failed", true, PushRetry::default(), t(7)).expect("defer");
     assert_eq!(l.due_pushes(&mkt, 10, t(7)).expect("due").len(), 1, "due at once");
 }
+
+/// Convergence seed 394 (all ops): as seed 92, but the lead is converted *after* the email
+/// edit at HubSpot (before leadsync wrote it to the lead). The contact, read first, holds the
+/// lead's old address, dated at the conversion, later than the edit: folding the two persons
+/// took it as the newer value and wrote it back over the edit. It is the lead's copy, as old
+/// as the lead's value, and the edit stands.
+#[test]
+fn a_conversion_after_an_email_change_does_not_revert_the_email() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+    let new_email = [(Field::Email, "a.new@x.test"), (Field::LastName, "Doe")];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &new_email, 10, 10)], None, t(10)).expect("i");
+    l.reconcile_pending(&r, 100, t(10), &mut m).expect("reconcile");
+
+    let old = [(Field::Email, "a@x.test"), (Field::LastName, "Doe")];
+    let contact = read("Contact", "003C", &old, 11, 12);
+    l.ingest(&crm, "poll", &[contact], None, t(12)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(12), &mut m).expect("reconcile");
+    let converted = Change {
+        fate: RecordFate::ConvertedTo {
+            remote: RemoteId { object_type: "Contact".into(), id: "003C".into() },
+        },
+        ..read("Lead", CRM_LEAD, &old, 11, 13)
+    };
+    l.ingest(&crm, "poll", &[converted], None, t(13)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(13), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "one human, one person: {snap:?}");
+    assert_eq!(snap[0].fields.get(&Field::Email).map(String::as_str), Some("a.new@x.test"));
+    let to_hubspot = l.due_pushes(&mkt, 10, t(14)).expect("due");
+    assert!(
+        to_hubspot.iter().all(|d| !d.record.fields.contains_key(&Field::Email)),
+        "{to_hubspot:?}"
+    );
+}

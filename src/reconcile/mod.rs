@@ -435,7 +435,8 @@ fn fold_related(
             // The record that carries on belongs to another person: they are one human.
             let mut merged = merge_persons(q, &remaining, rules, now);
             if reason == "converted_from_lead" {
-                newer_values_carry_on(&mut merged, &remaining, q, rules);
+                let lead_values = d.record_known.clone();
+                newer_values_carry_on(&mut merged, &remaining, q, rules, Some(&lead_values));
             }
             // A person this very change would have created is not written at all: the
             // record's link (opened and closed at once, for the trail) goes to `q`.
@@ -570,19 +571,28 @@ fn survivor_address_carries_on(
 /// A converted contact read before its lead's conversion became a person of its own, from
 /// the lead's values at conversion; the lead's person may have moved on since (an email
 /// changed in another system). Under `most recent` the newer value stands, whichever person
-/// held it, so that folding the two does not revert an edit.
+/// held it, so that folding the two does not revert an edit. A value the contact holds only
+/// because the conversion copied it from the lead (`copied`: the lead's last state) is as old
+/// as the lead's, however late the contact was made: the lead's person's value stands
+/// (convergence seed 394: an email typed at HubSpot, then the lead converted before leadsync
+/// wrote it there; the contact's copy of the old address, dated at the conversion, undid it).
 pub(crate) fn newer_values_carry_on(
     merged: &mut LeadState,
     lead_person: &LeadState,
     contact_person: &LeadState,
     rules: &Rules,
+    copied: Option<&Fields>,
 ) {
     for (field, value) in &lead_person.fields {
         if rules.rule(*field) != FieldRule::MostRecent {
             continue;
         }
         let at = |p: &LeadState| p.provenance.get(field).map(|pr| pr.at);
-        if at(lead_person).is_some_and(|l| at(contact_person).is_none_or(|c| l > c)) {
+        let contact_value = contact_person.fields.get(field);
+        let a_copy = copied.and_then(|c| c.get(field)).is_some_and(|lead_value| {
+            contact_value.is_some_and(|v| same_value(*field, Some(v), lead_value))
+        });
+        if a_copy || at(lead_person).is_some_and(|l| at(contact_person).is_none_or(|c| l > c)) {
             merged.fields.insert(*field, value.clone());
             if let Some(p) = lead_person.provenance.get(field) {
                 merged.provenance.insert(*field, p.clone());
