@@ -955,9 +955,13 @@ async fn push_group(
     rules: &Arc<Rules>,
     progress: &Progress,
     retry: PushRetry,
-    due: Vec<crate::ledger::DuePush>,
+    mut due: Vec<crate::ledger::DuePush>,
 ) -> anyhow::Result<bool> {
     let name = sys.name.clone();
+    let sent_at = Utc::now();
+    for d in &mut due {
+        d.sent_at = Some(sent_at);
+    }
     let mut records: Vec<_> = due.iter().map(|d| d.record.clone()).collect();
     // Consent only tightens: a record that would clear an opt-out is refused, never sent.
     let refused = crate::connectors::consent::refuse_resubscribes(&records);
@@ -1004,7 +1008,7 @@ async fn push_group(
             let msg = e.to_string();
             let n = name.clone();
             blocking(ledger, move |l| {
-                l.defer_pushes(&n, &due, &code, &msg, dead, retry, Utc::now())?;
+                l.defer_pushes(&due, &code, &msg, dead, retry, Utc::now())?;
                 l.record_error(&n, &msg, Utc::now())
             })
             .await?;

@@ -582,7 +582,7 @@ fn a_refusal_for_a_dropped_row_does_not_dead_letter_the_row_that_took_its_id() {
     let retry = PushOutcome::Retry { outbox_id: sent[0].record.outbox_id, code: "x".into() };
     l.record_push_results(&crm, &sent, &[retry], &r, PushRetry::default(), t(7), t(7))
         .expect("record");
-    l.defer_pushes(&crm, &sent, "x", "failed", true, PushRetry::default(), t(7)).expect("defer");
+    l.defer_pushes(&sent, "x", "failed", true, PushRetry::default(), t(7)).expect("defer");
     assert_eq!(l.due_pushes(&mkt, 10, t(7)).expect("due").len(), 1, "due at once");
 }
 
