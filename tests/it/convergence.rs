@@ -56,6 +56,10 @@
 //!   so meanwhile, may stay a person of its own ("blurred"): the two no longer look alike.
 //!   So may a human's own records when, before they were linked, one got a new email and one
 //!   a new first or last name (no address in common, and no rule ties them). Such a human's records are checked per person for duplicates and opt-outs;
+//! - an edit made while leadsync's write of that field to that record was in flight (the
+//!   engine's trail: sent before the edit returned, answered after it was sent) may be
+//!   overwritten by that write: neither vendor offers conditional writes, so no engine can
+//!   order the two (seeds 120, 201: the fill-in of a newly linked duplicate);
 //! - of several records of one human in one system only the primary (the person's oldest
 //!   link) must hold the person's fields, the others the opt-out (ARCHITECTURE.md);
 //! - a duplicate the driver made next to a record leadsync had made already is not a
@@ -66,7 +70,11 @@
 //! - one human may be two persons when their ledger emails are two mailboxes at one
 //!   domain and an open duplicate review ties them: the matcher sends such a pair to review
 //!   by design (two mailboxes at one employer are usually two people, and `mail.example`,
-//!   where the driver's duplicates live, is a domain a human's email may move to).
+//!   where the driver's duplicates live, is a domain a human's email may move to). Such a
+//!   human's opt-outs are checked per person, as a blurred human's: consent crosses the
+//!   records of one person, and the engine cannot know the review's two persons are one
+//!   (seed 325: a HubSpot merge survivor's own `mail.example` address became the person's,
+//!   and a later duplicate at `mail.example` went to review, not opted out).
 //!
 //! Without webhooks HubSpot archives are learnt from the archived-list sweep, which ends every
 //! poll pass here (`archived_sweep_every = 1`; hourly by default).
@@ -351,6 +359,8 @@ struct Edit {
     hs_prop: &'static str,
     value: String,
     at: Instant,
+    /// Wall clock just before the write was sent and just after it returned.
+    wall: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
     /// The human's records were all linked to one person when it was made.
     settled: bool,
     /// A vendor undid it: the record was deleted or merged away, or a merge kept another
@@ -717,6 +727,7 @@ impl Driver<'_> {
         let tok = self.humans[human].token.clone();
         let settled = self.settled(human);
         let at = Instant::now();
+        let wall_before = chrono::Utc::now();
         let r = if on_sf {
             let Some(id) = self.one_of(self.sf_leads(human)) else {
                 return self.note(format!("{what} {tok}: no salesforce lead, skipped"));
@@ -734,6 +745,7 @@ impl Driver<'_> {
             (r, format!("hs:{id}"))
         };
         let (r, record) = r;
+        let wall = (wall_before, chrono::Utc::now());
         let identity = ["FirstName", "LastName", "Company", "Email"].contains(&sf_field);
         // An edit on the duplicate itself, or on another record of its human while the
         // duplicate is not linked yet: either way the two no longer look alike.
@@ -776,6 +788,7 @@ impl Driver<'_> {
                 hs_prop,
                 value,
                 at,
+                wall,
                 settled,
                 superseded,
             });
@@ -1318,6 +1331,12 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
         {
             continue;
         }
+        // An edit made while leadsync's write of that field to that record was in flight
+        // (sent before the edit returned, answered after it was sent) may land first and be
+        // overwritten: the vendors have no conditional writes (seeds 120, 201).
+        if raced_by_push(app, e) {
+            continue;
+        }
         let tok = &d.humans[human].token;
         let same = |have: Option<&str>| match (e.sf_field, have) {
             ("Email", Some(h)) => h.trim().eq_ignore_ascii_case(&e.value),
@@ -1507,10 +1526,17 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
                         || (r.lead_id == b && r.other_lead_id.as_deref() == Some(a)))
             })
     };
+    // Humans who are several persons tied by open reviews: consent crosses a person's records,
+    // not a review (the engine cannot know the two are one), so their opt-outs are checked per
+    // person, as a blurred human's.
+    let mut split_by_review: BTreeSet<&str> = BTreeSet::new();
     for (t, persons) in &human_persons {
         let blurred = d.humans.iter().any(|x| &x.token == t && x.blurred);
         let first = persons.iter().next().copied().unwrap_or_default();
         let in_review = persons.iter().skip(1).all(|p| asked(first, p));
+        if persons.len() > 1 && in_review {
+            split_by_review.insert(t.as_str());
+        }
         if persons.len() > 1 && !blurred && !in_review {
             failures.push(format!(
                 "identity: human {t} is {} ledger persons: {persons:?}",
@@ -1518,7 +1544,8 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
             ));
         }
     }
-    for human in d.humans.iter().filter(|x| x.opted_out && !x.blurred) {
+    let apart = |x: &Human| x.blurred || split_by_review.contains(x.token.as_str());
+    for human in d.humans.iter().filter(|x| x.opted_out && !apart(x)) {
         let tok = Some(&human.token);
         for r in sf.iter().filter(|r| r.token.as_ref() == tok && !r.converted && !r.opt_out) {
             failures.push(format!(
@@ -1546,7 +1573,7 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
     }
     // A blurred human's persons may be apart (see above): an opt-out holds per person. Every
     // person with an opted-out live record is opted out in the ledger and on all its records.
-    for human in d.humans.iter().filter(|x| x.opted_out && x.blurred) {
+    for human in d.humans.iter().filter(|x| x.opted_out && apart(x)) {
         let tok = Some(&human.token);
         let records = sf
             .iter()
@@ -1596,6 +1623,48 @@ fn create_cleared_at(app: &App, system: &str, id: &str) -> Option<chrono::DateTi
         }
         let at = e.detail.get("cleared_by_read")?.as_str()?;
         chrono::DateTime::parse_from_rfc3339(at).ok().map(|t| t.with_timezone(&chrono::Utc))
+    })
+}
+
+/// Whether the engine's trail shows a write of `e`'s field to `e`'s record in flight while
+/// the driver made the edit (`sent_at` no later than the edit returned, answered no earlier
+/// than it was sent).
+fn raced_by_push(app: &App, e: &Edit) -> bool {
+    let field = match e.sf_field {
+        "FirstName" => "first_name",
+        "LastName" => "last_name",
+        "Company" => "company",
+        "Title" => "title",
+        "Phone" => "phone",
+        "LeadSource" => "lead_source",
+        "Email" => "email",
+        _ => return false,
+    };
+    let Some((side, id)) = e.record.split_once(':') else { return false };
+    let system = if side == "sf" { "crm" } else { "marketing" };
+    let Ok(reader) = leadsync::ledger::LedgerReader::open(app.ledger().path()) else {
+        return false;
+    };
+    let Ok(Some(trace)) = reader.trace(&format!("{system}:{id}")) else { return false };
+    let time = |v: Option<&Value>| {
+        chrono::DateTime::parse_from_rfc3339(v?.as_str()?)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    trace.events.iter().any(|ev| {
+        ev.kind == "pushed"
+            && ev
+                .detail
+                .get("remote")
+                .and_then(Value::as_str)
+                .is_some_and(|r| r.ends_with(&format!("/{id}")))
+            && ev
+                .detail
+                .get("fields")
+                .and_then(Value::as_array)
+                .is_some_and(|f| f.iter().any(|x| x.as_str() == Some(field)))
+            && time(ev.detail.get("sent_at")).is_some_and(|s| s <= e.wall.1)
+            && time(Some(&Value::String(ev.at.clone()))).is_some_and(|a| a >= e.wall.0)
     })
 }
 
