@@ -147,6 +147,20 @@ impl Progress {
         self.caught_up_wall.lock().ok().and_then(|g| g.get(name).copied())
     }
 
+    /// When the newest complete read of *every* system started (the oldest of their
+    /// [`Progress::caught_up_wall`]s); `None` until each has been read through once. A create
+    /// is cleared by this, not by its own system's read alone: a change read in another system
+    /// can make a record already there the person's (an edit that makes a hand-made duplicate
+    /// match, convergence seed 205; a converted contact whose lead's conversion is read after
+    /// it, seed 394), and creating before that change is read makes a second record.
+    pub fn read_through_wall(&self) -> Option<chrono::DateTime<Utc>> {
+        let g = self.caught_up_wall.lock().ok()?;
+        if g.len() < self.polled.len() {
+            return None;
+        }
+        g.values().min().copied()
+    }
+
     /// Whether some system is still being read page after page.
     pub fn backfilling(&self) -> bool {
         self.backfilling.values().any(|b| b.load(Ordering::Relaxed))
@@ -359,6 +373,7 @@ impl App {
             tasks.spawn(
                 pusher(
                     Arc::clone(sys),
+                    self.systems.clone(),
                     Arc::clone(&self.ledger),
                     Arc::clone(&self.rules),
                     Arc::clone(&self.progress),
@@ -825,6 +840,7 @@ async fn reconciler(
 
 async fn pusher(
     sys: Arc<SystemHandle>,
+    all: Vec<Arc<SystemHandle>>,
     ledger: Arc<Ledger>,
     rules: Arc<Rules>,
     progress: Arc<Progress>,
@@ -841,9 +857,9 @@ async fn pusher(
     // The newest planning time of a held create for which this system's poller was woken.
     let mut woke_for: Option<chrono::DateTime<Utc>> = None;
     while !shutdown.is_triggered() {
-        // Decided before reading the due rows, in this order: the newest complete read of this
+        // Decided before reading the due rows, in this order: the newest complete read of every
         // system, then whether every change read so far is reconciled (see below).
-        let read_from = progress.caught_up_wall(&name);
+        let read_from = progress.read_through_wall();
         let inbox_idle = !blocking(&ledger, |l| l.inbox_has_pending()).await?;
         let n = name.clone();
         let mut due = blocking(&ledger, move |l| l.due_pushes(&n, max, Utc::now())).await?;
@@ -881,11 +897,12 @@ async fn pusher(
         // Never create a record in a system before every record it held when the create was
         // planned has been read and reconciled: the person may be there already (made by hand
         // a moment before, or a Salesforce lead that does not carry our ledger id), and
-        // creating it again would make a duplicate. So a create waits for a read of this
-        // system that started after it was planned, and for the reconciler to take what that
-        // read found (a record of the person links to them and drops the create). The poller
-        // is woken for it, so the wait is one incremental read, not a poll interval or a
-        // webhook sweep.
+        // creating it again would make a duplicate. So a create waits for a read of every
+        // system that started after it was planned (a change in another system can make a
+        // record here the person's: `Progress::read_through_wall`), and for the reconciler to
+        // take what those reads found (a record of the person links to them and drops the
+        // create). The pollers are woken for it, so the wait is one incremental read, not a
+        // poll interval or a webhook sweep.
         let held: Vec<chrono::DateTime<Utc>> = creates
             .iter()
             .filter(|d| !(inbox_idle && read_from.is_some_and(|r| r > d.planned_at)))
@@ -900,7 +917,9 @@ async fn pusher(
             && woke_for.is_none_or(|w| w < newest)
         {
             woke_for = Some(newest);
-            sys.poll_wake.notify_one();
+            for s in &all {
+                s.poll_wake.notify_one();
+            }
         }
         let mut pushed_any = false;
         for group in [creates, updates] {
@@ -937,9 +956,13 @@ async fn push_group(
     rules: &Arc<Rules>,
     progress: &Progress,
     retry: PushRetry,
-    due: Vec<crate::ledger::DuePush>,
+    mut due: Vec<crate::ledger::DuePush>,
 ) -> anyhow::Result<bool> {
     let name = sys.name.clone();
+    let sent_at = Utc::now();
+    for d in &mut due {
+        d.sent_at = Some(sent_at);
+    }
     let mut records: Vec<_> = due.iter().map(|d| d.record.clone()).collect();
     // Consent only tightens: a record that would clear an opt-out is refused, never sent.
     let refused = crate::connectors::consent::refuse_resubscribes(&records);
@@ -998,6 +1021,30 @@ async fn push_group(
 #[cfg(test)]
 mod pass_tests {
     use super::*;
+
+    /// Convergence seeds 205 and 394: a create into HubSpot went out after a read of HubSpot
+    /// alone, while the Salesforce change that made a record there the person's (an edit, a
+    /// lead's conversion) was not read yet. Creates are cleared by a read of every system.
+    #[test]
+    fn creates_are_cleared_by_a_read_of_every_system_only() {
+        let (crm, mkt) = (SystemName("crm".into()), SystemName("marketing".into()));
+        let progress = Progress::new(&[crm.clone(), mkt.clone()]);
+        let w0 = Utc::now();
+        let set = |name: &SystemName, ms: i64| {
+            let mut g = progress.caught_up_wall.lock().expect("lock");
+            g.insert(name.clone(), w0 + chrono::Duration::milliseconds(ms));
+        };
+        set(&mkt, 1000);
+        assert_eq!(progress.read_through_wall(), None, "salesforce never read through");
+        set(&crm, 400);
+        assert_eq!(
+            progress.read_through_wall(),
+            Some(w0 + chrono::Duration::milliseconds(400)),
+            "the older of the two reads clears"
+        );
+        set(&crm, 1500);
+        assert_eq!(progress.read_through_wall(), Some(w0 + chrono::Duration::milliseconds(1000)));
+    }
 
     /// Convergence seeds 270 and 367: the archived sweep that ends a HubSpot pass started
     /// after a contact was made by hand, and the search before it had not seen that contact;

@@ -667,6 +667,51 @@ fn reopen_link(
     drop_pending_create(tx, lead_id, system, remote, now)
 }
 
+/// The survivor of a vendor merge of a person's primary record takes the merged record's
+/// place (`Decision::take_place`): the two links swap row ids, which is the order
+/// [`load_lead`] lists them in, and their history with them; the survivor becomes an exact
+/// link when the merged one was.
+fn take_place(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    system: &SystemName,
+    merged: &RemoteId,
+    survivor: &RemoteId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let (Some(a), Some(b)) = (link_id(tx, system, merged)?, link_id(tx, system, survivor)?) else {
+        return Ok(());
+    };
+    let merged_by_rule: bool = tx
+        .prepare_cached("SELECT reason LIKE 'matched_rule:%' FROM links WHERE id = ?1")?
+        .query_row([a], |r| r.get(0))?;
+    // A survivor with a newer row than the merged link moves to its row id (ids are unique:
+    // the merged link parks at -a meanwhile); an older one is ahead of it already once it is
+    // of the same kind, since no link of that kind was ahead of the merged primary.
+    let at = if a < b {
+        for (from, to) in [(a, -a), (b, a), (-a, b)] {
+            tx.prepare_cached("UPDATE links SET id = ?2 WHERE id = ?1")?
+                .execute(params![from, to])?;
+        }
+        tx.prepare_cached(
+            "UPDATE link_history SET link_id = CASE link_id WHEN ?1 THEN ?2 ELSE ?1 END
+             WHERE link_id IN (?1, ?2)",
+        )?
+        .execute(params![a, b])?;
+        a
+    } else {
+        b
+    };
+    if !merged_by_rule {
+        tx.prepare_cached(
+            "UPDATE links SET reason = 'merge_survivor' WHERE id = ?1
+             AND reason LIKE 'matched_rule:%'",
+        )?
+        .execute([at])?;
+    }
+    history(tx, at, lead_id, "primary", "merge_survivor", now)
+}
+
 fn close_link(
     tx: &Transaction<'_>,
     lead_id: &str,
@@ -885,6 +930,9 @@ pub(super) fn apply_decision(
     if let Some((other, reason)) = &d.link_other {
         reopen_link(tx, &d.lead_id, system, other, reason, now)?;
     }
+    if let Some(survivor) = &d.take_place {
+        take_place(tx, &d.lead_id, system, &change.remote, survivor, now)?;
+    }
     if let Some(keys) = &d.match_keys {
         if d.is_new_lead {
             // A person just minted has no keys yet: only the inserts.
@@ -1021,7 +1069,7 @@ pub(super) fn rescore_duplicates(
         // whichever person held it: an edit made on the younger person's record before the
         // two were seen to be one is not reverted by the fold.
         let mut merged = reconcile::merge_persons(w, l, rules, now);
-        reconcile::newer_values_carry_on(&mut merged, l, w, rules);
+        reconcile::newer_values_carry_on(&mut merged, l, w, rules, None);
         write_lead(tx, &winner, false, &merged.fields, &merged.provenance, now)?;
         absorb(tx, &winner, loser, "rescored", now)?;
         let keys = rules.matcher.blocking_keys(&rules.matcher.profile_of(&merged.fields));

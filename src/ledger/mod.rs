@@ -141,6 +141,10 @@ pub struct DuePush {
     /// started (nothing that read found was this person). Audited, so that a duplicate made
     /// at the vendor after that moment is told from one leadsync should have seen.
     pub cleared_by_read: Option<DateTime<Utc>>,
+    /// When the pusher sent it (wall clock), audited with the answer: a human's edit of a
+    /// pushed field made while it was in flight may have been overwritten by it (no vendor
+    /// here offers conditional writes), which the trail then shows.
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// Per-system operational state for `leadsync status`.
@@ -550,6 +554,7 @@ impl Ledger {
                 attempts,
                 planned_at: parse_ts(&planned)?,
                 cleared_by_read: None,
+                sent_at: None,
             });
         }
         Ok(out)
@@ -724,6 +729,9 @@ impl Ledger {
                         if let Some(at) = due.cleared_by_read {
                             detail["cleared_by_read"] = ts(at).into();
                         }
+                        if let Some(at) = due.sent_at {
+                            detail["sent_at"] = ts(at).into();
+                        }
                         audit(tx, now, Some(lead_id), Some(system.as_str()), "pushed", &detail)?;
                         if replan_needed {
                             replan(tx, lead_id, rules, now)?;
@@ -745,6 +753,28 @@ impl Ledger {
                             "owner_dropped",
                             &serde_json::json!({"code": code, "owner": rec.owner}),
                         )?;
+                        tally.retried += 1;
+                    }
+                    // The row sent is gone or replanned (the record's link closed, a read
+                    // showed it holds the fields already) and its id may be another row's by
+                    // now, even another system's (convergence seed 394: a refused write to a
+                    // converted lead dead-lettered the HubSpot row that took its id). What the
+                    // vendor said is kept in the trail; the row there now goes out on its own.
+                    Some(PushOutcome::Rejected { code, .. })
+                        if !still_the_row_sent(tx, system, due)? =>
+                    {
+                        audit(
+                            tx,
+                            now,
+                            Some(lead_id),
+                            Some(system.as_str()),
+                            "push_rejected",
+                            &serde_json::json!({"code": code, "superseded": true}),
+                        )?;
+                    }
+                    Some(PushOutcome::Retry { .. }) | None
+                        if !still_the_row_sent(tx, system, due)? =>
+                    {
                         tally.retried += 1;
                     }
                     Some(PushOutcome::Rejected { code, message, .. }) => {
@@ -797,6 +827,11 @@ impl Ledger {
     ) -> Result<()> {
         self.with_tx(|tx| {
             for due in sent {
+                // Only the row sent: its id may be another row's by now (see
+                // `record_push_results`).
+                if !row_sent_unchanged(tx, None, due)? {
+                    continue;
+                }
                 if dead {
                     mark_dead(tx, due.record.outbox_id, code, message, now)?;
                 } else {
@@ -1395,6 +1430,15 @@ fn write_plan(
 /// may be a newer push to the same record (or any other) with the first version again. Taking
 /// that row for the one sent marks a write done that never went out.
 fn still_the_row_sent(tx: &Transaction<'_>, system: &SystemName, due: &DuePush) -> Result<bool> {
+    row_sent_unchanged(tx, Some(system), due)
+}
+
+/// [`still_the_row_sent`], in whichever system (`None`) when the caller does not know it.
+fn row_sent_unchanged(
+    tx: &Transaction<'_>,
+    system: Option<&SystemName>,
+    due: &DuePush,
+) -> Result<bool> {
     let rec = &due.record;
     let remote_id = match &rec.op {
         PushOp::Create { .. } => "",
@@ -1403,14 +1447,15 @@ fn still_the_row_sent(tx: &Transaction<'_>, system: &SystemName, due: &DuePush) 
     Ok(tx
         .prepare_cached(
             "SELECT EXISTS(SELECT 1 FROM outbox WHERE id = ?1 AND version = ?2 AND lead_id = ?3
-             AND system = ?4 AND remote_id = ?5 AND fields = ?6 AND state = 'pending')",
+             AND (?4 IS NULL OR system = ?4) AND remote_id = ?5 AND fields = ?6
+             AND state = 'pending')",
         )?
         .query_row(
             params![
                 rec.outbox_id,
                 due.version,
                 rec.ledger_key,
-                system.as_str(),
+                system.map(SystemName::as_str),
                 remote_id,
                 to_json(&rec.fields)?
             ],

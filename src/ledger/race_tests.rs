@@ -469,3 +469,156 @@ fn an_edit_that_makes_two_persons_match_folds_them() {
         "the newer title, though the younger person's, stands (convergence seed 119)"
     );
 }
+
+/// Convergence seed 63 (all ops): the person's contact `1` (linked by email: the primary),
+/// then two hand-made duplicates `2` and `3` linked by a fuzzy rule. HubSpot merged `1` into
+/// `3`, which now holds the person's address too. The next in line, `2`, became the primary
+/// and was sent that address: 409, a dead letter, and `2` kept another email. The survivor
+/// takes the merged record's place, in the ledger's order of links as in the plan.
+#[test]
+fn a_merge_survivor_takes_the_primarys_place_in_the_ledger() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+    for sys in [&mkt, &crm] {
+        let due = l.due_pushes(sys, 10, t(3)).expect("due");
+        let outcomes: Vec<_> = due.iter().map(accepted).collect();
+        l.record_push_results(sys, &due, &outcomes, &r, PushRetry::default(), t(3), t(3))
+            .expect("record");
+    }
+    let lead_id = l.snapshot().expect("snap")[0].id.clone();
+    let contact = |id: &str| RemoteId { object_type: "contact".into(), id: id.into() };
+    l.with_tx(|tx| {
+        for id in ["2", "3"] {
+            identity::insert_link(tx, &lead_id, &mkt, &contact(id), "matched_rule:x", t(4))?;
+        }
+        Ok(())
+    })
+    .expect("links");
+    let dup = |email: &'static str| {
+        [(Field::Email, email), (Field::LastName, "Doe"), (Field::LeadStatus, "new")]
+    };
+    let dups = [
+        read("contact", "2", &dup("alt2@mail.test"), 4, 4),
+        read("contact", "3", &dup("alt3@mail.test"), 4, 4),
+    ];
+    l.ingest(&mkt, "poll", &dups, None, t(4)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "3".into() },
+        ..read("contact", "1", &[], 5, 5)
+    };
+    l.ingest(&mkt, "webhook", &[merged], None, t(5)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(6), &mut m).expect("reconcile");
+    let person = l.with_tx(|tx| identity::load_lead(tx, &lead_id)).expect("load").expect("lead");
+    let first = person.links.iter().find(|k| k.system == mkt).map(|k| k.remote.id.as_str());
+    assert_eq!(first, Some("3"), "the survivor is the primary: {:?}", person.links);
+    assert_eq!(person.fields.get(&Field::Email).map(String::as_str), Some("alt3@mail.test"));
+    let due = l.due_pushes(&mkt, 10, t(7)).expect("due");
+    assert!(
+        due.iter().all(|p| !p.record.fields.contains_key(&Field::Email)),
+        "no contact is sent an address another holds: {due:?}"
+    );
+}
+
+/// Convergence seed 394 (all ops): a new email from HubSpot went out to the person's
+/// Salesforce lead while a human converted the lead. The conversion, read meanwhile, dropped
+/// the pending row and planned the stage it implies for HubSpot in a row that got the freed
+/// id. Salesforce refused the write to the converted lead, and the refusal dead-lettered the
+/// HubSpot row by that id: the contact never got the stage. Here the row is dropped by a
+/// read showing the lead holds the email already, then a status that HubSpot must get takes
+/// the id (the same reuse): an outcome settles only the row that was sent.
+#[test]
+fn a_refusal_for_a_dropped_row_does_not_dead_letter_the_row_that_took_its_id() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+    for sys in [&mkt, &crm] {
+        let due = l.due_pushes(sys, 10, t(3)).expect("due");
+        let outcomes: Vec<_> = due.iter().map(accepted).collect();
+        l.record_push_results(sys, &due, &outcomes, &r, PushRetry::default(), t(3), t(3))
+            .expect("record");
+    }
+    let contact = [
+        (Field::Email, "new@x.test"),
+        (Field::LastName, "Doe"),
+        (Field::LifecycleStage, "lead"),
+        (Field::LeadStatus, "new"),
+    ];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &contact, 4, 4)], None, t(4)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+    let sent = l.due_pushes(&crm, 10, t(5)).expect("due");
+    assert_eq!(sent.len(), 1, "the new email goes to the lead: {sent:?}");
+    assert!(l.due_pushes(&mkt, 10, t(5)).expect("due").is_empty());
+
+    for (status, at) in [("new", 5), ("working", 6)] {
+        let lead =
+            [(Field::Email, "new@x.test"), (Field::LastName, "Doe"), (Field::LeadStatus, status)];
+        let c = read("Lead", CRM_LEAD, &lead, at, at);
+        l.ingest(&crm, "poll", &[c], None, t(at)).expect("ingest");
+        l.reconcile_pending(&r, 100, t(at), &mut m).expect("reconcile");
+    }
+    let to_mkt = l.due_pushes(&mkt, 10, t(6)).expect("due");
+    assert_eq!(to_mkt.len(), 1, "the status and the stage it implies: {to_mkt:?}");
+    assert_eq!(
+        to_mkt[0].record.outbox_id, sent[0].record.outbox_id,
+        "the scenario: the HubSpot row took the freed id"
+    );
+
+    let refused = PushOutcome::Rejected {
+        outbox_id: sent[0].record.outbox_id,
+        code: "CANNOT_UPDATE_CONVERTED_LEAD".into(),
+        message: "cannot reference converted lead".into(),
+    };
+    l.record_push_results(&crm, &sent, &[refused], &r, PushRetry::default(), t(6), t(6))
+        .expect("record");
+    let still = l.due_pushes(&mkt, 10, t(7)).expect("due");
+    assert_eq!(still.len(), 1, "the HubSpot row is still to go: {still:?}");
+    assert_eq!(l.gauges().expect("gauges").systems["marketing"].dead, 0);
+    // A retry (or a failed call) of the row sent does not defer the row that took its id.
+    let retry = PushOutcome::Retry { outbox_id: sent[0].record.outbox_id, code: "x".into() };
+    l.record_push_results(&crm, &sent, &[retry], &r, PushRetry::default(), t(7), t(7))
+        .expect("record");
+    l.defer_pushes(&sent, "x", "failed", true, PushRetry::default(), t(7)).expect("defer");
+    assert_eq!(l.due_pushes(&mkt, 10, t(7)).expect("due").len(), 1, "due at once");
+}
+
+/// Convergence seed 394 (all ops): as seed 92, but the lead is converted *after* the email
+/// edit at HubSpot (before leadsync wrote it to the lead). The contact, read first, holds the
+/// lead's old address, dated at the conversion, later than the edit: folding the two persons
+/// took it as the newer value and wrote it back over the edit. It is the lead's copy, as old
+/// as the lead's value, and the edit stands.
+#[test]
+fn a_conversion_after_an_email_change_does_not_revert_the_email() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = linked_person(&l, &r);
+    let mut m = mint();
+    let new_email = [(Field::Email, "a.new@x.test"), (Field::LastName, "Doe")];
+    l.ingest(&mkt, "poll", &[read("contact", "1", &new_email, 10, 10)], None, t(10)).expect("i");
+    l.reconcile_pending(&r, 100, t(10), &mut m).expect("reconcile");
+
+    let old = [(Field::Email, "a@x.test"), (Field::LastName, "Doe")];
+    let contact = read("Contact", "003C", &old, 11, 12);
+    l.ingest(&crm, "poll", &[contact], None, t(12)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(12), &mut m).expect("reconcile");
+    let converted = Change {
+        fate: RecordFate::ConvertedTo {
+            remote: RemoteId { object_type: "Contact".into(), id: "003C".into() },
+        },
+        ..read("Lead", CRM_LEAD, &old, 11, 13)
+    };
+    l.ingest(&crm, "poll", &[converted], None, t(13)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(13), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "one human, one person: {snap:?}");
+    assert_eq!(snap[0].fields.get(&Field::Email).map(String::as_str), Some("a.new@x.test"));
+    let to_hubspot = l.due_pushes(&mkt, 10, t(14)).expect("due");
+    assert!(
+        to_hubspot.iter().all(|d| !d.record.fields.contains_key(&Field::Email)),
+        "{to_hubspot:?}"
+    );
+}

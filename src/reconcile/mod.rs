@@ -236,6 +236,10 @@ pub struct Decision {
     pub link_other: Option<(RemoteId, &'static str)>,
     /// A person to fold into this one (their links move here, they become a tombstone).
     pub absorb: Option<String>,
+    /// The vendor merged the changed record, its system's primary, into this other open link
+    /// of the same person: the survivor takes the merged record's place among the person's
+    /// links (it holds the merged record's address now; see [`take_primacy`]).
+    pub take_place: Option<RemoteId>,
     /// What leadsync now knows the changed record holds, and what it agrees on with its person.
     pub record_known: Fields,
     pub record_agreed: Fields,
@@ -366,6 +370,7 @@ fn unchanged(lead: &LeadState, change: &Change) -> Decision {
         close_link: None,
         link_other: None,
         absorb: None,
+        take_place: None,
         record_known: change.fields.clone(),
         record_agreed: Fields::new(),
         match_keys: None,
@@ -430,7 +435,8 @@ fn fold_related(
             // The record that carries on belongs to another person: they are one human.
             let mut merged = merge_persons(q, &remaining, rules, now);
             if reason == "converted_from_lead" {
-                newer_values_carry_on(&mut merged, &remaining, q, rules);
+                let lead_values = d.record_known.clone();
+                newer_values_carry_on(&mut merged, &remaining, q, rules, Some(&lead_values));
             }
             // A person this very change would have created is not written at all: the
             // record's link (opened and closed at once, for the trail) goes to `q`.
@@ -453,12 +459,6 @@ fn fold_related(
             });
             d.pushes = plan_pushes(&merged, rules);
         }
-        Some(_) => {
-            if reason == "merge_survivor" {
-                survivor_address_carries_on(d, &mut remaining, system, &other, rules, changed_at);
-            }
-            d.pushes = plan_pushes(&remaining, rules);
-        }
         None if !ctx.related_linked => {
             d.link_other = Some((other.clone(), reason));
             d.audit.push(link_event("link", system, &other, reason));
@@ -466,10 +466,53 @@ fn fold_related(
             add_link(&mut with.links, LinkState::new(system.clone(), other));
             d.pushes = plan_pushes(&with, rules);
         }
-        None => {
+        // The record that carries on is this person's own (the ledger leaves `related` empty
+        // then, and says it is linked).
+        _ if remaining.links.iter().any(|k| &k.system == system && k.remote == other) => {
+            if reason == "merge_survivor" {
+                if take_primacy(lead, &mut remaining, system, closing, &other) {
+                    d.take_place = Some(other.clone());
+                }
+                survivor_address_carries_on(d, &mut remaining, system, &other, rules, changed_at);
+            }
+            d.pushes = plan_pushes(&remaining, rules);
+        }
+        _ => {
             d.pushes = plan_pushes(&remaining, rules);
         }
     }
+}
+
+/// A vendor merged the system's primary record of a person into another record of the same
+/// person (convergence seed 63: leadsync's contact, linked by email, merged into a hand-made
+/// duplicate linked by a fuzzy rule, with an older fuzzy-linked duplicate beside it): the
+/// survivor takes the merged record's place, as its position and kind of link, so that it is
+/// the primary now. Otherwise the next record in line became primary and was sent the
+/// person's address, which HubSpot refuses (409) while the survivor holds it as an additional
+/// email. Returns whether the order changed (the ledger then swaps the two links' places).
+fn take_primacy(
+    lead: &LeadState,
+    remaining: &mut LeadState,
+    system: &SystemName,
+    closing: &RemoteId,
+    survivor: &RemoteId,
+) -> bool {
+    if !is_primary(lead, system, closing) || is_primary(remaining, system, survivor) {
+        return false;
+    }
+    let Some(at) = lead.links.iter().position(|k| &k.system == system && &k.remote == closing)
+    else {
+        return false;
+    };
+    let Some(from) =
+        remaining.links.iter().position(|k| &k.system == system && &k.remote == survivor)
+    else {
+        return false;
+    };
+    let mut link = remaining.links.remove(from);
+    link.by_rule = lead.links[at].by_rule;
+    remaining.links.insert(at.min(remaining.links.len()), link);
+    true
 }
 
 /// A vendor merge in a system with unique emails keeps the survivor's own address (HubSpot
@@ -528,19 +571,28 @@ fn survivor_address_carries_on(
 /// A converted contact read before its lead's conversion became a person of its own, from
 /// the lead's values at conversion; the lead's person may have moved on since (an email
 /// changed in another system). Under `most recent` the newer value stands, whichever person
-/// held it, so that folding the two does not revert an edit.
+/// held it, so that folding the two does not revert an edit. A value the contact holds only
+/// because the conversion copied it from the lead (`copied`: the lead's last state) is as old
+/// as the lead's, however late the contact was made: the lead's person's value stands
+/// (convergence seed 394: an email typed at HubSpot, then the lead converted before leadsync
+/// wrote it there; the contact's copy of the old address, dated at the conversion, undid it).
 pub(crate) fn newer_values_carry_on(
     merged: &mut LeadState,
     lead_person: &LeadState,
     contact_person: &LeadState,
     rules: &Rules,
+    copied: Option<&Fields>,
 ) {
     for (field, value) in &lead_person.fields {
         if rules.rule(*field) != FieldRule::MostRecent {
             continue;
         }
         let at = |p: &LeadState| p.provenance.get(field).map(|pr| pr.at);
-        if at(lead_person).is_some_and(|l| at(contact_person).is_none_or(|c| l > c)) {
+        let contact_value = contact_person.fields.get(field);
+        let a_copy = copied.and_then(|c| c.get(field)).is_some_and(|lead_value| {
+            contact_value.is_some_and(|v| same_value(*field, Some(v), lead_value))
+        });
+        if a_copy || at(lead_person).is_some_and(|l| at(contact_person).is_none_or(|c| l > c)) {
             merged.fields.insert(*field, value.clone());
             if let Some(p) = lead_person.provenance.get(field) {
                 merged.provenance.insert(*field, p.clone());
@@ -853,6 +905,7 @@ fn reconcile_live(
         close_link: None,
         link_other: None,
         absorb: None,
+        take_place: None,
         record_known,
         record_agreed,
         match_keys,

@@ -750,3 +750,54 @@ fn a_merge_survivor_in_a_unique_email_system_gives_the_person_its_address() {
     let d = reconcile(&ctx, &crm(), &merged, &r, "x", t(6)).expect("linked");
     assert_eq!(d.lead_fields[&Field::Email], "a@x.test");
 }
+
+/// Convergence seed 63 (all ops): leadsync's contact `1`, the person's primary, was merged at
+/// HubSpot into the hand-made duplicate `3` while another fuzzy-linked duplicate `2` stood
+/// before `3` in line. `2` became the primary and was sent the person's address, which `3`
+/// holds now (409, a dead letter and a record left with another email). The survivor takes
+/// the merged record's place instead.
+#[test]
+fn a_merge_survivor_takes_the_place_of_the_primary_merged_into_it() {
+    let r = rules();
+    let mut lead = linked_pair(&base());
+    for (id, email) in [("2", "alt2@mail.test"), ("3", "alt3@mail.test")] {
+        lead.links.push(LinkState {
+            known: fields(&[
+                (Field::Email, email),
+                (Field::Company, "Acme"),
+                (Field::Title, "CTO"),
+            ]),
+            agreed: fields(&[(Field::Company, "Acme"), (Field::Title, "CTO")]),
+            by_rule: true,
+            ..LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: id.into() })
+        });
+    }
+    // As the ledger loads it: the survivor's person is this one, so `related` stays empty.
+    let ctx = Context { linked: Some(lead.clone()), related_linked: true, ..Context::default() };
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "3".into() },
+        ..change("1", "contact", Fields::new(), 5)
+    };
+    let d = reconcile(&ctx, &mkt(), &merged, &r, "x", t(6)).expect("linked");
+    let three = RemoteId { object_type: "contact".into(), id: "3".into() };
+    assert_eq!(d.take_place, Some(three));
+    assert_eq!(d.lead_fields[&Field::Email], "alt3@mail.test", "the survivor's address");
+    assert!(
+        d.pushes.iter().all(|p| p.system != mkt() || !p.fields.contains_key(&Field::Email)),
+        "no contact is sent an address another one holds: {:?}",
+        d.pushes
+    );
+    // Merged into the next in line, nothing moves; nor when a second record is merged away.
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "2".into() },
+        ..change("1", "contact", Fields::new(), 5)
+    };
+    let d = reconcile(&ctx, &mkt(), &merged, &r, "x", t(6)).expect("linked");
+    assert_eq!(d.take_place, None);
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "3".into() },
+        ..change("2", "contact", Fields::new(), 5)
+    };
+    let d = reconcile(&ctx, &mkt(), &merged, &r, "x", t(6)).expect("linked");
+    assert_eq!(d.take_place, None);
+}

@@ -369,3 +369,26 @@ async fn a_soap_outage_is_retried() {
     assert_eq!(sf.merge_records("Lead", &master, &loser).await.expect("retried"), master);
     assert_eq!(sim.stats().api_writes, 1, "the refused attempts did nothing");
 }
+
+/// Convergence seed 266 (all ops): a human converted a lead, then deleted the converted lead.
+/// Read first as a delete, the conversion was never seen: the contact became a person of its
+/// own and was created at HubSpot next to the human's contact. A deleted converted lead is
+/// still a conversion; its contact carries the person on.
+#[test]
+fn a_converted_lead_deleted_afterwards_reads_as_converted() {
+    let rec = |deleted: bool, converted: bool| -> super::wire::Record {
+        let mut m = Map::new();
+        m.insert("Id".into(), json!("00Q5g0000000AAAEA2"));
+        m.insert("IsDeleted".into(), json!(deleted));
+        m.insert("IsConverted".into(), json!(converted));
+        if converted {
+            m.insert("ConvertedContactId".into(), json!("0035g0000000AAAAA2"));
+        }
+        m
+    };
+    let contact = RecordFate::ConvertedTo { remote: rid("Contact", "0035g0000000AAAAA2") };
+    assert_eq!(super::mapping::fate_of(&rec(true, true)), contact);
+    assert_eq!(super::mapping::fate_of(&rec(false, true)), contact);
+    assert_eq!(super::mapping::fate_of(&rec(true, false)), RecordFate::Deleted);
+    assert_eq!(super::mapping::fate_of(&rec(false, false)), RecordFate::Live);
+}

@@ -168,7 +168,10 @@ pub(super) fn last_activity_of(rec: &Record) -> Option<LastActivity> {
 
 /// What the record's system fields say happened to it: `IsDeleted` with a `MasterRecordId`
 /// is a merge (the master survives), without one a delete; a converted lead points at its
-/// contact. Absent fields (an outbound message that did not carry them) read as live.
+/// contact, also once deleted (a converted lead can be deleted, and its contact lives on: read
+/// as a delete, the conversion was never seen and the contact became a person of its own,
+/// convergence seed 266). Absent fields (an outbound message that did not carry them) read as
+/// live.
 pub(super) fn fate_of(rec: &Record) -> RecordFate {
     let text = |name: &str| {
         get_ci(rec, name).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
@@ -179,7 +182,8 @@ pub(super) fn fate_of(rec: &Record) -> RecordFate {
                 .unwrap_or_else(|| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("true")))
         })
     };
-    if flag(wire::IS_DELETED_FIELD) {
+    let converted = flag(wire::IS_CONVERTED_FIELD) && text(wire::CONVERTED_CONTACT_FIELD).is_some();
+    if flag(wire::IS_DELETED_FIELD) && !converted {
         return match text(wire::MASTER_RECORD_FIELD) {
             Some(survivor) => RecordFate::MergedInto { survivor: survivor.to_string() },
             None => RecordFate::Deleted,
