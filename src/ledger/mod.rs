@@ -142,8 +142,9 @@ pub struct DuePush {
     /// at the vendor after that moment is told from one leadsync should have seen.
     pub cleared_by_read: Option<DateTime<Utc>>,
     /// When the pusher sent it (wall clock), audited with the answer: a human's edit of a
-    /// pushed field made while it was in flight may have been overwritten by it (no vendor
-    /// here offers conditional writes), which the trail then shows.
+    /// pushed field made while it was in flight may have been overwritten by it (the batch
+    /// endpoints take no precondition: Salesforce's `If-Unmodified-Since` is for one-record
+    /// PATCHes only, HubSpot's batch update has none), which the trail then shows.
     pub sent_at: Option<DateTime<Utc>>,
 }
 
