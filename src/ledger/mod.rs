@@ -1319,6 +1319,7 @@ fn write_plan(
         )?
         .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<std::result::Result<_, _>>()?;
+    let mut dropped_creates = Vec::new();
     for (id, system, remote_id, has_dates) in pending {
         let still = intents.iter().any(|i| {
             i.system.as_str() == system
@@ -1334,6 +1335,12 @@ fn write_plan(
             )?
             .execute(params![id, ts(now)])?;
         } else {
+            // A create no longer wanted (a review holds it, the person's record there came
+            // with a person folded into this one, ...) hands the contract writes it carries
+            // on, once the plan is written (see `vendor_writes::rehome`).
+            if has_dates && remote_id.is_empty() {
+                dropped_creates.push(vendor_writes::carried(tx, lead_id, &system, &remote_id)?);
+            }
             tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
         }
     }
@@ -1367,6 +1374,9 @@ fn write_plan(
             fields,
             ts(now)
         ])?;
+    }
+    for carried in dropped_creates {
+        vendor_writes::rehome(tx, carried, now)?;
     }
     Ok(())
 }
