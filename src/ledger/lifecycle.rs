@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use super::identity::{load_lead, replan, write_lead};
 use super::trace::find_lead;
-use super::{Ledger, LedgerError, LedgerReader, Result, audit, from_json, to_json, ts, write_plan};
+use super::{
+    Ledger, LedgerError, LedgerReader, Result, audit, from_json, to_json, ts, write_plan_riding,
+};
 use crate::contract::conditions::Facts;
 use crate::contract::config::Contract;
 use crate::contract::lifecycle::{LifecycleStage, NamedMove, Transition};
@@ -517,7 +519,37 @@ fn sweep_person(
             write_lead(tx, id, false, &lead.fields, &lead.provenance, now)?;
         }
         // `lead` is what `replan` would load again: only fields and provenance changed.
-        write_plan(tx, id, &crate::reconcile::plan_pushes(&lead, rules), now)?;
+        let intents = crate::reconcile::plan_pushes(&lead, rules);
+        // The stage dates due to a system whose row the plan writes go on that row as it is
+        // written; the others are queued below (`queue_dates`).
+        let mut due = Vec::new();
+        let mut riding: Vec<Option<BTreeMap<String, DateTime<Utc>>>> = vec![None; intents.len()];
+        for system in contract.mapping.stage_dates.keys() {
+            let unsent = unsent_dates(contract, &state, system);
+            if unsent.is_empty() {
+                continue;
+            }
+            // Where `queue_dates` puts them: the primary record there, else the create.
+            let primary = lead.links.iter().find(|k| k.system.as_str() == system);
+            let at = intents.iter().position(|i| {
+                i.system.as_str() == system
+                    && match primary {
+                        Some(k) => i.remote.as_ref().is_some_and(|r| r.id == k.remote.id),
+                        None => i.remote.is_none(),
+                    }
+            });
+            if let Some(k) = at {
+                riding[k] =
+                    Some(unsent.iter().map(|(st, t)| (st.as_str().to_string(), *t)).collect());
+                due.push((k, system, unsent));
+            }
+        }
+        let rode = write_plan_riding(tx, id, &intents, &riding, now)?;
+        for (k, system, unsent) in due {
+            if rode[k] {
+                state.dates_sent.entry(system.clone()).or_default().extend(unsent);
+            }
+        }
         links = Some(lead.links.into_iter().map(|k| (k.system.0, k.remote)).collect());
     }
     // Also dates and a reason a system has not had yet (a mapping added since).
