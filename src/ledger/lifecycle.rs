@@ -12,11 +12,13 @@ use serde::Serialize;
 
 use super::identity::{load_lead, replan, write_lead};
 use super::trace::find_lead;
-use super::{Ledger, LedgerError, LedgerReader, Result, audit, from_json, to_json, ts, write_plan};
+use super::{
+    Ledger, LedgerError, LedgerReader, Result, audit, from_json, to_json, ts, write_plan_riding,
+};
 use crate::contract::conditions::Facts;
 use crate::contract::config::Contract;
 use crate::contract::lifecycle::{LifecycleStage, NamedMove, Transition};
-use crate::domain::{Fields, RemoteId, Stage};
+use crate::domain::{Field, Fields, RemoteId, Stage, normalize_email};
 use crate::reconcile::lifecycle::{
     Governed, PersonLifecycle, evaluate_rules, fill_facts, named_move, named_refusal, placement,
     reevaluate, unsent_dates, unsent_reason,
@@ -379,16 +381,19 @@ impl Ledger {
     }
 }
 
-/// The batch query of a sweep: each person's id, fields and lifecycle JSON, in id order.
+/// The batch query of a sweep: each person's id, fields, lifecycle JSON and normalised email,
+/// in id order.
 fn sweep_sql(sweep: Sweep) -> &'static str {
     match sweep {
         Sweep::Everyone => {
-            "SELECT l.id, l.fields, c.state FROM leads l LEFT JOIN lifecycle c ON c.lead_id = l.id
+            "SELECT l.id, l.fields, c.state, l.email_norm
+             FROM leads l LEFT JOIN lifecycle c ON c.lead_id = l.id
              WHERE l.merged_into IS NULL AND l.id > ?1
              ORDER BY l.id LIMIT ?2"
         }
         Sweep::WithEvents => {
-            "SELECT l.id, l.fields, c.state FROM leads l JOIN lifecycle c ON c.lead_id = l.id
+            "SELECT l.id, l.fields, c.state, l.email_norm
+             FROM leads l JOIN lifecycle c ON c.lead_id = l.id
              WHERE l.merged_into IS NULL AND l.id > ?1
                AND json_extract(c.state, '$.events') != '{}'
              ORDER BY l.id LIMIT ?2"
@@ -398,26 +403,30 @@ fn sweep_sql(sweep: Sweep) -> &'static str {
 
 /// One person's row as [`sweep_sql`] reads it, by id (`None`: gone, merged into another,
 /// or, for [`Sweep::WithEvents`], no longer with an event).
-fn sweep_row(
-    conn: &Connection,
-    sweep: Sweep,
-    id: &str,
-) -> Result<Option<(String, Option<String>)>> {
+fn sweep_row(conn: &Connection, sweep: Sweep, id: &str) -> Result<Option<SweepRow>> {
     let sql = match sweep {
         Sweep::Everyone => {
-            "SELECT l.fields, c.state FROM leads l LEFT JOIN lifecycle c ON c.lead_id = l.id
+            "SELECT l.id, l.fields, c.state, l.email_norm
+             FROM leads l LEFT JOIN lifecycle c ON c.lead_id = l.id
              WHERE l.id = ?1 AND l.merged_into IS NULL"
         }
         Sweep::WithEvents => {
-            "SELECT l.fields, c.state FROM leads l JOIN lifecycle c ON c.lead_id = l.id
+            "SELECT l.id, l.fields, c.state, l.email_norm
+             FROM leads l JOIN lifecycle c ON c.lead_id = l.id
              WHERE l.id = ?1 AND l.merged_into IS NULL
                AND json_extract(c.state, '$.events') != '{}'"
         }
     };
-    Ok(conn.prepare_cached(sql)?.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?)
 }
 
-type SweepRows = Vec<(String, String, Option<String>)>;
+/// A person's row as a sweep reads it: id, fields, lifecycle JSON (`None`: not placed) and
+/// `leads.email_norm`.
+type SweepRow = (String, String, Option<String>, Option<String>);
+type SweepRows = Vec<SweepRow>;
 
 fn sweep_rows(
     conn: &Connection,
@@ -428,7 +437,9 @@ fn sweep_rows(
     let limit = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
     Ok(conn
         .prepare_cached(sweep_sql(sweep))?
-        .query_map(params![after.unwrap_or(""), limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map(params![after.unwrap_or(""), limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
         .collect::<std::result::Result<_, _>>()?)
 }
 
@@ -445,9 +456,8 @@ fn sweep_batch(
 ) -> Result<ReevalBatch> {
     let rows = sweep_rows(tx, sweep, after, batch)?;
     let mut out = ReevalBatch { persons: rows.len(), ..ReevalBatch::default() };
-    for (id, fields, state) in &rows {
-        out.moved +=
-            usize::from(sweep_person(tx, contract, rules, id, fields, state.as_deref(), now)?);
+    for row in &rows {
+        out.moved += usize::from(sweep_person(tx, contract, rules, row, now)?);
     }
     out.next = (rows.len() >= batch.max(1)).then(|| rows.last().map(|r| r.0.clone())).flatten();
     Ok(out)
@@ -462,11 +472,10 @@ fn sweep_person(
     tx: &Transaction<'_>,
     contract: &Contract,
     rules: &Rules,
-    id: &str,
-    fields: &str,
-    state: Option<&str>,
+    row: &SweepRow,
     now: DateTime<Utc>,
 ) -> Result<bool> {
+    let (id, fields, state, email_norm) = (&row.0, &row.1, row.2.as_deref(), row.3.as_deref());
     let status_implies = &rules.status_implies_stage;
     let fields_before: Fields = from_json(fields)?;
     let state_before: PersonLifecycle = state.map(from_json).transpose()?.unwrap_or_default();
@@ -490,9 +499,57 @@ fn sweep_person(
             &mut lead.provenance,
             now,
         );
-        write_lead(tx, id, false, &lead.fields, &lead.provenance, now)?;
+        let norm = lead.fields.get(&Field::Email).and_then(|e| normalize_email(e));
+        if norm.as_deref() == email_norm {
+            // What `write_lead` writes, but `email_norm` (the rules write the stage and the
+            // status, not the email) is left out of the `UPDATE`: SQLite rewrites the index
+            // entry of every column an `UPDATE` sets, changed or not, and `leads_email` is in
+            // email order, so each person's entry is on a page of its own (the sweep goes in
+            // id order): a page more per mover to write to the WAL.
+            tx.prepare_cached(
+                "UPDATE leads SET fields = ?2, provenance = ?3, updated_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                to_json(&lead.fields)?,
+                to_json(&lead.provenance)?,
+                ts(now)
+            ])?;
+        } else {
+            write_lead(tx, id, false, &lead.fields, &lead.provenance, now)?;
+        }
         // `lead` is what `replan` would load again: only fields and provenance changed.
-        write_plan(tx, id, &crate::reconcile::plan_pushes(&lead, rules), now)?;
+        let intents = crate::reconcile::plan_pushes(&lead, rules);
+        // The stage dates due to a system whose row the plan writes go on that row as it is
+        // written; the others are queued below (`queue_dates`).
+        let mut due = Vec::new();
+        let mut riding: Vec<Option<BTreeMap<String, DateTime<Utc>>>> = vec![None; intents.len()];
+        for system in contract.mapping.stage_dates.keys() {
+            let unsent = unsent_dates(contract, &state, system);
+            if unsent.is_empty() {
+                continue;
+            }
+            // Where `queue_dates` puts them: the primary record there, else the create.
+            let primary = lead.links.iter().find(|k| k.system.as_str() == system);
+            let at = intents.iter().position(|i| {
+                i.system.as_str() == system
+                    && match primary {
+                        Some(k) => i.remote.as_ref().is_some_and(|r| r.id == k.remote.id),
+                        None => i.remote.is_none(),
+                    }
+            });
+            if let Some(k) = at {
+                riding[k] =
+                    Some(unsent.iter().map(|(st, t)| (st.as_str().to_string(), *t)).collect());
+                due.push((k, system, unsent));
+            }
+        }
+        let rode = write_plan_riding(tx, id, &intents, &riding, now)?;
+        for (k, system, unsent) in due {
+            if rode[k] {
+                state.dates_sent.entry(system.clone()).or_default().extend(unsent);
+            }
+        }
         links = Some(lead.links.into_iter().map(|k| (k.system.0, k.remote)).collect());
     }
     // Also dates and a reason a system has not had yet (a mapping added since).
@@ -589,7 +646,7 @@ impl LedgerReader {
         let mut out = ReevalBatch { persons: rows.len(), ..ReevalBatch::default() };
         let mut write = Vec::new();
         let implies = &rules.status_implies_stage;
-        for (id, fields, state) in &rows {
+        for (id, fields, state, _) in &rows {
             if sweep_would_write(&tx, contract, implies, id, fields, state.as_deref(), now)? {
                 write.push(id.clone());
             }
@@ -629,10 +686,8 @@ impl Ledger {
             let mut out = ReevalBatch::default();
             for id in ids {
                 out.persons += 1;
-                if let Some((fields, state)) = sweep_row(tx, sweep, id)? {
-                    let moved =
-                        sweep_person(tx, contract, rules, id, &fields, state.as_deref(), now)?;
-                    out.moved += usize::from(moved);
+                if let Some(row) = sweep_row(tx, sweep, id)? {
+                    out.moved += usize::from(sweep_person(tx, contract, rules, &row, now)?);
                 }
                 if started.elapsed() >= budget {
                     break;

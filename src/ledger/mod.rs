@@ -1362,20 +1362,41 @@ fn write_plan(
     intents: &[PushIntent],
     now: DateTime<Utc>,
 ) -> Result<()> {
+    write_plan_riding(tx, lead_id, intents, &[], now).map(|_| ())
+}
+
+/// [`write_plan`], putting `dates[i]` on the row of `intents[i]` as it is written (merged into
+/// the dates the row carries, as [`ride_along`] would), so that a row is written once rather
+/// than written and then updated with its dates. The row ends as it would after
+/// `write_plan` and then [`ride_along`]: the same columns, and the version both would have
+/// moved it to (one more than the write alone: a new row starts at 2). Returns, per intent,
+/// whether its row got its dates (not when the intent was not written: a write the vendor
+/// rejected for good; the caller queues those dates the ordinary way).
+fn write_plan_riding(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    intents: &[PushIntent],
+    dates: &[Option<BTreeMap<String, DateTime<Utc>>>],
+    now: DateTime<Utc>,
+) -> Result<Vec<bool>> {
     // Pending rows that no longer need a write: updates of links, and creates in a system
     // where the person has a record by now (a person folded into this one brought it). An
     // update that carries stage-entry dates still has work: only its fields go.
-    let pending: Vec<(i64, String, String, bool)> = tx
+    type Pending = (i64, String, String, bool, Option<String>);
+    let pending: Vec<Pending> = tx
         .prepare_cached(
-            "SELECT id, system, remote_id, stage_dates IS NOT NULL OR vendor_writes IS NOT NULL
+            "SELECT id, system, remote_id, stage_dates IS NOT NULL OR vendor_writes IS NOT NULL,
+                    stage_dates
              FROM outbox WHERE lead_id = ?1 AND state = 'pending'",
         )?
-        .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .query_map([lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
         .collect::<std::result::Result<_, _>>()?;
-    for (id, system, remote_id, has_dates) in pending {
+    let mut dropped_creates = Vec::new();
+    for (id, system, remote_id, has_dates, _) in &pending {
+        let (id, has_dates) = (*id, *has_dates);
         let still = intents.iter().any(|i| {
             i.system.as_str() == system
-                && i.remote.as_ref().map_or(remote_id.is_empty(), |r| r.id == remote_id)
+                && i.remote.as_ref().map_or(remote_id.is_empty(), |r| &r.id == remote_id)
         });
         if still {
             continue;
@@ -1387,10 +1408,17 @@ fn write_plan(
             )?
             .execute(params![id, ts(now)])?;
         } else {
+            // A create no longer wanted (a review holds it, the person's record there came
+            // with a person folded into this one, ...) hands the contract writes it carries
+            // on, once the plan is written (see `vendor_writes::rehome`).
+            if has_dates && remote_id.is_empty() {
+                dropped_creates.push(vendor_writes::carried(tx, lead_id, system, remote_id)?);
+            }
             tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
         }
     }
-    for intent in intents {
+    let mut riding = vec![false; intents.len()];
+    for (k, intent) in intents.iter().enumerate() {
         let remote_id = intent.remote.as_ref().map(|r| r.id.as_str()).unwrap_or("");
         let fields = to_json(&intent.fields)?;
         let dead_same: bool = tx
@@ -1400,6 +1428,37 @@ fn write_plan(
             )?
             .query_row(params![lead_id, intent.system.as_str(), remote_id, fields], |r| r.get(0))?;
         if dead_same {
+            continue;
+        }
+        if let Some(Some(add)) = dates.get(k) {
+            // What `ride_along` would merge: the dates the pending row carries, if any.
+            let carries = pending
+                .iter()
+                .find(|p| p.1 == intent.system.as_str() && p.2 == remote_id)
+                .and_then(|p| p.4.as_deref());
+            let mut all: BTreeMap<String, DateTime<Utc>> =
+                carries.map(from_json).transpose()?.unwrap_or_default();
+            all.extend(add.iter().map(|(k, v)| (k.clone(), *v)));
+            tx.prepare_cached(
+                "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields, stage_dates,
+                                    version, state, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?7, 2, 'pending', ?6, ?6, ?6)
+                 ON CONFLICT(lead_id, system, remote_id) WHERE state = 'pending' DO UPDATE SET
+                    version = outbox.version + 1 + (outbox.fields != excluded.fields),
+                    fields = excluded.fields,
+                    stage_dates = excluded.stage_dates,
+                    updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                lead_id,
+                intent.system.as_str(),
+                intent.object_type,
+                remote_id,
+                fields,
+                ts(now),
+                to_json(&all)?
+            ])?;
+            riding[k] = true;
             continue;
         }
         tx.prepare_cached(
@@ -1421,7 +1480,10 @@ fn write_plan(
             ts(now)
         ])?;
     }
-    Ok(())
+    for carried in dropped_creates {
+        vendor_writes::rehome(tx, carried, now)?;
+    }
+    Ok(riding)
 }
 
 /// Whether the outbox row `due` was read from is still that row, unchanged: the same person,
@@ -1593,35 +1655,39 @@ pub(super) fn ride_along(
     now: DateTime<Utc>,
     merge: impl FnOnce(Option<&str>) -> Result<String>,
 ) -> Result<()> {
-    // One of two fixed column names: each statement is cached by its text.
-    let column = match what {
-        RideAlong::StageDates => "stage_dates",
-        RideAlong::VendorWrites => "vendor_writes",
+    // One of two fixed column names, spelt out (no statement text built per call).
+    let (select, update, insert) = match what {
+        RideAlong::StageDates => (
+            "SELECT id, stage_dates FROM outbox WHERE lead_id = ?1 AND system = ?2
+             AND remote_id = ?3 AND state = 'pending'",
+            "UPDATE outbox SET stage_dates = ?2, version = version + 1, updated_at = ?3
+             WHERE id = ?1",
+            "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields, stage_dates,
+                                state, next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, '{}', ?5, 'pending', ?6, ?6, ?6)",
+        ),
+        RideAlong::VendorWrites => (
+            "SELECT id, vendor_writes FROM outbox WHERE lead_id = ?1 AND system = ?2
+             AND remote_id = ?3 AND state = 'pending'",
+            "UPDATE outbox SET vendor_writes = ?2, version = version + 1, updated_at = ?3
+             WHERE id = ?1",
+            "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields, vendor_writes,
+                                state, next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, '{}', ?5, 'pending', ?6, ?6, ?6)",
+        ),
     };
-    let select = format!(
-        "SELECT id, {column} FROM outbox WHERE lead_id = ?1 AND system = ?2
-         AND remote_id = ?3 AND state = 'pending'"
-    );
-    let update = format!(
-        "UPDATE outbox SET {column} = ?2, version = version + 1, updated_at = ?3 WHERE id = ?1"
-    );
-    let insert = format!(
-        "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields, {column},
-                            state, next_attempt_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, '{{}}', ?5, 'pending', ?6, ?6, ?6)"
-    );
     let row: Option<(i64, Option<String>)> = tx
-        .prepare_cached(&select)?
+        .prepare_cached(select)?
         .query_row(params![lead_id, system, remote_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     match row {
         Some((id, existing)) => {
             let json = merge(existing.as_deref())?;
-            tx.prepare_cached(&update)?.execute(params![id, json, ts(now)])?;
+            tx.prepare_cached(update)?.execute(params![id, json, ts(now)])?;
         }
         None => {
             let json = merge(None)?;
-            tx.prepare_cached(&insert)?.execute(params![
+            tx.prepare_cached(insert)?.execute(params![
                 lead_id,
                 system,
                 object_type,

@@ -15,14 +15,18 @@
 //!
 //! A row that carries writes stays when its fields are no longer needed (only its fields
 //! go), and writes queued onto a pending create move to the record once it exists. A pending
-//! row dropped because its record was closed (deleted or merged away at the vendor) hands
-//! its writes on ([`carried`], then [`rehome`]): to the
+//! row dropped because its record was closed (deleted or merged away at the vendor), and a
+//! pending create the plan no longer wants (`write_plan`: a duplicate review holds it, a
+//! record came with a person folded into this one), hand their writes on ([`carried`], then
+//! [`rehome`]): to the
 //! person's primary record at that system or their pending create there, so they ride on the
 //! next row pushed. With neither, the reason is marked unsent again, so it is queued onto the
 //! next record the person gets there; an owner with no CRM record left is dropped (audited
-//! `owner_dropped`, nothing to reassign). Not yet handed on: a pending create the plan drops
-//! (`write_plan`); calling [`rehome`] there correlated with convergence failures (not
-//! understood), so it was left out.
+//! `owner_dropped`, nothing to reassign). (The `write_plan` hand-on was once dropped because
+//! it coincided with default-ops convergence failures; that test runs without a contract,
+//! where no row carries writes and the hook reads nothing, so it was not their cause.)
+//! Stage-entry dates on a dropped create are not handed on (only those on a create whose
+//! record gets linked are, `identity::drop_pending_create`).
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};

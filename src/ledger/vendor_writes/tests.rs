@@ -427,3 +427,77 @@ fn the_backfill_takes_only_a_named_move_into_the_current_stage() {
     backfill_reason(&tx, contract, "P1", &mut state).expect("backfill");
     assert_eq!(state.reason, None);
 }
+
+/// A Peter at Initech, in the matcher's review band with the other one (typo in the last
+/// name's first letter, another address): `(email, last name, company, phone)`.
+fn peter(remote: &str, id: &str, who: (&str, &str, &str, &str), at: i64) -> Change {
+    let (email, last, company, phone) = who;
+    let fields: Fields = [
+        (Field::Email, email),
+        (Field::FirstName, "Peter"),
+        (Field::LastName, last),
+        (Field::Company, company),
+        (Field::Phone, phone),
+        (Field::LifecycleStage, "mql"),
+    ]
+    .iter()
+    .map(|(f, v)| (*f, (*v).to_string()))
+    .collect();
+    Change { fields, ..change(remote, id, None, at) }
+}
+
+/// A reason queued onto a pending create that the plan then drops (`write_plan`; here a
+/// duplicate review holds the create, because the other person has a record there) is not
+/// lost with the row: it is marked unsent (`stage_reason_requeued`), and goes out with the
+/// person's next record there (here the create, queued again once the review is rejected),
+/// at their next change.
+#[test]
+fn a_reason_on_a_create_the_plan_drops_is_queued_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let mut r = rules();
+    r.review_holds_creates = true;
+    let mut n = 0;
+    let mut mint = || {
+        n += 1;
+        format!("L{n}")
+    };
+    let gibbons = ("peter@initech.test", "Gibbons", "Initech", "212 555 0143");
+    let hibbons = ("p.hibbons@elsewhere.test", "Hibbons", "Initech LLC", "+1 (212) 555-0143");
+    // L1: a Salesforce lead at MQL; HubSpot creates everyone, so a contact is queued.
+    l.ingest(&crm(), "poll", &[peter("Lead", "00Q1", gibbons, 1)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut mint).expect("reconcile");
+    accept_all(&l, &r, &crm(), "", 2);
+    l.named_transition("L1", NamedMove::Recycle, "not_ready", None, &r, t(3)).expect("named");
+    assert_eq!(
+        writes_due(&l, &mkt(), 4),
+        [(String::new(), Some("not_ready".to_string()), None)],
+        "the reason rides on L1's HubSpot create"
+    );
+
+    // A HubSpot contact that may be the same human: a review, which holds L1's create.
+    l.ingest(&mkt(), "poll", &[peter("contact", "7", hibbons, 5)], None, t(5)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(5), &mut mint).expect("reconcile");
+    let reviews = l.open_reviews().expect("reviews");
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert!(
+        writes_due(&l, &mkt(), 6).iter().all(|(id, _, _)| !id.is_empty()),
+        "the create waits for the review"
+    );
+    let requeued = audits(&l, "stage_reason_requeued");
+    assert_eq!(requeued.len(), 1, "{requeued:?}");
+    assert_eq!(requeued[0]["stage_reason"], "not_ready");
+
+    // Two people: L1's contact is created after all, and the reason goes with it at their
+    // next change.
+    l.decide_review(reviews[0].id, crate::ledger::ReviewVerdict::Reject, &r, t(7))
+        .expect("decided");
+    let mut c = peter("Lead", "00Q1", gibbons, 8);
+    c.fields.insert(Field::Title, "CTO".into());
+    c.fields.remove(&Field::LifecycleStage);
+    l.ingest(&crm(), "poll", &[c], None, t(8)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(8), &mut mint).expect("reconcile");
+    let creates: Vec<_> =
+        writes_due(&l, &mkt(), 9).into_iter().filter(|(id, _, _)| id.is_empty()).collect();
+    assert_eq!(creates, [(String::new(), Some("not_ready".to_string()), None)]);
+}
