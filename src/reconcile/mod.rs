@@ -545,6 +545,12 @@ fn survivor_address_carries_on(
     if same_value(Field::Email, current.as_ref(), &address) {
         return;
     }
+    // An address the person took after the merge (typed in another system, read before the
+    // merge was) is newer than anything the survivor kept: it stays the person's and goes to
+    // the survivor like any newer value.
+    if remaining.provenance.get(&Field::Email).is_some_and(|p| p.at > at) {
+        return;
+    }
     remaining.fields.insert(Field::Email, address.clone());
     d.lead_fields.insert(Field::Email, address.clone());
     let prov = Provenance {

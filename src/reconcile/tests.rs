@@ -751,6 +751,44 @@ fn a_merge_survivor_in_a_unique_email_system_gives_the_person_its_address() {
     assert_eq!(d.lead_fields[&Field::Email], "a@x.test");
 }
 
+/// The survivor's address is older than an email the person took after the merge (a human
+/// typed it in Salesforce, and that edit was read before the merge was): the newer address
+/// stays the person's and goes to the survivor.
+#[test]
+fn a_merge_survivor_does_not_undo_an_email_newer_than_the_merge() {
+    let r = rules();
+    let mut lead = linked_pair(&base());
+    lead.fields.insert(Field::Email, "new@x.test".into());
+    lead.provenance.insert(
+        Field::Email,
+        Provenance { system: "crm".into(), value: None, at: t(7), rule: "x".into() },
+    );
+    lead.links.push(LinkState {
+        known: fields(&[(Field::Email, "v3@x.test"), (Field::Company, "Acme")]),
+        agreed: fields(&[(Field::Company, "Acme")]),
+        ..LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: "2".into() })
+    });
+    let ctx = Context {
+        linked: Some(lead.clone()),
+        related: Some(lead.clone()),
+        related_linked: true,
+        ..Context::default()
+    };
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "2".into() },
+        ..change("1", "contact", Fields::new(), 5)
+    };
+    let d = reconcile(&ctx, &mkt(), &merged, &r, "x", t(8)).expect("linked");
+    assert_eq!(d.lead_fields.get(&Field::Email).map(String::as_str), Some("new@x.test"));
+    let to_mkt: Vec<_> = d.pushes.iter().filter(|p| p.system == mkt()).collect();
+    assert_eq!(
+        to_mkt.first().and_then(|p| p.fields.get(&Field::Email)).map(String::as_str),
+        Some("new@x.test"),
+        "the survivor gets the newer address: {:?}",
+        d.pushes
+    );
+}
+
 /// Convergence seed 63 (all ops): leadsync's contact `1`, the person's primary, was merged at
 /// HubSpot into the hand-made duplicate `3` while another fuzzy-linked duplicate `2` stood
 /// before `3` in line. `2` became the primary and was sent the person's address, which `3`
