@@ -50,6 +50,11 @@
 //!   Not reproduced alone and not traced; one candidate (a merge survivor's address taken over
 //!   a newer email) is closed in `reconcile` with a unit test, but whether it was this seed's
 //!   cause is not known.
+//! - seed 225 (sf-merge, one run of 201-400 on c4026a0, quiet machine): a hand-made second
+//!   Salesforce lead copied the field's older value after the human's HubSpot edit, and the
+//!   UI merge kept that lead; read after the merge, its value is the newer one under `most
+//!   recent`, and the human's edit was overwritten. Whether the merge's kept value or the
+//!   earlier edit is the human's last word is the model's question as much as the engine's.
 //!
 //! CI must not flake on known open causes, so these ops stay opt-in until they pass.
 //!
