@@ -337,8 +337,16 @@ impl Ledger {
                     to_delete.push((system.clone(), remote.clone()));
                 }
             }
+            // Records deleted before leadsync found their person keep their identity
+            // (`deleted_identities`): one with this address is the person's record, blocked
+            // like the others (`scrub` removes it with them); one that shares a blocking key
+            // with the persons is a lookalike the engine could have tied to them: scrubbed
+            // with its inbox rows, but without a hash (it may be another human's).
+            records.extend(deleted_with_email(tx, norm.as_deref())?);
+            let mut scrubbed = records.clone();
+            scrubbed.extend(deleted_lookalikes_of(tx, &persons)?);
 
-            scrub(tx, &persons, &records, norm.as_deref())?;
+            scrub(tx, &persons, &scrubbed, norm.as_deref())?;
             // Records deleted before any person held the address are kept by the address
             // (`email_tombstones`): the erasure's salted hash takes over that job.
             for e in [norm.clone(), normalize_email(email)].into_iter().flatten() {
@@ -379,6 +387,48 @@ impl Ledger {
             })
         })
     }
+}
+
+/// Kept identities of deleted records (`deleted_identities`) whose email is `email` (as the
+/// erasure normalises it; the table is short-lived, so it is read whole).
+fn deleted_with_email(tx: &Transaction<'_>, email: Option<&str>) -> Result<Vec<RecordKey>> {
+    let Some(email) = email else { return Ok(Vec::new()) };
+    let mut stmt = tx.prepare(
+        "SELECT system, object_type, remote_id, json_extract(fields, '$.email')
+         FROM deleted_identities WHERE json_extract(fields, '$.email') IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (system, object_type, id, e) = row?;
+        if erasure_email(&e).as_deref() == Some(email) {
+            out.push((system, object_type, id));
+        }
+    }
+    Ok(out)
+}
+
+/// Kept identities of deleted records that share a blocking key with the persons (read
+/// before their own keys are scrubbed): whatever the fuzzy rules could tie to them.
+fn deleted_lookalikes_of(
+    tx: &Transaction<'_>,
+    persons: &BTreeSet<String>,
+) -> Result<Vec<RecordKey>> {
+    if persons.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = "SELECT DISTINCT system, object_type, remote_id FROM deleted_identity_keys
+               WHERE key IN (SELECT key FROM match_keys WHERE lead_id IN ({ids}))";
+    let sql = sql.replace("{ids}", &in_list(persons.len()));
+    let rows: Vec<RecordKey> = tx
+        .prepare(&sql)?
+        .query_map(rusqlite::params_from_iter(persons.iter()), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(rows)
 }
 
 /// Remove the persons and their records from every table.
@@ -432,6 +482,7 @@ fn scrub(
             "DELETE FROM email_tombstones WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
         )?
         .execute(params![system, object_type, id])?;
+        super::identity::forget_deleted_identity(tx, system, object_type, id)?;
         // Closed-loop rows name remote records, not persons: the person's campaign touches
         // (as the member, or as the converted lead a membership also names) and their place
         // on opportunities. The opportunity stays (it is the company's, not the person's);

@@ -9,9 +9,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Result, audit, from_json, parse_ts, to_json, ts, write_plan};
 use crate::domain::{Change, Field, Fields, RecordFate, RemoteId, SystemName, normalize_email};
-use crate::identity::matcher::{Matcher, Verdict};
+use crate::identity::matcher::{Matcher, PROFILE_FIELDS, Verdict};
 use crate::reconcile::{
-    self, ClosedLink, Context, Decision, LeadState, LinkState, Provenance, ReviewIntent, Rules,
+    self, ClosedLink, Context, Decision, DeletedMatch, DeletedRecord, LeadState, LinkState,
+    Provenance, ReviewIntent, Rules,
 };
 
 /// At most this many persons are scored against one record; a blocking key shared by more
@@ -286,6 +287,10 @@ pub(super) fn load_context(
     if let Some(email) = change.fields.get(&Field::Email).and_then(|e| normalize_email(e)) {
         ctx.deleted_by_email = email_tombstones(tx, &email)?;
     }
+    // Only a change that may make a person needs the deleted lookalikes.
+    if !matches!(change.fate, RecordFate::Deleted) {
+        ctx.deleted_lookalikes = deleted_lookalikes(tx, change, rules)?;
+    }
     // A deleted record too: one the fuzzy rules link is its person's, tombstone and all.
     ctx.candidates = candidates(tx, change, rules)?;
     Ok(ctx)
@@ -304,11 +309,17 @@ fn email_tombstones(tx: &Transaction<'_>, email: &str) -> Result<BTreeSet<System
 /// holds): keep a tombstone by the email it held, for the person later made from that address
 /// (`reconcile` tombstones such a new person where the record was deleted). Nothing without
 /// an email.
+///
+/// Whatever its email, its identity (the matcher's profile fields) and blocking keys are kept
+/// too, in `deleted_identities`: a person made later under another address that the fuzzy
+/// rules tie to it at the auto-link threshold is tombstoned there (see
+/// [`deleted_lookalikes`], [`claim_deleted_matches`]). Nothing without a blocking key.
 pub(super) fn note_unmatched_delete(
     tx: &Transaction<'_>,
     system: &SystemName,
     ctx: &Context,
     change: &Change,
+    rules: &Rules,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let unmatched = ctx.linked.is_none()
@@ -318,6 +329,7 @@ pub(super) fn note_unmatched_delete(
     if change.fate != RecordFate::Deleted || !unmatched {
         return Ok(());
     }
+    note_deleted_identity(tx, system, change, rules, now)?;
     let Some(email) = change.fields.get(&Field::Email).and_then(|e| normalize_email(e)) else {
         return Ok(());
     };
@@ -332,6 +344,163 @@ pub(super) fn note_unmatched_delete(
         email,
         ts(now)
     ])?;
+    Ok(())
+}
+
+/// Keep an unmatched deleted record's identity and blocking keys (see
+/// [`note_unmatched_delete`]).
+fn note_deleted_identity(
+    tx: &Transaction<'_>,
+    system: &SystemName,
+    change: &Change,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let identity: Fields = PROFILE_FIELDS
+        .iter()
+        .filter_map(|f| change.fields.get(f).map(|v| (*f, v.clone())))
+        .filter(|(_, v)| !v.trim().is_empty())
+        .collect();
+    let keys = rules.matcher.blocking_keys(&rules.matcher.profile_of(&identity));
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let (sys, object_type, id) = (system.as_str(), &change.remote.object_type, &change.remote.id);
+    forget_deleted_identity(tx, sys, object_type, id)?;
+    let email = identity.get(&Field::Email).and_then(|e| normalize_email(e));
+    tx.prepare_cached(
+        "INSERT INTO deleted_identities(system, object_type, remote_id, fields, email_norm, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![sys, object_type, id, to_json(&identity)?, email, ts(now)])?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO deleted_identity_keys(key, system, object_type, remote_id)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for key in &keys {
+        stmt.execute(params![key, sys, object_type, id])?;
+    }
+    Ok(())
+}
+
+/// Drop one record's kept identity and its blocking keys.
+pub(super) fn forget_deleted_identity(
+    tx: &Transaction<'_>,
+    system: &str,
+    object_type: &str,
+    remote_id: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM deleted_identity_keys
+         WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+    )?
+    .execute(params![system, object_type, remote_id])?;
+    tx.prepare_cached(
+        "DELETE FROM deleted_identities WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+    )?
+    .execute(params![system, object_type, remote_id])?;
+    Ok(())
+}
+
+/// Drop kept identities of deleted records noted before `before` (with the inbox's
+/// retention): the order of two reads matters only while both are recent, and an identity
+/// no person claimed in that time is not kept for ever.
+pub(super) fn prune_deleted_identities(
+    tx: &Transaction<'_>,
+    before: DateTime<Utc>,
+) -> Result<usize> {
+    tx.prepare_cached(
+        "DELETE FROM deleted_identity_keys WHERE (system, object_type, remote_id) IN
+           (SELECT system, object_type, remote_id FROM deleted_identities WHERE at < ?1)",
+    )?
+    .execute([ts(before)])?;
+    Ok(tx.prepare_cached("DELETE FROM deleted_identities WHERE at < ?1")?.execute([ts(before)])?)
+}
+
+/// Kept deleted records ([`note_deleted_identity`]) that share a blocking key with the change,
+/// at most `MAX_CANDIDATES` (a key shared by more than `MAX_BLOCK` says too little, as for
+/// persons). One query when there are none, the usual case. A record linked since (read live
+/// again and matched to a person) is not deleted any more and is passed over.
+fn deleted_lookalikes(
+    tx: &Transaction<'_>,
+    change: &Change,
+    rules: &Rules,
+) -> Result<Vec<DeletedRecord>> {
+    let any: bool = tx
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM deleted_identities)")?
+        .query_row([], |r| r.get(0))?;
+    if !any {
+        return Ok(Vec::new());
+    }
+    let keys = rules.matcher.blocking_keys(&rules.matcher.profile_of(&change.fields));
+    let mut found: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    let mut stmt = tx.prepare_cached(
+        "SELECT d.system, d.object_type, d.remote_id, d.fields
+         FROM deleted_identity_keys k JOIN deleted_identities d
+           ON d.system = k.system AND d.object_type = k.object_type AND d.remote_id = k.remote_id
+         WHERE k.key = ?1
+           AND NOT EXISTS (SELECT 1 FROM links l WHERE l.system = d.system
+                           AND l.object_type = d.object_type AND l.remote_id = d.remote_id)
+         LIMIT ?2",
+    )?;
+    for key in &keys {
+        let rows: Vec<(String, String, String, String)> = stmt
+            .query_map(params![key, MAX_BLOCK + 1], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<std::result::Result<_, _>>()?;
+        if rows.len() as i64 > MAX_BLOCK {
+            continue;
+        }
+        for (system, object_type, id, fields) in rows {
+            found.insert((system, object_type, id), fields);
+        }
+    }
+    found
+        .into_iter()
+        .take(MAX_CANDIDATES)
+        .map(|((system, object_type, id), fields)| {
+            Ok(DeletedRecord {
+                system: SystemName(system),
+                remote: RemoteId { object_type, id },
+                fields: from_json(&fields)?,
+            })
+        })
+        .collect()
+}
+
+/// A new person takes the deleted records the reconciler tied to it
+/// ([`reconcile::DeletedMatch`]): each one's link opens (by the rule) and closes at once with
+/// a tombstone, as when the delete is read after the person exists, and its kept identity
+/// goes. The changed record's own kept identity goes too: it is live again.
+fn claim_deleted_matches(
+    tx: &Transaction<'_>,
+    lead_id: &str,
+    system: &SystemName,
+    change: &Change,
+    matches: &[DeletedMatch],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if matches!(change.fate, RecordFate::Live) {
+        let remote = &change.remote;
+        forget_deleted_identity(tx, system.as_str(), &remote.object_type, &remote.id)?;
+    }
+    for m in matches {
+        // Linked meanwhile (another change of this batch): that link stands.
+        if link_of(tx, &m.system, &m.remote)?.is_some() {
+            continue;
+        }
+        let reason = reconcile::LinkReason::MatchedRule { rule: m.rule.clone(), score: m.score };
+        insert_link(tx, lead_id, &m.system, &m.remote, &reason.as_str(), now)?;
+        close_link(tx, lead_id, &m.system, &m.remote, "deleted", true, now)?;
+        let (sys, object_type, id) = (m.system.as_str(), &m.remote.object_type, &m.remote.id);
+        forget_deleted_identity(tx, sys, object_type, id)?;
+        // Its email tombstone, if it held an address, is this tombstone now.
+        tx.prepare_cached(
+            "DELETE FROM email_tombstones WHERE system = ?1 AND object_type = ?2 AND remote_id = ?3",
+        )?
+        .execute(params![sys, object_type, id])?;
+    }
     Ok(())
 }
 
@@ -913,6 +1082,9 @@ pub(super) fn apply_decision(
     }
     if d.is_new_lead {
         claim_email_tombstones(tx, &d.lead_id, change, now)?;
+    }
+    if d.is_new_lead || !d.deleted_matches.is_empty() {
+        claim_deleted_matches(tx, &d.lead_id, system, change, &d.deleted_matches, now)?;
     }
     if let Some(loser) = &d.absorb {
         absorb(tx, &d.lead_id, loser, "vendor", now)?;

@@ -141,6 +141,19 @@ pub(super) fn queue_stage_dates(
     state: &mut PersonLifecycle,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    // Dates a dropped row handed back during this transaction (`vendor_writes::rehome`, in
+    // `write_plan`: nowhere to move them) are unsent here too: `state` was read before that,
+    // and is what the caller writes back. Only dates queued before can have been handed back,
+    // and nothing else takes one out of the stored `dates_sent` meanwhile.
+    if !state.dates_sent.is_empty()
+        && let Some(stored) = load(tx, lead_id)?
+    {
+        for (system, sent) in &mut state.dates_sent {
+            let kept = stored.dates_sent.get(system);
+            sent.retain(|stage, at| kept.and_then(|k| k.get(stage)) == Some(at));
+        }
+        state.dates_sent.retain(|_, sent| !sent.is_empty());
+    }
     // The reason code travels the same way (and is as cheap when nothing changed).
     super::vendor_writes::queue_stage_reason(tx, contract, lead_id, state, now)?;
     queue_dates(tx, contract, lead_id, &mut None, state, now)
@@ -544,12 +557,13 @@ fn sweep_person(
                 due.push((k, system, unsent));
             }
         }
-        let rode = write_plan_riding(tx, id, &intents, &riding, now)?;
+        let (rode, requeued) = write_plan_riding(tx, id, &intents, &riding, now)?;
         for (k, system, unsent) in due {
             if rode[k] {
                 state.dates_sent.entry(system.clone()).or_default().extend(unsent);
             }
         }
+        super::vendor_writes::forget_requeued(&mut state, &requeued);
         links = Some(lead.links.into_iter().map(|k| (k.system.0, k.remote)).collect());
     }
     // Also dates and a reason a system has not had yet (a mapping added since).

@@ -447,7 +447,9 @@ impl Ledger {
                             }
                         }
                         None => {
-                            identity::note_unmatched_delete(tx, &system, &ctx, &change, now)?;
+                            identity::note_unmatched_delete(
+                                tx, &system, &ctx, &change, rules, now,
+                            )?;
                             identity::note_gone_unlinked(tx, &system, &change)?;
                             stats.unrelated += 1;
                         }
@@ -965,7 +967,8 @@ impl Ledger {
     }
 
     /// Drop processed inbox rows and webhook notices older than `before` (their effects live
-    /// in the ledger; they were kept only so that redeliveries are recognised).
+    /// in the ledger; they were kept only so that redeliveries are recognised), and the kept
+    /// identities of deleted records noted before then that no person claimed.
     ///
     /// # Errors
     /// SQLite failures.
@@ -979,6 +982,9 @@ impl Ledger {
                 "DELETE FROM notices WHERE processed_at IS NOT NULL AND processed_at < ?1",
                 [ts(before)],
             )?;
+            // Deleted records' kept identities share the inbox's retention (not counted:
+            // they are not inbox rows).
+            identity::prune_deleted_identities(tx, before)?;
             Ok(inbox + notices)
         })
     }
@@ -1362,6 +1368,8 @@ fn write_plan(
     intents: &[PushIntent],
     now: DateTime<Utc>,
 ) -> Result<()> {
+    // A caller holding the person's lifecycle as read before reconciles it with what this
+    // marked unsent (`lifecycle::queue_stage_dates` reads it again).
     write_plan_riding(tx, lead_id, intents, &[], now).map(|_| ())
 }
 
@@ -1371,14 +1379,16 @@ fn write_plan(
 /// `write_plan` and then [`ride_along`]: the same columns, and the version both would have
 /// moved it to (one more than the write alone: a new row starts at 2). Returns, per intent,
 /// whether its row got its dates (not when the intent was not written: a write the vendor
-/// rejected for good; the caller queues those dates the ordinary way).
+/// rejected for good; the caller queues those dates the ordinary way), and the stage dates a
+/// dropped create carried that had nowhere to go and are marked unsent again in the person's
+/// stored lifecycle ([`vendor_writes::rehome`]; the caller's copy must forget them too).
 fn write_plan_riding(
     tx: &Transaction<'_>,
     lead_id: &str,
     intents: &[PushIntent],
     dates: &[Option<BTreeMap<String, DateTime<Utc>>>],
     now: DateTime<Utc>,
-) -> Result<Vec<bool>> {
+) -> Result<(Vec<bool>, vendor_writes::Requeued)> {
     // Pending rows that no longer need a write: updates of links, and creates in a system
     // where the person has a record by now (a person folded into this one brought it). An
     // update that carries stage-entry dates still has work: only its fields go.
@@ -1480,10 +1490,11 @@ fn write_plan_riding(
             ts(now)
         ])?;
     }
+    let mut requeued = vendor_writes::Requeued::new();
     for carried in dropped_creates {
-        vendor_writes::rehome(tx, carried, now)?;
+        requeued.extend(vendor_writes::rehome(tx, carried, now)?);
     }
-    Ok(riding)
+    Ok((riding, requeued))
 }
 
 /// Whether the outbox row `due` was read from is still that row, unchanged: the same person,

@@ -622,3 +622,105 @@ fn a_conversion_after_an_email_change_does_not_revert_the_email() {
         "{to_hubspot:?}"
     );
 }
+
+/// Rows of one table (the deleted records' kept identities and keys).
+fn count(l: &Ledger, table: &str) -> i64 {
+    let conn = l.conn.lock().expect("lock");
+    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).expect("count")
+}
+
+/// Convergence seed 113: a hand-made HubSpot duplicate of a human under another address,
+/// deleted before leadsync had read the human. Read in either order (the delete first: it
+/// matched nobody then; or the lead first), the person made from the CRM lead ends with the
+/// same ledger state: not created at HubSpot, tombstoned there, the deleted contact's link
+/// opened by the fuzzy rule and closed `deleted`, and `leadsync trace` saying why.
+#[test]
+fn a_duplicate_deleted_before_its_human_was_read_tombstones_them_in_either_order() {
+    let r = Rules::salesforce_hubspot_defaults();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let who = [
+        (Field::FirstName, "Esther"),
+        (Field::LastName, "Lewis"),
+        (Field::Company, "Blue Sun Pty Ltd"),
+    ];
+    let mut lead = who.to_vec();
+    lead.extend([(Field::Email, "esther.lewis@bluesun.test"), (Field::LifecycleStage, "mql")]);
+    let mut dup = who.to_vec();
+    dup.push((Field::Email, "esther.alt@mail.test"));
+    let gone = Change { fate: RecordFate::Deleted, ..read("contact", "13", &dup, 1, 2) };
+    let lead = read("Lead", CRM_LEAD, &lead, 1, 2);
+
+    for delete_first in [true, false] {
+        let (_d, l) = open();
+        let mut m = mint();
+        let (first, second) = if delete_first {
+            ((&mkt, &gone), (&crm, &lead))
+        } else {
+            ((&crm, &lead), (&mkt, &gone))
+        };
+        l.ingest(first.0, "poll", std::slice::from_ref(first.1), None, t(3)).expect("ingest");
+        l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+        if delete_first {
+            assert!(l.snapshot().expect("snap").is_empty(), "a delete makes nobody");
+            assert_eq!(count(&l, "deleted_identities"), 1, "its identity is kept");
+            assert!(count(&l, "deleted_identity_keys") > 0);
+        }
+        l.ingest(second.0, "poll", std::slice::from_ref(second.1), None, t(5)).expect("ingest");
+        l.reconcile_pending(&r, 100, t(6), &mut m).expect("reconcile");
+
+        let order = if delete_first { "delete first" } else { "lead first" };
+        let snap = l.snapshot().expect("snap");
+        assert_eq!(snap.len(), 1, "{order}: one person");
+        assert!(snap[0].tombstoned.contains("marketing"), "{order}: {:?}", snap[0]);
+        assert!(l.due_pushes(&mkt, 10, t(7)).expect("due").is_empty(), "{order}: no create");
+        let reader = LedgerReader::open(l.path()).expect("reader");
+        let trace = reader.trace("marketing:13").expect("trace").expect("the contact's person");
+        assert_eq!(trace.lead_id, snap[0].id, "{order}");
+        let link = trace.links.iter().find(|k| k.remote_id == "13").expect("its link");
+        assert!(link.reason.starts_with("matched_rule:"), "{order}: {link:?}");
+        assert_eq!(link.closed_reason.as_deref(), Some("deleted"), "{order}");
+        if delete_first {
+            let e = trace.events.iter().find(|e| e.kind == "deleted_match").expect("explained");
+            assert_eq!(e.detail["remote"], "contact/13", "{:?}", e.detail);
+            assert!(e.detail["score"].as_f64().is_some() && e.detail["rule"].is_string());
+        }
+        // Used, the kept identity goes (and so does the email tombstone of its address).
+        assert_eq!(count(&l, "deleted_identities"), 0, "{order}");
+        assert_eq!(count(&l, "deleted_identity_keys"), 0, "{order}");
+        assert_eq!(count(&l, "email_tombstones"), 0, "{order}");
+    }
+}
+
+/// A kept identity no person claimed goes with the inbox's retention; one of a record read
+/// live again goes when that record makes its person.
+#[test]
+fn kept_identities_of_deleted_records_do_not_pile_up() {
+    let r = Rules::salesforce_hubspot_defaults();
+    let mkt = SystemName("marketing".into());
+    let (_d, l) = open();
+    let mut m = mint();
+    let dup = [(Field::FirstName, "Esther"), (Field::LastName, "Lewis")];
+    let gone = Change { fate: RecordFate::Deleted, ..read("contact", "13", &dup, 1, 2) };
+    l.ingest(&mkt, "poll", &[gone], None, t(3)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+    assert_eq!(count(&l, "deleted_identities"), 1, "kept without an email too");
+    l.prune_inbox(t(4)).expect("prune");
+    assert_eq!(count(&l, "deleted_identities"), 1, "not older than the cutoff");
+    l.prune_inbox(t(5)).expect("prune");
+    assert_eq!(count(&l, "deleted_identities"), 0);
+    assert_eq!(count(&l, "deleted_identity_keys"), 0);
+
+    // Deleted unread, then restored: its live read makes its person, and nothing of the
+    // delete is kept (it is not its own lookalike: no tombstone at HubSpot).
+    let gone = Change { fate: RecordFate::Deleted, ..read("contact", "14", &dup, 6, 7) };
+    l.ingest(&mkt, "poll", &[gone], None, t(8)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(9), &mut m).expect("reconcile");
+    let mut back = dup.to_vec();
+    back.push((Field::Email, "esther@x.test"));
+    l.ingest(&mkt, "poll", &[read("contact", "14", &back, 10, 11)], None, t(12)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(13), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1);
+    assert!(snap[0].tombstoned.is_empty(), "{:?}", snap[0]);
+    assert_eq!(count(&l, "deleted_identities"), 0);
+}

@@ -411,6 +411,34 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX email_tombstones_email ON email_tombstones(email_norm);
     "#,
+    // 15: the fuzzy twin of 14. A record deleted at a vendor before leadsync found its person
+    // keeps its identity (the matcher's five profile fields, JSON; the normalised email, for
+    // erasure) and its blocking keys: a person made later is scored against it with the
+    // matching rules, and one at or above the auto-link threshold is tombstoned there, as if
+    // the delete had been read after the person existed. A row goes when a person claims it,
+    // when its record is read live again, at erasure, and after the inbox retention.
+    r#"
+    CREATE TABLE deleted_identities (
+        system TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        email_norm TEXT,
+        at TEXT NOT NULL,
+        PRIMARY KEY (system, object_type, remote_id)
+    ) STRICT;
+    CREATE INDEX deleted_identities_email ON deleted_identities(email_norm);
+    CREATE INDEX deleted_identities_at ON deleted_identities(at);
+    CREATE TABLE deleted_identity_keys (
+        key TEXT NOT NULL,
+        system TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        PRIMARY KEY (key, system, object_type, remote_id)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX deleted_identity_keys_record
+        ON deleted_identity_keys(system, object_type, remote_id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -25,8 +25,12 @@
 //! `owner_dropped`, nothing to reassign). (The `write_plan` hand-on was once dropped because
 //! it coincided with default-ops convergence failures; that test runs without a contract,
 //! where no row carries writes and the hook reads nothing, so it was not their cause.)
-//! Stage-entry dates on a dropped create are not handed on (only those on a create whose
-//! record gets linked are, `identity::drop_pending_create`).
+//! The stage-entry dates such a row carries (`outbox.stage_dates`) go the same way: onto the
+//! primary record or pending create, or, with neither, they are marked unsent again in the
+//! person's lifecycle (audited `stage_dates_requeued`), so `queue_dates` queues them onto the
+//! next record the person gets there.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -35,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use super::identity::load_lead;
 use super::{Ledger, Result, audit, from_json, to_json, ts};
 use crate::contract::config::Contract;
+use crate::contract::lifecycle::LifecycleStage;
 use crate::domain::{PushRecord, Role, SystemName};
 use crate::reconcile::Rules;
 use crate::reconcile::lifecycle::{PersonLifecycle, unsent_reason};
@@ -221,10 +226,13 @@ pub(super) struct Carried {
     /// The dropped row's record (`object_type/remote_id`, `remote_id` `""` for a create).
     from: String,
     writes: VendorWrites,
+    /// The stage-entry dates it carried (`outbox.stage_dates`: stage name -> date).
+    dates: BTreeMap<String, DateTime<Utc>>,
 }
 
-/// The writes the pending row of (person, system, record) carries, read before the caller
-/// deletes the row (`remote_id` `""`: the pending create). `None`: no such row, or none.
+/// The writes and stage-entry dates the pending row of (person, system, record) carries,
+/// read before the caller deletes the row (`remote_id` `""`: the pending create). `None`: no
+/// such row, or it carries neither.
 ///
 /// # Errors
 /// SQLite failures or a corrupt row.
@@ -234,21 +242,46 @@ pub(super) fn carried(
     system: &str,
     remote_id: &str,
 ) -> Result<Option<Carried>> {
-    let row: Option<(String, Option<String>)> = tx
+    let row: Option<(String, Option<String>, Option<String>)> = tx
         .prepare_cached(
-            "SELECT object_type, vendor_writes FROM outbox WHERE lead_id = ?1 AND system = ?2
-             AND remote_id = ?3 AND state = 'pending'",
+            "SELECT object_type, vendor_writes, stage_dates FROM outbox WHERE lead_id = ?1
+             AND system = ?2 AND remote_id = ?3 AND state = 'pending'",
         )?
-        .query_row(params![lead_id, system, remote_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![lead_id, system, remote_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let Some((object_type, Some(raw))) = row else { return Ok(None) };
-    let writes = VendorWrites::from_column(Some(&raw))?;
-    Ok((!writes.is_empty()).then(|| Carried {
+    let Some((object_type, writes, dates)) = row else { return Ok(None) };
+    let writes = VendorWrites::from_column(writes.as_deref())?;
+    let dates: BTreeMap<String, DateTime<Utc>> =
+        dates.as_deref().map(from_json).transpose()?.unwrap_or_default();
+    Ok((!writes.is_empty() || !dates.is_empty()).then(|| Carried {
         lead_id: lead_id.to_string(),
         system: system.to_string(),
         from: format!("{object_type}/{remote_id}"),
         writes,
+        dates,
     }))
+}
+
+/// Stage-entry dates [`rehome`] marked unsent in a person's stored lifecycle (their row was
+/// dropped with nowhere to move them): system -> stage -> the date no longer counted as
+/// queued. A caller holding the lifecycle as read before takes them out of its copy too
+/// ([`forget_requeued`]), so writing it back does not mark them queued again.
+pub(super) type Requeued = BTreeMap<String, BTreeMap<LifecycleStage, DateTime<Utc>>>;
+
+/// Take the dates [`rehome`] marked unsent out of `state`'s `dates_sent` as well (only
+/// where `state` still holds the same date).
+pub(super) fn forget_requeued(state: &mut PersonLifecycle, requeued: &Requeued) {
+    for (system, dates) in requeued {
+        let Some(sent) = state.dates_sent.get_mut(system) else { continue };
+        for (stage, at) in dates {
+            if sent.get(stage) == Some(at) {
+                sent.remove(stage);
+            }
+        }
+        if sent.is_empty() {
+            state.dates_sent.remove(system);
+        }
+    }
 }
 
 /// Give the writes of a dropped row (see [`carried`]; call after the row is gone) to the
@@ -264,8 +297,11 @@ pub(super) fn rehome(
     tx: &Transaction<'_>,
     carried: Option<Carried>,
     now: DateTime<Utc>,
-) -> Result<()> {
-    let Some(Carried { lead_id, system, from, writes }) = carried else { return Ok(()) };
+) -> Result<Requeued> {
+    let mut requeued = Requeued::new();
+    let Some(Carried { lead_id, system, from, writes, dates }) = carried else {
+        return Ok(requeued);
+    };
     let links: Vec<(String, String, String)> = match load_lead(tx, &lead_id)? {
         Some(lead) => lead
             .links
@@ -275,32 +311,76 @@ pub(super) fn rehome(
             })
             .collect(),
         // Merged into another person or erased: nobody to write for.
-        None => return Ok(()),
+        None => return Ok(requeued),
     };
     let lead = Some(lead_id.as_str());
     if let Some((object_type, remote_id)) = target(tx, &links, &lead_id, &system)? {
         add_writes(tx, &lead_id, &system, &object_type, &remote_id, &writes, now)?;
-        let detail = serde_json::json!({
+        if !dates.is_empty() {
+            super::lifecycle::add_dates(
+                tx,
+                &lead_id,
+                &system,
+                &object_type,
+                &remote_id,
+                &dates,
+                now,
+            )?;
+        }
+        let mut detail = serde_json::json!({
             "from": from, "to": format!("{object_type}/{remote_id}"),
             "stage_reason": writes.stage_reason, "owner": writes.owner,
         });
-        return audit(tx, now, lead, Some(&system), "vendor_writes_moved", &detail);
+        if !dates.is_empty() {
+            detail["stage_dates"] = serde_json::json!(dates);
+        }
+        audit(tx, now, lead, Some(&system), "vendor_writes_moved", &detail)?;
+        return Ok(requeued);
     }
+    // Nowhere to go: what the person's lifecycle records as queued to this system is queued
+    // again onto their next record or create there (`queue_stage_reason`, `queue_dates`).
+    let mut state = super::lifecycle::load(tx, &lead_id)?;
+    let mut changed = false;
     if let Some(reason) = &writes.stage_reason
-        && let Some(mut state) = super::lifecycle::load(tx, &lead_id)?
+        && let Some(state) = state.as_mut()
         && state.reason_sent.get(&system) == Some(reason)
     {
         state.reason_sent.remove(&system);
-        tx.prepare_cached("UPDATE lifecycle SET state = ?2, updated_at = ?3 WHERE lead_id = ?1")?
-            .execute(params![lead_id, to_json(&state)?, ts(now)])?;
+        changed = true;
         let detail = serde_json::json!({ "from": from, "stage_reason": reason });
         audit(tx, now, lead, Some(&system), "stage_reason_requeued", &detail)?;
+    }
+    if let Some(state) = state.as_mut()
+        && let Some(sent) = state.dates_sent.get_mut(&system)
+    {
+        let mut unsent = BTreeMap::new();
+        for (stage, at) in &dates {
+            if let Some(stage) = LifecycleStage::parse(stage)
+                && sent.get(&stage) == Some(at)
+            {
+                sent.remove(&stage);
+                unsent.insert(stage, *at);
+            }
+        }
+        if sent.is_empty() {
+            state.dates_sent.remove(&system);
+        }
+        if !unsent.is_empty() {
+            changed = true;
+            let detail = serde_json::json!({ "from": from, "stage_dates": unsent });
+            audit(tx, now, lead, Some(&system), "stage_dates_requeued", &detail)?;
+            requeued.insert(system.clone(), unsent);
+        }
+    }
+    if changed && let Some(state) = &state {
+        tx.prepare_cached("UPDATE lifecycle SET state = ?2, updated_at = ?3 WHERE lead_id = ?1")?
+            .execute(params![lead_id, to_json(state)?, ts(now)])?;
     }
     if let Some(owner) = &writes.owner {
         let detail = serde_json::json!({ "from": from, "owner": owner, "reason": "no_record" });
         audit(tx, now, lead, Some(&system), "owner_dropped", &detail)?;
     }
-    Ok(())
+    Ok(requeued)
 }
 
 /// For the re-evaluation sweep after a rule change (a `[contract.mapping.stage_reason]` added
@@ -323,7 +403,6 @@ pub(super) fn backfill_reason(
     lead_id: &str,
     state: &mut PersonLifecycle,
 ) -> Result<()> {
-    use crate::contract::lifecycle::LifecycleStage;
     let Some(stage) = state.stage else { return Ok(()) };
     if contract.mapping.stage_reason.is_empty()
         || state.reason.is_some()

@@ -23,7 +23,9 @@
 //!   an address another record of the same system holds.
 //! - **Identity lifecycle**: a deleted record's link closes with a tombstone (the person is not
 //!   created there again unless configured; one deleted before any person held its email
-//!   leaves a tombstone by that email, which the person later made from it takes); a record
+//!   leaves a tombstone by that email, which the person later made from it takes, and its
+//!   identity, which a person made later takes when the fuzzy rules tie them at the auto-link
+//!   threshold: the order of the two reads does not matter); a record
 //!   merged away at the vendor closes its link
 //!   and the survivor's person absorbs its person; a converted lead closes its link and the
 //!   contact takes over.
@@ -152,6 +154,30 @@ pub struct Context {
     /// Systems where a record holding this change's email was deleted before any person
     /// held that email: a person made from this change is tombstoned there.
     pub deleted_by_email: BTreeSet<SystemName>,
+    /// Records deleted before leadsync found their person that share a blocking key with this
+    /// change (the fuzzy twin of `deleted_by_email`): a person made from this change that the
+    /// fuzzy rules tie to one at or above the auto-link threshold is tombstoned there.
+    pub deleted_lookalikes: Vec<DeletedRecord>,
+}
+
+/// A record deleted at a vendor before leadsync found its person, as the ledger keeps it: its
+/// identity fields only (the matcher's profile fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletedRecord {
+    pub system: SystemName,
+    pub remote: RemoteId,
+    pub fields: Fields,
+}
+
+/// A deleted record ([`DeletedRecord`]) a new person takes as its own, by a fuzzy rule at or
+/// above the auto-link threshold: the ledger opens and closes its link with a tombstone, as
+/// when the delete is read after the person exists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletedMatch {
+    pub system: SystemName,
+    pub remote: RemoteId,
+    pub rule: String,
+    pub score: f64,
 }
 
 /// How a record came to be linked.
@@ -250,6 +276,8 @@ pub struct Decision {
     pub audit: Vec<AuditEntry>,
     /// With a contract: the person's governed lifecycle to store.
     pub lifecycle: Option<lifecycle::Governed>,
+    /// Deleted records this new person takes as its own (see [`DeletedMatch`]).
+    pub deleted_matches: Vec<DeletedMatch>,
 }
 
 /// Decide what one observed change means. `new_lead_id` is used only when the change is a new
@@ -378,6 +406,7 @@ fn unchanged(lead: &LeadState, change: &Change) -> Decision {
         reviews: Vec::new(),
         audit: Vec::new(),
         lifecycle: None,
+        deleted_matches: Vec::new(),
     }
 }
 
@@ -473,7 +502,21 @@ fn fold_related(
                 if take_primacy(lead, &mut remaining, system, closing, &other) {
                     d.take_place = Some(other.clone());
                 }
-                survivor_address_carries_on(d, &mut remaining, system, &other, rules, changed_at);
+                // A survivor that was the primary already keeps the address it had as the
+                // primary: the merge brings the person no new one, and a newer email taken
+                // elsewhere since must not give way to it (convergence seed 161: a second
+                // contact merged into the primary; the merge, read after a later edit of
+                // the survivor, is dated after the human's Salesforce email edit).
+                if !is_primary(lead, system, &other) {
+                    survivor_address_carries_on(
+                        d,
+                        &mut remaining,
+                        system,
+                        &other,
+                        rules,
+                        changed_at,
+                    );
+                }
             }
             d.pushes = plan_pushes(&remaining, rules);
         }
@@ -878,10 +921,16 @@ fn reconcile_live(
             state.review_holds.extend(cand.links.iter().map(|k| k.system.clone()));
         }
     }
+    let mut deleted_matches = Vec::new();
     if lead.is_none() && !restored {
         // A human deleted a record with this address before leadsync knew anyone by it: the
         // person made now is not created there (the ledger turns those into its tombstones).
         state.tombstoned.extend(ctx.deleted_by_email.iter().cloned());
+        // Or one under another address that the fuzzy rules tie to this person: read after
+        // the person existed, its delete would have linked it by the same rule and left the
+        // same tombstone (the `Deleted` arm), so the order of the two reads does not matter.
+        deleted_matches = deleted_lookalikes(ctx, system, change, &fields, rules, &mut audit);
+        state.tombstoned.extend(deleted_matches.iter().map(|m| m.system.clone()));
     }
     match state.links.iter_mut().find(|k| &k.system == system && k.remote == change.remote) {
         Some(k) => {
@@ -919,7 +968,63 @@ fn reconcile_live(
         reviews,
         audit,
         lifecycle: governed,
+        deleted_matches,
     }
+}
+
+/// The deleted records ([`Context::deleted_lookalikes`]) a new person with `fields` takes as
+/// its own: those the fuzzy rules score at or above the auto-link threshold, each audited
+/// (`deleted_match`: rule, score, the deleted record) so that `leadsync trace` says why the
+/// person was not created there. One in the review band is audited only
+/// (`possible_deleted_match`): nothing is tombstoned on a maybe, and the create goes ahead
+/// (a deleted record has no person a duplicate review could name). The changed record's own
+/// earlier delete (a restore leadsync never linked) is not a lookalike of itself.
+fn deleted_lookalikes(
+    ctx: &Context,
+    system: &SystemName,
+    change: &Change,
+    fields: &Fields,
+    rules: &Rules,
+    audit: &mut Vec<AuditEntry>,
+) -> Vec<DeletedMatch> {
+    if ctx.deleted_lookalikes.is_empty() {
+        return Vec::new();
+    }
+    let profile = rules.matcher.profile_of(fields);
+    let mut out = Vec::new();
+    for del in &ctx.deleted_lookalikes {
+        if &del.system == system && del.remote == change.remote {
+            continue;
+        }
+        let Some(score) = rules.matcher.score(&profile, &rules.matcher.profile_of(&del.fields))
+        else {
+            continue;
+        };
+        let kind = match rules.matcher.verdict(score.value) {
+            Verdict::AutoLink => "deleted_match",
+            Verdict::Review => "possible_deleted_match",
+            Verdict::NoMatch => continue,
+        };
+        audit.push(AuditEntry {
+            kind,
+            detail: serde_json::json!({
+                "system": del.system.as_str(),
+                "remote": del.remote.to_string(),
+                "rule": score.rule,
+                "score": score.value,
+                "tombstoned": kind == "deleted_match",
+            }),
+        });
+        if kind == "deleted_match" {
+            out.push(DeletedMatch {
+                system: del.system.clone(),
+                remote: del.remote.clone(),
+                rule: score.rule,
+                score: score.value,
+            });
+        }
+    }
+    out
 }
 
 /// The fields blocking keys are made of.

@@ -789,6 +789,57 @@ fn a_merge_survivor_does_not_undo_an_email_newer_than_the_merge() {
     );
 }
 
+/// Convergence seed 161 (duplicate, merge, email-early): a second contact was merged into
+/// the person's primary contact, a human then changed the email in Salesforce, and the
+/// survivor was edited again before leadsync read the merge, so the merge is dated after the
+/// email edit. The survivor was the primary already: its address is no news, and the newer
+/// email stays the person's and goes to the survivor.
+#[test]
+fn a_merge_into_the_primary_does_not_undo_a_newer_email() {
+    let r = rules();
+    let mut lead = linked_pair(&base());
+    lead.fields.insert(Field::Email, "new@x.test".into());
+    lead.provenance.insert(
+        Field::Email,
+        Provenance { system: "crm".into(), value: None, at: t(7), rule: "x".into() },
+    );
+    // Leadsync read the edit on the lead; the survivor was not written yet.
+    for link in lead.links.iter_mut().filter(|k| k.system == crm()) {
+        link.known.insert(Field::Email, "new@x.test".into());
+        link.agreed.insert(Field::Email, "new@x.test".into());
+    }
+    lead.links.push(LinkState {
+        known: fields(&[(Field::Email, "alt@mail.test"), (Field::Company, "Acme")]),
+        agreed: fields(&[(Field::Company, "Acme")]),
+        by_rule: true,
+        ..LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: "2".into() })
+    });
+    let ctx = Context {
+        linked: Some(lead.clone()),
+        related: Some(lead.clone()),
+        related_linked: true,
+        ..Context::default()
+    };
+    let merged = Change {
+        fate: RecordFate::MergedInto { survivor: "1".into() },
+        ..change("2", "contact", Fields::new(), 8)
+    };
+    let d = reconcile(&ctx, &mkt(), &merged, &r, "x", t(9)).expect("linked");
+    assert_eq!(d.lead_fields.get(&Field::Email).map(String::as_str), Some("new@x.test"));
+    let to_mkt: Vec<_> = d.pushes.iter().filter(|p| p.system == mkt()).collect();
+    assert_eq!(
+        to_mkt.first().and_then(|p| p.fields.get(&Field::Email)).map(String::as_str),
+        Some("new@x.test"),
+        "the survivor gets the newer address: {:?}",
+        d.pushes
+    );
+    assert!(
+        d.pushes.iter().all(|p| p.system != crm() || !p.fields.contains_key(&Field::Email)),
+        "Salesforce keeps the human's edit: {:?}",
+        d.pushes
+    );
+}
+
 /// Convergence seed 63 (all ops): leadsync's contact `1`, the person's primary, was merged at
 /// HubSpot into the hand-made duplicate `3` while another fuzzy-linked duplicate `2` stood
 /// before `3` in line. `2` became the primary and was sent the person's address, which `3`
@@ -838,4 +889,82 @@ fn a_merge_survivor_takes_the_place_of_the_primary_merged_into_it() {
     };
     let d = reconcile(&ctx, &mkt(), &merged, &r, "x", t(6)).expect("linked");
     assert_eq!(d.take_place, None);
+}
+
+/// Convergence seed 113, the other order: the second contact under another address was
+/// deleted and its delete read before the person existed (it matched nobody then). The
+/// person made later from the CRM lead is scored against the kept identity: at the auto-link
+/// threshold it is tombstoned at HubSpot (not created there), as when the delete is read
+/// after the person exists (`a_deleted_record_the_fuzzy_rules_link_tombstones_its_person`).
+#[test]
+fn a_person_made_after_a_lookalike_was_deleted_unread_is_not_created_there() {
+    let r = rules();
+    let who = [
+        (Field::FirstName, "Esther"),
+        (Field::LastName, "Lewis"),
+        (Field::Company, "Blue Sun Pty Ltd"),
+        (Field::LifecycleStage, "mql"),
+    ];
+    let mut lead = fields(&who);
+    lead.insert(Field::Email, "esther.lewis@bluesun.test".into());
+    let c = change("00Q1", "Lead", lead, 5);
+    let mut gone = fields(&who[..3]);
+    gone.insert(Field::Email, "esther.alt@mail.test".into());
+    let deleted = DeletedRecord {
+        system: mkt(),
+        remote: RemoteId { object_type: "contact".into(), id: "13".into() },
+        fields: gone,
+    };
+    let creates_at_hubspot =
+        |d: &Decision| d.pushes.iter().any(|p| p.system == mkt() && p.remote.is_none());
+
+    // Without the kept identity the person is created at HubSpot (what the seed saw).
+    let d = rec(&Context::default(), &crm(), &c, &r, "L1", t(6));
+    assert!(creates_at_hubspot(&d), "{:?}", d.pushes);
+    assert!(d.deleted_matches.is_empty());
+
+    let ctx = Context { deleted_lookalikes: vec![deleted.clone()], ..Context::default() };
+    let d = rec(&ctx, &crm(), &c, &r, "L1", t(6));
+    assert!(d.is_new_lead);
+    assert!(!creates_at_hubspot(&d), "tombstoned at HubSpot: {:?}", d.pushes);
+    assert!(d.pushes.iter().all(|p| p.system != mkt()), "{:?}", d.pushes);
+    let [m] = &d.deleted_matches[..] else { panic!("one match: {:?}", d.deleted_matches) };
+    assert_eq!((&m.system, &m.remote), (&deleted.system, &deleted.remote));
+    assert!(r.matcher.verdict(m.score) == Verdict::AutoLink, "{m:?}");
+    // The trail says why: the rule, the score and the deleted record.
+    let a = d.audit.iter().find(|a| a.kind == "deleted_match").expect("audited");
+    assert_eq!(a.detail["remote"], "contact/13", "{:?}", a.detail);
+    assert_eq!(a.detail["system"], "marketing");
+    assert_eq!(a.detail["rule"], m.rule.as_str());
+
+    // In the review band (another mailbox at the same employer's domain): audited, nothing
+    // tombstoned, the create goes ahead.
+    let mut maybe = fields(&[(Field::FirstName, "Esther"), (Field::LastName, "Lewis")]);
+    maybe.insert(Field::Email, "elewis@bluesun.test".into());
+    let review = DeletedRecord { fields: maybe, ..deleted.clone() };
+    let score = r
+        .matcher
+        .score(&r.matcher.profile_of(&c.fields), &r.matcher.profile_of(&review.fields))
+        .expect("a rule fires");
+    assert_eq!(r.matcher.verdict(score.value), Verdict::Review, "{score:?}");
+    let ctx = Context { deleted_lookalikes: vec![review], ..Context::default() };
+    let d = rec(&ctx, &crm(), &c, &r, "L1", t(6));
+    assert!(creates_at_hubspot(&d), "{:?}", d.pushes);
+    assert!(d.deleted_matches.is_empty());
+    assert!(d.audit.iter().any(|a| a.kind == "possible_deleted_match"), "{:?}", d.audit);
+
+    // A record read live again after its own unread delete is not its own lookalike.
+    let restored = Change { remote: deleted.remote.clone(), ..c.clone() };
+    let ctx = Context { deleted_lookalikes: vec![deleted.clone()], ..Context::default() };
+    let d = rec(&ctx, &mkt(), &restored, &r, "L1", t(6));
+    assert!(d.deleted_matches.is_empty(), "{:?}", d.deleted_matches);
+    // Nor does an existing person take it (only a person made now does).
+    let existing = LeadState { id: "L0".into(), fields: c.fields.clone(), ..LeadState::default() };
+    let ctx = Context {
+        by_email: Some(existing),
+        deleted_lookalikes: vec![deleted],
+        ..Context::default()
+    };
+    let d = rec(&ctx, &crm(), &c, &r, "L1", t(6));
+    assert!(d.deleted_matches.is_empty());
 }

@@ -27,36 +27,59 @@
 //!    links two humans, a human is one person, and an opted-out human is opted out in the
 //!    ledger and on every live record of theirs at both vendors.
 //!
-//! Which ops run: [`Op::enabled`]. By default (CI) the ops the engine has passed for 500 seeds
-//! at a time since session 6: `edit`, `stage`, `status`, `email` (on a human whose records are
-//! all linked to one person), `optout`, `new` (a human made by hand in one system or in both),
-//! `fault`. Opt-in (`LEADSYNC_CONVERGENCE_OPS=all`, or a list such as `default,merge`):
-//! `email-early` (an email change before the engine linked the human's records, which needs
-//! fuzzy matching), `delete` (HubSpot archive through the API, Salesforce `ui_delete`, also of a
-//! converted lead), `duplicate` (a second HubSpot contact of one human under another email),
-//! `merge` (HubSpot `POST /crm/v3/objects/contacts/merge` of one human's two contacts),
-//! `sf-merge` (a UI merge of two Salesforce leads of one human,
-//! `SalesforceSim::merge_records`, `MasterRecordId`) and `convert` (`SalesforceSim::convert_lead`).
-//! Session 8 (2026-11-23, 2 cores shared with two other builds, load 6-18), all ops: five runs
-//! of 200 seeds (1-200 three times, 201-400 twice) failed 0, 0, 0, 0 and 1 (seed 113); every op
-//! but `delete`, in one clean-clone CI run: 1 of 200 (seed 161, passes alone). Still open:
-//! - seed 113: a hand-made duplicate under another address, deleted before leadsync read its
-//!   human at all, matches nobody when its delete is read, so the person made later is
-//!   created there; a delete read after the person exists links by the fuzzy rules and
-//!   tombstones. Order should not matter; fixing it needs deleted records' identity kept for
-//!   later matching.
-//! - seed 161 (duplicate, merge, email-early): a human's Salesforce email edit made after two
-//!   HubSpot merges of their contacts was lost; both records ended with a duplicate's address.
-//!   Not reproduced alone and not traced; one candidate (a merge survivor's address taken over
-//!   a newer email) is closed in `reconcile` with a unit test, but whether it was this seed's
-//!   cause is not known.
-//! - seed 225 (sf-merge, one run of 201-400 on c4026a0, quiet machine): a hand-made second
-//!   Salesforce lead copied the field's older value after the human's HubSpot edit, and the
-//!   UI merge kept that lead; read after the merge, its value is the newer one under `most
-//!   recent`, and the human's edit was overwritten. Whether the merge's kept value or the
-//!   earlier edit is the human's last word is the model's question as much as the engine's.
+//! Which ops run: [`Op::enabled`]. `all` (opt-in: `LEADSYNC_CONVERGENCE_OPS=all`) is: `edit`, `stage`, `status`,
+//! `email` (on a human whose records are all linked to one person), `email-early` (an email
+//! change before the engine linked the human's records, which needs fuzzy matching),
+//! `optout`, `new` (a human made by hand in one system or in both), `fault`, `delete`
+//! (HubSpot archive through the API, Salesforce `ui_delete`, also of a converted lead),
+//! `duplicate` (a second HubSpot contact of one human under another email), `merge` (HubSpot
+//! `POST /crm/v3/objects/contacts/merge` of one human's two contacts), `sf-merge` (a UI merge
+//! of two Salesforce leads of one human, `SalesforceSim::merge_records`, `MasterRecordId`)
+//! and `convert` (`SalesforceSim::convert_lead`). By default (CI) only the first seven that
+//! have passed 500 seeds at a time since session 6: `edit`, `stage`, `status`, `email`,
+//! `optout`, `new`, `fault`. A list (`default,delete`) picks ops to chase one op's failures.
 //!
-//! CI must not flake on known open causes, so these ops stay opt-in until they pass.
+//! History. Until session 9 CI ran only the first seven of those (which had passed 500 seeds
+//! at a time since session 6); the others failed a few seeds in every few hundred. Session 8
+//! (2 cores shared with two other builds, load 6-18), all ops: five runs of 200 seeds failed
+//! 0, 0, 0, 0 and 1 (seed 113); every op but `delete` in a clean-clone CI run: 1 of 200
+//! (seed 161, passes alone). Session 9: every op but `delete`, 1-200 and 201-400 twice each
+//! (load 3-17), 0 failed (before the model fix below, seed 251 failed: a model fault, a
+//! converted human's contact now counts among their Salesforce records); `default,delete`
+//! 1-400, 0 failed; on the merged engine (quiet machine), all ops 1-200 (64.8 s), 201-400
+//! (68.4 s) and 401-1000 (187.5 s): 0 failed; but 1001-2000, run beside a clean-clone CI
+//! build (load 4-6), failed 3 (397.7 s): seed 1153 (webhooks: a FirstName edit lost on a
+//! Salesforce lead), 1672 (polling: a Salesforce contact kept an older email, differing from
+//! the ledger), 1862 (polling: a HubSpot contact made by leadsync beside one made by hand).
+//! Not traced yet (the log printed their op logs and traces); so CI keeps the seven ops, and
+//! the others stay opt-in until these are fixed. Fixed in session 9:
+//! - seed 113: a hand-made duplicate under another address, deleted before leadsync read its
+//!   human at all, matched nobody when its delete was read, so the person made later was
+//!   created there (a delete read after the person exists links by the fuzzy rules and
+//!   tombstones). Such a delete now keeps the record's identity (`deleted_identities`), and a
+//!   person made later that the fuzzy rules tie to it at the auto-link threshold takes its
+//!   tombstone, so the order of the reads does not matter (`ledger::race_tests`,
+//!   `reconcile::tests`). Replayed 10 times with all ops: 10 passed.
+//! - seed 161 (duplicate, merge, email-early; failed once, in a loaded CI run): a human's
+//!   Salesforce email edit made after two HubSpot merges of their contacts was lost; both
+//!   records ended with a duplicate's address. Never reproduced (session 9: 43 replays beside
+//!   load 7-17, and every run above) and not traced. Two candidates are closed in
+//!   `reconcile`, each with a unit test: a merge survivor's address taken over a newer email
+//!   (session 8), and (session 9) a merge *into the primary* handing the person the primary's
+//!   own older address: HubSpot dates the merge only by the survivor's `lastmodifieddate`, and
+//!   the seed edits the survivor 280 ms after the Salesforce email edit, so a merge read late
+//!   is dated after that edit. Neither explains "a duplicate's address", so its cause may
+//!   still be open: if it fails again, the failure prints the traces to find it.
+//!
+//! What a Salesforce UI merge leaves is the human's word (seed 225): the merge keeps the
+//! master and fills its blanks from the loser, and the person merging sees and keeps those
+//! values, as in the real merge wizard. So every plain field the merge changed on the master
+//! is the model's latest edit of that field by that human, made at the merge on the master,
+//! and demanded like any other ([`Driver::merge_fills`]). Salesforce dates records, not
+//! fields: a merge that fills a gap from a loser leadsync had not updated yet (a hand-made
+//! lead kept as master, the loser still holding a value older than an edit made in HubSpot)
+//! carries the loser's older value as new, dated at the merge, and it wins under `most
+//! recent`; the check demands that value, not the earlier edit.
 //!
 //! What the checks do not demand, because the vendors or the model make it unknowable:
 //! - an edit made on a record that is then deleted or merged away, and an email edit before
@@ -94,7 +117,8 @@
 //!
 //! Knobs (environment):
 //! - `LEADSYNC_CONVERGENCE_SEEDS`: how many seeds (default 200: about 2 minutes on 2 busy
-//!   cores in a debug build, the CI budget);
+//!   cores in a debug build, the CI budget). `10000` is the long run the issue asks a flag
+//!   for (about an hour on 2 cores, by the rate of the 1000-seed runs);
 //! - `LEADSYNC_CONVERGENCE_FIRST_SEED`: the first of them (default 1);
 //! - `LEADSYNC_CONVERGENCE_SEED`: replay this one seed only (prints its op log and, when it
 //!   fails, the engine's trace of every person a failure names);
@@ -103,8 +127,8 @@
 //! - `LEADSYNC_CONVERGENCE_TRACE`: print the engine's traces of a failing seed in a many-seed
 //!   run too (as a replay does), for failures that only show under load;
 //! - `LEADSYNC_CONVERGENCE_JOBS`: seeds run at once (default 16; a seed takes 5 to 10 s but
-//!   mostly waits on one-second poll intervals, so 200 seeds take 90 to 125 s on 2 cores
-//!   shared with other work).
+//!   mostly waits on one-second poll intervals: 200 seeds of all ops took 65 to 68 s on 2
+//!   quiet cores, 85 to 130 s on cores shared with other work).
 //!
 //! The op sequence of a seed is deterministic; the interleaving with the engine is not (it is
 //! a real concurrent run), so a replay reproduces the scenario, usually the failure.
@@ -180,7 +204,7 @@ impl Op {
     ];
 
     /// What CI runs: the ops the engine has passed for 500 seeds at a time since session 6.
-    /// The others pass most runs but not all (session 8: seeds 113 and 161; the header).
+    /// The others pass most runs but not all (session 9: 3 of seeds 1001-2000; the header).
     const DEFAULT: [Op; 7] =
         [Op::Edit, Op::Stage, Op::Status, Op::EmailChange, Op::OptOut, Op::NewHuman, Op::Fault];
 
@@ -390,6 +414,9 @@ struct Dup {
     /// When the vendor had it (taken after the insert returned).
     made_at: chrono::DateTime<chrono::Utc>,
 }
+
+/// A Salesforce record's fields as the simulator's UI handle returns them.
+type Record = Map<String, Value>;
 
 /// The token in an email (`t7x` in `t7x.olivia@acme.example`).
 fn token_of(email: &str) -> Option<String> {
@@ -709,9 +736,19 @@ impl Driver<'_> {
                 }
                 let master = ids.swap_remove(self.rng.random_range(0..ids.len()));
                 let other = ids.swap_remove(self.rng.random_range(0..ids.len()));
+                let master_before = self.h.salesforce.get("Lead", &master).unwrap_or_default();
+                let other_before = self.h.salesforce.get("Lead", &other).unwrap_or_default();
+                let at = Instant::now();
+                let wall_before = chrono::Utc::now();
                 let r = self.h.salesforce.merge_records("Lead", &master, &[other.as_str()]);
+                let wall = (wall_before, chrono::Utc::now());
                 self.note(format!("sf-merge {tok} sf:{other} into sf:{master}: {r:?}"));
                 self.supersede(human, &format!("sf:{other}"), true);
+                if r.is_ok() {
+                    let after = self.h.salesforce.get("Lead", &master).unwrap_or_default();
+                    let seen = (&master_before, &other_before, &after);
+                    self.merge_fills(human, &master, seen, at, wall);
+                }
             }
             Op::ConvertLead => {
                 let Some(id) = self.one_of(self.sf_leads(human)) else {
@@ -853,6 +890,60 @@ impl Driver<'_> {
             if e.record == record || (merged && e.sf_field == "Email") {
                 e.superseded = true;
             }
+        }
+    }
+
+    /// A Salesforce merge filled the master's blanks from the loser: those values are the
+    /// human's word at the merge (the lead's decision: the person merging sees and keeps
+    /// them, as in the real merge wizard), even when the loser held a value older than an edit
+    /// leadsync had not pushed there yet (seed 225). Salesforce dates records, not fields, so
+    /// read after the merge they are the newest the engine can know. Each plain field the
+    /// merge changed on the master is recorded as that human's latest edit of it, made at the
+    /// merge on the master. Only a change the merge itself made counts: blank before, the
+    /// loser's value after (a write racing between the reads would show otherwise).
+    /// Demanded even when the master was not linked yet (a hand-made lead): the engine reads
+    /// it whole, dated at the merge, whenever it first reads it, so no earlier read can hide
+    /// the fill (`settled` guards edits whose record may join a person under older values).
+    fn merge_fills(
+        &mut self,
+        human: usize,
+        master: &str,
+        (before, loser, after): (&Record, &Record, &Record),
+        at: Instant,
+        wall: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    ) {
+        const PLAIN: [(&str, &str); 7] = [
+            ("FirstName", "firstname"),
+            ("LastName", "lastname"),
+            ("Company", "company"),
+            ("Title", "jobtitle"),
+            ("Phone", "phone"),
+            ("LeadSource", "leadsource"),
+            ("Email", "email"),
+        ];
+        let text = |m: &Map<String, Value>, k: &str| {
+            m.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_string)
+        };
+        for (sf_field, hs_prop) in PLAIN {
+            let Some(value) = text(after, sf_field) else { continue };
+            if text(before, sf_field).is_some() || text(loser, sf_field).as_ref() != Some(&value) {
+                continue;
+            }
+            let tok = self.humans[human].token.clone();
+            self.note(format!(
+                "sf-merge {tok} sf:{master} {sf_field}={value:?}: filled by the merge"
+            ));
+            self.edits.push(Edit {
+                human,
+                record: format!("sf:{master}"),
+                sf_field,
+                hs_prop,
+                value,
+                at,
+                wall,
+                settled: true,
+                superseded: false,
+            });
         }
     }
 
@@ -1361,9 +1452,12 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
             }
             (_, h) => h == Some(e.value.as_str()),
         };
+        // A converted lead lives on as a contact, which is one of the human's records there
+        // (and the primary when it carries the oldest link): a lead made by hand after the
+        // conversion is a second record, not the one the person's fields go to (seed 251).
         let sf_mine: Vec<&str> = sf
             .iter()
-            .filter(|r| r.object == "Lead" && !r.converted && r.token.as_ref() == Some(tok))
+            .filter(|r| !r.converted && r.token.as_ref() == Some(tok))
             .map(|r| r.id.as_str())
             .collect();
         let hs_mine: Vec<&str> =
@@ -1389,12 +1483,17 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
         let sf_mine = primary_only(&snapshot, "crm", sf_mine);
         let hs_mine = primary_only(&snapshot, "marketing", hs_mine);
         for r in sf_mine {
-            let lead = h.salesforce.get("Lead", r).unwrap_or_default();
-            let have = lead.get(e.sf_field).and_then(Value::as_str);
+            let object = sf.iter().find(|x| x.id == r).map_or("Lead", |x| x.object);
+            // A contact has no company of its own: its account, named at the conversion.
+            if object == "Contact" && e.sf_field == "Company" {
+                continue;
+            }
+            let record = h.salesforce.get(object, r).unwrap_or_default();
+            let have = record.get(e.sf_field).and_then(Value::as_str);
             if !same(have) {
                 failures.push(format!(
-                    "lost edit: {tok} {}={:?} was the last edit, but salesforce lead {r} holds \
-                     {have:?}",
+                    "lost edit: {tok} {}={:?} was the last edit, but salesforce {object} {r} \
+                     holds {have:?}",
                     e.sf_field, e.value
                 ));
             }

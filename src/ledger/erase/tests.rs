@@ -418,3 +418,41 @@ fn erasing_removes_the_tombstone_of_a_record_deleted_before_it_was_linked() {
     l.erase_person(EMAIL, &[], t(3)).expect("erase");
     assert_eq!(leaks(&l), Vec::<String>::new(), "no value of the person is left");
 }
+
+/// A record deleted before leadsync found its person keeps its identity
+/// (`deleted_identities`, with its blocking keys). Erasing the person removes one under
+/// their address (blocked by hash like their other records; the test above) and one under
+/// another address that shares a blocking key with them (a lookalike the engine could tie to
+/// them), with its inbox rows.
+#[test]
+fn erasing_removes_the_kept_identities_of_deleted_records() {
+    let (_d, l) = open();
+    let rules = Rules::salesforce_hubspot_defaults();
+    // The person, from a CRM lead.
+    let live = change("Lead", "00Q9", fields(EMAIL, "Zelda", "Quixote", "", "lead"), 0);
+    l.ingest(&crm(), "poll", &[live], None, t(1)).expect("ingest");
+    reconcile(&l, &rules, 2);
+    // A contact under another address, deleted unread: the rules put it below auto-link
+    // (no company, no phone), so it matches nobody and its identity is kept.
+    let alt = Change {
+        fate: RecordFate::Deleted,
+        ..change("contact", "910", fields("zq@elsewhere.test", "Zelda", "Quixote", "", ""), 3)
+    };
+    // (One under the person's own address is
+    // `erasing_removes_the_tombstone_of_a_record_deleted_before_it_was_linked`.)
+    l.ingest(&mkt(), "poll", &[alt], None, t(4)).expect("ingest");
+    reconcile(&l, &rules, 5);
+    let kept = every_value(&l);
+    assert!(
+        kept.iter().any(|(t, _, v)| t == "deleted_identities" && v.contains("quixote")),
+        "the delete must leave a kept identity for this test to mean anything"
+    );
+    assert!(kept.iter().any(|(t, _, _)| t == "deleted_identity_keys"));
+    l.erase_person(EMAIL, &[], t(6)).expect("erase");
+    assert_eq!(leaks(&l), Vec::<String>::new(), "no value of the person is left");
+    let left = every_value(&l);
+    assert!(
+        !left.iter().any(|(t, _, _)| t == "deleted_identities" || t == "deleted_identity_keys"),
+        "{left:?}"
+    );
+}

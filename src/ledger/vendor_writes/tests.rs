@@ -501,3 +501,110 @@ fn a_reason_on_a_create_the_plan_drops_is_queued_again() {
         writes_due(&l, &mkt(), 9).into_iter().filter(|(id, _, _)| id.is_empty()).collect();
     assert_eq!(creates, [(String::new(), Some("not_ready".to_string()), None)]);
 }
+
+/// The stage-entry dates on a pending create the plan drops are not lost with the row either
+/// (as the reason above): with nowhere to move them they are marked unsent
+/// (`stage_dates_requeued`), and go out with the person's next record there.
+#[test]
+fn stage_dates_on_a_create_the_plan_drops_are_queued_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let mut raw = ContractRaw::default();
+    raw.mapping.stage_dates.insert(
+        "marketing".into(),
+        [(
+            "mql".to_string(),
+            crate::contract::config::StageDateRaw::Property("leadsync_mql_date".into()),
+        )]
+        .into(),
+    );
+    let mut r = Rules::salesforce_hubspot_defaults();
+    r.contract = Some(Arc::new(raw.validate("contract").expect("valid")));
+    r.review_holds_creates = true;
+    let mut n = 0;
+    let mut mint = || {
+        n += 1;
+        format!("L{n}")
+    };
+    let dates_due = |l: &Ledger, now: i64| -> Vec<(String, Vec<String>)> {
+        l.due_pushes(&mkt(), 10, t(now))
+            .expect("outbox")
+            .into_iter()
+            .map(|d| {
+                let id = match &d.record.op {
+                    PushOp::Create { .. } => String::new(),
+                    PushOp::Update { remote } => remote.id.clone(),
+                };
+                (id, d.record.stage_dates.keys().cloned().collect())
+            })
+            .collect()
+    };
+    let gibbons = ("peter@initech.test", "Gibbons", "Initech", "212 555 0143");
+    let hibbons = ("p.hibbons@elsewhere.test", "Hibbons", "Initech LLC", "+1 (212) 555-0143");
+    // L1: a Salesforce lead placed at MQL; its date rides on L1's HubSpot create.
+    l.ingest(&crm(), "poll", &[peter("Lead", "00Q1", gibbons, 1)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(1), &mut mint).expect("reconcile");
+    let mql = vec!["mql".to_string()];
+    assert_eq!(dates_due(&l, 2), [(String::new(), mql.clone())], "the date rides on the create");
+
+    // A review holds L1's create: the plan drops it, and its date has nowhere to go.
+    l.ingest(&mkt(), "poll", &[peter("contact", "7", hibbons, 5)], None, t(5)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(5), &mut mint).expect("reconcile");
+    let reviews = l.open_reviews().expect("reviews");
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert!(dates_due(&l, 6).iter().all(|(id, _)| !id.is_empty()), "the create waits");
+    let requeued = audits(&l, "stage_dates_requeued");
+    assert_eq!(requeued.len(), 1, "{requeued:?}");
+    assert!(requeued[0]["stage_dates"]["mql"].is_string(), "{requeued:?}");
+    let state = l.lifecycle("L1").expect("read").expect("placed");
+    assert!(!state.dates_sent.contains_key("marketing"), "{:?}", state.dates_sent);
+
+    // Two people: L1's contact is created after all, with the date, at their next change.
+    l.decide_review(reviews[0].id, crate::ledger::ReviewVerdict::Reject, &r, t(7))
+        .expect("decided");
+    let mut c = peter("Lead", "00Q1", gibbons, 8);
+    c.fields.insert(Field::Title, "CTO".into());
+    c.fields.remove(&Field::LifecycleStage);
+    l.ingest(&crm(), "poll", &[c], None, t(8)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(8), &mut mint).expect("reconcile");
+    let creates: Vec<_> = dates_due(&l, 9).into_iter().filter(|(id, _)| id.is_empty()).collect();
+    assert_eq!(creates, [(String::new(), mql)]);
+}
+
+/// A dropped create's dates go to the person's record at that system when they have one
+/// by then (`rehome`'s target), merged into what that record's row carries.
+#[test]
+fn stage_dates_on_a_dropped_create_move_to_the_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).expect("open");
+    let r = rules();
+    reconcile(&l, &r, &mkt(), change("contact", "1", Some("mql"), 1), 2);
+    accept_all(&l, &r, &crm(), "00Q000000000001AAA", 3);
+    accept_all(&l, &r, &mkt(), "", 3);
+    let conn = l.conn.lock().expect("lock");
+    let tx = conn.unchecked_transaction().expect("tx");
+    // A create left pending at the CRM beside the record (as a plan drops it).
+    tx.execute(
+        "INSERT INTO outbox(lead_id, system, object_type, remote_id, fields, stage_dates,
+                            state, next_attempt_at, created_at, updated_at)
+         VALUES ('P1', 'crm', 'Lead', '', '{}', '{\"mql\":\"2023-11-14T22:13:21Z\"}',
+                 'pending', '2023-11-14T22:13:21Z', '2023-11-14T22:13:21Z',
+                 '2023-11-14T22:13:21Z')",
+        [],
+    )
+    .expect("insert");
+    let carried = carried(&tx, "P1", "crm", "").expect("read");
+    assert!(carried.is_some(), "dates alone are carried");
+    tx.execute("DELETE FROM outbox WHERE remote_id = '' AND state = 'pending'", []).expect("del");
+    let requeued = rehome(&tx, carried, t(5)).expect("rehome");
+    assert!(requeued.is_empty(), "{requeued:?}");
+    let on_record: Option<String> = tx
+        .query_row(
+            "SELECT stage_dates FROM outbox WHERE lead_id = 'P1' AND system = 'crm'
+             AND remote_id = '00Q000000000001AAA' AND state = 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the record's row");
+    assert_eq!(on_record.as_deref(), Some("{\"mql\":\"2023-11-14T22:13:21Z\"}"));
+}
