@@ -426,9 +426,17 @@ fn link_event(
     }
 }
 
-/// The person as the decision leaves it (before any link closes).
+/// The person as the decision leaves it (before any link closes): with every record they
+/// had, also when the change was tied to them by a fuzzy rule (a candidate). Without that a
+/// converted lead matched only by a rule planned its pushes as if the person had no records
+/// (convergence seed 1672: creates at both vendors, and the update its contact needed lost).
 fn decided_state(ctx: &Context, d: &Decision, system: &SystemName, change: &Change) -> LeadState {
-    let base = ctx.linked.as_ref().or(ctx.by_key.as_ref()).or(ctx.by_email.as_ref());
+    let base = ctx
+        .linked
+        .as_ref()
+        .or(ctx.by_key.as_ref())
+        .or(ctx.by_email.as_ref())
+        .or_else(|| ctx.candidates.iter().find(|c| c.id == d.lead_id));
     let mut lead = base.cloned().unwrap_or_default();
     lead.id = d.lead_id.clone();
     lead.fields = d.lead_fields.clone();

@@ -528,6 +528,66 @@ fn a_converted_lead_hands_its_person_to_the_contact() {
     assert!(d.pushes.iter().all(|p| !(p.system == crm() && p.remote.is_none())), "no new lead");
 }
 
+/// Convergence seed 1672 (all ops, polling): a lead converted, and its contact read and
+/// linked (by a rule) in the same batch as the lead, whose email differs from the person's
+/// (changed at HubSpot since): the lead matches its person only by a fuzzy rule. The person's
+/// records are all still theirs: no create anywhere, and the contact gets the person's email.
+#[test]
+fn a_converted_lead_matched_by_a_rule_keeps_its_persons_records() {
+    let r = rules();
+    let who = [
+        (Field::FirstName, "Lucas"),
+        (Field::LastName, "Mensah"),
+        (Field::Company, "Nakatomi Trading"),
+        (Field::Phone, "+1 (980) 407-1503"),
+    ];
+    let mut person = fields(&who);
+    person.insert(Field::Email, "lucas@globex.test".into());
+    let mut at_crm = fields(&who);
+    at_crm.insert(Field::Email, "lucas.mensah@nakatomi.test".into());
+    let contact = RemoteId { object_type: "Contact".into(), id: "0031".into() };
+    let lead = LeadState {
+        id: "L1".into(),
+        fields: person.clone(),
+        links: vec![
+            LinkState {
+                known: person.clone(),
+                agreed: person.clone(),
+                ..LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: "9".into() })
+            },
+            LinkState {
+                known: at_crm.clone(),
+                by_rule: true,
+                ..LinkState::new(crm(), contact.clone())
+            },
+        ],
+        ..LeadState::default()
+    };
+    let mut converted = at_crm;
+    converted.insert(Field::LeadStatus, "converted".into());
+    let c = Change {
+        fate: RecordFate::ConvertedTo { remote: contact.clone() },
+        ..change("00Q1", "Lead", converted, -5)
+    };
+    let ctx = Context {
+        candidates: vec![lead.clone()],
+        related: Some(lead),
+        related_linked: true,
+        ..Context::default()
+    };
+    let d = rec(&ctx, &crm(), &c, &r, "x", t(6));
+    assert_eq!(d.lead_id, "L1", "the rule ties the lead to its person");
+    assert!(!d.is_new_lead);
+    assert!(d.pushes.iter().all(|p| p.remote.is_some()), "no create: {:?}", d.pushes);
+    let to_contact = d.pushes.iter().find(|p| p.remote.as_ref() == Some(&contact));
+    assert_eq!(
+        to_contact.and_then(|p| p.fields.get(&Field::Email)).map(String::as_str),
+        Some("lucas@globex.test"),
+        "the contact is sent the person's email: {:?}",
+        d.pushes
+    );
+}
+
 #[test]
 fn only_opt_outs_reach_a_second_record_of_the_same_system() {
     let r = rules();

@@ -976,6 +976,46 @@ impl Driver<'_> {
         out
     }
 
+    /// A duplicate copies names and company from one of the human's records, which may still
+    /// hold a value older than the human's last edit of that field elsewhere (the engine had
+    /// not pushed it there yet). Made after that edit, the copy is the newer value: once the
+    /// engine links the duplicate, `most recent` rightly takes it (seed 49: a Salesforce
+    /// FirstName edit, then a HubSpot duplicate still carrying the old first name); while it
+    /// stays a person of its own, the edit stands. Which of the two the human's records end
+    /// with depends on whether the engine linked the duplicate, so such a copy is recorded as
+    /// the last edit of that field, made on the duplicate and not demanded (`settled: false`).
+    fn copied_values(&mut self, human: usize, record: &str, [first, last, company]: [String; 3]) {
+        let at = Instant::now();
+        let now = chrono::Utc::now();
+        let copied = [
+            ("FirstName", "firstname", first),
+            ("LastName", "lastname", last),
+            ("Company", "company", company),
+        ];
+        for (sf_field, hs_prop, value) in copied {
+            let last_edit =
+                self.edits.iter().rev().find(|e| e.human == human && e.sf_field == sf_field);
+            if last_edit.is_none_or(|e| e.value == value) {
+                continue;
+            }
+            let tok = self.humans[human].token.clone();
+            self.note(format!(
+                "{tok} {record} {sf_field}={value:?}: copied, older than the last edit"
+            ));
+            self.edits.push(Edit {
+                human,
+                record: record.to_string(),
+                sf_field,
+                hs_prop,
+                value,
+                at,
+                wall: (now, now),
+                settled: false,
+                superseded: false,
+            });
+        }
+    }
+
     /// Records at a vendor that leadsync made for this human (live, not the driver's).
     fn leadsync_records(&self, human: usize, sf: bool) -> BTreeSet<String> {
         if sf {
@@ -991,6 +1031,7 @@ impl Driver<'_> {
     /// email would make.
     fn sf_duplicate(&mut self, human: usize) {
         let (first, last, company) = self.current_identity(human);
+        let copied = [first.clone(), last.clone(), company.clone()];
         let tok = self.humans[human].token.clone();
         let email = self
             .sf_leads(human)
@@ -1017,6 +1058,7 @@ impl Driver<'_> {
                 let made_at = chrono::Utc::now();
                 self.dups.push(Dup { id: id.clone(), leadsync_before: before, made_at });
                 self.note(format!("sf-duplicate {tok}: second salesforce lead sf:{id}"));
+                self.copied_values(human, &format!("sf:{id}"), copied);
             }
             Err(e) => self.note(format!("sf-duplicate {tok}: refused: {e}")),
         }
@@ -1073,6 +1115,7 @@ impl Driver<'_> {
     fn hs_duplicate(&mut self, human: usize) {
         self.seq += 1;
         let (first, last, company) = self.current_identity(human);
+        let copied = [first.clone(), last.clone(), company.clone()];
         // The duplicate copies the human's first HubSpot contact. When their Salesforce lead
         // holds another name or company (an edit not synced yet), the person may settle on the
         // lead's, and then the duplicate no longer looks like them, as if the lead had been
@@ -1111,6 +1154,7 @@ impl Driver<'_> {
                 let made_at = chrono::Utc::now();
                 self.dups.push(Dup { id: id.clone(), leadsync_before: before, made_at });
                 self.note(format!("duplicate {tok}: second hubspot contact hs:{id}"));
+                self.copied_values(human, &format!("hs:{id}"), copied);
             }
             Err(e) => self.note(format!("duplicate {tok}: refused: {e}")),
         }
