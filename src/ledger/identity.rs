@@ -1180,8 +1180,10 @@ pub(super) fn replan(
 /// would have made had the edit been read first (convergence seeds 213 and 320: a first name
 /// edited in Salesforce, read after the hand-made HubSpot duplicate that already held the new
 /// name had become a person of its own), so the two fold into one as an accepted review
-/// would, the older surviving. A pair a reviewer rejected stays apart, and so does a pair
-/// holding one address. Returns whether a fold happened (at most one per call).
+/// would, the older surviving. A pair holding one address folds when it also looks alike
+/// (scored without the email, at least in the review band); one that does not is a taken
+/// email and stays apart. A pair a reviewer rejected stays apart. Returns whether a fold
+/// happened (at most one per call).
 pub(super) fn rescore_duplicates(
     tx: &Transaction<'_>,
     lead_id: &str,
@@ -1220,14 +1222,25 @@ pub(super) fn rescore_duplicates(
             continue;
         }
         let Some(q) = load_lead(tx, &other)? else { continue };
-        // One address on two persons is not a likeness but a taken email, which has its own
-        // review (`park_taken_email`): only the fuzzy rules fold here.
+        // One address on two persons: the exact key says one human when the two also look
+        // alike (convergence seed 2391: a Salesforce lead read as a person of its own just
+        // before the HubSpot edit that gave the contact's person its address; a create at
+        // Salesforce then made the human a second lead). Two who do not look alike are a
+        // taken email, a real conflict with its own review (`park_taken_email`).
         let email = |p: &LeadState| p.fields.get(&Field::Email).and_then(|e| normalize_email(e));
-        if email(&person).is_some() && email(&person) == email(&q) {
-            continue;
-        }
-        let score = rules.matcher.score(&profile, &rules.matcher.profile_of(&q.fields));
-        if !score.is_some_and(|s| rules.matcher.verdict(s.value) == Verdict::AutoLink) {
+        let fold = if email(&person).is_some() && email(&person) == email(&q) {
+            let without_email = |p: &LeadState| {
+                let mut f = p.fields.clone();
+                f.remove(&Field::Email);
+                rules.matcher.profile_of(&f)
+            };
+            let score = rules.matcher.score(&without_email(&person), &without_email(&q));
+            score.is_some_and(|s| rules.matcher.verdict(s.value) != Verdict::NoMatch)
+        } else {
+            let score = rules.matcher.score(&profile, &rules.matcher.profile_of(&q.fields));
+            score.is_some_and(|s| rules.matcher.verdict(s.value) == Verdict::AutoLink)
+        };
+        if !fold {
             continue;
         }
         let winner: String = tx

@@ -724,3 +724,37 @@ fn kept_identities_of_deleted_records_do_not_pile_up() {
     assert!(snap[0].tombstoned.is_empty(), "{:?}", snap[0]);
     assert_eq!(count(&l, "deleted_identities"), 0);
 }
+
+/// Convergence seed 2391 (all ops, polling): a Salesforce lead (a human's first there, made
+/// by hand under the address they had just typed at HubSpot) was read as a person of its
+/// own just before the HubSpot edit that gave the contact's person that address. One
+/// address and one likeness: one human. The two fold, so no create at Salesforce makes the
+/// human a second lead. Two persons that share an address but do not look alike stay apart
+/// (a taken email: `an_email_another_record_holds_becomes_a_review_item_naming_that_record`).
+#[test]
+fn a_person_whose_edit_takes_the_address_of_a_lookalike_joins_them() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let mut m = mint();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let who = [(Field::FirstName, "Olivia"), (Field::Company, "Gekko & Co")];
+    let contact =
+        [who[0], who[1], (Field::Email, "olivia.nowak@gekko.test"), (Field::LastName, "Nowak")];
+    l.ingest(&mkt, "poll", &[read("contact", "5", &contact, 0, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    // The lead under the new address, read first; then the contact's edit.
+    let lead = [who[0], who[1], (Field::Email, "olivia@globex.test"), (Field::LastName, "Tanaka")];
+    l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &lead, 3, 4)], None, t(4)).expect("ingest");
+    let edited =
+        [who[0], who[1], (Field::Email, "olivia@globex.test"), (Field::LastName, "Tanaka")];
+    l.ingest(&mkt, "poll", &[read("contact", "5", &edited, 3, 4)], None, t(4)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(5), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "one human, one person: {snap:#?}");
+    assert_eq!(snap[0].links.len(), 2, "{:?}", snap[0].links);
+    let due = l.due_pushes(&crm, 10, t(6)).expect("due");
+    assert!(
+        due.iter().all(|d| !matches!(d.record.op, PushOp::Create { .. })),
+        "no second lead at Salesforce: {due:?}"
+    );
+}

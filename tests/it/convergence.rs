@@ -85,6 +85,10 @@
 //! - an edit made on a record that is then deleted or merged away, and an email edit before
 //!   a merge of that human (the survivor keeps its own email), is not the human's last word;
 //! - an opt-out that lived only on a record deleted before the ledger had it is gone;
+//! - a name or company a duplicate copied from a record that still held a value older than
+//!   the human's last edit of that field elsewhere (seed 49): made after the edit, the copy is
+//!   newer, and the human's records end with it or with the edit depending on whether the
+//!   engine linked the duplicate ([`Driver::copied_values`]);
 //! - a duplicate (made from the human's current name and company) whose name, company or
 //!   email was edited before leadsync linked it, or whose human's other records were edited
 //!   so meanwhile, may stay a person of its own ("blurred"): the two no longer look alike.
@@ -1066,8 +1070,20 @@ impl Driver<'_> {
 
     async fn new_human(&mut self) {
         let i = self.humans.len();
-        let seed = self.rng.random();
+        let seed: u64 = self.rng.random();
         let mut p = population::generate(1, seed).pop().expect("one person");
+        let others: Vec<[Option<String>; 4]> = (0..i)
+            .map(|h| {
+                let (f, l, c) = self.current_identity(h);
+                [Some(f), Some(l), Some(c), None]
+            })
+            .collect();
+        let mut k = 0u64;
+        while !distinct(&p, others.iter().cloned()) {
+            k += 1;
+            let other = seed.wrapping_add(k.wrapping_mul(0x9e37_79b9));
+            p = population::generate(1, other).pop().expect("one person");
+        }
         p.email = format!("t{i}x.{}", p.email);
         let (sf, hs) = match self.rng.random_range(0..3) {
             0 => (true, false),
@@ -1188,15 +1204,55 @@ impl Driver<'_> {
     }
 }
 
-/// The people of a seed, each email starting with the person's token.
+/// The people of a seed, each email starting with the person's token, no two of them alike
+/// to the fuzzy rules ([`distinct`]).
 fn world(rng: &mut StdRng) -> Vec<Person> {
     let n = rng.random_range(6..=20);
-    let mut people = population::generate(n, rng.random());
+    let seed: u64 = rng.random();
+    let mut people = population::generate(n, seed);
+    for i in 0..people.len() {
+        let mut k = 0u64;
+        while !distinct(&people[i], people[..i].iter().map(identity_of)) {
+            k += 1;
+            let other = seed.wrapping_add(k.wrapping_mul(0x9e37_79b9)).wrapping_add(i as u64);
+            people[i] = population::generate(1, other).pop().expect("one person");
+        }
+    }
     for (i, p) in people.iter_mut().enumerate() {
         p.email = format!("t{i}x.{}", p.email);
     }
     people
 }
+
+/// Names, company and phone of a generated person, as [`distinct`] compares them.
+fn identity_of(p: &Person) -> [Option<String>; 4] {
+    [Some(p.first.clone()), Some(p.last.clone()), Some(p.company.clone()), Some(p.phone.clone())]
+}
+
+/// Whether `p` is a human the fuzzy rules can tell from each of `others` (scored without
+/// emails: no rule above the review threshold fires). Two generated humans named "Luca" and
+/// "Lucas Müller" at one company are one human to any fuzzy rule, which is what the matcher
+/// is for: only a cap on two mailboxes at one domain kept such a pair in review, and an
+/// email moved to another domain lifted it and folded them (seed 2899). A world with such a
+/// pair asks the engine to tell apart what it is built to join, so the driver makes none.
+/// (Edits may still drift one human's name into another's; that is not prevented.)
+fn distinct(p: &Person, others: impl Iterator<Item = [Option<String>; 4]>) -> bool {
+    let matcher = &MATCHER.matcher;
+    let profile = |[f, l, c, ph]: &[Option<String>; 4]| {
+        matcher.profile_of_values([None, f.as_deref(), l.as_deref(), c.as_deref(), ph.as_deref()])
+    };
+    let mine = profile(&identity_of(p));
+    others.into_iter().all(|o| {
+        matcher.score(&mine, &profile(&o)).is_none_or(|s| {
+            matcher.verdict(s.value) == leadsync::identity::matcher::Verdict::NoMatch
+        })
+    })
+}
+
+/// The fuzzy rules of the configuration the test runs ([`DEMO_TOML`] matches with the
+/// defaults).
+static MATCHER: std::sync::LazyLock<leadsync::reconcile::Rules> =
+    std::sync::LazyLock::new(leadsync::reconcile::Rules::salesforce_hubspot_defaults);
 
 async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
     let started = std::time::Instant::now();
