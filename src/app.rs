@@ -123,6 +123,24 @@ pub struct Progress {
     caught_up_wall: Mutex<BTreeMap<SystemName, chrono::DateTime<Utc>>>,
     /// When the newest push round finished.
     last_push_at: Mutex<Option<Instant>>,
+    /// Push rounds under way (a call may be retrying a vendor's 5xx for a second or more).
+    pushing: AtomicU64,
+}
+
+/// Counts a push round as under way until dropped (also on an early return).
+struct Pushing<'a>(&'a AtomicU64);
+
+impl<'a> Pushing<'a> {
+    fn start(n: &'a AtomicU64) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Pushing(n)
+    }
+}
+
+impl Drop for Pushing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn bump(map: &BTreeMap<SystemName, AtomicU64>, name: &SystemName, n: u64) {
@@ -188,9 +206,14 @@ impl Progress {
     }
 
     /// Every system has been polled to its end by a pass that started after `since` and after
-    /// the last push finished, so whatever changed before and whatever leadsync wrote has been
-    /// read back.
+    /// the last push finished, and no push is under way, so whatever changed before and
+    /// whatever leadsync wrote has been read back. (A push in flight counts: its outbox row
+    /// may be gone already, replanned away by a read that showed the value it writes, and
+    /// its call still lands; convergence seed 760.)
     pub fn polled_through_since(&self, since: Instant) -> bool {
+        if self.pushing.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
         let last_push = self.last_push_at.lock().map(|g| *g).unwrap_or(None);
         let last_push = Some(last_push.map_or(since, |p| p.max(since)));
         let caught = match self.caught_up_at.lock() {
@@ -927,7 +950,12 @@ async fn pusher(
                 continue;
             }
             pushed_any = true;
+            let pushing = Pushing::start(&progress.pushing);
             let healthy = push_group(&sys, &ledger, &rules, &progress, retry, group).await?;
+            drop(pushing);
+            if let Ok(mut g) = progress.last_push_at.lock() {
+                *g = Some(Instant::now());
+            }
             // The while condition sees a shutdown that fires during this wait.
             if !healthy && !idle(&mut shutdown, sync.error_backoff * 12, None).await {
                 break;

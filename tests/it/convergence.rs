@@ -1369,6 +1369,7 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
 
     // 3. No ping-pong: two full read passes over both systems, and not one write meanwhile.
     let writes = || (h.salesforce.stats().api_writes, h.hubspot.stats().api_writes);
+    let quiet_since = chrono::Utc::now();
     let before = writes();
     let progress = app.progress();
     for _ in 0..2 {
@@ -1425,7 +1426,15 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
                         .ok()
                         .flatten()
                         .map_or(0, |t| t.events.iter().filter(|e| e.kind == "pushed").count());
-                    if pushes > 10 {
+                    // ... and of persons written to in the quiet period (a late write).
+                    let late = r.trace(&p.id).ok().flatten().is_some_and(|t| {
+                        t.events.iter().any(|e| {
+                            e.kind == "pushed"
+                                && chrono::DateTime::parse_from_rfc3339(&e.at)
+                                    .is_ok_and(|at| at >= quiet_since)
+                        })
+                    });
+                    if pushes > 10 || late {
                         named.insert(p.id.clone());
                     }
                 }
