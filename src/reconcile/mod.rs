@@ -644,6 +644,18 @@ pub(crate) fn newer_values_carry_on(
         if rules.rule(*field) != FieldRule::MostRecent {
             continue;
         }
+        // An address the folded person took from a record in a system with unique emails,
+        // where the surviving person has a record already: that record is now a second one
+        // there, and its address its own; the person's stays on the primary (convergence
+        // seed 746: a HubSpot duplicate's address, newer, became the person's on a rescore
+        // fold, and HubSpot refused it on the primary, 409).
+        if *field == Field::Email
+            && let Some(from) = lead_person.provenance.get(field)
+            && rules.system(&SystemName(from.system.clone())).is_some_and(|s| s.unique_email)
+            && contact_person.links.iter().any(|k| k.system.as_str() == from.system)
+        {
+            continue;
+        }
         let at = |p: &LeadState| p.provenance.get(field).map(|pr| pr.at);
         let contact_value = contact_person.fields.get(field);
         let a_copy = copied.and_then(|c| c.get(field)).is_some_and(|lead_value| {

@@ -1028,3 +1028,51 @@ fn a_person_made_after_a_lookalike_was_deleted_unread_is_not_created_there() {
     let d = rec(&ctx, &crm(), &c, &r, "L1", t(6));
     assert!(d.deleted_matches.is_empty());
 }
+
+/// Convergence seed 746 (all ops, load): a hand-made HubSpot duplicate became a person of its
+/// own, then a last-name edit on the primary made the two alike and the rescore folded them.
+/// The duplicate's address was newer, so `most recent` gave it to the person, and HubSpot
+/// refused it on the primary (the duplicate holds it: 409). In a system with unique emails
+/// where the surviving person has a record, the folded person's address from there is that
+/// second record's own: the person keeps theirs.
+#[test]
+fn a_fold_keeps_the_persons_address_over_a_second_records_in_a_unique_email_system() {
+    let r = rules();
+    let prov = |system: &str, at: i64| Provenance {
+        system: system.into(),
+        value: None,
+        at: t(at),
+        rule: "most_recent".into(),
+    };
+    let contact =
+        |id: &str| LinkState::new(mkt(), RemoteId { object_type: "contact".into(), id: id.into() });
+    let winner = LeadState {
+        id: "L1".into(),
+        fields: fields(&[(Field::Email, "valentina@sterling.test"), (Field::LastName, "Tanaka")]),
+        provenance: [(Field::Email, prov("marketing", 1)), (Field::LastName, prov("marketing", 5))]
+            .into(),
+        links: vec![contact("3")],
+        ..LeadState::default()
+    };
+    let loser = LeadState {
+        id: "L2".into(),
+        fields: fields(&[(Field::Email, "valentina.alt@mail.test"), (Field::LastName, "Tanaka")]),
+        provenance: [(Field::Email, prov("marketing", 4))].into(),
+        links: vec![contact("14")],
+        ..LeadState::default()
+    };
+    let mut merged = merge_persons(&winner, &loser, &r, t(6));
+    newer_values_carry_on(&mut merged, &loser, &winner, &r, None);
+    assert_eq!(merged.fields[&Field::Email], "valentina@sterling.test");
+    // With no record of the survivor there, the newer address is the person's as before.
+    let crm_only = LeadState {
+        links: vec![LinkState::new(
+            crm(),
+            RemoteId { object_type: "Lead".into(), id: "00Q1".into() },
+        )],
+        ..winner
+    };
+    let mut merged = merge_persons(&crm_only, &loser, &r, t(6));
+    newer_values_carry_on(&mut merged, &loser, &crm_only, &r, None);
+    assert_eq!(merged.fields[&Field::Email], "valentina.alt@mail.test");
+}
