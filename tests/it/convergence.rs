@@ -1655,6 +1655,23 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
                         || (r.lead_id == b && r.other_lead_id.as_deref() == Some(a)))
             })
     };
+    // Persons all tied together by such reviews, directly or through one another (seed
+    // 3595: a human's email moved to `mail.example`, where two duplicates of theirs live; the
+    // reviews ran duplicate to person and duplicate to duplicate, a chain, not a star).
+    let tied = |persons: &BTreeSet<&str>| {
+        let Some(first) = persons.iter().next() else { return false };
+        let mut reached: BTreeSet<&str> = BTreeSet::from([*first]);
+        let mut frontier = vec![*first];
+        while let Some(a) = frontier.pop() {
+            for b in persons {
+                if !reached.contains(b) && asked(a, b) {
+                    reached.insert(b);
+                    frontier.push(b);
+                }
+            }
+        }
+        persons.len() > 1 && reached.len() == persons.len()
+    };
     // 2. No person created twice at a vendor.
     for (i, human) in d.humans.iter().enumerate() {
         let tok = Some(&human.token);
@@ -1682,10 +1699,7 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
                     .map_or("?", |p| p.id.as_str())
             };
             let persons: BTreeSet<&str> = ids.iter().map(|id| person_of(id)).collect();
-            let first = persons.iter().next().copied().unwrap_or_default();
-            let split = persons.len() > 1
-                && !persons.contains("?")
-                && persons.iter().skip(1).all(|p| asked(first, p));
+            let split = !persons.contains("?") && tied(&persons);
             let mut groups: BTreeMap<String, Vec<&str>> = BTreeMap::new();
             for id in &ids {
                 let person = person_of(id);
@@ -1796,8 +1810,7 @@ fn check(d: &Driver<'_>, app: &App, failures: &mut Vec<String>) {
     let mut split_by_review: BTreeSet<&str> = BTreeSet::new();
     for (t, persons) in &human_persons {
         let blurred = d.humans.iter().any(|x| &x.token == t && x.blurred);
-        let first = persons.iter().next().copied().unwrap_or_default();
-        let in_review = persons.iter().skip(1).all(|p| asked(first, p));
+        let in_review = tied(persons);
         if persons.len() > 1 && in_review {
             split_by_review.insert(t.as_str());
         }
