@@ -1056,9 +1056,14 @@ fn identity_fields(f: &Fields) -> Vec<Option<&String>> {
 }
 
 /// Whether leadsync linked this record without ever reading it or writing to it (a merge
-/// survivor or converted contact that no person held yet).
+/// survivor or converted contact that no person held yet). The opt-out such a record is sent
+/// before its first read ([`plan_pushes`]) does not count as knowing it: its first read is
+/// still a first sight (convergence seed 4967: a converted second lead's contact, sent the
+/// opt-out, then read with the lead's old address, dated at the conversion, which `most
+/// recent` took over the human's newer email).
 fn is_unread(link: &LinkState) -> bool {
-    link.known.is_empty() && link.pushed_at.is_none()
+    let only_opt_out = |f: &Fields| f.keys().all(|k| *k == Field::EmailOptOut);
+    only_opt_out(&link.known) && only_opt_out(&link.pushed)
 }
 
 /// Whether `remote` is the primary record of `system` for this person: its oldest open link.

@@ -1076,3 +1076,57 @@ fn a_fold_keeps_the_persons_address_over_a_second_records_in_a_unique_email_syst
     newer_values_carry_on(&mut merged, &loser, &crm_only, &r, None);
     assert_eq!(merged.fields[&Field::Email], "valentina.alt@mail.test");
 }
+
+/// Convergence seed 4967 (all ops, load): a human's second Salesforce lead, which kept its
+/// own older address (second records get opt-outs only), was converted; its contact, linked
+/// unread and sent the opt-out, was then read with the lead's old address dated at the
+/// conversion, and `most recent` took it over the human's newer email. Its first read is a
+/// first sight: the person's values stand (and go to the contact).
+#[test]
+fn a_contact_sent_only_the_opt_out_is_still_seen_for_the_first_time() {
+    let r = rules();
+    let newer = "valentina@acme.test";
+    let mut person = fields(&[(Field::Email, newer), (Field::LastName, "Robinson")]);
+    person.insert(Field::EmailOptOut, "true".into());
+    let lead = RemoteId { object_type: "Lead".into(), id: "00Q1".into() };
+    let contact = RemoteId { object_type: "Contact".into(), id: "0031".into() };
+    let opted = fields(&[(Field::EmailOptOut, "true")]);
+    let lead_state = LeadState {
+        id: "L1".into(),
+        fields: person.clone(),
+        provenance: [(
+            Field::Email,
+            Provenance {
+                system: "marketing".into(),
+                value: None,
+                at: t(1),
+                rule: "most_recent".into(),
+            },
+        )]
+        .into(),
+        links: vec![
+            LinkState {
+                known: person.clone(),
+                agreed: person.clone(),
+                ..LinkState::new(crm(), lead)
+            },
+            LinkState {
+                known: opted.clone(),
+                agreed: opted.clone(),
+                pushed: opted,
+                pushed_at: Some(t(3)),
+                ..LinkState::new(crm(), contact.clone())
+            },
+        ],
+        ..LeadState::default()
+    };
+    let old = fields(&[
+        (Field::Email, "VALENTINA.ROBINSON@DUNDER.TEST"),
+        (Field::LastName, "Robinson"),
+        (Field::EmailOptOut, "true"),
+    ]);
+    let c = change("0031", "Contact", old, 2);
+    let ctx = Context { linked: Some(lead_state), ..Context::default() };
+    let d = rec(&ctx, &crm(), &c, &r, "x", t(4));
+    assert_eq!(d.lead_fields[&Field::Email], newer, "the contact's copy does not revert it");
+}

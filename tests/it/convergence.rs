@@ -96,7 +96,7 @@
 //!   a new first or last name (no address in common, and no rule ties them). Such a human's records are checked per person for duplicates and opt-outs;
 //! - an edit made after leadsync's last read of a record and before its write of that field
 //!   there landed (the engine's trail: the write answered after the edit was sent, and no
-//!   read of the record stored between the edit's return and the write's `sent_at`) may be
+//!   read of the record that showed the edit stored before the write's `sent_at`) may be
 //!   overwritten by that write: the batch write endpoints take no precondition
 //!   (Salesforce's `If-Unmodified-Since` works on one-record PATCHes only, a call per record;
 //!   HubSpot's batch update has none), so an engine writing in batches cannot order the two (seeds 120, 201, 231: the fill-in of a newly linked duplicate);
@@ -1905,8 +1905,9 @@ fn create_cleared_at(app: &App, system: &str, id: &str) -> Option<chrono::DateTi
 
 /// Whether the engine's trail shows a write of `e`'s field to `e`'s record that landed after
 /// the edit was sent (answered no earlier) and was planned without a read of the record made
-/// after the edit returned (none stored between then and the write's `sent_at`): the engine
-/// could not have known the edit, and the write may have gone over it.
+/// after the edit returned (none showing the edit stored before the write's `sent_at`; one
+/// stored later but showing the old value had started before the edit): the engine could
+/// not have known the edit, and the write may have gone over it.
 fn raced_by_push(app: &App, e: &Edit) -> bool {
     let field = match e.sf_field {
         "FirstName" => "first_name",
@@ -1931,11 +1932,26 @@ fn raced_by_push(app: &App, e: &Edit) -> bool {
     let of_record = |ev: &leadsync::ledger::TraceEvent| {
         ev.detail.get("remote").and_then(Value::as_str).is_some_and(|r| r.ends_with(&suffix))
     };
-    // Reads of the record stored after the edit returned: the engine may have seen it.
+    // Reads of the record that saw the edit: stored after it returned and holding its value.
+    // A read stored later that still holds the old value started before the edit (seed 4492
+    // under load: the read that preceded the write was stored 20 ms after the edit returned
+    // but showed the old address), so the engine had not seen it.
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    let saw_edit = |ev: &leadsync::ledger::TraceEvent| {
+        let held = ev.detail.get("fields").and_then(|f| f.get(field)).and_then(Value::as_str);
+        held.is_some_and(|h| match field {
+            "email" => h.trim().eq_ignore_ascii_case(e.value.trim()),
+            "phone" => {
+                let (a, b) = (digits(h), digits(&e.value));
+                !a.is_empty() && (a.ends_with(&b) || b.ends_with(&a))
+            }
+            _ => h == e.value,
+        })
+    };
     let reads_after: Vec<chrono::DateTime<chrono::Utc>> = trace
         .events
         .iter()
-        .filter(|ev| ev.kind == "change" && of_record(ev))
+        .filter(|ev| ev.kind == "change" && of_record(ev) && saw_edit(ev))
         .filter_map(|ev| parse(&ev.at))
         .filter(|t| *t > e.wall.1)
         .collect();
