@@ -51,8 +51,32 @@
 //! build (load 4-6), failed 3 (397.7 s): seed 1153 (webhooks: a FirstName edit lost on a
 //! Salesforce lead), 1672 (polling: a Salesforce contact kept an older email, differing from
 //! the ledger), 1862 (polling: a HubSpot contact made by leadsync beside one made by hand).
-//! Not traced yet (the log printed their op logs and traces); so CI keeps the seven ops, and
-//! the others stay opt-in until these are fixed. Fixed in session 9:
+//! A clean-clone CI run with all ops in the default set then failed seed 49 (1 of 300), so
+//! that commit did not land. Session 10 traced those and every failure of its own all-ops
+//! runs (two runs of 1000 seeds at once, load 4-6, traces on). Engine fixes, each with a
+//! unit test that fails without it: a converted lead tied to its person by a fuzzy rule
+//! planned pushes as if the person had no records (1672: creates at both vendors, the
+//! contact's update lost); two persons holding one address and alike stay apart (2391: a
+//! second Salesforce lead created); a rescore fold gave the person a second HubSpot
+//! record's address (746: 409); a contact sent only the opt-out counted as read (4967: its
+//! copy of the lead's old address reverted a newer email); and quiescence ignored a push in
+//! flight (760, 857, 1617: one write in the quiet period). Model fixes: a duplicate's copy of
+//! a name older than the last edit (49, 1770), a generator that could make two humans no
+//! fuzzy rule can tell apart (2899), converted duplicates (574), review-split humans'
+//! duplicates (1862) and review chains (3595), a create racing a duplicate's delete (113
+//! under load), and a read that started before an edit (4492). Each pair of runs on the
+//! engine and model of its time (the generator change reshuffled seeds): 1-2000, 7 failed;
+//! then 1-2000, 1 (746); 2001-4000, 1 (3595); 4001-6000, 2 (4492, 4967); 6001-8000, 1
+//! (7486). Still open (traced, not fixed): 7486, the seed 161 family (HubSpot dates a merge
+//! only by the survivor's `lastmodifieddate`, which leadsync's own opt-out push to the
+//! survivor had moved 1 ms past a Salesforce email edit made after the merge, so the
+//! survivor's address won; the real merge time is in the history of
+//! `hs_merged_object_ids`, which the connector does not read yet); 2345 (the primary contact deleted and the next one's email edited
+//! in one poll pass: the edit, read while that contact was a second record, is its own
+//! address, and the person's older one is then written over it) and 1710 (two persons of
+//! one human, one from a Salesforce duplicate carrying a stale address, each created at
+//! HubSpot, folded by a Salesforce merge: two contacts leadsync made). So CI keeps the
+//! seven ops. Fixed in session 9:
 //! - seed 113: a hand-made duplicate under another address, deleted before leadsync read its
 //!   human at all, matched nobody when its delete was read, so the person made later was
 //!   created there (a delete read after the person exists links by the fuzzy rules and
