@@ -953,6 +953,7 @@ async fn pusher(
             let pushing = Pushing::start(&progress.pushing);
             let healthy = push_group(&sys, &ledger, &rules, &progress, retry, group).await?;
             drop(pushing);
+            // Each group's end is a push round's end (`Progress::polled_through_since`).
             if let Ok(mut g) = progress.last_push_at.lock() {
                 *g = Some(Instant::now());
             }
@@ -967,9 +968,6 @@ async fn pusher(
                 break;
             }
             continue;
-        }
-        if let Ok(mut g) = progress.last_push_at.lock() {
-            *g = Some(Instant::now());
         }
     }
     tracing::debug!("pusher stopped");
