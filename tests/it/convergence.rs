@@ -59,8 +59,8 @@
 //! contact's update lost); two persons holding one address and alike stay apart (2391: a
 //! second Salesforce lead created); a rescore fold gave the person a second HubSpot
 //! record's address (746: 409); a contact sent only the opt-out counted as read (4967: its
-//! copy of the lead's old address reverted a newer email); and quiescence ignored a push in
-//! flight (760, 857, 1617: one write in the quiet period). Model fixes: a duplicate's copy of
+//! copy of the lead's old address reverted a newer email); and, checked by replays only,
+//! quiescence ignored a push in flight (760, 857, 1617: one write in the quiet period). Model fixes: a duplicate's copy of
 //! a name older than the last edit (49, 1770), a generator that could make two humans no
 //! fuzzy rule can tell apart (2899), converted duplicates (574), review-split humans'
 //! duplicates (1862) and review chains (3595), a create racing a duplicate's delete (113
