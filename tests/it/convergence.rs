@@ -1463,20 +1463,14 @@ async fn run_seed(seed: u64, ops: &[Op]) -> Outcome {
             }
             if let Ok(r) = reader.as_ref() {
                 for p in app.ledger().snapshot().expect("snapshot") {
-                    let pushes = r
-                        .trace(&p.id)
-                        .ok()
-                        .flatten()
-                        .map_or(0, |t| t.events.iter().filter(|e| e.kind == "pushed").count());
+                    let Ok(Some(t)) = r.trace(&p.id) else { continue };
+                    let pushed: Vec<_> = t.events.iter().filter(|e| e.kind == "pushed").collect();
                     // ... and of persons written to in the quiet period (a late write).
-                    let late = r.trace(&p.id).ok().flatten().is_some_and(|t| {
-                        t.events.iter().any(|e| {
-                            e.kind == "pushed"
-                                && chrono::DateTime::parse_from_rfc3339(&e.at)
-                                    .is_ok_and(|at| at >= quiet_since)
-                        })
+                    let late = pushed.iter().any(|e| {
+                        chrono::DateTime::parse_from_rfc3339(&e.at)
+                            .is_ok_and(|at| at >= quiet_since)
                     });
-                    if pushes > 10 || late {
+                    if pushed.len() > 10 || late {
                         named.insert(p.id.clone());
                     }
                 }
