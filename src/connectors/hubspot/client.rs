@@ -223,6 +223,7 @@ impl Client {
             q.append_pair("archived", "true");
             q.append_pair("limit", &limit.to_string());
             q.append_pair("properties", &properties.join(","));
+            q.append_pair("propertiesWithHistory", wire::MERGED_IDS);
             if let Some(after) = after {
                 q.append_pair("after", after);
             }

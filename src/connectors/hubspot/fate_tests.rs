@@ -149,6 +149,47 @@ async fn polls_name_merged_away_ids_with_their_survivor() {
     assert!(got.iter().all(|ch| ch.fields.is_empty() != ch.fate.is_live()));
 }
 
+/// A write to the survivor after a merge (leadsync's own push, say) moves its
+/// `lastmodifieddate` on; the merge is still dated when it happened, from the history of
+/// `hs_merged_object_ids`, in a fetch and in a poll (convergence seed 7486: an opt-out pushed
+/// after the merge dated it after a later email edit in Salesforce, which it then undid).
+#[tokio::test]
+async fn a_merge_is_dated_when_it_happened_not_by_later_writes_to_the_survivor() {
+    let sim = sim().await;
+    let primary = contact(&sim, "p@example.test", &[]);
+    let merged = contact(&sim, "m@example.test", &[]);
+    let c = connector(&sim, 0);
+    let (_, cursor) = drain(&c, Cursor(None)).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    sim.ui_merge(&primary, &merged).expect("merge");
+    let merged_at = sim.get(&primary).expect("survivor")["lastmodifieddate"].clone();
+    let merged_at = merged_at.as_deref().and_then(mapping::parse_time).expect("a time");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let later = BTreeMap::from([("jobtitle".to_string(), "CTO".to_string())]);
+    sim.ui_update(&primary, later).expect("a later write");
+
+    let got = c.fetch(&[rid(&merged)]).await.expect("fetch");
+    let m = of(&got, &merged);
+    let p = of(&got, &primary);
+    assert_eq!(m[0].fate, RecordFate::MergedInto { survivor: primary.clone() });
+    assert_eq!(m[0].modified_at, merged_at, "fetch: dated at the merge");
+    assert!(p[0].modified_at > merged_at, "the survivor's own state is dated by its last write");
+
+    let reads = sim.stats().api_reads;
+    let (polled, cursor) = drain(&c, cursor).await;
+    let m = of(&polled, &merged);
+    assert_eq!(m.len(), 1, "{polled:?}");
+    assert_eq!(m[0].modified_at, merged_at, "poll: dated at the merge");
+    assert_eq!(sim.stats().api_reads - reads, 1, "one batch read for the page's merges");
+    // A page without merges reads nothing more.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let new = contact(&sim, "n@example.test", &[]);
+    let reads = sim.stats().api_reads;
+    let (polled, _) = drain(&c, cursor).await;
+    assert_eq!(polled.iter().map(|ch| ch.remote.id.as_str()).collect::<Vec<_>>(), [new.as_str()]);
+    assert_eq!(sim.stats().api_reads - reads, 0, "no merges on the page: no extra read");
+}
+
 #[tokio::test]
 async fn archived_contacts_are_swept_after_the_first_catch_up_and_every_n_polls() {
     let sim = sim().await;

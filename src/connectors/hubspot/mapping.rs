@@ -114,13 +114,36 @@ pub(super) fn fate_change(
     }
 }
 
-/// `MergedInto` changes for every id merged into `c`, dated like `c`'s own change.
-pub(super) fn merged_away(c: &Contact, fetched_at: DateTime<Utc>) -> Vec<Change> {
-    let Some(at) = modified_at(c) else { return Vec::new() };
+/// When `merged` was merged into `c`: the oldest value in the history of
+/// `hs_merged_object_ids` that lists it. `None` without that history (a search answer has
+/// none), and then only the survivor's `lastmodifieddate` dates the merge, which any later
+/// write to the survivor (leadsync's own pushes too) moves on.
+pub(super) fn merged_at(c: &Contact, merged: &str) -> Option<DateTime<Utc>> {
+    c.properties_with_history
+        .get(wire::MERGED_IDS)?
+        .iter()
+        .filter(|h| h.value.as_deref().is_some_and(|v| v.split(';').any(|id| id.trim() == merged)))
+        .filter_map(|h| h.timestamp.as_deref().and_then(parse_time))
+        .min()
+}
+
+/// `MergedInto` changes for every id merged into `c`, dated when each was merged: from
+/// `dated_by`'s history of `hs_merged_object_ids` (the same contact read with it; `c` itself
+/// when it carries it), else like `c`'s own change.
+pub(super) fn merged_away(
+    c: &Contact,
+    dated_by: Option<&Contact>,
+    fetched_at: DateTime<Utc>,
+) -> Vec<Change> {
+    let Some(modified) = modified_at(c) else { return Vec::new() };
+    let dated_by = dated_by.unwrap_or(c);
     merged_ids(c)
         .into_iter()
         .filter(|m| *m != c.id)
-        .map(|m| fate_change(&m, RecordFate::MergedInto { survivor: c.id.clone() }, at, fetched_at))
+        .map(|m| {
+            let at = merged_at(dated_by, &m).unwrap_or(modified);
+            fate_change(&m, RecordFate::MergedInto { survivor: c.id.clone() }, at, fetched_at)
+        })
         .collect()
 }
 
@@ -140,7 +163,8 @@ pub(super) fn archived_changes(
         .filter(|m| *m != c.id)
         .map(|m| {
             let fate = RecordFate::MergedInto { survivor: c.id.clone() };
-            fate_change(&m, fate, deleted.modified_at, fetched_at)
+            let at = merged_at(c, &m).unwrap_or(deleted.modified_at);
+            fate_change(&m, fate, at, fetched_at)
         })
         .collect();
     out.push(deleted);

@@ -14,7 +14,11 @@
 //! with the survivor's change (repeatedly: the ledger dedupes), and now and then sweep the
 //! archived list for `Deleted` changes (see `poll.rs`). Fate changes carry no fields, except a
 //! `Deleted` one its email (who it was, so that a contact archived before leadsync read it still
-//! leaves its person a tombstone).
+//! leaves its person a tombstone). A `MergedInto` change is dated when the merge happened, from
+//! the history of `hs_merged_object_ids` (`propertiesWithHistory`: every `batch/read` and
+//! archived list asks for it; a search answer has none, so a poll page that lists merges reads
+//! those survivors again by id), not by the survivor's `lastmodifieddate`, which any later write
+//! moves on.
 //!
 //! Closed-loop data (deals with their contacts, form conversions as touches) is read by a
 //! separate poll with its own cursor (`closed_loop.rs`, `wire_closed_loop.rs`), through
@@ -481,6 +485,7 @@ impl HubspotConnector {
         let req = wire::BatchReadRequest {
             inputs: ids.iter().map(|id| wire::IdInput { id: (*id).to_string() }).collect(),
             properties: self.inner.read_props.clone(),
+            properties_with_history: vec![wire::MERGED_IDS.to_string()],
         };
         match self.inner.client.batch_read(&req, archived).await {
             Ok(r) => Ok(r.results),
@@ -489,6 +494,29 @@ impl HubspotConnector {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The page's emitted contacts that list merged ids, read again by id for the history of
+    /// `hs_merged_object_ids` (search answers carry no history): when each merge happened.
+    /// The survivor's `lastmodifieddate` is no date for it, since any later write to the
+    /// survivor, leadsync's own pushes too, moves it on (convergence seed 7486). One batch
+    /// read per page that has merges; none otherwise.
+    async fn merge_dates(
+        &self,
+        results: &[wire::Contact],
+        emit: &[bool],
+    ) -> Result<Vec<wire::Contact>, ConnectorError> {
+        let ids: Vec<&str> = results
+            .iter()
+            .zip(emit)
+            .filter(|(c, emit)| **emit && !mapping::merged_ids(c).is_empty())
+            .map(|(c, _)| c.id.as_str())
+            .collect();
+        let mut out = Vec::new();
+        for chunk in ids.chunks(BATCH_MAX) {
+            out.extend(self.read_batch(chunk, false).await?);
+        }
+        Ok(out)
     }
 
     /// One page of the archived-contacts sweep: a `Deleted` change per archived contact.
@@ -562,6 +590,7 @@ impl Connector for HubspotConnector {
             || (resp.has_more() && !resp.results.is_empty());
         let overlap_ms = i64::try_from(self.inner.cfg.overlap.as_millis()).unwrap_or(i64::MAX);
         let mut step = pc.step(&obs, full, requested_at.timestamp_millis(), overlap_ms);
+        let merge_dates = self.merge_dates(&resp.results, &step.emit).await?;
         let mut changes = Vec::new();
         for (c, emit) in resp.results.iter().zip(&step.emit) {
             if !emit {
@@ -574,7 +603,8 @@ impl Connector for HubspotConnector {
                 mapping::to_change(c, &self.inner.cfg.map, &self.inner.cfg.contract, fetched_at)
             {
                 // Merged-away ids first: the survivor's own state then comes last.
-                changes.extend(mapping::merged_away(c, fetched_at));
+                let dated_by = merge_dates.iter().find(|d| d.id == c.id);
+                changes.extend(mapping::merged_away(c, dated_by, fetched_at));
                 changes.push(ch);
             }
         }
@@ -631,7 +661,9 @@ impl Connector for HubspotConnector {
                 }
                 match survivor_of.get(*id) {
                     Some(s) => {
-                        let at = mapping::modified_at(s).unwrap_or(fetched_at);
+                        let at = mapping::merged_at(s, id)
+                            .or_else(|| mapping::modified_at(s))
+                            .unwrap_or(fetched_at);
                         let fate = RecordFate::MergedInto { survivor: s.id.clone() };
                         out.push(mapping::fate_change(id, fate, at, fetched_at));
                     }

@@ -55,9 +55,13 @@ pub(super) struct Sort {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct BatchReadRequest {
     pub inputs: Vec<IdInput>,
     pub properties: Vec<String>,
+    /// Properties whose history (each value with its timestamp) comes back too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub properties_with_history: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -140,6 +144,18 @@ pub(super) struct Contact {
     /// When the contact was archived (only on archived records).
     #[serde(default)]
     pub archived_at: Option<String>,
+    /// The values each asked property held, newest first (only when asked for).
+    #[serde(default)]
+    pub properties_with_history: BTreeMap<String, Vec<HistoryValue>>,
+}
+
+/// One value a property held, and since when.
+#[derive(Debug, Deserialize)]
+pub(super) struct HistoryValue {
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub timestamp: Option<String>,
 }
 
 /// `GET /objects/contacts` and `POST /search`.

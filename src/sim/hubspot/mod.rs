@@ -77,6 +77,13 @@
 //! - **Merge** keeps the primary's id and values (empty ones filled from the other), lists the
 //!   merged id in `hs_merged_object_ids` (`;`-separated) and the merged email in
 //!   `hs_additional_emails`; the old id and old email keep resolving to the primary.
+//! - **Property history** (`propertiesWithHistory` on `GET /contacts`, `GET /{id}` and
+//!   `batch/read`): per asked known property, its values newest first as `{value, timestamp,
+//!   sourceType}`; a value from the create is dated at the create. `hs_merged_object_ids` gets
+//!   an entry at each merge, so a merge stays dated when it happened after later writes move
+//!   `lastmodifieddate` on. `sourceType` is `API` for writes and `MERGE` for what a merge
+//!   moved (HubSpot names more sources, such as `CRM_UI`; the sim does not tell them apart).
+//!   Search answers carry no history, as in HubSpot.
 //! - **Archived contacts** are listed by `GET /contacts?archived=true` (with `archived: true`
 //!   and `archivedAt`) and read by `batch/read?archived=true` and `GET /{id}?archived=true`;
 //!   they do not resolve merged-away ids. **Restore** ([`HubspotSim::ui_restore`]) works for 90

@@ -435,6 +435,16 @@ fn query_properties(pairs: &[(String, String)]) -> Selection {
     Selection::from_names(names)
 }
 
+/// `propertiesWithHistory`, in either form `properties` takes.
+fn query_history(pairs: &[(String, String)]) -> Vec<String> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == "propertiesWithHistory")
+        .flat_map(|(_, v)| v.split(',').map(|n| n.trim().to_string()))
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
 fn query_archived(pairs: &[(String, String)]) -> bool {
     query_get(pairs, "archived").is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
@@ -593,7 +603,9 @@ async fn list(
     let mut page = store.page(after, archived);
     let taken: Vec<&Contact> = page.by_ref().take(usize::try_from(limit).unwrap_or(0)).collect();
     let next = if limit > 0 { page.next().map(|c| c.id) } else { None };
-    let results: Vec<Value> = taken.iter().map(|c| store.render(c, &selection)).collect();
+    let history = query_history(&pairs);
+    let results: Vec<Value> =
+        taken.iter().map(|c| store.render_with_history(c, &selection, &history)).collect();
     let mut body = json!({ "results": results });
     if let (Some(next), Some(obj)) = (next, body.as_object_mut()) {
         let path = format!("/crm/{}/objects/contacts", inner.opts.api_version);
@@ -666,7 +678,9 @@ async fn get_one(
         store.resolve(&id, by_email)
     };
     let contact = found.and_then(|id| store.contact(id)).ok_or_else(ApiError::not_found)?;
-    Ok(json_response(StatusCode::OK, store.render(contact, &query_properties(&pairs))))
+    let record =
+        store.render_with_history(contact, &query_properties(&pairs), &query_history(&pairs));
+    Ok(json_response(StatusCode::OK, record))
 }
 
 async fn create(State(inner): State<Arc<Inner>>, body: Bytes) -> ApiResult {
@@ -734,6 +748,11 @@ async fn batch_read(
         .map(|l| l.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();
     let selection = Selection::from_names(names);
+    let history: Vec<String> = body
+        .get("propertiesWithHistory")
+        .and_then(Value::as_array)
+        .map(|l| l.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
     let store = inner.store();
     let mut results = Vec::new();
     let mut missing = Vec::new();
@@ -744,7 +763,7 @@ async fn batch_read(
             store.resolve(&key, by_email)
         };
         match found.and_then(|id| store.contact(id)) {
-            Some(contact) => results.push(store.render(contact, &selection)),
+            Some(contact) => results.push(store.render_with_history(contact, &selection, &history)),
             None => missing.push(key),
         }
     }

@@ -279,6 +279,43 @@ pub(crate) struct Store {
     /// Committed changes not yet handed to the webhook sender (drained when the lock is
     /// released, see `StoreGuard`).
     pub changes: Vec<ContactChange>,
+    /// Each contact's property history (`propertiesWithHistory`), oldest first, for the
+    /// properties written since its creation: a property's value from the create is noted
+    /// the first time it changes, so a contact never written again costs nothing here.
+    history: HashMap<u64, Vec<Hist>>,
+}
+
+/// One entry of a property's history.
+#[derive(Debug, Clone)]
+struct Hist {
+    name: String,
+    value: String,
+    at: i64,
+    source: &'static str,
+}
+
+/// Note that property `name` of `c` is about to become `new` at `at` (before `c` changes):
+/// the value it holds from its create is noted first when this is its first change.
+fn note(
+    history: &mut HashMap<u64, Vec<Hist>>,
+    c: &Contact,
+    name: &str,
+    new: &str,
+    at: i64,
+    source: &'static str,
+) {
+    let entries = history.entry(c.id).or_default();
+    if !entries.iter().any(|h| h.name == name)
+        && let Some(old) = c.props.get(name)
+    {
+        entries.push(Hist {
+            name: name.to_string(),
+            value: old.clone(),
+            at: c.created_ms,
+            source: "API",
+        });
+    }
+    entries.push(Hist { name: name.to_string(), value: new.to_string(), at, source });
 }
 
 pub(crate) fn normalize_email(raw: &str) -> String {
@@ -317,6 +354,7 @@ impl Store {
             optouts: HashMap::new(),
             blocklist: HashSet::new(),
             changes: Vec::new(),
+            history: HashMap::new(),
         }
     }
 
@@ -576,6 +614,7 @@ impl Store {
             if name == "email" {
                 email_change = Some((old, value.clone()));
             }
+            note(&mut self.history, contact, &name, &value, now, "API");
             changed_props.push((name.clone(), value.clone()));
             if value.is_empty() {
                 contact.props.remove(&name);
@@ -593,9 +632,10 @@ impl Store {
             if !new.is_empty() {
                 self.by_email.insert(new.clone(), id);
                 if self.optouts.get(&new).is_some_and(|o| o.all.is_some())
-                    && contact.props.insert("hs_email_optout".into(), "true".into()).as_deref()
-                        != Some("true")
+                    && contact.props.get("hs_email_optout").map(String::as_str) != Some("true")
                 {
+                    note(&mut self.history, contact, "hs_email_optout", "true", now, "API");
+                    contact.props.insert("hs_email_optout".into(), "true".into());
                     changed_props.push(("hs_email_optout".into(), "true".into()));
                 }
             }
@@ -694,6 +734,7 @@ impl Store {
         }
         self.by_email.retain(|_, owner| *owner != id);
         self.merged_into.retain(|loser, primary| *primary != id && *loser != id);
+        self.history.remove(&id);
         self.changes.push(ContactChange::PrivacyDeleted { id, at: now });
         self.publish(id);
         true
@@ -730,12 +771,15 @@ impl Store {
                 }
                 // Consent only tightens: an opt-out on either side survives the merge.
                 "hs_email_optout" if value == "true" => {
-                    if winner.props.insert(name.clone(), value.clone()).as_deref() != Some("true") {
+                    if winner.props.get(name).map(String::as_str) != Some("true") {
+                        note(&mut self.history, winner, name, value, now, "MERGE");
+                        winner.props.insert(name.clone(), value.clone());
                         changed_props.push((name.clone(), value.clone()));
                     }
                 }
                 _ => {
                     if !winner.props.contains_key(name) {
+                        note(&mut self.history, winner, name, value, now, "MERGE");
                         winner.props.insert(name.clone(), value.clone());
                         changed_props.push((name.clone(), value.clone()));
                     }
@@ -756,6 +800,7 @@ impl Store {
             }
             let joined = additional.join(";");
             if winner.props.get("hs_additional_emails") != Some(&joined) {
+                note(&mut self.history, winner, "hs_additional_emails", &joined, now, "MERGE");
                 changed_props.push(("hs_additional_emails".into(), joined.clone()));
             }
             winner.props.insert("hs_additional_emails".into(), joined);
@@ -772,6 +817,8 @@ impl Store {
         winner.merged_ids.push(loser);
         winner.merged_ids.extend(lost.merged_ids.iter().copied());
         winner.updated_ms = now;
+        let ids = winner.value("hs_merged_object_ids").unwrap_or_default();
+        note(&mut self.history, winner, "hs_merged_object_ids", &ids, now, "MERGE");
         self.merged_into.insert(loser, primary);
         self.publish(primary);
         self.publish(loser);
@@ -792,6 +839,7 @@ impl Store {
             && entry.props.get("hs_email_optout").map(String::as_str) != Some("true")
         {
             let contact = Arc::make_mut(entry);
+            note(&mut self.history, contact, "hs_email_optout", "true", now, "API");
             contact.props.insert("hs_email_optout".into(), "true".into());
             contact.updated_ms = now;
             self.changes.push(ContactChange::Changed {
@@ -828,6 +876,7 @@ impl Store {
             .unwrap_or(0);
         set.push(("num_conversion_events".into(), (n + 1).to_string()));
         for (k, v) in &set {
+            note(&mut self.history, contact, k, v, now, "API");
             contact.props.insert(k.clone(), v.clone());
         }
         contact.updated_ms = now;
@@ -848,6 +897,7 @@ impl Store {
         let contact = Arc::make_mut(entry);
         let set = vec![("notes_last_contacted".to_owned(), iso_ms(at))];
         for (k, v) in &set {
+            note(&mut self.history, contact, k, v, now, "API");
             contact.props.insert(k.clone(), v.clone());
         }
         contact.updated_ms = now;
@@ -956,6 +1006,55 @@ impl Store {
             .filter(|c| !c.archived)
             .map(|c| (c.id.to_string(), self.full(c)))
             .collect()
+    }
+
+    /// `propertiesWithHistory` for these names: per known property, its values newest first
+    /// as `{value, timestamp, sourceType}`. A property never written since the create has one
+    /// entry, dated at the create; the computed ones show their current value.
+    pub fn history(&self, contact: &Contact, names: &[String]) -> Map<String, Value> {
+        let entry = |value: String, at: i64, source: &str| json!({ "value": value, "timestamp": iso_ms(at), "sourceType": source });
+        let logged = self.history.get(&contact.id);
+        let mut out = Map::new();
+        for name in names {
+            if self.prop_type(name).is_none() || out.contains_key(name) {
+                continue;
+            }
+            let mut list: Vec<Value> = logged
+                .into_iter()
+                .flatten()
+                .filter(|h| &h.name == name)
+                .rev()
+                .map(|h| entry(h.value.clone(), h.at, h.source))
+                .collect();
+            if list.is_empty() {
+                let at = match name.as_str() {
+                    "lastmodifieddate" => contact.updated_ms,
+                    _ => contact.created_ms,
+                };
+                list.extend(contact.value(name).map(|v| entry(v, at, "API")));
+            }
+            out.insert(name.clone(), Value::Array(list));
+        }
+        out
+    }
+
+    /// A record as the API returns it, with `propertiesWithHistory` when any are asked for.
+    pub fn render_with_history(
+        &self,
+        contact: &Contact,
+        selection: &Selection,
+        history: &[String],
+    ) -> Value {
+        let mut record = self.render(contact, selection);
+        if !history.is_empty()
+            && let Some(obj) = record.as_object_mut()
+        {
+            obj.insert(
+                "propertiesWithHistory".into(),
+                Value::Object(self.history(contact, history)),
+            );
+        }
+        record
     }
 
     /// A record as the API returns it.

@@ -813,6 +813,53 @@ async fn merged_ids_resolve_to_the_winner() {
 }
 
 #[tokio::test]
+async fn property_history_dates_a_merge_and_each_change_newest_first() {
+    let (sim, api) = spawn(HubspotSimOptions::default()).await;
+    let winner = sim.insert(props(&[("email", "w@x.test"), ("firstname", "Ann")])).unwrap();
+    let loser = sim.insert(props(&[("email", "l@x.test")])).unwrap();
+    let resp =
+        api.post("/merge", json!({"primaryObjectId": winner, "objectIdToMerge": loser})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let merged_at =
+        body(api.get(&format!("/{winner}")).await).await["properties"]["lastmodifieddate"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let edit = json!({"properties": {"firstname": "Anne"}});
+    assert_eq!(api.patch(&format!("/{winner}"), edit).await.status(), StatusCode::OK);
+    let read = json!({
+        "inputs": [{"id": winner}],
+        "properties": ["firstname"],
+        "propertiesWithHistory": ["hs_merged_object_ids", "firstname", "email", "nonsense"],
+    });
+    let got = body(api.post("/batch/read", read).await).await;
+    let record = &got["results"][0];
+    let modified = record["properties"]["lastmodifieddate"].as_str().unwrap();
+    assert!(modified > merged_at.as_str(), "the edit moved lastmodifieddate past the merge");
+    let history = &record["propertiesWithHistory"];
+    let merges = history["hs_merged_object_ids"].as_array().unwrap();
+    assert_eq!(merges.len(), 1);
+    assert_eq!(merges[0]["value"], loser.as_str());
+    assert_eq!(merges[0]["timestamp"], merged_at.as_str(), "dated at the merge, not the edit");
+    let names: Vec<&str> = history["firstname"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Anne", "Ann"], "newest first, the create's value last");
+    assert_eq!(history["email"][0]["value"], "w@x.test");
+    assert!(history.get("nonsense").is_none(), "unknown properties are left out");
+
+    let q = format!("/{winner}?propertiesWithHistory=hs_merged_object_ids&properties=email");
+    let one = body(api.get(&q).await).await;
+    assert_eq!(one["propertiesWithHistory"]["hs_merged_object_ids"][0]["value"], loser.as_str());
+    let plain = body(api.get(&format!("/{winner}")).await).await;
+    assert!(plain.get("propertiesWithHistory").is_none(), "only when asked for");
+}
+
+#[tokio::test]
 async fn list_pages_and_accepts_repeated_properties() {
     let (sim, api) = spawn(HubspotSimOptions::default()).await;
     for i in 0..3 {
