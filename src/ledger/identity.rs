@@ -98,7 +98,7 @@ pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadSta
     let Some((fields, provenance)) = row else { return Ok(None) };
     let mut stmt = tx.prepare_cached(
         "SELECT l.system, l.object_type, l.remote_id, r.state, r.pushed, r.pushed_at, r.agreed,
-                l.reason LIKE 'matched_rule:%'
+                l.reason LIKE 'matched_rule:%', r.own_email_at
          FROM links l LEFT JOIN remote_records r
            ON r.system = l.system AND r.object_type = l.object_type AND r.remote_id = l.remote_id
          WHERE l.lead_id = ?1 AND l.closed_at IS NULL
@@ -114,11 +114,13 @@ pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadSta
             r.get::<_, Option<String>>(5)?,
             r.get::<_, Option<String>>(6)?,
             r.get::<_, bool>(7)?,
+            r.get::<_, Option<String>>(8)?,
         ))
     })?;
     let mut links = Vec::new();
     for row in rows {
-        let (system, object_type, remote_id, state, pushed, pushed_at, agreed, by_rule) = row?;
+        let (system, object_type, remote_id, state, pushed, pushed_at, agreed, by_rule, own_email) =
+            row?;
         links.push(LinkState {
             system: SystemName(system),
             remote: RemoteId { object_type, id: remote_id },
@@ -127,6 +129,7 @@ pub(super) fn load_lead(tx: &Transaction<'_>, id: &str) -> Result<Option<LeadSta
             pushed: pushed.as_deref().map(from_json).transpose()?.unwrap_or_default(),
             pushed_at: pushed_at.as_deref().map(parse_ts).transpose()?,
             by_rule,
+            own_email_at: own_email.as_deref().map(parse_ts).transpose()?,
         });
     }
     let held: BTreeSet<Field> = tx
@@ -1114,11 +1117,13 @@ pub(super) fn apply_decision(
         }
     }
     tx.prepare_cached(
-        "INSERT INTO remote_records(system, object_type, remote_id, state, modified_at, seen_at, agreed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO remote_records(system, object_type, remote_id, state, modified_at, seen_at, agreed,
+                                    own_email_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(system, object_type, remote_id) DO UPDATE SET
             state = excluded.state, modified_at = excluded.modified_at, seen_at = excluded.seen_at,
-            agreed = excluded.agreed",
+            agreed = excluded.agreed,
+            own_email_at = COALESCE(excluded.own_email_at, remote_records.own_email_at)",
     )?
     .execute(params![
         system.as_str(),
@@ -1128,6 +1133,7 @@ pub(super) fn apply_decision(
         ts(change.modified_at),
         ts(change.fetched_at),
         to_json(&d.record_agreed)?,
+        d.record_own_email_at.map(ts),
     ])?;
     for r in &d.reviews {
         insert_review(tx, &d.lead_id, r, now)?;

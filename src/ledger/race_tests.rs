@@ -758,3 +758,58 @@ fn a_person_whose_edit_takes_the_address_of_a_lookalike_joins_them() {
         "no second lead at Salesforce: {due:?}"
     );
 }
+
+/// Seed 2345, through the ledger: a person with a lead and two HubSpot contacts (the second,
+/// a duplicate under another address, linked by a fuzzy rule). In one poll pass the human's
+/// new email on the second contact is read first (while it is still a second record: its own
+/// address), then the delete of the primary contact (the archived-list sweep ends the pass).
+/// The second contact's typed address survives the SQL round trip of its link
+/// (`own_email_at`) and becomes the person's; nothing writes the deleted record's address
+/// over it.
+#[test]
+fn an_address_typed_on_a_second_contact_survives_the_primarys_delete() {
+    let (_d, l) = open();
+    let r = Rules::salesforce_hubspot_defaults();
+    let mut m = mint();
+    let (mkt, crm) = (SystemName("marketing".into()), SystemName("crm".into()));
+    let who = [(Field::FirstName, "Olivia"), (Field::LastName, "Nowak"), (Field::Company, "Gekko")];
+    let with = |email: &'static str| {
+        let mut f = who.to_vec();
+        f.push((Field::Email, email));
+        f
+    };
+    let primary = with("olivia.nowak@gekko.test");
+    l.ingest(&crm, "poll", &[read("Lead", CRM_LEAD, &primary, 0, 0)], None, t(1)).expect("ingest");
+    l.ingest(&mkt, "poll", &[read("contact", "1", &primary, 0, 0)], None, t(1)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(2), &mut m).expect("reconcile");
+    let dup = with("olivia@mail.example");
+    l.ingest(&mkt, "poll", &[read("contact", "2", &dup, 3, 3)], None, t(3)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(4), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap.len(), 1, "the duplicate joins the person: {snap:#?}");
+    assert_eq!(snap[0].links.len(), 3, "{:?}", snap[0].links);
+
+    let typed = with("olivia@newco.test");
+    l.ingest(&mkt, "poll", &[read("contact", "2", &typed, 10, 11)], None, t(11)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(12), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap[0].fields[&Field::Email], "olivia.nowak@gekko.test", "still its own");
+
+    let mut gone = read("contact", "1", &[(Field::Email, "olivia.nowak@gekko.test")], 9, 13);
+    gone.fate = RecordFate::Deleted;
+    l.ingest(&mkt, "poll", &[gone], None, t(13)).expect("ingest");
+    l.reconcile_pending(&r, 100, t(14), &mut m).expect("reconcile");
+    let snap = l.snapshot().expect("snap");
+    assert_eq!(snap[0].fields[&Field::Email], "olivia@newco.test");
+    let due = l.due_pushes(&mkt, 10, t(15)).expect("due");
+    assert!(
+        due.iter().all(|d| !d.record.fields.contains_key(&Field::Email)),
+        "no address written over the typed one: {due:?}"
+    );
+    let due = l.due_pushes(&crm, 10, t(15)).expect("due");
+    assert_eq!(
+        due[0].record.fields.get(&Field::Email).map(String::as_str),
+        Some("olivia@newco.test"),
+        "{due:?}"
+    );
+}

@@ -439,6 +439,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deleted_identity_keys_record
         ON deleted_identity_keys(system, object_type, remote_id);
     "#,
+    // 16: when a human last typed an address on a second record of a person in a system with
+    // unique emails (RFC 3339; that address is the record's own, not the person's). When the
+    // primary record is deleted and this one takes its place, an address typed after the
+    // person's was set is the person's newest, and the person takes it.
+    r#"
+    ALTER TABLE remote_records ADD COLUMN own_email_at TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -96,6 +96,10 @@ pub struct LinkState {
     /// A fuzzy matching rule made this link. The ledger lists such links after the others
     /// (see [`is_primary`]); [`add_link`] keeps a person's links in that order in memory too.
     pub by_rule: bool,
+    /// When a human last typed an address on this record while it was a second record of its
+    /// person in a system with unique emails (the record's own address, not the person's;
+    /// see [`promoted_address_carries_on`]).
+    pub own_email_at: Option<DateTime<Utc>>,
 }
 
 impl LinkState {
@@ -108,6 +112,7 @@ impl LinkState {
             pushed: Fields::new(),
             pushed_at: None,
             by_rule: false,
+            own_email_at: None,
         }
     }
 }
@@ -269,6 +274,8 @@ pub struct Decision {
     /// What leadsync now knows the changed record holds, and what it agrees on with its person.
     pub record_known: Fields,
     pub record_agreed: Fields,
+    /// A new [`LinkState::own_email_at`] for the changed record (`None` keeps what it had).
+    pub record_own_email_at: Option<DateTime<Utc>>,
     /// The person's blocking keys, when they are new or changed.
     pub match_keys: Option<Vec<String>>,
     pub pushes: Vec<PushIntent>,
@@ -336,6 +343,9 @@ pub fn reconcile(
             let mut remaining = lead.clone();
             remaining.links.retain(|k| !(&k.system == system && k.remote == change.remote));
             remaining.tombstoned.insert(system.clone());
+            if is_primary(lead, system, &change.remote) {
+                promoted_address_carries_on(&mut d, &mut remaining, system, rules);
+            }
             d.pushes = plan_pushes(&remaining, rules);
             Some(d)
         }
@@ -401,6 +411,7 @@ fn unchanged(lead: &LeadState, change: &Change) -> Decision {
         take_place: None,
         record_known: change.fields.clone(),
         record_agreed: Fields::new(),
+        record_own_email_at: None,
         match_keys: None,
         pushes: Vec::new(),
         reviews: Vec::new(),
@@ -516,13 +527,14 @@ fn fold_related(
                 // contact merged into the primary; the merge, read after a later edit of
                 // the survivor, is dated after the human's Salesforce email edit).
                 if !is_primary(lead, system, &other) {
-                    survivor_address_carries_on(
+                    take_record_address(
                         d,
                         &mut remaining,
                         system,
                         &other,
                         rules,
                         changed_at,
+                        "merge_survivor",
                     );
                 }
             }
@@ -566,18 +578,47 @@ fn take_primacy(
     true
 }
 
+/// The system's primary record of a person with unique emails was deleted, and the next
+/// record of that system takes its place. Its address is its own (a second record's,
+/// [`LinkState::own_email_at`]). When a human typed it there after the person's email was last
+/// set, it is the newest address the human gave: the person takes it, rather than writing the
+/// deleted record's address over it (convergence seed 2345: the primary contact deleted and
+/// the next one's email edited in one poll pass; the edit, read while that contact was still a
+/// second record, was then undone). An address it held from before (a duplicate made under
+/// another address) stays its own, and the person's is written there as before.
+fn promoted_address_carries_on(
+    d: &mut Decision,
+    remaining: &mut LeadState,
+    system: &SystemName,
+    rules: &Rules,
+) {
+    if !matches!(rules.rule(Field::Email), FieldRule::MostRecent) {
+        return;
+    }
+    let Some((next, typed_at)) =
+        primary(remaining, system).and_then(|k| Some((k.remote.clone(), k.own_email_at?)))
+    else {
+        return;
+    };
+    take_record_address(d, remaining, system, &next, rules, typed_at, "record_email");
+}
+
 /// A vendor merge in a system with unique emails keeps the survivor's own address (HubSpot
 /// lists the other as an additional email). When the survivor, another record of the same
 /// person, is now the system's primary record, its address is the person's: writing the
 /// person's old one over it would undo what the vendor kept, and an email a human typed on
-/// the survivor while it was a second record (kept as its own) would be lost.
-fn survivor_address_carries_on(
+/// the survivor while it was a second record (kept as its own) would be lost. The same for
+/// the record that takes a deleted primary's place ([`promoted_address_carries_on`]), with
+/// `at` when its address was typed and `rule` naming why in provenance and audit.
+#[allow(clippy::too_many_arguments, reason = "two call sites; each argument is distinct")]
+fn take_record_address(
     d: &mut Decision,
     remaining: &mut LeadState,
     system: &SystemName,
     survivor: &RemoteId,
     rules: &Rules,
     at: DateTime<Utc>,
+    rule: &'static str,
 ) {
     if !rules.system(system).is_some_and(|s| s.unique_email)
         || !is_primary(remaining, system, survivor)
@@ -608,7 +649,7 @@ fn survivor_address_carries_on(
         system: system.to_string(),
         value: Some(address.clone()),
         at,
-        rule: "merge_survivor".into(),
+        rule: rule.into(),
     };
     remaining.provenance.insert(Field::Email, prov.clone());
     d.provenance.insert(Field::Email, prov);
@@ -619,7 +660,7 @@ fn survivor_address_carries_on(
         detail: serde_json::json!({
             "system": system.as_str(),
             "changes": [{
-                "field": "email", "from": current, "to": address, "rule": "merge_survivor",
+                "field": "email", "from": current, "to": address, "rule": rule,
             }],
         }),
     });
@@ -754,6 +795,7 @@ fn reconcile_live(
     // it is the person's, as when the survivor was read before the merge
     // ([`survivor_address_carries_on`]); leadsync had not written it (see [`plan_pushes`]).
     let survivor_first_read = unique_email && from_primary && this_link.is_some_and(is_unread);
+    let mut own_email_at = None;
     for (field, value) in &incoming {
         if *field == Field::Email && survivor_first_read {
             let current = fields.get(field).cloned();
@@ -782,6 +824,7 @@ fn reconcile_live(
         if *field == Field::Email && existing_person && !from_primary && unique_email {
             // Audited when the record's own address changed, not when it is first seen.
             if this_link.and_then(|k| k.known.get(field)).is_some_and(|k| k != value) {
+                own_email_at = Some(change.modified_at);
                 audit.push(AuditEntry {
                     kind: "record_email",
                     detail: serde_json::json!({
@@ -956,6 +999,7 @@ fn reconcile_live(
         Some(k) => {
             k.known = record_known.clone();
             k.agreed = record_agreed.clone();
+            k.own_email_at = own_email_at.or(k.own_email_at);
         }
         None => {
             let mut link = LinkState::new(system.clone(), change.remote.clone());
@@ -983,6 +1027,7 @@ fn reconcile_live(
         take_place: None,
         record_known,
         record_agreed,
+        record_own_email_at: own_email_at,
         match_keys,
         pushes,
         reviews,

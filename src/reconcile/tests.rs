@@ -55,10 +55,12 @@ fn applied(ctx: &Context, system: &SystemName, c: &Change, d: &Decision) -> Lead
         Some(k) => {
             k.known = d.record_known.clone();
             k.agreed = d.record_agreed.clone();
+            k.own_email_at = d.record_own_email_at.or(k.own_email_at);
         }
         None => links.push(LinkState {
             known: d.record_known.clone(),
             agreed: d.record_agreed.clone(),
+            own_email_at: d.record_own_email_at,
             ..LinkState::new(system.clone(), c.remote.clone())
         }),
     }
@@ -172,6 +174,7 @@ fn stale_snapshot_does_not_undo_our_push() {
         pushed: fields(&[(Field::LeadStatus, "working")]),
         pushed_at: Some(t(10)),
         by_rule: false,
+        own_email_at: None,
     };
     let lead = LeadState {
         id: "L1".into(),
@@ -715,6 +718,78 @@ fn an_email_edited_on_a_second_record_of_a_system_stays_that_records_own() {
     let c = change("00Q2", "Lead", fields(&[(Field::Email, "v9@x.test")]), 9);
     let d = rec(&ctx, &crm(), &c, &r, "x", t(10));
     assert_eq!(d.lead_fields[&Field::Email], "v9@x.test");
+}
+
+/// Convergence seed 2345: a human deleted the primary HubSpot contact and typed a new email
+/// on the second one; leadsync read the edit while that contact was still a second record (its
+/// own address, not the person's) and then the delete. The contact that takes the deleted
+/// one's place keeps the address typed there, and the person takes it, since it is newer than
+/// the person's; the deleted record's address is not written over it. A second contact that
+/// only holds the address it was made with (a duplicate) gets the person's as before, and so
+/// does one whose address was typed before the person's email last changed.
+#[test]
+fn a_deleted_primary_hands_the_person_the_address_typed_on_the_record_taking_its_place() {
+    let r = rules();
+    let second = RemoteId { object_type: "contact".into(), id: "2".into() };
+    let mut lead = linked_pair(&base());
+    lead.links.push(LinkState {
+        known: fields(&[(Field::Email, "alt@mail.test"), (Field::Company, "Acme")]),
+        agreed: fields(&[(Field::Company, "Acme")]),
+        ..LinkState::new(mkt(), second.clone())
+    });
+    let deleted = |lead: &LeadState, at: i64| {
+        let ctx = Context { linked: Some(lead.clone()), ..Context::default() };
+        let mut c = change("1", "contact", fields(&[(Field::Email, "a@x.test")]), at);
+        c.fate = crate::domain::RecordFate::Deleted;
+        reconcile(&ctx, &mkt(), &c, &r, "x", t(at + 1)).expect("a delete of a linked record")
+    };
+    let email_to = |d: &Decision, remote: &str| {
+        d.pushes
+            .iter()
+            .find(|p| p.remote.as_ref().is_some_and(|id| id.id == remote))
+            .and_then(|p| p.fields.get(&Field::Email).cloned())
+    };
+
+    // A duplicate's own address from before: the person's is written to it.
+    let d = deleted(&lead, 5);
+    assert_eq!(d.lead_fields[&Field::Email], "a@x.test");
+    assert_eq!(email_to(&d, "2").as_deref(), Some("a@x.test"));
+
+    // The human types a new address on the second contact, read while it is second.
+    let ctx = Context { linked: Some(lead.clone()), ..Context::default() };
+    let c =
+        change("2", "contact", fields(&[(Field::Email, "v3@x.test"), (Field::Company, "Acme")]), 7);
+    let d = rec(&ctx, &mkt(), &c, &r, "x", t(8));
+    assert_eq!(d.lead_fields[&Field::Email], "a@x.test", "still that record's own address");
+    assert_eq!(d.record_own_email_at, Some(t(7)));
+    let typed = applied(&ctx, &mkt(), &c, &d);
+
+    // Then the primary's delete: the second contact is primary now, and its address wins.
+    let d = deleted(&typed, 9);
+    assert_eq!(d.lead_fields[&Field::Email], "v3@x.test");
+    assert_eq!(d.provenance[&Field::Email].at, t(7), "dated when it was typed");
+    assert_eq!(d.provenance[&Field::Email].rule, "record_email");
+    assert_eq!(email_to(&d, "2"), None, "nothing written over the typed address");
+    let to_crm = d.pushes.iter().find(|p| p.system == crm()).expect("a push to the CRM");
+    assert_eq!(to_crm.fields.get(&Field::Email).map(String::as_str), Some("v3@x.test"));
+
+    // An email the person took after that (typed in Salesforce) is newer: it stays.
+    let mut newer = typed.clone();
+    newer.fields.insert(Field::Email, "v4@x.test".into());
+    newer.provenance.insert(
+        Field::Email,
+        Provenance { system: "crm".into(), value: None, at: t(8), rule: "most recent".into() },
+    );
+    let d = deleted(&newer, 9);
+    assert_eq!(d.lead_fields[&Field::Email], "v4@x.test");
+    assert_eq!(email_to(&d, "2").as_deref(), Some("v4@x.test"));
+
+    // The delete of a second record hands nobody anything.
+    let ctx = Context { linked: Some(typed.clone()), ..Context::default() };
+    let mut c = change("2", "contact", Fields::new(), 9);
+    c.fate = crate::domain::RecordFate::Deleted;
+    let d = reconcile(&ctx, &mkt(), &c, &r, "x", t(10)).expect("decided");
+    assert_eq!(d.lead_fields[&Field::Email], "a@x.test");
 }
 
 /// Convergence seed 113: a second contact made under another address and archived before
