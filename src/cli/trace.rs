@@ -61,8 +61,13 @@ pub fn run(config: &Path, env: &HashMap<String, String>, query: &str, json: bool
     }
     println!("timeline:");
     for e in &trace.events {
+        // Events of a person folded into this one name it.
+        let of = match e.lead.as_deref() {
+            Some(lead) if lead != trace.lead_id => format!("[{lead}] "),
+            _ => String::new(),
+        };
         println!(
-            "  {}  {:<18} {:<10} {}",
+            "  {}  {:<18} {:<10} {of}{}",
             e.at,
             e.kind,
             e.system.as_deref().unwrap_or("-"),

@@ -51,6 +51,10 @@ pub struct TraceEvent {
     /// `push_dead`, `review`, ... (the audit kinds).
     pub kind: String,
     pub system: Option<String>,
+    /// The person it happened to: this one, or one folded into it since (`merged_from`);
+    /// `None` for changes received, which belong to a record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lead: Option<String>,
     pub detail: serde_json::Value,
 }
 
@@ -128,6 +132,7 @@ pub(super) fn trace(conn: &Connection, query: &str) -> Result<Option<Trace>> {
                 at: r.get(0)?,
                 kind: r.get(1)?,
                 system: r.get(2)?,
+                lead: Some(id.clone()),
                 detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
             })
         })?;
@@ -147,6 +152,7 @@ pub(super) fn trace(conn: &Connection, query: &str) -> Result<Option<Trace>> {
                 at: r.get(0)?,
                 kind: format!("push_{state}"),
                 system: Some(r.get(2)?),
+                lead: Some(id.clone()),
                 detail: serde_json::json!({
                     "remote": if remote.is_empty() { "(create)".to_string() } else { format!("{}/{remote}", r.get::<_, String>(3)?) },
                     "fields": serde_json::from_str::<serde_json::Value>(&fields).unwrap_or_default(),
@@ -164,7 +170,7 @@ pub(super) fn trace(conn: &Connection, query: &str) -> Result<Option<Trace>> {
             events.push(e?);
         }
         let mut stmt = conn.prepare(
-            "SELECT created_at, kind, other_lead_id, field, score, rule, state, decision
+            "SELECT created_at, kind, other_lead_id, field, score, rule, state, decision, lead_id
              FROM reviews WHERE lead_id = ?1 OR other_lead_id = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([id], |r| {
@@ -172,6 +178,7 @@ pub(super) fn trace(conn: &Connection, query: &str) -> Result<Option<Trace>> {
                 at: r.get(0)?,
                 kind: format!("review_{}", r.get::<_, String>(1)?),
                 system: None,
+                lead: Some(r.get(8)?),
                 detail: serde_json::json!({
                     "other": r.get::<_, String>(2)?,
                     "field": r.get::<_, String>(3)?,
@@ -208,6 +215,7 @@ pub(super) fn trace(conn: &Connection, query: &str) -> Result<Option<Trace>> {
                 at,
                 kind: "change".into(),
                 system: Some(link.system.clone()),
+                lead: None,
                 detail: serde_json::json!({
                     "remote": format!("{}/{}", link.object_type, link.remote_id),
                     "source": source,
