@@ -793,7 +793,7 @@ fn reconcile_live(
     // The first read of a record linked unread as a vendor merge's survivor (the only such
     // records in a system with unique emails): the vendor kept the survivor's own address, so
     // it is the person's, as when the survivor was read before the merge
-    // ([`survivor_address_carries_on`]); leadsync had not written it (see [`plan_pushes`]).
+    // ([`take_record_address`]); leadsync had not written it (see [`plan_pushes`]).
     let survivor_first_read = unique_email && from_primary && this_link.is_some_and(is_unread);
     let mut own_email_at = None;
     for (field, value) in &incoming {
