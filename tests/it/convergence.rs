@@ -1950,14 +1950,7 @@ fn made_for_reviewed_persons(app: &App, system: &str, ids: &[&str]) -> bool {
     };
     let Some(first) = ids.first() else { return false };
     let Ok(Some(trace)) = reader.trace(&format!("{system}:{first}")) else { return false };
-    let made_for = |id: &str| {
-        trace.events.iter().find_map(|e| {
-            let remote = e.detail.get("remote")?.as_str()?;
-            let created = e.detail.get("created")?.as_bool()?;
-            (e.kind == "pushed" && created && remote.ends_with(&format!("/{id}")))
-                .then(|| e.lead.clone())?
-        })
-    };
+    let made_for = |id: &str| create_event(&trace, id)?.lead.clone();
     let Some(persons) = ids.iter().map(|id| made_for(id)).collect::<Option<Vec<String>>>() else {
         return false;
     };
@@ -2000,33 +1993,40 @@ fn second_behind_a_create(
     create_sent_at(app, "marketing", &primary.id).is_some_and(|sent| sent < e.wall.1)
 }
 
-/// When leadsync sent the create that made this record (`sent_at` of its `pushed` audit).
-fn create_sent_at(app: &App, system: &str, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    let reader = leadsync::ledger::LedgerReader::open(app.ledger().path()).ok()?;
-    let trace = reader.trace(&format!("{system}:{id}")).ok()??;
-    trace.events.iter().find_map(|e| {
-        let remote = e.detail.get("remote")?.as_str()?;
-        let created = e.detail.get("created")?.as_bool()?;
-        if e.kind != "pushed" || !created || !remote.ends_with(&format!("/{id}")) {
-            return None;
-        }
-        let at = e.detail.get("sent_at")?.as_str()?;
-        chrono::DateTime::parse_from_rfc3339(at).ok().map(|t| t.with_timezone(&chrono::Utc))
+/// The `pushed` event of the create that made record `id`, in a trace.
+fn create_event<'a>(
+    trace: &'a leadsync::ledger::Trace,
+    id: &str,
+) -> Option<&'a leadsync::ledger::TraceEvent> {
+    let suffix = format!("/{id}");
+    trace.events.iter().find(|e| {
+        e.kind == "pushed"
+            && e.detail.get("created").and_then(|c| c.as_bool()) == Some(true)
+            && e.detail.get("remote").and_then(|r| r.as_str()).is_some_and(|r| r.ends_with(&suffix))
     })
 }
 
-fn create_cleared_at(app: &App, system: &str, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+/// A time its create's audit holds (`sent_at`, `cleared_by_read`) for this record.
+fn create_time(
+    app: &App,
+    system: &str,
+    id: &str,
+    key: &str,
+) -> Option<chrono::DateTime<chrono::Utc>> {
     let reader = leadsync::ledger::LedgerReader::open(app.ledger().path()).ok()?;
     let trace = reader.trace(&format!("{system}:{id}")).ok()??;
-    trace.events.iter().find_map(|e| {
-        let remote = e.detail.get("remote")?.as_str()?;
-        let created = e.detail.get("created")?.as_bool()?;
-        if e.kind != "pushed" || !created || !remote.ends_with(&format!("/{id}")) {
-            return None;
-        }
-        let at = e.detail.get("cleared_by_read")?.as_str()?;
-        chrono::DateTime::parse_from_rfc3339(at).ok().map(|t| t.with_timezone(&chrono::Utc))
-    })
+    let at = create_event(&trace, id)?.detail.get(key)?.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(at).ok().map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// When leadsync sent the create that made this record.
+fn create_sent_at(app: &App, system: &str, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    create_time(app, system, id, "sent_at")
+}
+
+/// When the read that cleared the create that made this record started.
+fn create_cleared_at(app: &App, system: &str, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    create_time(app, system, id, "cleared_by_read")
 }
 
 /// Whether the engine's trail shows a write of `e`'s field to `e`'s record that landed after
