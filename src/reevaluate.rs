@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use crate::app::blocking;
 use crate::contract::config::Contract;
-use crate::ledger::{Ledger, LedgerError, LedgerReader, Sweep};
+use crate::ledger::{Ledger, LedgerError, LedgerReader, Sweep, ToWrite};
 use crate::reconcile::Rules;
 use crate::shutdown::Shutdown;
 
@@ -48,7 +48,7 @@ pub struct SweepReport {
 /// Persons the scan found something to write for, with how many it looked at to find them.
 struct Found {
     persons: usize,
-    ids: Vec<String>,
+    ids: Vec<ToWrite>,
 }
 
 /// Re-evaluate the persons `which` names at `now`, on both cores: a read connection reads

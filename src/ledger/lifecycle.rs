@@ -470,7 +470,7 @@ fn sweep_batch(
     let rows = sweep_rows(tx, sweep, after, batch)?;
     let mut out = ReevalBatch { persons: rows.len(), ..ReevalBatch::default() };
     for row in &rows {
-        out.moved += usize::from(sweep_person(tx, contract, rules, row, now)?);
+        out.moved += usize::from(sweep_person(tx, contract, rules, row, false, now)?);
     }
     out.next = (rows.len() >= batch.max(1)).then(|| rows.last().map(|r| r.0.clone())).flatten();
     Ok(out)
@@ -481,30 +481,27 @@ fn sweep_batch(
 /// fields change (a move projected onto `lifecycle_stage`, a status written) is loaded whole
 /// (provenance, links, what the records hold) to store the fields and plan the pushes; only
 /// one with a stage date to send has their links read. Returns whether the stage changed.
+///
+/// `mover` is a hint from the scan ([`ToWrite::fields_change`]): such a person is loaded
+/// whole at once and evaluated once, instead of evaluated on their fields first and again
+/// once loaded. The person is evaluated on what this transaction reads either way, so a
+/// hint made stale by a later change costs time, never a wrong write.
 fn sweep_person(
     tx: &Transaction<'_>,
     contract: &Contract,
     rules: &Rules,
     row: &SweepRow,
+    mover: bool,
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let (id, fields, state, email_norm) = (&row.0, &row.1, row.2.as_deref(), row.3.as_deref());
     let status_implies = &rules.status_implies_stage;
-    let fields_before: Fields = from_json(fields)?;
     let state_before: PersonLifecycle = state.map(from_json).transpose()?.unwrap_or_default();
-    let (mut fields, mut state) = (fields_before.clone(), state_before.clone());
-    // The rules never read provenance, and it is stored only along with changed fields
-    // (each field `reevaluate` writes gets its provenance with it): a scratch map will do
-    // until the fields turn out to change.
-    let mut entries =
-        reevaluate(contract, status_implies, &mut state, &mut fields, &mut BTreeMap::new(), now);
-    let mut links = None;
-    if fields != fields_before {
+    let mut state = state_before.clone();
+    let (entries, changed) = if mover {
         let Some(mut lead) = load_lead(tx, id)? else { return Ok(false) };
-        // The same evaluation again, on the stored provenance (the result is the same:
-        // the fields and stage are those just computed).
-        state.clone_from(&state_before);
-        entries = reevaluate(
+        let fields_before = lead.fields.clone();
+        let entries = reevaluate(
             contract,
             status_implies,
             &mut state,
@@ -512,6 +509,42 @@ fn sweep_person(
             &mut lead.provenance,
             now,
         );
+        let changed = (lead.fields != fields_before).then_some(lead);
+        (entries, changed)
+    } else {
+        let fields_before: Fields = from_json(fields)?;
+        let mut fields = fields_before.clone();
+        // The rules never read provenance, and it is stored only along with changed fields
+        // (each field `reevaluate` writes gets its provenance with it): a scratch map will do
+        // until the fields turn out to change.
+        let entries = reevaluate(
+            contract,
+            status_implies,
+            &mut state,
+            &mut fields,
+            &mut BTreeMap::new(),
+            now,
+        );
+        if fields == fields_before {
+            (entries, None)
+        } else {
+            let Some(mut lead) = load_lead(tx, id)? else { return Ok(false) };
+            // The same evaluation again, on the stored provenance (the result is the same:
+            // the fields and stage are those just computed).
+            state.clone_from(&state_before);
+            let entries = reevaluate(
+                contract,
+                status_implies,
+                &mut state,
+                &mut lead.fields,
+                &mut lead.provenance,
+                now,
+            );
+            (entries, Some(lead))
+        }
+    };
+    let mut links = None;
+    if let Some(lead) = changed {
         let norm = lead.fields.get(&Field::Email).and_then(|e| normalize_email(e));
         if norm.as_deref() == email_norm {
             // What `write_lead` writes, but `email_norm` (the rules write the stage and the
@@ -584,7 +617,8 @@ fn sweep_person(
 /// connection from their stored rows (no writes): the fields or the lifecycle change, or a
 /// stage date or reason code is due to a system where the person has somewhere to send it
 /// (an open link or a pending create there, as `queue_dates` and `queue_stage_reason`
-/// look it up). When it says no, [`sweep_person`] writes nothing either, on the same rows.
+/// look it up). When it says no (`None`), [`sweep_person`] writes nothing either, on the
+/// same rows; `Some(true)`: the person's fields change.
 #[allow(clippy::too_many_arguments, reason = "the person's rows, the rules and the time")]
 fn sweep_would_write(
     conn: &Connection,
@@ -594,27 +628,39 @@ fn sweep_would_write(
     fields: &str,
     state: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<bool> {
+) -> Result<Option<bool>> {
     let fields_before: Fields = from_json(fields)?;
     let state_before: PersonLifecycle = state.map(from_json).transpose()?.unwrap_or_default();
     let (mut fields, mut state) = (fields_before.clone(), state_before.clone());
     reevaluate(contract, status_implies, &mut state, &mut fields, &mut BTreeMap::new(), now);
+    if fields != fields_before {
+        return Ok(Some(true));
+    }
     // A standing reason recovered from the audit trail is a lifecycle change to write.
     super::vendor_writes::backfill_reason(conn, contract, id, &mut state)?;
-    if fields != fields_before || state != state_before {
-        return Ok(true);
+    if state != state_before {
+        return Ok(Some(false));
     }
     for system in contract.mapping.stage_reason.keys() {
         if unsent_reason(contract, &state, system).is_some() && has_target(conn, id, system)? {
-            return Ok(true);
+            return Ok(Some(false));
         }
     }
     for system in contract.mapping.stage_dates.keys() {
         if !unsent_dates(contract, &state, system).is_empty() && has_target(conn, id, system)? {
-            return Ok(true);
+            return Ok(Some(false));
         }
     }
-    Ok(false)
+    Ok(None)
+}
+
+/// A person a sweep's scan found something to write for ([`LedgerReader::sweep_scan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToWrite {
+    pub id: String,
+    /// The person's fields change on the scan's snapshot: the writer loads them whole at
+    /// once. A hint only; the writer evaluates the person again on what it reads.
+    pub fields_change: bool,
 }
 
 /// Whether a write for the person at `system` has somewhere to go: an open link there or a
@@ -648,7 +694,7 @@ impl LedgerReader {
         after: Option<&str>,
         batch: usize,
         now: DateTime<Utc>,
-    ) -> Result<(ReevalBatch, Vec<String>)> {
+    ) -> Result<(ReevalBatch, Vec<ToWrite>)> {
         let Some(contract) = rules.contract.as_deref() else {
             return Ok((ReevalBatch::default(), Vec::new()));
         };
@@ -661,8 +707,10 @@ impl LedgerReader {
         let mut write = Vec::new();
         let implies = &rules.status_implies_stage;
         for (id, fields, state, _) in &rows {
-            if sweep_would_write(&tx, contract, implies, id, fields, state.as_deref(), now)? {
-                write.push(id.clone());
+            if let Some(fields_change) =
+                sweep_would_write(&tx, contract, implies, id, fields, state.as_deref(), now)?
+            {
+                write.push(ToWrite { id: id.clone(), fields_change });
             }
         }
         tx.commit()?;
@@ -688,7 +736,7 @@ impl Ledger {
         &self,
         rules: &Rules,
         sweep: Sweep,
-        ids: &[String],
+        ids: &[ToWrite],
         budget: std::time::Duration,
         now: DateTime<Utc>,
     ) -> Result<ReevalBatch> {
@@ -698,10 +746,11 @@ impl Ledger {
         let started = std::time::Instant::now();
         self.with_tx(|tx| {
             let mut out = ReevalBatch::default();
-            for id in ids {
+            for p in ids {
                 out.persons += 1;
-                if let Some(row) = sweep_row(tx, sweep, id)? {
-                    out.moved += usize::from(sweep_person(tx, contract, rules, &row, now)?);
+                if let Some(row) = sweep_row(tx, sweep, &p.id)? {
+                    let mover = p.fields_change;
+                    out.moved += usize::from(sweep_person(tx, contract, rules, &row, mover, now)?);
                 }
                 if started.elapsed() >= budget {
                     break;

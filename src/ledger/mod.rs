@@ -30,7 +30,7 @@ pub use duplicates::{
 pub use erase::{Erasure, erasure_email};
 pub use figures::{MatchFigures, SeededDuplicate, SweepWritten};
 pub use identity::{CandidateStats, candidate_stats};
-pub use lifecycle::{NamedOutcome, PlannedMove, ReevalBatch, StagePlan, Sweep};
+pub use lifecycle::{NamedOutcome, PlannedMove, ReevalBatch, StagePlan, Sweep, ToWrite};
 pub use notices::StoredNotice;
 pub use review::{Review, ReviewError, Verdict as ReviewVerdict};
 pub use seed::SeedPerson;

@@ -349,8 +349,25 @@ fn pipelined_batch(
     batch: usize,
     now: DateTime<Utc>,
 ) -> Result<ReevalBatch> {
+    pipelined_hinted(l, rules, sweep, after, batch, now, false)
+}
+
+/// [`pipelined_batch`], with every hint of the scan turned over when `flip`: the writer's
+/// hint (whose fields change) must change only how it reads, never what it writes.
+fn pipelined_hinted(
+    l: &Ledger,
+    rules: &Rules,
+    sweep: Sweep,
+    after: Option<&str>,
+    batch: usize,
+    now: DateTime<Utc>,
+    flip: bool,
+) -> Result<ReevalBatch> {
     let reader = LedgerReader::open(l.path())?;
-    let (mut out, ids) = reader.sweep_scan(rules, sweep, after, batch, now)?;
+    let (mut out, mut ids) = reader.sweep_scan(rules, sweep, after, batch, now)?;
+    for p in &mut ids {
+        p.fields_change ^= flip;
+    }
     let mut rest = &ids[..];
     while !rest.is_empty() {
         let b = l.reevaluate_persons(rules, sweep, rest, std::time::Duration::ZERO, now)?;
@@ -380,10 +397,12 @@ fn run(l: &Ledger, r: &Rules, sweep: Sweep, now: DateTime<Utc>, f: &Batcher) -> 
 fn the_sweep_writes_what_the_reference_sweep_writes() {
     let (old, new) = (rules(OLD), rules(NEW));
     let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
-    let dc = tempfile::tempdir().expect("tempdir");
+    let (dc, dd) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     let (a, b, c) = (population(da.path()), population(db.path()), population(dc.path()));
+    let d = population(dd.path());
     assert_eq!(dump(&a), dump(&b), "the population is deterministic");
     assert_eq!(dump(&a), dump(&c), "the population is deterministic");
+    assert_eq!(dump(&a), dump(&d), "the population is deterministic");
     // Persons with a create in flight and a stage date it has not carried (the sweep puts the
     // date on the create).
     let creates: Vec<(String, String)> = {
@@ -410,6 +429,8 @@ fn the_sweep_writes_what_the_reference_sweep_writes() {
     let fast: &Batcher = &|l, r, s, after, n, now| l.reevaluate_batch(r, s, after, n, now);
     let slow: &Batcher = &reference_batch;
     let piped: &Batcher = &pipelined_batch;
+    let flipped: &Batcher =
+        &|l, r, s, after, n, now| pipelined_hinted(l, r, s, after, n, now, true);
     let mut moved = 0;
     // The rule change, the same rules again a day later (nobody moves, windows may close),
     // the periodic sweep of persons with events, and a change back.
@@ -420,16 +441,19 @@ fn the_sweep_writes_what_the_reference_sweep_writes() {
     {
         let now = t0() + Duration::days(days);
         let (ra, rb) = (run(&a, r, sweep, now, slow), run(&b, r, sweep, now, fast));
-        let rc = run(&c, r, sweep, now, piped);
+        let (rc, rd) = (run(&c, r, sweep, now, piped), run(&d, r, sweep, now, flipped));
         assert_eq!(ra, rb, "{sweep:?} at +{days} d");
         assert_eq!(ra, rc, "pipelined, {sweep:?} at +{days} d");
+        assert_eq!(ra, rd, "hints turned over, {sweep:?} at +{days} d");
         moved += rb.iter().map(|b| b.moved).sum::<usize>();
-        let (x, y, z) = (dump(&a), dump(&b), dump(&c));
+        let (x, y, z, w) = (dump(&a), dump(&b), dump(&c), dump(&d));
         assert_eq!(x.len(), y.len(), "{sweep:?} at +{days} d");
         assert_eq!(x.len(), z.len(), "pipelined, {sweep:?} at +{days} d");
-        for ((p, q), o) in x.iter().zip(&y).zip(&z) {
+        assert_eq!(x.len(), w.len(), "hints turned over, {sweep:?} at +{days} d");
+        for (((p, q), o), v) in x.iter().zip(&y).zip(&z).zip(&w) {
             assert_eq!(p, q, "{sweep:?} at +{days} d");
             assert_eq!(p, o, "pipelined, {sweep:?} at +{days} d");
+            assert_eq!(p, v, "hints turned over, {sweep:?} at +{days} d");
         }
     }
     // The population exercises what the sweep can write.
@@ -485,10 +509,11 @@ fn a_change_between_scan_and_write_is_not_lost() {
             Some(LifecycleStage::Mql | LifecycleStage::Sal | LifecycleStage::Sql)
         )
     };
-    let changed: Vec<&String> = ids.iter().filter(|id| recyclable(id)).take(3).collect();
+    let changed: Vec<&String> =
+        ids.iter().map(|p| &p.id).filter(|id| recyclable(id)).take(3).collect();
     let untouched = all
         .iter()
-        .find(|id| !ids.contains(id) && recyclable(id))
+        .find(|id| !ids.iter().any(|p| &p.id == *id) && recyclable(id))
         .expect("a person at mql, sal or sql the scan leaves alone");
     let later = now + Duration::minutes(1);
     let change = |l: &Ledger| {
