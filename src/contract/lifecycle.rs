@@ -557,7 +557,9 @@ impl TransitionTable {
 /// When a stage was entered: the first time, the latest time, and how many times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageEntry {
+    #[serde(deserialize_with = "crate::domain::stamp::de")]
     pub first: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::domain::stamp::de")]
     pub last: DateTime<Utc>,
     pub times: u32,
 }

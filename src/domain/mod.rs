@@ -5,6 +5,7 @@
 //! JSON (never vendor JSON: that lives in each connector's `wire.rs`).
 
 pub mod closed_loop;
+pub mod stamp;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -52,7 +52,7 @@ use crate::contract::config::Contract;
 use crate::contract::lifecycle::{
     How, LifecycleStage, NamedMove, Refusal, StageDates, Transition, TransitionTable,
 };
-use crate::domain::{Field, Fields, Stage, SystemName};
+use crate::domain::{Field, Fields, Stage, SystemName, stamp};
 
 /// One person's governed lifecycle, as the ledger stores it (JSON).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +63,7 @@ pub struct PersonLifecycle {
     #[serde(default)]
     pub dates: StageDates,
     /// Declared event -> the latest time it happened.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "stamp::de_map")]
     pub events: BTreeMap<String, DateTime<Utc>>,
     /// Declared custom field -> its value as text, from the systems that map it
     /// (`[contract.mapping.custom_fields]`): the latest value read from any of them.
@@ -71,14 +71,22 @@ pub struct PersonLifecycle {
     pub custom: BTreeMap<String, String>,
     /// Declared custom field -> the vendor's modification time of the record its value (or
     /// its clearing) was read from, so an older state read later does not undo it.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "stamp::de_map"
+    )]
     pub custom_at: BTreeMap<String, DateTime<Utc>>,
     /// Stages whose qualification rule held at the previous evaluation (edge triggering).
     #[serde(default)]
     pub held: BTreeSet<LifecycleStage>,
     /// System -> stage -> the entry date leadsync last queued for that system's
     /// `[contract.mapping.stage_dates]` property, so a date is written only when it changed.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "stamp::de_nested"
+    )]
     pub dates_sent: BTreeMap<String, BTreeMap<LifecycleStage, DateTime<Utc>>>,
     /// The reason code of the named transition that put the person in their current stage
     /// (`None`: the latest move was not a named one, so no reason stands).
