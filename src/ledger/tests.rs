@@ -760,3 +760,31 @@ fn status_counts_rereads_as_pending_but_not_as_received() {
     let s = reader.status().expect("status").into_iter().find(|s| s.system == "crm").expect("crm");
     assert_eq!((s.notices_received, s.notices_pending), (0, 1));
 }
+
+/// A duplicate review between a person and one folded into it is one event of the trace,
+/// not one from each side.
+#[test]
+fn a_review_between_two_persons_of_one_trace_is_listed_once() {
+    let (_d, l) = open();
+    {
+        let conn = l.conn.lock().expect("lock");
+        conn.execute_batch(
+            "INSERT INTO leads(id, email_norm, fields, provenance, created_at, updated_at)
+             VALUES ('L1', 'a@x.test', '{\"email\":\"a@x.test\"}', '{}', 't1', 't1'),
+                    ('L2', 'b@x.test', '{\"email\":\"b@x.test\"}', '{}', 't1', 't1');
+             INSERT INTO reviews(kind, lead_id, other_lead_id, score, rule, detail, state,
+                                 created_at, decided_at, decision)
+             VALUES ('duplicate', 'L2', 'L1', 0.8, 'name_company', '{}', 'accepted', 't2', 't3',
+                     'merge');
+             UPDATE leads SET merged_into = 'L1' WHERE id = 'L2';",
+        )
+        .expect("fixture");
+    }
+    let reader = LedgerReader::open(l.path()).expect("reader");
+    let trace = reader.trace("L1").expect("trace").expect("found");
+    assert_eq!(trace.merged_from, ["L2".to_string()]);
+    let reviews: Vec<_> = trace.events.iter().filter(|e| e.kind == "review_duplicate").collect();
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert_eq!(reviews[0].lead.as_deref(), Some("L2"), "the review's own person");
+    assert_eq!(reviews[0].detail["other"], "L1");
+}

@@ -105,6 +105,9 @@ pub(super) fn trace(conn: &Connection, query: &str) -> Result<Option<Trace>> {
 
     let mut links = Vec::new();
     let mut events = Vec::new();
+    // A review between two persons of this trace (one folded into the other) is read from
+    // each side; it is listed once.
+    let mut reviews_seen = std::collections::BTreeSet::new();
     for id in &ids {
         let mut stmt = conn.prepare(
             "SELECT system, object_type, remote_id, reason, created_at, closed_at, closed_reason
@@ -170,11 +173,12 @@ pub(super) fn trace(conn: &Connection, query: &str) -> Result<Option<Trace>> {
             events.push(e?);
         }
         let mut stmt = conn.prepare(
-            "SELECT created_at, kind, other_lead_id, field, score, rule, state, decision, lead_id
+            "SELECT created_at, kind, other_lead_id, field, score, rule, state, decision, lead_id,
+                    id
              FROM reviews WHERE lead_id = ?1 OR other_lead_id = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([id], |r| {
-            Ok(TraceEvent {
+            let event = TraceEvent {
                 at: r.get(0)?,
                 kind: format!("review_{}", r.get::<_, String>(1)?),
                 system: None,
@@ -187,10 +191,14 @@ pub(super) fn trace(conn: &Connection, query: &str) -> Result<Option<Trace>> {
                     "state": r.get::<_, String>(6)?,
                     "decision": r.get::<_, Option<String>>(7)?,
                 }),
-            })
+            };
+            Ok((r.get::<_, i64>(9)?, event))
         })?;
-        for e in rows {
-            events.push(e?);
+        for row in rows {
+            let (review, e) = row?;
+            if reviews_seen.insert(review) {
+                events.push(e);
+            }
         }
     }
     // Changes received from every record this person ever had (while the inbox keeps them).
