@@ -4,7 +4,7 @@
 //! fraction digits when there are any) and reads it back with a general, relaxed RFC 3339
 //! parser. A person's lifecycle holds a dozen instants, and a re-evaluation after a rule
 //! change decodes every person's: chrono's parser was a sixth of the sweep's read side.
-//! [`parse`] reads the shape chrono writes directly and hands anything else to chrono, so
+//! [`read`] takes the shape chrono writes directly and hands anything else to chrono, so
 //! what is accepted, and the instant read, are chrono's own; only the time taken differs.
 //! The `de*` functions plug it into serde (`#[serde(deserialize_with = ...)]`); writing is
 //! left to chrono.
@@ -15,20 +15,25 @@ use std::fmt;
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
-/// An RFC 3339 instant, as chrono's `FromStr` reads it (`None`: not one).
-pub fn parse(s: &str) -> Option<DateTime<Utc>> {
-    fast(s.as_bytes())
-        .or_else(|| s.parse::<DateTime<FixedOffset>>().ok().map(|t| t.with_timezone(&Utc)))
+/// An RFC 3339 instant, as chrono's `FromStr` reads it (and with its error).
+fn read(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    match fast(s.as_bytes()) {
+        Some(t) => Ok(t),
+        None => s.parse::<DateTime<FixedOffset>>().map(|t| t.with_timezone(&Utc)),
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+00:00)`, a fraction of 1 to 9 digits: what chrono
 /// writes for a UTC instant. `None` for anything else (other offsets, a leap second, a
-/// space for the `T`), which [`parse`] leaves to chrono.
+/// space for the `T`), which [`read`] leaves to chrono.
 fn fast(b: &[u8]) -> Option<DateTime<Utc>> {
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
-        return None;
-    }
-    if b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |from: usize, to: usize| -> Option<u32> {
@@ -72,16 +77,11 @@ impl Visitor<'_> for StampVisitor {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        match fast(s.as_bytes()) {
-            Some(t) => Ok(t),
-            None => {
-                s.parse::<DateTime<FixedOffset>>().map(|t| t.with_timezone(&Utc)).map_err(E::custom)
-            }
-        }
+        read(s).map_err(E::custom)
     }
 }
 
-/// One instant, read as [`parse`] reads it.
+/// One instant, as [`read`] reads it.
 struct Stamp(DateTime<Utc>);
 
 impl<'de> Deserialize<'de> for Stamp {
@@ -136,6 +136,10 @@ mod tests {
     use super::*;
     use chrono::{TimeZone, Timelike};
     use proptest::prelude::*;
+
+    fn parse(s: &str) -> Option<DateTime<Utc>> {
+        read(s).ok()
+    }
 
     fn chrono_reads(s: &str) -> Option<DateTime<Utc>> {
         serde_json::from_value::<DateTime<Utc>>(serde_json::Value::String(s.into())).ok()

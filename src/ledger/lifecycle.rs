@@ -498,25 +498,15 @@ fn sweep_person(
     let status_implies = &rules.status_implies_stage;
     let state_before: PersonLifecycle = state.map(from_json).transpose()?.unwrap_or_default();
     let mut state = state_before.clone();
-    let (entries, changed) = if mover {
-        let Some(mut lead) = load_lead(tx, id)? else { return Ok(false) };
-        let fields_before = lead.fields.clone();
-        let entries = reevaluate(
-            contract,
-            status_implies,
-            &mut state,
-            &mut lead.fields,
-            &mut lead.provenance,
-            now,
-        );
-        let changed = (lead.fields != fields_before).then_some(lead);
-        (entries, changed)
+    // The rules never read provenance, and it is stored only along with changed fields
+    // (each field `reevaluate` writes gets its provenance with it): unless the scan said the
+    // fields change, a first evaluation on the fields alone, with a scratch map, decides
+    // whether the person needs loading whole at all.
+    let first = if mover {
+        None
     } else {
         let fields_before: Fields = from_json(fields)?;
         let mut fields = fields_before.clone();
-        // The rules never read provenance, and it is stored only along with changed fields
-        // (each field `reevaluate` writes gets its provenance with it): a scratch map will do
-        // until the fields turn out to change.
         let entries = reevaluate(
             contract,
             status_implies,
@@ -525,13 +515,16 @@ fn sweep_person(
             &mut BTreeMap::new(),
             now,
         );
-        if fields == fields_before {
-            (entries, None)
-        } else {
+        Some((entries, fields != fields_before))
+    };
+    let (entries, changed) = match first {
+        Some((entries, false)) => (entries, None),
+        _ => {
             let Some(mut lead) = load_lead(tx, id)? else { return Ok(false) };
-            // The same evaluation again, on the stored provenance (the result is the same:
-            // the fields and stage are those just computed).
+            // On the stored provenance this time (after a first evaluation, with the same
+            // result: the fields and stage are those just computed).
             state.clone_from(&state_before);
+            let fields_before = lead.fields.clone();
             let entries = reevaluate(
                 contract,
                 status_implies,
@@ -540,7 +533,8 @@ fn sweep_person(
                 &mut lead.provenance,
                 now,
             );
-            (entries, Some(lead))
+            let changed = (lead.fields != fields_before).then_some(lead);
+            (entries, changed)
         }
     };
     let mut links = None;

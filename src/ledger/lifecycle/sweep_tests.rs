@@ -341,20 +341,10 @@ fn dump(l: &Ledger) -> Vec<String> {
 /// The pipelined sweep, one batch: the scan on a read connection, then the persons it found
 /// written in transactions as small as one person (a zero budget), as the daemon's sweep
 /// does when its transactions run out of time.
+///
+/// With `flip`, every hint of the scan is turned over: the writer's hint (whose fields
+/// change) must change only how it reads, never what it writes.
 fn pipelined_batch(
-    l: &Ledger,
-    rules: &Rules,
-    sweep: Sweep,
-    after: Option<&str>,
-    batch: usize,
-    now: DateTime<Utc>,
-) -> Result<ReevalBatch> {
-    pipelined_hinted(l, rules, sweep, after, batch, now, false)
-}
-
-/// [`pipelined_batch`], with every hint of the scan turned over when `flip`: the writer's
-/// hint (whose fields change) must change only how it reads, never what it writes.
-fn pipelined_hinted(
     l: &Ledger,
     rules: &Rules,
     sweep: Sweep,
@@ -428,9 +418,8 @@ fn the_sweep_writes_what_the_reference_sweep_writes() {
     assert!(undated_creates > 2, "{undated_creates} of {} creates", creates.len());
     let fast: &Batcher = &|l, r, s, after, n, now| l.reevaluate_batch(r, s, after, n, now);
     let slow: &Batcher = &reference_batch;
-    let piped: &Batcher = &pipelined_batch;
-    let flipped: &Batcher =
-        &|l, r, s, after, n, now| pipelined_hinted(l, r, s, after, n, now, true);
+    let piped: &Batcher = &|l, r, s, after, n, now| pipelined_batch(l, r, s, after, n, now, false);
+    let flipped: &Batcher = &|l, r, s, after, n, now| pipelined_batch(l, r, s, after, n, now, true);
     let mut moved = 0;
     // The rule change, the same rules again a day later (nobody moves, windows may close),
     // the periodic sweep of persons with events, and a change back.
